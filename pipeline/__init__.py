@@ -1,0 +1,56 @@
+"""Deploy and run the AWS Batch example array-job workflow from Python.
+
+``ArrayJobPipeline`` and ``PipelineStack`` load aws-cdk-lib on first use only, so the
+submitter and the job programs, which need just :mod:`pipeline.spec`, start quickly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineConfigError
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    RESOURCES,
+    Dependency,
+    DependencyType,
+    JobSpec,
+    PipelineResource,
+    PipelineSpec,
+    SpecError,
+)
+
+if TYPE_CHECKING:
+    from pipeline.constructs import ArrayJobPipeline, ArrayJobPipelineProps, JobOverride
+    from pipeline.stacks import PipelineStack
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "RESOURCES",
+    "ArrayJobPipeline",
+    "ArrayJobPipelineProps",
+    "Dependency",
+    "DependencyType",
+    "JobOverride",
+    "JobSpec",
+    "PipelineConfigError",
+    "PipelineResource",
+    "PipelineSpec",
+    "PipelineStack",
+    "SpecError",
+]
+
+_LAZY = {
+    "ArrayJobPipeline": "pipeline.constructs",
+    "ArrayJobPipelineProps": "pipeline.constructs",
+    "JobOverride": "pipeline.constructs",
+    "PipelineStack": "pipeline.stacks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -1,0 +1,128 @@
+"""Compute environments (CPU- and memory-optimized) and the job queue, ProdQueue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from pipeline.instances import InstanceType, lookup
+
+
+class PipelineCompute(Construct):
+    """Two managed EC2 compute environments behind one job queue.
+
+    The memory-optimized environment comes first in the queue: small jobs and JobC/JobD's
+    32 GiB children land on the cheaper-per-GiB instances, and JobB's 32-vCPU children, which
+    fit none of them, go to the CPU-optimized environment. Both scale to zero (minvCpus 0).
+    Instances require IMDSv2 with a hop limit of 1, so containers cannot read the instance
+    role's credentials; jobs get their own roles through the ECS task endpoint.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        vpc_subnets: ec2.SubnetSelection | None,
+        security_group: ec2.ISecurityGroup,
+        queue_name: str,
+        max_vcpus: int,
+        spot: bool,
+        cpu_instance_types: Sequence[str],
+        memory_instance_types: Sequence[str],
+        runnable_timeout: Duration,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        30, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3
+                    ),
+                )
+            ],
+        )
+        self.cpu_instance_types: tuple[InstanceType, ...] = lookup(cpu_instance_types)
+        self.memory_instance_types: tuple[InstanceType, ...] = lookup(memory_instance_types)
+
+        def environment(
+            construct_id: str, instances: tuple[InstanceType, ...]
+        ) -> batch.ManagedEc2EcsComputeEnvironment:
+            # No compute_environment_name: a physical name would block the replacement that
+            # CloudFormation needs when instance types change.
+            return batch.ManagedEc2EcsComputeEnvironment(
+                self,
+                construct_id,
+                vpc=vpc,
+                vpc_subnets=vpc_subnets,
+                security_groups=[security_group],
+                instance_types=[ec2.InstanceType(i.name) for i in instances],
+                use_optimal_instance_classes=False,
+                minv_cpus=0,
+                maxv_cpus=max_vcpus,
+                spot=spot,
+                allocation_strategy=(
+                    batch.AllocationStrategy.SPOT_CAPACITY_OPTIMIZED
+                    if spot
+                    else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE
+                ),
+                launch_template=launch_template,
+                # Managed updates replace instances gradually instead of all at once.
+                replace_compute_environment=False,
+                terminate_on_update=False,
+                update_to_latest_image_version=True,
+            )
+
+        self.memory_environment = environment("MemoryOptimized", self.memory_instance_types)
+        self.cpu_environment = environment("CpuOptimized", self.cpu_instance_types)
+        Validations.of(self).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonEC2ContainerServiceforEC2Role]",
+                reason="The ECS agent on Batch instances needs this AWS-maintained policy to register "
+                "with the cluster, pull images and ship logs; jobs use their own roles, and IMDSv2 "
+                "with hop limit 1 keeps containers from the instance role.",
+            )
+        )
+
+        self.queue = batch.JobQueue(
+            self,
+            "Queue",
+            job_queue_name=queue_name,
+            compute_environments=[
+                batch.OrderedComputeEnvironment(
+                    compute_environment=self.memory_environment, order=1
+                ),
+                batch.OrderedComputeEnvironment(compute_environment=self.cpu_environment, order=2),
+            ],
+            # A job that can never be placed (misconfiguration) is cancelled with a reason
+            # instead of waiting in RUNNABLE forever. Waiting for capacity is normal for a
+            # 10,000-child array, so INSUFFICIENT_INSTANCE_CAPACITY is deliberately not here.
+            job_state_time_limit_actions=[
+                batch.JobStateTimeLimitAction(
+                    max_time=runnable_timeout,
+                    reason=reason,
+                    action=batch.JobStateTimeLimitActionsAction.CANCEL,
+                    state=batch.JobStateTimeLimitActionsState.RUNNABLE,
+                )
+                for reason in (
+                    batch.JobStateTimeLimitActionsReason.JOB_RESOURCE_REQUIREMENT,
+                    batch.JobStateTimeLimitActionsReason.COMPUTE_ENVIRONMENT_MAX_RESOURCE,
+                )
+            ],
+        )
+
+    @property
+    def instance_types(self) -> tuple[InstanceType, ...]:
+        """Every instance type a job on the queue may be placed on."""
+        return self.memory_instance_types + self.cpu_instance_types

@@ -1,0 +1,53 @@
+"""Acknowledgements for cdk-nag findings the pipeline cannot avoid, each with its reason.
+
+The construct registers no policy pack (the app chooses its own); it only records, next to the
+resources, why a finding is acceptable, through CDK's ``Validations.of(...).acknowledge``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import aws_iam as iam
+
+OBJECT_WILDCARD_REASON = (
+    "Object-level wildcard on one bucket only: run data is keyed runs/<run-id>/... with run ids "
+    "made at submit time, and input keys are the user's; actions are listed one by one."
+)
+
+
+def acknowledge_object_wildcards(
+    role: iam.IRole, statements: Iterable[iam.PolicyStatement]
+) -> None:
+    """Acknowledge AwsSolutions-IAM5 for each S3 object pattern (``<bucket>/runs/*``) that
+    ``statements`` grant ``role``; any other wildcard still fails the check."""
+    stack = Stack.of(role)
+    for statement in statements:
+        for resource in statement.resources:
+            rendered = nag_resource(stack.resolve(resource))
+            if "*" in rendered and "/" in rendered:
+                Validations.of(role).acknowledge(
+                    Acknowledgment(
+                        id=f"AwsSolutions-IAM5[Resource::{rendered}]",
+                        reason=OBJECT_WILDCARD_REASON,
+                    )
+                )
+
+
+def nag_resource(value: Any) -> str:
+    """Render a resolved IAM resource the way cdk-nag names it in a finding ID
+    (``<LogicalId.Arn>/runs/*``, ``arn:<AWS::Partition>:...``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((intrinsic, argument),) = value.items()
+        if intrinsic == "Fn::GetAtt":
+            return f"<{argument[0]}.{argument[1]}>"
+        if intrinsic == "Ref":
+            return f"<{argument}>"
+        if intrinsic == "Fn::Join":
+            separator, parts = argument
+            return str(separator).join(nag_resource(p) for p in parts)
+    return str(value)

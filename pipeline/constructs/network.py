@@ -1,0 +1,75 @@
+"""The pipeline's network: a VPC with no idle cost, or the caller's own."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+
+class PipelineNetwork(Construct):
+    """A VPC for the compute environments and a security group with no ingress.
+
+    The default VPC has public subnets only and no NAT gateway, so it costs nothing while no job
+    runs: instances get public IPs for ECR, ECS and CloudWatch Logs, and reach S3 and DynamoDB
+    through free gateway endpoints. Nothing can connect in: the security group has no ingress
+    rule. VPC flow logs go to a log group with retention, billed only for traffic.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+    ) -> None:
+        """
+        :param vpc: the VPC to run in. Default: a new two-AZ VPC with public subnets only, no
+            NAT gateway, S3 and DynamoDB gateway endpoints and flow logs.
+        :param vpc_subnets: where instances are placed. Default: the VPC's public subnets when
+            the VPC is created here, else its private subnets with egress (CDK's default).
+        """
+        super().__init__(scope, construct_id)
+        if vpc is None:
+            vpc = ec2.Vpc(
+                self,
+                "Vpc",
+                max_azs=2,
+                nat_gateways=0,
+                subnet_configuration=[
+                    ec2.SubnetConfiguration(
+                        name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=20
+                    )
+                ],
+                gateway_endpoints={
+                    "S3": ec2.GatewayVpcEndpointOptions(
+                        service=ec2.GatewayVpcEndpointAwsService.S3
+                    ),
+                    "DynamoDB": ec2.GatewayVpcEndpointOptions(
+                        service=ec2.GatewayVpcEndpointAwsService.DYNAMODB
+                    ),
+                },
+            )
+            flow_log_group = logs.LogGroup(
+                self, "FlowLogs", retention=log_retention, removal_policy=removal_policy
+            )
+            vpc.add_flow_log(
+                "FlowLog",
+                destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                traffic_type=ec2.FlowLogTrafficType.ALL,
+            )
+            if vpc_subnets is None:
+                vpc_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
+        self.vpc: ec2.IVpc = vpc
+        self.vpc_subnets: ec2.SubnetSelection | None = vpc_subnets
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "InstanceSecurityGroup",
+            vpc=vpc,
+            description="Batch instances of the array-job pipeline: no ingress, egress for AWS APIs",
+            allow_all_outbound=True,
+        )

@@ -1,0 +1,357 @@
+"""ArrayJobPipeline: the whole array-job workflow as one construct."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_batch as batch
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from pipeline.constructs.compute import PipelineCompute
+from pipeline.constructs.jobs import JobOverride, PipelineJobs
+from pipeline.constructs.network import PipelineNetwork
+from pipeline.constructs.storage import BUCKET_KEYS, PipelineStorage
+from pipeline.errors import PipelineConfigError
+from pipeline.instances import (
+    DEFAULT_CPU_INSTANCE_TYPES,
+    DEFAULT_MEMORY_INSTANCE_TYPES,
+    InstanceType,
+    UnknownInstanceTypeError,
+)
+from pipeline.spec import (
+    DEFAULT_ARRAY_SIZE,
+    DEFAULT_SPEC,
+    QUEUE_NAME,
+    RUN_PREFIX_PATTERN,
+    PipelineSpec,
+    SpecError,
+    check_array_size,
+    check_email,
+    check_name_prefix,
+    prefixed,
+)
+
+_T = TypeVar("_T")
+
+DEFAULT_MAX_VCPUS = 256
+DEFAULT_RUNNABLE_TIMEOUT = Duration.minutes(30)
+DEFAULT_INTERMEDIATE_EXPIRATION = Duration.days(14)
+
+
+class ArrayJobPipelineProps(TypedDict, total=False):
+    """Props of :class:`ArrayJobPipeline`. Every prop is optional; each says what happens
+    when it is left out."""
+
+    name_prefix: str
+    """Put in front of the queue and job definition names (``dev`` -> ``dev-ProdQueue``).
+    Default: none, so the names are the workflow's own (``ProdQueue``,
+    ``JobA-list-and-validate``); give each pipeline in one account its own prefix."""
+    array_size: int
+    """Children of JobB and JobC (one per manifest shard), 2..10,000. Default: 10,000. The
+    submitter can still choose another size per run; this is the jobs' default."""
+    vpc: ec2.IVpc
+    """VPC for the compute environments. Default: a new VPC with public subnets only, no NAT
+    gateway (no idle cost), S3 and DynamoDB gateway endpoints and flow logs."""
+    vpc_subnets: ec2.SubnetSelection
+    """Subnets for instances. Default: the new VPC's public subnets, or CDK's default
+    selection (private with egress) in a VPC you bring."""
+    max_vcpus: int
+    """Upper bound of each compute environment. Default: 256. Must cover the largest job."""
+    spot: bool
+    """Run on Spot with the SPOT_CAPACITY_OPTIMIZED allocation strategy. Default: On-Demand
+    with BEST_FIT_PROGRESSIVE. Spot reclaims are retried by every job's retry strategy."""
+    cpu_instance_types: Sequence[str]
+    """Instance types of the CPU-optimized environment. Default: c6i.8xlarge, c6i.12xlarge,
+    c6i.16xlarge (JobB needs 32 vCPUs). Each must be in ``pipeline/instances.py``."""
+    memory_instance_types: Sequence[str]
+    """Instance types of the memory-optimized environment. Default: r6i.2xlarge,
+    r6i.4xlarge, r6i.8xlarge (JobC/JobD need 32768 MiB plus the ECS agent's headroom)."""
+    runnable_timeout: Duration
+    """How long a job that cannot be placed (misconfiguration) waits in RUNNABLE before the
+    queue cancels it with a reason. Default: 30 minutes (Batch allows 10 minutes to 24 hours)."""
+    existing_input_bucket: s3.IBucket
+    """BucketA, the input. Default: a new encrypted, TLS-only, private bucket."""
+    input_bucket_props: Mapping[str, Any]
+    """Extra ``s3.Bucket`` props for a new BucketA (not with ``existing_input_bucket``)."""
+    existing_cpu_results_bucket: s3.IBucket
+    """BucketB, manifests and JobB's results. Default: a new bucket whose objects expire after
+    ``intermediate_expiration``."""
+    cpu_results_bucket_props: Mapping[str, Any]
+    """Extra ``s3.Bucket`` props for a new BucketB."""
+    existing_memory_results_bucket: s3.IBucket
+    """BucketC, JobC's outputs. Default: a new bucket."""
+    memory_results_bucket_props: Mapping[str, Any]
+    """Extra ``s3.Bucket`` props for a new BucketC."""
+    existing_output_bucket: s3.IBucket
+    """Reports, rejects and summaries. Default: a new bucket."""
+    output_bucket_props: Mapping[str, Any]
+    """Extra ``s3.Bucket`` props for a new output bucket."""
+    existing_table: dynamodb.ITable
+    """Metadata table (partition key ``run_id``, sort key ``object_key``, strings). Default: a
+    new on-demand table with point-in-time recovery."""
+    table_props: Mapping[str, Any]
+    """Extra ``dynamodb.Table`` props for a new table."""
+    existing_topic: sns.ITopic
+    """Notification topic. Default: a new TLS-only topic encrypted with the AWS-managed key."""
+    topic_props: Mapping[str, Any]
+    """Extra ``sns.Topic`` props for a new topic."""
+    notification_email: str
+    """Subscribe this address to the topic and use it as JobE's default Recipient. Default: no
+    subscription; the submitter passes a Recipient per run."""
+    image: ecs.ContainerImage
+    """Image for all five jobs. Default: built from ``job_images/`` at deploy time."""
+    job_overrides: Mapping[str, JobOverride]
+    """Per-job command, environment, vCPUs, memory or timeout, keyed by ``JobA``..``JobE``.
+    Default: the values in ``pipeline/spec.py``."""
+    log_retention: logs.RetentionDays
+    """Retention of job and flow logs. Default: one month."""
+    intermediate_expiration: Duration
+    """Lifetime of objects in BucketB (manifests and JobB results). Default: 14 days."""
+    removal_policy: RemovalPolicy
+    """What happens to buckets, table and logs when the stack is deleted. Default: RETAIN.
+    With DESTROY, buckets are emptied and deleted with the stack."""
+
+
+_PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)
+
+
+class ArrayJobPipeline(Construct):
+    """The AWS Batch example array-job workflow: compute, ProdQueue, five job definitions,
+    storage, roles and logs.
+
+    Example::
+
+        pipeline = ArrayJobPipeline(stack, "Pipeline", name_prefix="dev", array_size=100)
+        pipeline.grant_read_output(analyst_role)
+
+    Props are validated while the construct is built; a prop that cannot work raises
+    :class:`pipeline.errors.PipelineConfigError` with a one-line message naming it.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, **props: Unpack[ArrayJobPipelineProps]
+    ) -> None:
+        super().__init__(scope, construct_id)
+        _check_prop_names(props)
+        self.name_prefix = _config(check_name_prefix, props.get("name_prefix", ""))
+        array_size = _config(
+            check_array_size, props.get("array_size", DEFAULT_ARRAY_SIZE), "array_size"
+        )
+        email = props.get("notification_email") or None
+        if email is not None:
+            _config(check_email, email, "notification_email")
+        overrides = dict(props.get("job_overrides", {}))
+        spec = _config(_apply_overrides, DEFAULT_SPEC.with_array_size(array_size), overrides)
+        self.spec: PipelineSpec = spec
+        _claim_prefix(self, self.name_prefix)
+
+        max_vcpus = props.get("max_vcpus", DEFAULT_MAX_VCPUS)
+        removal_policy = props.get("removal_policy", RemovalPolicy.RETAIN)
+        log_retention = props.get("log_retention", logs.RetentionDays.ONE_MONTH)
+
+        self.network = PipelineNetwork(
+            self,
+            "Network",
+            vpc=props.get("vpc"),
+            vpc_subnets=props.get("vpc_subnets"),
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+        self.vpc: ec2.IVpc = self.network.vpc
+        try:
+            self.compute = PipelineCompute(
+                self,
+                "Compute",
+                vpc=self.network.vpc,
+                vpc_subnets=self.network.vpc_subnets,
+                security_group=self.network.security_group,
+                queue_name=prefixed(self.name_prefix, QUEUE_NAME),
+                max_vcpus=max_vcpus,
+                spot=props.get("spot", False),
+                cpu_instance_types=props.get("cpu_instance_types", DEFAULT_CPU_INSTANCE_TYPES),
+                memory_instance_types=props.get(
+                    "memory_instance_types", DEFAULT_MEMORY_INSTANCE_TYPES
+                ),
+                runnable_timeout=props.get("runnable_timeout", DEFAULT_RUNNABLE_TIMEOUT),
+            )
+        except UnknownInstanceTypeError as error:
+            raise PipelineConfigError(
+                f"cpu_instance_types/memory_instance_types: {error}"
+            ) from error
+        _check_capacity(spec, self.compute.instance_types, max_vcpus)
+
+        self.storage = PipelineStorage(
+            self,
+            "Storage",
+            existing_buckets={k: props.get(f"existing_{k}") for k in BUCKET_KEYS},  # type: ignore[misc]
+            bucket_props={k: props.get(f"{k}_props") for k in BUCKET_KEYS},  # type: ignore[misc]
+            existing_table=props.get("existing_table"),
+            table_props=props.get("table_props"),
+            existing_topic=props.get("existing_topic"),
+            topic_props=props.get("topic_props"),
+            notification_email=email,
+            intermediate_expiration=props.get(
+                "intermediate_expiration", DEFAULT_INTERMEDIATE_EXPIRATION
+            ),
+            removal_policy=removal_policy,
+        )
+        self.jobs = PipelineJobs(
+            self,
+            "Jobs",
+            spec=spec,
+            name_prefix=self.name_prefix,
+            image=props.get("image"),
+            overrides=overrides,
+            buckets=self.storage.buckets,
+            table=self.storage.table,
+            topic=self.storage.topic,
+            default_parameters={
+                "SourceBucket": f"s3://{self.storage.output_bucket.bucket_name}",
+                "Recipient": email or "",
+            },
+            log_retention=log_retention,
+            removal_policy=removal_policy,
+        )
+
+    # --- what other constructs use ----------------------------------------------------------
+
+    @property
+    def queue(self) -> batch.JobQueue:
+        """ProdQueue (with the name prefix, if any)."""
+        return self.compute.queue
+
+    @property
+    def job_definitions(self) -> dict[str, batch.EcsJobDefinition]:
+        """The job definitions, keyed ``JobA``..``JobE``."""
+        return self.jobs.definitions
+
+    @property
+    def buckets(self) -> dict[str, s3.IBucket]:
+        """The buckets keyed as in ``pipeline.spec.RESOURCES`` (``input_bucket``, ...)."""
+        return self.storage.buckets
+
+    @property
+    def table(self) -> dynamodb.ITable:
+        return self.storage.table
+
+    @property
+    def topic(self) -> sns.ITopic:
+        return self.storage.topic
+
+    @property
+    def log_group(self) -> logs.LogGroup:
+        return self.jobs.log_group
+
+    def grant_read_output(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` read the runs' reports and summaries in the output bucket."""
+        return self.storage.output_bucket.grant_read(grantee, RUN_PREFIX_PATTERN)
+
+    def grant_submit_jobs(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` submit this pipeline's jobs to its queue, tag them, and watch,
+        cancel or terminate them (what ``python -m pipeline.submit`` needs)."""
+        stack = Stack.of(self)
+        definition_arns = [
+            stack.format_arn(
+                service="batch",
+                resource="job-definition",
+                resource_name=f"{d.job_definition_name}:*",
+            )
+            for d in self.job_definitions.values()
+        ]
+        jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
+        submit = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["batch:SubmitJob", "batch:TagResource"],
+            resource_arns=[self.queue.job_queue_arn, *definition_arns, jobs_arn],
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["batch:CancelJob", "batch:TerminateJob"],
+            resource_arns=[jobs_arn],
+        )
+        # DescribeJobs and ListJobs support no resource-level permissions.
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["batch:DescribeJobs", "batch:ListJobs"], resource_arns=["*"]
+        )
+        return submit
+
+
+def _check_prop_names(props: Mapping[str, object]) -> None:
+    for name in props:
+        if name not in _PROP_NAMES:
+            close = difflib.get_close_matches(name, sorted(_PROP_NAMES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PipelineConfigError(f"ArrayJobPipeline has no prop {name!r}{hint}")
+
+
+def _config(check: Callable[..., _T], *args: Any) -> _T:
+    """Run a spec check; its SpecError becomes a PipelineConfigError with the same message."""
+    try:
+        return check(*args)
+    except PipelineConfigError:
+        raise
+    except SpecError as error:
+        raise PipelineConfigError(str(error)) from error
+
+
+def _apply_overrides(spec: PipelineSpec, overrides: Mapping[str, JobOverride]) -> PipelineSpec:
+    try:
+        return spec.with_resources(
+            {
+                key: (
+                    o.vcpus if o.vcpus is not None else spec.job(key).vcpus,
+                    o.memory_mib if o.memory_mib is not None else spec.job(key).memory_mib,
+                )
+                for key, o in overrides.items()
+            }
+        )
+    except SpecError as error:
+        raise PipelineConfigError(f"job_overrides: {error}") from error
+
+
+def _check_capacity(spec: PipelineSpec, instances: Sequence[InstanceType], max_vcpus: int) -> None:
+    """Every job must fit one instance type of the queue's compute environments, and the
+    environments must be allowed to grow large enough to start it."""
+    biggest = max(instances, key=lambda i: (i.vcpus, i.usable_memory_mib))
+    roomiest = max(instances, key=lambda i: (i.usable_memory_mib, i.vcpus))
+    for job in spec:
+        if not any(i.fits(job.vcpus, job.memory_mib) for i in instances):
+            raise PipelineConfigError(
+                f"job_overrides/instance types: {job.key} needs {job.vcpus:g} vCPU and "
+                f"{job.memory_mib:,} MiB, which no instance type of the queue fits (most vCPUs: "
+                f"{biggest.name} {biggest.vcpus} vCPU; most usable memory: {roomiest.name} "
+                f"{roomiest.usable_memory_mib:,} MiB); add a larger type to cpu_instance_types or "
+                f"memory_instance_types, or lower {job.key}'s resources"
+            )
+        if job.vcpus > max_vcpus:
+            raise PipelineConfigError(
+                f"max_vcpus={max_vcpus} is below {job.key}'s {job.vcpus:g} vCPUs, so it could "
+                f"never start; raise max_vcpus to at least {job.vcpus:g}"
+            )
+
+
+def _claim_prefix(pipeline: ArrayJobPipeline, prefix: str) -> None:
+    """Two pipelines with one prefix in one account and region would collide on the queue and
+    job definition names at deploy time; say so at synth instead. Stacks without an explicit
+    environment count as one account."""
+    stack = Stack.of(pipeline)
+    root = pipeline.node.root
+    claimed: dict[str, str] = getattr(root, "_array_job_pipeline_prefixes", {})
+    where = f"{stack.account}/{stack.region}/{prefix}"
+    if where in claimed:
+        raise PipelineConfigError(
+            f"name_prefix {prefix!r} is already used by {claimed[where]} in the same account "
+            "and region; give each ArrayJobPipeline its own name_prefix"
+        )
+    claimed[where] = pipeline.node.path
+    root._array_job_pipeline_prefixes = claimed  # type: ignore[attr-defined]

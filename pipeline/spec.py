@@ -1,0 +1,431 @@
+"""The five jobs of the AWS Batch "Example Array Job Workflow", as plain data.
+
+This module is the single source of truth for job names, resources, array sizes, dependency
+types, commands, parameters and the environment contract between the submitter and the job
+programs. The constructs, the submitter, the local mode and the tests all read it; none of them
+restates a job name, a size or a dependency type.
+
+It imports nothing from aws-cdk-lib or boto3, so job programs and the CLI load it cheaply.
+
+The workflow text (AWS Batch User Guide) gives its SubmitJob requests with the deprecated
+``containerOverrides.vcpus/memory`` and with JSON syntax errors; the intent is kept here and the
+resources are expressed as ``resourceRequirements`` (see :meth:`JobSpec.resource_requirements`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+# --- AWS Batch limits that shape the pipeline -------------------------------------------------
+
+MIN_ARRAY_SIZE = 2
+"""Smallest array size AWS Batch accepts (a size of 1 is rejected by SubmitJob)."""
+MAX_ARRAY_SIZE = 10_000
+"""Largest array size AWS Batch accepts."""
+MAX_DEPENDENCIES = 20
+"""Most ``dependsOn`` entries a single job may have."""
+
+DEFAULT_ARRAY_SIZE = 10_000
+"""Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
+VALIDATION_STEPS = 10
+"""Children of JobD: one per validation check, run in order (SEQUENTIAL)."""
+QUEUE_NAME = "ProdQueue"
+"""The job queue's name in the workflow; a pipeline's ``name_prefix`` is put in front of it."""
+
+JOB_IMAGE_WORKDIR = "/app"
+"""Where the default image keeps the ``batch_jobs`` package (see ``job_images/Dockerfile``)."""
+
+
+class SpecError(ValueError):
+    """A value that AWS Batch or this pipeline would reject; the message says what to change."""
+
+
+class DependencyType(str, Enum):
+    """How a job waits for another (``dependsOn[].type`` in SubmitJob)."""
+
+    STANDARD = "STANDARD"
+    """Wait for the whole job, every array child included (no ``type`` in the request)."""
+    N_TO_N = "N_TO_N"
+    """Child *i* waits for child *i* of the other array job; both arrays have the same size."""
+    SEQUENTIAL = "SEQUENTIAL"
+    """Child *k* waits for child *k-1* of the same array job; names no other job."""
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One ``dependsOn`` entry. ``on`` is the key of the job waited for (None for SEQUENTIAL)."""
+
+    type: DependencyType
+    on: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.type is DependencyType.SEQUENTIAL) != (self.on is None):
+            raise SpecError(
+                "a SEQUENTIAL dependency names no job and every other dependency names one; "
+                f"got type={self.type.value} on={self.on!r}"
+            )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of the workflow: its definition, resources, array shape and dependencies."""
+
+    key: str
+    """Short, stable name used for job names, construct IDs and output keys (``JobA``)."""
+    definition_name: str
+    """Job definition name from the workflow (``JobA-list-and-validate``)."""
+    description: str
+    module: str
+    """Python module the default image runs (``python -m <module>``)."""
+    vcpus: float
+    memory_mib: int
+    array_size: int | None
+    """Children of the array job, or None for a standard (non-array) job."""
+    scales_with_input: bool
+    """True where the array size is the pipeline's array size (JobB, JobC): one child per shard."""
+    depends_on: tuple[Dependency, ...]
+    parameters: tuple[str, ...]
+    """Names of the job definition parameters the command refers to as ``Ref::<name>``."""
+    timeout_seconds: int
+    """Per attempt (per child for an array job); Batch terminates the attempt after this."""
+    retry_attempts: int
+    """Attempts including the first; only infrastructure failures are retried."""
+
+    @property
+    def is_array(self) -> bool:
+        return self.array_size is not None
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The container command; parameters are passed as ``--kebab-name Ref::Name``."""
+        arguments: list[str] = []
+        for name in self.parameters:
+            arguments += [f"--{_kebab(name)}", f"Ref::{name}"]
+        return ("python", "-m", self.module, *arguments)
+
+    def resource_requirements(self) -> list[dict[str, str]]:
+        """``resourceRequirements`` as SubmitJob and RegisterJobDefinition take them."""
+        return [
+            {"type": "VCPU", "value": _format_vcpus(self.vcpus)},
+            {"type": "MEMORY", "value": str(self.memory_mib)},
+        ]
+
+
+@dataclass(frozen=True)
+class PipelineResource:
+    """A resource every job may need, named to the jobs through one environment variable."""
+
+    key: str
+    """Construct-facing name (``input_bucket``)."""
+    env: str
+    """Environment variable that carries the resource's name or ARN into the job container."""
+    output: str
+    """CfnOutput key on PipelineStack; the submitter reads it with DescribeStacks."""
+    description: str
+
+
+RESOURCES: tuple[PipelineResource, ...] = (
+    PipelineResource(
+        "input_bucket", "PIPELINE_INPUT_BUCKET", "InputBucketName", "BucketA: the input objects"
+    ),
+    PipelineResource(
+        "cpu_results_bucket",
+        "PIPELINE_CPU_RESULTS_BUCKET",
+        "CpuResultsBucketName",
+        "BucketB: manifests and JobB's results (intermediate)",
+    ),
+    PipelineResource(
+        "memory_results_bucket",
+        "PIPELINE_MEMORY_RESULTS_BUCKET",
+        "MemoryResultsBucketName",
+        "BucketC: JobC's per-object outputs",
+    ),
+    PipelineResource(
+        "output_bucket",
+        "PIPELINE_OUTPUT_BUCKET",
+        "OutputBucketName",
+        "Reports, rejects and the run summary",
+    ),
+    PipelineResource(
+        "metadata_table", "PIPELINE_METADATA_TABLE", "MetadataTableName", "JobC's metadata items"
+    ),
+    PipelineResource(
+        "notification_topic",
+        "PIPELINE_NOTIFICATION_TOPIC_ARN",
+        "NotificationTopicArn",
+        "Pipeline notifications",
+    ),
+)
+"""The resources, in a fixed order; keys, environment variables and output keys are unique."""
+
+
+class RunEnv:
+    """Environment variables the submitter sets per run through ``containerOverrides``.
+
+    Jobs read only environment variables (these, the :data:`RESOURCES` ones and those Batch sets
+    such as ``AWS_BATCH_JOB_ARRAY_INDEX``). Every object a run writes lives under
+    :func:`run_prefix`.
+    """
+
+    RUN_ID = "PIPELINE_RUN_ID"
+    ARRAY_SIZE = "PIPELINE_ARRAY_SIZE"
+    """Number of manifest shards: JobA writes this many; JobB and JobC have this many children."""
+
+
+RUN_TAG = "array-pipeline:run-id"
+"""Tag the submitter puts on every job of a run (propagated to children) to find it again."""
+
+TABLE_PARTITION_KEY = "run_id"
+TABLE_SORT_KEY = "object_key"
+"""JobC writes one item per valid object: (run id, object key) is deterministic, so retries
+overwrite rather than duplicate."""
+
+QUEUE_OUTPUT = "JobQueueArn"
+QUEUE_NAME_OUTPUT = "JobQueueName"
+ARRAY_SIZE_OUTPUT = "DefaultArraySize"
+LOG_GROUP_OUTPUT = "LogGroupName"
+
+
+def job_definition_output(job_key: str) -> str:
+    """CfnOutput key of a job's definition ARN on PipelineStack (``JobADefinitionArn``)."""
+    return f"{job_key}DefinitionArn"
+
+
+RUN_PREFIX_PATTERN = "runs/*"
+"""Object-key pattern that covers every run's data (IAM resources, lifecycle rules)."""
+
+
+def run_prefix(run_id: str) -> str:
+    """Key prefix under which a run writes every object, in every bucket."""
+    return f"runs/{run_id}/"
+
+
+_COMMON_TIMEOUT = 3600
+
+
+PIPELINE_JOBS: tuple[JobSpec, ...] = (
+    JobSpec(
+        key="JobA",
+        definition_name="JobA-list-and-validate",
+        description="Lists and validates BucketA; writes manifest shards and a rejects list.",
+        module="batch_jobs.job_a",
+        vcpus=1,
+        memory_mib=2048,
+        array_size=None,
+        scales_with_input=False,
+        depends_on=(),
+        parameters=(),
+        timeout_seconds=_COMMON_TIMEOUT,
+        retry_attempts=3,
+    ),
+    JobSpec(
+        key="JobB",
+        definition_name="JobB-CPU-Intensive-Processing",
+        description="CPU-intensive work on each object of shard i; results to BucketB.",
+        module="batch_jobs.job_b",
+        vcpus=32,
+        memory_mib=4096,
+        array_size=DEFAULT_ARRAY_SIZE,
+        scales_with_input=True,
+        depends_on=(Dependency(DependencyType.STANDARD, "JobA"),),
+        parameters=(),
+        timeout_seconds=2 * _COMMON_TIMEOUT,
+        retry_attempts=3,
+    ),
+    JobSpec(
+        key="JobC",
+        definition_name="JobC-Memory-Intensive-Processing",
+        description="Memory-intensive work on JobB child i's results; DynamoDB and BucketC.",
+        module="batch_jobs.job_c",
+        vcpus=1,
+        memory_mib=32768,
+        array_size=DEFAULT_ARRAY_SIZE,
+        scales_with_input=True,
+        depends_on=(Dependency(DependencyType.N_TO_N, "JobB"),),
+        parameters=(),
+        timeout_seconds=2 * _COMMON_TIMEOUT,
+        retry_attempts=3,
+    ),
+    JobSpec(
+        key="JobD",
+        definition_name="JobD-Sequential-Validation",
+        description="Validation step AWS_BATCH_JOB_ARRAY_INDEX of ten, run one after another.",
+        module="batch_jobs.job_d",
+        vcpus=1,
+        memory_mib=32768,
+        array_size=VALIDATION_STEPS,
+        scales_with_input=False,
+        depends_on=(
+            Dependency(DependencyType.STANDARD, "JobC"),
+            Dependency(DependencyType.SEQUENTIAL),
+        ),
+        parameters=(),
+        timeout_seconds=_COMMON_TIMEOUT // 2,
+        retry_attempts=3,
+    ),
+    JobSpec(
+        key="JobE",
+        definition_name="JobE-Cleanup-and-Notification",
+        description="Removes the run's intermediates, writes the summary, notifies over SNS.",
+        module="batch_jobs.job_e",
+        vcpus=1,
+        memory_mib=2048,
+        array_size=None,
+        scales_with_input=False,
+        depends_on=(Dependency(DependencyType.STANDARD, "JobD"),),
+        parameters=("SourceBucket", "Recipient"),
+        timeout_seconds=_COMMON_TIMEOUT // 4,
+        retry_attempts=3,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """The ordered jobs of one pipeline; every dependency points at an earlier job."""
+
+    jobs: tuple[JobSpec, ...] = PIPELINE_JOBS
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def __iter__(self) -> Iterator[JobSpec]:
+        return iter(self.jobs)
+
+    def job(self, key: str) -> JobSpec:
+        for job in self.jobs:
+            if job.key == key:
+                return job
+        known = ", ".join(j.key for j in self.jobs)
+        raise SpecError(f"unknown job {key!r}; the jobs are {known}")
+
+    @property
+    def array_size(self) -> int:
+        """The array size of the jobs that scale with the input (JobB and JobC)."""
+        sizes = {j.array_size for j in self.jobs if j.scales_with_input}
+        (size,) = sizes  # validate() guarantees exactly one
+        assert size is not None
+        return size
+
+    def with_array_size(self, size: int) -> PipelineSpec:
+        """A copy whose input-scaled arrays (JobB, JobC) have ``size`` children."""
+        check_array_size(size, "array_size")
+        return PipelineSpec(
+            tuple(replace(j, array_size=size) if j.scales_with_input else j for j in self.jobs)
+        )
+
+    def with_resources(self, overrides: Mapping[str, tuple[float, int]]) -> PipelineSpec:
+        """A copy with (vCPUs, MiB) replaced for the jobs named in ``overrides``."""
+        for key in overrides:
+            self.job(key)
+        return PipelineSpec(
+            tuple(
+                replace(j, vcpus=overrides[j.key][0], memory_mib=overrides[j.key][1])
+                if j.key in overrides
+                else j
+                for j in self.jobs
+            )
+        )
+
+    def validate(self) -> None:
+        """Check the rules AWS Batch applies at SubmitJob, before anything is submitted."""
+        seen: dict[str, JobSpec] = {}
+        for job in self.jobs:
+            if job.key in seen:
+                raise SpecError(f"job key {job.key!r} appears twice; give each job its own key")
+            check_resources(job)
+            if job.array_size is not None:
+                check_array_size(job.array_size, f"{job.key} array size")
+            if len(job.depends_on) > MAX_DEPENDENCIES:
+                raise SpecError(
+                    f"{job.key} has {len(job.depends_on)} dependencies; AWS Batch allows at most "
+                    f"{MAX_DEPENDENCIES}"
+                )
+            for dep in job.depends_on:
+                _check_dependency(job, dep, seen)
+            seen[job.key] = job
+        input_sizes = {j.array_size for j in self.jobs if j.scales_with_input}
+        if len(input_sizes) != 1:
+            raise SpecError("the jobs that scale with the input must share one array size")
+
+
+def _check_dependency(job: JobSpec, dep: Dependency, earlier: Mapping[str, JobSpec]) -> None:
+    if dep.type is DependencyType.SEQUENTIAL:
+        if not job.is_array:
+            raise SpecError(f"{job.key} has a SEQUENTIAL dependency but is not an array job")
+        return
+    assert dep.on is not None
+    if dep.on not in earlier:
+        raise SpecError(f"{job.key} depends on {dep.on!r}, which is not an earlier job")
+    if dep.type is DependencyType.N_TO_N:
+        other = earlier[dep.on]
+        if not (job.is_array and other.is_array and job.array_size == other.array_size):
+            raise SpecError(
+                f"{job.key} is N_TO_N on {dep.on}: both must be array jobs of the same size "
+                f"(got {job.array_size} and {other.array_size})"
+            )
+
+
+def check_array_size(size: object, what: str = "array size") -> int:
+    """Return ``size`` if AWS Batch accepts it as an array size, else raise :class:`SpecError`."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise SpecError(f"{what} must be a whole number from 2 to 10,000; got {size!r}")
+    if not MIN_ARRAY_SIZE <= size <= MAX_ARRAY_SIZE:
+        hint = " (use a standard job for a single task)" if size == 1 else ""
+        raise SpecError(
+            f"{what} must be from {MIN_ARRAY_SIZE} to {MAX_ARRAY_SIZE:,}; got {size:,}{hint}"
+        )
+    return size
+
+
+def check_resources(job: JobSpec) -> None:
+    """Reject vCPU/memory values that RegisterJobDefinition would reject."""
+    if job.vcpus <= 0 or (job.vcpus < 1 and job.vcpus not in (0.25, 0.5)):
+        raise SpecError(f"{job.key} vCPUs must be 0.25, 0.5 or a positive number; got {job.vcpus}")
+    if job.memory_mib < 4:
+        raise SpecError(f"{job.key} memory must be at least 4 MiB; got {job.memory_mib}")
+
+
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
+)
+
+
+def check_email(address: str, what: str = "email address") -> str:
+    """Return ``address`` if it looks like a deliverable address, else raise :class:`SpecError`."""
+    if not _EMAIL.fullmatch(address) or len(address) > 254:
+        raise SpecError(f"{what} {address!r} is not an email address like name@example.com")
+    return address
+
+
+_NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+def check_name_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it makes valid Batch names, else raise :class:`SpecError`."""
+    if prefix and not _NAME_PREFIX.fullmatch(prefix):
+        raise SpecError(
+            f"name_prefix {prefix!r} must be 1-40 letters, digits, '-' or '_', starting with a "
+            "letter or digit (or empty for the workflow's own names)"
+        )
+    return prefix
+
+
+def prefixed(prefix: str, name: str) -> str:
+    """A Batch resource name with the pipeline's prefix (``ProdQueue`` or ``dev-ProdQueue``)."""
+    return f"{prefix}-{name}" if prefix else name
+
+
+def _kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _format_vcpus(vcpus: float) -> str:
+    return str(int(vcpus)) if float(vcpus).is_integer() else str(vcpus)
+
+
+DEFAULT_SPEC = PipelineSpec()
+"""The workflow as AWS documents it: array size 10,000, JobD's ten sequential checks."""
