@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Size, Stack, Validations
+from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Size, Stack, Validations
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
@@ -89,7 +89,7 @@ class PipelineJobs(Construct):
         environment = {
             **{r.env: _resource_value(r.key, buckets, table, topic) for r in RESOURCES},
             RunEnv.ARRAY_SIZE: str(spec.array_size),
-            "AWS_DEFAULT_REGION": Stack.of(self).region,
+            "AWS_DEFAULT_REGION": Aws.REGION,
         }
         self.roles: dict[str, iam.Role] = {}
         self.definitions: dict[str, batch.EcsJobDefinition] = {}
@@ -130,6 +130,10 @@ class PipelineJobs(Construct):
                 retry_attempts=job.retry_attempts,
                 retry_strategies=[
                     *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in _RETRIED_REASONS),
+                    # Anything else is the program's own failure: retrying would fail the same way.
+                    batch.RetryStrategy.of(
+                        batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")
+                    ),
                     batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
                 ],
                 timeout=override.timeout or Duration.seconds(job.timeout_seconds),

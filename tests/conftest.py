@@ -1,0 +1,67 @@
+"""Shared fixtures. The default PipelineStack and the consumer app are synthesized once per
+session: synthesis takes seconds, assertions on the result take milliseconds."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+REPO = Path(__file__).resolve().parents[1]
+CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+
+@dataclass
+class Synthesized:
+    template: dict[str, Any]
+    """The stack's CloudFormation template as a dict."""
+    assembly_dir: Path
+    stack: Any
+
+    def resources(self, type_: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.template["Resources"].items() if v["Type"] == type_}
+
+    def one(self, type_: str, logical_id_part: str) -> dict[str, Any]:
+        found = [v for k, v in self.resources(type_).items() if logical_id_part in k]
+        assert len(found) == 1, f"expected one {type_} matching {logical_id_part}: {found}"
+        return found[0]
+
+
+def synthesize(app: Any, stack: Any) -> Synthesized:
+    assembly = app.synth()
+    artifact = assembly.get_stack_by_name(stack.stack_name)
+    return Synthesized(artifact.template, Path(assembly.directory), stack)
+
+
+def new_app(outdir: Path, **extra_context: Any) -> Any:
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks
+
+    app = cdk.App(context={**CDK_CONTEXT, **extra_context}, outdir=str(outdir))
+    # Registered as app.py does: any unacknowledged AwsSolutions finding fails synthesis.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+@pytest.fixture(scope="session")
+def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The stack `npx cdk deploy` deploys, with its default props."""
+    from pipeline.stacks import PipelineStack
+
+    app = new_app(tmp_path_factory.mktemp("default"))
+    stack = PipelineStack(app, "ArrayJobPipeline")
+    return synthesize(app, stack)
+
+
+@pytest.fixture(scope="session")
+def template(default_stack: Synthesized) -> Any:
+    """aws_cdk.assertions.Template of the default stack (built once)."""
+    from aws_cdk.assertions import Template
+
+    return Template.from_json(default_stack.template)

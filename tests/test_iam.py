@@ -1,0 +1,133 @@
+"""Least privilege: each job role may do exactly what its job needs, and no more."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import Synthesized
+
+# Logical-ID fragments of the pipeline's resources -> readable names used below.
+_NAMES = {
+    "StorageBucketA": "BucketA",
+    "StorageBucketB": "BucketB",
+    "StorageBucketC": "BucketC",
+    "StorageOutputBucket": "Output",
+    "StorageMetadataTable": "Table",
+    "StorageNotificationTopic": "Topic",
+}
+
+
+def _name(value: Any) -> str:
+    """A policy resource as e.g. ``BucketB/runs/*`` or ``Table``."""
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return "".join(_name(p) for p in value["Fn::Join"][1])
+    if isinstance(value, dict):
+        logical_id = value.get("Ref") or value["Fn::GetAtt"][0]
+        return next(v for k, v in _NAMES.items() if k in logical_id)
+    return str(value)
+
+
+def _permissions(stack: Synthesized, role_fragment: str) -> set[tuple[str, str, str]]:
+    """(action, resource, condition) triples granted to the role whose ID contains the fragment."""
+    triples: set[tuple[str, str, str]] = set()
+    for policy in stack.resources("AWS::IAM::Policy").values():
+        roles = [r["Ref"] for r in policy["Properties"]["Roles"]]
+        if not any(role_fragment in r for r in roles):
+            continue
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow"
+            actions = statement["Action"]
+            resources = statement["Resource"]
+            for action in [actions] if isinstance(actions, str) else actions:
+                for resource in resources if isinstance(resources, list) else [resources]:
+                    condition = json.dumps(statement.get("Condition", {}), sort_keys=True)
+                    triples.add((action, _name(resource), condition))
+    return triples
+
+
+_RUNS_ONLY = json.dumps({"StringLike": {"s3:prefix": ["runs/*"]}})
+
+EXPECTED: dict[str, set[tuple[str, str, str]]] = {
+    "JobA": {
+        ("s3:ListBucket", "BucketA", "{}"),
+        ("s3:GetObject", "BucketA/*", "{}"),
+        ("s3:PutObject", "BucketB/runs/*", "{}"),
+        ("s3:PutObject", "Output/runs/*", "{}"),
+    },
+    "JobB": {
+        ("s3:GetObject", "BucketA/*", "{}"),
+        ("s3:GetObject", "BucketB/runs/*", "{}"),
+        ("s3:PutObject", "BucketB/runs/*", "{}"),
+        ("s3:AbortMultipartUpload", "BucketB/runs/*", "{}"),
+    },
+    "JobC": {
+        ("s3:ListBucket", "BucketB", _RUNS_ONLY),
+        ("s3:GetObject", "BucketB/runs/*", "{}"),
+        ("s3:PutObject", "BucketC/runs/*", "{}"),
+        ("s3:AbortMultipartUpload", "BucketC/runs/*", "{}"),
+        ("dynamodb:BatchWriteItem", "Table", "{}"),
+        ("dynamodb:PutItem", "Table", "{}"),
+    },
+    "JobD": {
+        ("s3:ListBucket", "BucketA", "{}"),
+        ("s3:GetObject", "BucketA/*", "{}"),
+        ("s3:ListBucket", "BucketB", _RUNS_ONLY),
+        ("s3:ListBucket", "BucketC", _RUNS_ONLY),
+        ("s3:ListBucket", "Output", _RUNS_ONLY),
+        ("s3:GetObject", "BucketB/runs/*", "{}"),
+        ("s3:GetObject", "BucketC/runs/*", "{}"),
+        ("s3:GetObject", "Output/runs/*", "{}"),
+        ("s3:PutObject", "Output/runs/*", "{}"),
+        ("dynamodb:GetItem", "Table", "{}"),
+        ("dynamodb:BatchGetItem", "Table", "{}"),
+        ("dynamodb:Query", "Table", "{}"),
+    },
+    "JobE": {
+        ("s3:ListBucket", "BucketB", _RUNS_ONLY),
+        ("s3:DeleteObject", "BucketB/runs/*", "{}"),
+        ("s3:ListBucket", "Output", _RUNS_ONLY),
+        ("s3:GetObject", "Output/runs/*", "{}"),
+        ("s3:PutObject", "Output/runs/*", "{}"),
+        ("sns:Publish", "Topic", "{}"),
+    },
+}
+
+
+@pytest.mark.parametrize("job_key", sorted(EXPECTED))
+def test_job_role_grants_exactly_what_the_job_needs(
+    default_stack: Synthesized, job_key: str
+) -> None:
+    assert _permissions(default_stack, f"Jobs{job_key}Role") == EXPECTED[job_key]
+
+
+def test_each_job_definition_has_its_own_role(default_stack: Synthesized) -> None:
+    roles = {
+        d["Properties"]["JobDefinitionName"]: d["Properties"]["ContainerProperties"]["JobRoleArn"][
+            "Fn::GetAtt"
+        ][0]
+        for d in default_stack.resources("AWS::Batch::JobDefinition").values()
+    }
+    assert len(set(roles.values())) == 5
+    for name, role in roles.items():
+        assert name.split("-")[0] in role
+
+
+def test_job_roles_trust_only_ecs_tasks(default_stack: Synthesized) -> None:
+    for logical_id, role in default_stack.resources("AWS::IAM::Role").items():
+        if "Jobs" not in logical_id:
+            continue
+        statements = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in statements] == [{"Service": "ecs-tasks.amazonaws.com"}]
+        assert "ManagedPolicyArns" not in role["Properties"], logical_id
+
+
+def test_no_job_role_can_write_the_input_bucket(default_stack: Synthesized) -> None:
+    for job_key in EXPECTED:
+        writes = {
+            (a, r)
+            for a, r, _ in _permissions(default_stack, f"Jobs{job_key}Role")
+            if r.startswith("BucketA") and a != "s3:GetObject" and a != "s3:ListBucket"
+        }
+        assert writes == set(), job_key
