@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 
 # --- AWS Batch limits that shape the pipeline -------------------------------------------------
 
@@ -43,7 +43,7 @@ class SpecError(ValueError):
     """A value that AWS Batch or this pipeline would reject; the message says what to change."""
 
 
-class DependencyType(str, Enum):
+class DependencyType(StrEnum):
     """How a job waits for another (``dependsOn[].type`` in SubmitJob)."""
 
     STANDARD = "STANDARD"

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO, Synthesized, new_app
@@ -24,7 +23,9 @@ def test_default_stack_has_no_unacknowledged_aws_solutions_findings(
 
 
 def _acknowledgements(default_stack: Synthesized) -> dict[str, str]:
-    metadata = json.loads((default_stack.assembly_dir / "ArrayJobPipeline.metadata.json").read_text())
+    metadata = json.loads(
+        (default_stack.assembly_dir / "ArrayJobPipeline.metadata.json").read_text()
+    )
     found: dict[str, str] = {}
     for path, entries in metadata.items():
         for entry in entries:
@@ -82,7 +83,9 @@ def test_pinned_cdk_cli_synthesizes_the_app(tmp_path: Path) -> None:
     cdk_cli = REPO / "node_modules" / ".bin" / "cdk"
     assert cdk_cli.exists(), "run `npm ci` (scripts/dev setup does) to install the pinned CLI"
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "CDK_DEFAULT_ACCOUNT"
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k != "CDK_DEFAULT_ACCOUNT"
     }
     env.update(
         JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION="20",

@@ -138,7 +138,9 @@ def test_jobs_receive_every_resource_name_through_the_environment(
 def test_compute_environments_scale_to_zero_on_the_default_instance_types(
     default_stack: Synthesized,
 ) -> None:
-    envs = [e["Properties"] for e in default_stack.resources("AWS::Batch::ComputeEnvironment").values()]
+    envs = [
+        e["Properties"] for e in default_stack.resources("AWS::Batch::ComputeEnvironment").values()
+    ]
     assert sorted(tuple(e["ComputeResources"]["InstanceTypes"]) for e in envs) == sorted(
         [DEFAULT_CPU_INSTANCE_TYPES, DEFAULT_MEMORY_INSTANCE_TYPES]
     )
@@ -325,9 +327,7 @@ def test_outputs_are_the_submitter_contract(default_stack: Synthesized) -> None:
     }
     assert set(outputs) == expected
     assert all("Export" not in o for o in outputs.values())
-    assert outputs[job_definition_output("JobA")]["Value"]["Ref"].startswith(
-        "PipelineJobsJobA"
-    )
+    assert outputs[job_definition_output("JobA")]["Value"]["Ref"].startswith("PipelineJobsJobA")
 
 
 def test_run_tag_key_is_a_valid_tag_key() -> None:

@@ -89,9 +89,9 @@ class PipelineCompute(Construct):
             Acknowledgment(
                 id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                 "AmazonEC2ContainerServiceforEC2Role]",
-                reason="The ECS agent on Batch instances needs this AWS-maintained policy to register "
-                "with the cluster, pull images and ship logs; jobs use their own roles, and IMDSv2 "
-                "with hop limit 1 keeps containers from the instance role.",
+                reason="The ECS agent on Batch instances needs this AWS-maintained policy to "
+                "register with the cluster, pull images and ship logs; jobs use their own roles, "
+                "and IMDSv2 with hop limit 1 keeps containers from the instance role.",
             )
         )
 

@@ -17,8 +17,8 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 import job_images
-from pipeline.constructs.nag import acknowledge_object_wildcards
-from pipeline.spec import RESOURCES, RUN_PREFIX_PATTERN, JobSpec, PipelineSpec, RunEnv, prefixed
+from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
+from pipeline.spec import RESOURCES, RUN_PREFIX_PATTERN, PipelineSpec, RunEnv, prefixed
 
 JOB_IMAGES_DIR = Path(job_images.__file__).resolve().parent
 """The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel."""
@@ -104,7 +104,7 @@ class PipelineJobs(Construct):
             statements = self._statements(job.key, table, topic)
             for statement in statements:
                 role.add_to_principal_policy(statement)
-            acknowledge_object_wildcards(role, statements)
+            acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             self._grant_keys(statements, role)
             self.roles[job.key] = role
             self.definitions[job.key] = batch.EcsJobDefinition(
@@ -202,14 +202,15 @@ class PipelineJobs(Construct):
     def _grant_keys(self, statements: list[iam.PolicyStatement], role: iam.IRole) -> None:
         """Buckets brought with their own KMS key need key grants too (S3-managed ones do not),
         and only for the buckets this job's statements name."""
-        named = {str(Stack.of(self).resolve(r)) for st in statements for r in st.resources}
-        for bucket in self._buckets.values():
-            key = bucket.encryption_key
-            if key is None:
-                continue
-            bucket_arn = str(Stack.of(self).resolve(bucket.bucket_arn))
+        keyed = [b for b in self._buckets.values() if b.encryption_key is not None]
+        if not keyed:
+            return
+        stack = Stack.of(self)
+        named = {str(stack.resolve(r)) for st in statements for r in st.resources}
+        for bucket in keyed:
+            bucket_arn = str(stack.resolve(bucket.bucket_arn))
             if any(bucket_arn in r for r in named):
-                key.grant_encrypt_decrypt(role)
+                bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
 
 
 def _list(bucket: s3.IBucket, prefix: str | None = None) -> iam.PolicyStatement:

@@ -11,6 +11,7 @@ from typing import Any
 
 from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
+from constructs import IConstruct
 
 OBJECT_WILDCARD_REASON = (
     "Object-level wildcard on one bucket only: run data is keyed runs/<run-id>/... with run ids "
@@ -18,21 +19,25 @@ OBJECT_WILDCARD_REASON = (
 )
 
 
-def acknowledge_object_wildcards(
-    role: iam.IRole, statements: Iterable[iam.PolicyStatement]
+GRANT_WILDCARD_REASON = (
+    "Batch job ARNs and job definition revisions are made at submit and deploy time, and "
+    "DescribeJobs/ListJobs support no resource-level permissions; the queue and definitions "
+    "are this pipeline's own."
+)
+
+
+def acknowledge_wildcards(
+    construct: IConstruct, statements: Iterable[iam.PolicyStatement], reason: str
 ) -> None:
-    """Acknowledge AwsSolutions-IAM5 for each S3 object pattern (``<bucket>/runs/*``) that
-    ``statements`` grant ``role``; any other wildcard still fails the check."""
-    stack = Stack.of(role)
+    """Acknowledge AwsSolutions-IAM5 for each wildcard resource in ``statements`` (and only
+    those: a wildcard added to ``construct`` by anything else still fails the check)."""
+    stack = Stack.of(construct)
     for statement in statements:
         for resource in statement.resources:
             rendered = nag_resource(stack.resolve(resource))
-            if "*" in rendered and "/" in rendered:
-                Validations.of(role).acknowledge(
-                    Acknowledgment(
-                        id=f"AwsSolutions-IAM5[Resource::{rendered}]",
-                        reason=OBJECT_WILDCARD_REASON,
-                    )
+            if "*" in rendered:
+                Validations.of(construct).acknowledge(
+                    Acknowledgment(id=f"AwsSolutions-IAM5[Resource::{rendered}]", reason=reason)
                 )
 
 

@@ -71,7 +71,7 @@ class PipelineNetwork(Construct):
             self,
             "InstanceSecurityGroup",
             vpc=vpc,
-            description="Batch instances of the array-job pipeline: no ingress, egress for AWS APIs",
+            description="Array-job pipeline Batch instances: no ingress, egress to AWS APIs",
             allow_all_outbound=True,
         )
 

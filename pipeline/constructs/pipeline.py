@@ -19,6 +19,11 @@ from constructs import Construct
 
 from pipeline.constructs.compute import PipelineCompute
 from pipeline.constructs.jobs import JobOverride, PipelineJobs
+from pipeline.constructs.nag import (
+    GRANT_WILDCARD_REASON,
+    OBJECT_WILDCARD_REASON,
+    acknowledge_wildcards,
+)
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.storage import BUCKET_KEYS, PipelineStorage
 from pipeline.errors import PipelineConfigError
@@ -252,38 +257,68 @@ class ArrayJobPipeline(Construct):
     def log_group(self) -> logs.LogGroup:
         return self.jobs.log_group
 
-    def grant_read_output(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` read the runs' reports and summaries in the output bucket."""
-        return self.storage.output_bucket.grant_read(grantee, RUN_PREFIX_PATTERN)
+    def grant_read_output(self, grantee: iam.IGrantable) -> None:
+        """Let ``grantee`` list and read the runs' reports, rejects and summaries in the
+        output bucket (``runs/*`` only)."""
+        bucket = self.storage.output_bucket
+        self._grant(
+            grantee,
+            [
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[bucket.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [RUN_PREFIX_PATTERN]}},
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects(RUN_PREFIX_PATTERN)],
+                ),
+            ],
+            OBJECT_WILDCARD_REASON,
+        )
+        if bucket.encryption_key is not None:
+            bucket.encryption_key.grant_decrypt(grantee)
 
-    def grant_submit_jobs(self, grantee: iam.IGrantable) -> iam.Grant:
+    def grant_submit_jobs(self, grantee: iam.IGrantable) -> None:
         """Let ``grantee`` submit this pipeline's jobs to its queue, tag them, and watch,
-        cancel or terminate them (what ``python -m pipeline.submit`` needs)."""
+        cancel or terminate them: what ``python -m pipeline.submit`` needs."""
         stack = Stack.of(self)
         definition_arns = [
             stack.format_arn(
                 service="batch",
                 resource="job-definition",
-                resource_name=f"{d.job_definition_name}:*",
+                resource_name=f"{prefixed(self.name_prefix, job.definition_name)}:*",
             )
-            for d in self.job_definitions.values()
+            for job in self.spec
         ]
         jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
-        submit = iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["batch:SubmitJob", "batch:TagResource"],
-            resource_arns=[self.queue.job_queue_arn, *definition_arns, jobs_arn],
+        self._grant(
+            grantee,
+            [
+                iam.PolicyStatement(
+                    actions=["batch:SubmitJob"],
+                    resources=[self.queue.job_queue_arn, *definition_arns],
+                ),
+                iam.PolicyStatement(
+                    actions=["batch:TagResource", "batch:CancelJob", "batch:TerminateJob"],
+                    resources=[jobs_arn],
+                ),
+                # DescribeJobs and ListJobs support no resource-level permissions.
+                iam.PolicyStatement(
+                    actions=["batch:DescribeJobs", "batch:ListJobs"], resources=["*"]
+                ),
+            ],
+            GRANT_WILDCARD_REASON,
         )
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=["batch:CancelJob", "batch:TerminateJob"],
-            resource_arns=[jobs_arn],
-        )
-        # DescribeJobs and ListJobs support no resource-level permissions.
-        iam.Grant.add_to_principal(
-            grantee=grantee, actions=["batch:DescribeJobs", "batch:ListJobs"], resource_arns=["*"]
-        )
-        return submit
+
+    @staticmethod
+    def _grant(grantee: iam.IGrantable, statements: list[iam.PolicyStatement], reason: str) -> None:
+        for statement in statements:
+            grantee.grant_principal.add_to_principal_policy(statement)
+        # Say why the wildcards are needed on the grantee itself, so an app that runs cdk-nag
+        # need not repeat it.
+        if isinstance(grantee, Construct):
+            acknowledge_wildcards(grantee, statements, reason)
 
 
 def _check_prop_names(props: Mapping[str, object]) -> None:

@@ -1,0 +1,96 @@
+"""The wheel carries everything an installed copy needs to synthesize the default image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("array_job_pipeline-*.whl")
+    return built
+
+
+def test_wheel_contains_the_job_image_build_context(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "job_images/Dockerfile",
+        "job_images/requirements.txt",
+        "job_images/.dockerignore",
+        "job_images/batch_jobs/__init__.py",
+        "pipeline/spec.py",
+        "pipeline/py.typed",
+        "pipeline/constructs/pipeline.py",
+        "pipeline/stacks/pipeline_stack.py",
+    } <= names
+    assert not any(n.startswith("tests/") for n in names)
+
+
+def test_installed_copy_synthesizes_the_image_asset(wheel: Path, tmp_path: Path) -> None:
+    # GIVEN the wheel installed into a bare directory, imported from there (not the checkout)
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    code = (
+        "import sys, aws_cdk as cdk\n"
+        f"sys.path.insert(0, {str(target)!r})\n"
+        "from pipeline.stacks import PipelineStack\n"
+        "import pipeline\n"
+        f"assert pipeline.__file__.startswith({str(target)!r}), pipeline.__file__\n"
+        f"app = cdk.App(outdir={str(tmp_path / 'out')!r})\n"
+        "PipelineStack(app, 'Installed')\n"
+        "assembly = app.synth()\n"
+        "import json, pathlib\n"
+        "print(json.dumps([p.name for p in pathlib.Path(assembly.directory).iterdir()"
+        " if p.name.startswith('asset.')]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assets = json.loads(result.stdout.strip().splitlines()[-1])
+    image_assets = [a for a in assets if (tmp_path / "out" / a / "Dockerfile").exists()]
+    assert len(image_assets) == 1
