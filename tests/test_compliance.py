@@ -64,17 +64,46 @@ def test_aws_solutions_checks_catch_an_unacknowledged_finding(tmp_path: Path) ->
         app.synth()
 
 
-def test_cfn_lint_reports_no_errors_or_warnings(default_stack: Synthesized) -> None:
-    template = default_stack.assembly_dir / "ArrayJobPipeline.template.json"
+def _cfn_lint(template: Path) -> subprocess.CompletedProcess[str]:
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
-    result = subprocess.run(
+    return subprocess.run(
         [str(cfn_lint), "--format", "parseable", str(template)],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_cfn_lint_reports_no_errors_or_warnings(default_stack: Synthesized) -> None:
+    result = _cfn_lint(default_stack.assembly_dir / "ArrayJobPipeline.template.json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_destroy_on_delete_variant_is_also_clean(tmp_path: Path) -> None:
+    # GIVEN the opt-in that deletes data with the stack (adds the bucket-emptying provider)
+    import aws_cdk as cdk
+
+    from pipeline.stacks import PipelineStack
+
+    app = new_app(tmp_path)
+    stack = PipelineStack(app, "Disposable", pipeline={"removal_policy": cdk.RemovalPolicy.DESTROY})
+    # WHEN synthesized with cdk-nag registered (raises on any unacknowledged finding)
+    template = app.synth().get_stack_by_name("Disposable").template
+    # THEN data stores are deleted with the stack, buckets are emptied first, and cfn-lint is clean
+    stores = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] in ("AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup")
+    ]
+    assert {r["DeletionPolicy"] for r in stores} == {"Delete"}
+    empties = [
+        r for r in template["Resources"].values() if r["Type"] == "Custom::S3AutoDeleteObjects"
+    ]
+    assert len(empties) == 5
+    result = _cfn_lint(tmp_path / "Disposable.template.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stack.pipeline.name_prefix == ""
 
 
 def test_pinned_cdk_cli_synthesizes_the_app(tmp_path: Path) -> None:

@@ -94,3 +94,22 @@ def test_installed_copy_synthesizes_the_image_asset(wheel: Path, tmp_path: Path)
     assets = json.loads(result.stdout.strip().splitlines()[-1])
     image_assets = [a for a in assets if (tmp_path / "out" / a / "Dockerfile").exists()]
     assert len(image_assets) == 1
+
+
+def test_readme_props_table_lists_every_prop() -> None:
+    from pipeline.constructs.pipeline import ArrayJobPipelineProps
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### ArrayJobPipeline props", 1)[1].split("\n\n", 3)[2]
+    missing = [p for p in ArrayJobPipelineProps.__annotations__ if f"`{p}`" not in table]
+    assert missing == []
+
+
+def test_readme_starts_with_the_two_commands_ci_runs() -> None:
+    readme = (REPO / "README.md").read_text()
+    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
+        "scripts/dev local",
+        "scripts/dev test",
+    ]
+    assert "bash scripts/dev test" in (REPO / ".ci" / "run").read_text()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnResource, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -54,7 +54,6 @@ class PipelineNetwork(Construct):
                     ),
                 },
             )
-            _drop_redundant_dependency(self)
             flow_log_group = logs.LogGroup(
                 self, "FlowLogs", retention=log_retention, removal_policy=removal_policy
             )
@@ -74,17 +73,3 @@ class PipelineNetwork(Construct):
             description="Array-job pipeline Batch instances: no ingress, egress to AWS APIs",
             allow_all_outbound=True,
         )
-
-
-def _drop_redundant_dependency(scope: Construct) -> None:
-    """The provider that restricts the default security group (feature flag
-    ``@aws-cdk/aws-ec2:restrictDefaultSecurityGroup``) gives its Lambda an explicit DependsOn on
-    its role, which the role's GetAtt already implies; cfn-lint warns (W3005). Drop the copy."""
-    stack = Stack.of(scope)
-    provider = stack.node.try_find_child("Custom::VpcRestrictDefaultSGCustomResourceProvider")
-    if provider is None:
-        return
-    handler = provider.node.try_find_child("Handler")
-    role = provider.node.try_find_child("Role")
-    if isinstance(handler, CfnResource) and isinstance(role, CfnResource):
-        handler.remove_resource_dependency(role)

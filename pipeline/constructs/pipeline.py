@@ -25,6 +25,7 @@ from pipeline.constructs.nag import (
     acknowledge_wildcards,
 )
 from pipeline.constructs.network import PipelineNetwork
+from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.storage import BUCKET_KEYS, PipelineStorage
 from pipeline.errors import PipelineConfigError
 from pipeline.instances import (
@@ -227,6 +228,7 @@ class ArrayJobPipeline(Construct):
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
+        drop_redundant_provider_dependencies(Stack.of(self))
 
     # --- what other constructs use ----------------------------------------------------------
 
