@@ -1,0 +1,400 @@
+"""Operations on a run: submit the chain, find it again, watch it, cancel it, resume it.
+
+Everything here talks to a Batch client through :class:`BatchApi`, the subset of boto3's
+Batch client the pipeline uses, with the same request and response shapes. A boto3 client is
+the real one; :class:`pipeline.local.LocalBatch` is the local one; the code is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.errors import ChainError, RunStateError
+from pipeline.spec import RUN_TAG, PipelineSpec
+from pipeline.submission import RunConfig, Targets, build_request
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED"})
+QUEUED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
+DESCRIBE_LIMIT = 100
+"""DescribeJobs takes at most 100 job IDs per call."""
+
+
+class BatchApi(Protocol):
+    """The Batch methods the pipeline calls, as boto3 names and shapes them."""
+
+    def submit_job(self, **kwargs: Any) -> Any: ...
+    def describe_jobs(self, **kwargs: Any) -> Any: ...
+    def list_jobs(self, **kwargs: Any) -> Any: ...
+    def terminate_job(self, **kwargs: Any) -> Any: ...
+    def cancel_job(self, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    key: str
+    job_id: str
+    reused: bool = False
+    """True when a resumed run kept this job (it had succeeded) instead of submitting it."""
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    run_id: str
+    jobs: tuple[SubmittedJob, ...]
+
+    @property
+    def job_ids(self) -> dict[str, str]:
+        return {j.key: j.job_id for j in self.jobs}
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One job of a run as DescribeJobs reports it; arrays count children by status from the
+    parent's ``statusSummary`` (no per-child calls)."""
+
+    key: str
+    job_id: str
+    status: str
+    status_reason: str | None = None
+    array_size: int | None = None
+    children: Mapping[str, int] = field(default_factory=dict)
+    created_at: int = 0
+    exit_code: int | None = None
+    log_stream: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in TERMINAL
+
+    @property
+    def has_failed(self) -> bool:
+        """Failed, or an array with a failed child (its parent fails once all children end,
+        and every job after it would fail too)."""
+        return self.status == "FAILED" or self.children.get("FAILED", 0) > 0
+
+    @classmethod
+    def from_description(cls, key: str, job: Mapping[str, Any]) -> JobProgress:
+        array = job.get("arrayProperties") or {}
+        container = job.get("container") or {}
+        attempts = job.get("attempts") or []
+        log_stream = container.get("logStreamName") or (
+            (attempts[-1].get("container") or {}).get("logStreamName") if attempts else None
+        )
+        return cls(
+            key=key,
+            job_id=job["jobId"],
+            status=job["status"],
+            status_reason=job.get("statusReason"),
+            array_size=array.get("size"),
+            children=dict(array.get("statusSummary") or {}),
+            created_at=int(job.get("createdAt") or 0),
+            exit_code=container.get("exitCode"),
+            log_stream=log_stream,
+            parameters=dict(job.get("parameters") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The first failure of a run, for a one-line report."""
+
+    job_key: str
+    job_id: str
+    child_index: int | None
+    status_reason: str | None
+    exit_code: int | None
+    log_stream: str | None
+
+    def describe(self) -> str:
+        where = self.job_key if self.child_index is None else f"{self.job_key}[{self.child_index}]"
+        parts = [f"{where} failed ({self.job_id})"]
+        if self.exit_code is not None:
+            parts.append(f"exit code {self.exit_code}")
+        if self.status_reason:
+            parts.append(f"reason: {self.status_reason}")
+        if self.log_stream:
+            parts.append(f"log stream: {self.log_stream}")
+        return "; ".join(parts)
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+def submit_pipeline(
+    batch: BatchApi,
+    targets: Targets,
+    config: RunConfig,
+    *,
+    reuse: Mapping[str, str] | None = None,
+    on_submitted: Callable[[SubmittedJob], None] | None = None,
+) -> SubmittedRun:
+    """Submit the spec's jobs in order, each job ID feeding the next ``dependsOn``.
+
+    ``reuse`` maps keys of jobs that already succeeded (a resumed run) to their IDs; they are
+    not submitted again and later jobs depend on them. If a SubmitJob fails for good, every job
+    this call submitted is cancelled (or terminated, if it started) and :class:`ChainError`
+    says which; nothing is left orphaned.
+    """
+    reuse = dict(reuse or {})
+    ids: dict[str, str] = {}
+    jobs: list[SubmittedJob] = []
+    with _idempotent_submits(batch, targets.queue):
+        for job in config.spec:
+            if job.key in reuse:
+                ids[job.key] = reuse[job.key]
+                jobs.append(SubmittedJob(job.key, reuse[job.key], reused=True))
+                continue
+            request = build_request(job, targets, config, ids)
+            try:
+                response = batch.submit_job(**request)
+            except (ClientError, BotoCoreError) as error:
+                submitted = [j for j in jobs if not j.reused]
+                stopped = _cancel_submitted(batch, submitted, config.run_id, job.key)
+                what = ", ".join(f"{key} {action}" for key, action in stopped) or "none submitted"
+                raise ChainError(
+                    f"SubmitJob for {job.key} failed: {_error_text(error)}; the jobs already "
+                    f"submitted were stopped: {what}",
+                    failed_job=job.key,
+                    cancelled=[j.job_id for j in submitted],
+                ) from error
+            ids[job.key] = response["jobId"]
+            submitted_job = SubmittedJob(job.key, response["jobId"])
+            jobs.append(submitted_job)
+            if on_submitted:
+                on_submitted(submitted_job)
+    return SubmittedRun(config.run_id, tuple(jobs))
+
+
+def _cancel_submitted(
+    batch: BatchApi, jobs: Sequence[SubmittedJob], run_id: str, failed_key: str
+) -> list[tuple[str, str]]:
+    if not jobs:
+        return []
+    progress = describe_jobs(batch, {j.key: j.job_id for j in jobs})
+    return stop(batch, progress, f"run {run_id}: SubmitJob for {failed_key} failed")
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        info = error.response.get("Error", {})
+        return f"{info.get('Code', 'Error')}: {info.get('Message', '')}".strip()
+    return str(error)
+
+
+class _RawBody:
+    """The minimal raw-response object botocore reads a body from."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+@contextmanager
+def _idempotent_submits(batch: BatchApi, queue: str) -> Iterator[None]:
+    """Make botocore's retries of SubmitJob safe.
+
+    botocore retries a SubmitJob whose response was lost (read timeout, connection reset, a
+    5xx), and the service may already have accepted the first attempt: a plain retry would
+    start a second copy of the job. Before each retry this looks for a job of this run with
+    the same name (by the run tag) and, if there is one, answers the retry with it instead of
+    sending the request again. Clients that are not boto3 clients are used as they are.
+    """
+    events = getattr(getattr(batch, "meta", None), "events", None)
+    if events is None:
+        yield
+        return
+    state: dict[str, Any] = {}
+
+    def before_call(params: Mapping[str, Any], **_: Any) -> None:
+        # before-parameter-build sees the API parameters (jobName, tags), once per call.
+        state.update(params=params, attempt=0)
+
+    def before_send(request: Any, **_: Any) -> AWSResponse | None:
+        state["attempt"] += 1
+        if state["attempt"] == 1:
+            return None
+        params = state["params"]
+        run_id = (params.get("tags") or {}).get(RUN_TAG)
+        if run_id is None:
+            return None
+        found = find_jobs_by_name(batch, queue, params["jobName"], run_id)
+        if not found:
+            return None
+        job = max(found, key=lambda j: j.get("createdAt") or 0)
+        body = {"jobArn": job.get("jobArn", ""), "jobName": job["jobName"], "jobId": job["jobId"]}
+        headers = cast(HTTPHeaders, {"content-type": "application/json"})
+        return AWSResponse(request.url, 200, headers, _RawBody(json.dumps(body).encode()))
+
+    events.register(
+        "before-parameter-build.batch.SubmitJob", before_call, unique_id="pipeline-submit-call"
+    )
+    events.register_first(
+        "before-send.batch.SubmitJob", before_send, unique_id="pipeline-submit-send"
+    )
+    try:
+        yield
+    finally:
+        events.unregister(
+            "before-parameter-build.batch.SubmitJob", unique_id="pipeline-submit-call"
+        )
+        events.unregister("before-send.batch.SubmitJob", unique_id="pipeline-submit-send")
+
+
+# --- find and describe -----------------------------------------------------------------------
+
+
+def describe_jobs(batch: BatchApi, job_ids: Mapping[str, str]) -> list[JobProgress]:
+    """Progress of the given jobs (key -> ID), one DescribeJobs call per 100 IDs."""
+    by_id = {job_id: key for key, job_id in job_ids.items()}
+    found: dict[str, JobProgress] = {}
+    ids = list(by_id)
+    for start in range(0, len(ids), DESCRIBE_LIMIT):
+        response = batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])
+        for job in response["jobs"]:
+            found[job["jobId"]] = JobProgress.from_description(by_id[job["jobId"]], job)
+    return [found[job_id] for job_id in ids if job_id in found]
+
+
+def find_jobs_by_name(
+    batch: BatchApi, queue: str, job_name: str, run_id: str
+) -> list[dict[str, Any]]:
+    """Descriptions of the jobs named ``job_name`` in ``queue`` that carry the run's tag."""
+    ids: list[str] = []
+    token: str | None = None
+    while True:
+        page = batch.list_jobs(
+            jobQueue=queue,
+            filters=[{"name": "JOB_NAME", "values": [job_name]}],
+            **({"nextToken": token} if token else {}),
+        )
+        ids += [s["jobId"] for s in page["jobSummaryList"] if s.get("jobName") == job_name]
+        token = page.get("nextToken")
+        if not token:
+            break
+    matches: list[dict[str, Any]] = []
+    for start in range(0, len(ids), DESCRIBE_LIMIT):
+        for job in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
+            if (job.get("tags") or {}).get(RUN_TAG) == run_id:
+                matches.append(job)
+    return matches
+
+
+def find_run(
+    batch: BatchApi, queue: str, run_id: str, spec: PipelineSpec
+) -> dict[str, JobProgress]:
+    """The newest job of each key that carries the run's tag (a resumed run has older ones)."""
+    run: dict[str, JobProgress] = {}
+    for job in spec:
+        found = find_jobs_by_name(batch, queue, job.key, run_id)
+        if found:
+            newest = max(found, key=lambda j: j.get("createdAt") or 0)
+            run[job.key] = JobProgress.from_description(job.key, newest)
+    if not run:
+        raise RunStateError(
+            f"no jobs of run {run_id!r} in queue {queue}; check the run id and --stack/--queue "
+            "(Batch keeps finished jobs for about 7 days)"
+        )
+    return run
+
+
+def first_failure(batch: BatchApi, progress: Sequence[JobProgress]) -> Failure | None:
+    """The earliest failed job in run order; for an array, its first failed child (two calls,
+    however many children failed)."""
+    for job in progress:
+        if not job.has_failed:
+            continue
+        if job.array_size is None or not job.children.get("FAILED"):
+            return Failure(
+                job.key, job.job_id, None, job.status_reason, job.exit_code, job.log_stream
+            )
+        page = batch.list_jobs(arrayJobId=job.job_id, jobStatus="FAILED", maxResults=1)
+        summaries = page["jobSummaryList"]
+        if not summaries:
+            return Failure(job.key, job.job_id, None, job.status_reason, None, None)
+        (child,) = batch.describe_jobs(jobs=[summaries[0]["jobId"]])["jobs"]
+        detail = JobProgress.from_description(job.key, child)
+        index = (child.get("arrayProperties") or {}).get("index")
+        return Failure(
+            job.key, detail.job_id, index, detail.status_reason, detail.exit_code, detail.log_stream
+        )
+    return None
+
+
+# --- watch, stop, resume ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    succeeded: bool
+    progress: list[JobProgress]
+    failure: Failure | None = None
+
+
+def watch(
+    batch: BatchApi,
+    run: SubmittedRun,
+    *,
+    interval: float = 10.0,
+    on_poll: Callable[[list[JobProgress]], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WatchResult:
+    """Poll until the last job succeeds or any job fails. Each poll is one DescribeJobs call
+    per 100 jobs of the run (one, for the five jobs), whatever the array sizes."""
+    last_key = run.jobs[-1].key
+    while True:
+        progress = describe_jobs(batch, run.job_ids)
+        if on_poll:
+            on_poll(progress)
+        if any(p.has_failed for p in progress):
+            return WatchResult(False, progress, first_failure(batch, progress))
+        if any(p.key == last_key and p.status == "SUCCEEDED" for p in progress):
+            return WatchResult(True, progress)
+        sleep(interval)
+
+
+def stop(batch: BatchApi, progress: Sequence[JobProgress], reason: str) -> list[tuple[str, str]]:
+    """Cancel the jobs that have not started and terminate those that have (CancelJob leaves
+    STARTING and RUNNING jobs running). Returns (job key, "cancelled"|"terminated") pairs."""
+    actions: list[tuple[str, str]] = []
+    for job in progress:
+        if not job.is_active:
+            continue
+        started = job.status in ("STARTING", "RUNNING") or any(
+            job.children.get(s, 0) for s in ("STARTING", "RUNNING")
+        )
+        if started:
+            batch.terminate_job(jobId=job.job_id, reason=reason)
+            actions.append((job.key, "terminated"))
+        else:
+            batch.cancel_job(jobId=job.job_id, reason=reason)
+            actions.append((job.key, "cancelled"))
+    return actions
+
+
+def resume_plan(run: Mapping[str, JobProgress], spec: PipelineSpec) -> dict[str, str]:
+    """Keys -> IDs of the jobs a resume keeps: those before the first that did not succeed."""
+    active = [p for p in run.values() if p.is_active]
+    if active:
+        states = ", ".join(f"{p.key} {p.status}" for p in active)
+        raise RunStateError(f"the run is still active ({states}); wait for it or cancel it first")
+    keep: dict[str, str] = {}
+    for job in spec:
+        progress = run.get(job.key)
+        if progress is None or progress.status != "SUCCEEDED" or progress.has_failed:
+            break
+        keep[job.key] = progress.job_id
+    if len(keep) == len(spec.jobs):
+        raise RunStateError("every job of the run succeeded; there is nothing to resume")
+    return keep
