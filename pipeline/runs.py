@@ -7,16 +7,13 @@ the real one; :class:`pipeline.local.LocalBatch` is the local one; the code is t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 from pipeline.errors import ChainError, RunStateError
 from pipeline.spec import RUN_TAG, PipelineSpec
@@ -87,9 +84,9 @@ class JobProgress:
         array = job.get("arrayProperties") or {}
         container = job.get("container") or {}
         attempts = job.get("attempts") or []
-        log_stream = container.get("logStreamName") or (
-            (attempts[-1].get("container") or {}).get("logStreamName") if attempts else None
-        )
+        last_attempt = (attempts[-1].get("container") or {}) if attempts else {}
+        log_stream = container.get("logStreamName") or last_attempt.get("logStreamName")
+        exit_code = container.get("exitCode", last_attempt.get("exitCode"))
         return cls(
             key=key,
             job_id=job["jobId"],
@@ -98,7 +95,7 @@ class JobProgress:
             array_size=array.get("size"),
             children=dict(array.get("statusSummary") or {}),
             created_at=int(job.get("createdAt") or 0),
-            exit_code=container.get("exitCode"),
+            exit_code=exit_code,
             log_stream=log_stream,
             parameters=dict(job.get("parameters") or {}),
         )
@@ -148,7 +145,7 @@ def submit_pipeline(
     reuse = dict(reuse or {})
     ids: dict[str, str] = {}
     jobs: list[SubmittedJob] = []
-    with _idempotent_submits(batch, targets.queue):
+    with _no_blind_submit_retries(batch):
         for job in config.spec:
             if job.key in reuse:
                 ids[job.key] = reuse[job.key]
@@ -156,7 +153,7 @@ def submit_pipeline(
                 continue
             request = build_request(job, targets, config, ids)
             try:
-                response = batch.submit_job(**request)
+                job_id = _submit_once(batch, request, targets.queue, config.run_id)
             except (ClientError, BotoCoreError) as error:
                 submitted = [j for j in jobs if not j.reused]
                 stopped = _cancel_submitted(batch, submitted, config.run_id, job.key)
@@ -167,8 +164,8 @@ def submit_pipeline(
                     failed_job=job.key,
                     cancelled=[j.job_id for j in submitted],
                 ) from error
-            ids[job.key] = response["jobId"]
-            submitted_job = SubmittedJob(job.key, response["jobId"])
+            ids[job.key] = job_id
+            submitted_job = SubmittedJob(job.key, job_id)
             jobs.append(submitted_job)
             if on_submitted:
                 on_submitted(submitted_job)
@@ -191,65 +188,72 @@ def _error_text(error: Exception) -> str:
     return str(error)
 
 
-class _RawBody:
-    """The minimal raw-response object botocore reads a body from."""
+_AMBIGUOUS_EXCEPTIONS = (ReadTimeoutError, ConnectionClosedError)
+"""The request was sent and the answer lost: the service may have accepted it. (A connect
+error or timeout means it never arrived, and a plain retry is safe.)"""
+RECONCILE_ATTEMPTS = 5
 
-    def __init__(self, body: bytes) -> None:
-        self._body = body
 
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._body
+def _is_ambiguous(error: BaseException | None, status_code: int | None = None) -> bool:
+    if isinstance(error, _AMBIGUOUS_EXCEPTIONS):
+        return True
+    if isinstance(error, ClientError):
+        status_code = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status_code is not None and status_code >= 500
+
+
+def _submit_once(
+    batch: BatchApi,
+    request: Mapping[str, Any],
+    queue: str,
+    run_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """SubmitJob, made safe to retry.
+
+    botocore retries throttling (standard/adaptive mode) as usual. A failure after which the
+    service may already have accepted the job (read timeout, connection reset, a 5xx) is not
+    retried blindly, which could start a second copy: first look for a job of this run with
+    that name (by the run tag), and use it if it exists.
+    """
+    for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+        try:
+            return str(batch.submit_job(**request)["jobId"])
+        except (ClientError, BotoCoreError) as error:
+            if not _is_ambiguous(error) or attempt == RECONCILE_ATTEMPTS:
+                raise
+        found = find_jobs_by_name(batch, queue, request["jobName"], run_id)
+        if found:
+            return str(max(found, key=lambda j: j.get("createdAt") or 0)["jobId"])
+        sleep(min(2.0**attempt, 20.0))
+    raise AssertionError("unreachable")
 
 
 @contextmanager
-def _idempotent_submits(batch: BatchApi, queue: str) -> Iterator[None]:
-    """Make botocore's retries of SubmitJob safe.
-
-    botocore retries a SubmitJob whose response was lost (read timeout, connection reset, a
-    5xx), and the service may already have accepted the first attempt: a plain retry would
-    start a second copy of the job. Before each retry this looks for a job of this run with
-    the same name (by the run tag) and, if there is one, answers the retry with it instead of
-    sending the request again. Clients that are not boto3 clients are used as they are.
-    """
+def _no_blind_submit_retries(batch: BatchApi) -> Iterator[None]:
+    """Stop botocore from retrying SubmitJob after an ambiguous failure (see _submit_once);
+    every other retry decision stays botocore's. Clients without botocore events (LocalBatch)
+    never fail that way."""
     events = getattr(getattr(batch, "meta", None), "events", None)
     if events is None:
         yield
         return
-    state: dict[str, Any] = {}
 
-    def before_call(params: Mapping[str, Any], **_: Any) -> None:
-        # before-parameter-build sees the API parameters (jobName, tags), once per call.
-        state.update(params=params, attempt=0)
+    def needs_retry(
+        response: tuple[Any, Any] | None, caught_exception: BaseException | None, **_: Any
+    ) -> bool | None:
+        status = getattr(response[0], "status_code", None) if response else None
+        # False (not None) is botocore's answer for "do not retry", and the first non-None wins.
+        return False if _is_ambiguous(caught_exception, status) else None
 
-    def before_send(request: Any, **_: Any) -> AWSResponse | None:
-        state["attempt"] += 1
-        if state["attempt"] == 1:
-            return None
-        params = state["params"]
-        run_id = (params.get("tags") or {}).get(RUN_TAG)
-        if run_id is None:
-            return None
-        found = find_jobs_by_name(batch, queue, params["jobName"], run_id)
-        if not found:
-            return None
-        job = max(found, key=lambda j: j.get("createdAt") or 0)
-        body = {"jobArn": job.get("jobArn", ""), "jobName": job["jobName"], "jobId": job["jobId"]}
-        headers = cast(HTTPHeaders, {"content-type": "application/json"})
-        return AWSResponse(request.url, 200, headers, _RawBody(json.dumps(body).encode()))
-
-    events.register(
-        "before-parameter-build.batch.SubmitJob", before_call, unique_id="pipeline-submit-call"
-    )
-    events.register_first(
-        "before-send.batch.SubmitJob", before_send, unique_id="pipeline-submit-send"
-    )
+    events.register_first("needs-retry.batch.SubmitJob", needs_retry, unique_id=_HOOK_ID)
     try:
         yield
     finally:
-        events.unregister(
-            "before-parameter-build.batch.SubmitJob", unique_id="pipeline-submit-call"
-        )
-        events.unregister("before-send.batch.SubmitJob", unique_id="pipeline-submit-send")
+        events.unregister("needs-retry.batch.SubmitJob", unique_id=_HOOK_ID)
+
+
+_HOOK_ID = "array-job-pipeline-submit"
 
 
 # --- find and describe -----------------------------------------------------------------------
@@ -326,6 +330,8 @@ def first_failure(batch: BatchApi, progress: Sequence[JobProgress]) -> Failure |
         (child,) = batch.describe_jobs(jobs=[summaries[0]["jobId"]])["jobs"]
         detail = JobProgress.from_description(job.key, child)
         index = (child.get("arrayProperties") or {}).get("index")
+        if index is None and ":" in child["jobId"]:  # child IDs are "<parent ID>:<index>"
+            index = int(child["jobId"].rsplit(":", 1)[1])
         return Failure(
             job.key, detail.job_id, index, detail.status_reason, detail.exit_code, detail.log_stream
         )

@@ -97,11 +97,13 @@ def progress_json(progress: Sequence[Any]) -> list[dict[str, Any]]:
 # --- arguments -----------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit code 252, as the AWS CLI's)."""
+class UsageError(Exception):
+    """A command line argparse cannot parse; reported in one line with exit code 252."""
 
+
+class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +270,9 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         from pipeline.local import run_local
 
         return run_local(args, output)
-    _run_config(args, None)  # every input is checked before any AWS call
+    # Every input is checked before any AWS call.
+    _run_config(args, None)
+    check_name_prefix(args.job_definition_prefix)
     aws = None if args.dry_run and not args.stack else connector(args.profile, args.region)
     targets = resolve_targets(args, aws)
     config = _run_config(args, targets)
@@ -463,8 +467,11 @@ def main(
     err = stderr or sys.stderr
     try:
         args = build_parser().parse_args(arguments)
-    except SystemExit as exit_:  # argparse printed help (0) or a one-line error (252)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    except UsageError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_BAD_INPUT
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
     output = Output(args.json, stdout or sys.stdout, err)
     try:
         return int(args.handler(args, output, connector))

@@ -1,0 +1,480 @@
+"""The submitter against moto's Batch API: requests, chaining, watching, faults, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
+from moto_batch import REGION, STACK, MotoBatch, moto_batch
+
+from pipeline.runs import describe_jobs, submit_pipeline, watch
+from pipeline.spec import RUN_TAG
+from pipeline.submission import Targets, run_config
+from pipeline.submit import Aws, main
+
+
+@pytest.fixture(autouse=True)
+def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials that only moto accepts; the user's own AWS files are out of reach."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+
+
+@pytest.fixture
+def aws() -> Iterator[MotoBatch]:
+    with moto_batch() as harness:
+        yield harness
+
+
+def _targets(aws: MotoBatch) -> Targets:
+    return Targets(aws.queue_arn, aws.definition_arns)
+
+
+def _cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+
+    def connector(profile: str | None, region: str | None) -> Aws:
+        assert aws is not None, "this invocation must not reach AWS"
+        return Aws(aws.batch, aws.cloudformation)
+
+    code = main(list(argv), connector=connector, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _describe(aws: MotoBatch, job_id: str) -> dict[str, Any]:
+    (job,) = aws.batch.describe_jobs(jobs=[job_id])["jobs"]
+    return job
+
+
+# --- the five requests -----------------------------------------------------------------------
+
+
+def test_submits_five_jobs_chained_as_the_workflow_says(aws: MotoBatch) -> None:
+    # GIVEN the requests as sent
+    sent: list[dict[str, Any]] = []
+    aws.batch.meta.events.register(
+        "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))
+    )
+    config = run_config(
+        array_size=100, source_bucket="s3://out-bucket", recipient="ops@example.com"
+    )
+    # WHEN the run is submitted
+    run = submit_pipeline(aws.batch, _targets(aws), config)
+    ids = run.job_ids
+    # THEN each job has its definition, size, dependencies, parameters and tags
+    jobs = {key: _describe(aws, job_id) for key, job_id in ids.items()}
+    for key, job in jobs.items():
+        assert job["jobDefinition"] == aws.definition_arns[key]
+        assert job["jobName"] == key
+        assert job["tags"] == {RUN_TAG: config.run_id}
+    assert "arrayProperties" not in sent[0]
+    assert [r.get("arrayProperties", {}).get("size") for r in sent] == [None, 100, 100, 10, None]
+    assert jobs["JobB"]["dependsOn"] == [{"jobId": ids["JobA"]}]
+    assert jobs["JobC"]["dependsOn"] == [{"jobId": ids["JobB"], "type": "N_TO_N"}]
+    assert jobs["JobD"]["dependsOn"] == [{"jobId": ids["JobC"]}, {"type": "SEQUENTIAL"}]
+    assert jobs["JobE"]["dependsOn"] == [{"jobId": ids["JobD"]}]
+    assert jobs["JobE"]["parameters"] == {
+        "SourceBucket": "s3://out-bucket",
+        "Recipient": "ops@example.com",
+    }
+    assert sent[1]["containerOverrides"]["resourceRequirements"] == [
+        {"type": "VCPU", "value": "32"},
+        {"type": "MEMORY", "value": "4096"},
+    ]
+    assert sent[2]["containerOverrides"]["resourceRequirements"][1] == {
+        "type": "MEMORY",
+        "value": "32768",
+    }
+    assert all("vcpus" not in r["containerOverrides"] for r in sent)
+    environment = {e["name"]: e["value"] for e in sent[3]["containerOverrides"]["environment"]}
+    assert environment == {"PIPELINE_RUN_ID": config.run_id, "PIPELINE_ARRAY_SIZE": "100"}
+    assert all(r["propagateTags"] is True for r in sent)
+
+
+@pytest.mark.parametrize("size", [10, 10_000])
+def test_watch_costs_one_describe_call_per_poll_whatever_the_array_size(
+    aws: MotoBatch, size: int
+) -> None:
+    run = submit_pipeline(aws.batch, _targets(aws), run_config(array_size=size))
+    aws.count_calls()
+    polls: list[int] = []
+    result = watch(aws.batch, run, interval=0, on_poll=lambda p: polls.append(1))
+    assert result.succeeded
+    assert aws.calls == {"DescribeJobs": len(polls)}
+    assert [p.array_size for p in result.progress] == [None, size, size, 10, None]
+    assert result.progress[1].children["SUCCEEDED"] == size
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def _reject(job_name: str) -> Any:
+    """A before-send handler: SubmitJob for ``job_name`` gets a non-retryable 400."""
+
+    def handler(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        if not event_name.endswith("SubmitJob") or json.loads(request.body)["jobName"] != job_name:
+            return None
+        body = json.dumps({"__type": "ClientException", "message": "injected"}).encode()
+        return AWSResponse(request.url, 400, {"x-amzn-ErrorType": "ClientException"}, _Raw(body))
+
+    return handler
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+@pytest.mark.parametrize("failing", ["JobA", "JobB", "JobC", "JobD", "JobE"])
+def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: str) -> None:
+    # GIVEN jobs that stay queued (JobA starts running) and a SubmitJob that fails for good
+    aws.hold_new_jobs("RUNNABLE")
+    aws.apply_stops()
+    aws.intercept(_reject(failing))
+    aws.batch.meta.events.register(
+        "after-call.batch.SubmitJob",
+        lambda parsed, **_: (
+            aws.set_status(parsed["jobId"], "RUNNING") if parsed.get("jobName") == "JobA" else None
+        ),
+    )
+    aws.count_calls()
+    # WHEN the CLI submits the run
+    code, out, err = _cli(aws, "--stack", STACK, "--array-size", "20")
+    # THEN it exits non-zero, says which jobs it stopped, and nothing of the run is left active
+    assert code == 254
+    assert f"SubmitJob for {failing} failed: ClientException: injected" in err
+    assert aws.non_terminal() == []
+    expected_stops = ["JobA", "JobB", "JobC", "JobD", "JobE"].index(failing)
+    assert aws.calls.get("CancelJob", 0) + aws.calls.get("TerminateJob", 0) == expected_stops
+    if failing != "JobA":
+        assert "JobA terminated" in err  # it was running: CancelJob would not stop it
+        assert aws.calls["TerminateJob"] == 1
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error_lines == [err.strip().splitlines()[-1]]  # one error line, and last
+
+
+def test_throttled_submits_are_retried_and_succeed(aws: MotoBatch) -> None:
+    # GIVEN every SubmitJob's first attempt is throttled
+    attempts: dict[str, int] = {}
+
+    def throttle(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        if not event_name.endswith("SubmitJob"):
+            return None
+        name = json.loads(request.body)["jobName"]
+        attempts[name] = attempts.get(name, 0) + 1
+        if attempts[name] > 1:
+            return None
+        body = json.dumps({"__type": "TooManyRequestsException", "message": "Too Many Requests"})
+        headers = {"x-amzn-ErrorType": "TooManyRequestsException"}
+        return AWSResponse(request.url, 429, headers, _Raw(body.encode()))
+
+    aws.intercept(throttle)
+    # WHEN the run is submitted
+    run = submit_pipeline(aws.batch, _targets(aws), run_config(array_size=5))
+    # THEN each job was sent twice and exists once
+    assert attempts == {"JobA": 2, "JobB": 2, "JobC": 2, "JobD": 2, "JobE": 2}
+    assert sorted(j.job_name for j in aws.parents()) == ["JobA", "JobB", "JobC", "JobD", "JobE"]
+    assert len(run.jobs) == 5
+
+
+def test_lost_response_gives_exactly_one_job(aws: MotoBatch) -> None:
+    # GIVEN the first SubmitJob for JobB reaches the service but its response is lost
+    lost: list[str] = []
+    params: dict[str, Any] = {}
+    aws.batch.meta.events.register(
+        "before-parameter-build.batch.SubmitJob", lambda **kwargs: params.update(kwargs["params"])
+    )
+
+    def lose_response(request: Any, event_name: str, **_: Any) -> None:
+        if event_name.endswith("SubmitJob") and params["jobName"] == "JobB" and not lost:
+            lost.append("sent")
+            accepted = aws.batch.submit_job(**params)  # the service accepts it ...
+            lost[0] = accepted["jobId"]
+            raise ReadTimeoutError(endpoint_url=request.url)  # ... and the answer never arrives
+
+    aws.intercept(lose_response)
+    # WHEN the run is submitted (botocore retries the read timeout)
+    run = submit_pipeline(aws.batch, _targets(aws), run_config(array_size=5))
+    # THEN the retry was answered with the accepted job instead of creating a second one
+    assert [j.job_name for j in aws.parents()].count("JobB") == 1
+    assert run.job_ids["JobB"] == lost[0]
+    assert _describe(aws, run.job_ids["JobC"])["dependsOn"][0]["jobId"] == lost[0]
+
+
+def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBatch) -> None:
+    # GIVEN JobC's child 7 fails once submitted
+    def fail_c(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("jobName") == "JobC":
+            aws.fail_child(parsed["jobId"], 7, "Essential container in task exited", exit_code=3)
+
+    aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
+    # WHEN the run is submitted and watched
+    code, out, err = _cli(
+        aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0"
+    )
+    # THEN the exit code is 1 and the last line names the job, the child, the reason, the log
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: run ")
+    assert "JobC[7] failed" in last
+    assert "exit code 3" in last
+    assert "reason: Essential container in task exited" in last
+    assert "log stream: " in last
+    assert "python -m pipeline.submit cancel" in last
+
+
+def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
+    def fail_b(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("jobName") == "JobB":
+            aws.fail_child(parsed["jobId"], 0, "Host EC2 (instance i-0) terminated.")
+
+    aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
+    code, out, _ = _cli(
+        aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0"
+    )
+    data = json.loads(out)
+    assert code == 1
+    assert data["status"] == "FAILED"
+    assert data["failure"]["job"] == "JobB"
+    assert data["failure"]["arrayIndex"] == 0
+    assert data["failure"]["statusReason"].startswith("Host EC2")
+
+
+def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
+    # GIVEN a run whose JobC failed (so JobD and JobE failed on the dependency)
+    aws.hold_new_jobs("SUCCEEDED")
+    code, out, _ = _cli(
+        aws, "--stack", STACK, "--array-size", "4", "--json", "--recipient", "ops@example.com"
+    )
+    first = json.loads(out)
+    ids = {j["job"]: j["jobId"] for j in first["jobs"]}
+    aws.fail_child(ids["JobC"], 2, "OutOfMemoryError: Container killed due to memory usage")
+    aws.set_status(ids["JobD"], "FAILED", "Dependent Job failed")
+    aws.set_status(ids["JobE"], "FAILED", "Dependent Job failed")
+    aws.count_calls()
+    # WHEN the run is resumed
+    code, out, err = _cli(aws, "resume", first["runId"], "--stack", STACK, "--json")
+    # THEN only JobC, JobD and JobE are submitted again, JobC after the original JobB
+    assert code == 0, err
+    resumed = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
+    assert aws.calls["SubmitJob"] == 3
+    assert resumed["JobA"] == ids["JobA"] and resumed["JobB"] == ids["JobB"]
+    assert resumed["JobC"] != ids["JobC"]
+    new_c = _describe(aws, resumed["JobC"])
+    assert new_c["dependsOn"] == [{"jobId": ids["JobB"], "type": "N_TO_N"}]
+    assert new_c["arrayProperties"]["size"] == 4
+    assert _describe(aws, resumed["JobE"])["parameters"]["Recipient"] == "ops@example.com"
+    # AND status now reports the resumed jobs
+    code, out, _ = _cli(aws, "status", first["runId"], "--stack", STACK, "--json")
+    assert [p["jobId"] for p in json.loads(out)["progress"]] == list(resumed.values())
+
+
+def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
+    aws.hold_new_jobs("RUNNABLE")
+    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    run_id = json.loads(out)["runId"]
+    code, _, err = _cli(aws, "resume", run_id, "--stack", STACK)
+    assert code == 252
+    assert err.startswith("error: the run is still active (JobA RUNNABLE")
+
+
+def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
+    aws.hold_new_jobs("RUNNABLE")
+    aws.apply_stops()
+    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    run_id = json.loads(out)["runId"]
+    code, out, _ = _cli(aws, "cancel", run_id, "--stack", STACK, "--json")
+    assert code == 0
+    assert json.loads(out)["actions"] == {
+        k: "cancelled" for k in ("JobA", "JobB", "JobC", "JobD", "JobE")
+    }
+    assert aws.non_terminal() == []
+
+
+def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
+    code, _, err = _cli(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
+    assert code == 252
+    assert err.startswith("error: no jobs of run '20260101T000000-abcdef' in queue")
+
+
+# --- bad inputs: one line, no traceback, AWS conventions for exit codes ---------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--array-size", "0"], "error: --array-size must be from 2 to 10,000; got 0"),
+        (["--array-size", "1"], "error: --array-size must be from 2 to 10,000; got 1 (use a"),
+        (["--array-size", "10001"], "error: --array-size must be from 2 to 10,000; got 10,001"),
+        (["--array-size", "lots"], "error: argument --array-size: 'lots' is not a whole number"),
+        (["--recipient", "ops@"], "error: --recipient 'ops@' is not an email address"),
+        (["--source-bucket", "my-bucket"], "error: --source-bucket must be an s3:// URL"),
+        (["--source-bucket", "https://x.s3.amazonaws.com"], "error: --source-bucket must be"),
+        (["--run-id", "bad id!"], "error: --run-id 'bad id!' must be 1-63 letters"),
+        (["--job-definition-prefix", "a b"], "error: name_prefix 'a b' must be 1-40"),
+        (["--no-such-flag"], "error: unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message: str) -> None:
+    code, out, err = _cli(None, *argv)  # the connector asserts if AWS would be reached
+    assert code == 252
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_unknown_stack(aws: MotoBatch) -> None:
+    code, _, err = _cli(aws, "--stack", "NoSuchStack")
+    assert code == 254
+    assert err.strip() == (
+        "error: stack 'NoSuchStack' does not exist in us-east-1; deploy it with `npx cdk "
+        "deploy`, or pass the --region/--profile where it lives"
+    )
+
+
+def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
+    from moto_batch import stack_template
+
+    aws.cloudformation.create_stack(
+        StackName="Partial",
+        TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, drop="JobCDefinitionArn"),
+    )
+    code, _, err = _cli(aws, "--stack", "Partial")
+    assert code == 254
+    assert err.startswith("error: stack 'Partial' has no output JobCDefinitionArn")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_credentials_says_how_to_configure_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.submit import connect
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--stack", STACK], connector=connect, stdout=out, stderr=err)
+    assert code == 253
+    assert err.getvalue().startswith("error: no AWS credentials found; run `aws configure`")
+    assert "--local" in err.getvalue()
+
+
+def test_unknown_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.submit import connect
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--stack", STACK, "--profile", "nope"], connector=connect, stdout=out, stderr=err)
+    assert code == 253
+    assert err.getvalue().startswith("error: AWS profile 'nope' is not configured")
+
+
+# --- dry run ---------------------------------------------------------------------------------
+
+# The workflow's five SubmitJob requests (AWS Batch User Guide, "Example Array Job Workflow"),
+# with their JSON syntax fixed and the deprecated containerOverrides.vcpus/memory moved to
+# resourceRequirements.
+WORKFLOW_REQUESTS: list[dict[str, Any]] = [
+    {"jobName": "JobA", "jobQueue": "ProdQueue", "jobDefinition": "JobA-list-and-validate:1"},
+    {
+        "jobName": "JobB",
+        "jobQueue": "ProdQueue",
+        "jobDefinition": "JobB-CPU-Intensive-Processing:1",
+        "containerOverrides": {
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "32"},
+                {"type": "MEMORY", "value": "4096"},
+            ]
+        },
+        "arrayProperties": {"size": 10000},
+        "dependsOn": [{"jobId": "JobA_job_ID"}],
+    },
+    {
+        "jobName": "JobC",
+        "jobQueue": "ProdQueue",
+        "jobDefinition": "JobC-Memory-Intensive-Processing:1",
+        "containerOverrides": {
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "32768"},
+            ]
+        },
+        "arrayProperties": {"size": 10000},
+        "dependsOn": [{"jobId": "JobB_job_ID", "type": "N_TO_N"}],
+    },
+    {
+        "jobName": "JobD",
+        "jobQueue": "ProdQueue",
+        "jobDefinition": "JobD-Sequential-Validation:1",
+        "containerOverrides": {
+            "resourceRequirements": [
+                {"type": "VCPU", "value": "1"},
+                {"type": "MEMORY", "value": "32768"},
+            ]
+        },
+        "arrayProperties": {"size": 10},
+        "dependsOn": [{"jobId": "JobC_job_ID"}, {"type": "SEQUENTIAL"}],
+    },
+    {
+        "jobName": "JobE",
+        "jobQueue": "ProdQueue",
+        "jobDefinition": "JobE-Cleanup-and-Notification:1",
+        "parameters": {
+            "SourceBucket": "s3://JobD-Output-Bucket",
+            "Recipient": "pipeline-notifications@mycompany.com",
+        },
+        "dependsOn": [{"jobId": "JobD_job_ID"}],
+    },
+]
+
+
+def test_dry_run_json_matches_the_workflow_field_by_field() -> None:
+    # The workflow's bucket name has capitals, which S3 no longer allows; the test passes a
+    # valid one and compares the rest.
+    code, out, err = _cli(
+        None,
+        "--dry-run",
+        "--json",
+        "--source-bucket",
+        "s3://jobd-output-bucket",
+        "--recipient",
+        "pipeline-notifications@mycompany.com",
+    )
+    assert code == 0, err
+    ours = json.loads(out)
+    assert len(ours) == len(WORKFLOW_REQUESTS)
+    for workflow, request in zip(WORKFLOW_REQUESTS, ours, strict=True):
+        for field_name, expected in workflow.items():
+            actual = request[field_name]
+            if field_name == "jobDefinition":  # we submit the latest active revision
+                expected = expected.rsplit(":", 1)[0]
+            if field_name == "containerOverrides":
+                actual = {"resourceRequirements": actual["resourceRequirements"]}
+            if field_name == "parameters":
+                expected = {**expected, "SourceBucket": "s3://jobd-output-bucket"}
+            assert actual == expected, (workflow["jobName"], field_name)
+        # What we add: the run's environment and tag, so children can be found again
+        assert set(request) - set(workflow) <= {
+            "containerOverrides",
+            "tags",
+            "propagateTags",
+        }
+
+
+def test_dry_run_without_json_prints_the_requests_and_calls_nothing() -> None:
+    code, out, _ = _cli(None, "--dry-run", "--array-size", "8")
+    assert code == 0
+    assert out.count('"jobName"') == 5
+    assert '"size": 8' in out
