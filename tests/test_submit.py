@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from moto_batch import REGION, STACK, MotoBatch, moto_batch
 
-from pipeline.runs import describe_jobs, submit_pipeline, watch
+from pipeline.runs import submit_pipeline, watch
 from pipeline.spec import RUN_TAG
 from pipeline.submission import Targets, run_config
 from pipeline.submit import Aws, main
@@ -153,7 +153,7 @@ def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: 
     )
     aws.count_calls()
     # WHEN the CLI submits the run
-    code, out, err = _cli(aws, "--stack", STACK, "--array-size", "20")
+    code, _out, err = _cli(aws, "--stack", STACK, "--array-size", "20")
     # THEN it exits non-zero, says which jobs it stopped, and nothing of the run is left active
     assert code == 254
     assert f"SubmitJob for {failing} failed: ClientException: injected" in err
@@ -223,7 +223,7 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
-    code, out, err = _cli(
+    code, _out, err = _cli(
         aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0"
     )
     # THEN the exit code is 1 and the last line names the job, the child, the reason, the log
@@ -272,7 +272,8 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     assert code == 0, err
     resumed = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
     assert aws.calls["SubmitJob"] == 3
-    assert resumed["JobA"] == ids["JobA"] and resumed["JobB"] == ids["JobB"]
+    assert resumed["JobA"] == ids["JobA"]
+    assert resumed["JobB"] == ids["JobB"]
     assert resumed["JobC"] != ids["JobC"]
     new_c = _describe(aws, resumed["JobC"])
     assert new_c["dependsOn"] == [{"jobId": ids["JobB"], "type": "N_TO_N"}]
@@ -330,7 +331,7 @@ def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message: str) -> None:
-    code, out, err = _cli(None, *argv)  # the connector asserts if AWS would be reached
+    code, _out, err = _cli(None, *argv)  # the connector asserts if AWS would be reached
     assert code == 252
     assert err.startswith(message), err
     assert len(err.strip().splitlines()) == 1
