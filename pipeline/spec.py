@@ -19,6 +19,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+# The environment and object-layout contract lives with the job programs (it must be inside the
+# image); re-exported here so the host side reads the same definitions.
+from job_images.batch_jobs import contract
+from job_images.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
+from job_images.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
+from job_images.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
+from job_images.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
+from job_images.batch_jobs.contract import run_prefix as run_prefix
+
 # --- AWS Batch limits that shape the pipeline -------------------------------------------------
 
 MIN_ARRAY_SIZE = 2
@@ -30,8 +39,6 @@ MAX_DEPENDENCIES = 20
 
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
-VALIDATION_STEPS = 10
-"""Children of JobD: one per validation check, run in order (SEQUENTIAL)."""
 QUEUE_NAME = "ProdQueue"
 """The job queue's name in the workflow; a pipeline's ``name_prefix`` is put in front of it."""
 
@@ -129,32 +136,32 @@ class PipelineResource:
 
 RESOURCES: tuple[PipelineResource, ...] = (
     PipelineResource(
-        "input_bucket", "PIPELINE_INPUT_BUCKET", "InputBucketName", "BucketA: the input objects"
+        "input_bucket", contract.INPUT_BUCKET, "InputBucketName", "BucketA: the input objects"
     ),
     PipelineResource(
         "cpu_results_bucket",
-        "PIPELINE_CPU_RESULTS_BUCKET",
+        contract.CPU_RESULTS_BUCKET,
         "CpuResultsBucketName",
         "BucketB: manifests and JobB's results (intermediate)",
     ),
     PipelineResource(
         "memory_results_bucket",
-        "PIPELINE_MEMORY_RESULTS_BUCKET",
+        contract.MEMORY_RESULTS_BUCKET,
         "MemoryResultsBucketName",
         "BucketC: JobC's per-object outputs",
     ),
     PipelineResource(
         "output_bucket",
-        "PIPELINE_OUTPUT_BUCKET",
+        contract.OUTPUT_BUCKET,
         "OutputBucketName",
         "Reports, rejects and the run summary",
     ),
     PipelineResource(
-        "metadata_table", "PIPELINE_METADATA_TABLE", "MetadataTableName", "JobC's metadata items"
+        "metadata_table", contract.METADATA_TABLE, "MetadataTableName", "JobC's metadata items"
     ),
     PipelineResource(
         "notification_topic",
-        "PIPELINE_NOTIFICATION_TOPIC_ARN",
+        contract.NOTIFICATION_TOPIC_ARN,
         "NotificationTopicArn",
         "Pipeline notifications",
     ),
@@ -170,18 +177,14 @@ class RunEnv:
     :func:`run_prefix`.
     """
 
-    RUN_ID = "PIPELINE_RUN_ID"
-    ARRAY_SIZE = "PIPELINE_ARRAY_SIZE"
+    RUN_ID = contract.RUN_ID
+    ARRAY_SIZE = contract.ARRAY_SIZE
     """Number of manifest shards: JobA writes this many; JobB and JobC have this many children."""
 
 
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
 
-TABLE_PARTITION_KEY = "run_id"
-TABLE_SORT_KEY = "object_key"
-"""JobC writes one item per valid object: (run id, object key) is deterministic, so retries
-overwrite rather than duplicate."""
 
 QUEUE_OUTPUT = "JobQueueArn"
 QUEUE_NAME_OUTPUT = "JobQueueName"
@@ -192,15 +195,6 @@ LOG_GROUP_OUTPUT = "LogGroupName"
 def job_definition_output(job_key: str) -> str:
     """CfnOutput key of a job's definition ARN on PipelineStack (``JobADefinitionArn``)."""
     return f"{job_key}DefinitionArn"
-
-
-RUN_PREFIX_PATTERN = "runs/*"
-"""Object-key pattern that covers every run's data (IAM resources, lifecycle rules)."""
-
-
-def run_prefix(run_id: str) -> str:
-    """Key prefix under which a run writes every object, in every bucket."""
-    return f"runs/{run_id}/"
 
 
 _COMMON_TIMEOUT = 3600

@@ -1,0 +1,267 @@
+"""What the five job programs share: their environment, AWS clients, S3 helpers, errors.
+
+Jobs read only environment variables (see :mod:`batch_jobs.contract`) and their ``Ref::``
+parameters. Clients are made in each program's ``main`` and passed to the functions that do
+the work, so tests pass moto clients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from batch_jobs import contract
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# Transient errors (throttling, 5xx, connection resets) are retried by botocore with backoff;
+# what still fails is reported with the key involved.
+CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 10}, max_pool_connections=32)
+# Presigned links use Signature Version 4 (SigV2 links are deprecated and unsupported in newer
+# regions).
+S3_CONFIG = CLIENT_CONFIG.merge(Config(signature_version="s3v4"))
+
+
+class JobError(Exception):
+    """A failure the job reports in one line (naming the object involved) and exits 1 for."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run as the environment describes it."""
+
+    run_id: str
+    array_size: int
+    input_bucket: str
+    cpu_results_bucket: str
+    memory_results_bucket: str
+    output_bucket: str
+    metadata_table: str
+    notification_topic_arn: str
+    max_object_bytes: int = contract.DEFAULT_MAX_OBJECT_BYTES
+    link_expiry_seconds: int = contract.DEFAULT_LINK_EXPIRY_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunContext:
+        env = os.environ if env is None else env
+
+        def need(name: str) -> str:
+            value = env.get(name, "")
+            if not value:
+                raise JobError(
+                    f"environment variable {name} is not set; submit runs with "
+                    "`python -m pipeline.submit`, which sets it"
+                )
+            return value
+
+        def number(name: str, default: int) -> int:
+            raw = env.get(name) or str(default)
+            if not raw.isdigit() or int(raw) < 1:
+                raise JobError(
+                    f"environment variable {name} must be a positive whole number; got {raw!r}"
+                )
+            return int(raw)
+
+        return cls(
+            run_id=need(contract.RUN_ID),
+            array_size=number(contract.ARRAY_SIZE, 0) if need(contract.ARRAY_SIZE) else 0,
+            input_bucket=need(contract.INPUT_BUCKET),
+            cpu_results_bucket=need(contract.CPU_RESULTS_BUCKET),
+            memory_results_bucket=need(contract.MEMORY_RESULTS_BUCKET),
+            output_bucket=need(contract.OUTPUT_BUCKET),
+            metadata_table=need(contract.METADATA_TABLE),
+            notification_topic_arn=need(contract.NOTIFICATION_TOPIC_ARN),
+            max_object_bytes=number(contract.MAX_OBJECT_BYTES, contract.DEFAULT_MAX_OBJECT_BYTES),
+            link_expiry_seconds=min(
+                number(contract.LINK_EXPIRY_SECONDS, contract.DEFAULT_LINK_EXPIRY_SECONDS),
+                contract.MAX_LINK_EXPIRY_SECONDS,
+            ),
+        )
+
+
+def array_index(env: Mapping[str, str] | None = None, *, size: int | None = None) -> int:
+    """This child's index (``AWS_BATCH_JOB_ARRAY_INDEX``), checked against the array size."""
+    env = os.environ if env is None else env
+    raw = env.get(contract.ARRAY_INDEX, "")
+    if not raw.isdigit():
+        raise JobError(
+            f"{contract.ARRAY_INDEX} is {raw!r}; this program runs as an array child, whose "
+            "index AWS Batch sets"
+        )
+    index = int(raw)
+    if size is not None and index >= size:
+        raise JobError(f"{contract.ARRAY_INDEX}={index} is outside the array of {size}")
+    return index
+
+
+def make_client(service: str) -> Any:
+    import boto3
+
+    config = S3_CONFIG if service == "s3" else CLIENT_CONFIG
+    return boto3.client(service, config=config)  # type: ignore[call-overload]
+
+
+@contextmanager
+def reporting(what: str) -> Iterator[None]:
+    """Turn an AWS error that retries did not cure into a JobError naming ``what``."""
+    try:
+        yield
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        raise JobError(f"{what}: {info.get('Code')}: {info.get('Message')}") from error
+    except BotoCoreError as error:
+        raise JobError(f"{what}: {error}") from error
+
+
+def s3_url(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def dumps(data: Any) -> bytes:
+    """Deterministic JSON: a retried job writes byte-identical objects."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def put_json(s3: S3Client, bucket: str, key: str, data: Any) -> None:
+    with reporting(f"PutObject {s3_url(bucket, key)}"):
+        s3.put_object(Bucket=bucket, Key=key, Body=dumps(data), ContentType="application/json")
+
+
+def get_json(s3: S3Client, bucket: str, key: str) -> Any:
+    with reporting(f"GetObject {s3_url(bucket, key)}"):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    try:
+        return json.loads(body)
+    except ValueError as error:
+        raise JobError(f"{s3_url(bucket, key)} is not valid JSON: {error}") from error
+
+
+def get_json_if_exists(s3: S3Client, bucket: str, key: str) -> Any | None:
+    """Like :func:`get_json`, but None when there is no such object."""
+    try:
+        return get_json(s3, bucket, key)
+    except JobError as error:
+        cause = error.__cause__
+        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+            "NoSuchKey",
+            "404",
+        ):
+            return None
+        raise
+
+
+def list_objects(
+    s3: S3Client, bucket: str, prefix: str = "", *, url_encoded: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix``, 1,000 per ListObjectsV2 call."""
+    paginator = s3.get_paginator("list_objects_v2")
+    extra: dict[str, Any] = {"EncodingType": "url"} if url_encoded else {}
+    with reporting(f"ListObjectsV2 {s3_url(bucket, prefix)}"):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **extra):
+            for obj in page.get("Contents", []):
+                yield dict(obj)
+
+
+def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``, 1,000 per DeleteObjects call; returns the count."""
+    deleted = 0
+    batch: list[Any] = []
+
+    def flush() -> None:
+        nonlocal deleted
+        if not batch:
+            return
+        with reporting(f"DeleteObjects {s3_url(bucket, prefix)}"):
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        errors = response.get("Errors", [])
+        if errors:
+            first = errors[0]
+            raise JobError(
+                f"DeleteObjects {s3_url(bucket, first.get('Key', '?'))}: {first.get('Code')}: "
+                f"{first.get('Message')}"
+            )
+        deleted += len(batch)
+        batch.clear()
+
+    for obj in list(list_objects(s3, bucket, prefix)):
+        batch.append({"Key": obj["Key"]})
+        if len(batch) == 1000:
+            flush()
+    flush()
+    return deleted
+
+
+def cpu_allowance() -> int:
+    """How many CPUs this container may use: the smallest of its CPU quota (cgroup v2
+    ``cpu.max`` or v1 CFS quota), its CPU affinity, and ``PIPELINE_WORKERS`` if set; never
+    ``os.cpu_count()`` of the host, which a container with a 1-vCPU share would overrun."""
+    limits = [len(os.sched_getaffinity(0))] if hasattr(os, "sched_getaffinity") else []
+    quota = _cgroup_quota()
+    if quota:
+        limits.append(quota)
+    configured = os.environ.get(contract.WORKERS, "")
+    if configured.isdigit() and int(configured) > 0:
+        limits.append(int(configured))
+    return max(1, min(limits)) if limits else 1
+
+
+def _cgroup_quota() -> int | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return math.ceil(int(quota) / int(period))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return math.ceil(quota_us / period_us) if quota_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_main(job: str, work: Callable[[], dict[str, Any] | None]) -> int:
+    """Run a job program: one line on stderr and exit code 1 on failure, 0 on success."""
+    started = time.monotonic()
+    try:
+        result = work() or {}
+    except JobError as error:
+        print(f"{job}: error: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(f"{job}: done in {time.monotonic() - started:.2f}s {dumps(result).decode()}", flush=True)
+    return 0
+
+
+def in_threads(work: Callable[[Any], Any], items: list[Any], threads: int = 16) -> list[Any]:
+    """``work`` over ``items`` on a thread pool (I/O-bound S3 calls), results in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(work, items))
+
+
+def record_timing(
+    s3: S3Client, ctx: RunContext, job: str, index: int | None, seconds: float
+) -> None:
+    """How long this job (or child) took, for JobE's summary."""
+    put_json(
+        s3,
+        ctx.output_bucket,
+        contract.timing_key(ctx.run_id, job, index),
+        {"job": job, "index": index, "seconds": round(seconds, 3)},
+    )

@@ -1,0 +1,112 @@
+"""The contract between the submitter and the job programs: environment variables and the
+layout of every object a run writes.
+
+It lives here, inside the image's build context, because the job containers carry only
+``batch_jobs``; ``pipeline/spec.py`` re-exports it, so the host side and the jobs read one
+definition. Plain data and pure functions: no AWS, no third-party imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# --- environment ------------------------------------------------------------------------------
+
+RUN_ID = "PIPELINE_RUN_ID"
+ARRAY_SIZE = "PIPELINE_ARRAY_SIZE"
+"""Number of manifest shards: JobA writes this many; JobB and JobC have this many children."""
+INPUT_BUCKET = "PIPELINE_INPUT_BUCKET"
+CPU_RESULTS_BUCKET = "PIPELINE_CPU_RESULTS_BUCKET"
+MEMORY_RESULTS_BUCKET = "PIPELINE_MEMORY_RESULTS_BUCKET"
+OUTPUT_BUCKET = "PIPELINE_OUTPUT_BUCKET"
+METADATA_TABLE = "PIPELINE_METADATA_TABLE"
+NOTIFICATION_TOPIC_ARN = "PIPELINE_NOTIFICATION_TOPIC_ARN"
+
+MAX_OBJECT_BYTES = "PIPELINE_MAX_OBJECT_BYTES"
+"""Objects larger than this are rejected by JobA (default :data:`DEFAULT_MAX_OBJECT_BYTES`)."""
+LINK_EXPIRY_SECONDS = "PIPELINE_LINK_EXPIRY_SECONDS"
+"""Lifetime of the presigned link JobE sends (default one day, at most seven)."""
+WORKERS = "PIPELINE_WORKERS"
+"""Optional cap on JobB's process pool; by default it is the container's CPU allowance."""
+
+ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
+"""Set by AWS Batch in each array child."""
+
+DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
+DEFAULT_LINK_EXPIRY_SECONDS = 24 * 3600
+MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
+
+VALIDATION_STEPS = 10
+"""JobD's checks, one per array child, run in order."""
+
+TABLE_PARTITION_KEY = "run_id"
+TABLE_SORT_KEY = "object_key"
+"""One item per valid object: (run id, object key) is deterministic, so retries overwrite."""
+
+# --- object layout ------------------------------------------------------------------------------
+# Every object a run writes lives under runs/<run-id>/ in the pipeline's buckets; BucketA (the
+# input) is only read.
+
+RUN_PREFIX_PATTERN = "runs/*"
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/"
+
+
+def key_digest(object_key: str) -> str:
+    """A fixed-length, filesystem- and URL-safe name for an input key (which may hold spaces,
+    unicode or slashes), used to name its results."""
+    return hashlib.sha256(object_key.encode("utf-8")).hexdigest()[:32]
+
+
+def manifest_key(run_id: str, shard: int) -> str:
+    """BucketB: the input objects of shard ``shard`` (written by JobA)."""
+    return f"{run_prefix(run_id)}manifest/{shard:05d}.json"
+
+
+def listing_key(run_id: str) -> str:
+    """Output bucket: JobA's account of the listing (counts, bytes, shard sizes)."""
+    return f"{run_prefix(run_id)}listing.json"
+
+
+def rejects_key(run_id: str) -> str:
+    """Output bucket: the objects JobA rejected, each with its reason."""
+    return f"{run_prefix(run_id)}rejects.json"
+
+
+def cpu_result_key(run_id: str, object_key: str) -> str:
+    """BucketB: JobB's compressed result for one input object."""
+    return f"{run_prefix(run_id)}cpu/{key_digest(object_key)}.bz2"
+
+
+def cpu_index_key(run_id: str, shard: int) -> str:
+    """BucketB: JobB's record of shard ``shard`` (digest and sizes per object)."""
+    return f"{run_prefix(run_id)}cpu-index/{shard:05d}.json"
+
+
+def memory_output_key(run_id: str, object_key: str) -> str:
+    """BucketC: JobC's output for one input object."""
+    return f"{run_prefix(run_id)}objects/{key_digest(object_key)}.json"
+
+
+def memory_index_key(run_id: str, shard: int) -> str:
+    """BucketC: JobC's record that shard ``shard`` is done."""
+    return f"{run_prefix(run_id)}memory-index/{shard:05d}.json"
+
+
+def report_key(run_id: str, step: int) -> str:
+    """Output bucket: the result of JobD's check ``step``."""
+    return f"{run_prefix(run_id)}report/check-{step:02d}.json"
+
+
+def summary_key(run_id: str) -> str:
+    """Output bucket: JobE's summary of the run, the object the notification links to."""
+    return f"{run_prefix(run_id)}summary.json"
+
+
+def timing_key(run_id: str, job: str, index: int | None) -> str:
+    """Output bucket: how long one job (or child) took; kept apart from the outputs so those
+    stay byte-identical when a child runs twice."""
+    suffix = "" if index is None else f"-{index:05d}"
+    return f"{run_prefix(run_id)}timings/{job}{suffix}.json"

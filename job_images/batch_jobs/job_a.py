@@ -1,0 +1,128 @@
+"""JobA: list and validate BucketA; write N manifest shards balanced by bytes, and a rejects list.
+
+Every listed object ends up in exactly one shard or in the rejects list, with a reason.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+from batch_jobs import contract
+from batch_jobs.common import (
+    RunContext,
+    in_threads,
+    list_objects,
+    make_client,
+    put_json,
+    record_timing,
+    run_main,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+@dataclass(frozen=True)
+class Listed:
+    key: str
+    size: int
+    etag: str
+
+
+def check(raw_key: str, size: int, storage_class: str, max_bytes: int) -> tuple[str, str | None]:
+    """(key as text, reason to reject or None). ``raw_key`` is URL-encoded, as ListObjectsV2
+    returns it with EncodingType=url, so keys that are not valid UTF-8 can be told apart."""
+    raw = unquote_to_bytes(raw_key)
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_key, "key is not valid UTF-8"
+    if key.endswith("/"):
+        return key, "directory marker, not an object"
+    if size == 0:
+        return key, "empty object (0 bytes)"
+    if size > max_bytes:
+        return key, f"larger than the {max_bytes:,}-byte limit ({size:,} bytes)"
+    if storage_class in ARCHIVED_CLASSES:
+        return key, f"in archived storage class {storage_class}; restore it first"
+    return key, None
+
+
+def plan_shards(objects: list[Listed], shards: int) -> list[list[Listed]]:
+    """Assign objects to ``shards`` shards balancing total bytes (largest first to the
+    lightest shard). Deterministic: the same listing always gives the same shards."""
+    plan: list[list[Listed]] = [[] for _ in range(shards)]
+    heap = [(0, index) for index in range(shards)]
+    for obj in sorted(objects, key=lambda o: (-o.size, o.key)):
+        total, index = heapq.heappop(heap)
+        plan[index].append(obj)
+        heapq.heappush(heap, (total + obj.size, index))
+    return [sorted(shard, key=lambda o: o.key) for shard in plan]
+
+
+def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
+    valid: list[Listed] = []
+    rejects: list[dict[str, Any]] = []
+    listed = 0
+    for obj in list_objects(s3, ctx.input_bucket, url_encoded=True):
+        listed += 1
+        key, reason = check(
+            obj["Key"], obj["Size"], obj.get("StorageClass", "STANDARD"), ctx.max_object_bytes
+        )
+        if reason:
+            rejects.append({"key": key, "size": obj["Size"], "reason": reason})
+        else:
+            valid.append(Listed(key, obj["Size"], obj.get("ETag", "").strip('"')))
+    shards = plan_shards(valid, ctx.array_size)
+
+    def write_shard(index: int) -> None:
+        objects = shards[index]
+        put_json(
+            s3,
+            ctx.cpu_results_bucket,
+            contract.manifest_key(ctx.run_id, index),
+            {
+                "run_id": ctx.run_id,
+                "shard": index,
+                "bytes": sum(o.size for o in objects),
+                "objects": [{"key": o.key, "size": o.size, "etag": o.etag} for o in objects],
+            },
+        )
+
+    in_threads(write_shard, list(range(ctx.array_size)))
+    rejects.sort(key=lambda r: r["key"])
+    put_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id), {"rejects": rejects})
+    summary = {
+        "listed": listed,
+        "valid": len(valid),
+        "rejected": len(rejects),
+        "valid_bytes": sum(o.size for o in valid),
+        "shards": ctx.array_size,
+        "shard_bytes": [sum(o.size for o in shard) for shard in shards],
+        "shard_objects": [len(shard) for shard in shards],
+        "largest_object": max((o.size for o in valid), default=0),
+    }
+    put_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id), summary)
+    return {k: v for k, v in summary.items() if not k.startswith("shard_")}
+
+
+def main() -> int:
+    def work() -> dict[str, Any]:
+        started = time.monotonic()
+        ctx = RunContext.from_env()
+        s3 = make_client("s3")
+        result = run(s3, ctx)
+        record_timing(s3, ctx, "JobA", None, time.monotonic() - started)
+        return result
+
+    return run_main("JobA", work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""JobB[i]: CPU-heavy work on every object of shard i, using all the CPUs it was given.
+
+Per object: a SHA-256 digest and bzip2 compression at its highest level, streamed from disk
+to disk in a process pool sized from the container's CPU allowance. Objects move through
+boto3's managed transfer (multipart, to and from temporary files), never whole in memory.
+Results are keyed by the input key's digest, so a retried child overwrites its own output.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batch_jobs import contract
+from batch_jobs.common import (
+    RunContext,
+    array_index,
+    cpu_allowance,
+    get_json,
+    make_client,
+    put_json,
+    record_timing,
+    reporting,
+    run_main,
+    s3_url,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CHUNK = 1024 * 1024
+
+
+def digest_and_compress(source: str, target: str) -> tuple[str, int, int]:
+    """(sha256 hex, bytes read, bytes written); streams, so memory stays flat."""
+    digest = hashlib.sha256()
+    compressor = bz2.BZ2Compressor(9)
+    size = 0
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(CHUNK):
+            size += len(chunk)
+            digest.update(chunk)
+            writer.write(compressor.compress(chunk))
+        writer.write(compressor.flush())
+        written = writer.tell()
+    return digest.hexdigest(), size, written
+
+
+def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, Any]:
+    manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
+    objects = manifest["objects"]
+    with tempfile.TemporaryDirectory(prefix="jobb-") as scratch, _pool(workers) as pool:
+
+        def process(numbered: tuple[int, dict[str, Any]]) -> dict[str, Any]:
+            number, obj = numbered
+            source = os.path.join(scratch, f"{number}.in")
+            target = os.path.join(scratch, f"{number}.bz2")
+            result_key = contract.cpu_result_key(ctx.run_id, obj["key"])
+            try:
+                with reporting(f"download {s3_url(ctx.input_bucket, obj['key'])}"):
+                    s3.download_file(ctx.input_bucket, obj["key"], source)
+                sha256, size, compressed = pool.submit(digest_and_compress, source, target).result()
+                with reporting(f"upload {s3_url(ctx.cpu_results_bucket, result_key)}"):
+                    s3.upload_file(target, ctx.cpu_results_bucket, result_key)
+            finally:
+                for path in (source, target):
+                    Path(path).unlink(missing_ok=True)
+            return {
+                "key": obj["key"],
+                "size": size,
+                "sha256": sha256,
+                "result_key": result_key,
+                "compressed_size": compressed,
+            }
+
+        # I/O threads feed the CPU pool; each holds one object at a time, which bounds the
+        # scratch space to about two objects per thread.
+        with ThreadPoolExecutor(max_workers=max(2, workers + 1)) as io_threads:
+            entries = list(io_threads.map(process, enumerate(objects)))
+    entries.sort(key=lambda e: e["key"])
+    put_json(
+        s3,
+        ctx.cpu_results_bucket,
+        contract.cpu_index_key(ctx.run_id, index),
+        {"run_id": ctx.run_id, "shard": index, "objects": entries},
+    )
+    return {
+        "shard": index,
+        "objects": len(entries),
+        "bytes": sum(e["size"] for e in entries),
+        "compressed_bytes": sum(e["compressed_size"] for e in entries),
+        "workers": workers,
+    }
+
+
+class _InlineExecutor(Executor):
+    """One worker: run in the calling thread, one task at a time (so one CPU), with no
+    process to start."""
+
+    def __init__(self) -> None:
+        self._one_at_a_time = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: Future[Any] = Future()
+        with self._one_at_a_time:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # re-raised by .result() in the caller
+                future.set_exception(error)
+        return future
+
+
+def _pool(workers: int) -> Executor:
+    if workers <= 1:
+        return _InlineExecutor()
+    # spawn, not fork: the I/O threads are already running when workers start.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def main() -> int:
+    def work() -> dict[str, Any]:
+        started = time.monotonic()
+        ctx = RunContext.from_env()
+        index = array_index(size=ctx.array_size)
+        s3 = make_client("s3")
+        result = run(s3, ctx, index, cpu_allowance())
+        record_timing(s3, ctx, "JobB", index, time.monotonic() - started)
+        return result
+
+    return run_main("JobB", work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""JobE: after all ten checks passed, remove the run's intermediates, write the summary and
+publish to SNS that the pipeline completed, with a link to the output.
+
+    python -m batch_jobs.job_e --source-bucket Ref::SourceBucket --recipient Ref::Recipient
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from batch_jobs import contract
+from batch_jobs.common import (
+    JobError,
+    RunContext,
+    delete_prefix,
+    get_json,
+    get_json_if_exists,
+    in_threads,
+    list_objects,
+    make_client,
+    put_json,
+    record_timing,
+    reporting,
+    run_main,
+    s3_url,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+
+_S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/?$")
+
+
+def parse_source_bucket(value: str | None, default: str) -> str:
+    """The bucket of ``s3://bucket``; an unset parameter (``Ref::SourceBucket`` left as it is,
+    or empty) means the output bucket."""
+    if not value or value.startswith("Ref::"):
+        return default
+    match = _S3_URL.fullmatch(value)
+    if not match:
+        raise JobError(f"SourceBucket must be an s3:// URL like s3://my-bucket; got {value!r}")
+    return match.group(1)
+
+
+def parse_recipient(value: str | None) -> str | None:
+    return None if not value or value.startswith("Ref::") else value
+
+
+def run(
+    s3: S3Client,
+    sns: SNSClient,
+    ctx: RunContext,
+    *,
+    source_bucket: str,
+    recipient: str | None,
+) -> dict[str, Any]:
+    reports = in_threads(
+        lambda step: get_json_if_exists(s3, source_bucket, contract.report_key(ctx.run_id, step)),
+        list(range(contract.VALIDATION_STEPS)),
+    )
+    for step, report in enumerate(reports):
+        if report is None:
+            raise JobError(
+                f"check {step} has no report at "
+                f"{s3_url(source_bucket, contract.report_key(ctx.run_id, step))}; JobD did not "
+                "finish, so the run's intermediates are kept"
+            )
+        if not report.get("passed"):
+            raise JobError(
+                f"check {step} ({report['check']}) did not pass; the run's intermediates are "
+                "kept for inspection"
+            )
+    removed = delete_prefix(s3, ctx.cpu_results_bucket, contract.run_prefix(ctx.run_id))
+    listing = get_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id))
+    rejects = get_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id))["rejects"]
+    summary = {
+        "run_id": ctx.run_id,
+        "status": "SUCCEEDED",
+        "objects": {
+            "listed": listing["listed"],
+            "processed": listing["valid"],
+            "rejected": listing["rejected"],
+        },
+        "bytes_processed": listing["valid_bytes"],
+        "rejects_by_reason": dict(Counter(_reason_kind(r["reason"]) for r in rejects)),
+        "rejects_key": s3_url(ctx.output_bucket, contract.rejects_key(ctx.run_id)),
+        "checks": [
+            {"check": r["check"], "passed": r["passed"], "checked": r["checked"]} for r in reports
+        ],
+        "seconds_by_job": _durations(s3, ctx),
+        "intermediates_removed": removed,
+        "outputs": s3_url(ctx.memory_results_bucket, contract.run_prefix(ctx.run_id)),
+    }
+    key = contract.summary_key(ctx.run_id)
+    put_json(s3, source_bucket, key, summary)
+    with reporting(f"presign {s3_url(source_bucket, key)}"):
+        link = s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": source_bucket, "Key": key},
+            ExpiresIn=ctx.link_expiry_seconds,
+        )
+    message = (
+        f"The array-job pipeline run {ctx.run_id} completed: {listing['valid']:,} objects "
+        f"processed, {listing['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
+        f"Summary (link valid for {ctx.link_expiry_seconds // 3600} h): {link}\n"
+        f"Summary in S3: {s3_url(source_bucket, key)}\n"
+        f"Outputs: {summary['outputs']}\n"
+    )
+    attributes: dict[str, Any] = {"RunId": {"DataType": "String", "StringValue": ctx.run_id}}
+    if recipient:
+        attributes["Recipient"] = {"DataType": "String", "StringValue": recipient}
+    with reporting(f"Publish {ctx.notification_topic_arn}"):
+        sns.publish(
+            TopicArn=ctx.notification_topic_arn,
+            Subject=f"Array job pipeline run {ctx.run_id} completed"[:100],
+            Message=message,
+            MessageAttributes=attributes,
+        )
+    return {"summary": s3_url(source_bucket, key), "link": link, "removed": removed}
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons that differ only in numbers (``larger than the ...-byte limit``)."""
+    return re.sub(r"\s*\(.*\)$", "", reason)
+
+
+def _durations(s3: S3Client, ctx: RunContext) -> dict[str, float]:
+    prefix = contract.run_prefix(ctx.run_id) + "timings/"
+    keys = [o["Key"] for o in list_objects(s3, ctx.output_bucket, prefix)]
+    records = in_threads(lambda key: get_json(s3, ctx.output_bucket, key), keys)
+    totals: dict[str, float] = {}
+    for record in records:
+        totals[record["job"]] = round(totals.get(record["job"], 0.0) + record["seconds"], 3)
+    return totals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batch_jobs.job_e")
+    parser.add_argument("--source-bucket", help="s3:// URL of the bucket with the run's report")
+    parser.add_argument("--recipient", help="who the notification is for (message attribute)")
+    args = parser.parse_args(argv)
+
+    def work() -> dict[str, Any]:
+        started = time.monotonic()
+        ctx = RunContext.from_env()
+        s3 = make_client("s3")
+        result = run(
+            s3,
+            make_client("sns"),
+            ctx,
+            source_bucket=parse_source_bucket(args.source_bucket, ctx.output_bucket),
+            recipient=parse_recipient(args.recipient),
+        )
+        record_timing(s3, ctx, "JobE", None, time.monotonic() - started)
+        return result
+
+    return run_main("JobE", work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""A moto world for the job programs: the pipeline's buckets, table and topic, a sample input,
+and a queue subscribed to the topic to read the notifications."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto import mock_aws
+
+from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
+from batch_jobs.common import S3_CONFIG, RunContext
+
+REGION = "us-east-1"
+MAX_OBJECT_BYTES = 64 * 1024
+
+ODD_KEYS = (
+    "with space/file one.txt",
+    "unicode/naïve café ✓.txt",
+    "deep/a/b/c/d/e/f.bin",
+    "symbols/a+b=c&d;e,f.txt",
+    "日本語/ファイル.txt",
+)
+
+
+@dataclass
+class World:
+    s3: Any
+    dynamodb: Any
+    sns: Any
+    sqs: Any
+    queue_url: str
+    ctx: RunContext
+
+    def put_inputs(self, objects: dict[str, bytes]) -> None:
+        for key, body in objects.items():
+            self.s3.put_object(Bucket=self.ctx.input_bucket, Key=key, Body=body)
+
+    def run_all(self, *, workers: int = 1) -> None:
+        """A -> B[i] -> C[i] -> D[0..9] -> E, in process, as Batch would order them."""
+        job_a.run(self.s3, self.ctx)
+        for shard in range(self.ctx.array_size):
+            job_b.run(self.s3, self.ctx, shard, workers)
+        for shard in range(self.ctx.array_size):
+            job_c.run(self.s3, self.dynamodb, self.ctx, shard, sleep=lambda _: None)
+        for step in range(contract.VALIDATION_STEPS):
+            job_d.run(self.s3, self.dynamodb, self.ctx, step)
+        job_e.run(
+            self.s3,
+            self.sns,
+            self.ctx,
+            source_bucket=self.ctx.output_bucket,
+            recipient="ops@example.com",
+        )
+
+    def get_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        return [
+            o["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+        ]
+
+    def items(self) -> list[dict[str, Any]]:
+        paginator = self.dynamodb.get_paginator("query")
+        return [
+            item
+            for page in paginator.paginate(
+                TableName=self.ctx.metadata_table,
+                KeyConditionExpression="run_id = :r",
+                ExpressionAttributeValues={":r": {"S": self.ctx.run_id}},
+            )
+            for item in page["Items"]
+        ]
+
+    def notifications(self) -> list[dict[str, Any]]:
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def sample_inputs(count: int, seed: int = 7) -> dict[str, bytes]:
+    """``count`` objects of mixed sizes: compressible text and random bytes, odd keys, one
+    empty object, one over the size limit and a directory marker."""
+    rng = random.Random(seed)
+    objects: dict[str, bytes] = {}
+    for number in range(count - len(ODD_KEYS) - 3):
+        size = rng.choice((1, 100, 700, 3_000, 12_000))
+        if number % 3:
+            words = [rng.choice(("alpha", "beta", "gamma", "delta")) for _ in range(size // 6 + 1)]
+            body = " ".join(words).encode()[:size]
+        else:
+            body = rng.randbytes(size)
+        objects[f"data/{number % 17:02d}/object-{number:05d}.dat"] = body
+    for key in ODD_KEYS:
+        objects[key] = f"contents of {key}\n".encode() * 3
+    objects["empty/zero-bytes.txt"] = b""
+    objects["big/oversize.bin"] = b"x" * (MAX_OBJECT_BYTES + 1)
+    objects["folder/"] = b""
+    return objects
+
+
+@contextmanager
+def jobs_world(array_size: int = 4, run_id: str = "20261125T000000-test01") -> Iterator[World]:
+    with mock_aws():
+        session = boto3.Session(region_name=REGION)
+        s3 = session.client("s3", config=S3_CONFIG)
+        names = {
+            "input": "pipeline-input",
+            "cpu": "pipeline-cpu-results",
+            "memory": "pipeline-memory-results",
+            "output": "pipeline-output",
+        }
+        for bucket in names.values():
+            s3.create_bucket(Bucket=bucket)
+        dynamodb = session.client("dynamodb")
+        dynamodb.create_table(
+            TableName="pipeline-metadata",
+            KeySchema=[
+                {"AttributeName": contract.TABLE_PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": contract.TABLE_SORT_KEY, "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": contract.TABLE_PARTITION_KEY, "AttributeType": "S"},
+                {"AttributeName": contract.TABLE_SORT_KEY, "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        sns = session.client("sns")
+        topic = sns.create_topic(Name="pipeline-notifications")["TopicArn"]
+        sqs = session.client("sqs")
+        queue_url = sqs.create_queue(QueueName="notifications")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        ctx = RunContext(
+            run_id=run_id,
+            array_size=array_size,
+            input_bucket=names["input"],
+            cpu_results_bucket=names["cpu"],
+            memory_results_bucket=names["memory"],
+            output_bucket=names["output"],
+            metadata_table="pipeline-metadata",
+            notification_topic_arn=topic,
+            max_object_bytes=MAX_OBJECT_BYTES,
+        )
+        yield World(s3, dynamodb, sns, sqs, queue_url, ctx)

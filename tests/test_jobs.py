@@ -1,0 +1,240 @@
+"""The five job programs on moto: alone, chained A->E, and under faults."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+from jobs_world import World, jobs_world, sample_inputs
+
+from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
+from batch_jobs.common import JobError, RunContext, array_index, cpu_allowance
+
+
+@pytest.fixture(autouse=True)
+def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+
+
+# --- each job alone ----------------------------------------------------------------------------
+
+
+def test_job_a_balances_shards_by_bytes_not_count() -> None:
+    objects = [job_a.Listed(f"k{i}", size, "") for i, size in enumerate([1000, 10, 10, 10, 10, 10])]
+    shards = job_a.plan_shards(objects, 2)
+    assert [sum(o.size for o in s) for s in shards] == [1000, 50]
+    assert [len(s) for s in shards] == [1, 5]
+
+
+def test_job_a_lists_more_than_one_page_and_rejects_non_utf8_keys() -> None:
+    assert job_a.check("ok%20key.txt", 5, "STANDARD", 100) == ("ok key.txt", None)
+    assert job_a.check("bad%FF%FEkey", 5, "STANDARD", 100)[1] == "key is not valid UTF-8"
+    assert job_a.check("cold.bin", 5, "GLACIER", 100)[1] == (
+        "in archived storage class GLACIER; restore it first"
+    )
+    with jobs_world(array_size=3) as world:
+        world.put_inputs({f"many/{i:04d}": b"x" for i in range(1_203)})
+        summary = job_a.run(world.s3, world.ctx)
+    assert summary["listed"] == 1_203
+    assert summary["valid"] == 1_203
+
+
+def test_job_b_uses_a_process_pool_and_streams(tmp_path: Path) -> None:
+    with jobs_world(array_size=2) as world:
+        world.put_inputs({"a.txt": b"hello " * 10_000, "b.bin": b"\x00" * 60_000})
+        job_a.run(world.s3, world.ctx)
+        results = [job_b.run(world.s3, world.ctx, shard, workers=2) for shard in range(2)]
+        index = world.get_json(
+            world.ctx.cpu_results_bucket, contract.cpu_index_key(world.ctx.run_id, 0)
+        )
+    assert sum(r["objects"] for r in results) == 2
+    assert all(r["workers"] == 2 for r in results)
+    assert index["objects"][0]["compressed_size"] < index["objects"][0]["size"]
+
+
+def test_cpu_allowance_follows_affinity_not_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0})
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert cpu_allowance() == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setenv("PIPELINE_WORKERS", "3")
+    assert cpu_allowance() == 3
+
+
+def test_array_index_must_be_set_and_in_range() -> None:
+    assert array_index({"AWS_BATCH_JOB_ARRAY_INDEX": "3"}, size=4) == 3
+    with pytest.raises(JobError, match="AWS_BATCH_JOB_ARRAY_INDEX is ''"):
+        array_index({})
+    with pytest.raises(JobError, match="outside the array of 4"):
+        array_index({"AWS_BATCH_JOB_ARRAY_INDEX": "4"}, size=4)
+
+
+def test_missing_environment_is_one_clear_error() -> None:
+    with pytest.raises(JobError, match="environment variable PIPELINE_RUN_ID is not set"):
+        RunContext.from_env({})
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def _snapshot(world: World) -> dict[str, Any]:
+    ctx, prefix = world.ctx, contract.run_prefix(world.ctx.run_id)
+    objects = {}
+    for bucket in (ctx.cpu_results_bucket, ctx.memory_results_bucket):
+        for key in world.keys(bucket, prefix):
+            objects[(bucket, key)] = world.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    items = sorted(world.items(), key=lambda i: i[contract.TABLE_SORT_KEY]["S"])
+    return {"objects": objects, "items": items}
+
+
+def test_a_child_run_twice_gives_identical_outputs() -> None:
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(60))
+        job_a.run(world.s3, world.ctx)
+        for shard in range(2):
+            job_b.run(world.s3, world.ctx, shard, workers=1)
+            job_c.run(world.s3, world.dynamodb, world.ctx, shard)
+        first = _snapshot(world)
+        # WHEN Batch retries child 1 of JobB and of JobC
+        job_b.run(world.s3, world.ctx, 1, workers=1)
+        job_c.run(world.s3, world.dynamodb, world.ctx, 1)
+        second = _snapshot(world)
+    assert second == first
+    assert len(first["items"]) == 57
+
+
+class _Unreliable:
+    """A DynamoDB client whose first BatchWriteItem leaves half the items unprocessed."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = 0
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+        self.calls += 1
+        ((table, requests),) = RequestItems.items()
+        if self.calls == 1 and len(requests) > 1:
+            half = len(requests) // 2
+            self.real.batch_write_item(RequestItems={table: requests[:half]})
+            return {"UnprocessedItems": {table: requests[half:]}}
+        return dict(self.real.batch_write_item(RequestItems=RequestItems))
+
+
+def test_unprocessed_dynamodb_items_are_retried() -> None:
+    with jobs_world(array_size=1) as world:
+        world.put_inputs({f"k{i}": b"data" for i in range(10)})
+        job_a.run(world.s3, world.ctx)
+        job_b.run(world.s3, world.ctx, 0, workers=1)
+        flaky = _Unreliable(world.dynamodb)
+        slept: list[float] = []
+        job_c.run(world.s3, flaky, world.ctx, 0, sleep=slept.append)  # type: ignore[arg-type]
+        assert len(world.items()) == 10
+    assert flaky.calls == 2
+    assert len(slept) == 1
+
+
+def test_items_still_unprocessed_fail_naming_the_first_key() -> None:
+    class NeverWrites:
+        def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+            return {"UnprocessedItems": RequestItems}
+
+    items = [{contract.TABLE_SORT_KEY: {"S": f"key-{i}"}} for i in range(3)]
+    with pytest.raises(JobError, match="3 items still unprocessed after 8 attempts, first 'key-0'"):
+        job_c.write_items(NeverWrites(), "table", items, sleep=lambda _: None)  # type: ignore[arg-type]
+
+
+def test_an_empty_bucket_completes_with_a_report_of_zero_objects() -> None:
+    with jobs_world(array_size=2) as world:
+        world.run_all()
+        summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
+        (message,) = world.notifications()
+    assert summary["objects"] == {"listed": 0, "processed": 0, "rejected": 0}
+    assert [c["passed"] for c in summary["checks"]] == [True] * 10
+    assert "0 objects processed" in message["Message"]
+
+
+def test_a_tampered_output_fails_the_right_check_naming_the_key() -> None:
+    with jobs_world(array_size=2) as world:
+        world.put_inputs({"keep.txt": b"fine", "target file.txt": b"original"})
+        job_a.run(world.s3, world.ctx)
+        for shard in range(2):
+            job_b.run(world.s3, world.ctx, shard, workers=1)
+            job_c.run(world.s3, world.dynamodb, world.ctx, shard)
+        output_key = contract.memory_output_key(world.ctx.run_id, "target file.txt")
+        world.s3.put_object(Bucket=world.ctx.memory_results_bucket, Key=output_key, Body=b"{}")
+        for step in range(6):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step)
+        with pytest.raises(JobError) as failure:
+            job_d.run(world.s3, world.dynamodb, world.ctx, 6)
+        report = world.get_json(world.ctx.output_bucket, contract.report_key(world.ctx.run_id, 6))
+        # AND JobE refuses to clean up after a failed check
+        with pytest.raises(JobError, match="check 6 \\(outputs intact\\) did not pass"):
+            job_e.run(
+                world.s3,
+                world.sns,
+                world.ctx,
+                source_bucket=world.ctx.output_bucket,
+                recipient=None,
+            )
+        assert world.keys(world.ctx.cpu_results_bucket) != []
+    assert str(failure.value).startswith("check 6 (outputs intact) failed with 1 problem(s)")
+    assert f"{output_key} for 'target file.txt' changed after JobC wrote it" in str(failure.value)
+    assert report["passed"] is False
+
+
+def test_a_lost_object_fails_the_accounting_check() -> None:
+    with jobs_world(array_size=1) as world:
+        world.put_inputs({"a": b"1", "b": b"2"})
+        job_a.run(world.s3, world.ctx)
+        world.put_inputs({"late arrival": b"3"})  # appeared after the listing
+        with pytest.raises(JobError, match="input 'late arrival' is in no shard and not rejected"):
+            job_d.run(world.s3, world.dynamodb, world.ctx, 1)
+
+
+def test_job_e_parameters() -> None:
+    assert job_e.parse_source_bucket("Ref::SourceBucket", "default-bucket") == "default-bucket"
+    assert job_e.parse_source_bucket("s3://my-bucket", "x") == "my-bucket"
+    assert job_e.parse_recipient("Ref::Recipient") is None
+    with pytest.raises(JobError, match="SourceBucket must be an s3:// URL"):
+        job_e.parse_source_bucket("my-bucket", "x")
+
+
+# --- the image ---------------------------------------------------------------------------------
+
+
+def test_dockerfile_copy_sources_exist_and_entrypoints_import() -> None:
+    images = REPO / "job_images"
+    dockerfile = (images / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, _target = line.split()[1:]
+            for source in sources:
+                assert (images / source).exists(), f"COPY source {source} is missing"
+    assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM python:3\.\d+-slim", dockerfile, re.MULTILINE)
+    pins = [
+        line.strip()
+        for line in (images / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert pins
+    assert all("==" in pin for pin in pins)
+    for module in (job_a, job_b, job_c, job_d, job_e):
+        assert callable(module.main)
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        assert any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
+
+
+def test_spec_commands_name_the_job_programs() -> None:
+    from pipeline.spec import DEFAULT_SPEC
+
+    for job in DEFAULT_SPEC:
+        module = job.command[2]
+        assert (REPO / "job_images" / (module.replace(".", "/") + ".py")).exists()
