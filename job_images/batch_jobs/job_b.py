@@ -20,6 +20,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from boto3.s3.transfer import TransferConfig
+
 from batch_jobs import contract
 from batch_jobs.common import (
     RunContext,
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CHUNK = 1024 * 1024
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+TRANSFER_CONFIG = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4)
 
 
 def digest_and_compress(source: str, target: str) -> tuple[str, int, int]:
@@ -55,6 +59,19 @@ def digest_and_compress(source: str, target: str) -> tuple[str, int, int]:
     return digest.hexdigest(), size, written
 
 
+def download(s3: S3Client, bucket: str, key: str, size: int, path: str) -> None:
+    """Stream an object to ``path``. Large objects go through boto3's managed transfer
+    (parallel ranged GETs); below its multipart threshold that would only add a HeadObject, as
+    the size is already known from the manifest, so a single streamed GET does."""
+    if size >= MULTIPART_THRESHOLD:
+        s3.download_file(bucket, key, path, Config=TRANSFER_CONFIG)
+        return
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    with open(path, "wb") as target:
+        for chunk in body.iter_chunks(CHUNK):
+            target.write(chunk)
+
+
 def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, Any]:
     manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
     objects = manifest["objects"]
@@ -67,10 +84,12 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
             result_key = contract.cpu_result_key(ctx.run_id, obj["key"])
             try:
                 with reporting(f"download {s3_url(ctx.input_bucket, obj['key'])}"):
-                    s3.download_file(ctx.input_bucket, obj["key"], source)
+                    download(s3, ctx.input_bucket, obj["key"], obj["size"], source)
                 sha256, size, compressed = pool.submit(digest_and_compress, source, target).result()
                 with reporting(f"upload {s3_url(ctx.cpu_results_bucket, result_key)}"):
-                    s3.upload_file(target, ctx.cpu_results_bucket, result_key)
+                    s3.upload_file(
+                        target, ctx.cpu_results_bucket, result_key, Config=TRANSFER_CONFIG
+                    )
             finally:
                 for path in (source, target):
                     Path(path).unlink(missing_ok=True)
