@@ -91,7 +91,7 @@ def job_b_scaling() -> None:
     words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta"]
     body = b" ".join(words[(i * 7919) % 6] + str(i % 977).encode() for i in range(200_000))
     inputs = {f"heavy/{i:03d}.txt": body[i:] + body[:i] for i in range(24)}
-    timings = {}
+    timings: dict[int, list[float]] = {}
     with jobs_world(array_size=1) as world:
         world.ctx = type(world.ctx)(**{**world.ctx.__dict__, "max_object_bytes": 10**9})
         world.put_inputs(inputs)

@@ -26,13 +26,26 @@ DESCRIBE_LIMIT = 100
 
 
 class BatchApi(Protocol):
-    """The Batch methods the pipeline calls, as boto3 names and shapes them."""
+    """The Batch methods the pipeline calls, with boto3's names and shapes."""
 
-    def submit_job(self, **kwargs: Any) -> Any: ...
-    def describe_jobs(self, **kwargs: Any) -> Any: ...
-    def list_jobs(self, **kwargs: Any) -> Any: ...
-    def terminate_job(self, **kwargs: Any) -> Any: ...
-    def cancel_job(self, **kwargs: Any) -> Any: ...
+    def submit_job(self, **request: Any) -> Any: ...
+
+    def describe_jobs(self, *, jobs: Sequence[str]) -> Any: ...
+
+    def list_jobs(
+        self,
+        *,
+        jobQueue: str | None = ...,  # noqa: N803
+        arrayJobId: str | None = ...,  # noqa: N803
+        jobStatus: str | None = ...,  # noqa: N803
+        filters: Sequence[Mapping[str, Any]] | None = ...,
+        maxResults: int | None = ...,  # noqa: N803
+        nextToken: str | None = ...,  # noqa: N803
+    ) -> Any: ...
+
+    def terminate_job(self, *, jobId: str, reason: str) -> Any: ...  # noqa: N803
+
+    def cancel_job(self, *, jobId: str, reason: str) -> Any: ...  # noqa: N803
 
 
 @dataclass(frozen=True)
@@ -278,10 +291,10 @@ def find_jobs_by_name(
     ids: list[str] = []
     token: str | None = None
     while True:
+        # boto3 rejects nextToken=None, so it is passed only when there is one.
+        page_token: dict[str, Any] = {"nextToken": token} if token else {}
         page = batch.list_jobs(
-            jobQueue=queue,
-            filters=[{"name": "JOB_NAME", "values": [job_name]}],
-            **({"nextToken": token} if token else {}),
+            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name]}], **page_token
         )
         ids += [s["jobId"] for s in page["jobSummaryList"] if s.get("jobName") == job_name]
         token = page.get("nextToken")
@@ -355,15 +368,21 @@ def watch(
     interval: float = 10.0,
     on_poll: Callable[[list[JobProgress]], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    settle: bool = False,
 ) -> WatchResult:
     """Poll until the last job succeeds or any job fails. Each poll is one DescribeJobs call
-    per 100 jobs of the run (one, for the five jobs), whatever the array sizes."""
+    per 100 jobs of the run (one, for the five jobs), whatever the array sizes.
+
+    With ``settle``, a failure is reported only once every job of the run has ended (what a
+    local run does before it shuts everything down); otherwise at once, since a failed job
+    means the run cannot succeed."""
     last_key = run.jobs[-1].key
     while True:
         progress = describe_jobs(batch, run.job_ids)
         if on_poll:
             on_poll(progress)
-        if any(p.has_failed for p in progress):
+        failed = any(p.has_failed for p in progress)
+        if failed and (not settle or not any(p.is_active for p in progress)):
             return WatchResult(False, progress, first_failure(batch, progress))
         if any(p.key == last_key and p.status == "SUCCEEDED" for p in progress):
             return WatchResult(True, progress)

@@ -77,6 +77,61 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class RetryRule:
+    """One ``retryStrategy.evaluateOnExit`` entry. Batch applies the first that matches; when
+    none matches, it retries. A pattern is matched whole, or as a prefix when it ends in '*';
+    a field the attempt does not have (no exit code after a lost host) matches nothing."""
+
+    action: str
+    """RETRY or EXIT."""
+    on_status_reason: str | None = None
+    on_reason: str | None = None
+    on_exit_code: str | None = None
+
+    def matches(
+        self, *, status_reason: str | None, reason: str | None, exit_code: int | None
+    ) -> bool:
+        checks = (
+            (self.on_status_reason, status_reason),
+            (self.on_reason, reason),
+            (self.on_exit_code, None if exit_code is None else str(exit_code)),
+        )
+        return all(
+            pattern is None or (value is not None and _glob(pattern, value))
+            for pattern, value in checks
+        )
+
+    def as_batch(self) -> dict[str, str]:
+        """As RegisterJobDefinition takes it."""
+        entry = {"action": self.action}
+        for name, value in (
+            ("onStatusReason", self.on_status_reason),
+            ("onReason", self.on_reason),
+            ("onExitCode", self.on_exit_code),
+        ):
+            if value is not None:
+                entry[name] = value
+        return entry
+
+
+def _glob(pattern: str, value: str) -> bool:
+    return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
+
+
+RETRY_RULES: tuple[RetryRule, ...] = (
+    # The host went away (a Spot reclaim: "Host EC2 (instance i-...) terminated."): retry.
+    RetryRule("RETRY", on_status_reason="Host EC2*"),
+    # The image could not be pulled on a fresh instance: retry.
+    RetryRule("RETRY", on_reason="CannotPullContainerError:*"),
+    # The program's own failure: retrying would fail the same way.
+    RetryRule("EXIT", on_exit_code="*"),
+    RetryRule("EXIT", on_reason="*"),
+)
+"""Every job's retry strategy: infrastructure failures are retried, application errors are not.
+(Batch never retries an attempt that exceeded its timeout.)"""
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One job of the workflow: its definition, resources, array shape and dependencies."""
 

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--input", metavar="DIR", help="--local: your files as BucketA's objects")
     run.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
+    run.add_argument(
+        "--inject",
+        action="append",
+        metavar="JOB[:INDEX]=FAULT",
+        help="--local: make one attempt fail: exit:CODE, host-terminated or timeout "
+        "(e.g. JobB:3=exit:2); repeatable",
+    )
     run.set_defaults(handler=command_run)
 
     status = commands.add_parser("status", parents=[common], help="show a run's jobs")
@@ -267,7 +274,7 @@ Connector = Callable[[str | None, str | None], Aws]
 
 def command_run(args: argparse.Namespace, output: Output, connector: Connector) -> int:
     if args.local:
-        from pipeline.local import run_local
+        from pipeline.local_run import run_local
 
         return run_local(args, output)
     # Every input is checked before any AWS call.

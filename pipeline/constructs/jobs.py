@@ -18,7 +18,7 @@ from constructs import Construct
 
 import job_images
 from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
-from pipeline.spec import RESOURCES, RUN_PREFIX_PATTERN, PipelineSpec, RunEnv, prefixed
+from pipeline.spec import RESOURCES, RETRY_RULES, RUN_PREFIX_PATTERN, PipelineSpec, RunEnv, prefixed
 
 JOB_IMAGES_DIR = Path(job_images.__file__).resolve().parent
 """The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel."""
@@ -37,13 +37,19 @@ class JobOverride:
     timeout: Duration | None = None
 
 
-# Statuses Batch reports when the host, not the program, failed: a Spot reclaim or an instance
-# that went away ("Host EC2 (instance i-...) terminated."), or an image pull that failed on a
-# fresh instance. These are retried; anything else (the program's own exit code) is not.
-_RETRIED_REASONS = (
-    batch.Reason.SPOT_INSTANCE_RECLAIMED,
-    batch.Reason.CANNOT_PULL_CONTAINER,
-)
+def retry_strategies() -> list[batch.RetryStrategy]:
+    """The spec's RETRY_RULES as CDK retry strategies (LocalBatch applies the same rules)."""
+    return [
+        batch.RetryStrategy.of(
+            batch.Action.RETRY if rule.action == "RETRY" else batch.Action.EXIT,
+            batch.Reason.custom(
+                on_status_reason=rule.on_status_reason,
+                on_reason=rule.on_reason,
+                on_exit_code=rule.on_exit_code,
+            ),
+        )
+        for rule in RETRY_RULES
+    ]
 
 
 class PipelineJobs(Construct):
@@ -128,14 +134,7 @@ class PipelineJobs(Construct):
                 },
                 propagate_tags=True,
                 retry_attempts=job.retry_attempts,
-                retry_strategies=[
-                    *(batch.RetryStrategy.of(batch.Action.RETRY, r) for r in _RETRIED_REASONS),
-                    # Anything else is the program's own failure: retrying would fail the same way.
-                    batch.RetryStrategy.of(
-                        batch.Action.EXIT, batch.Reason.custom(on_exit_code="*")
-                    ),
-                    batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom(on_reason="*")),
-                ],
+                retry_strategies=retry_strategies(),
                 timeout=override.timeout or Duration.seconds(job.timeout_seconds),
             )
 
