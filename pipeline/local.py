@@ -383,19 +383,14 @@ class LocalBatch:
             if job.status != "RUNNING" or job.process is None:
                 continue
             fault = job.fault if job.attempt == 1 else None
-            if (
-                fault
-                and fault.kind in ("host-terminated", "timeout")
-                and job.process.poll() is None
-            ):
-                _kill(job.process)
+            if fault and fault.kind in ("host-terminated", "timeout"):
+                # The host goes away (or the clock runs out) whether or not the program was done.
+                if job.process.poll() is None:
+                    _kill(job.process)
                 job.process.wait()
-                self._attempt_ended(
-                    job,
-                    None,
-                    HOST_TERMINATED if fault.kind == "host-terminated" else TIMEOUT_REASON,
-                    timed_out=fault.kind == "timeout",
-                )
+                timed_out = fault.kind == "timeout"
+                reason = TIMEOUT_REASON if timed_out else HOST_TERMINATED
+                self._attempt_ended(job, None, reason, timed_out=timed_out)
                 continue
             if job.cancel_requested and job.process.poll() is None:
                 _kill(job.process)

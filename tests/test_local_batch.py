@@ -1,0 +1,252 @@
+"""LocalBatch's AWS Batch semantics, with small Python commands as the jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.local import Fault, LocalBatch, LocalJobDefinition
+from pipeline.runs import describe_jobs, submit_pipeline, watch
+from pipeline.spec import DEFAULT_SPEC
+from pipeline.submission import Targets, run_config
+
+RECORD = (
+    "import json, os, sys, time; time.sleep(float(sys.argv[2]));"
+    "open(sys.argv[1] + '/' + os.environ['AWS_BATCH_JOB_ID'].replace(':', '_') + '-' +"
+    " os.environ['AWS_BATCH_JOB_ATTEMPT'], 'w').write(json.dumps({k: v for k, v in"
+    " os.environ.items() if k.startswith(('AWS_BATCH', 'PIPELINE'))} | {'argv': sys.argv[1:]}));"
+    "sys.exit(int(sys.argv[3]))"
+)
+
+
+def definition(
+    name: str, out: Path, *, seconds: float = 0.0, exit_code: int = 0, **kw: Any
+) -> LocalJobDefinition:
+    return LocalJobDefinition(
+        name=name,
+        command=(sys.executable, "-c", RECORD, "Ref::Out", "Ref::Seconds", "Ref::Exit"),
+        vcpus=kw.pop("vcpus", 1),
+        memory_mib=128,
+        parameters={"Out": str(out), "Seconds": str(seconds), "Exit": str(exit_code)},
+        **kw,
+    )
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    path = tmp_path / "records"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def pipeline_batch(tmp_path: Path, records: Path) -> Iterator[LocalBatch]:
+    """The pipeline's five definitions (names, sizes, retry rules from the spec), each running
+    the recording command instead of the job program."""
+    definitions = {
+        job.definition_name: definition(
+            job.definition_name,
+            records,
+            seconds=0.15 if job.key == "JobD" else 0.0,
+            vcpus=job.vcpus,
+            retry_attempts=job.retry_attempts,
+            timeout_seconds=job.timeout_seconds,
+        )
+        for job in DEFAULT_SPEC
+    }
+    with LocalBatch(
+        queue="ProdQueue", definitions=definitions, vcpu_budget=2, log_dir=tmp_path / "logs"
+    ) as batch:
+        yield batch
+
+
+def _targets() -> Targets:
+    return Targets("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
+
+
+def _children(batch: LocalBatch, parent_id: str) -> list[dict[str, Any]]:
+    summaries = batch.list_jobs(arrayJobId=parent_id)["jobSummaryList"]
+    return batch.describe_jobs(jobs=[s["jobId"] for s in summaries])["jobs"]
+
+
+def test_the_pipeline_runs_in_dependency_order(pipeline_batch: LocalBatch, records: Path) -> None:
+    run = submit_pipeline(pipeline_batch, _targets(), run_config(array_size=4))
+    result = watch(pipeline_batch, run, interval=0.05)
+    assert result.succeeded
+    assert [p.status for p in result.progress] == ["SUCCEEDED"] * 5
+    assert result.progress[1].children == {
+        "SUBMITTED": 0,
+        "PENDING": 0,
+        "RUNNABLE": 0,
+        "STARTING": 0,
+        "RUNNING": 0,
+        "SUCCEEDED": 4,
+        "FAILED": 0,
+    }
+    ids = run.job_ids
+    b_children = {c["arrayProperties"]["index"]: c for c in _children(pipeline_batch, ids["JobB"])}
+    c_children = {c["arrayProperties"]["index"]: c for c in _children(pipeline_batch, ids["JobC"])}
+    d_children = sorted(
+        _children(pipeline_batch, ids["JobD"]), key=lambda c: c["arrayProperties"]["index"]
+    )
+    a = pipeline_batch.describe_jobs(jobs=[ids["JobA"]])["jobs"][0]
+    # JobB children start after JobA; C[i] never starts before B[i] succeeded (N_TO_N)
+    assert all(b["startedAt"] >= a["stoppedAt"] for b in b_children.values())
+    for index, c in c_children.items():
+        assert c["startedAt"] >= b_children[index]["stoppedAt"]
+    # SEQUENTIAL: JobD's children never overlap
+    for earlier, later in zip(d_children, d_children[1:], strict=False):
+        assert later["startedAt"] >= earlier["stoppedAt"]
+    assert len(d_children) == 10
+
+
+def test_batch_variables_and_parameters_reach_the_command(
+    pipeline_batch: LocalBatch, records: Path
+) -> None:
+    config = run_config(array_size=2, source_bucket="s3://out-bucket", recipient="a@example.com")
+    run = submit_pipeline(pipeline_batch, _targets(), config)
+    assert watch(pipeline_batch, run, interval=0.05).succeeded
+    child = json.loads((records / f"{run.job_ids['JobC'].replace(':', '_')}_1-1").read_text())
+    assert child["AWS_BATCH_JOB_ARRAY_INDEX"] == "1"
+    assert child["AWS_BATCH_JOB_ATTEMPT"] == "1"
+    assert child["AWS_BATCH_JQ_NAME"] == "ProdQueue"
+    assert child["AWS_BATCH_JOB_ID"] == f"{run.job_ids['JobC']}:1"
+    assert child["PIPELINE_RUN_ID"] == config.run_id
+    assert child["argv"][0] == str(records)  # Ref::Out substituted
+
+
+def test_a_failed_child_fails_its_dependents_as_batch_reports_it(
+    tmp_path: Path, records: Path
+) -> None:
+    definitions = LocalJobDefinition.from_spec(DEFAULT_SPEC)
+    definitions = {name: definition(name, records, retry_attempts=3) for name in definitions}
+    faults = {("JobB", 2): Fault("exit", 2)}
+    with LocalBatch(
+        queue="ProdQueue",
+        definitions=definitions,
+        vcpu_budget=2,
+        log_dir=tmp_path / "logs",
+        faults=faults,
+    ) as batch:
+        run = submit_pipeline(batch, _targets(), run_config(array_size=4))
+        result = watch(batch, run, interval=0.05, settle=True)
+        ids = run.job_ids
+        b = {c["arrayProperties"]["index"]: c for c in _children(batch, ids["JobB"])}
+        c = {c["arrayProperties"]["index"]: c for c in _children(batch, ids["JobC"])}
+        d = _children(batch, ids["JobD"])
+    assert not result.succeeded
+    assert result.failure is not None
+    assert (result.failure.job_key, result.failure.child_index) == ("JobB", 2)
+    assert result.failure.exit_code == 2
+    assert [p.status for p in result.progress] == [
+        "SUCCEEDED",
+        "FAILED",
+        "FAILED",
+        "FAILED",
+        "FAILED",
+    ]
+    assert len(b[2]["attempts"]) == 1  # an application error is not retried
+    assert c[2]["status"] == "FAILED"
+    assert c[2]["statusReason"] == "Dependent Job failed"
+    assert "startedAt" not in c[2]  # it never ran
+    assert {c[i]["status"] for i in (0, 1, 3)} == {"SUCCEEDED"}  # N_TO_N: the others ran
+    assert {child["status"] for child in d} == {"FAILED"}
+    assert describe_jobs(batch, {"JobE": ids["JobE"]})[0].status_reason == "Dependent Job failed"
+
+
+@pytest.mark.parametrize(
+    ("fault", "attempts", "status"),
+    [
+        (Fault("host-terminated"), 2, "SUCCEEDED"),  # retried by the Host EC2* rule
+        (Fault("exit", 2), 1, "FAILED"),  # application error: EXIT
+        (Fault("timeout"), 1, "FAILED"),  # Batch never retries a timed-out attempt
+    ],
+)
+def test_retries_follow_the_job_definition(
+    tmp_path: Path, records: Path, fault: Fault, attempts: int, status: str
+) -> None:
+    definitions = {"Solo": definition("Solo", records, retry_attempts=3)}
+    with LocalBatch(
+        queue="Q",
+        definitions=definitions,
+        vcpu_budget=1,
+        log_dir=tmp_path,
+        faults={("solo", None): fault},
+    ) as batch:
+        job_id = batch.submit_job(jobName="solo", jobQueue="Q", jobDefinition="Solo")["jobId"]
+        while (job := batch.describe_jobs(jobs=[job_id])["jobs"][0])["status"] not in (
+            "SUCCEEDED",
+            "FAILED",
+        ):
+            time.sleep(0.05)
+    assert len(job["attempts"]) == attempts
+    assert job["status"] == status
+    if fault.kind == "host-terminated":
+        assert job["attempts"][0]["statusReason"].startswith("Host EC2")
+    if fault.kind == "timeout":
+        assert job["statusReason"] == "Job attempt duration exceeded timeout"
+
+
+def test_a_real_timeout_kills_the_attempt(tmp_path: Path, records: Path) -> None:
+    definitions = {"Slow": definition("Slow", records, seconds=30, timeout_seconds=1)}
+    with LocalBatch(queue="Q", definitions=definitions, vcpu_budget=1, log_dir=tmp_path) as batch:
+        started = time.monotonic()
+        job_id = batch.submit_job(jobName="slow", jobQueue="Q", jobDefinition="Slow")["jobId"]
+        while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] != "FAILED":
+            time.sleep(0.05)
+        assert time.monotonic() - started < 10
+
+
+def test_cancel_leaves_running_jobs_and_terminate_stops_them(tmp_path: Path, records: Path) -> None:
+    definitions = {"Slow": definition("Slow", records, seconds=30)}
+    with LocalBatch(queue="Q", definitions=definitions, vcpu_budget=1, log_dir=tmp_path) as batch:
+        running = batch.submit_job(jobName="a", jobQueue="Q", jobDefinition="Slow")["jobId"]
+        queued = batch.submit_job(jobName="b", jobQueue="Q", jobDefinition="Slow")["jobId"]
+        while batch.describe_jobs(jobs=[running])["jobs"][0]["status"] != "RUNNING":
+            time.sleep(0.05)
+        batch.cancel_job(jobId=running, reason="cancel")
+        batch.cancel_job(jobId=queued, reason="cancel")
+        time.sleep(0.3)
+        states = {
+            j["jobId"]: j["status"] for j in batch.describe_jobs(jobs=[running, queued])["jobs"]
+        }
+        assert states == {running: "RUNNING", queued: "FAILED"}
+        batch.terminate_job(jobId=running, reason="stop")
+        while batch.describe_jobs(jobs=[running])["jobs"][0]["status"] != "FAILED":
+            time.sleep(0.05)
+        job = batch.describe_jobs(jobs=[running])["jobs"][0]
+    assert job["statusReason"] == "stop"
+    assert len(job["attempts"]) == 1  # a terminated job is not retried
+
+
+def test_a_job_larger_than_the_budget_runs_alone_with_all_of_it(
+    tmp_path: Path, records: Path
+) -> None:
+    definitions = {"Big": definition("Big", records, vcpus=32, seconds=0.2)}
+    with LocalBatch(queue="Q", definitions=definitions, vcpu_budget=2, log_dir=tmp_path) as batch:
+        parent = batch.submit_job(
+            jobName="big", jobQueue="Q", jobDefinition="Big", arrayProperties={"size": 3}
+        )["jobId"]
+        while batch.describe_jobs(jobs=[parent])["jobs"][0]["status"] != "SUCCEEDED":
+            time.sleep(0.05)
+        children = sorted(_children(batch, parent), key=lambda c: c["startedAt"])
+    for earlier, later in zip(children, children[1:], strict=False):
+        assert later["startedAt"] >= earlier["stoppedAt"]
+    env = json.loads(next(records.glob("*_0-1")).read_text())
+    assert env["PIPELINE_WORKERS"] == "2"
+
+
+def test_list_jobs_by_name_and_describe_limit(pipeline_batch: LocalBatch) -> None:
+    run = submit_pipeline(pipeline_batch, _targets(), run_config(array_size=2))
+    named = pipeline_batch.list_jobs(
+        jobQueue="ProdQueue", filters=[{"name": "JOB_NAME", "values": ["JobC"]}]
+    )["jobSummaryList"]
+    assert [j["jobId"] for j in named] == [run.job_ids["JobC"]]
+    with pytest.raises(Exception, match="A maximum of 100 jobs"):
+        pipeline_batch.describe_jobs(jobs=["x"] * 101)

@@ -1,0 +1,161 @@
+"""`python -m pipeline.submit --local` end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    return env
+
+
+def _local(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.submit", "--local", *args],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def default_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The README's local run: the generated sample, default array size, outputs copied."""
+    tmp = tmp_path_factory.mktemp("local")
+    result = _local(tmp, "--json", "--output", str(tmp / "out"), "--recipient", "me@example.com")
+    return result, tmp / "out"
+
+
+def test_default_local_run_succeeds_and_accounts_for_every_object(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, _ = default_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    objects = data["summary"]["objects"]
+    assert objects["listed"] == 300
+    assert objects["processed"] + objects["rejected"] == objects["listed"]
+    assert data["summary"]["rejects_by_reason"] == {
+        "empty object": 1,
+        "larger than the 1,048,576-byte limit": 1,
+        "directory marker, not an object": 1,
+    }
+    assert [c["passed"] for c in data["summary"]["checks"]] == [True] * 10
+    assert set(data["summary"]["seconds_by_job"]) == {"JobA", "JobB", "JobC", "JobD"}
+
+
+def test_default_local_run_shows_the_notification_with_the_link(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, _ = default_run
+    notification: dict[str, Any] = json.loads(result.stdout)["notification"]
+    assert notification["MessageAttributes"]["Recipient"]["Value"] == "me@example.com"
+    assert re.search(
+        r"Summary \(link valid for 24 h\): http://127\.0\.0\.1:\d+/", notification["Message"]
+    )
+    assert (
+        "Summary in S3: s3://arrayjobpipeline-output-bucket-local/runs/" in notification["Message"]
+    )
+    assert "SUBMITTED" in result.stderr and "JobE SUCCEEDED" in result.stderr  # live progress
+
+
+def test_default_local_run_copies_the_report_and_outputs(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, out = default_run
+    data = json.loads(result.stdout)
+    copied = Path(data["copiedTo"])
+    assert copied.parent == out
+    assert len(list((copied / "report").glob("check-*.json"))) == 10
+    assert len(list((copied / "objects").glob("*.json"))) == data["summary"]["objects"]["processed"]
+    assert json.loads((copied / "summary.json").read_text())["status"] == "SUCCEEDED"
+
+
+def test_a_failing_child_stops_the_run_with_a_non_zero_exit(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for number in range(12):
+        (inputs / f"file-{number}.txt").write_text(f"line {number}\n" * (number + 1))
+    result = _local(
+        tmp_path, "--input", str(inputs), "--array-size", "4", "--inject", "JobB:3=exit:2"
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "FAILED: JobB[3] failed" in result.stdout
+    assert "exit code 2" in result.stdout
+    assert "JobE FAILED" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--inject", "JobZ:1=exit:2"], "error: --inject 'JobZ:1=exit:2' must look like"),
+        (["--inject", "JobB:1=explode"], "error: --inject 'JobB:1=explode': fault 'explode'"),
+        (["--input", "/no/such/folder"], "error: --input '/no/such/folder' is not a folder"),
+        (["--array-size", "1"], "error: --array-size must be from 2 to 10,000; got 1"),
+    ],
+)
+def test_bad_local_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _local(tmp_path, *args, timeout=60)
+    assert result.returncode == 252
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _job_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "batch_jobs.job_" in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_sigterm_stops_the_jobs_and_the_server(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.submit", "--local"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    endpoint = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if match := re.search(r"moto server at http://127\.0\.0\.1:(\d+)", line):
+            endpoint = match.group(1)
+        if "JobB RUNNING" in line:  # jobs are running now
+            break
+    assert endpoint, "the local run did not start"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 130
+    time.sleep(0.5)
+    assert _job_processes() == []
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(endpoint)), timeout=1):
+        pass
