@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -101,7 +102,7 @@ def test_the_pipeline_runs_in_dependency_order(pipeline_batch: LocalBatch, recor
     for index, c in c_children.items():
         assert c["startedAt"] >= b_children[index]["stoppedAt"]
     # SEQUENTIAL: JobD's children never overlap
-    for earlier, later in zip(d_children, d_children[1:], strict=False):
+    for earlier, later in itertools.pairwise(d_children):
         assert later["startedAt"] >= earlier["stoppedAt"]
     assert len(d_children) == 10
 
@@ -236,7 +237,7 @@ def test_a_job_larger_than_the_budget_runs_alone_with_all_of_it(
         while batch.describe_jobs(jobs=[parent])["jobs"][0]["status"] != "SUCCEEDED":
             time.sleep(0.05)
         children = sorted(_children(batch, parent), key=lambda c: c["startedAt"])
-    for earlier, later in zip(children, children[1:], strict=False):
+    for earlier, later in itertools.pairwise(children):
         assert later["startedAt"] >= earlier["stoppedAt"]
     env = json.loads(next(records.glob("*_0-1")).read_text())
     assert env["PIPELINE_WORKERS"] == "2"
