@@ -9,6 +9,7 @@ and watched by the same code that drives AWS Batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import random
 import shutil
 import signal
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from pipeline.spec import (
     SpecError,
     run_prefix,
 )
-from pipeline.submission import Targets, run_config
+from pipeline.submission import RunConfig, Targets, run_config
 
 if TYPE_CHECKING:
     from pipeline.submit import Output
@@ -86,6 +88,11 @@ class LocalAws:
         )
         return env
 
+    def seed(self, inputs: Mapping[str, bytes]) -> None:
+        """Put the run's input objects into BucketA."""
+        for key, body in inputs.items():
+            self.clients["s3"].put_object(Bucket=self.names["input_bucket"], Key=key, Body=body)
+
     def notifications(self) -> list[dict[str, Any]]:
         sqs = self.clients["sqs"]
         response = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
@@ -102,9 +109,12 @@ def local_aws() -> Iterator[LocalAws]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    endpoint = ""
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from nothing.
+        _reset(endpoint)
         session = boto3.Session(
             aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
         )
@@ -136,7 +146,56 @@ def local_aws() -> Iterator[LocalAws]:
         clients["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
         yield LocalAws(endpoint, names, topic_arn, queue_url, clients)
     finally:
+        if endpoint:
+            with contextlib.suppress(OSError):
+                _reset(endpoint)  # frees the run's objects in this process
         server.stop()
+
+
+def _reset(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+ODD_KEYS = (
+    "with space/file one.txt",
+    "unicode/naïve café ✓.txt",
+    "日本語/ファイル.txt",
+    "symbols/a+b=c&d;e,f.txt",
+    "deep/a/b/c/d/e/f.bin",
+)
+"""Keys a pipeline must handle: spaces, unicode, reserved URL characters, deep paths."""
+
+
+@contextmanager
+def local_pipeline(
+    aws: LocalAws,
+    config: RunConfig,
+    *,
+    log_dir: Path,
+    faults: Mapping[tuple[str, int | None], Fault] | None = None,
+    vcpu_budget: int | None = None,
+) -> Iterator[tuple[LocalBatch, Targets]]:
+    """A LocalBatch holding the pipeline's five job definitions (from the spec, as the stack
+    registers them), and the targets to submit to it."""
+    definitions = LocalJobDefinition.from_spec(
+        config.spec,
+        environment=aws.job_env(),
+        parameters={"SourceBucket": f"s3://{aws.names['output_bucket']}"},
+    )
+    targets = Targets(
+        queue=QUEUE_NAME, job_definitions={j.key: j.definition_name for j in config.spec}
+    )
+    with LocalBatch(
+        queue=QUEUE_NAME,
+        definitions=definitions,
+        environment=aws.job_env(),
+        log_dir=log_dir,
+        faults=faults,
+        vcpu_budget=vcpu_budget,
+    ) as batch:
+        yield batch, targets
 
 
 def sample_objects(
@@ -165,7 +224,7 @@ def sample_objects(
         else:
             body = rng.randbytes(size)
         objects[f"data/{number % 17:02d}/object-{number:05d}.dat"] = body
-    for key in odd:
+    for key in ODD_KEYS:
         objects[key] = f"contents of {key}\n".encode() * 3
     objects["empty/zero-bytes.txt"] = b""
     objects["big/oversize.bin"] = b"\x01" * (max_object_bytes + 1)
@@ -227,29 +286,15 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
     succeeded = False
     with _sigterm_as_interrupt(), local_aws() as aws:
         output.progress(f"local run {config.run_id}: moto server at {aws.endpoint}")
-        s3 = aws.clients["s3"]
-        for key, body in inputs.items():
-            s3.put_object(Bucket=aws.names["input_bucket"], Key=key, Body=body)
+        aws.seed(inputs)
         output.progress(
             f"seeded BucketA ({aws.names['input_bucket']}) with {len(inputs):,} objects, "
             f"{sum(len(b) for b in inputs.values()):,} bytes"
         )
-        definitions = LocalJobDefinition.from_spec(
-            config.spec,
-            environment=aws.job_env(),
-            parameters={"SourceBucket": f"s3://{aws.names['output_bucket']}"},
-        )
-        targets = Targets(
-            queue=QUEUE_NAME,
-            job_definitions={j.key: j.definition_name for j in config.spec},
-        )
-        with LocalBatch(
-            queue=QUEUE_NAME,
-            definitions=definitions,
-            environment=aws.job_env(),
-            log_dir=work / "logs",
-            faults=faults,
-        ) as batch:
+        with local_pipeline(aws, config, log_dir=work / "logs", faults=faults) as (
+            batch,
+            targets,
+        ):
             run = submit_pipeline(batch, targets, config)
             output.progress(
                 f"submitted {', '.join(f'{j.key} {j.job_id[:8]}' for j in run.jobs)} to "

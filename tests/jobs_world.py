@@ -4,7 +4,6 @@ and a queue subscribed to the topic to read the notifications."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,17 +14,11 @@ from moto import mock_aws
 
 from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
 from batch_jobs.common import S3_CONFIG, RunContext
+from pipeline.local_run import ODD_KEYS as ODD_KEYS
+from pipeline.local_run import sample_objects
 
 REGION = "us-east-1"
-MAX_OBJECT_BYTES = 64 * 1024
-
-ODD_KEYS = (
-    "with space/file one.txt",
-    "unicode/naïve café ✓.txt",
-    "deep/a/b/c/d/e/f.bin",
-    "symbols/a+b=c&d;e,f.txt",
-    "日本語/ファイル.txt",
-)
+MAX_OBJECT_BYTES = 128 * 1024
 
 
 @dataclass
@@ -87,24 +80,8 @@ class World:
 
 
 def sample_inputs(count: int, seed: int = 7) -> dict[str, bytes]:
-    """``count`` objects of mixed sizes: compressible text and random bytes, odd keys, one
-    empty object, one over the size limit and a directory marker."""
-    rng = random.Random(seed)
-    objects: dict[str, bytes] = {}
-    for number in range(count - len(ODD_KEYS) - 3):
-        size = rng.choice((1, 100, 700, 3_000, 12_000))
-        if number % 3:
-            words = [rng.choice(("alpha", "beta", "gamma", "delta")) for _ in range(size // 6 + 1)]
-            body = " ".join(words).encode()[:size]
-        else:
-            body = rng.randbytes(size)
-        objects[f"data/{number % 17:02d}/object-{number:05d}.dat"] = body
-    for key in ODD_KEYS:
-        objects[key] = f"contents of {key}\n".encode() * 3
-    objects["empty/zero-bytes.txt"] = b""
-    objects["big/oversize.bin"] = b"x" * (MAX_OBJECT_BYTES + 1)
-    objects["folder/"] = b""
-    return objects
+    """The local run's sample generator, with this world's size limit."""
+    return sample_objects(count, max_object_bytes=MAX_OBJECT_BYTES, seed=seed)
 
 
 @contextmanager

@@ -1,0 +1,67 @@
+"""DescribeJobs calls per poll while watching a run, for array sizes 10, 1,000 and 10,000.
+
+Measured on moto's Batch API, side by side in one run: the jobs are held RUNNING for three
+polls, then released, and every Batch API call the watcher makes is counted. The goal is the
+same number of calls per poll whatever the array size (children are counted from the parent's
+statusSummary, never listed).
+
+    .venv/bin/python bench/watch.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "job_images"), str(REPO / "tests")]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+)
+
+from moto_batch import moto_batch  # noqa: E402
+
+from pipeline.runs import JobProgress, submit_pipeline, watch  # noqa: E402
+from pipeline.submission import Targets, run_config  # noqa: E402
+
+HELD_POLLS = 3
+
+
+def measure(size: int) -> tuple[int, int]:
+    """(polls, Batch calls made by the watcher) for one run of ``size`` children."""
+    with moto_batch() as aws:
+        aws.hold_new_jobs("RUNNING")
+        run = submit_pipeline(
+            aws.batch, Targets(aws.queue_arn, aws.definition_arns), run_config(array_size=size)
+        )
+        aws.count_calls()
+        polls = 0
+
+        def on_poll(_progress: list[JobProgress]) -> None:
+            nonlocal polls
+            polls += 1
+            if polls == HELD_POLLS:
+                for job in run.jobs:
+                    aws.set_status(job.job_id, "SUCCEEDED")
+
+        result = watch(aws.batch, run, interval=0, on_poll=on_poll)
+        assert result.succeeded
+        return polls, sum(aws.calls.values())
+
+
+def main() -> None:
+    print("Batch API calls per watch poll (moto):")
+    per_poll = {}
+    for size in (10, 1_000, 10_000):
+        polls, calls = measure(size)
+        per_poll[size] = calls / polls
+        print(
+            f"  array size {size:>6,}: {calls} calls over {polls} polls = {calls / polls:g} per poll"
+        )
+    ratio = per_poll[10_000] / per_poll[10]
+    print(f"  ratio 10,000 / 10: {ratio:g} (goal: 1, equal calls whatever the size)")
+
+
+if __name__ == "__main__":
+    main()
