@@ -57,7 +57,8 @@ def main() -> None:
         polls, calls = measure(size)
         per_poll[size] = calls / polls
         print(
-            f"  array size {size:>6,}: {calls} calls over {polls} polls = {calls / polls:g} per poll"
+            f"  array size {size:>6,}: {calls} calls over {polls} polls = "
+            f"{calls / polls:g} per poll"
         )
     ratio = per_poll[10_000] / per_poll[10]
     print(f"  ratio 10,000 / 10: {ratio:g} (goal: 1, equal calls whatever the size)")
