@@ -268,7 +268,7 @@ def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]
 def run_local(args: argparse.Namespace, output: Output) -> int:
     """Seed BucketA, run A..E locally, show progress, print the notification and the link."""
     from pipeline.runs import submit_pipeline, watch
-    from pipeline.submit import format_progress, progress_json
+    from pipeline.submit import progress_json, progress_printer
 
     size = args.array_size if args.array_size is not None else LOCAL_ARRAY_SIZE
     config = run_config(
@@ -300,16 +300,7 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
                 f"submitted {', '.join(f'{j.key} {j.job_id[:8]}' for j in run.jobs)} to "
                 f"{QUEUE_NAME} (local, {batch.vcpu_budget} vCPUs)"
             )
-            last = ""
-
-            def on_poll(progress: list[Any]) -> None:
-                nonlocal last
-                line = format_progress(progress)
-                if line != last:
-                    output.progress(f"  {line}")
-                    last = line
-
-            result = watch(batch, run, interval=0.2, on_poll=on_poll, settle=True)
+            result = watch(batch, run, interval=0.2, on_poll=progress_printer(output), settle=True)
             data: dict[str, Any] = {
                 "runId": run.run_id,
                 "status": "SUCCEEDED" if result.succeeded else "FAILED",
@@ -368,6 +359,8 @@ def _success_text(
             lines.append(f"  (Recipient: {attributes['Recipient']['Value']})")
     if copied:
         lines += ["", f"report and outputs copied to {copied}"]
+    else:
+        lines += ["", "(the local server stops with this run: add --output DIR to keep the files)"]
     return "\n".join(lines)
 
 

@@ -80,6 +80,21 @@ def format_progress(progress: Sequence[Any]) -> str:
     return " | ".join(parts)
 
 
+def progress_printer(output: Output) -> Callable[[Sequence[Any]], None]:
+    """A watch callback that prints a progress line whenever it changes, with elapsed time."""
+    started = time.monotonic()
+    last = ""
+
+    def on_poll(progress: Sequence[Any]) -> None:
+        nonlocal last
+        line = format_progress(progress)
+        if line != last:
+            output.progress(f"[{time.monotonic() - started:5.0f}s] {line}")
+            last = line
+
+    return on_poll
+
+
 def progress_json(progress: Sequence[Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -354,18 +369,8 @@ def _watch(
 ) -> int:
     from pipeline.runs import watch
 
-    started = time.monotonic()
-    last = ""
-
-    def on_poll(progress: list[Any]) -> None:
-        nonlocal last
-        line = format_progress(progress)
-        if line != last:
-            output.progress(f"[{time.monotonic() - started:6.0f}s] {line}")
-            last = line
-
     interval = args.poll_interval if args.poll_interval is not None else 10.0
-    result = watch(batch, run, interval=interval, on_poll=on_poll)
+    result = watch(batch, run, interval=interval, on_poll=progress_printer(output))
     data["status"] = "SUCCEEDED" if result.succeeded else "FAILED"
     data["progress"] = progress_json(result.progress)
     if result.succeeded:
