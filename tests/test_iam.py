@@ -16,6 +16,7 @@ _NAMES = {
     "StorageOutputBucket": "Output",
     "StorageMetadataTable": "Table",
     "StorageNotificationTopic": "Topic",
+    "StorageTopicKey": "TopicKey",
 }
 
 
@@ -91,6 +92,8 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),
         ("sns:Publish", "Topic", "{}"),
+        ("kms:Decrypt", "TopicKey", "{}"),
+        ("kms:GenerateDataKey", "TopicKey", "{}"),
     },
 }
 

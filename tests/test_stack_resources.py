@@ -35,6 +35,8 @@ from pipeline.spec import (
         ("AWS::EC2::FlowLog", 1),
         ("AWS::Logs::LogGroup", 2),  # job logs, flow logs
         ("AWS::SNS::Subscription", 0),
+        ("AWS::Events::Rule", 1),
+        ("AWS::KMS::Key", 1),  # the topic's
     ],
 )
 def test_resource_counts(template: Any, resource_type: str, count: int) -> None:
@@ -286,11 +288,19 @@ def test_table_is_on_demand_with_point_in_time_recovery(default_stack: Synthesiz
     assert table["DeletionPolicy"] == "Retain"
 
 
-def test_topic_is_encrypted_and_tls_only(template: Any) -> None:
-    template.has_resource_properties(
-        "AWS::SNS::Topic",
-        {"KmsMasterKeyId": {"Fn::Join": ["", Match.array_with([":alias/aws/sns"])]}},
-    )
+def test_topic_is_encrypted_with_a_rotated_key_eventbridge_may_use(
+    default_stack: Synthesized,
+) -> None:
+    topic = default_stack.one("AWS::SNS::Topic", "NotificationTopic")["Properties"]
+    key_id = topic["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = default_stack.template["Resources"][key_id]
+    assert key["Properties"]["EnableKeyRotation"] is True
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    events = [s for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+    assert [sorted(s["Action"]) for s in events] == [["kms:Decrypt", "kms:GenerateDataKey*"]]
+
+
+def test_topic_is_tls_only(template: Any) -> None:
     template.has_resource_properties(
         "AWS::SNS::TopicPolicy",
         {
@@ -333,3 +343,61 @@ def test_outputs_are_the_submitter_contract(default_stack: Synthesized) -> None:
 def test_run_tag_key_is_a_valid_tag_key() -> None:
     assert 0 < len(RUN_TAG) <= 128
     assert not RUN_TAG.lower().startswith("aws:")
+
+
+# --- failure notifications ----------------------------------------------------------------------
+
+
+def test_failure_rule_matches_failed_jobs_on_this_queue_only(default_stack: Synthesized) -> None:
+    rule = default_stack.one("AWS::Events::Rule", "JobFailed")["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.batch"]
+    assert pattern["detail-type"] == ["Batch Job State Change"]
+    assert pattern["detail"]["status"] == ["FAILED"]
+    queue_id = next(iter(default_stack.resources("AWS::Batch::JobQueue")))
+    assert pattern["detail"]["jobQueue"] == [{"Fn::GetAtt": [queue_id, "JobQueueArn"]}]
+    # children are left out: an array parent fails once for all of them
+    assert pattern["detail"]["arrayProperties"] == {"index": [{"exists": False}]}
+
+
+def test_failure_rule_targets_the_topic_with_the_job_and_a_console_link(
+    default_stack: Synthesized,
+) -> None:
+    rule = default_stack.one("AWS::Events::Rule", "JobFailed")["Properties"]
+    (target,) = rule["Targets"]
+    topic_id = next(iter(default_stack.resources("AWS::SNS::Topic")))
+    assert target["Arn"] == {"Ref": topic_id}
+    transformer = target["InputTransformer"]
+    assert set(transformer["InputPathsMap"].values()) >= {
+        "$.detail.jobName",
+        "$.detail.jobId",
+        "$.detail.statusReason",
+        "$.region",
+    }
+    assert (
+        "console.aws.amazon.com/batch/home?region=<region>#jobs/detail/<detail-jobId>"
+        in (transformer["InputTemplate"])
+    )
+
+
+def test_topic_policy_lets_eventbridge_publish(template: Any) -> None:
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": Match.object_like(
+                {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Allow",
+                                    "Action": "sns:Publish",
+                                    "Principal": {"Service": "events.amazonaws.com"},
+                                }
+                            )
+                        ]
+                    )
+                }
+            )
+        },
+    )

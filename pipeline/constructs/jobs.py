@@ -11,6 +11,7 @@ from aws_cdk import aws_batch as batch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -67,6 +68,7 @@ class PipelineJobs(Construct):
         buckets: Mapping[str, s3.IBucket],
         table: dynamodb.ITable,
         topic: sns.ITopic,
+        topic_key: kms.IKey | None,
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
@@ -110,6 +112,8 @@ class PipelineJobs(Construct):
             statements = self._statements(job.key, table, topic)
             for statement in statements:
                 role.add_to_principal_policy(statement)
+            if job.key == "JobE" and topic_key is not None:
+                topic_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             self._grant_keys(statements, role)
             self.roles[job.key] = role

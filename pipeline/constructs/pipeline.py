@@ -25,6 +25,7 @@ from pipeline.constructs.nag import (
     acknowledge_wildcards,
 )
 from pipeline.constructs.network import PipelineNetwork
+from pipeline.constructs.notifications import FailureNotifications
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.storage import BUCKET_KEYS, PipelineStorage
 from pipeline.errors import PipelineConfigError
@@ -123,6 +124,9 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     """Retention of job and flow logs. Default: one month."""
     intermediate_expiration: Duration
     """Lifetime of objects in BucketB (manifests and JobB results). Default: 14 days."""
+    failure_notifications: bool
+    """Publish to the topic when a job or array parent on the queue fails (an EventBridge
+    rule; dependents of a failed job never run, so JobE could not say it). Default: True."""
     removal_policy: RemovalPolicy
     """What happens to buckets, table and logs when the stack is deleted. Default: RETAIN.
     With DESTROY, buckets are emptied and deleted with the stack."""
@@ -221,6 +225,7 @@ class ArrayJobPipeline(Construct):
             buckets=self.storage.buckets,
             table=self.storage.table,
             topic=self.storage.topic,
+            topic_key=self.storage.topic_key,
             default_parameters={
                 "SourceBucket": f"s3://{self.storage.output_bucket.bucket_name}",
                 "Recipient": email or "",
@@ -228,6 +233,11 @@ class ArrayJobPipeline(Construct):
             log_retention=log_retention,
             removal_policy=removal_policy,
         )
+        self.failure_notifications: FailureNotifications | None = None
+        if props.get("failure_notifications", True):
+            self.failure_notifications = FailureNotifications(
+                self, "FailureNotifications", queue=self.queue, topic=self.storage.topic
+            )
         drop_redundant_provider_dependencies(Stack.of(self))
 
     # --- what other constructs use ----------------------------------------------------------

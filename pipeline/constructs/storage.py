@@ -158,18 +158,29 @@ class PipelineStorage(Construct):
             },
         )
 
+        self.topic_key: kms.IKey | None = None
         if existing_topic is not None:
             self.topic: sns.ITopic = existing_topic
         else:
+            # A customer-managed key, because EventBridge (the failure notifications) cannot
+            # publish to a topic encrypted with the AWS-managed SNS key; the rule's SnsTopic
+            # target grants EventBridge its use. It is the pipeline's one idle cost (a KMS
+            # key's monthly fee).
+            topic_key = kms.Key(
+                self,
+                "TopicKey",
+                description="Encrypts the array-job pipeline's notification topic",
+                enable_key_rotation=True,
+                removal_policy=removal_policy,
+            )
+            self.topic_key = topic_key
             self.topic = sns.Topic(
                 self,
                 "NotificationTopic",
                 **{
                     "display_name": "Array job pipeline",
                     "enforce_ssl": True,
-                    # The AWS-managed key costs nothing while idle; a customer-managed key would
-                    # cost a monthly fee per pipeline.
-                    "master_key": kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns"),
+                    "master_key": topic_key,
                     **(topic_props or {}),
                 },
             )
