@@ -10,6 +10,7 @@ from pipeline.errors import TargetError
 from pipeline.spec import (
     ARRAY_SIZE_OUTPUT,
     DEFAULT_SPEC,
+    LOG_GROUP_OUTPUT,
     QUEUE_OUTPUT,
     RESOURCES,
     job_definition_output,
@@ -52,4 +53,5 @@ def targets_from_stack(cloudformation: CloudFormationClient, stack_name: str) ->
         job_definitions={j.key: outputs[job_definition_output(j.key)] for j in DEFAULT_SPEC},
         resources={r.env: outputs[r.output] for r in RESOURCES if r.output in outputs},
         default_array_size=int(size) if size and size.isdigit() else None,
+        log_group=outputs.get(LOG_GROUP_OUTPUT),
     )

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.notifications import DEPENDENCY_FAILED
 from pipeline.spec import RETRY_RULES, PipelineSpec, RetryRule
 
 TERMINAL = ("SUCCEEDED", "FAILED")
-DEPENDENCY_FAILED = "Dependent Job failed"
+ARRAY_CHILD_FAILED = "Array Child Job failed"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 HOST_TERMINATED = "Host EC2 (instance i-0local) terminated."
 
@@ -141,6 +142,7 @@ class LocalBatch:
         log_dir: Path,
         faults: Mapping[tuple[str, int | None], Fault] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        region: str = "us-east-1",
         tick: float = 0.05,
     ) -> None:
         self.queue = queue
@@ -150,7 +152,9 @@ class LocalBatch:
         self.log_dir = log_dir
         self.faults = dict(faults or {})
         self.on_event = on_event
+        self.region = region
         self._jobs: dict[str, _Job] = {}
+        self._emitted: dict[str, str] = {}
         self._order: list[_Job] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -340,6 +344,10 @@ class LocalBatch:
         definition = job.definition
         parameters = {**definition.parameters, **(job.request.get("parameters") or {})}
         command = [_substitute(arg, parameters) for arg in definition.command]
+        if job.fault is not None and job.fault.kind == "exit" and job.attempt == 0:
+            # An injected application error: the attempt fails as the program would.
+            code = job.fault.exit_code
+            command = [sys.executable, "-c", f"print('injected fault: exit {code}'); exit({code})"]
         overrides = job.request.get("containerOverrides") or {}
         environment = {
             **self.environment,
@@ -405,8 +413,6 @@ class LocalBatch:
             code = job.process.poll()
             if code is None:
                 continue
-            if fault and fault.kind == "exit":
-                code = fault.exit_code
             self._attempt_ended(
                 job, code, None if code == 0 else "Essential container in task exited"
             )
@@ -475,14 +481,21 @@ class LocalBatch:
             self._emit(job.parent)
 
     def _emit(self, job: _Job) -> None:
-        if self.on_event is not None:
-            self.on_event(
-                {
-                    "source": "aws.batch",
-                    "detail-type": "Batch Job State Change",
-                    "detail": self._describe(job),
-                }
-            )
+        """An EventBridge "Batch Job State Change" event, when the job's status changed (an
+        array parent's status is derived from its children, so it is checked each time)."""
+        status = self._status(job)
+        if self.on_event is None or self._emitted.get(job.job_id) == status:
+            return
+        self._emitted[job.job_id] = status
+        self.on_event(
+            {
+                "source": "aws.batch",
+                "detail-type": "Batch Job State Change",
+                "region": self.region,
+                "time": _now_ms(),
+                "detail": self._describe(job),
+            }
+        )
 
     # --- views ------------------------------------------------------------------------------
 
@@ -531,9 +544,15 @@ class LocalBatch:
             for child in job.children:
                 counts[child.status] += 1
             described["arrayProperties"] = {"size": len(job.children), "statusSummary": counts}
-            reasons = [c.status_reason for c in job.children if c.status == "FAILED"]
+            reasons = {c.status_reason for c in job.children if c.status == "FAILED"}
             if described["status"] == "FAILED" and reasons:
-                described["statusReason"] = "Array Child Job failed"
+                # Children that never ran because of a dependency make the parent's failure a
+                # dependency failure too; any other failed child makes it the parent's own.
+                described["statusReason"] = (
+                    DEPENDENCY_FAILED
+                    if reasons == {DEPENDENCY_FAILED}
+                    else "Array Child Job failed"
+                )
         else:
             described["container"] = {
                 "exitCode": job.exit_code,

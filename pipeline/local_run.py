@@ -18,7 +18,7 @@ import shutil
 import signal
 import tempfile
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_JOB_FAILED, EXIT_OK
 from pipeline.local import Fault, LocalBatch, LocalJobDefinition
+from pipeline.notifications import failure_event_pattern, matches, render
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
@@ -176,6 +177,7 @@ def local_pipeline(
     log_dir: Path,
     faults: Mapping[tuple[str, int | None], Fault] | None = None,
     vcpu_budget: int | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[tuple[LocalBatch, Targets]]:
     """A LocalBatch holding the pipeline's five job definitions (from the spec, as the stack
     registers them), and the targets to submit to it."""
@@ -194,6 +196,7 @@ def local_pipeline(
         log_dir=log_dir,
         faults=faults,
         vcpu_budget=vcpu_budget,
+        on_event=on_event,
     ) as batch:
         yield batch, targets
 
@@ -267,8 +270,8 @@ def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]
 
 def run_local(args: argparse.Namespace, output: Output) -> int:
     """Seed BucketA, run A..E locally, show progress, print the notification and the link."""
-    from pipeline.runs import submit_pipeline, watch
-    from pipeline.submit import progress_json, progress_printer
+    from pipeline.runs import failure_report, submit_pipeline, watch
+    from pipeline.submit import format_report, progress_json, progress_printer
 
     size = args.array_size if args.array_size is not None else LOCAL_ARRAY_SIZE
     config = run_config(
@@ -291,10 +294,10 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
             f"seeded BucketA ({aws.names['input_bucket']}) with {len(inputs):,} objects, "
             f"{sum(len(b) for b in inputs.values()):,} bytes"
         )
-        with local_pipeline(aws, config, log_dir=work / "logs", faults=faults) as (
-            batch,
-            targets,
-        ):
+        events: list[dict[str, Any]] = []
+        with local_pipeline(
+            aws, config, log_dir=work / "logs", faults=faults, on_event=events.append
+        ) as (batch, targets):
             run = submit_pipeline(batch, targets, config)
             output.progress(
                 f"submitted {', '.join(f'{j.key} {j.job_id[:8]}' for j in run.jobs)} to "
@@ -308,13 +311,30 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
             }
             if not result.succeeded:
                 assert result.failure is not None
-                failure = result.failure
-                log = _tail(batch.log_path(failure.job_id))
-                data["failure"] = {"description": failure.describe(), "logTail": log}
+                # What the stack's EventBridge rule would have sent to the topic.
+                pattern = failure_event_pattern(batch.queue)
+                notices = [render(e) for e in events if matches(pattern, e)]
+                groups = failure_report(
+                    batch,
+                    result.progress,
+                    read_log=lambda job_id, _stream: _tail(batch.log_path(job_id)),
+                )
+                data["failure"] = result.failure.describe()
+                data["notifications"] = notices
+                data["failures"] = [g.as_json() for g in groups]
                 output.result(
-                    f"run {run.run_id} FAILED: {failure.describe()}\n"
-                    f"last lines of its log ({batch.log_path(failure.job_id)}):\n"
-                    + "\n".join(f"  | {line}" for line in log),
+                    "\n".join(
+                        [
+                            f"run {run.run_id} FAILED: {result.failure.describe()}",
+                            "",
+                            *(f"failure notification: {n}" for n in notices),
+                            "",
+                            "failure report:",
+                            *format_report(groups),
+                            "",
+                            f"logs of every attempt are kept in {work / 'logs'}",
+                        ]
+                    ),
                     data,
                 )
                 return EXIT_JOB_FAILED

@@ -15,11 +15,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+DEPENDENCY_FAILED = "Dependent Job failed"
+"""Batch's status reason for a job that never ran because a job it depends on failed."""
+
 
 def failure_event_pattern(queue_arn: str) -> dict[str, Any]:
     """Batch job state changes to FAILED on this pipeline's queue, for standard jobs and array
     parents only: a parent fails once when its children are done, so 10,000 failed children
-    make one notification, not 10,000."""
+    make one notification, not 10,000. Jobs that failed only because an earlier job failed
+    (status reason "Dependent Job failed") repeat that news and are left out; a job with no
+    status reason at all is kept, so no failure goes unreported."""
     return {
         "source": ["aws.batch"],
         "detail-type": ["Batch Job State Change"],
@@ -27,6 +32,10 @@ def failure_event_pattern(queue_arn: str) -> dict[str, Any]:
             "status": ["FAILED"],
             "jobQueue": [queue_arn],
             "arrayProperties": {"index": [{"exists": False}]},
+            "$or": [
+                {"statusReason": [{"anything-but": [DEPENDENCY_FAILED]}]},
+                {"statusReason": [{"exists": False}]},
+            ],
         },
     }
 
@@ -53,8 +62,12 @@ MESSAGE_TEMPLATE = (
 
 def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """EventBridge's matching for the parts of patterns this pipeline uses: lists of exact
-    values, nested objects, and ``{"exists": bool}``."""
+    values, nested objects, ``{"exists": bool}``, ``{"anything-but": [...]}`` and ``$or``."""
     for key, expected in pattern.items():
+        if key == "$or":
+            if not any(matches(alternative, event) for alternative in expected):
+                return False
+            continue
         present = key in event
         value = event.get(key)
         if isinstance(expected, Mapping):
@@ -69,6 +82,8 @@ def matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
 def _matches_one(rule: Any, present: bool, value: Any) -> bool:
     if isinstance(rule, Mapping) and "exists" in rule:
         return bool(rule["exists"]) == present
+    if isinstance(rule, Mapping) and "anything-but" in rule:
+        return present and value not in rule["anything-but"]  # a missing field never matches
     return present and value == rule
 
 

@@ -43,6 +43,8 @@ class Targets:
     """Resource environment variables (``PIPELINE_INPUT_BUCKET`` ...) to pass to every job;
     empty when the job definitions' own values should be used."""
     default_array_size: int | None = None
+    log_group: str | None = None
+    """CloudWatch log group of the jobs, for failure reports."""
 
     @classmethod
     def by_name(cls, *, queue: str | None = None, prefix: str = "") -> Targets:

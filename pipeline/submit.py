@@ -95,6 +95,25 @@ def progress_printer(output: Output) -> Callable[[Sequence[Any]], None]:
     return on_poll
 
 
+def format_report(groups: Sequence[Any]) -> list[str]:
+    """The failure report: one block per group of children that failed the same way."""
+    lines = []
+    for group in groups:
+        lines.append(f"  {group.describe()}")
+        if group.log_stream:
+            lines.append(f"    log {group.log_stream}, last lines:")
+        lines += [f"    | {line}" for line in group.log_tail]
+    return lines
+
+
+def _log_reader(aws: Aws, targets: Targets) -> Any:
+    from pipeline.runs import cloudwatch_log_reader
+
+    if aws.logs is None or not targets.log_group:
+        return None
+    return cloudwatch_log_reader(aws.logs, targets.log_group)
+
+
 def progress_json(progress: Sequence[Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -227,6 +246,7 @@ def _int(value: str) -> int:
 class Aws:
     batch: Any
     cloudformation: Any
+    logs: Any = None
 
 
 def connect(profile: str | None, region: str | None) -> Aws:
@@ -264,6 +284,7 @@ def connect(profile: str | None, region: str | None) -> Aws:
     return Aws(
         batch=session.client("batch", config=batch_config),
         cloudformation=session.client("cloudformation", config=other_config),
+        logs=session.client("logs", config=other_config),
     )
 
 
@@ -313,7 +334,7 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         config,
         on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
     )
-    return _after_submit(args, output, aws.batch, run, targets)
+    return _after_submit(args, output, aws, run, targets)
 
 
 def _run_config(
@@ -350,7 +371,7 @@ def _print_dry_run(output: Output, targets: Targets, config: RunConfig) -> None:
 
 
 def _after_submit(
-    args: argparse.Namespace, output: Output, batch: Any, run: Any, targets: Targets
+    args: argparse.Namespace, output: Output, aws: Aws, run: Any, targets: Targets
 ) -> int:
     data = {"runId": run.run_id, "jobs": [{"job": j.key, "jobId": j.job_id} for j in run.jobs]}
     where = f"--stack {args.stack}" if args.stack else f"--queue {targets.queue}"
@@ -361,16 +382,22 @@ def _after_submit(
             data,
         )
         return EXIT_OK
-    return _watch(args, output, batch, run, data, where)
+    return _watch(args, output, aws, run, data, where, targets)
 
 
 def _watch(
-    args: argparse.Namespace, output: Output, batch: Any, run: Any, data: dict[str, Any], where: str
+    args: argparse.Namespace,
+    output: Output,
+    aws: Aws,
+    run: Any,
+    data: dict[str, Any],
+    where: str,
+    targets: Targets,
 ) -> int:
-    from pipeline.runs import watch
+    from pipeline.runs import failure_report, watch
 
     interval = args.poll_interval if args.poll_interval is not None else 10.0
-    result = watch(batch, run, interval=interval, on_poll=progress_printer(output))
+    result = watch(aws.batch, run, interval=interval, on_poll=progress_printer(output))
     data["status"] = "SUCCEEDED" if result.succeeded else "FAILED"
     data["progress"] = progress_json(result.progress)
     if result.succeeded:
@@ -385,8 +412,12 @@ def _watch(
         "exitCode": result.failure.exit_code,
         "logStream": result.failure.log_stream,
     }
+    groups = failure_report(aws.batch, result.progress, read_log=_log_reader(aws, targets))
+    data["failures"] = [g.as_json() for g in groups]
     if output.as_json:
         output.result("", data)
+    else:
+        output.progress("failure report:\n" + "\n".join(format_report(groups)))
     raise JobFailedError(
         f"run {run.run_id} failed: {result.failure.describe()}; "
         f"stop what is left with `python -m pipeline.submit cancel {run.run_id} {where}`"
@@ -394,22 +425,25 @@ def _watch(
 
 
 def command_status(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    from pipeline.runs import find_run, first_failure
+    from pipeline.runs import failure_report, find_run, first_failure
 
     aws = connector(args.profile, args.region)
     targets = resolve_targets(args, aws)
     run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
     progress = [run[j.key] for j in DEFAULT_SPEC if j.key in run]
     failure = first_failure(aws.batch, progress)
+    groups = failure_report(aws.batch, progress, read_log=_log_reader(aws, targets))
     lines = [f"run {args.run_id}"]
     for p in progress:
         lines.append(f"  {p.key:<5} {p.job_id}  {format_progress([p]).split(' ', 1)[1]}")
     if failure:
-        lines.append(f"  first failure: {failure.describe()}")
+        lines.append(f"first failure: {failure.describe()}")
+        lines += ["failure report:", *format_report(groups)]
     data = {
         "runId": args.run_id,
         "progress": progress_json(progress),
         "failure": failure.describe() if failure else None,
+        "failures": [g.as_json() for g in groups],
     }
     output.result("\n".join(lines), data)
     return EXIT_OK
@@ -456,7 +490,7 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
         reuse=keep,
         on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
     )
-    return _after_submit(args, output, aws.batch, resumed, targets)
+    return _after_submit(args, output, aws, resumed, targets)
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -160,3 +160,36 @@ def test_sigterm_stops_the_jobs_and_the_server(tmp_path: Path) -> None:
     assert _job_processes() == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", int(endpoint)), timeout=1).close()
+
+
+def test_an_injected_failure_sends_one_notification_and_a_grouped_report(tmp_path: Path) -> None:
+    result = _local(tmp_path, "--array-size", "4", "--inject", "JobB:3=exit:2", "--json")
+    assert result.returncode == 1, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    (notification,) = data["notifications"]
+    assert "AWS Batch job JobB (" in notification
+    assert "failed children: 1." in notification
+    groups = {(g["job"], g["indices"]): g for g in data["failures"]}
+    job_b = groups[("JobB", "3")]
+    assert (job_b["count"], job_b["exitCode"]) == (1, 2)
+    assert job_b["logTail"] == ["injected fault: exit 2"]
+    assert groups[("JobC", "3")]["statusReason"] == "Dependent Job failed"
+
+
+def test_a_lost_host_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for number in range(6):
+        (inputs / f"f{number}.txt").write_text("data\n" * (number + 1))
+    result = _local(
+        tmp_path,
+        "--input",
+        str(inputs),
+        "--array-size",
+        "2",
+        "--inject",
+        "JobB:1=host-terminated",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["summary"]["objects"]["processed"] == 6
