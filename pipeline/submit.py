@@ -228,6 +228,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
     parser.add_argument("--recipient", metavar="EMAIL", help="JobE's Recipient parameter")
     parser.add_argument("--watch", action="store_true", help="show progress until the run ends")
     parser.add_argument(
+        "--max-vcpu-hours",
+        type=float,
+        metavar="N",
+        help="refuse to submit if the run's worst case (children x vCPUs x timeout x attempts) "
+        "exceeds N vCPU-hours",
+    )
+    parser.add_argument(
         "--poll-interval", type=float, default=None, metavar="SECONDS", help="default: 10"
     )
 
@@ -313,16 +320,20 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         from pipeline.local_run import run_local
 
         return run_local(args, output)
+    from pipeline.preflight import check_cost, check_fit
+
     # Every input is checked before any AWS call.
-    _run_config(args, None)
+    check_cost(_run_config(args, None).spec, args.max_vcpu_hours)
     check_name_prefix(args.job_definition_prefix)
     aws = None if args.dry_run and not args.stack else connector(args.profile, args.region)
     targets = resolve_targets(args, aws)
     config = _run_config(args, targets)
+    check_cost(config.spec, args.max_vcpu_hours)  # the stack's default size may differ
     if args.dry_run:
         _print_dry_run(output, targets, config)
         return EXIT_OK
     assert aws is not None
+    check_fit(config.spec, aws.batch, targets.queue)
     from pipeline.runs import submit_pipeline
 
     output.progress(
@@ -362,6 +373,9 @@ def _run_config(
 
 
 def _print_dry_run(output: Output, targets: Targets, config: RunConfig) -> None:
+    from pipeline.preflight import format_costs, worst_case
+
+    output.progress("\n".join(format_costs(worst_case(config.spec))))
     requests = dry_run_requests(targets, config)
     if output.as_json:
         output.result("", requests)
@@ -480,6 +494,10 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
         array_size=next((size for size in sizes if size), None),
         previous_parameters=previous,
     )
+    from pipeline.preflight import check_cost, check_fit
+
+    check_cost(config.spec, args.max_vcpu_hours)
+    check_fit(config.spec, aws.batch, targets.queue)
     output.progress(
         f"run {args.run_id}: keeping {', '.join(keep) or 'nothing'}; re-submitting the rest"
     )

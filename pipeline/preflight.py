@@ -1,0 +1,124 @@
+"""Checks a run must pass before its first SubmitJob: the worst-case cost, and that every job
+fits an instance type of the queue's compute environments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.instances import INSTANCE_TYPES, InstanceType
+from pipeline.spec import JobSpec, PipelineSpec, SpecError
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """Worst case of one job: every child runs every attempt to its timeout."""
+
+    key: str
+    children: int
+    vcpus: float
+    memory_gib: float
+    hours_per_attempt: float
+    attempts: int
+
+    @property
+    def vcpu_hours(self) -> float:
+        return self.children * self.vcpus * self.hours_per_attempt * self.attempts
+
+    @property
+    def gib_hours(self) -> float:
+        return self.children * self.memory_gib * self.hours_per_attempt * self.attempts
+
+
+def worst_case(spec: PipelineSpec) -> list[JobCost]:
+    return [
+        JobCost(
+            key=job.key,
+            children=job.array_size or 1,
+            vcpus=job.vcpus,
+            memory_gib=job.memory_mib / 1024,
+            hours_per_attempt=job.timeout_seconds / 3600,
+            attempts=job.retry_attempts,
+        )
+        for job in spec
+    ]
+
+
+def format_costs(costs: Sequence[JobCost]) -> list[str]:
+    lines = ["worst case (children x resources x timeout x attempts):"]
+    for c in costs:
+        lines.append(
+            f"  {c.key}: {c.children:,} x {c.vcpus:g} vCPU / {c.memory_gib:g} GiB x "
+            f"{c.hours_per_attempt:g} h x {c.attempts} = {c.vcpu_hours:,.1f} vCPU-hours, "
+            f"{c.gib_hours:,.1f} GiB-hours"
+        )
+    total_vcpu = sum(c.vcpu_hours for c in costs)
+    total_gib = sum(c.gib_hours for c in costs)
+    lines.append(f"  total: {total_vcpu:,.1f} vCPU-hours, {total_gib:,.1f} GiB-hours")
+    return lines
+
+
+def check_cost(spec: PipelineSpec, max_vcpu_hours: float | None) -> None:
+    """Refuse a run whose worst case exceeds ``max_vcpu_hours``."""
+    if max_vcpu_hours is None:
+        return
+    total = sum(c.vcpu_hours for c in worst_case(spec))
+    if total > max_vcpu_hours:
+        raise SpecError(
+            f"the run's worst case is {total:,.1f} vCPU-hours, above --max-vcpu-hours "
+            f"{max_vcpu_hours:g}; lower --array-size or raise the limit (see --dry-run)"
+        )
+
+
+def queue_instance_types(batch: Any, queue: str) -> tuple[list[InstanceType], list[str], int]:
+    """(known instance types, unknown type names, largest maxvCpus) of the queue's compute
+    environments: one DescribeJobQueues and one DescribeComputeEnvironments call."""
+    queues = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    if not queues:
+        raise SpecError(f"job queue {queue} does not exist; check --stack/--queue and --region")
+    arns = [e["computeEnvironment"] for e in queues[0].get("computeEnvironmentOrder", [])]
+    environments = (
+        batch.describe_compute_environments(computeEnvironments=arns)["computeEnvironments"]
+        if arns
+        else []
+    )
+    known: list[InstanceType] = []
+    unknown: list[str] = []
+    max_vcpus = 0
+    for environment in environments:
+        resources = environment.get("computeResources") or {}
+        max_vcpus = max(max_vcpus, int(resources.get("maxvCpus", 0)))
+        for name in resources.get("instanceTypes", []):
+            if name in INSTANCE_TYPES:
+                known.append(INSTANCE_TYPES[name])
+            else:
+                unknown.append(name)
+    return known, unknown, max_vcpus
+
+
+def check_fit(spec: PipelineSpec, batch: Any, queue: str) -> None:
+    """Every job must fit one instance type of the queue (else it would sit RUNNABLE until
+    the queue's time limit cancels it) and the environments' maxvCpus. Instance types the
+    project's table does not know (or "optimal") are not judged."""
+    known, unknown, max_vcpus = queue_instance_types(batch, queue)
+    for job in spec:
+        _check_job_fits(job, known, unknown, max_vcpus, queue)
+
+
+def _check_job_fits(
+    job: JobSpec, known: list[InstanceType], unknown: list[str], max_vcpus: int, queue: str
+) -> None:
+    if known and not unknown and not any(i.fits(job.vcpus, job.memory_mib) for i in known):
+        largest = max(known, key=lambda i: (i.usable_memory_mib, i.vcpus))
+        raise SpecError(
+            f"{job.key} needs {job.vcpus:g} vCPU and {job.memory_mib:,} MiB, which no instance "
+            f"type of {queue} fits (roomiest: {largest.name}, {largest.vcpus} vCPU, "
+            f"{largest.usable_memory_mib:,} MiB usable); add a larger instance type to its "
+            "compute environments"
+        )
+    if max_vcpus and job.vcpus > max_vcpus:
+        raise SpecError(
+            f"{job.key} needs {job.vcpus:g} vCPUs but {queue}'s compute environments allow at "
+            f"most {max_vcpus}; raise their maxvCpus"
+        )
