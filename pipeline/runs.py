@@ -146,12 +146,15 @@ def submit_pipeline(
     config: RunConfig,
     *,
     reuse: Mapping[str, str] | None = None,
+    reruns: Mapping[str, Sequence[int]] | None = None,
     on_submitted: Callable[[SubmittedJob], None] | None = None,
 ) -> SubmittedRun:
     """Submit the spec's jobs in order, each job ID feeding the next ``dependsOn``.
 
     ``reuse`` maps keys of jobs that already succeeded (a resumed run) to their IDs; they are
-    not submitted again and later jobs depend on them. If a SubmitJob fails for good, every job
+    not submitted again and later jobs depend on them. ``reruns`` maps keys of array jobs to
+    re-run for some children only to those children's indices (see ``build_request``). If a
+    SubmitJob fails for good, every job
     this call submitted is cancelled (or terminated, if it started) and :class:`ChainError`
     says which; nothing is left orphaned.
     """
@@ -164,7 +167,7 @@ def submit_pipeline(
                 ids[job.key] = reuse[job.key]
                 jobs.append(SubmittedJob(job.key, reuse[job.key], reused=True))
                 continue
-            request = build_request(job, targets, config, ids)
+            request = build_request(job, targets, config, ids, reruns=reruns)
             try:
                 job_id = _submit_once(batch, request, targets.queue, config.run_id)
             except (ClientError, BotoCoreError) as error:
@@ -533,6 +536,38 @@ def stop(batch: BatchApi, progress: Sequence[JobProgress], reason: str) -> list[
             batch.cancel_job(jobId=job.job_id, reason=reason)
             actions.append((job.key, "cancelled"))
     return actions
+
+
+def failed_indices(batch: BatchApi, parent_id: str) -> list[int]:
+    """Every failed child's index (all pages of ListJobs)."""
+    indices: list[int] = []
+    token: str | None = None
+    while True:
+        page_token: dict[str, Any] = {"nextToken": token} if token else {}
+        page = batch.list_jobs(arrayJobId=parent_id, jobStatus="FAILED", **page_token)
+        indices += [index for s in page["jobSummaryList"] if (index := _child_index(s)) is not None]
+        token = page.get("nextToken")
+        if not token:
+            return sorted(set(indices))
+
+
+def failed_only_plan(
+    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec
+) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """What ``resume --failed-only`` keeps and re-runs: jobs that succeeded are kept whole; an
+    input-scaled array (JobB, JobC) with failed children is re-run for those children only;
+    from the first job that is neither, everything is submitted again."""
+    keep = resume_plan(run, spec)
+    reruns: dict[str, list[int]] = {}
+    for job in spec.jobs[len(keep) :]:
+        progress = run.get(job.key)
+        if progress is None or not job.scales_with_input or not progress.array_size:
+            break
+        failed = failed_indices(batch, progress.job_id)
+        if not failed or len(failed) == progress.array_size:
+            break
+        reruns[job.key] = failed
+    return keep, reruns
 
 
 def resume_plan(run: Mapping[str, JobProgress], spec: PipelineSpec) -> dict[str, str]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from job_images.batch_jobs.contract import INDEX_MAP
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
@@ -120,13 +121,25 @@ def build_request(
     targets: Targets,
     config: RunConfig,
     job_ids: Mapping[str, str],
+    *,
+    reruns: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """The SubmitJob request of ``job``; ``job_ids`` maps earlier jobs' keys to their IDs."""
+    """The SubmitJob request of ``job``; ``job_ids`` maps earlier jobs' keys to their IDs.
+
+    ``reruns`` maps keys of array jobs re-run for their failed children only to the original
+    indices: such a job becomes an array of that many children (a standard job for one), told
+    its indices through ``PIPELINE_INDEX_MAP``; an N_TO_N dependency between two re-runs with
+    the same indices stays N_TO_N, otherwise it waits for the whole job.
+    """
+    reruns = reruns or {}
+    rerun = reruns.get(job.key)
     environment = {
         RunEnv.RUN_ID: config.run_id,
         RunEnv.ARRAY_SIZE: str(config.array_size),
         **targets.resources,
     }
+    if rerun is not None:
+        environment[INDEX_MAP] = ",".join(str(i) for i in rerun)
     request: dict[str, Any] = {
         "jobName": job.key,
         "jobQueue": targets.queue,
@@ -140,16 +153,20 @@ def build_request(
         "resourceRequirements": job.resource_requirements(),
         "environment": [{"name": k, "value": v} for k, v in environment.items()],
     }
-    if job.array_size is not None:
-        request["arrayProperties"] = {"size": job.array_size}
+    size = job.array_size if rerun is None else len(rerun)
+    is_array = job.array_size is not None and size is not None and size > 1
+    if is_array:
+        request["arrayProperties"] = {"size": size}
     depends_on = []
     for dependency in job.depends_on:
         if dependency.type is DependencyType.SEQUENTIAL:
-            depends_on.append({"type": "SEQUENTIAL"})
+            if is_array:
+                depends_on.append({"type": "SEQUENTIAL"})
             continue
         assert dependency.on is not None
         entry = {"jobId": job_ids[dependency.on]}
-        if dependency.type is DependencyType.N_TO_N:
+        aligned = rerun == reruns.get(dependency.on) and is_array
+        if dependency.type is DependencyType.N_TO_N and aligned:
             entry["type"] = "N_TO_N"
         depends_on.append(entry)
     if depends_on:

@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-submit a run from its first job that did not succeed",
     )
     resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument(
+        "--failed-only",
+        action="store_true",
+        help="re-run only the failed children of JobB/JobC (their successful outputs are kept), "
+        "then JobD and JobE",
+    )
     _add_run_options(resume, sizes=False)
     resume.set_defaults(handler=command_resume)
     return parser
@@ -480,12 +486,22 @@ def command_cancel(args: argparse.Namespace, output: Output, connector: Connecto
 
 
 def command_resume(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    from pipeline.runs import find_run, resume_plan, submit_pipeline
+    from pipeline.runs import (
+        failed_only_plan,
+        find_run,
+        index_ranges,
+        resume_plan,
+        submit_pipeline,
+    )
 
     aws = connector(args.profile, args.region)
     targets = resolve_targets(args, aws)
     run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
-    keep = resume_plan(run, DEFAULT_SPEC)
+    reruns: dict[str, list[int]] = {}
+    if args.failed_only:
+        keep, reruns = failed_only_plan(aws.batch, run, DEFAULT_SPEC)
+    else:
+        keep = resume_plan(run, DEFAULT_SPEC)
     sizes = [p.array_size for k, p in run.items() if DEFAULT_SPEC.job(k).scales_with_input]
     previous = dict(run["JobE"].parameters) if "JobE" in run else {}
     config = _run_config(
@@ -498,14 +514,19 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
 
     check_cost(config.spec, args.max_vcpu_hours)
     check_fit(config.spec, aws.batch, targets.queue)
+    rerun_text = "".join(
+        f"; {key} for children {index_ranges(indices)} only" for key, indices in reruns.items()
+    )
     output.progress(
-        f"run {args.run_id}: keeping {', '.join(keep) or 'nothing'}; re-submitting the rest"
+        f"run {args.run_id}: keeping {', '.join(keep) or 'nothing'}{rerun_text}; "
+        "re-submitting the rest"
     )
     resumed = submit_pipeline(
         aws.batch,
         targets,
         config,
         reuse=keep,
+        reruns=reruns,
         on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
     )
     return _after_submit(args, output, aws, resumed, targets)

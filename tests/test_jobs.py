@@ -76,6 +76,13 @@ def test_array_index_must_be_set_and_in_range() -> None:
         array_index({"AWS_BATCH_JOB_ARRAY_INDEX": "4"}, size=4)
 
 
+def test_a_rerun_of_failed_children_maps_to_the_original_indices() -> None:
+    assert array_index({"AWS_BATCH_JOB_ARRAY_INDEX": "1", "PIPELINE_INDEX_MAP": "3,17"}) == 17
+    assert array_index({"PIPELINE_INDEX_MAP": "3"}, size=8) == 3  # a single child: standard job
+    with pytest.raises(JobError, match="does not select one of PIPELINE_INDEX_MAP='3,17'"):
+        array_index({"AWS_BATCH_JOB_ARRAY_INDEX": "2", "PIPELINE_INDEX_MAP": "3,17"})
+
+
 def test_missing_environment_is_one_clear_error() -> None:
     with pytest.raises(JobError, match="environment variable PIPELINE_RUN_ID is not set"):
         RunContext.from_env({})

@@ -479,3 +479,50 @@ def test_dry_run_without_json_prints_the_requests_and_calls_nothing() -> None:
     assert code == 0
     assert out.count('"jobName"') == 5
     assert '"size": 8' in out
+
+
+@pytest.mark.parametrize(
+    ("failed", "expected_b"),
+    [
+        ([3], {"size": None, "map": "3"}),  # one child: a standard job
+        ([2, 5], {"size": 2, "map": "2,5"}),
+    ],
+)
+def test_resume_failed_only_reruns_just_the_failed_children(
+    aws: MotoBatch, failed: list[int], expected_b: dict[str, Any]
+) -> None:
+    # GIVEN a run whose JobB children `failed` failed, so did JobC's (N_TO_N) and JobD, JobE
+    aws.hold_new_jobs("SUCCEEDED")
+    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "8", "--json")
+    first = json.loads(out)
+    ids = {j["job"]: j["jobId"] for j in first["jobs"]}
+    for index in failed:
+        aws.fail_child(ids["JobB"], index, "Essential container in task exited", exit_code=2)
+        aws.fail_child(ids["JobC"], index, "Dependent Job failed")
+    aws.set_status(ids["JobD"], "FAILED", "Dependent Job failed")
+    aws.set_status(ids["JobE"], "FAILED", "Dependent Job failed")
+    sent: list[dict[str, Any]] = []
+    aws.batch.meta.events.register(
+        "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))
+    )
+    # WHEN the run is resumed for its failed children only
+    code, out, err = _cli(
+        aws, "resume", first["runId"], "--stack", STACK, "--failed-only", "--json"
+    )
+    # THEN JobB and JobC re-run exactly those children, mapped to their original indices
+    assert code == 0, err
+    assert [r["jobName"] for r in sent] == ["JobB", "JobC", "JobD", "JobE"]
+    b_request, c_request, d_request, _ = sent
+    for request in (b_request, c_request):
+        env = {e["name"]: e["value"] for e in request["containerOverrides"]["environment"]}
+        assert env["PIPELINE_INDEX_MAP"] == expected_b["map"]
+        assert request.get("arrayProperties", {}).get("size") == expected_b["size"]
+    assert b_request["dependsOn"] == [{"jobId": ids["JobA"]}]
+    resumed = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
+    expected_c_dependency = {"jobId": resumed["JobB"]}
+    if expected_b["size"]:
+        expected_c_dependency["type"] = "N_TO_N"  # re-run child k waits for re-run child k
+    assert c_request["dependsOn"] == [expected_c_dependency]
+    assert d_request["arrayProperties"] == {"size": 10}
+    assert d_request["dependsOn"] == [{"jobId": resumed["JobC"]}, {"type": "SEQUENTIAL"}]
+    assert f"JobB for children {', '.join(map(str, failed))} only" in err

@@ -92,17 +92,38 @@ class RunContext:
 
 
 def array_index(env: Mapping[str, str] | None = None, *, size: int | None = None) -> int:
-    """This child's index (``AWS_BATCH_JOB_ARRAY_INDEX``), checked against the array size."""
+    """This child's index in the original array, checked against the array size.
+
+    Normally ``AWS_BATCH_JOB_ARRAY_INDEX``. A re-run of only the failed children
+    (``resume --failed-only``) is a smaller array, or a standard job for a single child, with
+    ``PIPELINE_INDEX_MAP`` listing the original indices: child k does original index map[k].
+    """
     env = os.environ if env is None else env
     raw = env.get(contract.ARRAY_INDEX, "")
-    if not raw.isdigit():
+    mapped = env.get(contract.INDEX_MAP, "")
+    if mapped:
+        try:
+            originals = [int(i) for i in mapped.split(",")]
+        except ValueError:
+            raise JobError(f"{contract.INDEX_MAP}={mapped!r} is not a list of indices") from None
+        if not raw and len(originals) == 1:
+            index = originals[0]
+        elif raw.isdigit() and int(raw) < len(originals):
+            index = originals[int(raw)]
+        else:
+            raise JobError(
+                f"{contract.ARRAY_INDEX}={raw!r} does not select one of {contract.INDEX_MAP}="
+                f"{mapped!r}"
+            )
+    elif raw.isdigit():
+        index = int(raw)
+    else:
         raise JobError(
             f"{contract.ARRAY_INDEX} is {raw!r}; this program runs as an array child, whose "
             "index AWS Batch sets"
         )
-    index = int(raw)
     if size is not None and index >= size:
-        raise JobError(f"{contract.ARRAY_INDEX}={index} is outside the array of {size}")
+        raise JobError(f"array index {index} is outside the array of {size}")
     return index
 
 

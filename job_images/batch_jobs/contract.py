@@ -31,6 +31,8 @@ WORKERS = "PIPELINE_WORKERS"
 
 ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 """Set by AWS Batch in each array child."""
+INDEX_MAP = "PIPELINE_INDEX_MAP"
+"""Set on a re-run of failed children only: comma-separated original indices, one per child."""
 
 DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
 DEFAULT_LINK_EXPIRY_SECONDS = 24 * 3600
