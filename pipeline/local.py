@@ -272,6 +272,64 @@ class LocalBatch:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         job.process.wait(timeout=5)
 
+    # --- saving and restoring ended jobs -----------------------------------------------------
+
+    _SAVED_FIELDS = (
+        "job_id",
+        "name",
+        "created_at",
+        "status",
+        "status_reason",
+        "started_at",
+        "stopped_at",
+        "attempts",
+        "exit_code",
+        "log_stream",
+    )
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """The queue's jobs as JSON-able records (for a later ``resume`` of a local run)."""
+        with self._lock:
+            if any(j.status not in TERMINAL for j in self._leaves()):
+                raise RuntimeError("only a queue whose jobs have all ended can be saved")
+            return [
+                {
+                    **{name: getattr(job, name) for name in self._SAVED_FIELDS},
+                    "definition": job.definition.name,
+                    "request": dict(job.request),
+                    "children": [
+                        {name: getattr(c, name) for name in self._SAVED_FIELDS}
+                        for c in job.children
+                    ],
+                }
+                for job in self._order
+            ]
+
+    def import_jobs(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Put ended jobs saved by :meth:`export_jobs` back on the queue, as history."""
+        with self._lock:
+            for record in records:
+                definition = self._definition(record["definition"])
+                job = _Job(
+                    definition=definition,
+                    request=record["request"],
+                    **{k: record[k] for k in self._SAVED_FIELDS},
+                )
+                job.children = [
+                    _Job(
+                        definition=definition,
+                        request=record["request"],
+                        parent=job,
+                        index=i,
+                        **{k: child[k] for k in self._SAVED_FIELDS},
+                    )
+                    for i, child in enumerate(record["children"])
+                ]
+                for one in [job, *job.children]:
+                    self._jobs[one.job_id] = one
+                    self._emitted[one.job_id] = self._status(one)
+                self._order.append(job)
+
     def log_path(self, job_id: str, attempt: int | None = None) -> Path:
         job = self._jobs[job_id]
         number = attempt or max(job.attempt, 1)

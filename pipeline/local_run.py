@@ -25,9 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import EXIT_JOB_FAILED, EXIT_OK
+from pipeline.errors import EXIT_JOB_FAILED, EXIT_OK, RunStateError
 from pipeline.local import Fault, LocalBatch, LocalJobDefinition
 from pipeline.notifications import failure_event_pattern, matches, render
+from pipeline.runs import SubmittedRun
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
@@ -270,8 +271,7 @@ def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]
 
 def run_local(args: argparse.Namespace, output: Output) -> int:
     """Seed BucketA, run A..E locally, show progress, print the notification and the link."""
-    from pipeline.runs import failure_report, submit_pipeline, watch
-    from pipeline.submit import format_report, progress_json, progress_printer
+    from pipeline.runs import submit_pipeline
 
     size = args.array_size if args.array_size is not None else LOCAL_ARRAY_SIZE
     config = run_config(
@@ -282,11 +282,7 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
     )
     inputs = read_input_dir(Path(args.input)) if args.input else sample_objects()
     faults = parse_faults(getattr(args, "inject", None))
-    output_dir = Path(args.output) if args.output else None
-    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
-        raise SpecError(f"--output {str(output_dir)!r} exists and is not a folder")
-    work = Path(tempfile.mkdtemp(prefix="array-pipeline-local-"))
-    succeeded = False
+    output_dir = _output_dir(args)
     with _sigterm_as_interrupt(), local_aws() as aws:
         output.progress(f"local run {config.run_id}: moto server at {aws.endpoint}")
         aws.seed(inputs)
@@ -294,61 +290,212 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
             f"seeded BucketA ({aws.names['input_bucket']}) with {len(inputs):,} objects, "
             f"{sum(len(b) for b in inputs.values()):,} bytes"
         )
-        events: list[dict[str, Any]] = []
-        with local_pipeline(
-            aws, config, log_dir=work / "logs", faults=faults, on_event=events.append
-        ) as (batch, targets):
-            run = submit_pipeline(batch, targets, config)
-            output.progress(
-                f"submitted {', '.join(f'{j.key} {j.job_id[:8]}' for j in run.jobs)} to "
-                f"{QUEUE_NAME} (local, {batch.vcpu_budget} vCPUs)"
+        with _LocalSession(aws, config, faults=faults) as session:
+            run = submit_pipeline(session.batch, session.targets, config)
+            return session.finish(run, output, output_dir)
+
+
+def resume_local(args: argparse.Namespace, output: Output) -> int:
+    """``resume RUN_ID --local``: restore a failed local run saved on this machine and resume
+    it as on AWS (with ``--failed-only``, only the failed children of JobB and JobC)."""
+    from pipeline.runs import failed_only_plan, find_run, resume_plan, submit_pipeline
+
+    saved = state_dir(args.run_id)
+    if not (saved / "jobs.json").exists():
+        raise RunStateError(
+            f"no saved local run {args.run_id!r} in {saved.parent}; a local run is saved there "
+            "when it fails"
+        )
+    output_dir = _output_dir(args)
+    with _sigterm_as_interrupt(), local_aws() as aws:
+        output.progress(f"resuming local run {args.run_id}: moto server at {aws.endpoint}")
+        restore_state(aws, saved)
+        jobs = json.loads((saved / "jobs.json").read_text())
+        with _LocalSession(aws, run_config(array_size=LOCAL_ARRAY_SIZE)) as session:
+            session.batch.import_jobs(jobs)
+            run = find_run(session.batch, QUEUE_NAME, args.run_id, DEFAULT_SPEC)
+            if args.failed_only:
+                keep, reruns = failed_only_plan(session.batch, run, DEFAULT_SPEC)
+            else:
+                keep, reruns = resume_plan(run, DEFAULT_SPEC), {}
+            size = next(p.array_size for k, p in run.items() if k == "JobB" and p.array_size)
+            previous = dict(run["JobE"].parameters) if "JobE" in run else {}
+            config = run_config(
+                array_size=size,
+                run_id=args.run_id,
+                source_bucket=args.source_bucket or previous.get("SourceBucket") or None,
+                recipient=args.recipient or previous.get("Recipient") or None,
             )
-            result = watch(batch, run, interval=0.2, on_poll=progress_printer(output), settle=True)
-            data: dict[str, Any] = {
-                "runId": run.run_id,
-                "status": "SUCCEEDED" if result.succeeded else "FAILED",
-                "progress": progress_json(result.progress),
-            }
-            if not result.succeeded:
-                assert result.failure is not None
-                # What the stack's EventBridge rule would have sent to the topic.
-                pattern = failure_event_pattern(batch.queue)
-                notices = [render(e) for e in events if matches(pattern, e)]
-                groups = failure_report(
-                    batch,
-                    result.progress,
-                    read_log=lambda job_id, _stream: _tail(batch.log_path(job_id)),
-                )
-                data["failure"] = result.failure.describe()
-                data["notifications"] = notices
-                data["failures"] = [g.as_json() for g in groups]
-                output.result(
-                    "\n".join(
-                        [
-                            f"run {run.run_id} FAILED: {result.failure.describe()}",
-                            "",
-                            *(f"failure notification: {n}" for n in notices),
-                            "",
-                            "failure report:",
-                            *format_report(groups),
-                            "",
-                            f"logs of every attempt are kept in {work / 'logs'}",
-                        ]
-                    ),
-                    data,
-                )
-                return EXIT_JOB_FAILED
-        summary = _summary(aws, config.run_id)
+            output.progress(
+                f"keeping {', '.join(keep) or 'nothing'}"
+                + "".join(f"; re-running {k} children {v}" for k, v in reruns.items())
+            )
+            resumed = submit_pipeline(
+                session.batch, session.targets, config, reuse=keep, reruns=reruns
+            )
+            return session.finish(resumed, output, output_dir)
+
+
+class _LocalSession:
+    """A LocalBatch on the local AWS, its events and logs, and how a run there ends."""
+
+    def __init__(
+        self,
+        aws: LocalAws,
+        config: RunConfig,
+        *,
+        faults: Mapping[tuple[str, int | None], Fault] | None = None,
+    ) -> None:
+        self.aws = aws
+        self.work = Path(tempfile.mkdtemp(prefix="array-pipeline-local-"))
+        self.events: list[dict[str, Any]] = []
+        self._pipeline = local_pipeline(
+            aws, config, log_dir=self.work / "logs", faults=faults, on_event=self.events.append
+        )
+
+    def __enter__(self) -> _LocalSession:
+        self.batch, self.targets = self._pipeline.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._pipeline.__exit__(*exc)
+
+    def finish(self, run: SubmittedRun, output: Output, output_dir: Path | None) -> int:
+        """Watch until every job has ended; report success (summary, notification, link) or
+        failure (notification, failure report; the run is saved for ``resume --local``)."""
+        from pipeline.runs import failure_report, watch
+        from pipeline.submit import format_report, progress_json, progress_printer
+
+        batch, aws = self.batch, self.aws
+        output.progress(
+            f"submitted {', '.join(f'{j.key} {j.job_id[:8]}' for j in run.jobs if not j.reused)} "
+            f"to {QUEUE_NAME} (local, {batch.vcpu_budget} vCPUs)"
+        )
+        result = watch(batch, run, interval=0.2, on_poll=progress_printer(output), settle=True)
+        data: dict[str, Any] = {
+            "runId": run.run_id,
+            "status": "SUCCEEDED" if result.succeeded else "FAILED",
+            "jobs": [{"job": j.key, "jobId": j.job_id, "reused": j.reused} for j in run.jobs],
+            "progress": progress_json(result.progress),
+        }
+        if not result.succeeded:
+            assert result.failure is not None
+            # What the stack's EventBridge rule would have sent to the topic.
+            pattern = failure_event_pattern(batch.queue)
+            notices = [render(e) for e in self.events if matches(pattern, e)]
+            groups = failure_report(
+                batch, result.progress, read_log=lambda job_id, _s: _tail(batch.log_path(job_id))
+            )
+            saved = save_state(aws, batch, run.run_id)
+            data.update(
+                failure=result.failure.describe(),
+                notifications=notices,
+                failures=[g.as_json() for g in groups],
+                savedTo=str(saved),
+            )
+            output.result(
+                "\n".join(
+                    [
+                        f"run {run.run_id} FAILED: {result.failure.describe()}",
+                        "",
+                        *(f"failure notification: {n}" for n in notices),
+                        "",
+                        "failure report:",
+                        *format_report(groups),
+                        "",
+                        f"logs of every attempt: {self.work / 'logs'}",
+                        f"run saved in {saved}; re-run what failed with:",
+                        f"  python -m pipeline.submit resume {run.run_id} --failed-only --local",
+                    ]
+                ),
+                data,
+            )
+            return EXIT_JOB_FAILED
+        summary = _summary(aws, run.run_id)
         messages = aws.notifications()
         data["summary"] = summary
         data["notification"] = messages[0] if messages else None
+        data["attempts"] = _attempt_counts(batch, run)
         if output_dir is not None:
-            data["copiedTo"] = str(_copy_outputs(aws, config.run_id, output_dir))
-        output.result(_success_text(config.run_id, summary, messages, data.get("copiedTo")), data)
-        succeeded = True
-    if succeeded:
-        shutil.rmtree(work, ignore_errors=True)
-    return EXIT_OK
+            data["copiedTo"] = str(_copy_outputs(aws, run.run_id, output_dir))
+        output.result(_success_text(run.run_id, summary, messages, data.get("copiedTo")), data)
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(state_dir(run.run_id), ignore_errors=True)
+        return EXIT_OK
+
+
+def _attempt_counts(batch: LocalBatch, run: SubmittedRun) -> dict[str, int]:
+    """How many job processes each job of the submission started (reused jobs: none)."""
+    counts: dict[str, int] = {}
+    for job in run.jobs:
+        if job.reused:
+            counts[job.key] = 0
+            continue
+        children = batch.list_jobs(arrayJobId=job.job_id)["jobSummaryList"]
+        ids = [c["jobId"] for c in children] or [job.job_id]
+        described = [
+            d
+            for i in range(0, len(ids), 100)
+            for d in batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
+        ]
+        counts[job.key] = sum(len(d["attempts"]) for d in described)
+    return counts
+
+
+def _output_dir(args: argparse.Namespace) -> Path | None:
+    output_dir = Path(args.output) if getattr(args, "output", None) else None
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise SpecError(f"--output {str(output_dir)!r} exists and is not a folder")
+    return output_dir
+
+
+# --- saved local runs --------------------------------------------------------------------------
+
+STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
+
+
+def state_dir(run_id: str) -> Path:
+    """Where a failed local run is saved: $PIPELINE_LOCAL_STATE_DIR, else
+    ~/.local/state/array-job-pipeline, then runs/<run-id>."""
+    root = os.environ.get(STATE_DIR_ENV) or Path.home() / ".local/state/array-job-pipeline"
+    return Path(root) / "runs" / run_id
+
+
+def save_state(aws: LocalAws, batch: LocalBatch, run_id: str) -> Path:
+    """The buckets' objects, the table's items and the queue's jobs, to resume the run later."""
+    target = state_dir(run_id)
+    shutil.rmtree(target, ignore_errors=True)
+    (target / "objects").mkdir(parents=True)
+    s3 = aws.clients["s3"]
+    objects: list[dict[str, str]] = []
+    for key in ("input_bucket", "cpu_results_bucket", "memory_results_bucket", "output_bucket"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=aws.names[key]):
+            for obj in page.get("Contents", []):
+                path = target / "objects" / str(len(objects))
+                s3.download_file(aws.names[key], obj["Key"], str(path))
+                objects.append({"bucket": key, "key": obj["Key"], "file": path.name})
+    items = [
+        item
+        for page in aws.clients["dynamodb"]
+        .get_paginator("scan")
+        .paginate(TableName=aws.names["metadata_table"])
+        for item in page["Items"]
+    ]
+    (target / "objects.json").write_text(json.dumps(objects))
+    (target / "items.json").write_text(json.dumps(items))
+    (target / "jobs.json").write_text(json.dumps(batch.export_jobs()))
+    return target
+
+
+def restore_state(aws: LocalAws, saved: Path) -> None:
+    s3 = aws.clients["s3"]
+    for obj in json.loads((saved / "objects.json").read_text()):
+        s3.upload_file(str(saved / "objects" / obj["file"]), aws.names[obj["bucket"]], obj["key"])
+    dynamodb = aws.clients["dynamodb"]
+    items = json.loads((saved / "items.json").read_text())
+    for start in range(0, len(items), 25):
+        requests = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
+        dynamodb.batch_write_item(RequestItems={aws.names["metadata_table"]: requests})
 
 
 def _summary(aws: LocalAws, run_id: str) -> dict[str, Any]:

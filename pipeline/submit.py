@@ -217,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run only the failed children of JobB/JobC (their successful outputs are kept), "
         "then JobD and JobE",
     )
+    resume.add_argument(
+        "--local",
+        action="store_true",
+        help="resume a failed local run saved on this machine (see --local of run)",
+    )
+    resume.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     _add_run_options(resume, sizes=False)
     resume.set_defaults(handler=command_resume)
     return parser
@@ -486,6 +492,10 @@ def command_cancel(args: argparse.Namespace, output: Output, connector: Connecto
 
 
 def command_resume(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    if args.local:
+        from pipeline.local_run import resume_local
+
+        return resume_local(args, output)
     from pipeline.runs import (
         failed_only_plan,
         find_run,

@@ -21,6 +21,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    env["PIPELINE_LOCAL_STATE_DIR"] = str(tmp_path / "state")
     return env
 
 
@@ -192,4 +193,53 @@ def test_a_lost_host_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
         "--json",
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["summary"]["objects"]["processed"] == 6
+    data = json.loads(result.stdout)
+    assert data["summary"]["objects"]["processed"] == 6
+    assert data["attempts"]["JobB"] == 3  # two children, one retried once
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.submit", *args],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None:
+    # GIVEN a local run whose JobB child 3 failed
+    failed = _run(
+        tmp_path,
+        "--local",
+        "--array-size",
+        "4",
+        "--inject",
+        "JobB:3=exit:2",
+        "--run-id",
+        "resume-me",
+        "--json",
+    )
+    assert failed.returncode == 1
+    assert "resume resume-me --failed-only --local" not in failed.stdout  # JSON on stdout
+    assert json.loads(failed.stdout)["savedTo"].endswith("runs/resume-me")
+    # WHEN only what failed is run again
+    resumed = _run(tmp_path, "resume", "resume-me", "--failed-only", "--local", "--json")
+    # THEN exactly one JobB child and one JobC child ran, and every input is accounted for
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    data = json.loads(resumed.stdout)
+    assert data["attempts"] == {"JobA": 0, "JobB": 1, "JobC": 1, "JobD": 10, "JobE": 1}
+    objects = data["summary"]["objects"]
+    assert objects == {"listed": 300, "processed": 297, "rejected": 3}
+    assert [c["passed"] for c in data["summary"]["checks"]] == [True] * 10
+    # AND the saved run is gone once it succeeded
+    assert not (tmp_path / "state" / "runs" / "resume-me").exists()
+
+
+def test_resume_of_an_unknown_local_run(tmp_path: Path) -> None:
+    result = _run(tmp_path, "resume", "nope", "--failed-only", "--local")
+    assert result.returncode == 252
+    assert result.stderr.startswith("error: no saved local run 'nope' in ")
