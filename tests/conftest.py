@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 # The job programs run as top-level `batch_jobs` in their image (WORKDIR /app); the same here.
 sys.path.insert(0, str(REPO / "job_images"))
 CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Credentials only moto accepts, and none of the user's own AWS configuration, for every
+    test (moto's own tests do the same before any client is made)."""
+    none = str(tmp_path_factory.mktemp("aws") / "none")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.setenv("AWS_CONFIG_FILE", none)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", none)
+        yield
 
 
 @dataclass

@@ -186,3 +186,20 @@ def stack_template(queue_arn: str, definitions: dict[str, str], *, drop: str | N
             "Outputs": {k: {"Value": v} for k, v in outputs.items()},
         }
     )
+
+
+def run_cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
+    """``python -m pipeline.submit ARGV`` in process against ``aws``; (exit code, stdout,
+    stderr). With ``aws=None`` the command must not reach AWS at all."""
+    import io
+
+    from pipeline.submit import Aws, main
+
+    out, err = io.StringIO(), io.StringIO()
+
+    def connector(_profile: str | None, _region: str | None) -> Aws:
+        assert aws is not None, "this invocation must not reach AWS"
+        return Aws(aws.batch, aws.cloudformation)
+
+    code = main(list(argv), connector=connector, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()

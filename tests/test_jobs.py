@@ -14,15 +14,6 @@ from jobs_world import World, jobs_world, sample_inputs
 from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
 from batch_jobs.common import JobError, RunContext, array_index, cpu_allowance
 
-
-@pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-
-
 # --- each job alone ----------------------------------------------------------------------------
 
 

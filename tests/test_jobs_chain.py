@@ -11,17 +11,6 @@ from jobs_world import MAX_OBJECT_BYTES, ODD_KEYS, World, jobs_world, sample_inp
 from batch_jobs import contract
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fake_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    none = str(tmp_path_factory.mktemp("aws") / "none")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_CONFIG_FILE", none)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", none)
-        yield
-
-
 @pytest.fixture(scope="module")
 def chained() -> Iterator[tuple[World, dict[str, bytes]]]:
     """One full A->E run over 1,600 mixed objects in 4 shards, shared by the assertions."""

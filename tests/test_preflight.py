@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
-from moto_batch import REGION, MotoBatch, moto_batch
+from moto_batch import REGION, MotoBatch, moto_batch, run_cli
 
 from pipeline.preflight import check_cost, worst_case
 from pipeline.spec import DEFAULT_SPEC, SpecError
-from pipeline.submit import Aws, main
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-
-
-def _cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-
-    def connector(_profile: str | None, _region: str | None) -> Aws:
-        assert aws is not None, "this invocation must not reach AWS"
-        return Aws(aws.batch, aws.cloudformation)
-
-    return (
-        main(list(argv), connector=connector, stdout=out, stderr=err),
-        out.getvalue(),
-        err.getvalue(),
-    )
 
 
 def test_worst_case_is_children_times_resources_times_timeout_times_attempts() -> None:
@@ -47,7 +21,7 @@ def test_worst_case_is_children_times_resources_times_timeout_times_attempts() -
 
 
 def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
-    code, out, err = _cli(None, "--dry-run", "--array-size", "100")
+    code, out, err = run_cli(None, "--dry-run", "--array-size", "100")
     assert code == 0
     assert "JobB: 100 x 32 vCPU / 4 GiB x 2 h x 3 = 19,200.0 vCPU-hours, 2,400.0 GiB-hours" in err
     assert "total: 19,818.8 vCPU-hours" in err
@@ -55,7 +29,7 @@ def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
 
 
 def test_max_vcpu_hours_refuses_an_expensive_run_before_any_aws_call() -> None:
-    code, _, err = _cli(None, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", "X")
+    code, _, err = run_cli(None, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", "X")
     assert code == 252
     assert err.strip() == (
         "error: the run's worst case is 19,818.8 vCPU-hours, above --max-vcpu-hours 1000; "
@@ -111,7 +85,7 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
     small_queue: MotoBatch,
 ) -> None:
     small_queue.count_calls()
-    code, _, err = _cli(small_queue, "--queue", "SmallQueue", "--array-size", "4")
+    code, _, err = run_cli(small_queue, "--queue", "SmallQueue", "--array-size", "4")
     assert code == 252
     assert err.strip() == (
         "error: JobB needs 32 vCPU and 4,096 MiB, which no instance type of SmallQueue fits "
@@ -123,5 +97,5 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
 
 
 def test_the_default_queue_layout_passes_the_fit_check(small_queue: MotoBatch) -> None:
-    code, _, err = _cli(small_queue, "--queue", "ProdQueue", "--array-size", "4")
+    code, _, err = run_cli(small_queue, "--queue", "ProdQueue", "--array-size", "4")
     assert code == 0, err

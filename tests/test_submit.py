@@ -5,30 +5,17 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from moto_batch import REGION, STACK, MotoBatch, moto_batch
+from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
 from pipeline.runs import submit_pipeline, watch
 from pipeline.spec import RUN_TAG
 from pipeline.submission import Targets, run_config
-from pipeline.submit import Aws, main
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Credentials that only moto accepts; the user's own AWS files are out of reach."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+from pipeline.submit import main
 
 
 @pytest.fixture
@@ -39,17 +26,6 @@ def aws() -> Iterator[MotoBatch]:
 
 def _targets(aws: MotoBatch) -> Targets:
     return Targets(aws.queue_arn, aws.definition_arns)
-
-
-def _cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-
-    def connector(profile: str | None, region: str | None) -> Aws:
-        assert aws is not None, "this invocation must not reach AWS"
-        return Aws(aws.batch, aws.cloudformation)
-
-    code = main(list(argv), connector=connector, stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _describe(aws: MotoBatch, job_id: str) -> dict[str, Any]:
@@ -153,7 +129,7 @@ def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: 
     )
     aws.count_calls()
     # WHEN the CLI submits the run
-    code, _out, err = _cli(aws, "--stack", STACK, "--array-size", "20")
+    code, _out, err = run_cli(aws, "--stack", STACK, "--array-size", "20")
     # THEN it exits non-zero, says which jobs it stopped, and nothing of the run is left active
     assert code == 254
     assert f"SubmitJob for {failing} failed: ClientException: injected" in err
@@ -223,7 +199,7 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
-    code, _out, err = _cli(
+    code, _out, err = run_cli(
         aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0"
     )
     # THEN the exit code is 1 and the last line names the job, the child, the reason, the log
@@ -243,7 +219,7 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
             aws.fail_child(parsed["jobId"], 0, "Host EC2 (instance i-0) terminated.")
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
-    code, out, _ = _cli(
+    code, out, _ = run_cli(
         aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0"
     )
     data = json.loads(out)
@@ -257,7 +233,7 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
 def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     # GIVEN a run whose JobC failed (so JobD and JobE failed on the dependency)
     aws.hold_new_jobs("SUCCEEDED")
-    code, out, _ = _cli(
+    code, out, _ = run_cli(
         aws, "--stack", STACK, "--array-size", "4", "--json", "--recipient", "ops@example.com"
     )
     first = json.loads(out)
@@ -267,7 +243,7 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     aws.set_status(ids["JobE"], "FAILED", "Dependent Job failed")
     aws.count_calls()
     # WHEN the run is resumed
-    code, out, err = _cli(aws, "resume", first["runId"], "--stack", STACK, "--json")
+    code, out, err = run_cli(aws, "resume", first["runId"], "--stack", STACK, "--json")
     # THEN only JobC, JobD and JobE are submitted again, JobC after the original JobB
     assert code == 0, err
     resumed = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
@@ -280,15 +256,15 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     assert new_c["arrayProperties"]["size"] == 4
     assert _describe(aws, resumed["JobE"])["parameters"]["Recipient"] == "ops@example.com"
     # AND status now reports the resumed jobs
-    code, out, _ = _cli(aws, "status", first["runId"], "--stack", STACK, "--json")
+    code, out, _ = run_cli(aws, "status", first["runId"], "--stack", STACK, "--json")
     assert [p["jobId"] for p in json.loads(out)["progress"]] == list(resumed.values())
 
 
 def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
     aws.hold_new_jobs("RUNNABLE")
-    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
-    code, _, err = _cli(aws, "resume", run_id, "--stack", STACK)
+    code, _, err = run_cli(aws, "resume", run_id, "--stack", STACK)
     assert code == 252
     assert err.startswith("error: the run is still active (JobA RUNNABLE")
 
@@ -296,9 +272,9 @@ def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
 def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
     aws.hold_new_jobs("RUNNABLE")
     aws.apply_stops()
-    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
-    code, out, _ = _cli(aws, "cancel", run_id, "--stack", STACK, "--json")
+    code, out, _ = run_cli(aws, "cancel", run_id, "--stack", STACK, "--json")
     assert code == 0
     assert json.loads(out)["actions"] == {
         k: "cancelled" for k in ("JobA", "JobB", "JobC", "JobD", "JobE")
@@ -307,7 +283,7 @@ def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
 
 
 def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
-    code, _, err = _cli(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
+    code, _, err = run_cli(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
     assert code == 252
     assert err.startswith("error: no jobs of run '20260101T000000-abcdef' in queue")
 
@@ -331,7 +307,7 @@ def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message: str) -> None:
-    code, _out, err = _cli(None, *argv)  # the connector asserts if AWS would be reached
+    code, _out, err = run_cli(None, *argv)  # the connector asserts if AWS would be reached
     assert code == 252
     assert err.startswith(message), err
     assert len(err.strip().splitlines()) == 1
@@ -339,7 +315,7 @@ def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message
 
 
 def test_unknown_stack(aws: MotoBatch) -> None:
-    code, _, err = _cli(aws, "--stack", "NoSuchStack")
+    code, _, err = run_cli(aws, "--stack", "NoSuchStack")
     assert code == 254
     assert err.strip() == (
         "error: stack 'NoSuchStack' does not exist in us-east-1; deploy it with `npx cdk "
@@ -354,7 +330,7 @@ def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
         StackName="Partial",
         TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, drop="JobCDefinitionArn"),
     )
-    code, _, err = _cli(aws, "--stack", "Partial")
+    code, _, err = run_cli(aws, "--stack", "Partial")
     assert code == 254
     assert err.startswith("error: stack 'Partial' has no output JobCDefinitionArn")
     assert len(err.strip().splitlines()) == 1
@@ -444,7 +420,7 @@ WORKFLOW_REQUESTS: list[dict[str, Any]] = [
 def test_dry_run_json_matches_the_workflow_field_by_field() -> None:
     # The workflow's bucket name has capitals, which S3 no longer allows; the test passes a
     # valid one and compares the rest.
-    code, out, err = _cli(
+    code, out, err = run_cli(
         None,
         "--dry-run",
         "--json",
@@ -475,7 +451,7 @@ def test_dry_run_json_matches_the_workflow_field_by_field() -> None:
 
 
 def test_dry_run_without_json_prints_the_requests_and_calls_nothing() -> None:
-    code, out, _ = _cli(None, "--dry-run", "--array-size", "8")
+    code, out, _ = run_cli(None, "--dry-run", "--array-size", "8")
     assert code == 0
     assert out.count('"jobName"') == 5
     assert '"size": 8' in out
@@ -493,7 +469,7 @@ def test_resume_failed_only_reruns_just_the_failed_children(
 ) -> None:
     # GIVEN a run whose JobB children `failed` failed, so did JobC's (N_TO_N) and JobD, JobE
     aws.hold_new_jobs("SUCCEEDED")
-    _, out, _ = _cli(aws, "--stack", STACK, "--array-size", "8", "--json")
+    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "8", "--json")
     first = json.loads(out)
     ids = {j["job"]: j["jobId"] for j in first["jobs"]}
     for index in failed:
@@ -506,7 +482,7 @@ def test_resume_failed_only_reruns_just_the_failed_children(
         "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))
     )
     # WHEN the run is resumed for its failed children only
-    code, out, err = _cli(
+    code, out, err = run_cli(
         aws, "resume", first["runId"], "--stack", STACK, "--failed-only", "--json"
     )
     # THEN JobB and JobC re-run exactly those children, mapped to their original indices
