@@ -8,6 +8,7 @@ the real one; :class:`pipeline.local.LocalBatch` is the local one; the code is t
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 from pipeline.errors import ChainError, RunStateError
-from pipeline.spec import RUN_TAG, PipelineSpec
+from pipeline.spec import RUN_TAG, SUBMISSION_TAG, PipelineSpec
 from pipeline.submission import RunConfig, Targets, build_request
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED"})
@@ -154,9 +155,8 @@ def submit_pipeline(
     ``reuse`` maps keys of jobs that already succeeded (a resumed run) to their IDs; they are
     not submitted again and later jobs depend on them. ``reruns`` maps keys of array jobs to
     re-run for some children only to those children's indices (see ``build_request``). If a
-    SubmitJob fails for good, every job
-    this call submitted is cancelled (or terminated, if it started) and :class:`ChainError`
-    says which; nothing is left orphaned.
+    SubmitJob fails for good, every job this call submitted is cancelled (or terminated, if it
+    started) and :class:`ChainError` says which; nothing is left orphaned.
     """
     reuse = dict(reuse or {})
     ids: dict[str, str] = {}
@@ -169,7 +169,7 @@ def submit_pipeline(
                 continue
             request = build_request(job, targets, config, ids, reruns=reruns)
             try:
-                job_id = _submit_once(batch, request, targets.queue, config.run_id)
+                job_id = _submit_once(batch, request, targets.queue)
             except (ClientError, BotoCoreError) as error:
                 submitted = [j for j in jobs if not j.reused]
                 stopped = _cancel_submitted(batch, submitted, config.run_id, job.key)
@@ -222,23 +222,25 @@ def _submit_once(
     batch: BatchApi,
     request: Mapping[str, Any],
     queue: str,
-    run_id: str,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """SubmitJob, made safe to retry.
 
     botocore retries throttling (standard/adaptive mode) as usual. A failure after which the
     service may already have accepted the job (read timeout, connection reset, a 5xx) is not
-    retried blindly, which could start a second copy: first look for a job of this run with
-    that name (by the run tag), and use it if it exists.
+    retried blindly, which could start a second copy: first look for the job this request
+    created, by a submission tag unique to it (the run tag alone would also find the jobs of
+    an earlier attempt of a resumed run), and use it if it exists.
     """
+    token = str(uuid.uuid4())
+    request = {**request, "tags": {**request.get("tags", {}), SUBMISSION_TAG: token}}
     for attempt in range(1, RECONCILE_ATTEMPTS + 1):
         try:
             return str(batch.submit_job(**request)["jobId"])
         except (ClientError, BotoCoreError) as error:
             if not _is_ambiguous(error) or attempt == RECONCILE_ATTEMPTS:
                 raise
-        found = find_jobs_by_name(batch, queue, request["jobName"], run_id)
+        found = find_jobs_by_name(batch, queue, request["jobName"], (SUBMISSION_TAG, token))
         if found:
             return str(max(found, key=lambda j: j.get("createdAt") or 0)["jobId"])
         sleep(min(2.0**attempt, 20.0))
@@ -288,9 +290,10 @@ def describe_jobs(batch: BatchApi, job_ids: Mapping[str, str]) -> list[JobProgre
 
 
 def find_jobs_by_name(
-    batch: BatchApi, queue: str, job_name: str, run_id: str
+    batch: BatchApi, queue: str, job_name: str, tag: tuple[str, str]
 ) -> list[dict[str, Any]]:
-    """Descriptions of the jobs named ``job_name`` in ``queue`` that carry the run's tag."""
+    """Descriptions of the jobs named ``job_name`` in ``queue`` that carry ``tag`` (key,
+    value)."""
     ids: list[str] = []
     token: str | None = None
     while True:
@@ -306,7 +309,7 @@ def find_jobs_by_name(
     matches: list[dict[str, Any]] = []
     for start in range(0, len(ids), DESCRIBE_LIMIT):
         for job in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
-            if (job.get("tags") or {}).get(RUN_TAG) == run_id:
+            if (job.get("tags") or {}).get(tag[0]) == tag[1]:
                 matches.append(job)
     return matches
 
@@ -317,7 +320,7 @@ def find_run(
     """The newest job of each key that carries the run's tag (a resumed run has older ones)."""
     run: dict[str, JobProgress] = {}
     for job in spec:
-        found = find_jobs_by_name(batch, queue, job.key, run_id)
+        found = find_jobs_by_name(batch, queue, job.key, (RUN_TAG, run_id))
         if found:
             newest = max(found, key=lambda j: j.get("createdAt") or 0)
             run[job.key] = JobProgress.from_description(job.key, newest)

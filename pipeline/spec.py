@@ -239,6 +239,8 @@ class RunEnv:
 
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
+SUBMISSION_TAG = "array-pipeline:submission"
+"""Tag unique to one SubmitJob request, to recognise its job if the answer was lost."""
 
 
 QUEUE_OUTPUT = "JobQueueArn"

@@ -13,7 +13,7 @@ from botocore.exceptions import ReadTimeoutError
 from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
 from pipeline.runs import submit_pipeline, watch
-from pipeline.spec import RUN_TAG
+from pipeline.spec import RUN_TAG, SUBMISSION_TAG
 from pipeline.submission import Targets, run_config
 from pipeline.submit import main
 
@@ -53,7 +53,8 @@ def test_submits_five_jobs_chained_as_the_workflow_says(aws: MotoBatch) -> None:
     for key, job in jobs.items():
         assert job["jobDefinition"] == aws.definition_arns[key]
         assert job["jobName"] == key
-        assert job["tags"] == {RUN_TAG: config.run_id}
+        assert job["tags"][RUN_TAG] == config.run_id
+        assert len(job["tags"][SUBMISSION_TAG]) == 36  # one per request
     assert "arrayProperties" not in sent[0]
     assert [r.get("arrayProperties", {}).get("size") for r in sent] == [None, 100, 100, 10, None]
     assert jobs["JobB"]["dependsOn"] == [{"jobId": ids["JobA"]}]
@@ -183,11 +184,16 @@ def test_lost_response_gives_exactly_one_job(aws: MotoBatch) -> None:
             raise ReadTimeoutError(endpoint_url=request.url)  # ... and the answer never arrives
 
     aws.intercept(lose_response)
+    # AND a JobB of an earlier attempt of the same run (a resumed run has one)
+    config = run_config(array_size=5)
+    earlier = submit_pipeline(aws.batch, _targets(aws), config).job_ids["JobB"]
+    lost.clear()
     # WHEN the run is submitted (botocore retries the read timeout)
-    run = submit_pipeline(aws.batch, _targets(aws), run_config(array_size=5))
+    run = submit_pipeline(aws.batch, _targets(aws), config)
     # THEN the retry was answered with the accepted job instead of creating a second one
-    assert [j.job_name for j in aws.parents()].count("JobB") == 1
+    assert [j.job_name for j in aws.parents()].count("JobB") == 2  # the earlier one and this
     assert run.job_ids["JobB"] == lost[0]
+    assert run.job_ids["JobB"] != earlier
     assert _describe(aws, run.job_ids["JobC"])["dependsOn"][0]["jobId"] == lost[0]
 
 
