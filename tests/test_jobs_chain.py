@@ -73,7 +73,7 @@ def test_notification_links_to_the_summary(chained: tuple[World, dict[str, bytes
     assert link is not None
     summary_key = contract.summary_key(world.ctx.run_id)
     assert summary_key in link.group(0)
-    assert "X-Amz-Expires=86400" in link.group(0)
+    assert "X-Amz-Expires=21600" in link.group(0)
     assert f"s3://{world.ctx.output_bucket}/{summary_key}" in text
 
 

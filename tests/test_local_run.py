@@ -72,7 +72,7 @@ def test_default_local_run_shows_the_notification_with_the_link(
     notification: dict[str, Any] = json.loads(result.stdout)["notification"]
     assert notification["MessageAttributes"]["Recipient"]["Value"] == "me@example.com"
     assert re.search(
-        r"Summary \(link valid for 24 h\): http://127\.0\.0\.1:\d+/", notification["Message"]
+        r"Summary \(link valid for up to 6 h\): http://127\.0\.0\.1:\d+/", notification["Message"]
     )
     assert (
         "Summary in S3: s3://arrayjobpipeline-output-bucket-local/runs/" in notification["Message"]

@@ -25,7 +25,9 @@ NOTIFICATION_TOPIC_ARN = "PIPELINE_NOTIFICATION_TOPIC_ARN"
 MAX_OBJECT_BYTES = "PIPELINE_MAX_OBJECT_BYTES"
 """Objects larger than this are rejected by JobA (default :data:`DEFAULT_MAX_OBJECT_BYTES`)."""
 LINK_EXPIRY_SECONDS = "PIPELINE_LINK_EXPIRY_SECONDS"
-"""Lifetime of the presigned link JobE sends (default one day, at most seven)."""
+"""Lifetime of the presigned link JobE sends (default six hours, at most seven days). A link
+signed with a job role's temporary credentials stops working when they expire, whatever this
+says, so the default does not promise more than a task role's session usually lasts."""
 WORKERS = "PIPELINE_WORKERS"
 """Optional cap on JobB's process pool; by default it is the container's CPU allowance."""
 
@@ -35,7 +37,7 @@ INDEX_MAP = "PIPELINE_INDEX_MAP"
 """Set on a re-run of failed children only: comma-separated original indices, one per child."""
 
 DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
-DEFAULT_LINK_EXPIRY_SECONDS = 24 * 3600
+DEFAULT_LINK_EXPIRY_SECONDS = 6 * 3600
 MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
 
 VALIDATION_STEPS = 10

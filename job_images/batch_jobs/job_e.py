@@ -108,7 +108,7 @@ def run(
     message = (
         f"The array-job pipeline run {ctx.run_id} completed: {listing['valid']:,} objects "
         f"processed, {listing['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
-        f"Summary (link valid for {ctx.link_expiry_seconds // 3600} h): {link}\n"
+        f"Summary (link valid for up to {ctx.link_expiry_seconds // 3600} h): {link}\n"
         f"Summary in S3: {s3_url(source_bucket, key)}\n"
         f"Outputs: {summary['outputs']}\n"
     )
