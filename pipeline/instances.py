@@ -87,9 +87,3 @@ def lookup(names: Iterable[str]) -> tuple[InstanceType, ...]:
             )
         found.append(INSTANCE_TYPES[name])
     return tuple(found)
-
-
-def largest_fit(instances: Iterable[InstanceType]) -> tuple[int, int]:
-    """The most vCPUs and usable MiB any single instance among ``instances`` offers."""
-    rows = list(instances)
-    return max(i.vcpus for i in rows), max(i.usable_memory_mib for i in rows)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.notifications import DEPENDENCY_FAILED
-from pipeline.spec import RETRY_RULES, PipelineSpec, RetryRule
+from pipeline.spec import RETRY_RULES, PipelineSpec, RetryRule, batch_pattern_matches
 
 TERMINAL = ("SUCCEEDED", "FAILED")
 ARRAY_CHILD_FAILED = "Array Child Job failed"
@@ -232,7 +232,9 @@ class LocalBatch:
                 candidates = list(self._order)
             if filters:
                 names = [v for f in filters if f["name"] == "JOB_NAME" for v in f["values"]]
-                candidates = [j for j in candidates if any(_glob(n, j.name) for n in names)]
+                candidates = [
+                    j for j in candidates if any(batch_pattern_matches(n, j.name) for n in names)
+                ]
             elif jobStatus is not None:
                 candidates = [j for j in candidates if self._status(j) == jobStatus]
             start = int(nextToken or 0)
@@ -643,10 +645,6 @@ def _substitute(argument: str, parameters: Mapping[str, str]) -> str:
     if argument.startswith("Ref::") and argument[5:] in parameters:
         return parameters[argument[5:]]
     return argument
-
-
-def _glob(pattern: str, value: str) -> bool:
-    return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -97,24 +97,14 @@ class RetryRule:
             (self.on_exit_code, None if exit_code is None else str(exit_code)),
         )
         return all(
-            pattern is None or (value is not None and _glob(pattern, value))
+            pattern is None or (value is not None and batch_pattern_matches(pattern, value))
             for pattern, value in checks
         )
 
-    def as_batch(self) -> dict[str, str]:
-        """As RegisterJobDefinition takes it."""
-        entry = {"action": self.action}
-        for name, value in (
-            ("onStatusReason", self.on_status_reason),
-            ("onReason", self.on_reason),
-            ("onExitCode", self.on_exit_code),
-        ):
-            if value is not None:
-                entry[name] = value
-        return entry
 
-
-def _glob(pattern: str, value: str) -> bool:
+def batch_pattern_matches(pattern: str, value: str) -> bool:
+    """AWS Batch's patterns (evaluate-on-exit, ListJobs name filters): whole, or a prefix when
+    the pattern ends in '*'."""
     return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
 
 
