@@ -64,9 +64,7 @@ def job_environment(world: World, index: int | None = None) -> Iterator[None]:
 
 def requests_per_object() -> None:
     # The sample's valid objects only (no empty, oversize or directory entries): 1,000.
-    inputs = {
-        k: v for k, v in sample_inputs(1_003).items() if v and len(v) <= MAX_OBJECT_BYTES
-    }
+    inputs = {k: v for k, v in sample_inputs(1_003).items() if v and len(v) <= MAX_OBJECT_BYTES}
     with jobs_world(array_size=4) as world:
         world.put_inputs(inputs)
         counts: Counter[str] = Counter()

@@ -23,6 +23,7 @@ on a free loopback port (see :func:`run_local`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from job_images.batch_jobs import contract
 from pipeline.notifications import DEPENDENCY_FAILED
 from pipeline.spec import RETRY_RULES, PipelineSpec, RetryRule, batch_pattern_matches
 
@@ -391,7 +393,7 @@ class LocalBatch:
         for job in self._leaves():
             if job.status != "RUNNABLE":
                 continue
-            wanted = max(1, min(int(job.definition.vcpus + 0.999), self.vcpu_budget))
+            wanted = max(1, min(math.ceil(job.definition.vcpus), self.vcpu_budget))
             if len(self._free_cores) < wanted:
                 if wanted == self.vcpu_budget:
                     break  # a job that needs the whole budget waits for it, in order
@@ -407,7 +409,8 @@ class LocalBatch:
         if job.fault is not None and job.fault.kind == "exit" and job.attempt == 0:
             # An injected application error: the attempt fails as the program would.
             code = job.fault.exit_code
-            command = [sys.executable, "-c", f"print('injected fault: exit {code}'); exit({code})"]
+            script = f"import sys; print('injected fault: exit {code}'); sys.exit({code})"
+            command = [sys.executable, "-c", script]
         overrides = job.request.get("containerOverrides") or {}
         environment = {
             **self.environment,
@@ -417,7 +420,7 @@ class LocalBatch:
             "AWS_BATCH_JOB_ATTEMPT": str(job.attempt + 1),
             "AWS_BATCH_JQ_NAME": self.queue,
             # The cores this job may use; cpu_allowance() also sees the CPU affinity set below.
-            "PIPELINE_WORKERS": str(len(job.cores)),
+            contract.WORKERS: str(len(job.cores)),
         }
         if job.index is not None:
             environment["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
