@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 from pipeline.errors import ChainError, RunStateError
+from pipeline.notifications import DEPENDENCY_FAILED
 from pipeline.spec import RUN_TAG, SUBMISSION_TAG, PipelineSpec
 from pipeline.submission import RunConfig, Targets, build_request
 
@@ -382,10 +383,18 @@ class FailureGroup:
     def count(self) -> int:
         return max(len(self.indices), 1)
 
+    @property
+    def not_run(self) -> bool:
+        """These never ran: a job they depend on failed (a consequence, not a cause)."""
+        return self.status_reason == DEPENDENCY_FAILED
+
+    def where(self) -> str:
+        return f"{self.job_key}[{index_ranges(self.indices)}]" if self.indices else self.job_key
+
     def describe(self) -> str:
-        where = f"{self.job_key}[{index_ranges(self.indices)}]" if self.indices else self.job_key
         code = "no exit code" if self.exit_code is None else f"exit code {self.exit_code}"
-        return f"{where}: {self.count} failed, {code}, reason: {self.status_reason or 'none'}"
+        reason = self.status_reason or "none"
+        return f"{self.where()}: {self.count} failed, {code}, reason: {reason}"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -397,6 +406,7 @@ class FailureGroup:
             "exampleJobId": self.example_job_id,
             "logStream": self.log_stream,
             "logTail": list(self.log_tail),
+            "notRun": self.not_run,
         }
 
 
@@ -445,7 +455,12 @@ def failure_report(
             by_outcome.items(), key=lambda item: -len(item[1])
         ):
             example = grouped[0][1]
-            tail = read_log(example.job_id, example.log_stream)[-log_lines:] if read_log else []
+            ran = reason != DEPENDENCY_FAILED  # no log to read for a job that never started
+            tail = (
+                read_log(example.job_id, example.log_stream)[-log_lines:]
+                if read_log and ran
+                else []
+            )
             groups.append(
                 FailureGroup(
                     job_key=job.key,

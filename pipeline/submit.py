@@ -96,13 +96,19 @@ def progress_printer(output: Output) -> Callable[[Sequence[Any]], None]:
 
 
 def format_report(groups: Sequence[Any]) -> list[str]:
-    """The failure report: one block per group of children that failed the same way."""
+    """The failure report: one block per group of children that failed the same way, then
+    one line for the jobs that never ran because of it."""
     lines = []
     for group in groups:
+        if group.not_run:
+            continue
         lines.append(f"  {group.describe()}")
         if group.log_stream:
             lines.append(f"    log {group.log_stream}, last lines:")
         lines += [f"    | {line}" for line in group.log_tail]
+    not_run = [group.where() for group in groups if group.not_run]
+    if not_run:
+        lines.append(f"  not run, as a job they depend on failed: {', '.join(not_run)}")
     return lines
 
 

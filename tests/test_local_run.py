@@ -175,6 +175,17 @@ def test_an_injected_failure_sends_one_notification_and_a_grouped_report(tmp_pat
     assert (job_b["count"], job_b["exitCode"]) == (1, 2)
     assert job_b["logTail"] == ["injected fault: exit 2"]
     assert groups[("JobC", "3")]["statusReason"] == "Dependent Job failed"
+    causes = [g for g in data["failures"] if not g["notRun"]]
+    assert [(g["job"], g["indices"]) for g in causes] == [("JobB", "3")]  # one group
+
+
+def test_the_failure_report_folds_the_jobs_that_never_ran_into_one_line(tmp_path: Path) -> None:
+    result = _local(tmp_path, "--array-size", "4", "--inject", "JobB:3=exit:2")
+    report = result.stdout.split("failure report:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert (
+        report[0] == "  JobB[3]: 1 failed, exit code 2, reason: Essential container in task exited"
+    )
+    assert report[-1] == "  not run, as a job they depend on failed: JobC[3], JobD[0-9], JobE"
 
 
 def test_a_lost_host_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
