@@ -298,7 +298,13 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
 def resume_local(args: argparse.Namespace, output: Output) -> int:
     """``resume RUN_ID --local``: restore a failed local run saved on this machine and resume
     it as on AWS (with ``--failed-only``, only the failed children of JobB and JobC)."""
-    from pipeline.runs import failed_only_plan, find_run, resume_plan, submit_pipeline
+    from pipeline.runs import (
+        failed_only_plan,
+        find_run,
+        index_ranges,
+        resume_plan,
+        submit_pipeline,
+    )
 
     saved = state_dir(args.run_id)
     if not (saved / "jobs.json").exists():
@@ -328,7 +334,7 @@ def resume_local(args: argparse.Namespace, output: Output) -> int:
             )
             output.progress(
                 f"keeping {', '.join(keep) or 'nothing'}"
-                + "".join(f"; re-running {k} children {v}" for k, v in reruns.items())
+                + "".join(f"; re-running {k}[{index_ranges(v)}]" for k, v in reruns.items())
             )
             resumed = submit_pipeline(
                 session.batch, session.targets, config, reuse=keep, reruns=reruns
