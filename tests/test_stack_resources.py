@@ -297,7 +297,7 @@ def test_topic_is_encrypted_with_a_rotated_key_eventbridge_may_use(
     assert key["Properties"]["EnableKeyRotation"] is True
     statements = key["Properties"]["KeyPolicy"]["Statement"]
     events = [s for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}]
-    assert [sorted(s["Action"]) for s in events] == [["kms:Decrypt", "kms:GenerateDataKey*"]]
+    assert [sorted(s["Action"]) for s in events] == [["kms:Decrypt", "kms:GenerateDataKey"]]
 
 
 def test_topic_is_tls_only(template: Any) -> None:
@@ -380,24 +380,18 @@ def test_failure_rule_targets_the_topic_with_the_job_and_a_console_link(
     )
 
 
-def test_topic_policy_lets_eventbridge_publish(template: Any) -> None:
-    template.has_resource_properties(
-        "AWS::SNS::TopicPolicy",
+def test_topic_policy_lets_only_this_rule_publish(default_stack: Synthesized) -> None:
+    (policy,) = default_stack.resources("AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    allowed = [s for s in statements if s["Effect"] == "Allow"]
+    rule_id = next(iter(default_stack.resources("AWS::Events::Rule")))
+    assert allowed == [
         {
-            "PolicyDocument": Match.object_like(
-                {
-                    "Statement": Match.array_with(
-                        [
-                            Match.object_like(
-                                {
-                                    "Effect": "Allow",
-                                    "Action": "sns:Publish",
-                                    "Principal": {"Service": "events.amazonaws.com"},
-                                }
-                            )
-                        ]
-                    )
-                }
-            )
-        },
-    )
+            "Sid": "AllowThisRuleToPublish",
+            "Effect": "Allow",
+            "Action": "sns:Publish",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Resource": {"Ref": next(iter(default_stack.resources("AWS::SNS::Topic")))},
+            "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]}}},
+        }
+    ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import jsii
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sns as sns
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
 from pipeline.notifications import INPUT_PATHS, MESSAGE_TEMPLATE, failure_event_pattern
@@ -38,6 +40,35 @@ class FailureNotifications(Construct):
         )
         fields = {name: events.EventField.from_path(path) for name, path in INPUT_PATHS.items()}
         text = re.sub(r"<(\w+)>", lambda m: fields[m.group(1)], MESSAGE_TEMPLATE)
-        self.rule.add_target(
-            targets.SnsTopic(topic, message=events.RuleTargetInput.from_text(text))
+        self.rule.add_target(_TopicTarget(topic, events.RuleTargetInput.from_text(text)))
+
+
+@jsii.implements(events.IRuleTarget)
+class _TopicTarget:
+    """Like aws_events_targets.SnsTopic, but the topic policy lets EventBridge publish for this
+    rule only (aws:SourceArn), so no other rule, in any account, can use the grant."""
+
+    def __init__(self, topic: sns.ITopic, message: events.RuleTargetInput) -> None:
+        self.topic = topic
+        self.message = message
+
+    def bind(
+        self,
+        rule: IRuleRef,
+        id: str | None = None,
+    ) -> events.RuleTargetConfig:
+        events_service = iam.ServicePrincipal("events.amazonaws.com")
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowThisRuleToPublish",
+                principals=[events_service],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={"ArnEquals": {"aws:SourceArn": rule.rule_ref.rule_arn}},
+            )
         )
+        key = getattr(self.topic, "master_key", None)
+        if key is not None:
+            # SNS encrypts what EventBridge publishes with the topic's key.
+            key.grant(events_service, "kms:Decrypt", "kms:GenerateDataKey")
+        return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
