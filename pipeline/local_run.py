@@ -298,13 +298,7 @@ def run_local(args: argparse.Namespace, output: Output) -> int:
 def resume_local(args: argparse.Namespace, output: Output) -> int:
     """``resume RUN_ID --local``: restore a failed local run saved on this machine and resume
     it as on AWS (with ``--failed-only``, only the failed children of JobB and JobC)."""
-    from pipeline.runs import (
-        failed_only_plan,
-        find_run,
-        index_ranges,
-        resume_plan,
-        submit_pipeline,
-    )
+    from pipeline.runs import find_run, plan_resume, submit_pipeline
 
     saved = state_dir(args.run_id)
     if not (saved / "jobs.json").exists():
@@ -320,24 +314,16 @@ def resume_local(args: argparse.Namespace, output: Output) -> int:
         with _LocalSession(aws, run_config(array_size=LOCAL_ARRAY_SIZE)) as session:
             session.batch.import_jobs(jobs)
             run = find_run(session.batch, QUEUE_NAME, args.run_id, DEFAULT_SPEC)
-            if args.failed_only:
-                keep, reruns = failed_only_plan(session.batch, run, DEFAULT_SPEC)
-            else:
-                keep, reruns = resume_plan(run, DEFAULT_SPEC), {}
-            size = next(p.array_size for k, p in run.items() if k == "JobB" and p.array_size)
-            previous = dict(run["JobE"].parameters) if "JobE" in run else {}
+            plan = plan_resume(session.batch, run, DEFAULT_SPEC, failed_only=args.failed_only)
             config = run_config(
-                array_size=size,
+                array_size=plan.array_size or LOCAL_ARRAY_SIZE,
                 run_id=args.run_id,
-                source_bucket=args.source_bucket or previous.get("SourceBucket") or None,
-                recipient=args.recipient or previous.get("Recipient") or None,
+                source_bucket=args.source_bucket or plan.parameters.get("SourceBucket") or None,
+                recipient=args.recipient or plan.parameters.get("Recipient") or None,
             )
-            output.progress(
-                f"keeping {', '.join(keep) or 'nothing'}"
-                + "".join(f"; re-running {k}[{index_ranges(v)}]" for k, v in reruns.items())
-            )
+            output.progress(plan.describe())
             resumed = submit_pipeline(
-                session.batch, session.targets, config, reuse=keep, reruns=reruns
+                session.batch, session.targets, config, reuse=plan.keep, reruns=plan.reruns
             )
             return session.finish(resumed, output, output_dir)
 

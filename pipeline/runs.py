@@ -556,6 +556,44 @@ def stop(batch: BatchApi, progress: Sequence[JobProgress], reason: str) -> list[
     return actions
 
 
+@dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run keeps, re-runs in part, and carries over from its first attempt."""
+
+    keep: dict[str, str]
+    """Keys -> IDs of the jobs kept whole (they succeeded)."""
+    reruns: dict[str, list[int]]
+    """Keys of arrays re-run for some children only -> those children's indices."""
+    array_size: int | None
+    """The run's size (of JobB/JobC), for the jobs submitted again."""
+    parameters: dict[str, str]
+    """JobE's parameters as the first attempt had them."""
+
+    def describe(self) -> str:
+        partial = "".join(
+            f"; {k} for children {index_ranges(v)} only" for k, v in self.reruns.items()
+        )
+        return f"keeping {', '.join(self.keep) or 'nothing'}{partial}; re-submitting the rest"
+
+
+def plan_resume(
+    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec, *, failed_only: bool
+) -> ResumePlan:
+    """How to resume ``run``: from its first job that did not succeed, or, with
+    ``failed_only``, re-running only the failed children of JobB and JobC first."""
+    if failed_only:
+        keep, reruns = failed_only_plan(batch, run, spec)
+    else:
+        keep, reruns = resume_plan(run, spec), {}
+    sizes = [p.array_size for k, p in run.items() if spec.job(k).scales_with_input]
+    return ResumePlan(
+        keep=keep,
+        reruns=reruns,
+        array_size=next((size for size in sizes if size), None),
+        parameters=dict(run["JobE"].parameters) if "JobE" in run else {},
+    )
+
+
 def failed_indices(batch: BatchApi, parent_id: str) -> list[int]:
     """Every failed child's index (all pages of ListJobs)."""
     indices: list[int] = []

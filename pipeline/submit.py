@@ -502,47 +502,25 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
         from pipeline.local_run import resume_local
 
         return resume_local(args, output)
-    from pipeline.runs import (
-        failed_only_plan,
-        find_run,
-        index_ranges,
-        resume_plan,
-        submit_pipeline,
-    )
+    from pipeline.preflight import check_cost, check_fit
+    from pipeline.runs import find_run, plan_resume, submit_pipeline
 
     aws = connector(args.profile, args.region)
     targets = resolve_targets(args, aws)
     run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
-    reruns: dict[str, list[int]] = {}
-    if args.failed_only:
-        keep, reruns = failed_only_plan(aws.batch, run, DEFAULT_SPEC)
-    else:
-        keep = resume_plan(run, DEFAULT_SPEC)
-    sizes = [p.array_size for k, p in run.items() if DEFAULT_SPEC.job(k).scales_with_input]
-    previous = dict(run["JobE"].parameters) if "JobE" in run else {}
+    plan = plan_resume(aws.batch, run, DEFAULT_SPEC, failed_only=args.failed_only)
     config = _run_config(
-        args,
-        targets,
-        array_size=next((size for size in sizes if size), None),
-        previous_parameters=previous,
+        args, targets, array_size=plan.array_size, previous_parameters=plan.parameters
     )
-    from pipeline.preflight import check_cost, check_fit
-
     check_cost(config.spec, args.max_vcpu_hours)
     check_fit(config.spec, aws.batch, targets.queue)
-    rerun_text = "".join(
-        f"; {key} for children {index_ranges(indices)} only" for key, indices in reruns.items()
-    )
-    output.progress(
-        f"run {args.run_id}: keeping {', '.join(keep) or 'nothing'}{rerun_text}; "
-        "re-submitting the rest"
-    )
+    output.progress(f"run {args.run_id}: {plan.describe()}")
     resumed = submit_pipeline(
         aws.batch,
         targets,
         config,
-        reuse=keep,
-        reruns=reruns,
+        reuse=plan.keep,
+        reruns=plan.reruns,
         on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
     )
     return _after_submit(args, output, aws, resumed, targets)
