@@ -69,6 +69,7 @@ class PipelineJobs(Construct):
         table: dynamodb.ITable,
         topic: sns.ITopic,
         topic_key: kms.IKey | None,
+        resource_values: Mapping[str, str],
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
@@ -95,7 +96,7 @@ class PipelineJobs(Construct):
             )
         )
         environment = {
-            **{r.env: _resource_value(r.key, buckets, table, topic) for r in RESOURCES},
+            **{r.env: resource_values[r.key] for r in RESOURCES},
             RunEnv.ARRAY_SIZE: str(spec.array_size),
             "AWS_DEFAULT_REGION": Aws.REGION,
         }
@@ -226,15 +227,3 @@ def _list(bucket: s3.IBucket, prefix: str | None = None) -> iam.PolicyStatement:
 
 def _objects(actions: list[str], bucket: s3.IBucket, pattern: str) -> iam.PolicyStatement:
     return iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects(pattern)])
-
-
-def _resource_value(
-    key: str, buckets: Mapping[str, s3.IBucket], table: dynamodb.ITable, topic: sns.ITopic
-) -> str:
-    if key in buckets:
-        return buckets[key].bucket_name
-    if key == "metadata_table":
-        return table.table_name
-    if key == "notification_topic":
-        return topic.topic_arn
-    raise ValueError(f"spec resource {key!r} has no construct behind it")

@@ -226,6 +226,7 @@ class ArrayJobPipeline(Construct):
             table=self.storage.table,
             topic=self.storage.topic,
             topic_key=self.storage.topic_key,
+            resource_values=self.storage.resource_values(),
             default_parameters={
                 "SourceBucket": f"s3://{self.storage.output_bucket.bucket_name}",
                 "Recipient": email or "",

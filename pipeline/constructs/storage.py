@@ -187,6 +187,14 @@ class PipelineStorage(Construct):
         if notification_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(notification_email))
 
+    def resource_values(self) -> dict[str, str]:
+        """Name or ARN of each spec resource, keyed as in ``pipeline.spec.RESOURCES``."""
+        return {
+            **{key: bucket.bucket_name for key, bucket in self.buckets.items()},
+            "metadata_table": self.table.table_name,
+            "notification_topic": self.topic.topic_arn,
+        }
+
     @property
     def input_bucket(self) -> s3.IBucket:
         return self.buckets["input_bucket"]

@@ -56,11 +56,7 @@ class PipelineStack(Stack):
                 p.job_definitions[job.key].job_definition_arn,
                 f"{job.definition_name} job definition ARN",
             )
-        values = {
-            **{key: bucket.bucket_name for key, bucket in p.buckets.items()},
-            "metadata_table": p.table.table_name,
-            "notification_topic": p.topic.topic_arn,
-        }
+        values = p.storage.resource_values()
         for resource in RESOURCES:
             output(resource.output, values[resource.key], resource.description)
         output(ARRAY_SIZE_OUTPUT, str(p.spec.array_size), "Default array size of JobB and JobC")
