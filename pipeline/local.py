@@ -514,10 +514,7 @@ class LocalBatch:
             self._finish(job, "FAILED", status_reason)
 
     def _finish(self, job: _Job, status: str, reason: str | None) -> None:
-        if job.cores:
-            self._free_cores.extend(job.cores)
-            self._free_cores.sort()
-            job.cores = ()
+        """End a job; a job that ran has given its cores back in _attempt_ended."""
         job.status_reason = reason
         job.stopped_at = _now_ms()
         self._set(job, status)
