@@ -13,15 +13,14 @@ LocalBatch with moto's server, as `python -m pipeline.submit --local` runs it. P
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeline.local import LocalBatch
-from pipeline.local_run import local_aws, local_pipeline, sample_objects
-from pipeline.runs import SubmittedRun, submit_pipeline, watch
-from pipeline.submission import run_config
+from pipeline.local.backend import LocalBackend
+from pipeline.local.sample import sample_objects
+from pipeline.runs import engine
+from pipeline.runs.progress import SubmittedRun
 
 
 def attempts(batch: LocalBatch, run: SubmittedRun) -> list[tuple[int, int]]:
@@ -56,15 +55,15 @@ def busy_time(spans: list[tuple[int, int]]) -> int:
 
 def measure(array_size: int) -> dict[str, Any]:
     inputs = sample_objects()
-    with local_aws() as aws, tempfile.TemporaryDirectory() as logs:
-        aws.seed(inputs)
-        config = run_config(array_size=array_size)
-        with local_pipeline(aws, config, log_dir=Path(logs)) as (batch, targets):
-            submitted = int(time.time() * 1000)
-            run = submit_pipeline(batch, targets, config)
-            result = watch(batch, run, interval=0.2, settle=True)
-            assert result.succeeded, result.failure
-            spans = attempts(batch, run)
+    backend = LocalBackend()
+    document = backend.document()
+    config = engine.plan_run(document, engine.RunInputs(array_size=array_size))
+    with backend.session(document, inputs=inputs) as session:
+        submitted = int(time.time() * 1000)
+        run = engine.start(session, document, config)
+        outcome = engine.follow(session, run, interval=0.2)
+        assert outcome.succeeded, outcome.failure
+        spans = attempts(session.batch, run)
     finished = max(stop for _, stop in spans)
     wall = finished - submitted
     busy = busy_time(spans)

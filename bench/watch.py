@@ -22,8 +22,11 @@ os.environ.update(
 
 from moto_batch import moto_batch  # noqa: E402
 
-from pipeline.runs import JobProgress, submit_pipeline, watch  # noqa: E402
-from pipeline.submission import Targets, run_config  # noqa: E402
+from pipeline.document import PipelineDocument  # noqa: E402
+from pipeline.runs.chain import submit_pipeline  # noqa: E402
+from pipeline.runs.progress import JobProgress  # noqa: E402
+from pipeline.runs.requests import run_config  # noqa: E402
+from pipeline.runs.watch import watch  # noqa: E402
 
 HELD_POLLS = 3
 
@@ -33,7 +36,9 @@ def measure(size: int) -> tuple[int, int]:
     with moto_batch() as aws:
         aws.hold_new_jobs("RUNNING")
         run = submit_pipeline(
-            aws.batch, Targets(aws.queue_arn, aws.definition_arns), run_config(array_size=size)
+            aws.batch,
+            PipelineDocument(aws.queue_arn, aws.definition_arns),
+            run_config(array_size=size),
         )
         aws.count_calls()
         polls = 0

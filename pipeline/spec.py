@@ -14,19 +14,30 @@ resources are expressed as ``resourceRequirements`` (see :meth:`JobSpec.resource
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 # The environment and object-layout contract lives with the job programs (it must be inside the
-# image); re-exported here so the host side reads the same definitions.
-from job_images.batch_jobs import contract
+# image). This is the one import path for it outside the image: everything on the host side
+# reads it from here.
+from job_images.batch_jobs import contract as contract
+from job_images.batch_jobs.contract import INDEX_MAP as INDEX_MAP
+from job_images.batch_jobs.contract import MAX_OBJECT_BYTES as MAX_OBJECT_BYTES
 from job_images.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
 from job_images.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
 from job_images.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
 from job_images.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
+from job_images.batch_jobs.contract import WORKERS as WORKERS
 from job_images.batch_jobs.contract import run_prefix as run_prefix
+
+JOB_IMAGES_DIR = Path(contract.__file__).resolve().parents[1]
+"""The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel; the
+local backend runs the same ``batch_jobs`` programs from it."""
 
 # --- AWS Batch limits that shape the pipeline -------------------------------------------------
 
@@ -41,6 +52,13 @@ DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
 QUEUE_NAME = "ProdQueue"
 """The job queue's name in the workflow; a pipeline's ``name_prefix`` is put in front of it."""
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED"})
+"""The job states AWS Batch never leaves."""
+
+SOURCE_BUCKET = "SourceBucket"
+RECIPIENT = "Recipient"
+"""JobE's parameters in the workflow (``Ref::SourceBucket``, ``Ref::Recipient``)."""
 
 JOB_IMAGE_WORKDIR = "/app"
 """Where the default image keeps the ``batch_jobs`` package (see ``job_images/Dockerfile``)."""
@@ -145,6 +163,9 @@ class JobSpec:
     """Per attempt (per child for an array job); Batch terminates the attempt after this."""
     retry_attempts: int
     """Attempts including the first; only infrastructure failures are retried."""
+    access: tuple[Access, ...] = ()
+    """What the job may read, write and call; its job role grants exactly this. Run data
+    lives under ``runs/<run-id>/`` in every bucket but BucketA, which is only read."""
 
     @property
     def is_array(self) -> bool:
@@ -175,8 +196,10 @@ class PipelineResource:
     env: str
     """Environment variable that carries the resource's name or ARN into the job container."""
     output: str
-    """CfnOutput key on PipelineStack; the submitter reads it with DescribeStacks."""
+    """CfnOutput key on PipelineStack, for people and scripts (runs read the document)."""
     description: str
+    kind: str = "bucket"
+    """``bucket``, ``table`` or ``topic``: how an :class:`Access` to it becomes IAM."""
 
 
 RESOURCES: tuple[PipelineResource, ...] = (
@@ -202,16 +225,58 @@ RESOURCES: tuple[PipelineResource, ...] = (
         "Reports, rejects and the run summary",
     ),
     PipelineResource(
-        "metadata_table", contract.METADATA_TABLE, "MetadataTableName", "JobC's metadata items"
+        "metadata_table",
+        contract.METADATA_TABLE,
+        "MetadataTableName",
+        "JobC's metadata items",
+        kind="table",
     ),
     PipelineResource(
         "notification_topic",
         contract.NOTIFICATION_TOPIC_ARN,
         "NotificationTopicArn",
         "Pipeline notifications",
+        kind="topic",
     ),
 )
 """The resources, in a fixed order; keys, environment variables and output keys are unique."""
+
+BUCKET_KEYS: tuple[str, ...] = tuple(r.key for r in RESOURCES if r.kind == "bucket")
+"""``input_bucket``, ``cpu_results_bucket``, ``memory_results_bucket``, ``output_bucket``."""
+
+
+@dataclass(frozen=True)
+class Access:
+    """One thing a job may do to one pipeline resource; its job role is derived from these.
+
+    For a bucket, ``s3:ListBucket`` is granted on the bucket and limited to ``prefix`` (no
+    condition when ``prefix`` is None); object actions are granted on ``prefix`` (every
+    object when None). For the table and the topic, the actions are granted on the resource.
+    """
+
+    resource: str
+    """A key of :data:`RESOURCES`."""
+    actions: tuple[str, ...]
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        kinds = {r.key: r.kind for r in RESOURCES}
+        if self.resource not in kinds:
+            raise SpecError(f"access to unknown resource {self.resource!r}; see RESOURCES")
+        lists = "s3:ListBucket" in self.actions
+        if kinds[self.resource] == "bucket" and lists and self.actions != ("s3:ListBucket",):
+            raise SpecError("s3:ListBucket is a bucket action; give it an Access of its own")
+
+    @property
+    def lists_bucket(self) -> bool:
+        return self.actions == ("s3:ListBucket",)
+
+
+def _list(bucket: str, prefix: str | None = None) -> Access:
+    return Access(bucket, ("s3:ListBucket",), prefix)
+
+
+_RUNS = RUN_PREFIX_PATTERN
 
 
 class RunEnv:
@@ -235,13 +300,8 @@ SUBMISSION_TAG = "array-pipeline:submission"
 
 QUEUE_OUTPUT = "JobQueueArn"
 QUEUE_NAME_OUTPUT = "JobQueueName"
-ARRAY_SIZE_OUTPUT = "DefaultArraySize"
 LOG_GROUP_OUTPUT = "LogGroupName"
-
-
-def job_definition_output(job_key: str) -> str:
-    """CfnOutput key of a job's definition ARN on PipelineStack (``JobADefinitionArn``)."""
-    return f"{job_key}DefinitionArn"
+"""Outputs of PipelineStack for people and scripts; runs read ``pipeline.document`` instead."""
 
 
 _COMMON_TIMEOUT = 3600
@@ -261,6 +321,12 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=_COMMON_TIMEOUT,
         retry_attempts=3,
+        access=(  # lists and validates the input; writes manifests and rejects
+            _list("input_bucket"),
+            Access("input_bucket", ("s3:GetObject",)),
+            Access("cpu_results_bucket", ("s3:PutObject",), _RUNS),
+            Access("output_bucket", ("s3:PutObject",), _RUNS),
+        ),
     ),
     JobSpec(
         key="JobB",
@@ -275,6 +341,14 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=2 * _COMMON_TIMEOUT,
         retry_attempts=3,
+        access=(  # reads its shard's inputs, writes results
+            Access("input_bucket", ("s3:GetObject",)),
+            Access(
+                "cpu_results_bucket",
+                ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
+                _RUNS,
+            ),
+        ),
     ),
     JobSpec(
         key="JobC",
@@ -289,6 +363,12 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=2 * _COMMON_TIMEOUT,
         retry_attempts=3,
+        access=(  # reads JobB's results, writes outputs and one item per object
+            _list("cpu_results_bucket", _RUNS),
+            Access("cpu_results_bucket", ("s3:GetObject",), _RUNS),
+            Access("memory_results_bucket", ("s3:PutObject", "s3:AbortMultipartUpload"), _RUNS),
+            Access("metadata_table", ("dynamodb:BatchWriteItem", "dynamodb:PutItem")),
+        ),
     ),
     JobSpec(
         key="JobD",
@@ -306,6 +386,19 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=_COMMON_TIMEOUT // 2,
         retry_attempts=3,
+        access=(  # reads everything, writes the validation report
+            _list("input_bucket"),
+            Access("input_bucket", ("s3:GetObject",)),
+            _list("cpu_results_bucket", _RUNS),
+            _list("memory_results_bucket", _RUNS),
+            _list("output_bucket", _RUNS),
+            Access("cpu_results_bucket", ("s3:GetObject",), _RUNS),
+            Access("memory_results_bucket", ("s3:GetObject",), _RUNS),
+            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
+            Access(
+                "metadata_table", ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
+            ),
+        ),
     ),
     JobSpec(
         key="JobE",
@@ -317,9 +410,16 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         array_size=None,
         scales_with_input=False,
         depends_on=(Dependency(DependencyType.STANDARD, "JobD"),),
-        parameters=("SourceBucket", "Recipient"),
+        parameters=(SOURCE_BUCKET, RECIPIENT),
         timeout_seconds=_COMMON_TIMEOUT // 4,
         retry_attempts=3,
+        access=(  # removes intermediates, writes the summary, notifies
+            _list("cpu_results_bucket", _RUNS),
+            Access("cpu_results_bucket", ("s3:DeleteObject",), _RUNS),
+            _list("output_bucket", _RUNS),
+            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
+            Access("notification_topic", ("sns:Publish",)),
+        ),
     ),
 )
 
@@ -358,17 +458,21 @@ class PipelineSpec:
             tuple(replace(j, array_size=size) if j.scales_with_input else j for j in self.jobs)
         )
 
-    def with_resources(self, overrides: Mapping[str, tuple[float, int]]) -> PipelineSpec:
-        """A copy with (vCPUs, MiB) replaced for the jobs named in ``overrides``."""
-        for key in overrides:
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> PipelineSpec:
+        """A copy with fields of the jobs named in ``overrides`` replaced: ``{"JobB":
+        {"vcpus": 16, "memory_mib": 8192}}``. Only the deployable fields may change (vCPUs,
+        memory, timeout, attempts); the copy is validated like the original."""
+        allowed = {"vcpus", "memory_mib", "timeout_seconds", "retry_attempts"}
+        for key, changes in overrides.items():
             self.job(key)
+            unknown = set(changes) - allowed
+            if unknown:
+                raise SpecError(
+                    f"{key}: {', '.join(sorted(unknown))} cannot be overridden; only "
+                    f"{', '.join(sorted(allowed))}"
+                )
         return PipelineSpec(
-            tuple(
-                replace(j, vcpus=overrides[j.key][0], memory_mib=overrides[j.key][1])
-                if j.key in overrides
-                else j
-                for j in self.jobs
-            )
+            tuple(replace(j, **overrides[j.key]) if j.key in overrides else j for j in self.jobs)
         )
 
     def validate(self) -> None:
@@ -422,8 +526,29 @@ def check_array_size(size: object, what: str = "array size") -> int:
     return size
 
 
+MIN_TIMEOUT_SECONDS = 60
+"""AWS Batch's smallest attempt duration (``timeout.attemptDurationSeconds``)."""
+MAX_ATTEMPTS = 10
+"""AWS Batch's largest ``retryStrategy.attempts``."""
+
+
 def check_resources(job: JobSpec) -> None:
-    """Reject vCPU/memory values that RegisterJobDefinition would reject."""
+    """Reject vCPU, memory, timeout and attempt values that RegisterJobDefinition would."""
+    for name in ("vcpus", "memory_mib", "timeout_seconds", "retry_attempts"):
+        value = getattr(job, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"{job.key} {name} must be a number; got {value!r}")
+        if not math.isfinite(value):
+            raise SpecError(f"{job.key} {name} must be a finite number; got {value!r}")
+    if job.timeout_seconds < MIN_TIMEOUT_SECONDS:
+        raise SpecError(
+            f"{job.key} timeout must be at least {MIN_TIMEOUT_SECONDS} seconds (AWS Batch's "
+            f"minimum); got {job.timeout_seconds}"
+        )
+    if not 1 <= job.retry_attempts <= MAX_ATTEMPTS:
+        raise SpecError(
+            f"{job.key} attempts must be from 1 to {MAX_ATTEMPTS}; got {job.retry_attempts}"
+        )
     if job.vcpus <= 0 or (job.vcpus < 1 and job.vcpus not in (0.25, 0.5)):
         raise SpecError(f"{job.key} vCPUs must be 0.25, 0.5 or a positive number; got {job.vcpus}")
     if job.memory_mib < 4:

@@ -1,4 +1,4 @@
-"""Run the array-job pipeline: ``python -m pipeline.submit``.
+"""The command line: ``python -m pipeline.submit``.
 
     python -m pipeline.submit --stack ArrayJobPipeline --array-size 100 --watch
     python -m pipeline.submit --dry-run --json
@@ -7,20 +7,25 @@
     python -m pipeline.submit resume RUN_ID --stack ArrayJobPipeline --watch
     python -m pipeline.submit --local
 
-The library API is :func:`pipeline.runs.submit_pipeline` and its neighbours; this module is the
-command line on top: argument parsing, AWS sessions, progress output and exit codes.
+Only the command line lives here: parsing, picking a backend (AWS, or the local one with
+``--local``), calling the run engine (:mod:`pipeline.runs.engine`) and printing. Every flag
+means the same with either backend, and ``--json`` has the same shapes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
+from pipeline.document import PipelineDocument
 from pipeline.errors import (
     EXIT_BAD_INPUT,
     EXIT_CONFIG,
@@ -31,12 +36,22 @@ from pipeline.errors import (
     ConfigurationError,
     JobFailedError,
     PipelineError,
-    TargetError,
 )
-from pipeline.spec import DEFAULT_ARRAY_SIZE, DEFAULT_SPEC, SpecError, check_name_prefix
-from pipeline.submission import RunConfig, Targets, dry_run_requests, run_config
+from pipeline.spec import SpecError, check_name_prefix
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch import BatchClient
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+    from pipeline.runs.api import BatchApi
+    from pipeline.runs.engine import RunOutcome, Session
+    from pipeline.runs.progress import SubmittedJob, SubmittedRun
+    from pipeline.runs.requests import RunInputs
 
 COMMANDS = ("run", "status", "cancel", "resume")
+DEFAULT_POLL_INTERVAL = 10.0
+LOCAL_POLL_INTERVAL = 0.2
 
 EPILOG = """\
 exit codes (as the AWS CLI's): 0 success; 1 a job of the run failed; 130 interrupted;
@@ -112,26 +127,21 @@ def format_report(groups: Sequence[Any]) -> list[str]:
     return lines
 
 
-def _log_reader(aws: Aws, targets: Targets) -> Any:
-    from pipeline.runs import cloudwatch_log_reader
-
-    if aws.logs is None or not targets.log_group:
-        return None
-    return cloudwatch_log_reader(aws.logs, targets.log_group)
-
-
-def progress_json(progress: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "job": p.key,
-            "jobId": p.job_id,
-            "status": p.status,
-            "statusReason": p.status_reason,
-            "arraySize": p.array_size,
-            "children": dict(p.children),
-        }
-        for p in progress
-    ]
+def print_outcome(output: Output, outcome: RunOutcome, extra: Sequence[str] = ()) -> None:
+    """A watched run's end, a run's status: JSON, or text on stdout."""
+    if output.as_json:
+        output.result("", outcome.as_json())
+        return
+    lines = [f"run {outcome.run_id} {outcome.status}"]
+    if outcome.failure is not None:
+        lines[0] += f": {outcome.failure.describe()}"
+    for p in outcome.progress:
+        lines.append(f"  {p.key:<5} {p.job_id}  {format_progress([p]).split(' ', 1)[1]}")
+    if extra:
+        lines += ["", *extra]
+    if outcome.failures:
+        lines += ["", "failure report:", *format_report(outcome.failures)]
+    output.result("\n".join(lines), None)
 
 
 # --- arguments -----------------------------------------------------------------------------
@@ -150,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     where = common.add_argument_group("where the pipeline is")
     where.add_argument(
-        "--stack", help="PipelineStack name: queue and job definitions from its outputs"
+        "--stack", help="PipelineStack name: the pipeline as deployed, from its document"
     )
     where.add_argument("--queue", help="job queue name or ARN (default: ProdQueue)")
     where.add_argument(
@@ -161,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--profile", help="AWS profile (as the AWS CLI's --profile)")
     where.add_argument("--region", help="AWS region (as the AWS CLI's --region)")
+    where.add_argument(
+        "--local",
+        action="store_true",
+        help="this machine, with no AWS account: S3, DynamoDB and SNS from an embedded moto "
+        "server, the jobs under LocalBatch",
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     parser = _Parser(
@@ -185,11 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the five requests; submit nothing"
     )
     run.add_argument("--run-id", help="run id to use (default: a new timestamped one)")
-    run.add_argument(
-        "--local",
-        action="store_true",
-        help="run the whole pipeline on this machine, with no AWS account",
-    )
     run.add_argument("--input", metavar="DIR", help="--local: your files as BucketA's objects")
     run.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     run.add_argument(
@@ -223,11 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run only the failed children of JobB/JobC (their successful outputs are kept), "
         "then JobD and JobE",
     )
-    resume.add_argument(
-        "--local",
-        action="store_true",
-        help="resume a failed local run saved on this machine (see --local of run)",
-    )
     resume.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     _add_run_options(resume, sizes=False)
     resume.set_defaults(handler=command_resume)
@@ -239,21 +245,30 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
         parser.add_argument(
             "--array-size",
             type=_int,
-            help="children of JobB and JobC, 2..10,000 (default: the stack's, else 10,000; "
-            "8 with --local)",
+            help="children of JobB and JobC, 2..10,000 (default: the deployed pipeline's: "
+            "the stack's, or 8 with --local)",
         )
     parser.add_argument("--source-bucket", metavar="S3_URL", help="JobE's SourceBucket parameter")
     parser.add_argument("--recipient", metavar="EMAIL", help="JobE's Recipient parameter")
-    parser.add_argument("--watch", action="store_true", help="show progress until the run ends")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="show progress until the run ends (always on with --local, whose services live "
+        "as long as the command)",
+    )
     parser.add_argument(
         "--max-vcpu-hours",
-        type=float,
+        type=_positive,
         metavar="N",
         help="refuse to submit if the run's worst case (children x vCPUs x timeout x attempts) "
         "exceeds N vCPU-hours",
     )
     parser.add_argument(
-        "--poll-interval", type=float, default=None, metavar="SECONDS", help="default: 10"
+        "--poll-interval",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help=f"default: {DEFAULT_POLL_INTERVAL:g} ({LOCAL_POLL_INTERVAL:g} with --local)",
     )
 
 
@@ -264,14 +279,24 @@ def _int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
-# --- AWS -----------------------------------------------------------------------------------
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number above 0")
+    return number
+
+
+# --- the AWS backend -------------------------------------------------------------------------
 
 
 @dataclass
 class Aws:
-    batch: Any
-    cloudformation: Any
-    logs: Any = None
+    batch: BatchClient
+    cloudformation: CloudFormationClient
+    logs: CloudWatchLogsClient | None = None
 
 
 def connect(profile: str | None, region: str | None) -> Aws:
@@ -313,181 +338,269 @@ def connect(profile: str | None, region: str | None) -> Aws:
     )
 
 
-def resolve_targets(args: argparse.Namespace, aws: Aws | None) -> Targets:
-    if args.stack:
-        if aws is None:
-            raise TargetError("--stack needs AWS access to read the stack's outputs")
-        from pipeline.discovery import targets_from_stack
+@dataclass
+class AwsSession:
+    """The engine's Session on AWS: a boto3 Batch client and CloudWatch Logs."""
 
-        targets = targets_from_stack(aws.cloudformation, args.stack)
-        if args.queue:
-            targets = replace(targets, queue=args.queue)
-        return targets
-    check_name_prefix(args.job_definition_prefix)
-    return Targets.by_name(queue=args.queue, prefix=args.job_definition_prefix)
+    batch: BatchApi
+    logs: CloudWatchLogsClient | None
+    log_group: str | None
+    settle: bool = False
 
+    def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
+        from pipeline.runs.failures import cloudwatch_log_reader
 
-# --- commands ------------------------------------------------------------------------------
+        if self.logs is None or not self.log_group:
+            return []
+        return cloudwatch_log_reader(self.logs, self.log_group)(job_id, log_stream)
 
 
 Connector = Callable[[str | None, str | None], Aws]
 
 
-def command_run(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    if args.local:
-        from pipeline.local_run import run_local
+class AwsBackend:
+    """The pipeline deployed to AWS: named by ``--stack``, or by ``--queue`` and
+    ``--job-definition-prefix`` (its job definitions are described)."""
 
-        return run_local(args, output)
-    from pipeline.preflight import check_cost, check_fit
+    def __init__(self, args: argparse.Namespace, connector: Connector) -> None:
+        self.args = args
+        self._connector = connector
+        self._aws: Aws | None = None
 
-    # Every input is checked before any AWS call.
-    check_cost(_run_config(args, None).spec, args.max_vcpu_hours)
-    check_name_prefix(args.job_definition_prefix)
-    aws = None if args.dry_run and not args.stack else connector(args.profile, args.region)
-    targets = resolve_targets(args, aws)
-    config = _run_config(args, targets)
-    check_cost(config.spec, args.max_vcpu_hours)  # the stack's default size may differ
-    if args.dry_run:
-        _print_dry_run(output, targets, config)
-        return EXIT_OK
-    assert aws is not None
-    check_fit(config.spec, aws.batch, targets.queue)
-    from pipeline.runs import submit_pipeline
+    @property
+    def aws(self) -> Aws:
+        if self._aws is None:
+            self._aws = self._connector(self.args.profile, self.args.region)
+        return self._aws
 
-    output.progress(
-        f"run {config.run_id}: submitting {len(config.spec.jobs)} jobs to {targets.queue}"
-    )
-    run = submit_pipeline(
-        aws.batch,
-        targets,
-        config,
-        on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
-    )
-    return _after_submit(args, output, aws, run, targets)
+    def where(self) -> str:
+        if self.args.stack:
+            return f"--stack {self.args.stack}"
+        return f"--queue {self.args.queue or self.document_by_name().queue}"
+
+    def document_by_name(self) -> PipelineDocument:
+        return PipelineDocument.by_name(
+            queue=self.args.queue, prefix=self.args.job_definition_prefix
+        )
+
+    def document(self, *, offline: bool = False) -> PipelineDocument:
+        """The deployed pipeline; with ``offline`` and no stack (a dry run), the library's
+        defaults under the given names, with no AWS call."""
+        from pipeline.runs.discovery import document_from_job_definitions, document_from_stack
+
+        args = self.args
+        if args.stack:
+            document = document_from_stack(self.aws.cloudformation, args.stack)
+            return replace(document, queue=args.queue) if args.queue else document
+        check_name_prefix(args.job_definition_prefix)
+        if offline:
+            return self.document_by_name()
+        return document_from_job_definitions(
+            self.aws.batch, queue=args.queue, prefix=args.job_definition_prefix
+        )
+
+    @contextmanager
+    def session(self, document: PipelineDocument) -> Iterator[Session]:
+        yield AwsSession(self.aws.batch, self.aws.logs, document.log_group)
 
 
-def _run_config(
-    args: argparse.Namespace,
-    targets: Targets | None,
-    *,
-    array_size: int | None = None,
-    previous_parameters: dict[str, str] | None = None,
-) -> RunConfig:
-    """The run's inputs: flags first, then what an earlier attempt of the run used, then the
-    stack's defaults (its array size, its output bucket as SourceBucket)."""
-    previous = previous_parameters or {}
-    size = getattr(args, "array_size", None)
-    if size is None:
-        size = array_size or (targets.default_array_size if targets else None)
-    source = args.source_bucket or previous.get("SourceBucket")
-    if source is None and targets is not None and targets.output_bucket:
-        source = f"s3://{targets.output_bucket}"
-    return run_config(
-        array_size=DEFAULT_ARRAY_SIZE if size is None else size,
+# --- commands ------------------------------------------------------------------------------
+
+
+def _inputs(args: argparse.Namespace) -> RunInputs:
+    from pipeline.runs.requests import RunInputs
+
+    return RunInputs(
+        array_size=getattr(args, "array_size", None),
         run_id=getattr(args, "run_id", None),
-        source_bucket=source,
-        recipient=args.recipient or previous.get("Recipient") or None,
+        source_bucket=args.source_bucket,
+        recipient=args.recipient,
     )
 
 
-def _print_dry_run(output: Output, targets: Targets, config: RunConfig) -> None:
-    from pipeline.preflight import format_costs, worst_case
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    if args.local:
+        given = [f for f in ("stack", "queue", "profile", "region") if getattr(args, f)]
+        if given or args.job_definition_prefix:
+            flags = ", ".join(f"--{f}" for f in given) or "--job-definition-prefix"
+            raise SpecError(f"--local runs on this machine; drop {flags}")
+    else:
+        local_only = [f for f in ("input", "output", "inject") if getattr(args, f, None)]
+        if local_only:
+            raise SpecError(f"--{local_only[0]} works with --local only; add --local or drop it")
 
-    output.progress("\n".join(format_costs(worst_case(config.spec))))
-    requests = dry_run_requests(targets, config)
-    if output.as_json:
-        output.result("", requests)
-        return
-    for request in requests:
-        print(json.dumps(request, indent=2), file=output.out)
+
+def command_run(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    from pipeline.runs import engine
+
+    _check_backend_flags(args)
+    inputs = _inputs(args)
+    if args.local:
+        from pipeline.local.backend import LocalBackend, parse_faults
+        from pipeline.local.sample import read_input_dir, sample_objects
+
+        local = LocalBackend(faults=parse_faults(args.inject))
+        document = local.document()
+        config = engine.plan_run(document, inputs, max_vcpu_hours=args.max_vcpu_hours)
+        if args.dry_run:
+            _print_dry_run(output, engine.dry_run(document, config))
+            return EXIT_OK
+        objects = read_input_dir(Path(args.input)) if args.input else sample_objects()
+        output_dir = _output_dir(args)
+        with local.session(document, inputs=objects) as session:
+            endpoint = session.aws.endpoint if session.aws else "none"
+            output.progress(
+                f"local run {config.run_id}: moto server at {endpoint}; BucketA seeded with "
+                f"{len(objects):,} objects, {sum(len(b) for b in objects.values()):,} bytes; "
+                f"{session.batch.vcpu_budget} vCPUs"
+            )
+            run = _start(output, session, document, config)
+            return _follow_local(args, output, session, run, output_dir)
+    backend = AwsBackend(args, connector)
+    # Every input is checked before any AWS call.
+    engine.plan_run(backend.document_by_name(), inputs)
+    document = backend.document(offline=args.dry_run)
+    config = engine.plan_run(document, inputs, max_vcpu_hours=args.max_vcpu_hours)
+    if args.dry_run:
+        if not args.stack:
+            output.progress(
+                "note: resources are the library's defaults; pass --stack NAME to see the "
+                "deployed pipeline's"
+            )
+        _print_dry_run(output, engine.dry_run(document, config))
+        return EXIT_OK
+    with backend.session(document) as session:
+        run = _start(output, session, document, config)
+        return _after_submit(args, output, session, run, backend.where())
+
+
+def _start(
+    output: Output,
+    session: Session,
+    document: PipelineDocument,
+    config: Any,
+    plan: Any = None,
+) -> SubmittedRun:
+    from pipeline.runs import engine
+
+    engine.preflight(session, document, config)
+    output.progress(
+        f"run {config.run_id}: submitting {len(config.spec.jobs)} jobs to {document.queue}"
+    )
+
+    def submitted(job: SubmittedJob) -> None:
+        output.progress(f"  {job.key:<5} submitted {job.job_id}")
+
+    return engine.submit(session, document, config, plan=plan, on_submitted=submitted)
+
+
+def _follow_local(
+    args: argparse.Namespace,
+    output: Output,
+    session: Any,
+    run: SubmittedRun,
+    output_dir: Path | None,
+) -> int:
+    from pipeline.runs import engine
+
+    interval = args.poll_interval or LOCAL_POLL_INTERVAL
+    outcome = engine.follow(session, run, interval=interval, on_poll=progress_printer(output))
+    outcome, extra = session.finish(run, outcome, output_dir)
+    return _end(output, outcome, extra, "--local")
 
 
 def _after_submit(
-    args: argparse.Namespace, output: Output, aws: Aws, run: Any, targets: Targets
-) -> int:
-    data = {"runId": run.run_id, "jobs": [{"job": j.key, "jobId": j.job_id} for j in run.jobs]}
-    where = f"--stack {args.stack}" if args.stack else f"--queue {targets.queue}"
-    if not args.watch:
-        output.result(
-            f"submitted run {run.run_id}\nfollow it with: python -m pipeline.submit status "
-            f"{run.run_id} {where}",
-            data,
-        )
-        return EXIT_OK
-    return _watch(args, output, aws, run, data, where, targets)
-
-
-def _watch(
     args: argparse.Namespace,
     output: Output,
-    aws: Aws,
-    run: Any,
-    data: dict[str, Any],
+    session: Session,
+    run: SubmittedRun,
     where: str,
-    targets: Targets,
 ) -> int:
-    from pipeline.runs import failure_report, watch
+    from pipeline.runs import engine
 
-    interval = args.poll_interval if args.poll_interval is not None else 10.0
-    result = watch(aws.batch, run, interval=interval, on_poll=progress_printer(output))
-    data["status"] = "SUCCEEDED" if result.succeeded else "FAILED"
-    data["progress"] = progress_json(result.progress)
-    if result.succeeded:
-        output.result(f"run {run.run_id} succeeded", data)
+    if not args.watch:
+        outcome = engine.submitted(run)
+        if output.as_json:
+            output.result("", outcome.as_json())
+        else:
+            output.result(
+                f"submitted run {run.run_id}\nfollow it with: python -m pipeline.submit status "
+                f"{run.run_id} {where}",
+                None,
+            )
         return EXIT_OK
-    assert result.failure is not None
-    data["failure"] = {
-        "job": result.failure.job_key,
-        "jobId": result.failure.job_id,
-        "arrayIndex": result.failure.child_index,
-        "statusReason": result.failure.status_reason,
-        "exitCode": result.failure.exit_code,
-        "logStream": result.failure.log_stream,
-    }
-    groups = failure_report(aws.batch, result.progress, read_log=_log_reader(aws, targets))
-    data["failures"] = [g.as_json() for g in groups]
-    if output.as_json:
-        output.result("", data)
-    else:
-        output.progress("failure report:\n" + "\n".join(format_report(groups)))
+    interval = args.poll_interval or DEFAULT_POLL_INTERVAL
+    outcome = engine.follow(session, run, interval=interval, on_poll=progress_printer(output))
+    return _end(output, outcome, (), where)
+
+
+def _end(output: Output, outcome: RunOutcome, extra: Sequence[str], where: str) -> int:
+    print_outcome(output, outcome, extra)
+    if outcome.succeeded:
+        return EXIT_OK
+    assert outcome.failure is not None
+    hints = [
+        f"re-run what failed with `python -m pipeline.submit resume {outcome.run_id} "
+        f"--failed-only {where}`"
+    ]
+    if where != "--local":
+        hints.insert(
+            0, f"stop what is left with `python -m pipeline.submit cancel {outcome.run_id} {where}`"
+        )
     raise JobFailedError(
-        f"run {run.run_id} failed: {result.failure.describe()}; "
-        f"stop what is left with `python -m pipeline.submit cancel {run.run_id} {where}`"
+        f"run {outcome.run_id} failed: {outcome.failure.describe()}; {'; '.join(hints)}"
     )
 
 
-def command_status(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    from pipeline.runs import failure_report, find_run, first_failure
+def _print_dry_run(output: Output, dry_run: Any) -> None:
+    from pipeline.runs.preflight import format_costs
 
-    aws = connector(args.profile, args.region)
-    targets = resolve_targets(args, aws)
-    run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
-    progress = [run[j.key] for j in DEFAULT_SPEC if j.key in run]
-    failure = first_failure(aws.batch, progress)
-    groups = failure_report(aws.batch, progress, read_log=_log_reader(aws, targets))
-    lines = [f"run {args.run_id}"]
-    for p in progress:
-        lines.append(f"  {p.key:<5} {p.job_id}  {format_progress([p]).split(' ', 1)[1]}")
-    if failure:
-        lines.append(f"first failure: {failure.describe()}")
-        lines += ["failure report:", *format_report(groups)]
-    data = {
-        "runId": args.run_id,
-        "progress": progress_json(progress),
-        "failure": failure.describe() if failure else None,
-        "failures": [g.as_json() for g in groups],
-    }
-    output.result("\n".join(lines), data)
+    output.progress("\n".join(format_costs(dry_run.costs)))
+    if output.as_json:
+        output.result("", dry_run.requests)
+        return
+    for request in dry_run.requests:
+        print(json.dumps(request, indent=2), file=output.out)
+
+
+def _output_dir(args: argparse.Namespace) -> Path | None:
+    output_dir = Path(args.output) if getattr(args, "output", None) else None
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise SpecError(f"--output {str(output_dir)!r} exists and is not a folder")
+    return output_dir
+
+
+def command_status(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    from pipeline.runs import engine
+
+    _check_backend_flags(args)
+    if args.local:
+        from pipeline.local.backend import LocalBackend
+
+        local = LocalBackend()
+        document = local.document()
+        with local.session(document, saved_run=args.run_id, services=False) as session:
+            print_outcome(output, engine.status(session, document, args.run_id))
+        return EXIT_OK
+    backend = AwsBackend(args, connector)
+    document = backend.document()
+    with backend.session(document) as session:
+        print_outcome(output, engine.status(session, document, args.run_id))
     return EXIT_OK
 
 
 def command_cancel(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    from pipeline.runs import find_run, stop
+    from pipeline.runs import engine
 
-    aws = connector(args.profile, args.region)
-    targets = resolve_targets(args, aws)
-    run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
-    actions = stop(aws.batch, list(run.values()), f"cancelled by user: run {args.run_id}")
+    _check_backend_flags(args)
+    if args.local:
+        from pipeline.local.backend import refuse_cancel
+
+        raise refuse_cancel(args.run_id)
+    backend = AwsBackend(args, connector)
+    document = backend.document()
+    with backend.session(document) as session:
+        actions = engine.cancel(session, document, args.run_id)
     text = (
         "\n".join(f"{key}: {action}" for key, action in actions)
         if actions
@@ -498,32 +611,42 @@ def command_cancel(args: argparse.Namespace, output: Output, connector: Connecto
 
 
 def command_resume(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    from pipeline.runs import engine
+
+    _check_backend_flags(args)
+    inputs = _inputs(args)
     if args.local:
-        from pipeline.local_run import resume_local
+        from pipeline.local.backend import LocalBackend
 
-        return resume_local(args, output)
-    from pipeline.preflight import check_cost, check_fit
-    from pipeline.runs import find_run, plan_resume, submit_pipeline
-
-    aws = connector(args.profile, args.region)
-    targets = resolve_targets(args, aws)
-    run = find_run(aws.batch, targets.queue, args.run_id, DEFAULT_SPEC)
-    plan = plan_resume(aws.batch, run, DEFAULT_SPEC, failed_only=args.failed_only)
-    config = _run_config(
-        args, targets, array_size=plan.array_size, previous_parameters=plan.parameters
-    )
-    check_cost(config.spec, args.max_vcpu_hours)
-    check_fit(config.spec, aws.batch, targets.queue)
-    output.progress(f"run {args.run_id}: {plan.describe()}")
-    resumed = submit_pipeline(
-        aws.batch,
-        targets,
-        config,
-        reuse=plan.keep,
-        reruns=plan.reruns,
-        on_submitted=lambda job: output.progress(f"  {job.key:<5} submitted {job.job_id}"),
-    )
-    return _after_submit(args, output, aws, resumed, targets)
+        local = LocalBackend()
+        document = local.document()
+        output_dir = _output_dir(args)
+        with local.session(document, saved_run=args.run_id) as session:
+            resume = engine.plan_resume_run(
+                session,
+                document,
+                args.run_id,
+                inputs,
+                failed_only=args.failed_only,
+                max_vcpu_hours=args.max_vcpu_hours,
+            )
+            output.progress(f"run {args.run_id}: {resume.plan.describe()}")
+            run = _start(output, session, document, resume.config, resume.plan)
+            return _follow_local(args, output, session, run, output_dir)
+    backend = AwsBackend(args, connector)
+    document = backend.document()
+    with backend.session(document) as session:
+        resume = engine.plan_resume_run(
+            session,
+            document,
+            args.run_id,
+            inputs,
+            failed_only=args.failed_only,
+            max_vcpu_hours=args.max_vcpu_hours,
+        )
+        output.progress(f"run {args.run_id}: {resume.plan.describe()}")
+        run = _start(output, session, document, resume.config, resume.plan)
+        return _after_submit(args, output, session, run, backend.where())
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +85,33 @@ def template(default_stack: Synthesized) -> Any:
     from aws_cdk.assertions import Template
 
     return Template.from_json(default_stack.template)
+
+
+def resolve(value: Any, name: Callable[[str, str | None], str]) -> str:
+    """A synthesized output value as CloudFormation resolves it: ``Fn::Join`` of strings,
+    ``Ref`` and ``Fn::GetAtt``, each reference named by ``name(logical_id, attribute)``."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return name(value["Ref"], None) if not value["Ref"].startswith("AWS::") else "us-east-1"
+    if "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        return name(logical_id, attribute)
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return str(separator).join(resolve(part, name) for part in parts)
+    if "Fn::Select" in value:
+        index, listed = value["Fn::Select"]
+        separator, text = listed["Fn::Split"]
+        return resolve(text, name).split(separator)[index]
+    raise AssertionError(f"cannot resolve {value!r}")
+
+
+def longest_name(logical_id: str, attribute: str | None) -> str:
+    """A reference at the longest length a name of this pipeline's resources can have."""
+    base = (logical_id.lower() + "x" * 63)[:63]
+    if "Queue" in logical_id:
+        return f"arn:aws:batch:ap-southeast-3:123456789012:job-queue/{base}"
+    if attribute == "Arn" or "Jobs" in logical_id:
+        return f"arn:aws:batch:ap-southeast-3:123456789012:job-definition/{base}:12345"
+    return base

@@ -14,8 +14,8 @@ from moto import mock_aws
 
 from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
 from batch_jobs.common import S3_CONFIG, RunContext
-from pipeline.local_run import ODD_KEYS as ODD_KEYS
-from pipeline.local_run import sample_objects
+from pipeline.local.sample import ODD_KEYS as ODD_KEYS
+from pipeline.local.sample import sample_objects
 
 REGION = "us-east-1"
 MAX_OBJECT_BYTES = 128 * 1024

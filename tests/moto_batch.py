@@ -23,13 +23,13 @@ from moto.batch_simple.models import batch_simple_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
 
+from pipeline.document import DOCUMENT_OUTPUT, PipelineDocument
 from pipeline.spec import (
-    ARRAY_SIZE_OUTPUT,
     DEFAULT_SPEC,
     QUEUE_NAME_OUTPUT,
     QUEUE_OUTPUT,
     RESOURCES,
-    job_definition_output,
+    PipelineSpec,
 )
 
 REGION = "us-east-1"
@@ -169,14 +169,36 @@ def moto_batch(client_config: Config = FAST_RETRIES) -> Iterator[MotoBatch]:
         yield MotoBatch(batch, cloudformation, queue_arn, definitions)
 
 
-def stack_template(queue_arn: str, definitions: dict[str, str], *, drop: str | None = None) -> str:
+def stack_document(
+    queue_arn: str, definitions: dict[str, str], spec: PipelineSpec = DEFAULT_SPEC
+) -> PipelineDocument:
+    """The document a PipelineStack would publish for these resources."""
+    return PipelineDocument(
+        queue=queue_arn,
+        queue_name="ProdQueue",
+        job_definitions=definitions,
+        spec=spec,
+        parameters={"JobE": {"SourceBucket": "s3://pipeline-output-bucket", "Recipient": ""}},
+        resources={r.key: f"pipeline-{r.key.replace('_', '-')}" for r in RESOURCES},
+        log_group="pipeline-logs",
+        source=f"stack {STACK!r}",
+    )
+
+
+def stack_template(
+    queue_arn: str,
+    definitions: dict[str, str],
+    *,
+    document: dict[str, Any] | None = None,
+    drop: str | None = None,
+) -> str:
     """A stand-in for PipelineStack: the same outputs, literal values (moto's CloudFormation
     cannot create Batch resources)."""
+    published = document or stack_document(queue_arn, definitions).as_json()
     outputs = {
+        DOCUMENT_OUTPUT: json.dumps(published),
         QUEUE_OUTPUT: queue_arn,
         QUEUE_NAME_OUTPUT: "ProdQueue",
-        ARRAY_SIZE_OUTPUT: "10000",
-        **{job_definition_output(k): arn for k, arn in definitions.items()},
         **{r.output: f"pipeline-{r.key.replace('_', '-')}" for r in RESOURCES},
     }
     outputs.pop(drop or "", None)

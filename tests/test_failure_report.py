@@ -10,14 +10,11 @@ import boto3
 import pytest
 from moto_batch import REGION, MotoBatch, moto_batch
 
-from pipeline.runs import (
-    cloudwatch_log_reader,
-    describe_jobs,
-    failure_report,
-    index_ranges,
-    submit_pipeline,
-)
-from pipeline.submission import Targets, run_config
+from pipeline.document import PipelineDocument
+from pipeline.runs.chain import submit_pipeline
+from pipeline.runs.failures import cloudwatch_log_reader, failure_report, index_ranges
+from pipeline.runs.progress import describe_jobs
+from pipeline.runs.requests import run_config
 
 LOG_GROUP = "/aws/batch/array-pipeline"
 OOM = "OutOfMemoryError: Container killed due to memory usage"
@@ -67,7 +64,9 @@ def _counted(client: Any) -> dict[str, int]:
 def test_37_failures_in_two_groups(aws: MotoBatch, extra_failures: int) -> None:
     # GIVEN a 10,000-child JobB with 20 children failing one way and 17 another
     run = submit_pipeline(
-        aws.batch, Targets(aws.queue_arn, aws.definition_arns), run_config(array_size=10_000)
+        aws.batch,
+        PipelineDocument(aws.queue_arn, aws.definition_arns),
+        run_config(array_size=10_000),
     )
     parent = run.job_ids["JobB"]
     app_failures = [*range(100, 110), *range(200, 210)]

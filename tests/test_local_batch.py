@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
+from pipeline.document import PipelineDocument
 from pipeline.local import Fault, LocalBatch, LocalJobDefinition
-from pipeline.runs import describe_jobs, submit_pipeline, watch
+from pipeline.local.backend import local_document
+from pipeline.runs.chain import submit_pipeline
+from pipeline.runs.progress import describe_jobs
+from pipeline.runs.requests import run_config
+from pipeline.runs.watch import watch
 from pipeline.spec import DEFAULT_SPEC
-from pipeline.submission import Targets, run_config
 
 RECORD = (
     "import json, os, sys, time; time.sleep(float(sys.argv[2]));"
@@ -67,8 +71,8 @@ def pipeline_batch(tmp_path: Path, records: Path) -> Iterator[LocalBatch]:
         yield batch
 
 
-def _targets() -> Targets:
-    return Targets("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
+def _targets() -> PipelineDocument:
+    return PipelineDocument("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
 
 
 def _children(batch: LocalBatch, parent_id: str) -> list[dict[str, Any]]:
@@ -125,7 +129,7 @@ def test_batch_variables_and_parameters_reach_the_command(
 def test_a_failed_child_fails_its_dependents_as_batch_reports_it(
     tmp_path: Path, records: Path
 ) -> None:
-    definitions = LocalJobDefinition.from_spec(DEFAULT_SPEC)
+    definitions = LocalJobDefinition.from_document(local_document())
     definitions = {name: definition(name, records, retry_attempts=3) for name in definitions}
     faults = {("JobB", 2): Fault("exit", 2)}
     with LocalBatch(

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import REPO
@@ -53,23 +52,23 @@ def test_default_local_run_succeeds_and_accounts_for_every_object(
     result, _ = default_run
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
-    objects = data["summary"]["objects"]
+    objects = data["local"]["summary"]["objects"]
     assert objects["listed"] == 300
     assert objects["processed"] + objects["rejected"] == objects["listed"]
-    assert data["summary"]["rejects_by_reason"] == {
+    assert data["local"]["summary"]["rejects_by_reason"] == {
         "empty object": 1,
         "larger than the 1,048,576-byte limit": 1,
         "directory marker, not an object": 1,
     }
-    assert [c["passed"] for c in data["summary"]["checks"]] == [True] * 10
-    assert set(data["summary"]["seconds_by_job"]) == {"JobA", "JobB", "JobC", "JobD"}
+    assert [c["passed"] for c in data["local"]["summary"]["checks"]] == [True] * 10
+    assert set(data["local"]["summary"]["seconds_by_job"]) == {"JobA", "JobB", "JobC", "JobD"}
 
 
 def test_default_local_run_shows_the_notification_with_the_link(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     result, _ = default_run
-    notification: dict[str, Any] = json.loads(result.stdout)["notification"]
+    (notification,) = json.loads(result.stdout)["local"]["notifications"]
     assert notification["MessageAttributes"]["Recipient"]["Value"] == "me@example.com"
     assert re.search(
         r"Summary \(link valid for up to 6 h\): http://127\.0\.0\.1:\d+/", notification["Message"]
@@ -86,10 +85,13 @@ def test_default_local_run_copies_the_report_and_outputs(
 ) -> None:
     result, out = default_run
     data = json.loads(result.stdout)
-    copied = Path(data["copiedTo"])
+    copied = Path(data["local"]["copiedTo"])
     assert copied.parent == out
     assert len(list((copied / "report").glob("check-*.json"))) == 10
-    assert len(list((copied / "objects").glob("*.json"))) == data["summary"]["objects"]["processed"]
+    assert (
+        len(list((copied / "objects").glob("*.json")))
+        == data["local"]["summary"]["objects"]["processed"]
+    )
     assert json.loads((copied / "summary.json").read_text())["status"] == "SUCCEEDED"
 
 
@@ -167,7 +169,7 @@ def test_an_injected_failure_sends_one_notification_and_a_grouped_report(tmp_pat
     result = _local(tmp_path, "--array-size", "4", "--inject", "JobB:3=exit:2", "--json")
     assert result.returncode == 1, result.stderr[-2000:]
     data = json.loads(result.stdout)
-    (notification,) = data["notifications"]
+    (notification,) = data["local"]["notifications"]
     assert "AWS Batch job JobB (" in notification
     assert "failed children: 1." in notification
     groups = {(g["job"], g["indices"]): g for g in data["failures"]}
@@ -205,8 +207,8 @@ def test_a_lost_host_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
-    assert data["summary"]["objects"]["processed"] == 6
-    assert data["attempts"]["JobB"] == 3  # two children, one retried once
+    assert data["local"]["summary"]["objects"]["processed"] == 6
+    assert data["local"]["attempts"]["JobB"] == 3  # two children, one retried once
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -236,16 +238,16 @@ def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None
     )
     assert failed.returncode == 1
     assert "resume resume-me --failed-only --local" not in failed.stdout  # JSON on stdout
-    assert json.loads(failed.stdout)["savedTo"].endswith("runs/resume-me")
+    assert json.loads(failed.stdout)["local"]["savedTo"].endswith("runs/resume-me")
     # WHEN only what failed is run again
     resumed = _run(tmp_path, "resume", "resume-me", "--failed-only", "--local", "--json")
     # THEN exactly one JobB child and one JobC child ran, and every input is accounted for
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     data = json.loads(resumed.stdout)
-    assert data["attempts"] == {"JobA": 0, "JobB": 1, "JobC": 1, "JobD": 10, "JobE": 1}
-    objects = data["summary"]["objects"]
+    assert data["local"]["attempts"] == {"JobA": 0, "JobB": 1, "JobC": 1, "JobD": 10, "JobE": 1}
+    objects = data["local"]["summary"]["objects"]
     assert objects == {"listed": 300, "processed": 297, "rejected": 3}
-    assert [c["passed"] for c in data["summary"]["checks"]] == [True] * 10
+    assert [c["passed"] for c in data["local"]["summary"]["checks"]] == [True] * 10
     # AND the saved run is gone once it succeeded
     assert not (tmp_path / "state" / "runs" / "resume-me").exists()
 

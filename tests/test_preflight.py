@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto_batch import REGION, MotoBatch, moto_batch, run_cli
+from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli
 
-from pipeline.preflight import check_cost, worst_case
+from pipeline.runs.preflight import check_cost, worst_case
 from pipeline.spec import DEFAULT_SPEC, SpecError
 
 
@@ -28,13 +28,18 @@ def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
     assert out.count('"jobName"') == 5
 
 
-def test_max_vcpu_hours_refuses_an_expensive_run_before_any_aws_call() -> None:
-    code, _, err = run_cli(None, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", "X")
+def test_max_vcpu_hours_refuses_an_expensive_run_before_any_submit() -> None:
+    with moto_batch() as aws:
+        aws.count_calls()
+        code, _, err = run_cli(
+            aws, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", STACK
+        )
     assert code == 252
     assert err.strip() == (
         "error: the run's worst case is 19,818.8 vCPU-hours, above --max-vcpu-hours 1000; "
         "lower --array-size or raise the limit (see --dry-run)"
     )
+    assert "SubmitJob" not in aws.calls
 
 
 def test_a_run_within_the_limit_passes() -> None:
@@ -93,7 +98,12 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
         "compute environments"
     )
     assert "SubmitJob" not in small_queue.calls
-    assert small_queue.calls == {"DescribeJobQueues": 1, "DescribeComputeEnvironments": 1}
+    # the job definitions are described (no --stack), then the queue and its environments
+    assert small_queue.calls == {
+        "DescribeJobDefinitions": 5,
+        "DescribeJobQueues": 1,
+        "DescribeComputeEnvironments": 1,
+    }
 
 
 def test_the_default_queue_layout_passes_the_fit_check(small_queue: MotoBatch) -> None:

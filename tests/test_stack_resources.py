@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
-from conftest import Synthesized
+from conftest import Synthesized, longest_name, resolve
 
+from pipeline.document import DOCUMENT_OUTPUT, MAX_DOCUMENT_BYTES, PipelineDocument
 from pipeline.instances import DEFAULT_CPU_INSTANCE_TYPES, DEFAULT_MEMORY_INSTANCE_TYPES
 from pipeline.spec import (
-    ARRAY_SIZE_OUTPUT,
     DEFAULT_SPEC,
     LOG_GROUP_OUTPUT,
     QUEUE_NAME_OUTPUT,
     QUEUE_OUTPUT,
     RESOURCES,
     RUN_TAG,
-    job_definition_output,
 )
 
 
@@ -328,16 +328,29 @@ def test_topic_is_tls_only(template: Any) -> None:
 def test_outputs_are_the_submitter_contract(default_stack: Synthesized) -> None:
     outputs = default_stack.template["Outputs"]
     expected = {
+        DOCUMENT_OUTPUT,
         QUEUE_OUTPUT,
         QUEUE_NAME_OUTPUT,
-        ARRAY_SIZE_OUTPUT,
         LOG_GROUP_OUTPUT,
-        *(job_definition_output(j.key) for j in DEFAULT_SPEC),
         *(r.output for r in RESOURCES),
     }
     assert set(outputs) == expected
     assert all("Export" not in o for o in outputs.values())
-    assert outputs[job_definition_output("JobA")]["Value"]["Ref"].startswith("PipelineJobsJobA")
+
+
+def test_the_published_document_reads_back_as_the_deployed_pipeline(
+    default_stack: Synthesized,
+) -> None:
+    # GIVEN the document as CloudFormation resolves it (every reference a 63-character name,
+    # longer than any CloudFormation generates, so the size check is a worst case)
+    text = resolve(default_stack.template["Outputs"][DOCUMENT_OUTPUT]["Value"], longest_name)
+    # THEN it is within the size kept for it and reads back as the pipeline deployed
+    assert len(text.encode()) <= MAX_DOCUMENT_BYTES
+    document = PipelineDocument.from_json(json.loads(text), source="stack")
+    assert document.spec == DEFAULT_SPEC
+    assert set(document.job_definitions) == {j.key for j in DEFAULT_SPEC}
+    assert set(document.resources) == {r.key for r in RESOURCES}
+    assert document.parameter_defaults("JobE")["SourceBucket"].startswith("s3://")
 
 
 def test_run_tag_key_is_a_valid_tag_key() -> None:

@@ -12,9 +12,11 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
-from pipeline.runs import submit_pipeline, watch
+from pipeline.document import PipelineDocument
+from pipeline.runs.chain import submit_pipeline
+from pipeline.runs.requests import run_config
+from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SUBMISSION_TAG
-from pipeline.submission import Targets, run_config
 from pipeline.submit import main
 
 
@@ -24,8 +26,8 @@ def aws() -> Iterator[MotoBatch]:
         yield harness
 
 
-def _targets(aws: MotoBatch) -> Targets:
-    return Targets(aws.queue_arn, aws.definition_arns)
+def _targets(aws: MotoBatch) -> PipelineDocument:
+    return PipelineDocument(aws.queue_arn, aws.definition_arns)
 
 
 def _describe(aws: MotoBatch, job_id: str) -> dict[str, Any]:
@@ -206,7 +208,7 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
     code, _out, err = run_cli(
-        aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0"
+        aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0.01"
     )
     # THEN the exit code is 1 and the last line names the job, the child, the reason, the log
     assert code == 1
@@ -226,7 +228,7 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
     code, out, _ = run_cli(
-        aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0"
+        aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0.01"
     )
     data = json.loads(out)
     assert code == 1
@@ -334,11 +336,11 @@ def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
 
     aws.cloudformation.create_stack(
         StackName="Partial",
-        TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, drop="JobCDefinitionArn"),
+        TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, drop="PipelineDocument"),
     )
     code, _, err = run_cli(aws, "--stack", "Partial")
     assert code == 254
-    assert err.startswith("error: stack 'Partial' has no output JobCDefinitionArn")
+    assert err.startswith("error: stack 'Partial' has no PipelineDocument output")
     assert len(err.strip().splitlines()) == 1
 
 

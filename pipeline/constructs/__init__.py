@@ -2,13 +2,12 @@
 the ArrayJobPipeline that composes them."""
 
 from pipeline.constructs.compute import PipelineCompute
-from pipeline.constructs.jobs import JOB_IMAGES_DIR, JobOverride, PipelineJobs
+from pipeline.constructs.jobs import JobOverride, PipelineJobs
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.pipeline import ArrayJobPipeline, ArrayJobPipelineProps
 from pipeline.constructs.storage import PipelineStorage
 
 __all__ = [
-    "JOB_IMAGES_DIR",
     "ArrayJobPipeline",
     "ArrayJobPipelineProps",
     "JobOverride",

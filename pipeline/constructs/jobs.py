@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Size, Stack, Validations
 from aws_cdk import aws_batch as batch
@@ -17,12 +16,17 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-import job_images
 from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
-from pipeline.spec import RESOURCES, RETRY_RULES, RUN_PREFIX_PATTERN, PipelineSpec, RunEnv, prefixed
-
-JOB_IMAGES_DIR = Path(job_images.__file__).resolve().parent
-"""The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel."""
+from pipeline.spec import (
+    JOB_IMAGES_DIR,
+    RESOURCES,
+    RETRY_RULES,
+    Access,
+    JobSpec,
+    PipelineSpec,
+    RunEnv,
+    prefixed,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +40,19 @@ class JobOverride:
     vcpus: float | None = None
     memory_mib: int | None = None
     timeout: Duration | None = None
+    """Per attempt; at least 60 seconds (AWS Batch's minimum)."""
+
+    def spec_changes(self) -> dict[str, float | int]:
+        """The override as :meth:`PipelineSpec.with_overrides` takes it: what the job
+        definition is deployed with, and so what the published document says."""
+        changes: dict[str, float | int] = {}
+        if self.vcpus is not None:
+            changes["vcpus"] = self.vcpus
+        if self.memory_mib is not None:
+            changes["memory_mib"] = self.memory_mib
+        if self.timeout is not None:
+            changes["timeout_seconds"] = int(self.timeout.to_seconds())
+        return changes
 
 
 def retry_strategies() -> list[batch.RetryStrategy]:
@@ -76,6 +93,8 @@ class PipelineJobs(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self._buckets = buckets
+        self._table = table
+        self._topic = topic
         self.log_group = logs.LogGroup(
             self, "Logs", retention=log_retention, removal_policy=removal_policy
         )
@@ -100,6 +119,11 @@ class PipelineJobs(Construct):
             RunEnv.ARRAY_SIZE: str(spec.array_size),
             "AWS_DEFAULT_REGION": Aws.REGION,
         }
+        self.parameter_defaults: dict[str, dict[str, str]] = {
+            job.key: {p: default_parameters[p] for p in job.parameters if p in default_parameters}
+            for job in spec
+        }
+        """Job key -> the parameter defaults its definition is registered with."""
         self.roles: dict[str, iam.Role] = {}
         self.definitions: dict[str, batch.EcsJobDefinition] = {}
         for job in spec:
@@ -110,10 +134,10 @@ class PipelineJobs(Construct):
                 assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
                 description=f"Job role of {job.definition_name}: {job.description}",
             )
-            statements = self._statements(job.key, table, topic)
+            statements = [self._statement(access) for access in job.access]
             for statement in statements:
                 role.add_to_principal_policy(statement)
-            if job.key == "JobE" and topic_key is not None:
+            if topic_key is not None and _publishes(job):
                 topic_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             self._grant_keys(statements, role)
@@ -134,74 +158,39 @@ class PipelineJobs(Construct):
                     execution_role=self.execution_role,
                     logging=ecs.LogDriver.aws_logs(stream_prefix=job.key, log_group=self.log_group),
                 ),
-                parameters={
-                    p: default_parameters[p] for p in job.parameters if p in default_parameters
-                },
+                parameters=self.parameter_defaults[job.key],
                 propagate_tags=True,
                 retry_attempts=job.retry_attempts,
                 retry_strategies=retry_strategies(),
-                timeout=override.timeout or Duration.seconds(job.timeout_seconds),
+                timeout=Duration.seconds(job.timeout_seconds),
             )
 
     # --- least privilege, one job at a time ------------------------------------------------
 
-    def _statements(
-        self, job_key: str, table: dynamodb.ITable, topic: sns.ITopic
-    ) -> list[iam.PolicyStatement]:
-        """What each job may do. Run data lives under ``runs/<run-id>/`` in every bucket except
-        the input bucket, which the pipeline only reads."""
-        b = self._buckets
-        inp, cpu, mem, out = (
-            b["input_bucket"],
-            b["cpu_results_bucket"],
-            b["memory_results_bucket"],
-            b["output_bucket"],
+    def _statement(self, access: Access) -> iam.PolicyStatement:
+        """One ``pipeline.spec.Access`` as IAM: bucket listing limited to its prefix, object
+        actions on the prefix's objects, table and topic actions on the resource."""
+        if access.resource == "metadata_table":
+            return iam.PolicyStatement(
+                actions=list(access.actions), resources=[self._table.table_arn]
+            )
+        if access.resource == "notification_topic":
+            return iam.PolicyStatement(
+                actions=list(access.actions), resources=[self._topic.topic_arn]
+            )
+        bucket = self._buckets[access.resource]
+        if access.lists_bucket:
+            return iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions=(
+                    {"StringLike": {"s3:prefix": [access.prefix]}} if access.prefix else None
+                ),
+            )
+        return iam.PolicyStatement(
+            actions=list(access.actions),
+            resources=[bucket.arn_for_objects(access.prefix or "*")],
         )
-        runs = RUN_PREFIX_PATTERN
-        if job_key == "JobA":  # lists and validates the input; writes manifests and rejects
-            return [
-                _list(inp),
-                _objects(["s3:GetObject"], inp, "*"),
-                _objects(["s3:PutObject"], cpu, runs),
-                _objects(["s3:PutObject"], out, runs),
-            ]
-        if job_key == "JobB":  # reads its shard's inputs, writes results
-            return [
-                _objects(["s3:GetObject"], inp, "*"),
-                _objects(["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], cpu, runs),
-            ]
-        if job_key == "JobC":  # reads JobB's results, writes outputs and one item per object
-            return [
-                _list(cpu, runs),
-                _objects(["s3:GetObject"], cpu, runs),
-                _objects(["s3:PutObject", "s3:AbortMultipartUpload"], mem, runs),
-                iam.PolicyStatement(
-                    actions=["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
-                    resources=[table.table_arn],
-                ),
-            ]
-        if job_key == "JobD":  # reads everything, writes the validation report
-            return [
-                _list(inp),
-                _objects(["s3:GetObject"], inp, "*"),
-                *(_list(x, runs) for x in (cpu, mem, out)),
-                _objects(["s3:GetObject"], cpu, runs),
-                _objects(["s3:GetObject"], mem, runs),
-                _objects(["s3:GetObject", "s3:PutObject"], out, runs),
-                iam.PolicyStatement(
-                    actions=["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"],
-                    resources=[table.table_arn],
-                ),
-            ]
-        if job_key == "JobE":  # removes intermediates, writes the summary, notifies
-            return [
-                _list(cpu, runs),
-                _objects(["s3:DeleteObject"], cpu, runs),
-                _list(out, runs),
-                _objects(["s3:GetObject", "s3:PutObject"], out, runs),
-                iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]),
-            ]
-        raise ValueError(f"no permissions are defined for job {job_key!r}")
 
     def _grant_keys(self, statements: list[iam.PolicyStatement], role: iam.IRole) -> None:
         """Buckets brought with their own KMS key need key grants too (S3-managed ones do not),
@@ -217,13 +206,5 @@ class PipelineJobs(Construct):
                 bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
 
 
-def _list(bucket: s3.IBucket, prefix: str | None = None) -> iam.PolicyStatement:
-    return iam.PolicyStatement(
-        actions=["s3:ListBucket"],
-        resources=[bucket.bucket_arn],
-        conditions={"StringLike": {"s3:prefix": [prefix]}} if prefix else None,
-    )
-
-
-def _objects(actions: list[str], bucket: s3.IBucket, pattern: str) -> iam.PolicyStatement:
-    return iam.PolicyStatement(actions=actions, resources=[bucket.arn_for_objects(pattern)])
+def _publishes(job: JobSpec) -> bool:
+    return any("sns:Publish" in a.actions for a in job.access)

@@ -27,7 +27,8 @@ from pipeline.constructs.nag import (
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.notifications import FailureNotifications
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
-from pipeline.constructs.storage import BUCKET_KEYS, PipelineStorage
+from pipeline.constructs.storage import PipelineStorage
+from pipeline.document import PipelineDocument
 from pipeline.errors import PipelineConfigError
 from pipeline.instances import (
     DEFAULT_CPU_INSTANCE_TYPES,
@@ -36,10 +37,13 @@ from pipeline.instances import (
     UnknownInstanceTypeError,
 )
 from pipeline.spec import (
+    BUCKET_KEYS,
     DEFAULT_ARRAY_SIZE,
     DEFAULT_SPEC,
     QUEUE_NAME,
+    RECIPIENT,
     RUN_PREFIX_PATTERN,
+    SOURCE_BUCKET,
     PipelineSpec,
     SpecError,
     check_array_size,
@@ -228,8 +232,8 @@ class ArrayJobPipeline(Construct):
             topic_key=self.storage.topic_key,
             resource_values=self.storage.resource_values(),
             default_parameters={
-                "SourceBucket": f"s3://{self.storage.output_bucket.bucket_name}",
-                "Recipient": email or "",
+                SOURCE_BUCKET: f"s3://{self.storage.output_bucket.bucket_name}",
+                RECIPIENT: email or "",
             },
             log_retention=log_retention,
             removal_policy=removal_policy,
@@ -269,6 +273,27 @@ class ArrayJobPipeline(Construct):
     @property
     def log_group(self) -> logs.LogGroup:
         return self.jobs.log_group
+
+    def document(self) -> PipelineDocument:
+        """The effective pipeline as deployed (its values are tokens until deploy time): what
+        ``PipelineStack`` publishes for ``python -m pipeline.submit --stack``. Publish it from
+        your own stack with ``CfnOutput(stack, DOCUMENT_OUTPUT, value=stack.to_json_string(
+        pipeline.document().as_json()))``."""
+        return PipelineDocument(
+            queue=self.queue.job_queue_arn,
+            queue_name=self.queue.job_queue_name,
+            job_definitions={
+                key: definition.job_definition_arn
+                for key, definition in self.job_definitions.items()
+            },
+            definition_names={
+                job.key: prefixed(self.name_prefix, job.definition_name) for job in self.spec
+            },
+            spec=self.spec,
+            parameters=self.jobs.parameter_defaults,
+            resources=self.storage.resource_values(),
+            log_group=self.log_group.log_group_name,
+        )
 
     def grant_read_output(self, grantee: iam.IGrantable) -> None:
         """Let ``grantee`` list and read the runs' reports, rejects and summaries in the
@@ -354,15 +379,7 @@ def _config(check: Callable[..., _T], *args: Any) -> _T:
 
 def _apply_overrides(spec: PipelineSpec, overrides: Mapping[str, JobOverride]) -> PipelineSpec:
     try:
-        return spec.with_resources(
-            {
-                key: (
-                    o.vcpus if o.vcpus is not None else spec.job(key).vcpus,
-                    o.memory_mib if o.memory_mib is not None else spec.job(key).memory_mib,
-                )
-                for key, o in overrides.items()
-            }
-        )
+        return spec.with_overrides({key: o.spec_changes() for key, o in overrides.items()})
     except SpecError as error:
         raise PipelineConfigError(f"job_overrides: {error}") from error
 

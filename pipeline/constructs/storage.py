@@ -18,7 +18,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from pipeline.errors import PipelineConfigError
-from pipeline.spec import TABLE_PARTITION_KEY, TABLE_SORT_KEY
+from pipeline.spec import BUCKET_KEYS, TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 _ACCESS_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 
@@ -219,8 +219,7 @@ _BUCKET_IDS = {
     "output_bucket": "OutputBucket",
 }
 """Resource key -> construct ID. The IDs are stable: changing one replaces the bucket."""
-
-BUCKET_KEYS: tuple[str, ...] = tuple(_BUCKET_IDS)
+assert tuple(_BUCKET_IDS) == BUCKET_KEYS, "a bucket of pipeline.spec.RESOURCES has no construct ID"
 
 
 def _exclusive(existing_name: str, existing: object, props_name: str, props: object) -> None:

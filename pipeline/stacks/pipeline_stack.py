@@ -8,22 +8,18 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from pipeline.constructs.pipeline import ArrayJobPipeline, ArrayJobPipelineProps
-from pipeline.spec import (
-    ARRAY_SIZE_OUTPUT,
-    LOG_GROUP_OUTPUT,
-    QUEUE_NAME_OUTPUT,
-    QUEUE_OUTPUT,
-    RESOURCES,
-    job_definition_output,
-)
+from pipeline.document import DOCUMENT_OUTPUT
+from pipeline.spec import LOG_GROUP_OUTPUT, QUEUE_NAME_OUTPUT, QUEUE_OUTPUT, RESOURCES
 
 
 class PipelineStack(Stack):
     """A stack holding one :class:`ArrayJobPipeline`.
 
-    Its CfnOutputs are the contract with ``python -m pipeline.submit --stack NAME``: they have
-    stable keys (see ``pipeline.spec``) and no exports, so stacks never become coupled through
-    them and a pipeline can be deleted freely.
+    Its ``PipelineDocument`` output is the contract with ``python -m pipeline.submit --stack
+    NAME``: the effective pipeline as one versioned JSON document (see
+    :mod:`pipeline.document`), so every run submits what was deployed. The other outputs name
+    the queue and resources for people and scripts. None is exported, so stacks never become
+    coupled through them and a pipeline can be deleted freely.
     """
 
     def __init__(
@@ -48,16 +44,14 @@ class PipelineStack(Stack):
         def output(key: str, value: str, description: str) -> None:
             CfnOutput(self, key, value=value, description=description)
 
+        output(
+            DOCUMENT_OUTPUT,
+            self.to_json_string(p.document().as_json()),
+            "The pipeline as deployed, read by python -m pipeline.submit --stack (versioned JSON)",
+        )
         output(QUEUE_OUTPUT, p.queue.job_queue_arn, "Job queue ARN (ProdQueue)")
         output(QUEUE_NAME_OUTPUT, p.queue.job_queue_name, "Job queue name")
-        for job in p.spec:
-            output(
-                job_definition_output(job.key),
-                p.job_definitions[job.key].job_definition_arn,
-                f"{job.definition_name} job definition ARN",
-            )
         values = p.storage.resource_values()
         for resource in RESOURCES:
             output(resource.output, values[resource.key], resource.description)
-        output(ARRAY_SIZE_OUTPUT, str(p.spec.array_size), "Default array size of JobB and JobC")
         output(LOG_GROUP_OUTPUT, p.log_group.log_group_name, "CloudWatch log group of the jobs")

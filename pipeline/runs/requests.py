@@ -1,4 +1,4 @@
-"""The five SubmitJob requests of a run, built from the spec. Pure: no AWS call here.
+"""The five SubmitJob requests of a run, built from the deployed pipeline. Pure: no AWS call.
 
 The requests keep the workflow's shape (jobName, jobQueue, jobDefinition, arrayProperties,
 dependsOn, JobE's parameters) with the deprecated ``containerOverrides.vcpus/memory`` replaced by
@@ -11,15 +11,17 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
-from job_images.batch_jobs.contract import INDEX_MAP
+from pipeline.document import PipelineDocument
 from pipeline.spec import (
     DEFAULT_SPEC,
-    QUEUE_NAME,
+    INDEX_MAP,
+    RECIPIENT,
     RUN_TAG,
+    SOURCE_BUCKET,
     DependencyType,
     JobSpec,
     PipelineSpec,
@@ -27,37 +29,17 @@ from pipeline.spec import (
     SpecError,
     check_array_size,
     check_email,
-    prefixed,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch.type_defs import (
+        JobDependencyTypeDef,
+        ResourceRequirementTypeDef,
+        SubmitJobRequestTypeDef,
+    )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 _S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
-
-
-@dataclass(frozen=True)
-class Targets:
-    """Where the jobs go: the queue and each job's definition (ARN, name or name:revision)."""
-
-    queue: str
-    job_definitions: Mapping[str, str]
-    resources: Mapping[str, str] = field(default_factory=dict)
-    """Resource environment variables (``PIPELINE_INPUT_BUCKET`` ...) to pass to every job;
-    empty when the job definitions' own values should be used."""
-    default_array_size: int | None = None
-    log_group: str | None = None
-    """CloudWatch log group of the jobs, for failure reports."""
-
-    @classmethod
-    def by_name(cls, *, queue: str | None = None, prefix: str = "") -> Targets:
-        """Targets named as a pipeline with ``prefix`` names them (latest active revisions)."""
-        return cls(
-            queue=queue or prefixed(prefix, QUEUE_NAME),
-            job_definitions={j.key: prefixed(prefix, j.definition_name) for j in DEFAULT_SPEC},
-        )
-
-    @property
-    def output_bucket(self) -> str | None:
-        return self.resources.get("PIPELINE_OUTPUT_BUCKET")
 
 
 @dataclass(frozen=True)
@@ -103,11 +85,52 @@ def run_config(
                 f"--source-bucket must be an s3:// URL like s3://my-output-bucket; "
                 f"got {source_bucket!r}"
             )
-        parameters["SourceBucket"] = source_bucket
+        parameters[SOURCE_BUCKET] = source_bucket
     if recipient is not None:
-        parameters["Recipient"] = check_email(recipient, "--recipient")
+        parameters[RECIPIENT] = check_email(recipient, "--recipient")
     return RunConfig(
         run_id=run_id or new_run_id(), spec=spec.with_array_size(array_size), parameters=parameters
+    )
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a user may give for a run; None leaves the choice to :func:`resolve_run`."""
+
+    array_size: int | None = None
+    run_id: str | None = None
+    source_bucket: str | None = None
+    recipient: str | None = None
+
+
+def resolve_run(
+    document: PipelineDocument,
+    inputs: RunInputs,
+    *,
+    previous_size: int | None = None,
+    previous_parameters: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """The run's configuration, one rule for every command and backend: what the user gave,
+    else what an earlier attempt of the run used (resume), else the deployed pipeline's
+    defaults (its array size; JobE's parameter defaults, SourceBucket being the output
+    bucket). Raises :class:`SpecError` with a one-line message for a bad value."""
+    previous = dict(previous_parameters or {})
+    defaults = document.parameter_defaults("JobE")
+    if SOURCE_BUCKET not in defaults and document.output_bucket:
+        defaults[SOURCE_BUCKET] = f"s3://{document.output_bucket}"
+
+    def pick(given: str | None, name: str) -> str | None:
+        return given if given is not None else previous.get(name) or defaults.get(name) or None
+
+    size = next(
+        s for s in (inputs.array_size, previous_size, document.spec.array_size) if s is not None
+    )
+    return run_config(
+        array_size=size,
+        run_id=inputs.run_id,
+        source_bucket=pick(inputs.source_bucket, SOURCE_BUCKET),
+        recipient=pick(inputs.recipient, RECIPIENT),
+        spec=document.spec,
     )
 
 
@@ -118,12 +141,12 @@ def placeholder_id(job_key: str) -> str:
 
 def build_request(
     job: JobSpec,
-    targets: Targets,
+    document: PipelineDocument,
     config: RunConfig,
     job_ids: Mapping[str, str],
     *,
     reruns: Mapping[str, Sequence[int]] | None = None,
-) -> dict[str, Any]:
+) -> SubmitJobRequestTypeDef:
     """The SubmitJob request of ``job``; ``job_ids`` maps earlier jobs' keys to their IDs.
 
     ``reruns`` maps keys of array jobs re-run for their failed children only to the original
@@ -136,35 +159,37 @@ def build_request(
     environment = {
         RunEnv.RUN_ID: config.run_id,
         RunEnv.ARRAY_SIZE: str(config.array_size),
-        **targets.resources,
+        **document.resource_env,
     }
     if rerun is not None:
         environment[INDEX_MAP] = ",".join(str(i) for i in rerun)
-    request: dict[str, Any] = {
+    request: SubmitJobRequestTypeDef = {
         "jobName": job.key,
-        "jobQueue": targets.queue,
-        "jobDefinition": targets.job_definitions[job.key],
+        "jobQueue": document.queue,
+        "jobDefinition": document.job_definitions[job.key],
     }
     if job.parameters:
         given = {p: config.parameters[p] for p in job.parameters if p in config.parameters}
         if given:
             request["parameters"] = given
     request["containerOverrides"] = {
-        "resourceRequirements": job.resource_requirements(),
+        "resourceRequirements": cast(
+            "list[ResourceRequirementTypeDef]", job.resource_requirements()
+        ),
         "environment": [{"name": k, "value": v} for k, v in environment.items()],
     }
     size = job.array_size if rerun is None else len(rerun)
     is_array = job.array_size is not None and size is not None and size > 1
-    if is_array:
+    if is_array and size is not None:
         request["arrayProperties"] = {"size": size}
-    depends_on = []
+    depends_on: list[JobDependencyTypeDef] = []
     for dependency in job.depends_on:
         if dependency.type is DependencyType.SEQUENTIAL:
             if is_array:
                 depends_on.append({"type": "SEQUENTIAL"})
             continue
         assert dependency.on is not None
-        entry = {"jobId": job_ids[dependency.on]}
+        entry: JobDependencyTypeDef = {"jobId": job_ids[dependency.on]}
         aligned = rerun == reruns.get(dependency.on) and is_array
         if dependency.type is DependencyType.N_TO_N and aligned:
             entry["type"] = "N_TO_N"
@@ -176,7 +201,9 @@ def build_request(
     return request
 
 
-def dry_run_requests(targets: Targets, config: RunConfig) -> list[dict[str, Any]]:
+def dry_run_requests(
+    document: PipelineDocument, config: RunConfig
+) -> list[SubmitJobRequestTypeDef]:
     """All five requests with the workflow's placeholders for the IDs not yet known."""
     ids = {job.key: placeholder_id(job.key) for job in config.spec}
-    return [build_request(job, targets, config, ids) for job in config.spec]
+    return [build_request(job, document, config, ids) for job in config.spec]

@@ -17,7 +17,10 @@ each job's real command as a subprocess and honours:
   pinned to the cores it was given; a job asking more than the budget runs alone with all of it.
 
 Memory is not reserved locally. S3, DynamoDB and SNS for a local run come from moto's server
-on a free loopback port (see :func:`run_local`).
+on a free loopback port (see :mod:`pipeline.local.services`).
+
+Its methods take and return the request and response TypedDicts of the boto3 stubs, and mypy
+checks it against :class:`pipeline.runs.api.BatchApi`, the protocol the engine calls.
 """
 
 from __future__ import annotations
@@ -34,13 +37,44 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from job_images.batch_jobs import contract
+from pipeline.document import PipelineDocument
 from pipeline.notifications import DEPENDENCY_FAILED
-from pipeline.spec import RETRY_RULES, PipelineSpec, RetryRule, batch_pattern_matches
+from pipeline.spec import (
+    RETRY_RULES,
+    TERMINAL,
+    WORKERS,
+    RetryRule,
+    RunEnv,
+    batch_pattern_matches,
+)
 
-TERMINAL = ("SUCCEEDED", "FAILED")
+if TYPE_CHECKING:
+    from mypy_boto3_batch.type_defs import (
+        CancelJobRequestTypeDef,
+        ComputeEnvironmentDetailTypeDef,
+        ContainerDetailTypeDef,
+        DescribeComputeEnvironmentsRequestTypeDef,
+        DescribeComputeEnvironmentsResponseTypeDef,
+        DescribeJobDefinitionsRequestTypeDef,
+        DescribeJobDefinitionsResponseTypeDef,
+        DescribeJobQueuesRequestTypeDef,
+        DescribeJobQueuesResponseTypeDef,
+        DescribeJobsRequestTypeDef,
+        DescribeJobsResponseTypeDef,
+        JobDefinitionTypeDef,
+        JobDetailTypeDef,
+        JobQueueDetailTypeDef,
+        JobSummaryTypeDef,
+        ListJobsRequestTypeDef,
+        ListJobsResponseTypeDef,
+        ResponseMetadataTypeDef,
+        SubmitJobRequestTypeDef,
+        SubmitJobResponseTypeDef,
+        TerminateJobRequestTypeDef,
+    )
+
 ARRAY_CHILD_FAILED = "Array Child Job failed"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 HOST_TERMINATED = "Host EC2 (instance i-0local) terminated."
@@ -61,28 +95,35 @@ class LocalJobDefinition:
     environment: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_spec(
+    def from_document(
         cls,
-        spec: PipelineSpec,
+        document: PipelineDocument,
         *,
         python: str = sys.executable,
         environment: Mapping[str, str] | None = None,
-        parameters: Mapping[str, str] | None = None,
     ) -> dict[str, LocalJobDefinition]:
-        """The pipeline's five definitions, keyed by definition name, from the same spec the
-        constructs use; ``python`` replaces the image's ``python``."""
+        """The local "deployment": one definition per job of the document, keyed by definition
+        name, with the resources, timeouts, attempts, parameter defaults and environment a
+        stack registers (``python`` replaces the image's ``python``)."""
+        registered = {
+            **document.resource_env,
+            RunEnv.ARRAY_SIZE: str(document.spec.array_size),
+            **(environment or {}),
+        }
         return {
-            job.definition_name: cls(
-                name=job.definition_name,
+            document.job_definitions[job.key]: cls(
+                name=document.job_definitions[job.key],
                 command=(python, *job.command[1:]),
                 vcpus=job.vcpus,
                 memory_mib=job.memory_mib,
                 retry_attempts=job.retry_attempts,
                 timeout_seconds=job.timeout_seconds,
-                parameters={p: (parameters or {}).get(p, "") for p in job.parameters},
-                environment=dict(environment or {}),
+                parameters={
+                    p: document.parameter_defaults(job.key).get(p, "") for p in job.parameters
+                },
+                environment=registered,
             )
-            for job in spec
+            for job in document.spec
         }
 
 
@@ -107,7 +148,7 @@ class _Job:
     job_id: str
     name: str
     definition: LocalJobDefinition
-    request: Mapping[str, Any]
+    request: SubmitJobRequestTypeDef
     created_at: int
     parent: _Job | None = None
     index: int | None = None
@@ -167,10 +208,10 @@ class LocalBatch:
 
     # --- the Batch API subset ------------------------------------------------------------------
 
-    def submit_job(self, **request: Any) -> dict[str, Any]:
+    def submit_job(self, **request: Unpack[SubmitJobRequestTypeDef]) -> SubmitJobResponseTypeDef:
         definition = self._definition(request["jobDefinition"])
         queue = request["jobQueue"]
-        if queue not in (self.queue, f"arn:aws:batch:local:000000000000:job-queue/{self.queue}"):
+        if queue not in (self.queue, _queue_arn(self.queue)):
             raise _client_error("SubmitJob", f"Job queue {queue} does not exist")
         with self._lock:
             for dependency in request.get("dependsOn", []):
@@ -208,24 +249,25 @@ class LocalBatch:
             "jobArn": _job_arn(job.job_id),
             "jobName": job.name,
             "jobId": job.job_id,
+            "ResponseMetadata": _METADATA,
         }
 
-    def describe_jobs(self, *, jobs: Sequence[str]) -> dict[str, Any]:
+    def describe_jobs(
+        self, **request: Unpack[DescribeJobsRequestTypeDef]
+    ) -> DescribeJobsResponseTypeDef:
+        jobs = request["jobs"]
         if len(jobs) > 100:
             raise _client_error("DescribeJobs", "A maximum of 100 jobs may be described at once")
         with self._lock:
-            return {"jobs": [self._describe(self._jobs[j]) for j in jobs if j in self._jobs]}
+            described = [self._describe(self._jobs[j]) for j in jobs if j in self._jobs]
+            return {"jobs": described, "ResponseMetadata": _METADATA}
 
-    def list_jobs(
-        self,
-        *,
-        jobQueue: str | None = None,  # noqa: N803 - boto3's names
-        arrayJobId: str | None = None,  # noqa: N803
-        jobStatus: str | None = None,  # noqa: N803
-        filters: Sequence[Mapping[str, Any]] | None = None,
-        maxResults: int | None = None,  # noqa: N803
-        nextToken: str | None = None,  # noqa: N803
-    ) -> dict[str, Any]:
+    def list_jobs(self, **request: Unpack[ListJobsRequestTypeDef]) -> ListJobsResponseTypeDef:
+        arrayJobId = request.get("arrayJobId")  # noqa: N806 - boto3's names
+        jobStatus = request.get("jobStatus")  # noqa: N806
+        filters = request.get("filters")
+        maxResults = request.get("maxResults")  # noqa: N806
+        nextToken = request.get("nextToken")  # noqa: N806
         with self._lock:
             if arrayJobId is not None:
                 parent = self._jobs.get(arrayJobId)
@@ -242,18 +284,79 @@ class LocalBatch:
             start = int(nextToken or 0)
             end = len(candidates) if maxResults is None else start + maxResults
             page = candidates[start:end]
-            response: dict[str, Any] = {"jobSummaryList": [self._summary(j) for j in page]}
+            response: ListJobsResponseTypeDef = {
+                "jobSummaryList": [self._summary(j) for j in page],
+                "ResponseMetadata": _METADATA,
+            }
             if end < len(candidates):
                 response["nextToken"] = str(end)
             return response
 
-    def cancel_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self._stop_job(jobId, reason, running_too=False)
+    def cancel_job(self, **request: Unpack[CancelJobRequestTypeDef]) -> dict[str, Any]:
+        self._stop_job(request["jobId"], request["reason"], running_too=False)
         return {}
 
-    def terminate_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self._stop_job(jobId, reason, running_too=True)
+    def terminate_job(self, **request: Unpack[TerminateJobRequestTypeDef]) -> dict[str, Any]:
+        self._stop_job(request["jobId"], request["reason"], running_too=True)
         return {}
+
+    def describe_job_queues(
+        self, **request: Unpack[DescribeJobQueuesRequestTypeDef]
+    ) -> DescribeJobQueuesResponseTypeDef:
+        """The one queue, backed by one UNMANAGED compute environment: this machine."""
+        wanted = request.get("jobQueues") or [self.queue]
+        queue: JobQueueDetailTypeDef = {
+            "jobQueueName": self.queue,
+            "jobQueueArn": _queue_arn(self.queue),
+            "state": "ENABLED",
+            "priority": 1,
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": _LOCAL_CE_ARN}],
+            "status": "VALID",
+        }
+        found = [queue] if any(q in (self.queue, _queue_arn(self.queue)) for q in wanted) else []
+        return {"jobQueues": found, "ResponseMetadata": _METADATA}
+
+    def describe_compute_environments(
+        self, **request: Unpack[DescribeComputeEnvironmentsRequestTypeDef]
+    ) -> DescribeComputeEnvironmentsResponseTypeDef:
+        """An UNMANAGED environment has no instance types or maxvCpus to judge a job by: a job
+        asking more than this machine's cores runs alone with all of them."""
+        environment: ComputeEnvironmentDetailTypeDef = {
+            "computeEnvironmentName": "local",
+            "computeEnvironmentArn": _LOCAL_CE_ARN,
+            "type": "UNMANAGED",
+            "state": "ENABLED",
+            "status": "VALID",
+        }
+        return {"computeEnvironments": [environment], "ResponseMetadata": _METADATA}
+
+    def describe_job_definitions(
+        self, **request: Unpack[DescribeJobDefinitionsRequestTypeDef]
+    ) -> DescribeJobDefinitionsResponseTypeDef:
+        name = request.get("jobDefinitionName")
+        found: list[JobDefinitionTypeDef] = [
+            {
+                "jobDefinitionName": d.name,
+                "jobDefinitionArn": _definition_arn(self.region, d.name),
+                "revision": 1,
+                "type": "container",
+                "status": "ACTIVE",
+                "parameters": dict(d.parameters),
+                "timeout": {"attemptDurationSeconds": d.timeout_seconds or 0},
+                "retryStrategy": {"attempts": d.retry_attempts},
+                "containerProperties": {
+                    "command": list(d.command),
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": f"{d.vcpus:g}"},
+                        {"type": "MEMORY", "value": str(d.memory_mib)},
+                    ],
+                    "environment": [{"name": k, "value": v} for k, v in d.environment.items()],
+                },
+            }
+            for d in self.definitions.values()
+            if name in (None, d.name)
+        ]
+        return {"jobDefinitions": found, "ResponseMetadata": _METADATA}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -420,7 +523,7 @@ class LocalBatch:
             "AWS_BATCH_JOB_ATTEMPT": str(job.attempt + 1),
             "AWS_BATCH_JQ_NAME": self.queue,
             # The cores this job may use; cpu_allowance() also sees the CPU affinity set below.
-            contract.WORKERS: str(len(job.cores)),
+            WORKERS: str(len(job.cores)),
         }
         if job.index is not None:
             environment["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
@@ -571,22 +674,29 @@ class LocalBatch:
             return "RUNNABLE"
         return "PENDING" if any(s == "PENDING" for s in statuses) else "SUBMITTED"
 
-    def _summary(self, job: _Job) -> dict[str, Any]:
-        summary = {
+    def _summary(self, job: _Job) -> JobSummaryTypeDef:
+        summary: JobSummaryTypeDef = {
             "jobArn": _job_arn(job.job_id),
             "jobId": job.job_id,
             "jobName": job.name,
             "createdAt": job.created_at,
-            "status": self._status(job),
+            "status": cast("Any", self._status(job)),
         }
         if job.index is not None:
             summary["arrayProperties"] = {"index": job.index}
         return summary
 
-    def _describe(self, job: _Job) -> dict[str, Any]:
+    def _describe(self, job: _Job) -> JobDetailTypeDef:
         request = job.request
-        described: dict[str, Any] = {
-            **self._summary(job),
+        described: JobDetailTypeDef = {
+            "jobArn": _job_arn(job.job_id),
+            "jobId": job.job_id,
+            "jobName": job.name,
+            "createdAt": job.created_at,
+            "status": cast("Any", self._status(job)),
+            # The API model marks startedAt required, but Batch omits it until a job starts;
+            # it is removed below when the job has not started.
+            "startedAt": job.started_at or 0,
             "jobQueue": self.queue,
             "jobDefinition": job.definition.name,
             "dependsOn": list(request.get("dependsOn", [])),
@@ -594,8 +704,10 @@ class LocalBatch:
             "tags": dict(request.get("tags") or {})
             if job.parent is None or request.get("propagateTags")
             else {},
-            "attempts": [dict(a) for a in job.attempts],
+            "attempts": [cast("Any", dict(a)) for a in job.attempts],
         }
+        if job.index is not None:
+            described["arrayProperties"] = {"index": job.index}
         if job.children:
             counts = dict.fromkeys(
                 ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED"),
@@ -614,15 +726,18 @@ class LocalBatch:
                     else "Array Child Job failed"
                 )
         else:
-            described["container"] = {
-                "exitCode": job.exit_code,
-                "logStreamName": job.log_stream,
-            }
+            container: ContainerDetailTypeDef = {}
+            if job.exit_code is not None:
+                container["exitCode"] = job.exit_code
+            if job.log_stream is not None:
+                container["logStreamName"] = job.log_stream
+            described["container"] = container
             if job.status_reason:
                 described["statusReason"] = job.status_reason
-        for name, value in (("startedAt", job.started_at), ("stoppedAt", job.stopped_at)):
-            if value is not None:
-                described[name] = value
+        if job.stopped_at is not None:
+            described["stoppedAt"] = job.stopped_at
+        if job.started_at is None:
+            del cast("dict[str, Any]", described)["startedAt"]
         return described
 
     def _definition(self, reference: str) -> LocalJobDefinition:
@@ -656,11 +771,37 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_ACCOUNT = "000000000000"
+_LOCAL_CE_ARN = f"arn:aws:batch:local:{_ACCOUNT}:compute-environment/local"
+_METADATA: ResponseMetadataTypeDef = {
+    "RequestId": "local",
+    "HTTPStatusCode": 200,
+    "HTTPHeaders": {},
+    "RetryAttempts": 0,
+}
+
+
 def _job_arn(job_id: str) -> str:
-    return f"arn:aws:batch:local:000000000000:job/{job_id}"
+    return f"arn:aws:batch:local:{_ACCOUNT}:job/{job_id}"
+
+
+def _definition_arn(region: str, name: str) -> str:
+    return f"arn:aws:batch:{region}:{_ACCOUNT}:job-definition/{name}:1"
+
+
+def _queue_arn(queue: str) -> str:
+    return f"arn:aws:batch:local:{_ACCOUNT}:job-queue/{queue}"
 
 
 def _client_error(operation: str, message: str) -> Exception:
     from botocore.exceptions import ClientError
 
     return ClientError({"Error": {"Code": "ClientException", "Message": message}}, operation)
+
+
+if TYPE_CHECKING:
+    from pipeline.runs.api import BatchApi
+
+    def _local_batch_is_a_batch_api(batch: LocalBatch) -> BatchApi:
+        """mypy checks this: LocalBatch has the engine's methods with boto3's shapes."""
+        return batch

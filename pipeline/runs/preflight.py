@@ -3,12 +3,15 @@ fits an instance type of the queue's compute environments."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.instances import INSTANCE_TYPES, InstanceType
 from pipeline.spec import JobSpec, PipelineSpec, SpecError
+
+if TYPE_CHECKING:
+    from pipeline.runs.api import BatchApi
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def check_cost(spec: PipelineSpec, max_vcpu_hours: float | None) -> None:
         )
 
 
-def queue_instance_types(batch: Any, queue: str) -> tuple[list[InstanceType], list[str], int]:
+def queue_instance_types(batch: BatchApi, queue: str) -> tuple[list[InstanceType], list[str], int]:
     """(known instance types, unknown type names, largest maxvCpus) of the queue's compute
     environments: one DescribeJobQueues and one DescribeComputeEnvironments call."""
     queues = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
@@ -87,7 +90,7 @@ def queue_instance_types(batch: Any, queue: str) -> tuple[list[InstanceType], li
     unknown: list[str] = []
     max_vcpus = 0
     for environment in environments:
-        resources = environment.get("computeResources") or {}
+        resources: Mapping[str, Any] = environment.get("computeResources") or {}
         max_vcpus = max(max_vcpus, int(resources.get("maxvCpus", 0)))
         for name in resources.get("instanceTypes", []):
             if name in INSTANCE_TYPES:
@@ -97,7 +100,7 @@ def queue_instance_types(batch: Any, queue: str) -> tuple[list[InstanceType], li
     return known, unknown, max_vcpus
 
 
-def check_fit(spec: PipelineSpec, batch: Any, queue: str) -> None:
+def check_fit(spec: PipelineSpec, batch: BatchApi, queue: str) -> None:
     """Every job must fit one instance type of the queue (else it would sit RUNNABLE until
     the queue's time limit cancels it) and the environments' maxvCpus. Instance types the
     project's table does not know (or "optimal") are not judged."""

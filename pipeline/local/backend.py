@@ -1,0 +1,270 @@
+"""The local backend: what ``--local`` hands the run engine instead of AWS.
+
+- its **document** (:func:`local_document`): the pipeline as a local "deployment" holds it,
+  from the same spec the stack deploys, with the local resource names;
+- its **sessions**: moto's server with the pipeline's resources (:mod:`.services`), seeded
+  with the run's inputs (:mod:`.sample`) or a saved run's state (:mod:`.saved`), and a
+  :class:`~pipeline.local.batch.LocalBatch` holding the document's job definitions.
+
+Everything else, from the cost guard to the failure report, is the engine's, as on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pipeline.document import PipelineDocument
+from pipeline.errors import RunStateError
+from pipeline.local.batch import Fault, LocalBatch, LocalJobDefinition
+from pipeline.local.saved import restore_state, save_state, saved_jobs, state_dir
+from pipeline.local.services import LocalAws, job_environment, local_aws, resource_names
+from pipeline.notifications import failure_event_pattern, matches, render
+from pipeline.runs.engine import RunOutcome
+from pipeline.runs.progress import SubmittedRun
+from pipeline.spec import DEFAULT_SPEC, QUEUE_NAME, SOURCE_BUCKET, SpecError, run_prefix
+
+LOCAL_ARRAY_SIZE = 8
+"""The local document's array size (JobB and JobC children), where a stack's is 10,000."""
+
+
+def local_document(array_size: int = LOCAL_ARRAY_SIZE) -> PipelineDocument:
+    """The pipeline as the local backend deploys it: the spec's jobs and resources, the
+    workflow's names, the local buckets, table and topic. Pure; no server needed."""
+    names = resource_names()
+    definitions = {j.key: j.definition_name for j in DEFAULT_SPEC}
+    return PipelineDocument(
+        queue=QUEUE_NAME,
+        queue_name=QUEUE_NAME,
+        job_definitions=definitions,
+        definition_names=definitions,
+        spec=DEFAULT_SPEC.with_array_size(array_size),
+        parameters={j.key: {p: "" for p in j.parameters} for j in DEFAULT_SPEC if j.parameters}
+        | {"JobE": {SOURCE_BUCKET: f"s3://{names['output_bucket']}", "Recipient": ""}},
+        resources=names,
+        source="the local backend",
+    )
+
+
+@dataclass
+class LocalSession:
+    """An open local backend: the engine's :class:`~pipeline.runs.engine.Session`."""
+
+    batch: LocalBatch
+    aws: LocalAws | None
+    work: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    settle: bool = True
+
+    def read_log(self, job_id: str, _log_stream: str | None) -> list[str]:
+        return _tail(self.batch.log_path(job_id))
+
+    def finish(
+        self, run: SubmittedRun, outcome: RunOutcome, output_dir: Path | None
+    ) -> tuple[RunOutcome, list[str]]:
+        """What only a local run has: on success the summary, the SNS message and copies of
+        the outputs; on failure the notifications the stack's EventBridge rule would have sent
+        and the saved run. Returns the outcome with its ``local`` part, and text lines."""
+        assert self.aws is not None
+        local: dict[str, Any] = {
+            "logs": str(self.work / "logs"),
+            "attempts": _attempt_counts(self.batch, run),
+        }
+        lines: list[str] = []
+        if not outcome.succeeded:
+            pattern = failure_event_pattern(self.batch.queue)
+            notices = [render(e) for e in self.events if matches(pattern, e)]
+            saved = save_state(self.aws, self.batch, run.run_id)
+            local.update(notifications=notices, savedTo=str(saved), logs=str(saved / "logs"))
+            lines += [f"failure notification: {n}" for n in notices]
+            lines += ["", f"logs of every attempt: {saved / 'logs'}", f"run saved in {saved}"]
+            return _with_local(outcome, local), lines
+        summary = _summary(self.aws, run.run_id)
+        messages = self.aws.notifications()
+        local.update(summary=summary, notifications=messages, savedTo=None)
+        copied = None
+        if output_dir is not None:
+            copied = str(_copy_outputs(self.aws, run.run_id, output_dir))
+        local["copiedTo"] = copied
+        shutil.rmtree(state_dir(run.run_id), ignore_errors=True)
+        return _with_local(outcome, local), _success_text(summary, messages, copied)
+
+
+def _with_local(outcome: RunOutcome, local: dict[str, Any]) -> RunOutcome:
+    from dataclasses import replace
+
+    return replace(outcome, local=local)
+
+
+@dataclass
+class LocalBackend:
+    """``--local``: the engine's document and sessions on this machine."""
+
+    faults: Mapping[tuple[str, int | None], Fault] = field(default_factory=dict)
+    vcpu_budget: int | None = None
+
+    def document(self) -> PipelineDocument:
+        return local_document()
+
+    @contextmanager
+    def session(
+        self,
+        document: PipelineDocument,
+        *,
+        inputs: Mapping[str, bytes] | None = None,
+        saved_run: str | None = None,
+        services: bool = True,
+    ) -> Iterator[LocalSession]:
+        """Start the services (unless ``services`` is False: a saved run's status needs only
+        its jobs), seed BucketA with ``inputs`` or restore ``saved_run``, and open a
+        LocalBatch with the document's job definitions. Everything stops at the end."""
+        with ExitStack() as stack:
+            stack.enter_context(_sigterm_as_interrupt())
+            aws = stack.enter_context(local_aws()) if services else None
+            saved: Path | None = None
+            records: list[dict[str, Any]] = []
+            if saved_run is not None:
+                saved, records = saved_jobs(saved_run)
+                if aws is not None:
+                    restore_state(aws, saved)
+            elif aws is not None and inputs is not None:
+                aws.seed(inputs)
+            work = Path(tempfile.mkdtemp(prefix="array-pipeline-local-"))
+            stack.callback(shutil.rmtree, work, True)
+            events: list[dict[str, Any]] = []
+            environment = job_environment(aws.endpoint if aws else "http://127.0.0.1:9")
+            batch = stack.enter_context(
+                LocalBatch(
+                    queue=document.queue,
+                    definitions=LocalJobDefinition.from_document(document),
+                    environment=environment,
+                    log_dir=(saved / "logs") if saved and not services else work / "logs",
+                    faults=self.faults,
+                    vcpu_budget=self.vcpu_budget,
+                    on_event=events.append,
+                )
+            )
+            if records:
+                batch.import_jobs(records)
+            yield LocalSession(batch, aws, work, events)
+
+
+def refuse_cancel(run_id: str) -> RunStateError:
+    return RunStateError(
+        f"a local run lives only as long as its command; stop run {run_id} with Ctrl-C there "
+        "(a failed one is saved: resume it with resume RUN_ID --local)"
+    )
+
+
+def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]:
+    """``JOB[:INDEX]=exit:CODE|host-terminated|timeout`` (see --inject)."""
+    faults: dict[tuple[str, int | None], Fault] = {}
+    keys = {j.key for j in DEFAULT_SPEC}
+    for spec in specs or []:
+        target, _, what = spec.partition("=")
+        job, _, index = target.partition(":")
+        if job not in keys or (index and not index.isdigit()) or not what:
+            jobs = ", ".join(sorted(keys))
+            raise SpecError(
+                f"--inject {spec!r} must look like JobB:3=exit:2 (a job of {jobs}, an optional "
+                "child index, and exit:CODE, host-terminated or timeout)"
+            )
+        try:
+            faults[(job, int(index) if index else None)] = Fault.parse(what)
+        except ValueError as error:
+            raise SpecError(f"--inject {spec!r}: {error}") from None
+    return faults
+
+
+def _attempt_counts(batch: LocalBatch, run: SubmittedRun) -> dict[str, int]:
+    """How many job processes each job of the submission started (reused jobs: none)."""
+    counts: dict[str, int] = {}
+    for job in run.jobs:
+        if job.reused:
+            counts[job.key] = 0
+            continue
+        children = batch.list_jobs(arrayJobId=job.job_id)["jobSummaryList"]
+        ids = [c["jobId"] for c in children] or [job.job_id]
+        described = [
+            d
+            for i in range(0, len(ids), 100)
+            for d in batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
+        ]
+        counts[job.key] = sum(len(d["attempts"]) for d in described)
+    return counts
+
+
+def _summary(aws: LocalAws, run_id: str) -> dict[str, Any]:
+    body = (
+        aws.clients["s3"]
+        .get_object(Bucket=aws.names["output_bucket"], Key=f"{run_prefix(run_id)}summary.json")[
+            "Body"
+        ]
+        .read()
+    )
+    return dict(json.loads(body))
+
+
+def _success_text(
+    summary: Mapping[str, Any], messages: list[dict[str, Any]], copied: str | None
+) -> list[str]:
+    objects = summary["objects"]
+    lines = [
+        f"{objects['listed']:,} input objects, {objects['processed']:,} processed, "
+        f"{objects['rejected']:,} rejected, "
+        f"{sum(c['passed'] for c in summary['checks'])}/{len(summary['checks'])} checks passed",
+    ]
+    for message in messages:
+        lines += ["", f"SNS notification: {message.get('Subject', '')}"]
+        lines += [f"  {line}" for line in message["Message"].strip().splitlines()]
+        attributes = message.get("MessageAttributes", {})
+        if "Recipient" in attributes:
+            lines.append(f"  (Recipient: {attributes['Recipient']['Value']})")
+    if copied:
+        lines += ["", f"report and outputs copied to {copied}"]
+    else:
+        lines += ["", "(the local server stops with this run: add --output DIR to keep the files)"]
+    return lines
+
+
+def _copy_outputs(aws: LocalAws, run_id: str, target: Path) -> Path:
+    s3 = aws.clients["s3"]
+    destination = target / run_id
+    for bucket_key in ("output_bucket", "memory_results_bucket"):
+        bucket = aws.names[bucket_key]
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=run_prefix(run_id)):
+            for obj in page.get("Contents", []):
+                path = destination / obj["Key"][len(run_prefix(run_id)) :]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(path))
+    return destination
+
+
+def _tail(path: Path, lines: int = 15) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends a local run like Ctrl-C: jobs are killed and the server stopped."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,141 @@
+"""Finds the deployed pipeline a run submits to, as a :class:`PipelineDocument`.
+
+- ``--stack NAME``: the document PipelineStack publishes in its ``PipelineDocument`` output
+  (one DescribeStacks call);
+- ``--queue``/``--job-definition-prefix`` without a stack: the newest ACTIVE revision of each
+  job definition (one DescribeJobDefinitions call per job), so the resources, timeouts and
+  attempts of a run are those registered, not this library's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from pipeline.document import DOCUMENT_OUTPUT, DocumentError, PipelineDocument
+from pipeline.errors import TargetError
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    QUEUE_NAME,
+    RESOURCES,
+    RunEnv,
+    prefixed,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_batch.type_defs import JobDefinitionTypeDef
+    from mypy_boto3_cloudformation import CloudFormationClient
+
+    from pipeline.runs.api import BatchApi
+
+
+def document_from_stack(cloudformation: CloudFormationClient, stack_name: str) -> PipelineDocument:
+    """The pipeline as the stack deployed it, from its ``PipelineDocument`` output."""
+    try:
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            region = cloudformation.meta.region_name
+            raise TargetError(
+                f"stack {stack_name!r} does not exist in {region}; deploy it with "
+                "`npx cdk deploy`, or pass the --region/--profile where it lives"
+            ) from error
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if DOCUMENT_OUTPUT not in outputs:
+        raise TargetError(
+            f"stack {stack_name!r} has no {DOCUMENT_OUTPUT} output: it is not a PipelineStack, "
+            "or an older version of array-job-pipeline deployed it; redeploy it with "
+            "`npx cdk deploy`, or pass --queue and --job-definition-prefix instead of --stack"
+        )
+    source = f"stack {stack_name!r}"
+    try:
+        data = json.loads(outputs[DOCUMENT_OUTPUT])
+    except json.JSONDecodeError:
+        raise TargetError(
+            f"{source}'s {DOCUMENT_OUTPUT} output is not JSON; redeploy it (npx cdk deploy)"
+        ) from None
+    try:
+        return PipelineDocument.from_json(data, source=source)
+    except DocumentError as error:
+        raise TargetError(str(error)) from None
+
+
+def document_from_job_definitions(
+    batch: BatchApi, *, queue: str | None = None, prefix: str = ""
+) -> PipelineDocument:
+    """The pipeline as its registered job definitions say (newest ACTIVE revision of each):
+    resources, timeout, attempts, parameter defaults, and the array size and resource names
+    the stack put in their environment."""
+    definitions = {
+        job.key: _newest_definition(batch, prefixed(prefix, job.definition_name))
+        for job in DEFAULT_SPEC
+    }
+    overrides: dict[str, dict[str, float | int]] = {}
+    environment: dict[str, str] = {}
+    for key, definition in definitions.items():
+        container: Any = definition.get("containerProperties") or {}
+        changes = _resources(container)
+        timeout = (definition.get("timeout") or {}).get("attemptDurationSeconds")
+        if timeout:
+            changes["timeout_seconds"] = int(timeout)
+        attempts = (definition.get("retryStrategy") or {}).get("attempts")
+        if attempts:
+            changes["retry_attempts"] = int(attempts)
+        overrides[key] = changes
+        if not environment:
+            environment = {e["name"]: e["value"] for e in container.get("environment") or []}
+    size_text = environment.get(RunEnv.ARRAY_SIZE, "")
+    spec = DEFAULT_SPEC
+    if size_text.isdigit():
+        spec = spec.with_array_size(int(size_text))
+    spec = spec.with_overrides(overrides)
+    queue = queue or prefixed(prefix, QUEUE_NAME)
+    return PipelineDocument(
+        queue=queue,
+        queue_name=queue,
+        job_definitions={key: d["jobDefinitionArn"] for key, d in definitions.items()},
+        definition_names={key: d["jobDefinitionName"] for key, d in definitions.items()},
+        spec=spec,
+        parameters={key: dict(d.get("parameters") or {}) for key, d in definitions.items()},
+        resources={r.key: environment[r.env] for r in RESOURCES if r.env in environment},
+        source="the registered job definitions",
+    )
+
+
+def _newest_definition(batch: BatchApi, name: str) -> JobDefinitionTypeDef:
+    found: list[JobDefinitionTypeDef] = []
+    token: str | None = None
+    while True:
+        page = (
+            batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE", nextToken=token)
+            if token
+            else batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
+        )
+        found += page["jobDefinitions"]
+        token = page.get("nextToken")
+        if not token:
+            break
+    if not found:
+        raise TargetError(
+            f"no ACTIVE job definition {name!r}; check --job-definition-prefix and --region, or "
+            "pass --stack with the PipelineStack's name"
+        )
+    return max(found, key=lambda d: d["revision"])
+
+
+def _resources(container: Any) -> dict[str, float | int]:
+    """vCPUs and MiB from ``resourceRequirements`` (or the deprecated ``vcpus``/``memory``)."""
+    changes: dict[str, float | int] = {}
+    for requirement in container.get("resourceRequirements") or []:
+        if requirement["type"] == "VCPU":
+            changes["vcpus"] = float(requirement["value"])
+        elif requirement["type"] == "MEMORY":
+            changes["memory_mib"] = int(requirement["value"])
+    if "vcpus" not in changes and container.get("vcpus"):
+        changes["vcpus"] = float(container["vcpus"])
+    if "memory_mib" not in changes and container.get("memory"):
+        changes["memory_mib"] = int(container["memory"])
+    return changes

@@ -1,0 +1,268 @@
+"""The run engine: every command a user runs, as one code path over a backend.
+
+Submitting, the dry run, pre-flight, the cost guard, watching, the failure report, status,
+cancel and resume are written once here. A backend differs only in what it hands the engine:
+
+- a :class:`pipeline.document.PipelineDocument` (what is deployed: the stack's document,
+  the registered job definitions, or the local backend's own);
+- a :class:`Session`: a Batch client with boto3's shapes (:class:`pipeline.runs.api.BatchApi`),
+  a log reader, and whether a failure is reported at once or once every job has ended.
+
+The engine imports neither the CLI, the constructs nor the local backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from pipeline.document import PipelineDocument
+from pipeline.errors import RunStateError
+from pipeline.runs.api import BatchApi
+from pipeline.runs.chain import stop, submit_pipeline
+from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
+from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
+from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun, find_run
+from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
+from pipeline.runs.resume import ResumePlan, plan_resume
+from pipeline.runs.watch import watch
+
+__all__ = [
+    "DryRun",
+    "Resume",
+    "RunInputs",
+    "RunOutcome",
+    "Session",
+    "cancel",
+    "dry_run",
+    "follow",
+    "plan_resume_run",
+    "plan_run",
+    "preflight",
+    "start",
+    "status",
+    "submit",
+    "submitted",
+]
+
+
+class Session(Protocol):
+    """An open backend."""
+
+    @property
+    def batch(self) -> BatchApi: ...
+
+    @property
+    def settle(self) -> bool:
+        """Report a failure once every job has ended (a local run, which then stops its
+        services) rather than at once (AWS, where the rest goes on without us)."""
+        ...
+
+    def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class DryRun:
+    requests: list[Any]
+    """The five SubmitJob requests, with the workflow's ``JobA_job_ID`` placeholders."""
+    costs: list[JobCost]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A run as the engine last saw it; :meth:`as_json` is the ``--json`` shape of ``run``,
+    ``status`` and ``resume`` on every backend (documented in the README)."""
+
+    run_id: str
+    status: str
+    """SUBMITTED (not watched), RUNNING, SUCCEEDED or FAILED."""
+    jobs: tuple[SubmittedJob, ...] = ()
+    progress: tuple[JobProgress, ...] = ()
+    failure: Failure | None = None
+    failures: tuple[FailureGroup, ...] = ()
+    local: Mapping[str, Any] | None = None
+    """What only a local run has (summary, notifications, attempts, where files are); None on
+    AWS."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "status": self.status,
+            "jobs": [{"job": j.key, "jobId": j.job_id, "reused": j.reused} for j in self.jobs],
+            "progress": [progress_json(p) for p in self.progress],
+            "failure": self.failure.as_json() if self.failure else None,
+            "failures": [g.as_json() for g in self.failures],
+            "local": dict(self.local) if self.local is not None else None,
+        }
+
+
+def progress_json(p: JobProgress) -> dict[str, Any]:
+    return {
+        "job": p.key,
+        "jobId": p.job_id,
+        "status": p.status,
+        "statusReason": p.status_reason,
+        "arraySize": p.array_size,
+        "children": dict(p.children),
+    }
+
+
+# --- before anything is submitted -------------------------------------------------------------
+
+
+def plan_run(
+    document: PipelineDocument,
+    inputs: RunInputs,
+    *,
+    max_vcpu_hours: float | None = None,
+    previous_size: int | None = None,
+    previous_parameters: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """The run's configuration from the deployed pipeline and the user's inputs, refused by
+    the cost guard if its worst case exceeds ``max_vcpu_hours``. No backend call."""
+    config = resolve_run(
+        document, inputs, previous_size=previous_size, previous_parameters=previous_parameters
+    )
+    check_cost(config.spec, max_vcpu_hours)
+    return config
+
+
+def dry_run(document: PipelineDocument, config: RunConfig) -> DryRun:
+    return DryRun(dry_run_requests(document, config), worst_case(config.spec))
+
+
+# --- submit and follow ---------------------------------------------------------------------------
+
+
+def preflight(session: Session, document: PipelineDocument, config: RunConfig) -> None:
+    """Every job fits an instance type of the queue's compute environments and their
+    maxvCpus (else it would wait in RUNNABLE until the queue's time limit cancels it)."""
+    check_fit(config.spec, session.batch, document.queue)
+
+
+def start(
+    session: Session,
+    document: PipelineDocument,
+    config: RunConfig,
+    *,
+    plan: ResumePlan | None = None,
+    on_submitted: Callable[[SubmittedJob], None] | None = None,
+) -> SubmittedRun:
+    """Pre-flight, then the chain (see :func:`submit`)."""
+    preflight(session, document, config)
+    return submit(session, document, config, plan=plan, on_submitted=on_submitted)
+
+
+def submit(
+    session: Session,
+    document: PipelineDocument,
+    config: RunConfig,
+    *,
+    plan: ResumePlan | None = None,
+    on_submitted: Callable[[SubmittedJob], None] | None = None,
+) -> SubmittedRun:
+    """The chain, each job ID feeding the next ``dependsOn``; a resume ``plan`` keeps the
+    jobs that succeeded and re-runs failed children only."""
+    return submit_pipeline(
+        session.batch,
+        document,
+        config,
+        reuse=plan.keep if plan else None,
+        reruns=plan.reruns if plan else None,
+        on_submitted=on_submitted,
+    )
+
+
+def submitted(run: SubmittedRun) -> RunOutcome:
+    return RunOutcome(run.run_id, "SUBMITTED", run.jobs)
+
+
+def follow(
+    session: Session,
+    run: SubmittedRun,
+    *,
+    interval: float,
+    on_poll: Callable[[list[JobProgress]], None] | None = None,
+) -> RunOutcome:
+    """Watch until the run succeeds or fails; a failed run comes with its failure report."""
+    result = watch(session.batch, run, interval=interval, on_poll=on_poll, settle=session.settle)
+    outcome = RunOutcome(
+        run.run_id,
+        "SUCCEEDED" if result.succeeded else "FAILED",
+        run.jobs,
+        tuple(result.progress),
+        result.failure,
+    )
+    if result.succeeded:
+        return outcome
+    groups = failure_report(session.batch, result.progress, read_log=session.read_log)
+    return replace(outcome, failures=tuple(groups))
+
+
+# --- an existing run -------------------------------------------------------------------------
+
+
+def status(session: Session, document: PipelineDocument, run_id: str) -> RunOutcome:
+    """The run's newest job of each key, its first failure and the failure report."""
+    run = find_run(session.batch, document.queue, run_id, document.spec)
+    progress = [run[j.key] for j in document.spec if j.key in run]
+    failure = first_failure(session.batch, progress)
+    groups = failure_report(session.batch, progress, read_log=session.read_log)
+    return RunOutcome(
+        run_id,
+        _overall(progress, len(document.spec.jobs)),
+        tuple(SubmittedJob(p.key, p.job_id) for p in progress),
+        tuple(progress),
+        failure,
+        tuple(groups),
+    )
+
+
+def _overall(progress: Sequence[JobProgress], jobs: int) -> str:
+    if any(p.has_failed for p in progress):
+        return "FAILED"
+    if len(progress) == jobs and all(p.status == "SUCCEEDED" for p in progress):
+        return "SUCCEEDED"
+    return "RUNNING"
+
+
+def cancel(session: Session, document: PipelineDocument, run_id: str) -> list[tuple[str, str]]:
+    """Cancel the run's queued jobs and terminate its started ones."""
+    run = find_run(session.batch, document.queue, run_id, document.spec)
+    return stop(session.batch, list(run.values()), f"cancelled by user: run {run_id}")
+
+
+@dataclass(frozen=True)
+class Resume:
+    plan: ResumePlan
+    config: RunConfig
+
+
+def plan_resume_run(
+    session: Session,
+    document: PipelineDocument,
+    run_id: str,
+    inputs: RunInputs,
+    *,
+    failed_only: bool,
+    max_vcpu_hours: float | None = None,
+) -> Resume:
+    """What resuming ``run_id`` keeps and re-submits, with the run's own size and parameters
+    unless the user gives others, checked by the cost guard."""
+    if inputs.run_id not in (None, run_id):
+        raise RunStateError("resume keeps the run's id; do not pass --run-id")
+    run = find_run(session.batch, document.queue, run_id, document.spec)
+    plan = plan_resume(session.batch, run, document.spec, failed_only=failed_only)
+    config = plan_run(
+        document,
+        replace(inputs, run_id=run_id),
+        max_vcpu_hours=max_vcpu_hours,
+        previous_size=plan.array_size,
+        previous_parameters=plan.parameters,
+    )
+    return Resume(plan, config)

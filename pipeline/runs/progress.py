@@ -1,0 +1,148 @@
+"""A run's jobs as Batch reports them: describe them, find a run again by its tag.
+
+Every call goes through :class:`pipeline.runs.api.BatchApi`, so this is the same code for a
+boto3 client and for LocalBatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import RunStateError
+from pipeline.spec import RUN_TAG, TERMINAL, PipelineSpec
+
+if TYPE_CHECKING:
+    from pipeline.runs.api import BatchApi, JobDetailTypeDef
+
+DESCRIBE_LIMIT = 100
+"""DescribeJobs takes at most 100 job IDs per call."""
+
+
+@dataclass(frozen=True)
+class SubmittedJob:
+    key: str
+    job_id: str
+    reused: bool = False
+    """True when a resumed run kept this job (it had succeeded) instead of submitting it."""
+
+
+@dataclass(frozen=True)
+class SubmittedRun:
+    run_id: str
+    jobs: tuple[SubmittedJob, ...]
+
+    @property
+    def job_ids(self) -> dict[str, str]:
+        return {j.key: j.job_id for j in self.jobs}
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """One job of a run as DescribeJobs reports it; arrays count children by status from the
+    parent's ``statusSummary`` (no per-child calls)."""
+
+    key: str
+    job_id: str
+    status: str
+    status_reason: str | None = None
+    array_size: int | None = None
+    children: Mapping[str, int] = field(default_factory=dict)
+    created_at: int = 0
+    exit_code: int | None = None
+    log_stream: str | None = None
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in TERMINAL
+
+    @property
+    def has_failed(self) -> bool:
+        """Failed, or an array with a failed child (its parent fails once all children end,
+        and every job after it would fail too)."""
+        return self.status == "FAILED" or self.children.get("FAILED", 0) > 0
+
+    @classmethod
+    def from_description(cls, key: str, job: Mapping[str, Any]) -> JobProgress:
+        array = job.get("arrayProperties") or {}
+        container = job.get("container") or {}
+        attempts = job.get("attempts") or []
+        last_attempt = (attempts[-1].get("container") or {}) if attempts else {}
+        log_stream = container.get("logStreamName") or last_attempt.get("logStreamName")
+        exit_code = container.get("exitCode", last_attempt.get("exitCode"))
+        return cls(
+            key=key,
+            job_id=job["jobId"],
+            status=job["status"],
+            status_reason=job.get("statusReason"),
+            array_size=array.get("size"),
+            children=dict(array.get("statusSummary") or {}),
+            created_at=int(job.get("createdAt") or 0),
+            exit_code=exit_code,
+            log_stream=log_stream,
+            parameters=dict(job.get("parameters") or {}),
+        )
+
+
+def describe_jobs(batch: BatchApi, job_ids: Mapping[str, str]) -> list[JobProgress]:
+    """Progress of the given jobs (key -> ID), one DescribeJobs call per 100 IDs."""
+    by_id = {job_id: key for key, job_id in job_ids.items()}
+    found: dict[str, JobProgress] = {}
+    ids = list(by_id)
+    for start in range(0, len(ids), DESCRIBE_LIMIT):
+        response = batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])
+        for job in response["jobs"]:
+            found[job["jobId"]] = JobProgress.from_description(by_id[job["jobId"]], job)
+    return [found[job_id] for job_id in ids if job_id in found]
+
+
+def find_jobs_by_name(
+    batch: BatchApi, queue: str, job_name: str, tag: tuple[str, str]
+) -> list[JobDetailTypeDef]:
+    """Descriptions of the jobs named ``job_name`` in ``queue`` that carry ``tag`` (key,
+    value)."""
+    ids: list[str] = []
+    token: str | None = None
+    while True:
+        # boto3 rejects nextToken=None, so it is passed only when there is one.
+        page_token: dict[str, Any] = {"nextToken": token} if token else {}
+        page = batch.list_jobs(
+            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name]}], **page_token
+        )
+        ids += [s["jobId"] for s in page["jobSummaryList"] if s.get("jobName") == job_name]
+        token = page.get("nextToken")
+        if not token:
+            break
+    matches: list[JobDetailTypeDef] = []
+    for start in range(0, len(ids), DESCRIBE_LIMIT):
+        for job in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
+            if (job.get("tags") or {}).get(tag[0]) == tag[1]:
+                matches.append(job)
+    return matches
+
+
+def find_run(
+    batch: BatchApi, queue: str, run_id: str, spec: PipelineSpec
+) -> dict[str, JobProgress]:
+    """The newest job of each key that carries the run's tag (a resumed run has older ones)."""
+    run: dict[str, JobProgress] = {}
+    for job in spec:
+        found = find_jobs_by_name(batch, queue, job.key, (RUN_TAG, run_id))
+        if found:
+            newest = max(found, key=lambda j: j.get("createdAt") or 0)
+            run[job.key] = JobProgress.from_description(job.key, newest)
+    if not run:
+        raise RunStateError(
+            f"no jobs of run {run_id!r} in queue {queue}; check the run id and --stack/--queue "
+            "(Batch keeps finished jobs for about 7 days)"
+        )
+    return run
+
+
+def child_index(description: Mapping[str, Any]) -> int | None:
+    index = (description.get("arrayProperties") or {}).get("index")
+    if index is None and ":" in description["jobId"]:  # child IDs are "<parent ID>:<index>"
+        index = int(description["jobId"].rsplit(":", 1)[1])
+    return index

@@ -1,0 +1,102 @@
+"""Plan a resume: which jobs a run keeps, which children it re-runs, what it carries over."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import RunStateError
+from pipeline.runs.failures import index_ranges
+from pipeline.runs.progress import JobProgress, child_index
+from pipeline.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from pipeline.runs.api import BatchApi
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run keeps, re-runs in part, and carries over from its first attempt."""
+
+    keep: dict[str, str]
+    """Keys -> IDs of the jobs kept whole (they succeeded)."""
+    reruns: dict[str, list[int]]
+    """Keys of arrays re-run for some children only -> those children's indices."""
+    array_size: int | None
+    """The run's size (of JobB/JobC), for the jobs submitted again."""
+    parameters: dict[str, str]
+    """JobE's parameters as the first attempt had them."""
+
+    def describe(self) -> str:
+        partial = "".join(
+            f"; {k} for children {index_ranges(v)} only" for k, v in self.reruns.items()
+        )
+        return f"keeping {', '.join(self.keep) or 'nothing'}{partial}; re-submitting the rest"
+
+
+def plan_resume(
+    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec, *, failed_only: bool
+) -> ResumePlan:
+    """How to resume ``run``: from its first job that did not succeed, or, with
+    ``failed_only``, re-running only the failed children of JobB and JobC first."""
+    if failed_only:
+        keep, reruns = failed_only_plan(batch, run, spec)
+    else:
+        keep, reruns = resume_plan(run, spec), {}
+    sizes = [p.array_size for k, p in run.items() if spec.job(k).scales_with_input]
+    return ResumePlan(
+        keep=keep,
+        reruns=reruns,
+        array_size=next((size for size in sizes if size), None),
+        parameters=dict(run["JobE"].parameters) if "JobE" in run else {},
+    )
+
+
+def failed_indices(batch: BatchApi, parent_id: str) -> list[int]:
+    """Every failed child's index (all pages of ListJobs)."""
+    indices: list[int] = []
+    token: str | None = None
+    while True:
+        page_token: dict[str, Any] = {"nextToken": token} if token else {}
+        page = batch.list_jobs(arrayJobId=parent_id, jobStatus="FAILED", **page_token)
+        indices += [index for s in page["jobSummaryList"] if (index := child_index(s)) is not None]
+        token = page.get("nextToken")
+        if not token:
+            return sorted(set(indices))
+
+
+def failed_only_plan(
+    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec
+) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """What ``resume --failed-only`` keeps and re-runs: jobs that succeeded are kept whole; an
+    input-scaled array (JobB, JobC) with failed children is re-run for those children only;
+    from the first job that is neither, everything is submitted again."""
+    keep = resume_plan(run, spec)
+    reruns: dict[str, list[int]] = {}
+    for job in spec.jobs[len(keep) :]:
+        progress = run.get(job.key)
+        if progress is None or not job.scales_with_input or not progress.array_size:
+            break
+        failed = failed_indices(batch, progress.job_id)
+        if not failed or len(failed) == progress.array_size:
+            break
+        reruns[job.key] = failed
+    return keep, reruns
+
+
+def resume_plan(run: Mapping[str, JobProgress], spec: PipelineSpec) -> dict[str, str]:
+    """Keys -> IDs of the jobs a resume keeps: those before the first that did not succeed."""
+    active = [p for p in run.values() if p.is_active]
+    if active:
+        states = ", ".join(f"{p.key} {p.status}" for p in active)
+        raise RunStateError(f"the run is still active ({states}); wait for it or cancel it first")
+    keep: dict[str, str] = {}
+    for job in spec:
+        progress = run.get(job.key)
+        if progress is None or progress.status != "SUCCEEDED" or progress.has_failed:
+            break
+        keep[job.key] = progress.job_id
+    if len(keep) == len(spec.jobs):
+        raise RunStateError("every job of the run succeeded; there is nothing to resume")
+    return keep
