@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, Synthesized, new_app
 
+pytestmark = pytest.mark.slow
+
 
 def test_default_stack_has_no_unacknowledged_aws_solutions_findings(
     default_stack: Synthesized,

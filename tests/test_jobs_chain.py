@@ -10,6 +10,8 @@ from jobs_world import MAX_OBJECT_BYTES, ODD_KEYS, World, jobs_world, sample_inp
 
 from batch_jobs import contract
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def chained() -> Iterator[tuple[World, dict[str, bytes]]]:
