@@ -60,6 +60,11 @@ SOURCE_BUCKET = "SourceBucket"
 RECIPIENT = "Recipient"
 """JobE's parameters in the workflow (``Ref::SourceBucket``, ``Ref::Recipient``)."""
 
+JOB_USER_ID = 10001
+"""The uid every job container runs as (job definitions set ``user``; the default image's
+Dockerfile creates it). The hosts' firewall rejects instance-metadata requests from any uid but
+root, so a job, whatever its image, cannot read the instance role's credentials."""
+
 JOB_IMAGE_WORKDIR = "/app"
 """Where the default image keeps the ``batch_jobs`` package (see ``job_images/Dockerfile``)."""
 
@@ -294,6 +299,10 @@ class RunEnv:
 
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
+PIPELINE_TAG = "array-pipeline:pipeline"
+"""Tag the submitter puts on every job (propagated to children): the pipeline's queue name.
+``grant_submit_jobs`` allows tagging, cancelling and terminating only jobs carrying this tag
+with this pipeline's value, so a grantee cannot touch other jobs in the account."""
 SUBMISSION_TAG = "array-pipeline:submission"
 """Tag unique to one SubmitJob request, to recognise its job if the answer was lost."""
 

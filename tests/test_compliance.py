@@ -40,11 +40,12 @@ def test_every_acknowledgement_is_specific_and_has_a_reason(default_stack: Synth
     acknowledged = _acknowledgements(default_stack)
     nag = {k: v for k, v in acknowledged.items() if "AwsSolutions" in k}
     # IAM4 (ECS instance role), S1 (the access-log bucket), IAM5 on the execution role and
-    # on each job role's object patterns; nothing stack-wide.
+    # on each job role's object patterns, SQS3 on the dead-letter queue; nothing stack-wide.
     assert {k.split(" ")[1].split("[")[0] for k in nag} == {
         "Annotation::AwsSolutions-IAM4",
         "Annotation::AwsSolutions-S1",
         "Annotation::AwsSolutions-IAM5",
+        "Annotation::AwsSolutions-SQS3",
     }
     assert not any(k.startswith("/ArrayJobPipeline Annotation::AwsSolutions") for k in nag)
     for rule, reason in nag.items():

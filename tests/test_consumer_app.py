@@ -136,11 +136,12 @@ def test_job_overrides_change_only_the_named_job(consumer: Synthesized) -> None:
 
 
 def test_grant_helpers_give_output_read_and_job_submission(consumer: Synthesized) -> None:
-    policy = next(
-        p["Properties"]["PolicyDocument"]["Statement"]
+    policy = [
+        statement
         for p in consumer.resources("AWS::IAM::Policy").values()
         if any("Analyst" in r["Ref"] for r in p["Properties"]["Roles"])
-    )
+        for statement in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
     actions = {
         a for s in policy for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }

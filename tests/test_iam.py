@@ -16,7 +16,7 @@ _NAMES = {
     "StorageOutputBucket": "Output",
     "StorageMetadataTable": "Table",
     "StorageNotificationTopic": "Topic",
-    "StorageTopicKey": "TopicKey",
+    "EncryptionKey": "Key",
 }
 
 
@@ -49,6 +49,20 @@ def _permissions(stack: Synthesized, role_fragment: str) -> set[tuple[str, str, 
 
 
 _RUNS_ONLY = json.dumps({"StringLike": {"s3:prefix": ["runs/*"]}})
+_VIA_DYNAMODB = json.dumps(
+    {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": ["", ["dynamodb.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]
+            }
+        }
+    },
+    sort_keys=True,
+)
+_TABLE_KEY = {
+    (action, "Key", _VIA_DYNAMODB)
+    for action in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+}
 
 EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     "JobA": {
@@ -70,6 +84,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:AbortMultipartUpload", "BucketC/runs/*", "{}"),
         ("dynamodb:BatchWriteItem", "Table", "{}"),
         ("dynamodb:PutItem", "Table", "{}"),
+        *_TABLE_KEY,
     },
     "JobD": {
         ("s3:ListBucket", "BucketA", "{}"),
@@ -84,6 +99,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("dynamodb:GetItem", "Table", "{}"),
         ("dynamodb:BatchGetItem", "Table", "{}"),
         ("dynamodb:Query", "Table", "{}"),
+        *_TABLE_KEY,
     },
     "JobE": {
         ("s3:ListBucket", "BucketB", _RUNS_ONLY),
@@ -92,8 +108,8 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),
         ("sns:Publish", "Topic", "{}"),
-        ("kms:Decrypt", "TopicKey", "{}"),
-        ("kms:GenerateDataKey", "TopicKey", "{}"),
+        ("kms:Decrypt", "Key", "{}"),
+        ("kms:GenerateDataKey", "Key", "{}"),
     },
 }
 
@@ -123,6 +139,10 @@ def test_job_roles_trust_only_ecs_tasks(default_stack: Synthesized) -> None:
             continue
         statements = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         assert [s["Principal"] for s in statements] == [{"Service": "ecs-tasks.amazonaws.com"}]
+        # confused-deputy protection: only ECS tasks of this account and region
+        (condition,) = [s["Condition"] for s in statements]
+        assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        assert "ecs:" in json.dumps(condition["ArnLike"]["aws:SourceArn"])
         assert "ManagedPolicyArns" not in role["Properties"], logical_id
 
 

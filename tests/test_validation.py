@@ -58,7 +58,34 @@ BAD_PROPS = [
     ),
     (
         {"output_bucket_props": {"enforce_ssl": False}},
-        r"^output_bucket_props: enforce_ssl=False would weaken a secure default; remove it$",
+        r"^output_bucket_props: enforce_ssl=False would weaken a secure default \(True "
+        r"\(TLS-only access\)\); remove it$",
+    ),
+    (
+        {"output_bucket_props": {"minimum_tls_version": None}},
+        r"^output_bucket_props: minimum_tls_version=None would weaken a secure default \(1\.2",
+    ),
+    (
+        {"input_bucket_props": {"server_access_logs_bucket": None}},
+        r"^input_bucket_props: server_access_logs_bucket=None would weaken a secure default",
+    ),
+    (
+        {"topic_props": {"enforce_ssl": False}},
+        r"^topic_props: enforce_ssl=False would weaken a secure default",
+    ),
+    (
+        {
+            "cpu_results_bucket_props": {
+                "block_public_access": s3.BlockPublicAccess(
+                    block_public_acls=True,
+                    block_public_policy=False,
+                    ignore_public_acls=True,
+                    restrict_public_buckets=True,
+                )
+            }
+        },
+        r"^cpu_results_bucket_props: block_public_access=a BlockPublicAccess that does not "
+        r"block all public access would weaken",
     ),
 ]
 
@@ -68,6 +95,17 @@ def test_bad_prop_fails_with_one_line_naming_it(props: dict[str, Any], message: 
     with pytest.raises(PipelineConfigError, match=message) as error:
         _build(**props)
     assert "\n" not in str(error.value)
+    assert " object at 0x" not in str(error.value)
+
+
+def test_a_block_public_access_equal_to_block_all_is_accepted() -> None:
+    same = s3.BlockPublicAccess(
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+    )
+    _build(output_bucket_props={"block_public_access": same})
 
 
 def test_user_bucket_props_are_merged_over_the_secure_defaults(tmp_path: Path) -> None:

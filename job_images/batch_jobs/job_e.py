@@ -122,7 +122,9 @@ def run(
             Message=message,
             MessageAttributes=attributes,
         )
-    return {"summary": s3_url(source_bucket, key), "link": link, "removed": removed}
+    # What is logged (run_main prints it to CloudWatch Logs) names the summary by its s3:// URL
+    # only: the presigned link carries the job role's session token, a secret.
+    return {"summary": s3_url(source_bucket, key), "removed": removed}
 
 
 def _reason_kind(reason: str) -> str:

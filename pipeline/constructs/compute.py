@@ -11,6 +11,24 @@ from constructs import Construct
 
 from pipeline.instances import InstanceType, lookup
 
+IMDS_ADDRESS = "169.254.169.254"
+
+# AWS Batch runs ECS-EC2 jobs in host network mode ("Networking modes for AWS Batch jobs",
+# AWS Batch User Guide): a container shares the instance's network stack, so the IMDSv2 hop
+# limit does not separate it from the instance metadata service, and the instance role's
+# credentials would be one request away. The firewall on each host therefore rejects metadata
+# requests from every uid but root. The ECS agent and Docker run as root and keep using the
+# service; job containers run as JOB_USER_ID (the job definitions set `user`), and the task
+# role credentials they do need come from the ECS agent's endpoint (169.254.170.2), which this
+# rule leaves alone. A cloud-boothook runs on every boot, before the ECS agent starts tasks;
+# the rule is inserted only when missing. Batch requires launch template user data in MIME
+# multi-part format ("Launch template support", AWS Batch User Guide).
+IMDS_BLOCK_SCRIPT = f"""#!/bin/bash
+# array-job-pipeline: job containers (host network mode) must not reach the instance role.
+rule="OUTPUT --destination {IMDS_ADDRESS} --match owner ! --uid-owner 0 --jump REJECT"
+iptables --check $rule 2>/dev/null || iptables --insert $rule
+"""
+
 
 class PipelineCompute(Construct):
     """Two managed EC2 compute environments behind one job queue.
@@ -18,8 +36,10 @@ class PipelineCompute(Construct):
     The memory-optimized environment comes first in the queue: small jobs and JobC/JobD's
     32 GiB children land on the cheaper-per-GiB instances, and JobB's 32-vCPU children, which
     fit none of them, go to the CPU-optimized environment. Both scale to zero (minvCpus 0).
-    Instances require IMDSv2 with a hop limit of 1, so containers cannot read the instance
-    role's credentials; jobs get their own roles through the ECS task endpoint.
+    Instances require IMDSv2 with a hop limit of 1, and their firewall rejects instance
+    metadata requests from any uid but root (see ``IMDS_BLOCK_SCRIPT``): Batch jobs run in host
+    network mode, where the hop limit alone does not keep containers from the instance role.
+    Jobs get their own roles through the ECS agent's credential endpoint.
     """
 
     def __init__(
@@ -38,11 +58,19 @@ class PipelineCompute(Construct):
         runnable_timeout: Duration,
     ) -> None:
         super().__init__(scope, construct_id)
-        launch_template = ec2.LaunchTemplate(
+        user_data = ec2.MultipartUserData()
+        user_data.add_part(
+            ec2.MultipartBody.from_raw_body(
+                content_type='text/cloud-boothook; charset="utf-8"', body=IMDS_BLOCK_SCRIPT
+            )
+        )
+        self.launch_template = launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
             require_imdsv2=True,
             http_put_response_hop_limit=1,
+            http_protocol_ipv6=False,  # the rule above is for IPv4; keep the v6 endpoint off
+            user_data=user_data,
             block_devices=[
                 ec2.BlockDevice(
                     device_name="/dev/xvda",
@@ -90,8 +118,10 @@ class PipelineCompute(Construct):
                 id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
                 "AmazonEC2ContainerServiceforEC2Role]",
                 reason="The ECS agent on Batch instances needs this AWS-maintained policy to "
-                "register with the cluster, pull images and ship logs; jobs use their own roles, "
-                "and IMDSv2 with hop limit 1 keeps containers from the instance role.",
+                "register with the cluster, pull images and ship logs. Jobs use their own roles: "
+                "they run in host network mode as a non-root uid, and each host's firewall "
+                "rejects instance-metadata requests from any uid but root, so a job cannot read "
+                "this role's credentials.",
             )
         )
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Size, Stack, Validations
+import jsii
+from aws_cdk import (
+    Acknowledgment,
+    Aws,
+    Duration,
+    RemovalPolicy,
+    Size,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
@@ -14,11 +23,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IValidation
 
 from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
 from pipeline.spec import (
     JOB_IMAGES_DIR,
+    JOB_USER_ID,
     RESOURCES,
     RETRY_RULES,
     Access,
@@ -85,7 +95,7 @@ class PipelineJobs(Construct):
         buckets: Mapping[str, s3.IBucket],
         table: dynamodb.ITable,
         topic: sns.ITopic,
-        topic_key: kms.IKey | None,
+        encryption_key: kms.IKey,
         resource_values: Mapping[str, str],
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
@@ -96,7 +106,11 @@ class PipelineJobs(Construct):
         self._table = table
         self._topic = topic
         self.log_group = logs.LogGroup(
-            self, "Logs", retention=log_retention, removal_policy=removal_policy
+            self,
+            "Logs",
+            retention=log_retention,
+            removal_policy=removal_policy,
+            encryption_key=encryption_key,
         )
         image = image or ecs.ContainerImage.from_asset(str(JOB_IMAGES_DIR))
         # One execution role: it only pulls the image and writes to the log group, which is the
@@ -104,16 +118,18 @@ class PipelineJobs(Construct):
         self.execution_role = iam.Role(
             self,
             "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            assumed_by=_ecs_tasks(),
             description="Pulls the job image and writes job logs for the array-job pipeline",
         )
         Validations.of(self.execution_role).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::*]",
                 reason="ecr:GetAuthorizationToken supports no resource-level permissions; the "
-                "image pull and log writes it enables are scoped to the repository and log group.",
+                "image pull and log writes it enables are scoped to the repository and log group. "
+                "A synth-time check fails if any other action on this role gets Resource *.",
             )
         )
+        self.execution_role.node.add_validation(_OnlyTokenOnEveryResource(self.execution_role))
         environment = {
             **{r.env: resource_values[r.key] for r in RESOURCES},
             RunEnv.ARRAY_SIZE: str(spec.array_size),
@@ -131,14 +147,33 @@ class PipelineJobs(Construct):
             role = iam.Role(
                 self,
                 f"{job.key}Role",
-                assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+                assumed_by=_ecs_tasks(),
                 description=f"Job role of {job.definition_name}: {job.description}",
             )
             statements = [self._statement(access) for access in job.access]
             for statement in statements:
                 role.add_to_principal_policy(statement)
-            if topic_key is not None and _publishes(job):
-                topic_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
+            if _publishes(job) and getattr(topic, "master_key", None) is not None:
+                encryption_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
+            if _uses_table(job) and table.encryption_key is not None:
+                # DynamoDB uses the table's key on the caller's behalf ("How Amazon DynamoDB
+                # uses AWS KMS", AWS KMS Developer Guide); named actions, through DynamoDB only.
+                role.add_to_principal_policy(
+                    iam.PolicyStatement(
+                        actions=[
+                            "kms:Decrypt",
+                            "kms:Encrypt",
+                            "kms:GenerateDataKey",
+                            "kms:DescribeKey",
+                        ],
+                        resources=[table.encryption_key.key_arn],
+                        conditions={
+                            "StringEquals": {
+                                "kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com"
+                            }
+                        },
+                    )
+                )
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             self._grant_keys(statements, role)
             self.roles[job.key] = role
@@ -156,6 +191,9 @@ class PipelineJobs(Construct):
                     environment={**environment, **override.environment},
                     job_role=role,
                     execution_role=self.execution_role,
+                    # Non-root, whatever the image says: the hosts' firewall keeps every uid
+                    # but root from the instance metadata service (see compute.py).
+                    user=str(JOB_USER_ID),
                     logging=ecs.LogDriver.aws_logs(stream_prefix=job.key, log_group=self.log_group),
                 ),
                 parameters=self.parameter_defaults[job.key],
@@ -206,5 +244,52 @@ class PipelineJobs(Construct):
                 bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
 
 
+def _ecs_tasks() -> iam.IPrincipal:
+    """ECS tasks of this account and region only: the confused-deputy conditions the Amazon ECS
+    Developer Guide gives for task role trust policies ("Amazon ECS task IAM role")."""
+    return iam.ServicePrincipal("ecs-tasks.amazonaws.com").with_conditions(
+        {
+            "ArnLike": {
+                "aws:SourceArn": f"arn:{Aws.PARTITION}:ecs:{Aws.REGION}:{Aws.ACCOUNT_ID}:*"
+            },
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+        }
+    )
+
+
+@jsii.implements(IValidation)
+class _OnlyTokenOnEveryResource:
+    """The execution role's IAM5 acknowledgement covers ``ecr:GetAuthorizationToken`` on
+    ``*`` and nothing else: any other action granted on ``*`` fails synthesis here."""
+
+    ALLOWED = frozenset({"ecr:GetAuthorizationToken"})
+
+    def __init__(self, role: iam.Role) -> None:
+        self.role = role
+
+    def validate(self) -> list[str]:
+        stack = Stack.of(self.role)
+        policy = self.role.node.try_find_child("DefaultPolicy")
+        if policy is None:
+            return []
+        document = stack.resolve(policy.document.to_json())  # type: ignore[attr-defined]
+        wrong: set[str] = set()
+        for statement in document.get("Statement", []):
+            resources = statement.get("Resource", [])
+            if "*" in ([resources] if isinstance(resources, str) else resources):
+                actions = statement.get("Action", [])
+                wrong |= set([actions] if isinstance(actions, str) else actions) - self.ALLOWED
+        if not wrong:
+            return []
+        return [
+            f"the job execution role grants {', '.join(sorted(wrong))} on every resource; its "
+            "cdk-nag acknowledgement covers only ecr:GetAuthorizationToken: scope the grant"
+        ]
+
+
 def _publishes(job: JobSpec) -> bool:
     return any("sns:Publish" in a.actions for a in job.access)
+
+
+def _uses_table(job: JobSpec) -> bool:
+    return any(a.resource == "metadata_table" for a in job.access)

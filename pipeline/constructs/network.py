@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -26,12 +27,14 @@ class PipelineNetwork(Construct):
         vpc_subnets: ec2.SubnetSelection | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        encryption_key: kms.IKey | None = None,
     ) -> None:
         """
         :param vpc: the VPC to run in. Default: a new two-AZ VPC with public subnets only, no
             NAT gateway, S3 and DynamoDB gateway endpoints and flow logs.
         :param vpc_subnets: where instances are placed. Default: the VPC's public subnets when
             the VPC is created here, else its private subnets with egress (CDK's default).
+        :param encryption_key: encrypts the flow logs. Default: CloudWatch Logs' own encryption.
         """
         super().__init__(scope, construct_id)
         if vpc is None:
@@ -55,7 +58,11 @@ class PipelineNetwork(Construct):
                 },
             )
             flow_log_group = logs.LogGroup(
-                self, "FlowLogs", retention=log_retention, removal_policy=removal_policy
+                self,
+                "FlowLogs",
+                retention=log_retention,
+                removal_policy=removal_policy,
+                encryption_key=encryption_key,
             )
             vpc.add_flow_log(
                 "FlowLog",

@@ -17,7 +17,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from pipeline.constructs.checkov import apply_checkov_skips
 from pipeline.constructs.compute import PipelineCompute
+from pipeline.constructs.encryption import PipelineKey
 from pipeline.constructs.jobs import JobOverride, PipelineJobs
 from pipeline.constructs.nag import (
     GRANT_WILDCARD_REASON,
@@ -40,6 +42,7 @@ from pipeline.spec import (
     BUCKET_KEYS,
     DEFAULT_ARRAY_SIZE,
     DEFAULT_SPEC,
+    PIPELINE_TAG,
     QUEUE_NAME,
     RECIPIENT,
     RUN_PREFIX_PATTERN,
@@ -94,6 +97,10 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     """BucketA, the input. Default: a new encrypted, TLS-only, private bucket."""
     input_bucket_props: Mapping[str, Any]
     """Extra ``s3.Bucket`` props for a new BucketA (not with ``existing_input_bucket``)."""
+    input_versioning: bool
+    """Version a new BucketA, so an input overwritten during a run keeps the version JobA
+    listed; noncurrent versions expire after 30 days. Default: False (BucketA holds the
+    user's inputs, often large; the output bucket is always versioned)."""
     existing_cpu_results_bucket: s3.IBucket
     """BucketB, manifests and JobB's results. Default: a new bucket whose objects expire after
     ``intermediate_expiration``."""
@@ -156,6 +163,7 @@ class ArrayJobPipeline(Construct):
         self, scope: Construct, construct_id: str, **props: Unpack[ArrayJobPipelineProps]
     ) -> None:
         super().__init__(scope, construct_id)
+        self._grants = 0
         _check_prop_names(props)
         self.name_prefix = _config(check_name_prefix, props.get("name_prefix", ""))
         array_size = _config(
@@ -173,9 +181,11 @@ class ArrayJobPipeline(Construct):
         removal_policy = props.get("removal_policy", RemovalPolicy.RETAIN)
         log_retention = props.get("log_retention", logs.RetentionDays.ONE_MONTH)
 
+        self.encryption = PipelineKey(self, "Encryption", removal_policy=removal_policy)
         self.network = PipelineNetwork(
             self,
             "Network",
+            encryption_key=self.encryption.key,
             vpc=props.get("vpc"),
             vpc_subnets=props.get("vpc_subnets"),
             log_retention=log_retention,
@@ -218,6 +228,10 @@ class ArrayJobPipeline(Construct):
                 "intermediate_expiration", DEFAULT_INTERMEDIATE_EXPIRATION
             ),
             removal_policy=removal_policy,
+            encryption_key=self.encryption.key,
+            versioned=frozenset(
+                {"output_bucket", *(["input_bucket"] if props.get("input_versioning") else [])}
+            ),
         )
         self.jobs = PipelineJobs(
             self,
@@ -229,7 +243,7 @@ class ArrayJobPipeline(Construct):
             buckets=self.storage.buckets,
             table=self.storage.table,
             topic=self.storage.topic,
-            topic_key=self.storage.topic_key,
+            encryption_key=self.encryption.key,
             resource_values=self.storage.resource_values(),
             default_parameters={
                 SOURCE_BUCKET: f"s3://{self.storage.output_bucket.bucket_name}",
@@ -241,9 +255,15 @@ class ArrayJobPipeline(Construct):
         self.failure_notifications: FailureNotifications | None = None
         if props.get("failure_notifications", True):
             self.failure_notifications = FailureNotifications(
-                self, "FailureNotifications", queue=self.queue, topic=self.storage.topic
+                self,
+                "FailureNotifications",
+                queue=self.queue,
+                topic=self.storage.topic,
+                encryption_key=self.encryption.key,
+                removal_policy=removal_policy,
             )
         drop_redundant_provider_dependencies(Stack.of(self))
+        apply_checkov_skips(self)
 
     # --- what other constructs use ----------------------------------------------------------
 
@@ -295,12 +315,18 @@ class ArrayJobPipeline(Construct):
             log_group=self.log_group.log_group_name,
         )
 
-    def grant_read_output(self, grantee: iam.IGrantable) -> None:
+    def grant_read_output(self, grantee: iam.IGrantable) -> iam.Policy | None:
         """Let ``grantee`` list and read the runs' reports, rejects and summaries in the
-        output bucket (``runs/*`` only)."""
+        output bucket (``runs/*`` only).
+
+        For a role, user or group the statements go into a policy of their own, and the
+        cdk-nag acknowledgement of their object wildcard is on that policy only: a wildcard
+        the grantee has from elsewhere is still reported. Returns that policy (None for other
+        principals, which get the statements on their own policy, unacknowledged)."""
         bucket = self.storage.output_bucket
-        self._grant(
+        policy = self._grant(
             grantee,
+            "ReadOutput",
             [
                 iam.PolicyStatement(
                     actions=["s3:ListBucket"],
@@ -316,11 +342,21 @@ class ArrayJobPipeline(Construct):
         )
         if bucket.encryption_key is not None:
             bucket.encryption_key.grant_decrypt(grantee)
+        return policy
 
-    def grant_submit_jobs(self, grantee: iam.IGrantable) -> None:
-        """Let ``grantee`` submit this pipeline's jobs to its queue, tag them, and watch,
-        cancel or terminate them: what ``python -m pipeline.submit`` needs."""
+    def grant_submit_jobs(self, grantee: iam.IGrantable) -> iam.Policy | None:
+        """Let ``grantee`` do what ``python -m pipeline.submit`` does with this pipeline:
+        read the stack's document, describe the job definitions, queue and compute
+        environments (pre-flight), submit and tag this pipeline's jobs, watch them, cancel
+        or terminate them, and read their logs for the failure report.
+
+        Tagging, cancelling and terminating are limited to jobs carrying this pipeline's
+        ``array-pipeline:pipeline`` tag, which the submitter sets on every job. Note that
+        SubmitJob with container overrides lets the grantee run any command under the job
+        roles: grant it to whom you would let run code with those roles' permissions.
+        Returns the policy holding the statements (see :meth:`grant_read_output`)."""
         stack = Stack.of(self)
+        queue_name = prefixed(self.name_prefix, QUEUE_NAME)
         definition_arns = [
             stack.format_arn(
                 service="batch",
@@ -330,33 +366,80 @@ class ArrayJobPipeline(Construct):
             for job in self.spec
         ]
         jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
-        self._grant(
+        tag = f"aws:ResourceTag/{PIPELINE_TAG}"
+        request_tag = f"aws:RequestTag/{PIPELINE_TAG}"
+        return self._grant(
             grantee,
+            "SubmitJobs",
             [
+                # SubmitJob needs the queue, the definition and the new job ("Actions,
+                # resources, and condition keys for AWS Batch"); tag-on-create needs
+                # TagResource on the job, with the tags in the request.
                 iam.PolicyStatement(
-                    actions=["batch:SubmitJob"],
-                    resources=[self.queue.job_queue_arn, *definition_arns],
+                    actions=["batch:SubmitJob", "batch:TagResource"],
+                    resources=[self.queue.job_queue_arn, *definition_arns, jobs_arn],
+                    conditions={"StringEquals": {request_tag: queue_name}},
                 ),
                 iam.PolicyStatement(
-                    actions=["batch:TagResource", "batch:CancelJob", "batch:TerminateJob"],
+                    actions=["batch:CancelJob", "batch:TerminateJob"],
                     resources=[jobs_arn],
+                    conditions={"StringEquals": {tag: queue_name}},
                 ),
-                # DescribeJobs and ListJobs support no resource-level permissions.
+                # These support no resource-level permissions.
                 iam.PolicyStatement(
-                    actions=["batch:DescribeJobs", "batch:ListJobs"], resources=["*"]
+                    actions=[
+                        "batch:DescribeJobs",
+                        "batch:ListJobs",
+                        "batch:DescribeJobDefinitions",
+                        "batch:DescribeJobQueues",
+                        "batch:DescribeComputeEnvironments",
+                    ],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
+                ),
+                iam.PolicyStatement(
+                    actions=["logs:GetLogEvents"],
+                    resources=[self.log_group.log_group_arn],
                 ),
             ],
             GRANT_WILDCARD_REASON,
         )
 
-    @staticmethod
-    def _grant(grantee: iam.IGrantable, statements: list[iam.PolicyStatement], reason: str) -> None:
-        for statement in statements:
-            grantee.grant_principal.add_to_principal_policy(statement)
-        # Say why the wildcards are needed on the grantee itself, so an app that runs cdk-nag
-        # need not repeat it.
-        if isinstance(grantee, Construct):
-            acknowledge_wildcards(grantee, statements, reason)
+    def _grant(
+        self,
+        grantee: iam.IGrantable,
+        purpose: str,
+        statements: list[iam.PolicyStatement],
+        reason: str,
+    ) -> iam.Policy | None:
+        principal = grantee.grant_principal
+        holders = {
+            "roles": [principal] if _has(principal, "role_name") else [],
+            "users": [principal] if _has(principal, "user_name") else [],
+            "groups": [principal] if _has(principal, "group_name") else [],
+        }
+        if not any(holders.values()):
+            for statement in statements:
+                principal.add_to_principal_policy(statement)
+            return None
+        self._grants += 1
+        policy = iam.Policy(
+            self,
+            f"{purpose}Grant{self._grants}",
+            statements=statements,
+            **holders,  # type: ignore[arg-type]
+        )
+        acknowledge_wildcards(policy, statements, reason)
+        return policy
+
+
+def _has(principal: object, attribute: str) -> bool:
+    try:
+        return getattr(principal, attribute, None) is not None
+    except Exception:  # jsii raises for attributes an interface proxy does not have
+        return False
 
 
 def _check_prop_names(props: Mapping[str, object]) -> None:

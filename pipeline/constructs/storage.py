@@ -22,12 +22,60 @@ from pipeline.spec import BUCKET_KEYS, TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 _ACCESS_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 
-# Props a caller may not weaken through ``*_bucket_props``: each would undo a secure default.
-_LOCKED_BUCKET_PROPS = {
-    "enforce_ssl": True,
-    "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
-    "public_read_access": False,
+NONCURRENT_VERSION_EXPIRATION = Duration.days(30)
+"""A versioned bucket keeps overwritten or deleted objects this long, so storage stays bounded."""
+
+_BLOCK_ALL_FIELDS = (
+    "block_public_acls",
+    "block_public_policy",
+    "ignore_public_acls",
+    "restrict_public_buckets",
+)
+
+
+def _blocks_all(value: object) -> bool:
+    return isinstance(value, s3.BlockPublicAccess) and all(
+        getattr(value, name) is True for name in _BLOCK_ALL_FIELDS
+    )
+
+
+def _tls_at_least_1_2(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 1.2
+
+
+# Props a caller may not weaken through ``*_bucket_props``, each with the test a value must
+# pass and what the secure default is.
+_LOCKED_BUCKET_PROPS: dict[str, tuple[Any, str]] = {
+    "enforce_ssl": (lambda v: v is True, "True (TLS-only access)"),
+    "minimum_tls_version": (_tls_at_least_1_2, "1.2 or higher"),
+    "block_public_access": (_blocks_all, "BlockPublicAccess.BLOCK_ALL"),
+    "public_read_access": (lambda v: v is False, "False"),
+    "server_access_logs_bucket": (lambda v: v is not None, "a bucket (access logging on)"),
 }
+_LOCKED_TOPIC_PROPS: dict[str, tuple[Any, str]] = {
+    "enforce_ssl": (lambda v: v is True, "True (TLS-only publishing)"),
+}
+
+
+def _describe(value: object) -> str:
+    """A value for a one-line message: literals as written, objects by their type."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    if isinstance(value, s3.BlockPublicAccess):
+        return "a BlockPublicAccess that does not block all public access"
+    return f"a {type(value).__name__}"
+
+
+def check_locked(
+    prop_name: str, user: Mapping[str, Any], locked: Mapping[str, tuple[Any, str]]
+) -> None:
+    """Refuse, in one line naming the prop, a user prop that would weaken a secure default."""
+    for key, (acceptable, default) in locked.items():
+        if key in user and not acceptable(user[key]):
+            raise PipelineConfigError(
+                f"{prop_name}: {key}={_describe(user[key])} would weaken a secure default "
+                f"({default}); remove it"
+            )
 
 
 def secure_bucket_props(
@@ -62,12 +110,9 @@ def secure_bucket_props(
 def merge_bucket_props(
     prop_name: str, defaults: dict[str, Any], user: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """User props over the secure defaults; refuses to turn off TLS-only or public blocking."""
-    for key, locked in _LOCKED_BUCKET_PROPS.items():
-        if key in user and user[key] != locked:
-            raise PipelineConfigError(
-                f"{prop_name}: {key}={user[key]!r} would weaken a secure default; remove it"
-            )
+    """User props over the secure defaults; refuses to turn off TLS-only access, the minimum
+    TLS version, public access blocking or access logging."""
+    check_locked(prop_name, user, _LOCKED_BUCKET_PROPS)
     return {**defaults, **user}
 
 
@@ -88,6 +133,8 @@ class PipelineStorage(Construct):
         notification_email: str | None,
         intermediate_expiration: Duration,
         removal_policy: RemovalPolicy,
+        encryption_key: kms.IKey,
+        versioned: frozenset[str] = frozenset({"output_bucket"}),
     ) -> None:
         super().__init__(scope, construct_id)
         for name in existing_buckets:
@@ -129,12 +176,21 @@ class PipelineStorage(Construct):
             if existing is not None:
                 self.buckets[name] = existing
                 continue
+            rules = list(intermediate_rules if name == "cpu_results_bucket" else [])
+            if name in versioned:
+                rules.append(
+                    s3.LifecycleRule(
+                        id="ExpireNoncurrentVersions",
+                        noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION,
+                    )
+                )
             defaults = secure_bucket_props(
                 removal_policy=removal_policy,
                 access_logs=self.access_logs_bucket,
                 access_logs_prefix=f"{construct_id_}/",
-                extra_lifecycle_rules=intermediate_rules if name == "cpu_results_bucket" else None,
+                extra_lifecycle_rules=rules,
             )
+            defaults["versioned"] = name in versioned
             props = merge_bucket_props(f"{name}_props", defaults, bucket_props.get(name) or {})
             self.buckets[name] = s3.Bucket(self, construct_id_, **props)
 
@@ -152,35 +208,27 @@ class PipelineStorage(Construct):
                 "point_in_time_recovery_specification": (
                     dynamodb.PointInTimeRecoverySpecification(point_in_time_recovery_enabled=True)
                 ),
-                "encryption": dynamodb.TableEncryption.AWS_MANAGED,
+                "encryption": dynamodb.TableEncryption.CUSTOMER_MANAGED,
+                "encryption_key": encryption_key,
                 "removal_policy": removal_policy,
                 **(table_props or {}),
             },
         )
 
-        self.topic_key: kms.IKey | None = None
+        self.encryption_key = encryption_key
         if existing_topic is not None:
             self.topic: sns.ITopic = existing_topic
         else:
-            # A customer-managed key, because EventBridge (the failure notifications) cannot
-            # publish to a topic encrypted with the AWS-managed SNS key; the rule's SnsTopic
-            # target grants EventBridge its use. It is the pipeline's one idle cost (a KMS
-            # key's monthly fee).
-            topic_key = kms.Key(
-                self,
-                "TopicKey",
-                description="Encrypts the array-job pipeline's notification topic",
-                enable_key_rotation=True,
-                removal_policy=removal_policy,
-            )
-            self.topic_key = topic_key
+            check_locked("topic_props", topic_props or {}, _LOCKED_TOPIC_PROPS)
+            # Under the pipeline's key: EventBridge (the failure notifications) cannot publish
+            # to a topic encrypted with the AWS-managed SNS key.
             self.topic = sns.Topic(
                 self,
                 "NotificationTopic",
                 **{
                     "display_name": "Array job pipeline",
                     "enforce_ssl": True,
-                    "master_key": topic_key,
+                    "master_key": encryption_key,
                     **(topic_props or {}),
                 },
             )

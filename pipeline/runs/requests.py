@@ -19,6 +19,7 @@ from pipeline.document import PipelineDocument
 from pipeline.spec import (
     DEFAULT_SPEC,
     INDEX_MAP,
+    PIPELINE_TAG,
     RECIPIENT,
     RUN_TAG,
     SOURCE_BUCKET,
@@ -196,7 +197,7 @@ def build_request(
         depends_on.append(entry)
     if depends_on:
         request["dependsOn"] = depends_on
-    request["tags"] = {RUN_TAG: config.run_id}
+    request["tags"] = {RUN_TAG: config.run_id, PIPELINE_TAG: document.queue_name or document.queue}
     request["propagateTags"] = True
     return request
 
