@@ -21,9 +21,18 @@ except ModuleNotFoundError:
     venv_python = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
     if venv_python.exists() and Path(sys.executable) != venv_python:
         os.execv(venv_python, [str(venv_python), __file__, *sys.argv[1:]])
-    sys.exit("error: aws-cdk-lib is not installed; run `scripts/dev setup` (or pip install -e .)")
+    sys.exit(
+        "error: aws-cdk-lib is not installed; run `scripts/dev setup` "
+        "(or pip install -e '.[dev]', which also brings cdk-nag)"
+    )
 
-from cdk_nag import AwsSolutionsChecks
+try:
+    from cdk_nag import AwsSolutionsChecks
+except ModuleNotFoundError:
+    sys.exit(
+        "error: cdk-nag is not installed (this app registers its AwsSolutions checks); run "
+        "`scripts/dev setup` (or pip install -e '.[dev]')"
+    )
 
 from pipeline.context import pipeline_props_from_context
 from pipeline.errors import PipelineConfigError

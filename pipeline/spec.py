@@ -25,15 +25,15 @@ from typing import Any
 # The environment and object-layout contract lives with the job programs (it must be inside the
 # image). This is the one import path for it outside the image: everything on the host side
 # reads it from here.
-from job_images.batch_jobs import contract as contract
-from job_images.batch_jobs.contract import INDEX_MAP as INDEX_MAP
-from job_images.batch_jobs.contract import MAX_OBJECT_BYTES as MAX_OBJECT_BYTES
-from job_images.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
-from job_images.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
-from job_images.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
-from job_images.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
-from job_images.batch_jobs.contract import WORKERS as WORKERS
-from job_images.batch_jobs.contract import run_prefix as run_prefix
+from pipeline.job_image.batch_jobs import contract as contract
+from pipeline.job_image.batch_jobs.contract import INDEX_MAP as INDEX_MAP
+from pipeline.job_image.batch_jobs.contract import MAX_OBJECT_BYTES as MAX_OBJECT_BYTES
+from pipeline.job_image.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
+from pipeline.job_image.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
+from pipeline.job_image.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
+from pipeline.job_image.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
+from pipeline.job_image.batch_jobs.contract import WORKERS as WORKERS
+from pipeline.job_image.batch_jobs.contract import run_prefix as run_prefix
 
 JOB_IMAGES_DIR = Path(contract.__file__).resolve().parents[1]
 """The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel; the

@@ -249,6 +249,15 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
             "the stack's, or 8 with --local)",
         )
     parser.add_argument("--source-bucket", metavar="S3_URL", help="JobE's SourceBucket parameter")
+    if sizes:
+        parser.add_argument(
+            "--max-object-bytes",
+            type=_int,
+            metavar="N",
+            help="JobA rejects input objects larger than N bytes (default: the job "
+            "definition's: 5 GiB deployed; 1 MiB with --local, whose services keep objects "
+            "in memory)",
+        )
     parser.add_argument("--recipient", metavar="EMAIL", help="JobE's Recipient parameter")
     parser.add_argument(
         "--watch",
@@ -415,7 +424,19 @@ def _inputs(args: argparse.Namespace) -> RunInputs:
         run_id=getattr(args, "run_id", None),
         source_bucket=args.source_bucket,
         recipient=args.recipient,
+        max_object_bytes=getattr(args, "max_object_bytes", None),
     )
+
+
+def _need_local_services() -> None:
+    """The local services need moto, from the ``[local]`` extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        raise ConfigurationError(
+            "--local needs the embedded AWS services, which are not installed: "
+            "pip install 'array-job-pipeline[local]'"
+        )
 
 
 def _check_backend_flags(args: argparse.Namespace) -> None:
@@ -445,7 +466,10 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         if args.dry_run:
             _print_dry_run(output, engine.dry_run(document, config))
             return EXIT_OK
-        objects = read_input_dir(Path(args.input)) if args.input else sample_objects()
+        _need_local_services()
+        objects, not_seeded = (
+            read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
+        )
         output_dir = _output_dir(args)
         with local.session(document, inputs=objects) as session:
             endpoint = session.aws.endpoint if session.aws else "none"
@@ -454,6 +478,9 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
                 f"{len(objects):,} objects, {sum(len(b) for b in objects.values()):,} bytes; "
                 f"{session.batch.vcpu_budget} vCPUs"
             )
+            for name, reason in not_seeded.items():
+                output.progress(f"  not seeded: {name}: {reason}")
+            session.not_seeded = not_seeded
             run = _start(output, session, document, config)
             return _follow_local(args, output, session, run, output_dir)
     backend = AwsBackend(args, connector)
@@ -618,6 +645,7 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
     if args.local:
         from pipeline.local.backend import LocalBackend
 
+        _need_local_services()
         local = LocalBackend()
         document = local.document()
         output_dir = _output_dir(args)

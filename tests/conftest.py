@@ -37,6 +37,20 @@ def fake_aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_local_run_folders_left_behind() -> Iterator[None]:
+    """A local run removes its working folder at the end, failed or not; so must every test."""
+    import tempfile
+
+    def folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("array-pipeline-local-*"))
+
+    before = folders()
+    yield
+    left = folders() - before
+    assert not left, f"local runs left folders behind: {sorted(map(str, left))}"
+
+
 @dataclass
 class Synthesized:
     template: dict[str, Any]

@@ -40,16 +40,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_contains_the_job_image_build_context(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {
-        "job_images/Dockerfile",
-        "job_images/requirements.txt",
-        "job_images/.dockerignore",
-        "job_images/batch_jobs/__init__.py",
+        "pipeline/job_image/Dockerfile",
+        "pipeline/job_image/requirements.txt",
+        "pipeline/job_image/.dockerignore",
+        "pipeline/job_image/batch_jobs/__init__.py",
         "pipeline/spec.py",
         "pipeline/py.typed",
         "pipeline/constructs/pipeline.py",
         "pipeline/stacks/pipeline_stack.py",
     } <= names
     assert not any(n.startswith("tests/") for n in names)
+    # the image ships inside this library's namespace: no generic top-level package
+    top_level = {n.split("/")[0] for n in names}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"pipeline"}
 
 
 def test_installed_copy_synthesizes_the_image_asset(wheel: Path, tmp_path: Path) -> None:

@@ -63,6 +63,8 @@ class LocalSession:
     work: Path
     events: list[dict[str, Any]] = field(default_factory=list)
     settle: bool = True
+    not_seeded: Mapping[str, str] = field(default_factory=dict)
+    """Input files that could not become objects, with the reason (accounted for here)."""
 
     def read_log(self, job_id: str, _log_stream: str | None) -> list[str]:
         return _tail(self.batch.log_path(job_id))
@@ -74,14 +76,28 @@ class LocalSession:
         the outputs; on failure the notifications the stack's EventBridge rule would have sent
         and the saved run. Returns the outcome with its ``local`` part, and text lines."""
         assert self.aws is not None
+        attempts = _attempts(self.batch, run)
+        retries = _retries(attempts)
         local: dict[str, Any] = {
             "logs": str(self.work / "logs"),
-            "attempts": _attempt_counts(self.batch, run),
+            "attempts": _attempt_counts(attempts),
+            "retries": retries,
+            "notSeeded": dict(self.not_seeded),
         }
-        lines: list[str] = []
+        lines: list[str] = [
+            f"{job}: {len(reasons)} attempt{'s' * (len(reasons) > 1)} retried ({reason})"
+            for job, reasons in retries.items()
+            for reason in sorted(set(reasons))
+        ]
+        lines += [f"not seeded: {name}: {reason}" for name, reason in self.not_seeded.items()]
         if not outcome.succeeded:
             pattern = failure_event_pattern(self.batch.queue)
-            notices = [render(e) for e in self.events if matches(pattern, e)]
+            # The rule's message suggests `status RUN_ID`; a local run is found with --local.
+            notices = [
+                render(e).replace("status RUN_ID", f"status {run.run_id} --local")
+                for e in self.events
+                if matches(pattern, e)
+            ]
             saved = save_state(self.aws, self.batch, run.run_id)
             local.update(notifications=notices, savedTo=str(saved), logs=str(saved / "logs"))
             lines += [f"failure notification: {n}" for n in notices]
@@ -95,7 +111,8 @@ class LocalSession:
             copied = str(_copy_outputs(self.aws, run.run_id, output_dir))
         local["copiedTo"] = copied
         shutil.rmtree(state_dir(run.run_id), ignore_errors=True)
-        return _with_local(outcome, local), _success_text(summary, messages, copied)
+        lines += _success_text(summary, messages, copied)
+        return _with_local(outcome, local), lines
 
 
 def _with_local(outcome: RunOutcome, local: dict[str, Any]) -> RunOutcome:
@@ -184,22 +201,34 @@ def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]
     return faults
 
 
-def _attempt_counts(batch: LocalBatch, run: SubmittedRun) -> dict[str, int]:
-    """How many job processes each job of the submission started (reused jobs: none)."""
-    counts: dict[str, int] = {}
+def _attempts(batch: LocalBatch, run: SubmittedRun) -> dict[str, list[list[Any]]]:
+    """Job key -> the attempts of each of its job processes' leaves (reused jobs: none)."""
+    found: dict[str, list[list[Any]]] = {}
     for job in run.jobs:
+        found[job.key] = []
         if job.reused:
-            counts[job.key] = 0
             continue
         children = batch.list_jobs(arrayJobId=job.job_id)["jobSummaryList"]
         ids = [c["jobId"] for c in children] or [job.job_id]
-        described = [
-            d
-            for i in range(0, len(ids), 100)
-            for d in batch.describe_jobs(jobs=ids[i : i + 100])["jobs"]
-        ]
-        counts[job.key] = sum(len(d["attempts"]) for d in described)
-    return counts
+        for start in range(0, len(ids), 100):
+            for described in batch.describe_jobs(jobs=ids[start : start + 100])["jobs"]:
+                found[job.key].append(list(described.get("attempts", [])))
+    return found
+
+
+def _attempt_counts(attempts: Mapping[str, list[list[Any]]]) -> dict[str, int]:
+    """How many job processes each job of the submission started."""
+    return {key: sum(len(leaf) for leaf in leaves) for key, leaves in attempts.items()}
+
+
+def _retries(attempts: Mapping[str, list[list[Any]]]) -> dict[str, list[str]]:
+    """Job key -> the reason of every attempt that was retried (a lost host, a pull failure)."""
+    retried: dict[str, list[str]] = {}
+    for key, leaves in attempts.items():
+        for leaf in leaves:
+            for attempt in leaf[:-1]:
+                retried.setdefault(key, []).append(attempt.get("statusReason") or "no reason")
+    return retried
 
 
 def _summary(aws: LocalAws, run_id: str) -> dict[str, Any]:
@@ -222,6 +251,17 @@ def _success_text(
         f"{objects['rejected']:,} rejected, "
         f"{sum(c['passed'] for c in summary['checks'])}/{len(summary['checks'])} checks passed",
     ]
+    over = {
+        reason: count
+        for reason, count in summary.get("rejects_by_reason", {}).items()
+        if reason.startswith("larger than the ")
+    }
+    for reason, count in over.items():
+        limit = reason.removeprefix("larger than the ").removesuffix("-byte limit")
+        lines.append(
+            f"{count:,} rejected over the local limit of {limit} bytes; raise it with "
+            "--max-object-bytes N"
+        )
     for message in messages:
         lines += ["", f"SNS notification: {message.get('Subject', '')}"]
         lines += [f"  {line}" for line in message["Message"].strip().splitlines()]

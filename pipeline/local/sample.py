@@ -47,14 +47,32 @@ def sample_objects(
     return objects
 
 
-def read_input_dir(path: Path) -> dict[str, bytes]:
+NOT_UTF8 = "name is not valid UTF-8, which S3 object keys must be"
+
+
+def read_input_dir(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
+    """(key -> contents, name -> reason) of the files under ``path``: every file becomes an
+    object of BucketA, or is listed with the reason it could not (its name is not UTF-8, so no
+    S3 key can hold it; shown with its undecodable bytes escaped)."""
     if not path.is_dir():
         raise SpecError(f"--input {str(path)!r} is not a folder; name a folder of files to process")
-    files = {
-        str(f.relative_to(path).as_posix()): f.read_bytes()
-        for f in sorted(path.rglob("*"))
-        if f.is_file()
-    }
-    if not files:
+    files: dict[str, bytes] = {}
+    not_seeded: dict[str, str] = {}
+    for file in sorted(path.rglob("*")):
+        if not file.is_file():
+            continue
+        name = file.relative_to(path).as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            not_seeded[shown] = NOT_UTF8
+            continue
+        files[name] = file.read_bytes()
+    if not files and not not_seeded:
         raise SpecError(f"--input {str(path)!r} has no files")
-    return files
+    if not files:
+        raise SpecError(
+            f"--input {str(path)!r} has no file whose name S3 can hold (not valid UTF-8)"
+        )
+    return files, not_seeded

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
@@ -19,6 +19,7 @@ from pipeline.document import PipelineDocument
 from pipeline.spec import (
     DEFAULT_SPEC,
     INDEX_MAP,
+    MAX_OBJECT_BYTES,
     PIPELINE_TAG,
     RECIPIENT,
     RUN_TAG,
@@ -52,6 +53,8 @@ class RunConfig:
     parameters: Mapping[str, str]
     """JobE's parameters (``SourceBucket``, ``Recipient``) given for this run; a parameter left
     out keeps the job definition's default."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Job settings given for this run (``PIPELINE_MAX_OBJECT_BYTES``), over the definitions'."""
 
     @property
     def array_size(self) -> int:
@@ -102,6 +105,9 @@ class RunInputs:
     run_id: str | None = None
     source_bucket: str | None = None
     recipient: str | None = None
+    max_object_bytes: int | None = None
+    """JobA rejects larger objects (default: the job definition's: 5 GiB deployed, 1 MiB
+    locally)."""
 
 
 def resolve_run(
@@ -126,13 +132,20 @@ def resolve_run(
     size = next(
         s for s in (inputs.array_size, previous_size, document.spec.array_size) if s is not None
     )
-    return run_config(
+    config = run_config(
         array_size=size,
         run_id=inputs.run_id,
         source_bucket=pick(inputs.source_bucket, SOURCE_BUCKET),
         recipient=pick(inputs.recipient, RECIPIENT),
         spec=document.spec,
     )
+    if inputs.max_object_bytes is None:
+        return config
+    if isinstance(inputs.max_object_bytes, bool) or inputs.max_object_bytes < 1:
+        raise SpecError(
+            f"--max-object-bytes must be a whole number above 0; got {inputs.max_object_bytes}"
+        )
+    return replace(config, environment={MAX_OBJECT_BYTES: str(inputs.max_object_bytes)})
 
 
 def placeholder_id(job_key: str) -> str:
@@ -161,6 +174,7 @@ def build_request(
         RunEnv.RUN_ID: config.run_id,
         RunEnv.ARRAY_SIZE: str(config.array_size),
         **document.resource_env,
+        **config.environment,
     }
     if rerun is not None:
         environment[INDEX_MAP] = ",".join(str(i) for i in rerun)
