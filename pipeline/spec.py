@@ -34,6 +34,7 @@ from pipeline.job_image.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_
 from pipeline.job_image.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
 from pipeline.job_image.batch_jobs.contract import WORKERS as WORKERS
 from pipeline.job_image.batch_jobs.contract import run_prefix as run_prefix
+from pipeline.job_image.batch_jobs.contract import source_bucket_name as source_bucket_name
 
 JOB_IMAGES_DIR = Path(contract.__file__).resolve().parents[1]
 """The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel; the
@@ -46,6 +47,8 @@ MIN_ARRAY_SIZE = 2
 MAX_ARRAY_SIZE = 10_000
 """Largest array size AWS Batch accepts."""
 MAX_DEPENDENCIES = 20
+MAX_EVALUATE_ON_EXIT = 5
+"""Most ``retryStrategy.evaluateOnExit`` entries a job definition may have."""
 """Most ``dependsOn`` entries a single job may have."""
 
 DEFAULT_ARRAY_SIZE = 10_000
@@ -136,12 +139,15 @@ RETRY_RULES: tuple[RetryRule, ...] = (
     RetryRule("RETRY", on_status_reason="Host EC2*"),
     # The image could not be pulled on a fresh instance: retry.
     RetryRule("RETRY", on_reason="CannotPullContainerError:*"),
+    # The program met a transient failure (throttling, 5xx, timeouts) beyond its own retries.
+    RetryRule("RETRY", on_exit_code=str(contract.EXIT_TRANSIENT)),
     # The program's own failure: retrying would fail the same way.
     RetryRule("EXIT", on_exit_code="*"),
     RetryRule("EXIT", on_reason="*"),
 )
-"""Every job's retry strategy: infrastructure failures are retried, application errors are not.
-(Batch never retries an attempt that exceeded its timeout.)"""
+"""Every job's retry strategy: infrastructure failures and the programs' transient exit code
+are retried, application errors are not. (Batch never retries an attempt that exceeded its
+timeout.) AWS Batch takes at most five evaluateOnExit entries: these are five."""
 
 
 @dataclass(frozen=True)
@@ -486,6 +492,8 @@ class PipelineSpec:
 
     def validate(self) -> None:
         """Check the rules AWS Batch applies at SubmitJob, before anything is submitted."""
+        if len(RETRY_RULES) > MAX_EVALUATE_ON_EXIT:
+            raise SpecError(f"AWS Batch takes at most {MAX_EVALUATE_ON_EXIT} evaluateOnExit rules")
         seen: dict[str, JobSpec] = {}
         for job in self.jobs:
             if job.key in seen:

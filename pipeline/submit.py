@@ -15,6 +15,7 @@ means the same with either backend, and ``--json`` has the same shapes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -460,13 +461,17 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         from pipeline.local.backend import LocalBackend, parse_faults
         from pipeline.local.sample import read_input_dir, sample_objects
 
-        local = LocalBackend(faults=parse_faults(args.inject))
-        document = local.document()
+        document = LocalBackend().document()
         config = engine.plan_run(document, inputs, max_vcpu_hours=args.max_vcpu_hours)
+        local = LocalBackend(faults=parse_faults(args.inject, config.spec))
         if args.dry_run:
             _print_dry_run(output, engine.dry_run(document, config))
             return EXIT_OK
         _need_local_services()
+        if args.run_id:
+            from pipeline.local.saved import refuse_saved_run_id
+
+            refuse_saved_run_id(args.run_id)
         objects, not_seeded = (
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
@@ -481,7 +486,7 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
             for name, reason in not_seeded.items():
                 output.progress(f"  not seeded: {name}: {reason}")
             session.not_seeded = not_seeded
-            run = _start(output, session, document, config)
+            run = _start(output, session, document, config, run_id_given=bool(args.run_id))
             return _follow_local(args, output, session, run, output_dir)
     backend = AwsBackend(args, connector)
     # Every input is checked before any AWS call.
@@ -497,7 +502,7 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         _print_dry_run(output, engine.dry_run(document, config))
         return EXIT_OK
     with backend.session(document) as session:
-        run = _start(output, session, document, config)
+        run = _start(output, session, document, config, run_id_given=bool(args.run_id))
         return _after_submit(args, output, session, run, backend.where())
 
 
@@ -507,10 +512,12 @@ def _start(
     document: PipelineDocument,
     config: Any,
     plan: Any = None,
+    *,
+    run_id_given: bool = False,
 ) -> SubmittedRun:
     from pipeline.runs import engine
 
-    engine.preflight(session, document, config)
+    engine.preflight(session, document, config, run_id_given=run_id_given)
     output.progress(
         f"run {config.run_id}: submitting {len(config.spec.jobs)} jobs to {document.queue}"
     )
@@ -591,9 +598,23 @@ def _print_dry_run(output: Output, dry_run: Any) -> None:
 
 
 def _output_dir(args: argparse.Namespace) -> Path | None:
+    """``--output``, checked before the run: a folder that exists or can be made, writable."""
+    import tempfile
+
     output_dir = Path(args.output) if getattr(args, "output", None) else None
-    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+    if output_dir is None:
+        return None
+    if output_dir.exists() and not output_dir.is_dir():
         raise SpecError(f"--output {str(output_dir)!r} exists and is not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise SpecError(
+            f"--output {str(output_dir)!r} cannot be written ({error.strerror}); pick a folder "
+            "you can write to"
+        ) from None
     return output_dir
 
 
@@ -731,6 +752,14 @@ def main(
     except KeyboardInterrupt:
         print("interrupted", file=err)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (`... --json | head`): end quietly, and keep Python
+        # from complaining again when it flushes stdout at exit.
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

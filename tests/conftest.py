@@ -38,17 +38,19 @@ def fake_aws_credentials(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_local_run_folders_left_behind() -> Iterator[None]:
-    """A local run removes its working folder at the end, failed or not; so must every test."""
+def no_local_run_folders_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A local run removes its working folder at the end, failed or not; so must every test.
+    Each test process (one per pytest-xdist worker) gets a temporary directory of its own,
+    for itself and the processes it starts, so what is left there is its own."""
     import tempfile
 
-    def folders() -> set[Path]:
-        return set(Path(tempfile.gettempdir()).glob("array-pipeline-local-*"))
-
-    before = folders()
-    yield
-    left = folders() - before
-    assert not left, f"local runs left folders behind: {sorted(map(str, left))}"
+    own = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(own))
+        patch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+        yield
+        left = sorted(str(p) for p in own.glob("array-pipeline-local-*"))
+    assert not left, f"local runs left folders behind: {left}"
 
 
 @dataclass

@@ -127,15 +127,19 @@ def test_bad_local_input_is_one_line(tmp_path: Path, args: list[str], message: s
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _job_processes() -> list[str]:
+def _job_processes(endpoint_port: str) -> list[str]:
+    """Job processes of the local run whose services listened on ``endpoint_port`` (each run
+    has its own port, so runs of other tests running beside this one are not counted)."""
     found = []
+    mark = f"AWS_ENDPOINT_URL=http://127.0.0.1:{endpoint_port}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environment = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if "batch_jobs.job_" in cmdline:
+            if "batch_jobs.job_" in cmdline and mark in environment:
                 found.append(f"{entry.name}: {cmdline}")
     return found
 
@@ -162,7 +166,7 @@ def test_sigterm_stops_the_jobs_and_the_server(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 130
     time.sleep(0.5)
-    assert _job_processes() == []
+    assert _job_processes(endpoint) == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", int(endpoint)), timeout=1).close()
 

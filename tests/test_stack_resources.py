@@ -96,7 +96,9 @@ def test_job_e_command_uses_its_parameters(template: Any) -> None:
     )
 
 
-def test_retry_strategy_retries_host_failures_but_not_program_errors(template: Any) -> None:
+def test_retry_strategy_retries_host_and_transient_failures_not_program_errors(
+    template: Any,
+) -> None:
     template.all_resources_properties(
         "AWS::Batch::JobDefinition",
         {
@@ -105,6 +107,7 @@ def test_retry_strategy_retries_host_failures_but_not_program_errors(template: A
                 "EvaluateOnExit": [
                     {"Action": "RETRY", "OnStatusReason": "Host EC2*"},
                     {"Action": "RETRY", "OnReason": "CannotPullContainerError:*"},
+                    {"Action": "RETRY", "OnExitCode": "75"},
                     {"Action": "EXIT", "OnExitCode": "*"},
                     {"Action": "EXIT", "OnReason": "*"},
                 ],

@@ -87,10 +87,33 @@ BAD_PROPS = [
         r"^cpu_results_bucket_props: block_public_access=a BlockPublicAccess that does not "
         r"block all public access would weaken",
     ),
+    ({"max_vcpus": -5}, r"^max_vcpus must be a whole number of at least 1; got -5$"),
+    (
+        {"runnable_timeout": cdk.Duration.minutes(5)},
+        r"^runnable_timeout must be from 10 minutes to 24 hours .* got 300 seconds$",
+    ),
+    ({"cpu_instance_types": []}, r"^cpu_instance_types is empty; name at least one"),
+    ({"memory_instance_types": []}, r"^memory_instance_types is empty; name at least one"),
+    (
+        {"job_overrides": {"JobD": JobOverride(timeout=cdk.Duration.seconds(30))}},
+        r"^job_overrides: JobD timeout must be at least 60 seconds",
+    ),
+    (
+        {"job_overrides": {"JobB": JobOverride(environment={"AWS_BATCH_JOB_ID": "x"})}},
+        r"^job_overrides: JobB sets AWS_BATCH_JOB_ID; AWS_BATCH_\* variables are set by",
+    ),
+    (
+        {"intermediate_expiration": cdk.Duration.hours(0)},
+        r"^intermediate_expiration must be at least 1 day",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("props", "message"), BAD_PROPS, ids=[str(p) for p, _ in BAD_PROPS])
+@pytest.mark.parametrize(
+    ("props", "message"),
+    BAD_PROPS,
+    ids=[",".join(sorted(p)) + f"-{i}" for i, (p, _) in enumerate(BAD_PROPS)],
+)
 def test_bad_prop_fails_with_one_line_naming_it(props: dict[str, Any], message: str) -> None:
     with pytest.raises(PipelineConfigError, match=message) as error:
         _build(**props)
@@ -147,6 +170,7 @@ def _run_app(tmp_path: Path, context: dict[str, Any]) -> subprocess.CompletedPro
         ({"pipeline:arraySize": "ten"}, "error: context pipeline:arraySize must be a whole number"),
         ({"pipeline:notificationEmail": "nobody"}, "error: notification_email 'nobody' is not"),
         ({"pipeline:spot": "maybe"}, "error: context pipeline:spot must be true or false"),
+        ({"pipeline:maxvCpus": "-1"}, "error: max_vcpus must be a whole number of at least 1"),
     ],
 )
 def test_app_reports_bad_context_in_one_line_without_traceback(

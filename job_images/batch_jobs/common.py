@@ -38,6 +38,39 @@ class JobError(Exception):
     """A failure the job reports in one line (naming the object involved) and exits 1 for."""
 
 
+class TransientJobError(JobError):
+    """A transient failure (throttling, 5xx, timeouts, connections) that outlived the job's own
+    retries; the job exits with ``contract.EXIT_TRANSIENT`` and Batch retries the attempt."""
+
+
+# Error codes AWS services use for throttling and momentary unavailability.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+
+
+def is_transient(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in _TRANSIENT_CODES or int(status) >= 500
+
+
 @dataclass(frozen=True)
 class RunContext:
     """The run as the environment describes it."""
@@ -141,9 +174,19 @@ def reporting(what: str) -> Iterator[None]:
         yield
     except ClientError as error:
         info = error.response.get("Error", {})
-        raise JobError(f"{what}: {info.get('Code')}: {info.get('Message')}") from error
-    except BotoCoreError as error:
-        raise JobError(f"{what}: {error}") from error
+        kind = TransientJobError if is_transient(error) else JobError
+        raise kind(f"{what}: {info.get('Code')}: {info.get('Message')}") from error
+    except (ConnectionError, BotoCoreError) as error:
+        # Connection resets, read and connect timeouts: botocore retried them already.
+        kind = TransientJobError if _is_network(error) else JobError
+        raise kind(f"{what}: {error}") from error
+
+
+def _is_network(error: Exception) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    return isinstance(error, ConnectionError | BotoConnectionError | HTTPClientError)
 
 
 def s3_url(bucket: str, key: str) -> str:
@@ -259,6 +302,9 @@ def run_main(job: str, work: Callable[[], dict[str, Any] | None]) -> int:
     started = time.monotonic()
     try:
         result = work() or {}
+    except TransientJobError as error:
+        print(f"{job}: transient error (retried by Batch): {error}", file=sys.stderr, flush=True)
+        return contract.EXIT_TRANSIENT
     except JobError as error:
         print(f"{job}: error: {error}", file=sys.stderr, flush=True)
         return 1

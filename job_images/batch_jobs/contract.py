@@ -9,6 +9,7 @@ definition. Plain data and pure functions: no AWS, no third-party imports.
 from __future__ import annotations
 
 import hashlib
+import re
 
 # --- environment ------------------------------------------------------------------------------
 
@@ -40,12 +41,47 @@ DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
 DEFAULT_LINK_EXPIRY_SECONDS = 6 * 3600
 MAX_LINK_EXPIRY_SECONDS = 7 * 24 * 3600
 
+EXIT_TRANSIENT = 75
+"""A job program's exit code for a transient failure that outlived its own retries
+(throttling, a 5xx, a timeout, a dropped connection): the job's retry strategy retries it
+(EX_TEMPFAIL in sysexits.h). Any other non-zero exit is final."""
+
 VALIDATION_STEPS = 10
 """JobD's checks, one per array child, run in order."""
 
 TABLE_PARTITION_KEY = "run_id"
 TABLE_SORT_KEY = "object_key"
 """One item per valid object: (run id, object key) is deterministic, so retries overwrite."""
+
+# --- parameters ---------------------------------------------------------------------------------
+
+# Bucket names as S3 accepts them today (3-63 lowercase letters, digits, '.', '-'), and the
+# legacy names older us-east-1 buckets may still have (up to 255 characters, with capitals and
+# underscores), so a workflow's `s3://JobD-Output-Bucket` is a name, not an error.
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+
+
+def source_bucket_name(url: str) -> str:
+    """The bucket named by JobE's SourceBucket parameter, ``s3://bucket``: the one rule the
+    CLI (before anything is submitted) and JobE (when it runs) apply. JobE reads the run's
+    report under ``runs/<run-id>/`` in that bucket, so a prefix is refused by both."""
+    if not url.startswith("s3://"):
+        raise ValueError(
+            f"SourceBucket must be an s3:// URL like s3://my-output-bucket; got {url!r}"
+        )
+    name, slash, rest = url[len("s3://") :].partition("/")
+    if slash and rest:
+        raise ValueError(
+            f"SourceBucket names a bucket, not a prefix (JobE reads runs/<run-id>/ in it); "
+            f"use s3://{name}, got {url!r}"
+        )
+    if not _BUCKET.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"SourceBucket {url!r} does not name an S3 bucket (3-255 letters, digits, '.', '-' "
+            "or '_', starting and ending with a letter or digit)"
+        )
+    return name
+
 
 # --- object layout ------------------------------------------------------------------------------
 # Every object a run writes lives under runs/<run-id>/ in the pipeline's buckets; BucketA (the
@@ -107,6 +143,12 @@ def report_key(run_id: str, step: int) -> str:
 def summary_key(run_id: str) -> str:
     """Output bucket: JobE's summary of the run, the object the notification links to."""
     return f"{run_prefix(run_id)}summary.json"
+
+
+def notified_key(run_id: str) -> str:
+    """Output bucket: written once JobE's notification was published, so a retried or
+    re-run JobE does not send it again."""
+    return f"{run_prefix(run_id)}notified.json"
 
 
 def timing_key(run_id: str, job: str, index: int | None) -> str:

@@ -20,6 +20,7 @@ from batch_jobs import contract
 from batch_jobs.common import (
     JobError,
     RunContext,
+    TransientJobError,
     array_index,
     dumps,
     get_json,
@@ -139,7 +140,7 @@ def write_items(
             sleep(min(0.05 * 2**attempt, 5.0) * (0.5 + random.random() / 2))
         else:
             first = pending[0]["PutRequest"]["Item"][contract.TABLE_SORT_KEY]["S"]
-            raise JobError(
+            raise TransientJobError(
                 f"BatchWriteItem {table}: {len(pending)} items still unprocessed after "
                 f"{WRITE_ATTEMPTS} attempts, first {first!r}"
             )

@@ -34,18 +34,16 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
 
-_S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/?$")
-
 
 def parse_source_bucket(value: str | None, default: str) -> str:
     """The bucket of ``s3://bucket``; an unset parameter (``Ref::SourceBucket`` left as it is,
     or empty) means the output bucket."""
     if not value or value.startswith("Ref::"):
         return default
-    match = _S3_URL.fullmatch(value)
-    if not match:
-        raise JobError(f"SourceBucket must be an s3:// URL like s3://my-bucket; got {value!r}")
-    return match.group(1)
+    try:
+        return contract.source_bucket_name(value)
+    except ValueError as error:
+        raise JobError(str(error)) from None
 
 
 def parse_recipient(value: str | None) -> str | None:
@@ -76,10 +74,59 @@ def run(
                 f"check {step} ({report['check']}) did not pass; the run's intermediates are "
                 "kept for inspection"
             )
+    # Idempotent: a JobE run again (a retried attempt, a resumed run) finds the summary and
+    # the notification marker of the run that got that far, and neither rewrites the summary
+    # (its counts would change once the intermediates are gone) nor notifies twice.
+    key = contract.summary_key(ctx.run_id)
+    summary = get_json_if_exists(s3, source_bucket, key)
+    if summary is None:
+        summary = _summarize(s3, ctx, reports)
+        put_json(s3, source_bucket, key, summary)
+    notified = contract.notified_key(ctx.run_id)
+    if get_json_if_exists(s3, source_bucket, notified) is not None:
+        return {"summary": s3_url(source_bucket, key), "removed": 0, "notified": False}
+    with reporting(f"presign {s3_url(source_bucket, key)}"):
+        link = s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": source_bucket, "Key": key},
+            ExpiresIn=ctx.link_expiry_seconds,
+        )
+    objects = summary["objects"]
+    message = (
+        f"The array-job pipeline run {ctx.run_id} completed: {objects['processed']:,} objects "
+        f"processed, {objects['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
+        f"Summary (link valid for up to {ctx.link_expiry_seconds // 3600} h): {link}\n"
+        f"Summary in S3: {s3_url(source_bucket, key)}\n"
+        f"Outputs: {summary['outputs']}\n"
+    )
+    attributes: dict[str, Any] = {"RunId": {"DataType": "String", "StringValue": ctx.run_id}}
+    if recipient:
+        attributes["Recipient"] = {"DataType": "String", "StringValue": recipient}
+    with reporting(f"Publish {ctx.notification_topic_arn}"):
+        published = sns.publish(
+            TopicArn=ctx.notification_topic_arn,
+            Subject=f"Array job pipeline run {ctx.run_id} completed"[:100],
+            Message=message,
+            MessageAttributes=attributes,
+        )
+    # Written after the publish: a crash between the two sends the message again (at least
+    # once), rather than never.
+    put_json(s3, source_bucket, notified, {"message_id": published["MessageId"]})
+    # What is logged (run_main prints it to CloudWatch Logs) names the summary by its s3:// URL
+    # only: the presigned link carries the job role's session token, a secret.
+    return {
+        "summary": s3_url(source_bucket, key),
+        "removed": summary["intermediates_removed"],
+        "notified": True,
+    }
+
+
+def _summarize(s3: S3Client, ctx: RunContext, reports: list[Any]) -> dict[str, Any]:
+    """Remove the run's intermediates (BucketB) and account for the run."""
     removed = delete_prefix(s3, ctx.cpu_results_bucket, contract.run_prefix(ctx.run_id))
     listing = get_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id))
     rejects = get_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id))["rejects"]
-    summary = {
+    return {
         "run_id": ctx.run_id,
         "status": "SUCCEEDED",
         "objects": {
@@ -97,34 +144,6 @@ def run(
         "intermediates_removed": removed,
         "outputs": s3_url(ctx.memory_results_bucket, contract.run_prefix(ctx.run_id)),
     }
-    key = contract.summary_key(ctx.run_id)
-    put_json(s3, source_bucket, key, summary)
-    with reporting(f"presign {s3_url(source_bucket, key)}"):
-        link = s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": source_bucket, "Key": key},
-            ExpiresIn=ctx.link_expiry_seconds,
-        )
-    message = (
-        f"The array-job pipeline run {ctx.run_id} completed: {listing['valid']:,} objects "
-        f"processed, {listing['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
-        f"Summary (link valid for up to {ctx.link_expiry_seconds // 3600} h): {link}\n"
-        f"Summary in S3: {s3_url(source_bucket, key)}\n"
-        f"Outputs: {summary['outputs']}\n"
-    )
-    attributes: dict[str, Any] = {"RunId": {"DataType": "String", "StringValue": ctx.run_id}}
-    if recipient:
-        attributes["Recipient"] = {"DataType": "String", "StringValue": recipient}
-    with reporting(f"Publish {ctx.notification_topic_arn}"):
-        sns.publish(
-            TopicArn=ctx.notification_topic_arn,
-            Subject=f"Array job pipeline run {ctx.run_id} completed"[:100],
-            Message=message,
-            MessageAttributes=attributes,
-        )
-    # What is logged (run_main prints it to CloudWatch Logs) names the summary by its s3:// URL
-    # only: the presigned link carries the job role's session token, a secret.
-    return {"summary": s3_url(source_bucket, key), "removed": removed}
 
 
 def _reason_kind(reason: str) -> str:

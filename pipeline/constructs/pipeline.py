@@ -139,8 +139,12 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     """Publish to the topic when a job or array parent on the queue fails (an EventBridge
     rule; dependents of a failed job never run, so JobE could not say it). Default: True."""
     removal_policy: RemovalPolicy
-    """What happens to buckets, table and logs when the stack is deleted. Default: RETAIN.
-    With DESTROY, buckets are emptied and deleted with the stack."""
+    """What happens to the pipeline's own buckets, table, logs and key when the stack is
+    deleted. Default: RETAIN. With DESTROY, they are emptied and deleted with the stack, except
+    BucketA (the inputs) and anything you brought (``existing_*``), which are never deleted."""
+    delete_input_bucket_with_stack: bool
+    """With ``removal_policy=DESTROY``, also empty and delete a BucketA this construct created,
+    with every input in it. Default: False (BucketA is retained whatever the removal policy)."""
 
 
 _PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)
@@ -178,6 +182,7 @@ class ArrayJobPipeline(Construct):
         _claim_prefix(self, self.name_prefix)
 
         max_vcpus = props.get("max_vcpus", DEFAULT_MAX_VCPUS)
+        _check_props(props)
         removal_policy = props.get("removal_policy", RemovalPolicy.RETAIN)
         log_retention = props.get("log_retention", logs.RetentionDays.ONE_MONTH)
 
@@ -229,6 +234,7 @@ class ArrayJobPipeline(Construct):
             ),
             removal_policy=removal_policy,
             encryption_key=self.encryption.key,
+            delete_input_bucket_with_stack=props.get("delete_input_bucket_with_stack", False),
             versioned=frozenset(
                 {"output_bucket", *(["input_bucket"] if props.get("input_versioning") else [])}
             ),
@@ -465,6 +471,46 @@ def _apply_overrides(spec: PipelineSpec, overrides: Mapping[str, JobOverride]) -
         return spec.with_overrides({key: o.spec_changes() for key, o in overrides.items()})
     except SpecError as error:
         raise PipelineConfigError(f"job_overrides: {error}") from error
+
+
+MIN_RUNNABLE_TIMEOUT = Duration.minutes(10)
+MAX_RUNNABLE_TIMEOUT = Duration.hours(24)
+
+
+def _check_props(props: Mapping[str, Any]) -> None:
+    """What CloudFormation or CDK would refuse only at deploy time (or with a jsii traceback),
+    refused here in one line naming the prop."""
+    max_vcpus = props.get("max_vcpus", DEFAULT_MAX_VCPUS)
+    if isinstance(max_vcpus, bool) or not isinstance(max_vcpus, int) or max_vcpus < 1:
+        raise PipelineConfigError(
+            f"max_vcpus must be a whole number of at least 1; got {max_vcpus!r}"
+        )
+    timeout = props.get("runnable_timeout")
+    if timeout is not None and not (
+        MIN_RUNNABLE_TIMEOUT.to_seconds()
+        <= timeout.to_seconds()
+        <= MAX_RUNNABLE_TIMEOUT.to_seconds()
+    ):
+        raise PipelineConfigError(
+            f"runnable_timeout must be from 10 minutes to 24 hours (AWS Batch's limits for "
+            f"jobStateTimeLimitActions); got {timeout.to_seconds():g} seconds"
+        )
+    for name in ("cpu_instance_types", "memory_instance_types"):
+        if name in props and not list(props[name]):
+            raise PipelineConfigError(f"{name} is empty; name at least one instance type")
+    expiration = props.get("intermediate_expiration")
+    if expiration is not None and expiration.to_days() < 1:
+        raise PipelineConfigError(
+            "intermediate_expiration must be at least 1 day (S3 lifecycle expiration is in "
+            f"whole days); got {expiration.to_seconds():g} seconds"
+        )
+    for key, override in dict(props.get("job_overrides", {})).items():
+        reserved = sorted(n for n in override.environment if n.startswith("AWS_BATCH_"))
+        if reserved:
+            raise PipelineConfigError(
+                f"job_overrides: {key} sets {', '.join(reserved)}; AWS_BATCH_* variables are "
+                "set by AWS Batch itself"
+            )
 
 
 def _check_capacity(spec: PipelineSpec, instances: Sequence[InstanceType], max_vcpus: int) -> None:

@@ -135,6 +135,7 @@ class PipelineStorage(Construct):
         removal_policy: RemovalPolicy,
         encryption_key: kms.IKey,
         versioned: frozenset[str] = frozenset({"output_bucket"}),
+        delete_input_bucket_with_stack: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         for name in existing_buckets:
@@ -184,8 +185,10 @@ class PipelineStorage(Construct):
                         noncurrent_version_expiration=NONCURRENT_VERSION_EXPIRATION,
                     )
                 )
+            # BucketA holds the user's inputs: DESTROY does not reach it unless asked by name.
+            keep = name == "input_bucket" and not delete_input_bucket_with_stack
             defaults = secure_bucket_props(
-                removal_policy=removal_policy,
+                removal_policy=RemovalPolicy.RETAIN if keep else removal_policy,
                 access_logs=self.access_logs_bucket,
                 access_logs_prefix=f"{construct_id_}/",
                 extra_lifecycle_rules=rules,

@@ -30,7 +30,14 @@ from pipeline.local.services import LocalAws, job_environment, local_aws, resour
 from pipeline.notifications import failure_event_pattern, matches, render
 from pipeline.runs.engine import RunOutcome
 from pipeline.runs.progress import SubmittedRun
-from pipeline.spec import DEFAULT_SPEC, QUEUE_NAME, SOURCE_BUCKET, SpecError, run_prefix
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    QUEUE_NAME,
+    SOURCE_BUCKET,
+    PipelineSpec,
+    SpecError,
+    run_prefix,
+)
 
 LOCAL_ARRAY_SIZE = 8
 """The local document's array size (JobB and JobC children), where a stack's is 10,000."""
@@ -181,23 +188,34 @@ def refuse_cancel(run_id: str) -> RunStateError:
     )
 
 
-def parse_faults(specs: list[str] | None) -> dict[tuple[str, int | None], Fault]:
-    """``JOB[:INDEX]=exit:CODE|host-terminated|timeout`` (see --inject)."""
+def parse_faults(
+    specs: list[str] | None, spec: PipelineSpec = DEFAULT_SPEC
+) -> dict[tuple[str, int | None], Fault]:
+    """``JOB[:INDEX]=exit:CODE|host-terminated|timeout`` (see --inject); each must name a
+    child that exists in ``spec`` (an index for array jobs only, below the array size)."""
     faults: dict[tuple[str, int | None], Fault] = {}
-    keys = {j.key for j in DEFAULT_SPEC}
-    for spec in specs or []:
-        target, _, what = spec.partition("=")
+    keys = {j.key for j in spec}
+    for text in specs or []:
+        target, _, what = text.partition("=")
         job, _, index = target.partition(":")
         if job not in keys or (index and not index.isdigit()) or not what:
             jobs = ", ".join(sorted(keys))
             raise SpecError(
-                f"--inject {spec!r} must look like JobB:3=exit:2 (a job of {jobs}, an optional "
+                f"--inject {text!r} must look like JobB:3=exit:2 (a job of {jobs}, an optional "
                 "child index, and exit:CODE, host-terminated or timeout)"
+            )
+        size = spec.job(job).array_size
+        if index and size is None:
+            raise SpecError(f"--inject {text!r}: {job} is not an array job; drop ':{index}'")
+        if index and size is not None and int(index) >= size:
+            raise SpecError(
+                f"--inject {text!r}: {job} has children 0 to {size - 1} in this run; "
+                "pick one of them"
             )
         try:
             faults[(job, int(index) if index else None)] = Fault.parse(what)
         except ValueError as error:
-            raise SpecError(f"--inject {spec!r}: {error}") from None
+            raise SpecError(f"--inject {text!r}: {error}") from None
     return faults
 
 

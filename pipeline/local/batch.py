@@ -138,9 +138,11 @@ class Fault:
     def parse(cls, text: str) -> Fault:
         if text in ("host-terminated", "timeout"):
             return cls(text)
-        if text.startswith("exit:") and text[5:].isdigit() and int(text[5:]) > 0:
+        if text.startswith("exit:") and text[5:].isdigit() and 0 < int(text[5:]) < 256:
             return cls("exit", int(text[5:]))
-        raise ValueError(f"fault {text!r} must be exit:CODE (CODE > 0), host-terminated or timeout")
+        raise ValueError(
+            f"fault {text!r} must be exit:CODE (CODE from 1 to 255), host-terminated or timeout"
+        )
 
 
 @dataclass

@@ -75,3 +75,14 @@ def restore_state(aws: LocalAws, saved: Path) -> None:
     for start in range(0, len(items), 25):
         requests = [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]
         dynamodb.batch_write_item(RequestItems={aws.names["metadata_table"]: requests})
+
+
+def refuse_saved_run_id(run_id: str) -> None:
+    """A new local run may not take the id of a saved one (their objects would mix)."""
+    from pipeline.errors import RunStateError
+
+    if (state_dir(run_id) / "jobs.json").exists():
+        raise RunStateError(
+            f"a saved local run {run_id!r} exists in {state_dir(run_id).parent}; pick another "
+            f"--run-id, or continue it with `resume {run_id} --local`"
+        )

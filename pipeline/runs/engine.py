@@ -23,10 +23,17 @@ from pipeline.runs.api import BatchApi
 from pipeline.runs.chain import stop, submit_pipeline
 from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
 from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
-from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun, find_run
+from pipeline.runs.progress import (
+    JobProgress,
+    SubmittedJob,
+    SubmittedRun,
+    find_jobs_by_name,
+    find_run,
+)
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
 from pipeline.runs.watch import watch
+from pipeline.spec import RUN_TAG, SOURCE_BUCKET, SpecError, source_bucket_name
 
 __all__ = [
     "DryRun",
@@ -139,9 +146,28 @@ def dry_run(document: PipelineDocument, config: RunConfig) -> DryRun:
 # --- submit and follow ---------------------------------------------------------------------------
 
 
-def preflight(session: Session, document: PipelineDocument, config: RunConfig) -> None:
-    """Every job fits an instance type of the queue's compute environments and their
-    maxvCpus (else it would wait in RUNNABLE until the queue's time limit cancels it)."""
+def preflight(
+    session: Session, document: PipelineDocument, config: RunConfig, *, run_id_given: bool = False
+) -> None:
+    """Before the first SubmitJob: JobE's SourceBucket is where JobD writes the run's report
+    (the deployed output bucket), a new run whose id the user chose has no jobs yet (a
+    generated id is unique, so it costs no call), and every job fits an
+    instance type of the queue's compute environments and their maxvCpus (else it would wait
+    in RUNNABLE until the queue's time limit cancels it)."""
+    source = config.parameters.get(SOURCE_BUCKET)
+    if source and document.output_bucket and source_bucket_name(source) != document.output_bucket:
+        raise SpecError(
+            f"--source-bucket {source} is not this pipeline's output bucket, where JobD writes "
+            f"the report JobE reads (and the only bucket JobE's role may read): use "
+            f"s3://{document.output_bucket}, or leave it out"
+        )
+    if run_id_given and find_jobs_by_name(
+        session.batch, document.queue, document.spec.jobs[0].key, (RUN_TAG, config.run_id)
+    ):
+        raise RunStateError(
+            f"run {config.run_id} already has jobs in {document.queue}; pick another --run-id, "
+            f"or continue that run with `resume {config.run_id}`"
+        )
     check_fit(config.spec, session.batch, document.queue)
 
 
@@ -154,7 +180,7 @@ def start(
     on_submitted: Callable[[SubmittedJob], None] | None = None,
 ) -> SubmittedRun:
     """Pre-flight, then the chain (see :func:`submit`)."""
-    preflight(session, document, config)
+    preflight(session, document, config, run_id_given=plan is None)
     return submit(session, document, config, plan=plan, on_submitted=on_submitted)
 
 

@@ -31,6 +31,7 @@ from pipeline.spec import (
     SpecError,
     check_array_size,
     check_email,
+    source_bucket_name,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     )
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
-_S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,10 @@ def run_config(
         )
     parameters: dict[str, str] = {}
     if source_bucket is not None:
-        if not _S3_URL.fullmatch(source_bucket):
-            raise SpecError(
-                f"--source-bucket must be an s3:// URL like s3://my-output-bucket; "
-                f"got {source_bucket!r}"
-            )
+        try:
+            source_bucket_name(source_bucket)  # the rule JobE applies, applied before submitting
+        except ValueError as error:
+            raise SpecError(f"--source-bucket: {error}") from None
         parameters[SOURCE_BUCKET] = source_bucket
     if recipient is not None:
         parameters[RECIPIENT] = check_email(recipient, "--recipient")

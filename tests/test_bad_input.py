@@ -1,0 +1,303 @@
+"""Nothing lost, nothing silently wrong: each bad input is one line on stderr with the exit
+code the README's table gives, the same rule wherever a value is used, and faults a
+production account sees every week handled (throttling, a JobE run twice, DESTROY)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO, new_app
+from moto_batch import STACK, MotoBatch, moto_batch, run_cli
+
+from pipeline.spec import RETRY_RULES, SpecError, contract, source_bucket_name
+
+
+@pytest.fixture
+def aws() -> Iterator[MotoBatch]:
+    with moto_batch() as harness:
+        yield harness
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+# The README's bad-input table, row by row: (arguments, exit code, start of the one line).
+BAD_INPUT: list[tuple[list[str], int, str]] = [
+    (["--max-vcpu-hours", "nan"], 252, "error: argument --max-vcpu-hours: 'nan' must be a finite"),
+    (["--poll-interval", "-1"], 252, "error: argument --poll-interval: '-1' must be a finite"),
+    (["--poll-interval", "0"], 252, "error: argument --poll-interval: '0' must be a finite"),
+    (["--array-size", "1"], 252, "error: --array-size must be from 2 to 10,000; got 1"),
+    (
+        ["--source-bucket", "s3://bucket/prefix", "--dry-run"],
+        252,
+        "error: --source-bucket: SourceBucket names a bucket, not a prefix",
+    ),
+    (
+        ["--source-bucket", "bucket", "--dry-run"],
+        252,
+        "error: --source-bucket: SourceBucket must be an s3:// URL",
+    ),
+    (
+        ["--local", "--inject", "JobB:9=exit:2", "--array-size", "4"],
+        252,
+        "error: --inject 'JobB:9=exit:2': JobB has children 0 to 3 in this run",
+    ),
+    (
+        ["--local", "--inject", "JobA:1=exit:2"],
+        252,
+        "error: --inject 'JobA:1=exit:2': JobA is not an array job",
+    ),
+    (
+        ["--local", "--inject", "JobB:1=exit:256"],
+        252,
+        "error: --inject 'JobB:1=exit:256': fault 'exit:256' must be exit:CODE (CODE from 1 to",
+    ),
+    (
+        ["--local", "--output", "/proc/no-such-place"],
+        252,
+        "error: --output '/proc/no-such-place' cannot be written",
+    ),
+    (["--local", "--max-object-bytes", "0"], 252, "error: --max-object-bytes must be a whole"),
+    (["--stack", "X", "--local"], 252, "error: --local runs on this machine; drop --stack"),
+    (["--inject", "JobB:1=exit:2"], 252, "error: --inject works with --local only"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"), BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT]
+)
+def test_bad_input_is_one_line_and_its_exit_code(
+    argv: list[str], code: int, message: str, state: Path
+) -> None:
+    exit_code, out, err = run_cli(None, *argv)
+    assert (exit_code, out) == (code, "")
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_the_workflows_own_source_bucket_is_accepted() -> None:
+    # s3://JobD-Output-Bucket: a placeholder with capitals, as legacy bucket names may have
+    code, out, err = run_cli(
+        None,
+        "--dry-run",
+        "--json",
+        "--source-bucket",
+        "s3://JobD-Output-Bucket",
+        "--recipient",
+        "pipeline-notifications@mycompany.com",
+    )
+    assert code == 0, err
+    job_e = json.loads(out)[4]
+    assert job_e["parameters"] == {
+        "SourceBucket": "s3://JobD-Output-Bucket",
+        "Recipient": "pipeline-notifications@mycompany.com",
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "s3://my-output-bucket",
+        "s3://my-output-bucket/",
+        "s3://JobD-Output-Bucket",
+        "s3://legacy_bucket_name",
+        "s3://bucket/prefix",
+        "s3://a",
+        "s3://-bad",
+        "https://my-bucket",
+        "s3://two..dots",
+    ],
+)
+def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> None:
+    from batch_jobs.common import JobError
+    from batch_jobs.job_e import parse_source_bucket
+    from pipeline.runs.requests import run_config
+
+    def cli_accepts() -> bool:
+        try:
+            run_config(array_size=2, source_bucket=url)
+        except SpecError:
+            return False
+        return True
+
+    def job_accepts() -> bool:
+        try:
+            parse_source_bucket(url, "default")
+        except JobError:
+            return False
+        return True
+
+    assert cli_accepts() == job_accepts()
+    if cli_accepts():
+        assert parse_source_bucket(url, "default") == source_bucket_name(url)
+
+
+def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: MotoBatch) -> None:
+    aws.count_calls()
+    code, _, err = run_cli(aws, "--stack", STACK, "--source-bucket", "s3://someone-elses")
+    assert code == 252
+    assert err.startswith(
+        "error: --source-bucket s3://someone-elses is not this pipeline's output bucket"
+    )
+    assert "SubmitJob" not in aws.calls
+
+
+def test_a_run_id_in_use_is_refused_unless_resumed(aws: MotoBatch) -> None:
+    assert run_cli(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")[0] == 0
+    aws.count_calls()
+    code, _, err = run_cli(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")
+    assert code == 252
+    assert err == (
+        "error: run taken already has jobs in "
+        f"{aws.queue_arn}; pick another --run-id, or continue that run with `resume taken`\n"
+    )
+    assert "SubmitJob" not in aws.calls
+
+
+def test_a_saved_local_run_id_is_refused(state: Path) -> None:
+    (state / "runs" / "kept").mkdir(parents=True)
+    (state / "runs" / "kept" / "jobs.json").write_text("[]")
+    code, _, err = run_cli(None, "--local", "--run-id", "kept")
+    assert code == 252
+    assert err.startswith("error: a saved local run 'kept' exists in ")
+
+
+def test_closed_stdout_ends_quietly() -> None:
+    result = subprocess.run(
+        f"{sys.executable} -m pipeline.submit --dry-run --json | head -c 10",
+        shell=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout == '[\n  {\n    "'[:10]
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipe" not in result.stderr
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
+    from batch_jobs import job_c
+    from batch_jobs.common import run_main
+
+    class Throttled:
+        def batch_write_item(self, **request: Any) -> dict[str, Any]:
+            return {"UnprocessedItems": request["RequestItems"]}
+
+    items = [{contract.TABLE_SORT_KEY: {"S": "key-0"}}]
+
+    def work() -> None:
+        job_c.write_items(Throttled(), "table", items, sleep=lambda _: None)  # type: ignore[arg-type]
+
+    assert run_main("JobC", work) == contract.EXIT_TRANSIENT
+
+
+def test_the_retry_rules_retry_the_transient_code_and_nothing_else() -> None:
+    from pipeline.local.batch import _action
+
+    assert _action(RETRY_RULES, "Essential container in task exited", None, 75) == "RETRY"
+    assert _action(RETRY_RULES, "Essential container in task exited", None, 1) == "EXIT"
+    assert _action(RETRY_RULES, "Essential container in task exited", None, 2) == "EXIT"
+
+
+def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
+    from pipeline.local import LocalBatch, LocalJobDefinition
+
+    marker = tmp_path / "tried"
+    script = (
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+        "sys.exit(0 if p.exists() else (p.touch() or 75))"
+    )
+    definition = LocalJobDefinition(
+        name="flaky",
+        command=(sys.executable, "-c", script, str(marker)),
+        vcpus=1,
+        memory_mib=64,
+        retry_attempts=3,
+    )
+    with LocalBatch(
+        queue="Q", definitions={"flaky": definition}, vcpu_budget=1, log_dir=tmp_path / "logs"
+    ) as batch:
+        job_id = batch.submit_job(jobName="flaky", jobQueue="Q", jobDefinition="flaky")["jobId"]
+        for _ in range(200):
+            (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+            if job["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            import time
+
+            time.sleep(0.05)
+    assert job["status"] == "SUCCEEDED"
+    assert [a["container"].get("exitCode") for a in job["attempts"]] == [75, 0]
+
+
+def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
+    from jobs_world import jobs_world, sample_inputs
+
+    from batch_jobs import job_a, job_b, job_c, job_d, job_e
+
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(20))
+        job_a.run(world.s3, world.ctx)
+        for shard in range(2):
+            job_b.run(world.s3, world.ctx, shard, 1)
+            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
+        for step in range(contract.VALIDATION_STEPS):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step)
+
+        def run_e() -> dict[str, Any]:
+            return job_e.run(
+                world.s3,
+                world.sns,
+                world.ctx,
+                source_bucket=world.ctx.output_bucket,
+                recipient=None,
+            )
+
+        first = run_e()
+        summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
+        second = run_e()
+        again = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
+        notifications = world.notifications()
+    assert (first["notified"], second["notified"]) == (True, False)
+    assert len(notifications) == 1
+    assert again == summary
+    assert summary["intermediates_removed"] > 0
+
+
+def test_destroy_never_deletes_the_input_bucket(tmp_path: Path) -> None:
+    import aws_cdk as cdk
+
+    from pipeline import ArrayJobPipeline
+
+    def buckets(**props: Any) -> dict[str, str]:
+        app = new_app(tmp_path / str(len(props)))
+        stack = cdk.Stack(app, "Destroyed")
+        ArrayJobPipeline(
+            stack, "P", array_size=10, removal_policy=cdk.RemovalPolicy.DESTROY, **props
+        )
+        template = app.synth().get_stack_by_name("Destroyed").template
+        return {
+            logical_id: resource["DeletionPolicy"]
+            for logical_id, resource in template["Resources"].items()
+            if resource["Type"] == "AWS::S3::Bucket"
+        }
+
+    default = buckets()
+    assert next(v for k, v in default.items() if "BucketA" in k) == "Retain"
+    assert next(v for k, v in default.items() if "OutputBucket" in k) == "Delete"
+    asked = buckets(delete_input_bucket_with_stack=True)
+    assert next(v for k, v in asked.items() if "BucketA" in k) == "Delete"
