@@ -93,17 +93,21 @@ def test_destroy_on_delete_variant_is_also_clean(tmp_path: Path) -> None:
     stack = PipelineStack(app, "Disposable", pipeline={"removal_policy": cdk.RemovalPolicy.DESTROY})
     # WHEN synthesized with cdk-nag registered (raises on any unacknowledged finding)
     template = app.synth().get_stack_by_name("Disposable").template
-    # THEN data stores are deleted with the stack, buckets are emptied first, and cfn-lint is clean
-    stores = [
-        r
-        for r in template["Resources"].values()
+    # THEN the pipeline's own data stores are deleted with the stack (buckets emptied first),
+    # BucketA with the user's inputs is kept, and cfn-lint is clean
+    stores = {
+        logical_id: r["DeletionPolicy"]
+        for logical_id, r in template["Resources"].items()
         if r["Type"] in ("AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup")
-    ]
-    assert {r["DeletionPolicy"] for r in stores} == {"Delete"}
+    }
+    assert {k for k, v in stores.items() if v == "Retain"} == {
+        next(k for k in stores if "BucketA" in k)
+    }
+    assert set(stores.values()) == {"Delete", "Retain"}
     empties = [
         r for r in template["Resources"].values() if r["Type"] == "Custom::S3AutoDeleteObjects"
     ]
-    assert len(empties) == 5
+    assert len(empties) == 4
     result = _cfn_lint(tmp_path / "Disposable.template.json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert stack.pipeline.name_prefix == ""

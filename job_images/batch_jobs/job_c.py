@@ -1,8 +1,12 @@
 """JobC[i]: memory-heavy work on JobB child i's results (N_TO_N: it starts when B[i] succeeds).
 
-Per object: the compressed result is loaded and decompressed in memory and measured (digest,
-size, byte entropy, lines); one DynamoDB item per object under a deterministic key
+Per object: the compressed result is streamed, decompressed in bounded pieces and measured
+(digest, size, byte entropy, lines); one DynamoDB item per object under a deterministic key
 (BatchWriteItem, unprocessed items retried with backoff) and one output object in BucketC.
+
+Memory is bounded by the threads and the piece size, not by the objects: each of ``THREADS``
+threads holds one compressed chunk (``CHUNK``) and at most ``CHUNK`` decompressed bytes at a
+time, so a 5 GiB object needs no more than a 5 KiB one (``bench/jobc_memory.py`` measures it).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from batch_jobs import contract
@@ -39,20 +43,63 @@ if TYPE_CHECKING:
 
 BATCH_WRITE_LIMIT = 25
 WRITE_ATTEMPTS = 8
+THREADS = 8
+CHUNK = 1024 * 1024
+"""Bytes read from S3, and at most this many decompressed, at a time per thread."""
+
+
+class Measure:
+    """Statistics of one decompressed object, fed in pieces."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.counts: Counter[int] = Counter()
+        self.size = 0
+        self.newlines = 0
+        self.last = b""
+
+    def update(self, piece: bytes) -> None:
+        if not piece:
+            return
+        self.digest.update(piece)
+        self.counts.update(piece)
+        self.size += len(piece)
+        self.newlines += piece.count(b"\n")
+        self.last = piece[-1:]
+
+    def result(self) -> dict[str, Any]:
+        size = self.size
+        counts = self.counts.values()
+        entropy = -sum(c / size * math.log2(c / size) for c in counts) if size else 0.0
+        return {
+            "sha256": self.digest.hexdigest(),
+            "size": size,
+            "entropy_bits_per_byte": round(entropy, 6),
+            "distinct_bytes": len(self.counts),
+            "lines": self.newlines + (1 if size and self.last != b"\n" else 0),
+        }
 
 
 def measure(data: bytes) -> dict[str, Any]:
-    """Statistics of one decompressed object."""
-    counts = Counter(data)
-    size = len(data)
-    entropy = -sum(c / size * math.log2(c / size) for c in counts.values()) if size else 0.0
-    return {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": size,
-        "entropy_bits_per_byte": round(entropy, 6),
-        "distinct_bytes": len(counts),
-        "lines": data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
-    }
+    """Statistics of one decompressed object held in memory (small objects, tests)."""
+    stats = Measure()
+    stats.update(data)
+    return stats.result()
+
+
+def measure_compressed(chunks: Iterable[bytes]) -> dict[str, Any]:
+    """Statistics of the object a bzip2 stream decompresses to, in bounded memory: never more
+    than one compressed chunk and ``CHUNK`` decompressed bytes at a time (a small input that
+    decompresses to gigabytes is taken a piece at a time)."""
+    stats = Measure()
+    decompressor = bz2.BZ2Decompressor()
+    for chunk in chunks:
+        stats.update(decompressor.decompress(chunk, max_length=CHUNK))
+        while not decompressor.eof and decompressor.needs_input is False:
+            stats.update(decompressor.decompress(b"", max_length=CHUNK))
+    if not decompressor.eof:
+        raise ValueError("the compressed stream ends early")
+    return stats.result()
 
 
 def run(
@@ -66,13 +113,11 @@ def run(
     cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
 
     def process(entry: dict[str, Any]) -> dict[str, Any]:
-        with reporting(f"GetObject {s3_url(ctx.cpu_results_bucket, entry['result_key'])}"):
-            compressed = s3.get_object(Bucket=ctx.cpu_results_bucket, Key=entry["result_key"])[
-                "Body"
-            ].read()
         try:
-            stats = measure(bz2.decompress(compressed))
-        except (OSError, ValueError) as error:
+            with reporting(f"GetObject {s3_url(ctx.cpu_results_bucket, entry['result_key'])}"):
+                stream = s3.get_object(Bucket=ctx.cpu_results_bucket, Key=entry["result_key"])
+                stats = measure_compressed(stream["Body"].iter_chunks(CHUNK))
+        except (OSError, ValueError, EOFError) as error:
             raise JobError(
                 f"{s3_url(ctx.cpu_results_bucket, entry['result_key'])} (input {entry['key']!r}) "
                 f"does not decompress: {error}"
@@ -103,7 +148,7 @@ def run(
             "output_md5": {"S": hashlib.md5(body, usedforsecurity=False).hexdigest()},
         }
 
-    items = in_threads(process, cpu_index["objects"], threads=8)
+    items = in_threads(process, cpu_index["objects"], threads=THREADS)
     write_items(dynamodb, ctx.metadata_table, items, sleep=sleep)
     put_json(
         s3,
