@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +192,45 @@ def test_a_tampered_output_fails_the_right_check_naming_the_key() -> None:
 def test_a_lost_object_fails_the_accounting_check() -> None:
     with jobs_world(array_size=1) as world:
         world.put_inputs({"a": b"1", "b": b"2"})
+        time.sleep(1.1)  # older than the listing (S3 times are whole seconds)
         job_a.run(world.s3, world.ctx)
-        world.put_inputs({"late arrival": b"3"})  # appeared after the listing
-        with pytest.raises(JobError, match="input 'late arrival' is in no shard and not rejected"):
+        # GIVEN object 'b' dropped from its shard after JobA listed it
+        key = contract.manifest_key(world.ctx.run_id, 0)
+        manifest = world.get_json(world.ctx.cpu_results_bucket, key)
+        manifest["objects"] = [o for o in manifest["objects"] if o["key"] != "b"]
+        world.s3.put_object(
+            Bucket=world.ctx.cpu_results_bucket, Key=key, Body=json.dumps(manifest).encode()
+        )
+        with pytest.raises(JobError, match="input 'b' is in no shard and not rejected"):
             job_d.run(world.s3, world.dynamodb, world.ctx, 1)
+
+
+def test_an_object_added_after_listing_is_not_part_of_the_run() -> None:
+    with jobs_world(array_size=1) as world:
+        world.put_inputs({"a": b"1", "b": b"2"})
+        job_a.run(world.s3, world.ctx)
+        time.sleep(1.1)  # S3 times are whole seconds
+        world.put_inputs({"late arrival": b"3"})
+        report = job_d.run(world.s3, world.dynamodb, world.ctx, 1).as_json()
+    assert report["passed"]
+    assert report["notes"] == [
+        "1 object(s) written to BucketA after JobA listed it are not part of this run, "
+        "e.g. 'late arrival'"
+    ]
+
+
+def test_an_object_changed_after_listing_never_yields_an_output() -> None:
+    with jobs_world(array_size=1) as world:
+        world.put_inputs({"a": b"listed\n", "b": b"untouched\n"})
+        job_a.run(world.s3, world.ctx)
+        # GIVEN 'a' overwritten after the listing, past the size limit JobA checked
+        world.put_inputs({"a": b"x" * (world.ctx.max_object_bytes + 1)})
+        # WHEN JobB reads its shard, THEN the child fails naming the key, and 'a' has no output
+        with pytest.raises(JobError, match="input 'a' changed after JobA listed it"):
+            job_b.run(world.s3, world.ctx, 0, 1)
+        results = world.keys(world.ctx.cpu_results_bucket, contract.run_prefix(world.ctx.run_id))
+    assert contract.cpu_result_key(world.ctx.run_id, "a") not in results
+    assert contract.cpu_index_key(world.ctx.run_id, 0) not in results
 
 
 def test_job_e_parameters() -> None:

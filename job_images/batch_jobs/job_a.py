@@ -67,6 +67,9 @@ def plan_shards(objects: list[Listed], shards: int) -> list[list[Listed]]:
 
 
 def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
+    # Objects written after this instant are not part of the run (JobD tells them apart from
+    # lost ones); S3 times are whole seconds, so the instant is taken a second early.
+    listed_at = int(time.time()) - 1
     valid: list[Listed] = []
     rejects: list[dict[str, Any]] = []
     listed = 0
@@ -107,6 +110,7 @@ def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
         "shard_bytes": [sum(o.size for o in shard) for shard in shards],
         "shard_objects": [len(shard) for shard in shards],
         "largest_object": max((o.size for o in valid), default=0),
+        "listed_at": listed_at,
     }
     put_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id), summary)
     return {k: v for k, v in summary.items() if not k.startswith("shard_")}

@@ -12,6 +12,7 @@ import bz2
 import hashlib
 import multiprocessing
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
 
 from batch_jobs import contract
 from batch_jobs.common import (
+    JobError,
     RunContext,
     array_index,
     cpu_allowance,
@@ -59,23 +62,64 @@ def digest_and_compress(source: str, target: str) -> tuple[str, int, int]:
     return digest.hexdigest(), size, written
 
 
-def download(s3: S3Client, bucket: str, key: str, size: int, path: str) -> None:
-    """Stream an object to ``path``. Large objects go through boto3's managed transfer
+def download(s3: S3Client, bucket: str, key: str, size: int, etag: str, path: str) -> None:
+    """Stream an object to ``path``, exactly as JobA listed it: every GET carries ``IfMatch``
+    with the listed ETag, so an object overwritten since fails with PreconditionFailed instead
+    of being processed in its new form. Large objects go through boto3's managed transfer
     (parallel ranged GETs); below its multipart threshold that would only add a HeadObject, as
     the size is already known from the manifest, so a single streamed GET does."""
-    if size >= MULTIPART_THRESHOLD:
-        s3.download_file(bucket, key, path, Config=TRANSFER_CONFIG)
-        return
-    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-    with open(path, "wb") as target:
-        for chunk in body.iter_chunks(CHUNK):
-            target.write(chunk)
+    pinned = {"IfMatch": f'"{etag}"'} if etag else {}
+    try:
+        if size >= MULTIPART_THRESHOLD:
+            s3.download_file(bucket, key, path, ExtraArgs=pinned, Config=TRANSFER_CONFIG)
+            return
+        body = (
+            s3.get_object(Bucket=bucket, Key=key, IfMatch=pinned["IfMatch"])
+            if pinned
+            else s3.get_object(Bucket=bucket, Key=key)
+        )["Body"]
+        with open(path, "wb") as target:
+            for chunk in body.iter_chunks(CHUNK):
+                target.write(chunk)
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if info.get("Code") in ("PreconditionFailed", "412") or status == 412:
+            raise JobError(
+                f"input {key!r} changed after JobA listed it (its ETag is no longer {etag}); "
+                "this run processes inputs as listed, so it produces no output for it: start a "
+                "new run to process the new version"
+            ) from error
+        raise
+
+
+def scratch_slots(largest: int, free: int, wanted: int) -> int:
+    """How many objects may be in flight at once: each needs its download and its compressed
+    result on disk (at most about twice the object), within 80% of the free scratch space."""
+    if largest <= 0:
+        return wanted
+    slots = int(free * 0.8) // (2 * largest)
+    if slots < 1:
+        raise JobError(
+            f"the largest object of this shard ({largest:,} bytes) needs about "
+            f"{2 * largest:,} bytes of scratch space and {free:,} are free; give the "
+            "compute environments' launch template a larger root volume"
+        )
+    return min(wanted, slots)
 
 
 def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, Any]:
     manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
     objects = manifest["objects"]
     with tempfile.TemporaryDirectory(prefix="jobb-") as scratch, _pool(workers) as pool:
+        # I/O threads feed the CPU pool; each holds one object at a time (its download and its
+        # compressed result), so scratch space is bounded by threads x 2 x the largest object,
+        # and the threads are as many as the free space allows.
+        threads = scratch_slots(
+            max((o["size"] for o in objects), default=0),
+            shutil.disk_usage(scratch).free,
+            max(2, workers + 1),
+        )
 
         def process(numbered: tuple[int, dict[str, Any]]) -> dict[str, Any]:
             number, obj = numbered
@@ -84,7 +128,9 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
             result_key = contract.cpu_result_key(ctx.run_id, obj["key"])
             try:
                 with reporting(f"download {s3_url(ctx.input_bucket, obj['key'])}"):
-                    download(s3, ctx.input_bucket, obj["key"], obj["size"], source)
+                    download(
+                        s3, ctx.input_bucket, obj["key"], obj["size"], obj.get("etag", ""), source
+                    )
                 sha256, size, compressed = pool.submit(digest_and_compress, source, target).result()
                 with reporting(f"upload {s3_url(ctx.cpu_results_bucket, result_key)}"):
                     s3.upload_file(
@@ -101,9 +147,7 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
                 "compressed_size": compressed,
             }
 
-        # I/O threads feed the CPU pool; each holds one object at a time, which bounds the
-        # scratch space to about two objects per thread.
-        with ThreadPoolExecutor(max_workers=max(2, workers + 1)) as io_threads:
+        with ThreadPoolExecutor(max_workers=threads) as io_threads:
             entries = list(io_threads.map(process, enumerate(objects)))
     entries.sort(key=lambda e: e["key"])
     put_json(

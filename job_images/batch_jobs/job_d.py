@@ -46,6 +46,8 @@ class CheckResult:
     checked: int = 0
     failures: list[str] = field(default_factory=list)
     problems: int = 0
+    notes: list[str] = field(default_factory=list)
+    """What the report should say without failing the check (inputs added after listing)."""
 
     def fail(self, message: str) -> None:
         self.problems += 1
@@ -64,6 +66,7 @@ class CheckResult:
             "checked": self.checked,
             "problems": self.problems,
             "failures": self.failures,
+            "notes": self.notes[:SHOWN_FAILURES],
         }
 
 
@@ -169,19 +172,25 @@ def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
     seen: dict[str, int] = {}
     for key in [*shard_keys, *rejected]:
         seen[key] = seen.get(key, 0) + 1
-    listed = [
-        check_listed_object(o["Key"], o["Size"], "STANDARD", view.ctx.max_object_bytes)[0]
-        for o in list_objects(view.s3, view.ctx.input_bucket, url_encoded=True)
-    ]
-    for key in listed:
+    listed_at = view.listing.get("listed_at")
+    late: list[str] = []
+    for obj in list_objects(view.s3, view.ctx.input_bucket, url_encoded=True):
+        key = check_listed_object(obj["Key"], obj["Size"], "STANDARD", view.ctx.max_object_bytes)[0]
         result.checked += 1
         count = seen.pop(key, 0)
-        if count == 0:
+        if count == 0 and listed_at is not None and obj["LastModified"].timestamp() > listed_at:
+            late.append(key)  # written after JobA listed: not part of this run
+        elif count == 0:
             result.fail(f"input {key!r} is in no shard and not rejected: it was lost")
         elif count > 1:
             result.fail(f"input {key!r} is accounted for {count} times")
     for key in seen:
         result.fail(f"{key!r} is in a shard or rejects but not in BucketA")
+    if late:
+        result.notes.append(
+            f"{len(late)} object(s) written to BucketA after JobA listed it are not part of "
+            f"this run, e.g. {late[0]!r}"
+        )
 
 
 def rejects_have_reasons(view: RunView, result: CheckResult) -> None:
@@ -206,6 +215,12 @@ def cpu_results_complete(view: RunView, result: CheckResult) -> None:
             continue
         if not _SHA256.fullmatch(entry.get("sha256", "")):
             result.fail(f"{key!r} has no SHA-256 digest from JobB")
+        listed_size = view.manifested[key][1].get("size")
+        if entry.get("size") != listed_size:
+            result.fail(
+                f"{key!r} was {entry.get('size')} bytes when JobB read it, {listed_size} when "
+                "JobA listed it"
+            )
         stored = view.cpu_results.get(entry["result_key"])
         if stored is None:
             result.fail(f"JobB result {entry['result_key']} for {key!r} is missing")
