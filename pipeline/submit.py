@@ -659,7 +659,6 @@ def command_cancel(args: argparse.Namespace, output: Output, connector: Connecto
 
 
 def command_resume(args: argparse.Namespace, output: Output, connector: Connector) -> int:
-    from pipeline.runs import engine
 
     _check_backend_flags(args)
     inputs = _inputs(args)
@@ -671,31 +670,35 @@ def command_resume(args: argparse.Namespace, output: Output, connector: Connecto
         document = local.document()
         output_dir = _output_dir(args)
         with local.session(document, saved_run=args.run_id) as session:
-            resume = engine.plan_resume_run(
-                session,
-                document,
-                args.run_id,
-                inputs,
-                failed_only=args.failed_only,
-                max_vcpu_hours=args.max_vcpu_hours,
-            )
-            output.progress(f"run {args.run_id}: {resume.plan.describe()}")
-            run = _start(output, session, document, resume.config, resume.plan)
+            run = _resubmit(args, output, session, document, inputs)
             return _follow_local(args, output, session, run, output_dir)
     backend = AwsBackend(args, connector)
     document = backend.document()
     with backend.session(document) as session:
-        resume = engine.plan_resume_run(
-            session,
-            document,
-            args.run_id,
-            inputs,
-            failed_only=args.failed_only,
-            max_vcpu_hours=args.max_vcpu_hours,
-        )
-        output.progress(f"run {args.run_id}: {resume.plan.describe()}")
-        run = _start(output, session, document, resume.config, resume.plan)
+        run = _resubmit(args, output, session, document, inputs)
         return _after_submit(args, output, session, run, backend.where())
+
+
+def _resubmit(
+    args: argparse.Namespace,
+    output: Output,
+    session: Session,
+    document: PipelineDocument,
+    inputs: RunInputs,
+) -> SubmittedRun:
+    """The resume plan of ``args.run_id`` (cost-guarded), then its jobs submitted."""
+    from pipeline.runs import engine
+
+    resume = engine.plan_resume_run(
+        session,
+        document,
+        args.run_id,
+        inputs,
+        failed_only=args.failed_only,
+        max_vcpu_hours=args.max_vcpu_hours,
+    )
+    output.progress(f"run {args.run_id}: {resume.plan.describe()}")
+    return _start(output, session, document, resume.config, resume.plan)
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -131,3 +131,29 @@ def longest_name(logical_id: str, attribute: str | None) -> str:
     if attribute == "Arn" or "Jobs" in logical_id:
         return f"arn:aws:batch:ap-southeast-3:123456789012:job-definition/{base}:12345"
     return base
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The library's wheel, built once (``pip wheel``, no dependencies)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = out.glob("array_job_pipeline-*.whl")
+    return built

@@ -247,16 +247,11 @@ def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
 def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     from jobs_world import jobs_world, sample_inputs
 
-    from batch_jobs import job_a, job_b, job_c, job_d, job_e
+    from batch_jobs import job_e
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(20))
-        job_a.run(world.s3, world.ctx)
-        for shard in range(2):
-            job_b.run(world.s3, world.ctx, shard, 1)
-            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
-        for step in range(contract.VALIDATION_STEPS):
-            job_d.run(world.s3, world.dynamodb, world.ctx, step)
+        world.run_until_e()
 
         def run_e() -> dict[str, Any]:
             return job_e.run(

@@ -14,29 +14,6 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("array_job_pipeline-*.whl")
-    return built
-
-
 def test_wheel_contains_the_job_image_build_context(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {

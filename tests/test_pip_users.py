@@ -237,29 +237,6 @@ def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
 # --- installed as pip users get it ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("array_job_pipeline-*.whl")
-    return built
-
-
 @pytest.mark.slow
 def test_the_wheel_installed_with_the_local_extra_runs_outside_the_repo(
     wheel: Path, tmp_path: Path

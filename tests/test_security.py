@@ -216,16 +216,11 @@ def test_checkov_finds_nothing_unexplained(default_stack: Synthesized) -> None:
 def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link() -> None:
     from jobs_world import jobs_world, sample_inputs
 
-    from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
+    from batch_jobs import job_e
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(12))
-        job_a.run(world.s3, world.ctx)
-        for shard in range(2):
-            job_b.run(world.s3, world.ctx, shard, 1)
-            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
-        for step in range(contract.VALIDATION_STEPS):
-            job_d.run(world.s3, world.dynamodb, world.ctx, step)
+        world.run_until_e()
         # WHEN JobE runs, what it returns is what run_main prints to the job's log
         result = job_e.run(
             world.s3, world.sns, world.ctx, source_bucket=world.ctx.output_bucket, recipient=None
