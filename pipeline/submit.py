@@ -45,10 +45,12 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_logs import CloudWatchLogsClient
 
+    from pipeline.local.backend import LocalSession
     from pipeline.runs.api import BatchApi
-    from pipeline.runs.engine import RunOutcome, Session
+    from pipeline.runs.engine import DryRun, RunOutcome, Session
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
-    from pipeline.runs.requests import RunInputs
+    from pipeline.runs.requests import RunConfig, RunInputs
+    from pipeline.runs.resume import ResumePlan
 
 COMMANDS = ("run", "status", "cancel", "resume")
 DEFAULT_POLL_INTERVAL = 10.0
@@ -476,7 +478,7 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
         output_dir = _output_dir(args)
-        with local.session(document, inputs=objects) as session:
+        with local.session(document, inputs=objects, not_seeded=not_seeded) as session:
             endpoint = session.aws.endpoint if session.aws else "none"
             output.progress(
                 f"local run {config.run_id}: moto server at {endpoint}; BucketA seeded with "
@@ -485,7 +487,6 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
             )
             for name, reason in not_seeded.items():
                 output.progress(f"  not seeded: {name}: {reason}")
-            session.not_seeded = not_seeded
             run = _start(output, session, document, config, run_id_given=bool(args.run_id))
             return _follow_local(args, output, session, run, output_dir)
     backend = AwsBackend(args, connector)
@@ -510,8 +511,8 @@ def _start(
     output: Output,
     session: Session,
     document: PipelineDocument,
-    config: Any,
-    plan: Any = None,
+    config: RunConfig,
+    plan: ResumePlan | None = None,
     *,
     run_id_given: bool = False,
 ) -> SubmittedRun:
@@ -531,7 +532,7 @@ def _start(
 def _follow_local(
     args: argparse.Namespace,
     output: Output,
-    session: Any,
+    session: LocalSession,
     run: SubmittedRun,
     output_dir: Path | None,
 ) -> int:
@@ -586,7 +587,7 @@ def _end(output: Output, outcome: RunOutcome, extra: Sequence[str], where: str) 
     )
 
 
-def _print_dry_run(output: Output, dry_run: Any) -> None:
+def _print_dry_run(output: Output, dry_run: DryRun) -> None:
     from pipeline.runs.preflight import format_costs
 
     output.progress("\n".join(format_costs(dry_run.costs)))

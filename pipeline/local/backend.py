@@ -144,6 +144,7 @@ class LocalBackend:
         document: PipelineDocument,
         *,
         inputs: Mapping[str, bytes] | None = None,
+        not_seeded: Mapping[str, str] | None = None,
         saved_run: str | None = None,
         services: bool = True,
     ) -> Iterator[LocalSession]:
@@ -178,7 +179,7 @@ class LocalBackend:
             )
             if records:
                 batch.import_jobs(records)
-            yield LocalSession(batch, aws, work, events)
+            yield LocalSession(batch, aws, work, events, not_seeded=dict(not_seeded or {}))
 
 
 def refuse_cancel(run_id: str) -> RunStateError:

@@ -61,7 +61,7 @@ def saved_jobs(run_id: str) -> tuple[Path, list[dict[str, object]]]:
     if not (saved / "jobs.json").exists():
         raise RunStateError(
             f"no saved local run {run_id!r} in {saved.parent}; a local run is saved there "
-            "when it fails (a run that succeeded leaves nothing to resume)"
+            "when it fails (one that succeeded is not kept: its result was printed at its end)"
         )
     return saved, list(json.loads((saved / "jobs.json").read_text()))
 
