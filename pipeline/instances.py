@@ -22,11 +22,19 @@ job sized against this table is placed in practice, not only on paper.
 """
 
 
+PRICE_DATE = "2025-01"
+PRICE_REGION = "us-east-1"
+"""The prices below are AWS's published Linux On-Demand prices per hour in this region at this
+date (they could not be re-checked from this project's machines, which have no internet). Other
+regions and later dates differ: a cost computed from them is an estimate, and says so."""
+
+
 @dataclass(frozen=True)
 class InstanceType:
     name: str
     vcpus: int
     memory_mib: int
+    on_demand_usd_per_hour: float = 0.0
 
     @property
     def usable_memory_mib(self) -> int:
@@ -35,6 +43,11 @@ class InstanceType:
 
     def fits(self, vcpus: float, memory_mib: int) -> bool:
         return vcpus <= self.vcpus and memory_mib <= self.usable_memory_mib
+
+    def share(self, vcpus: float, memory_mib: int) -> float:
+        """The fraction of this instance one job of that size occupies (its vCPUs or its
+        memory, whichever fills the instance first)."""
+        return max(vcpus / self.vcpus, memory_mib / self.usable_memory_mib)
 
 
 def _gib(n: int) -> int:
@@ -45,25 +58,25 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
     t.name: t
     for t in (
         # Compute optimized (2 GiB per vCPU): JobB's 32-vCPU children.
-        InstanceType("c6i.8xlarge", 32, _gib(64)),
-        InstanceType("c6i.12xlarge", 48, _gib(96)),
-        InstanceType("c6i.16xlarge", 64, _gib(128)),
-        InstanceType("c7i.8xlarge", 32, _gib(64)),
-        InstanceType("c7i.16xlarge", 64, _gib(128)),
+        InstanceType("c6i.8xlarge", 32, _gib(64), 1.36),
+        InstanceType("c6i.12xlarge", 48, _gib(96), 2.04),
+        InstanceType("c6i.16xlarge", 64, _gib(128), 2.72),
+        InstanceType("c7i.8xlarge", 32, _gib(64), 1.428),
+        InstanceType("c7i.16xlarge", 64, _gib(128), 2.856),
         # Memory optimized (8 GiB per vCPU): JobC's and JobD's 32 GiB children. The 2xlarge is
         # the smallest size with headroom for 32768 MiB; r6i.xlarge (32 GiB) would never fit.
-        InstanceType("r6i.xlarge", 4, _gib(32)),
-        InstanceType("r6i.2xlarge", 8, _gib(64)),
-        InstanceType("r6i.4xlarge", 16, _gib(128)),
-        InstanceType("r6i.8xlarge", 32, _gib(256)),
-        InstanceType("r7i.2xlarge", 8, _gib(64)),
-        InstanceType("r7i.4xlarge", 16, _gib(128)),
+        InstanceType("r6i.xlarge", 4, _gib(32), 0.252),
+        InstanceType("r6i.2xlarge", 8, _gib(64), 0.504),
+        InstanceType("r6i.4xlarge", 16, _gib(128), 1.008),
+        InstanceType("r6i.8xlarge", 32, _gib(256), 2.016),
+        InstanceType("r7i.2xlarge", 8, _gib(64), 0.5292),
+        InstanceType("r7i.4xlarge", 16, _gib(128), 1.0584),
         # General purpose, for consumers that bring their own instance types.
-        InstanceType("m6i.large", 2, _gib(8)),
-        InstanceType("m6i.xlarge", 4, _gib(16)),
-        InstanceType("m6i.2xlarge", 8, _gib(32)),
-        InstanceType("m6i.4xlarge", 16, _gib(64)),
-        InstanceType("m6i.8xlarge", 32, _gib(128)),
+        InstanceType("m6i.large", 2, _gib(8), 0.096),
+        InstanceType("m6i.xlarge", 4, _gib(16), 0.192),
+        InstanceType("m6i.2xlarge", 8, _gib(32), 0.384),
+        InstanceType("m6i.4xlarge", 16, _gib(64), 0.768),
+        InstanceType("m6i.8xlarge", 32, _gib(128), 1.536),
     )
 }
 

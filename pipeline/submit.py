@@ -48,11 +48,11 @@ if TYPE_CHECKING:
     from pipeline.local.backend import LocalSession
     from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import DryRun, RunOutcome, Session
-    from pipeline.runs.progress import SubmittedJob, SubmittedRun
+    from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
 
-COMMANDS = ("run", "status", "cancel", "resume")
+COMMANDS = ("run", "status", "cancel", "resume", "report", "diagnose")
 DEFAULT_POLL_INTERVAL = 10.0
 LOCAL_POLL_INTERVAL = 0.2
 
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(
-        dest="command", metavar="{run,status,cancel,resume}", parser_class=_Parser
+        dest="command", metavar="{run,status,cancel,resume,report,diagnose}", parser_class=_Parser
     )
 
     run = commands.add_parser(
@@ -240,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     _add_run_options(resume, sizes=False)
     resume.set_defaults(handler=command_resume)
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="what a run did: timeline, child durations, failures, usage, estimated cost",
+    )
+    report.add_argument("run_id", metavar="RUN_ID")
+    report.add_argument(
+        "--html", metavar="FILE", help="also write the report as one self-contained HTML page"
+    )
+    report.set_defaults(handler=command_report)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        parents=[common],
+        help="why a run's jobs wait in RUNNABLE: one line per likely reason, with what to do",
+    )
+    diagnose.add_argument("run_id", metavar="RUN_ID")
+    diagnose.set_defaults(handler=command_diagnose)
     return parser
 
 
@@ -274,6 +293,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
         metavar="N",
         help="refuse to submit if the run's worst case (children x vCPUs x timeout x attempts) "
         "exceeds N vCPU-hours",
+    )
+    parser.add_argument(
+        "--diagnose-after",
+        type=_positive,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --watch: when a job has waited this long to be placed, say how to see why "
+        "(default: 600)",
     )
     parser.add_argument(
         "--poll-interval",
@@ -565,8 +592,45 @@ def _after_submit(
             )
         return EXIT_OK
     interval = args.poll_interval or DEFAULT_POLL_INTERVAL
-    outcome = engine.follow(session, run, interval=interval, on_poll=progress_printer(output))
+    printer = progress_printer(output)
+    hint = runnable_hint(output, run.run_id, where, args.diagnose_after)
+
+    def on_poll(progress: list[JobProgress]) -> None:
+        printer(progress)
+        hint(progress)
+
+    outcome = engine.follow(session, run, interval=interval, on_poll=on_poll)
     return _end(output, outcome, (), where)
+
+
+def runnable_hint(
+    output: Output, run_id: str, where: str, after_seconds: float
+) -> Callable[[Sequence[JobProgress]], None]:
+    """A watch callback that says, once per job, how to see why it has waited more than
+    ``after_seconds`` to be placed (RUNNABLE, or an array with RUNNABLE children)."""
+    since: dict[str, float] = {}
+    told: set[str] = set()
+
+    def check(progress: Sequence[JobProgress]) -> None:
+        now = time.monotonic()
+        for job in progress:
+            waiting = job.status == "RUNNABLE" or bool(job.children.get("RUNNABLE"))
+            if not waiting:
+                since.pop(job.key, None)
+                continue
+            start = since.setdefault(job.key, now)
+            if now - start >= after_seconds and job.key not in told:
+                told.add(job.key)
+                output.progress(
+                    f"{job.key} has waited {_minutes(now - start)} to be placed; see why with "
+                    f"`python -m pipeline.submit diagnose {run_id} {where}`"
+                )
+
+    return check
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def _end(output: Output, outcome: RunOutcome, extra: Sequence[str], where: str) -> int:
@@ -700,6 +764,95 @@ def _resubmit(
     )
     output.progress(f"run {args.run_id}: {resume.plan.describe()}")
     return _start(output, session, document, resume.config, resume.plan)
+
+
+def command_report(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    from pipeline.runs.report import collect, progress_reporter
+
+    _check_backend_flags(args)
+    html_path = _html_path(args.html) if args.html else None
+    if args.local:
+        from pipeline.local.backend import LocalBackend
+
+        local = LocalBackend()
+        document = local.document()
+        with local.session(document, saved_run=args.run_id, services=False) as session:
+            report = collect(
+                session.batch,
+                document,
+                args.run_id,
+                read_log=session.read_log,
+                on_progress=progress_reporter(output.progress),
+            )
+    else:
+        backend = AwsBackend(args, connector)
+        document = backend.document()
+        with backend.session(document) as session:
+            report = collect(
+                session.batch,
+                document,
+                args.run_id,
+                read_log=session.read_log,
+                on_progress=progress_reporter(output.progress),
+            )
+    if html_path is not None:
+        from pipeline.report_html import render
+
+        html_path.write_text(render(report), encoding="utf-8")
+        output.progress(f"wrote {html_path}")
+    output.result("\n".join(format_run_report(report)), report.as_json())
+    return EXIT_OK
+
+
+def format_run_report(report: Any) -> list[str]:
+    """The report in a few lines for a terminal."""
+    lines = [f"run {report.run_id}"]
+    for job in report.jobs:
+        runs = sorted(c.run_seconds for c in job.children if c.started_at)
+        timing = (
+            f"run p50 {runs[len(runs) // 2]:.1f} s, max {runs[-1]:.1f} s" if runs else "not run"
+        )
+        worst = report.worst_case.get(job.key, (0.0, 0.0))
+        lines.append(
+            f"  {job.key:<5} {len(job.children):>6,} job(s), {timing}, {job.failed:,} failed, "
+            f"{job.retries:,} retried, {job.vcpu_hours:,.4f} vCPU-hours "
+            f"(worst case {worst[0]:,.1f})"
+        )
+    if report.cost is not None:
+        lines.append(f"estimated cost: ~${report.cost.usd:,.2f} ({report.cost.basis})")
+    return lines
+
+
+def _html_path(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise SpecError(f"--html {value!r} is a folder; name a file, like report.html")
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise SpecError(f"--html {value!r} cannot be written ({error.strerror})") from None
+    return path
+
+
+def command_diagnose(args: argparse.Namespace, output: Output, connector: Connector) -> int:
+    from pipeline.runs.diagnose import diagnose
+
+    _check_backend_flags(args)
+    if args.local:
+        raise SpecError(
+            "diagnose looks at AWS Batch's compute environments; a local run never waits for "
+            "capacity beyond this machine's cores"
+        )
+    backend = AwsBackend(args, connector)
+    document = backend.document()
+    with backend.session(document) as session:
+        findings = diagnose(session.batch, document, args.run_id)
+    text = "\n".join(f"{f.job}: {f.reason}; {f.action}" for f in findings) or (
+        f"run {args.run_id} has no job waiting to be placed"
+    )
+    output.result(text, {"runId": args.run_id, "findings": [f.as_json() for f in findings]})
+    return EXIT_OK
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError
 from pipeline.local.batch import Fault, LocalBatch, LocalJobDefinition
-from pipeline.local.saved import restore_state, save_state, saved_jobs, state_dir
+from pipeline.local.saved import restore_state, save_jobs, save_state, saved_jobs
 from pipeline.local.services import LocalAws, job_environment, local_aws, resource_names
 from pipeline.notifications import failure_event_pattern, matches, render
 from pipeline.runs.engine import RunOutcome
@@ -117,7 +117,7 @@ class LocalSession:
         if output_dir is not None:
             copied = str(_copy_outputs(self.aws, run.run_id, output_dir))
         local["copiedTo"] = copied
-        shutil.rmtree(state_dir(run.run_id), ignore_errors=True)
+        local["savedTo"] = str(save_jobs(self.batch, run.run_id))
         lines += _success_text(summary, messages, copied)
         return _with_local(outcome, local), lines
 

@@ -63,6 +63,9 @@ if TYPE_CHECKING:
         DescribeJobQueuesResponseTypeDef,
         DescribeJobsRequestTypeDef,
         DescribeJobsResponseTypeDef,
+        FrontOfQueueJobSummaryTypeDef,
+        GetJobQueueSnapshotRequestTypeDef,
+        GetJobQueueSnapshotResponseTypeDef,
         JobDefinitionTypeDef,
         JobDetailTypeDef,
         JobQueueDetailTypeDef,
@@ -331,6 +334,24 @@ class LocalBatch:
             "status": "VALID",
         }
         return {"computeEnvironments": [environment], "ResponseMetadata": _METADATA}
+
+    def get_job_queue_snapshot(
+        self, **request: Unpack[GetJobQueueSnapshotRequestTypeDef]
+    ) -> GetJobQueueSnapshotResponseTypeDef:
+        """The RUNNABLE jobs in the order they would start."""
+        with self._lock:
+            front: list[FrontOfQueueJobSummaryTypeDef] = []
+            for job in self._leaves():
+                if job.status == "RUNNABLE" and len(front) < 100:
+                    front.append(
+                        {"jobArn": _job_arn(job.job_id), "earliestTimeAtPosition": job.created_at}
+                    )
+        return {
+            "frontOfQueue": {"jobs": front, "lastUpdatedAt": _now_ms()},
+            "frontOfQuotaShares": {},
+            "queueUtilization": {},
+            "ResponseMetadata": _METADATA,
+        }
 
     def describe_job_definitions(
         self, **request: Unpack[DescribeJobDefinitionsRequestTypeDef]

@@ -66,7 +66,19 @@ def saved_jobs(run_id: str) -> tuple[Path, list[dict[str, object]]]:
     return saved, list(json.loads((saved / "jobs.json").read_text()))
 
 
+def save_jobs(batch: LocalBatch, run_id: str) -> Path:
+    """Only the queue's jobs of a run that succeeded: enough for ``status`` and ``report``
+    (kilobytes), not its objects (there is nothing to resume)."""
+    target = state_dir(run_id)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    (target / "jobs.json").write_text(json.dumps(batch.export_jobs()))
+    return target
+
+
 def restore_state(aws: LocalAws, saved: Path) -> None:
+    if not (saved / "objects.json").exists():
+        return  # a run that succeeded keeps its jobs only
     s3 = aws.clients["s3"]
     for obj in json.loads((saved / "objects.json").read_text()):
         s3.upload_file(str(saved / "objects" / obj["file"]), aws.names[obj["bucket"]], obj["key"])

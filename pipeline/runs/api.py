@@ -25,6 +25,8 @@ if TYPE_CHECKING:
         DescribeJobQueuesResponseTypeDef,
         DescribeJobsRequestTypeDef,
         DescribeJobsResponseTypeDef,
+        GetJobQueueSnapshotRequestTypeDef,
+        GetJobQueueSnapshotResponseTypeDef,
         JobDetailTypeDef,
         JobSummaryTypeDef,
         ListJobsRequestTypeDef,
@@ -69,6 +71,10 @@ class BatchApi(Protocol):
     def describe_job_definitions(
         self, **kwargs: Unpack[DescribeJobDefinitionsRequestTypeDef]
     ) -> DescribeJobDefinitionsResponseTypeDef: ...
+
+    def get_job_queue_snapshot(
+        self, **kwargs: Unpack[GetJobQueueSnapshotRequestTypeDef]
+    ) -> GetJobQueueSnapshotResponseTypeDef: ...
 
 
 LogReader = Callable[[str, "str | None"], list[str]]

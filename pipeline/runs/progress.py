@@ -111,7 +111,13 @@ def find_jobs_by_name(
         page = batch.list_jobs(
             jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name]}], **page_token
         )
-        ids += [s["jobId"] for s in page["jobSummaryList"] if s.get("jobName") == job_name]
+        # Array children share their parent's name (and, propagated, its tags): a run's jobs
+        # are the parents, whose IDs have no ":<index>".
+        ids += [
+            s["jobId"]
+            for s in page["jobSummaryList"]
+            if s.get("jobName") == job_name and ":" not in s["jobId"]
+        ]
         token = page.get("nextToken")
         if not token:
             break

@@ -1,0 +1,373 @@
+"""See a run: the report (collected in about one DescribeJobs call per 100 children, usage
+from the children's real times), its HTML as a browser renders it, and `diagnose`."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli, stack_document
+
+from pipeline.runs.diagnose import diagnose
+from pipeline.runs.report import collect
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def aws() -> Iterator[MotoBatch]:
+    with moto_batch() as harness:
+        yield harness
+
+
+def _times(job: Any, started: datetime, seconds: float) -> None:
+    """Give a moto job (or child) known start and stop times and one attempt."""
+    job.job_started_at = started
+    job.job_stopped_at = started + timedelta(seconds=seconds)
+    job.job_stopped = True
+    ms = int(started.timestamp() * 1000)
+    job.attempts = [
+        {"startedAt": ms, "stoppedAt": ms + int(seconds * 1000), "container": {}},
+    ]
+
+
+def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBatch) -> None:
+    # GIVEN a run whose JobB and JobC have 500 children each (1,000), with known run times:
+    # every JobB child 60 s at 32 vCPU, every JobC child 30 s at 1 vCPU / 32 GiB
+    code, out, err = run_cli(aws, "--stack", STACK, "--array-size", "500", "--json")
+    assert code == 0, err
+    ids = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
+    jobs = aws.backend._jobs
+    for i in range(500):
+        _times(jobs[f"{ids['JobB']}:{i}"], T0, 60)
+        _times(jobs[f"{ids['JobC']}:{i}"], T0 + timedelta(minutes=2), 30)
+    aws.count_calls()
+    document = stack_document(aws.queue_arn, aws.definition_arns)
+    # WHEN the report is collected
+    report = collect(aws.batch, document, json.loads(out)["runId"])
+    # THEN the calls stay near N/100, and usage matches a hand computation
+    assert aws.calls["DescribeJobs"] <= math.ceil(1000 / 100) + 10
+    by_key = {j.key: j for j in report.jobs}
+    assert by_key["JobB"].vcpu_hours == pytest.approx(500 * 60 * 32 / 3600)
+    assert by_key["JobC"].vcpu_hours == pytest.approx(500 * 30 * 1 / 3600)
+    assert by_key["JobC"].gib_hours == pytest.approx(500 * 30 * 32 / 3600)
+    as_json = report.as_json()
+    job_b = next(j for j in as_json["jobs"] if j["job"] == "JobB")
+    assert job_b["runSeconds"] == {"p50": 60.0, "p90": 60.0, "max": 60.0}
+    assert sum(job_b["histogram"]["counts"]) == 500
+    assert job_b["worstCaseVcpuHours"] == pytest.approx(500 * 32 * 2 * 3)
+
+
+def test_the_cli_prints_progress_and_writes_the_html(aws: MotoBatch, tmp_path: Path) -> None:
+    code, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    run_id = json.loads(out)["runId"]
+    page = tmp_path / "report.html"
+    code, out, err = run_cli(aws, "report", run_id, "--stack", STACK, "--html", str(page))
+    assert code == 0, err
+    assert out.startswith(f"run {run_id}\n  JobA")
+    assert "collected " in err
+    html = page.read_text()
+    assert "default-src 'none'" in html
+    assert "<script" not in html
+    assert "http://" not in html.replace("http://www.w3.org", "")
+
+
+# --- diagnose ---------------------------------------------------------------------------------
+
+
+def _held_run(aws: MotoBatch) -> str:
+    aws.hold_new_jobs("RUNNABLE")
+    code, out, err = run_cli(aws, "--stack", STACK, "--array-size", "2", "--json")
+    assert code == 0, err
+    return str(json.loads(out)["runId"])
+
+
+def _document(aws: MotoBatch) -> Any:
+    return stack_document(aws.queue_arn, aws.definition_arns)
+
+
+def _managed_queue(aws: MotoBatch, instance_type: str, **resources: Any) -> str:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
+    iam = boto3.client("iam", region_name=REGION)
+    profile = iam.create_instance_profile(InstanceProfileName="ecs")["InstanceProfile"]["Arn"]
+    service = iam.get_role(RoleName="BatchServiceRole")["Role"]["Arn"]
+    environment = aws.batch.create_compute_environment(
+        computeEnvironmentName="Managed",
+        type="MANAGED",
+        state="ENABLED",
+        serviceRole=service,
+        computeResources={
+            "type": "EC2",
+            "minvCpus": 0,
+            "maxvCpus": 64,
+            "instanceTypes": [instance_type],
+            "subnets": [subnet],
+            "securityGroupIds": [group],
+            "instanceRole": profile,
+            **resources,
+        },
+    )["computeEnvironmentArn"]
+    return str(
+        aws.batch.create_job_queue(
+            jobQueueName="Managed",
+            priority=1,
+            state="ENABLED",
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+        )["jobQueueArn"]
+    )
+
+
+def _on_queue(aws: MotoBatch, queue: str) -> tuple[str, Any]:
+    from dataclasses import replace
+
+    aws.hold_new_jobs("RUNNABLE")
+    document = replace(_document(aws), queue=queue)
+    code, out, err = run_cli(aws, "--stack", STACK, "--queue", queue, "--array-size", "2", "--json")
+    assert code == 0, err
+    return str(json.loads(out)["runId"]), document
+
+
+def test_diagnose_names_an_invalid_compute_environment(aws: MotoBatch) -> None:
+    run_id = _held_run(aws)
+
+    # moto reports every environment VALID; this one answers as an invalid one does
+    def invalid(parsed: dict[str, Any], **_: Any) -> None:
+        for environment in parsed["computeEnvironments"]:
+            environment["status"] = "INVALID"
+            environment["statusReason"] = "CLIENT_ERROR - The instance role is not valid"
+
+    aws.batch.meta.events.register("after-call.batch.DescribeComputeEnvironments", invalid)
+    findings = diagnose(aws.batch, _document(aws), run_id)
+    invalid = [f for f in findings if f.kind == "environment-invalid"]
+    assert invalid
+    assert invalid[0].reason == (
+        "compute environment Unmanaged is INVALID: CLIENT_ERROR - The instance role is not valid"
+    )
+
+
+def test_diagnose_names_an_environment_at_its_maxvcpus(aws: MotoBatch) -> None:
+    queue = _managed_queue(aws, "c6i.8xlarge", desiredvCpus=64)
+    run_id, document = _on_queue(aws, queue)
+    findings = diagnose(aws.batch, document, run_id)
+    assert any(f.kind == "max-vcpus" and "at its maxvCpus (64)" in f.reason for f in findings), (
+        findings
+    )
+
+
+def test_diagnose_names_a_job_no_instance_type_fits(aws: MotoBatch) -> None:
+    # GIVEN a held run, and then its queue moved onto 16-vCPU instances (r6i.4xlarge), where
+    # JobB's 32 vCPUs never fit (pre-flight refuses this before a run; queues change later)
+    run_id = _held_run(aws)
+    managed = _managed_queue(aws, "r6i.4xlarge")
+    (environment,) = aws.batch.describe_job_queues(jobQueues=[managed])["jobQueues"][0][
+        "computeEnvironmentOrder"
+    ]
+    aws.batch.update_job_queue(
+        jobQueue=aws.queue_arn,
+        computeEnvironmentOrder=[
+            {"order": 1, "computeEnvironment": environment["computeEnvironment"]}
+        ],
+    )
+    findings = diagnose(aws.batch, _document(aws), run_id)
+    no_fit = [f for f in findings if f.kind == "no-fit"]
+    assert [f.job for f in no_fit] == ["JobB"]
+    assert no_fit[0].reason.startswith("no instance type of the queue fits 32 vCPU and 4,096 MiB")
+
+
+def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: MotoBatch) -> None:
+    run_id = _held_run(aws)
+    job_a = next(j for j in aws.parents() if j.job_name == "JobA")
+    # moto does not implement GetJobQueueSnapshot: the real response shape, through Stubber
+    snapshot_client = boto3.client("batch", region_name=REGION)
+    stubber = Stubber(snapshot_client)
+    stubber.add_response(
+        "get_job_queue_snapshot",
+        {
+            "frontOfQueue": {
+                "jobs": [
+                    {
+                        "jobArn": "arn:aws:batch:us-east-1:123456789012:job/other-1",
+                        "earliestTimeAtPosition": 1,
+                    },
+                    {
+                        "jobArn": "arn:aws:batch:us-east-1:123456789012:job/other-2",
+                        "earliestTimeAtPosition": 2,
+                    },
+                    {
+                        "jobArn": f"arn:aws:batch:us-east-1:123456789012:job/{job_a.job_id}",
+                        "earliestTimeAtPosition": 3,
+                    },
+                ],
+                "lastUpdatedAt": 3,
+            }
+        },
+        {"jobQueue": aws.queue_arn},
+    )
+
+    class WithSnapshot:
+        def __getattr__(self, name: str) -> Any:
+            if name == "get_job_queue_snapshot":
+                return snapshot_client.get_job_queue_snapshot
+            return getattr(aws.batch, name)
+
+    with stubber:
+        findings = diagnose(WithSnapshot(), _document(aws), run_id)  # type: ignore[arg-type]
+    position = [f for f in findings if f.kind == "queue-position"]
+    assert [(f.job, f.reason) for f in position] == [
+        ("JobA", "position 3 of 3 at the front of the queue")
+    ]
+    assert position[0].action.startswith("it waits behind 2 job(s)")
+
+
+def test_diagnose_cli_and_local_refusal(aws: MotoBatch) -> None:
+    run_id = _held_run(aws)
+    code, out, err = run_cli(aws, "diagnose", run_id, "--stack", STACK, "--json")
+    assert code == 0, err
+    assert json.loads(out)["runId"] == run_id
+    code, _, err = run_cli(None, "diagnose", run_id, "--local")
+    assert code == 252
+    assert err.startswith("error: diagnose looks at AWS Batch's compute environments")
+
+
+def test_watch_offers_diagnose_when_a_job_waits_too_long(aws: MotoBatch) -> None:
+    aws.hold_new_jobs("RUNNABLE")
+
+    def release() -> None:
+        time.sleep(1.0)
+        for job in aws.parents():
+            aws.set_status(job.job_id, "SUCCEEDED")
+
+    threading.Thread(target=release, daemon=True).start()
+    code, _, err = run_cli(
+        aws,
+        "--stack",
+        STACK,
+        "--array-size",
+        "2",
+        "--watch",
+        "--poll-interval",
+        "0.05",
+        "--diagnose-after",
+        "0.2",
+        "--run-id",
+        "slow",
+    )
+    assert code == 0, err
+    assert (
+        "JobA has waited 0 s to be placed; see why with "
+        f"`python -m pipeline.submit diagnose slow --stack {STACK}`"
+    ) in err
+
+
+# --- the page, as a browser shows it ----------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_a_local_runs_report_renders_offline_in_a_real_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert CHROMIUM, "Chromium is not installed: .ci/run installs Debian's chromium"
+    monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path / "state"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number in range(8):
+        (folder / f"f{number}.txt").write_text("data\n" * (number + 1))
+    code, _, err = run_cli(
+        None,
+        "--local",
+        "--array-size",
+        "4",
+        "--input",
+        str(folder),
+        "--run-id",
+        "seen",
+        "--inject",
+        "JobB:1=host-terminated",
+    )
+    assert code == 0, err[-2000:]
+    page = tmp_path / "out.html"
+    code, _, err = run_cli(None, "report", "seen", "--local", "--html", str(page))
+    assert code == 0, err
+    browser = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        f"--log-net-log={tmp_path / 'net.json'}",
+        "--net-log-capture-mode=Everything",
+    ]
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*browser, "--window-size=1280,1200", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    dom = subprocess.run(
+        [*browser, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    # THEN the timeline has the five jobs with running bars, and the arrays have histograms
+    assert dom.count('class="job-row"') == 5
+    assert 'class="running"' in dom
+    for key in ("JobB", "JobC", "JobD"):
+        assert f'class="histogram" data-job="{key}"' in dom
+    assert dom.count('class="bar"') >= 3
+    assert 'class="retry"' in dom  # the lost host's retried attempt is marked
+    # AND the screenshot is a drawn page, not a blank one
+    assert shot.stat().st_size > 30_000
+    # AND the page made no network request: Chromium's log of every URL it requested holds
+    # only the browser's own background checks (update, time, accounts), nothing of the page
+    assert _requested_urls(tmp_path / "net.json") == set()
+    # (the log does show a page's requests: a control page with an image on loopback)
+    control = tmp_path / "control.html"
+    control.write_text('<html><body><img src="http://127.0.0.1:9/x.png"></body></html>')
+    subprocess.run(
+        [
+            *browser[:-2],
+            f"--log-net-log={tmp_path / 'control.json'}",
+            "--net-log-capture-mode=Everything",
+            "--dump-dom",
+            control.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert _requested_urls(tmp_path / "control.json") == {"http://127.0.0.1:9/x.png"}
+
+
+_BROWSER_OWN = ("clients2.google.com", "update.googleapis.com", "accounts.google.com")
+
+
+def _requested_urls(net_log: Path) -> set[str]:
+    import re
+
+    urls = set(re.findall(r'"url":"(https?://[^"]+)"', net_log.read_text(errors="replace")))
+    return {u for u in urls if u.split("/")[2] not in _BROWSER_OWN}
