@@ -278,8 +278,8 @@ def collect(
     failures = failure_report(counted, progress, read_log=read_log)
     # The worst case of this run, at the size it was submitted with.
     sizes = [j.array_size for j in jobs if document.spec.job(j.key).scales_with_input]
-    spec = document.spec.with_array_size(sizes[0]) if sizes and sizes[0] else document.spec
-    worst = {c.key: (c.vcpu_hours, c.gib_hours) for c in worst_case(spec)}
+    run_spec = document.spec.with_array_size(sizes[0]) if sizes and sizes[0] else document.spec
+    worst = {c.key: (c.vcpu_hours, c.gib_hours) for c in worst_case(run_spec)}
     return RunReport(
         run_id, tuple(jobs), tuple(failures), worst, _estimate(counted, document, jobs), calls
     )
