@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="python -m pipeline.submit",
-        description="Submit, watch, cancel and resume runs of the array-job pipeline.",
+        description="Submit, watch, cancel, resume, report on and diagnose runs of the array-job "
+        "pipeline.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -254,8 +254,9 @@ def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None
     objects = data["local"]["summary"]["objects"]
     assert objects == {"listed": 300, "processed": 297, "rejected": 3}
     assert [c["passed"] for c in data["local"]["summary"]["checks"]] == [True] * 10
-    # AND the saved run is gone once it succeeded
-    assert not (tmp_path / "state" / "runs" / "resume-me").exists()
+    # AND once it succeeded, only its job records are kept (for status and report)
+    kept = tmp_path / "state" / "runs" / "resume-me"
+    assert sorted(p.name for p in kept.iterdir()) == ["jobs.json"]
 
 
 def test_resume_of_an_unknown_local_run(tmp_path: Path) -> None:
