@@ -118,6 +118,41 @@ class MotoBatch:
         self.batch.meta.events.register("before-parameter-build.batch.CancelJob", stopped)
         self.batch.meta.events.register("before-parameter-build.batch.TerminateJob", stopped)
 
+    def managed_queue(self, instance_type: str, name: str = "Managed", **resources: Any) -> str:
+        """A queue on one managed EC2 compute environment of ``instance_type`` (maxvCpus 64),
+        with ``resources`` merged into its computeResources; returns the queue ARN."""
+        ec2 = boto3.client("ec2", region_name=REGION)
+        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName=name, Description="g", VpcId=vpc)["GroupId"]
+        iam = boto3.client("iam", region_name=REGION)
+        profile = iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Arn"]
+        service = iam.get_role(RoleName="BatchServiceRole")["Role"]["Arn"]
+        environment = self.batch.create_compute_environment(
+            computeEnvironmentName=name,
+            type="MANAGED",
+            state="ENABLED",
+            serviceRole=service,
+            computeResources={
+                "type": "EC2",
+                "minvCpus": 0,
+                "maxvCpus": 64,
+                "instanceTypes": [instance_type],
+                "subnets": [subnet],
+                "securityGroupIds": [group],
+                "instanceRole": profile,
+                **resources,
+            },
+        )["computeEnvironmentArn"]
+        return str(
+            self.batch.create_job_queue(
+                jobQueueName=name,
+                priority=1,
+                state="ENABLED",
+                computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+            )["jobQueueArn"]
+        )
+
     def fail_child(self, parent_id: str, index: int, reason: str, exit_code: int = 1) -> None:
         """Child ``index`` fails; the parent and every later job fail as AWS reports it."""
         parent = self.backend._jobs[parent_id]

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from conftest import Synthesized, new_app, resolve, synthesize
-from moto_batch import REGION, MotoBatch, moto_batch, run_cli, stack_document, stack_template
+from moto_batch import MotoBatch, moto_batch, run_cli, stack_document, stack_template
 
 from pipeline.document import DOCUMENT_OUTPUT, VERSION, PipelineDocument
 from pipeline.spec import DEFAULT_SPEC
@@ -99,7 +98,7 @@ def test_the_cost_guard_judges_the_deployed_resources(deployed: MotoBatch) -> No
 
 def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
     # GIVEN a queue whose only instance type has 16 vCPUs (r6i.4xlarge, 128 GiB)
-    queue = _queue_of(deployed, "r6i.4xlarge")
+    queue = deployed.managed_queue("r6i.4xlarge", "SmallQueue")
     # WHEN the overridden pipeline runs there, it passes pre-flight and is submitted
     code, out, err = run_cli(
         deployed, "--stack", "Overridden", "--queue", queue, "--array-size", "2", "--json"
@@ -114,37 +113,6 @@ def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
     code, _, err = run_cli(deployed, "--stack", "Default", "--queue", queue, "--array-size", "2")
     assert code == 252
     assert err.startswith("error: JobB needs 32 vCPU and 4,096 MiB, which no instance type")
-
-
-def _queue_of(aws: MotoBatch, instance_type: str) -> str:
-    ec2 = boto3.client("ec2", region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
-    iam = boto3.client("iam", region_name=REGION)
-    profile = iam.create_instance_profile(InstanceProfileName="ecs")["InstanceProfile"]["Arn"]
-    service = iam.get_role(RoleName="BatchServiceRole")["Role"]["Arn"]
-    environment = aws.batch.create_compute_environment(
-        computeEnvironmentName="Small",
-        type="MANAGED",
-        state="ENABLED",
-        serviceRole=service,
-        computeResources={
-            "type": "EC2",
-            "minvCpus": 0,
-            "maxvCpus": 64,
-            "instanceTypes": [instance_type],
-            "subnets": [subnet],
-            "securityGroupIds": [group],
-            "instanceRole": profile,
-        },
-    )["computeEnvironmentArn"]
-    return aws.batch.create_job_queue(
-        jobQueueName="SmallQueue",
-        priority=1,
-        state="ENABLED",
-        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-    )["jobQueueArn"]
 
 
 def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) -> None:

@@ -97,40 +97,6 @@ def _document(aws: MotoBatch) -> Any:
     return stack_document(aws.queue_arn, aws.definition_arns)
 
 
-def _managed_queue(aws: MotoBatch, instance_type: str, **resources: Any) -> str:
-    ec2 = boto3.client("ec2", region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
-    iam = boto3.client("iam", region_name=REGION)
-    profile = iam.create_instance_profile(InstanceProfileName="ecs")["InstanceProfile"]["Arn"]
-    service = iam.get_role(RoleName="BatchServiceRole")["Role"]["Arn"]
-    environment = aws.batch.create_compute_environment(
-        computeEnvironmentName="Managed",
-        type="MANAGED",
-        state="ENABLED",
-        serviceRole=service,
-        computeResources={
-            "type": "EC2",
-            "minvCpus": 0,
-            "maxvCpus": 64,
-            "instanceTypes": [instance_type],
-            "subnets": [subnet],
-            "securityGroupIds": [group],
-            "instanceRole": profile,
-            **resources,
-        },
-    )["computeEnvironmentArn"]
-    return str(
-        aws.batch.create_job_queue(
-            jobQueueName="Managed",
-            priority=1,
-            state="ENABLED",
-            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-        )["jobQueueArn"]
-    )
-
-
 def _on_queue(aws: MotoBatch, queue: str) -> tuple[str, Any]:
     from dataclasses import replace
 
@@ -160,7 +126,7 @@ def test_diagnose_names_an_invalid_compute_environment(aws: MotoBatch) -> None:
 
 
 def test_diagnose_names_an_environment_at_its_maxvcpus(aws: MotoBatch) -> None:
-    queue = _managed_queue(aws, "c6i.8xlarge", desiredvCpus=64)
+    queue = aws.managed_queue("c6i.8xlarge", desiredvCpus=64)
     run_id, document = _on_queue(aws, queue)
     findings = diagnose(aws.batch, document, run_id)
     assert any(f.kind == "max-vcpus" and "at its maxvCpus (64)" in f.reason for f in findings), (
@@ -172,7 +138,7 @@ def test_diagnose_names_a_job_no_instance_type_fits(aws: MotoBatch) -> None:
     # GIVEN a held run, and then its queue moved onto 16-vCPU instances (r6i.4xlarge), where
     # JobB's 32 vCPUs never fit (pre-flight refuses this before a run; queues change later)
     run_id = _held_run(aws)
-    managed = _managed_queue(aws, "r6i.4xlarge")
+    managed = aws.managed_queue("r6i.4xlarge")
     (environment,) = aws.batch.describe_job_queues(jobQueues=[managed])["jobQueues"][0][
         "computeEnvironmentOrder"
     ]
