@@ -15,9 +15,10 @@ import json
 import shutil
 import signal
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -33,6 +34,7 @@ from pipeline.runs.progress import SubmittedRun
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
+    RECIPIENT,
     SOURCE_BUCKET,
     PipelineSpec,
     SpecError,
@@ -54,8 +56,7 @@ def local_document(array_size: int = LOCAL_ARRAY_SIZE) -> PipelineDocument:
         job_definitions=definitions,
         definition_names=definitions,
         spec=DEFAULT_SPEC.with_array_size(array_size),
-        parameters={j.key: {p: "" for p in j.parameters} for j in DEFAULT_SPEC if j.parameters}
-        | {"JobE": {SOURCE_BUCKET: f"s3://{names['output_bucket']}", "Recipient": ""}},
+        parameters={"JobE": {SOURCE_BUCKET: f"s3://{names['output_bucket']}", RECIPIENT: ""}},
         resources=names,
         source="the local backend",
     )
@@ -92,9 +93,9 @@ class LocalSession:
             "notSeeded": dict(self.not_seeded),
         }
         lines: list[str] = [
-            f"{job}: {len(reasons)} attempt{'s' * (len(reasons) > 1)} retried ({reason})"
+            f"{job}: {count} attempt{'s' * (count > 1)} retried ({reason})"
             for job, reasons in retries.items()
-            for reason in sorted(set(reasons))
+            for reason, count in sorted(Counter(reasons).items())
         ]
         lines += [f"not seeded: {name}: {reason}" for name, reason in self.not_seeded.items()]
         if not outcome.succeeded:
@@ -112,7 +113,8 @@ class LocalSession:
             return _with_local(outcome, local), lines
         summary = _summary(self.aws, run.run_id)
         messages = self.aws.notifications()
-        local.update(summary=summary, notifications=messages, savedTo=None)
+        # The attempts' logs go with the working folder; a run that succeeded keeps its jobs.
+        local.update(summary=summary, notifications=messages, logs=None)
         copied = None
         if output_dir is not None:
             copied = str(_copy_outputs(self.aws, run.run_id, output_dir))
@@ -123,8 +125,6 @@ class LocalSession:
 
 
 def _with_local(outcome: RunOutcome, local: dict[str, Any]) -> RunOutcome:
-    from dataclasses import replace
-
     return replace(outcome, local=local)
 
 
