@@ -229,9 +229,12 @@ def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
     # runs and the others wait: CancelJob and TerminateJob
     aws.hold_new_jobs("RUNNABLE")
     assert cli("--queue", "ProdQueue", "--array-size", "2", "--run-id", "held") == 0
+    # diagnose while it waits (moto answers GetJobQueueSnapshot with a 404: still recorded)
+    assert cli("diagnose", "held", "--queue", "ProdQueue") == 0
     running = next(j for j in aws.parents() if j.job_name == "JobA" and j.status == "RUNNABLE")
     aws.set_status(running.job_id, "RUNNING")
     assert cli("cancel", "held", "--queue", "ProdQueue") == 0
+    assert cli("report", "granted", "--stack", STACK) == 0
 
 
 # --- installed as pip users get it ----------------------------------------------------------

@@ -354,7 +354,8 @@ class ArrayJobPipeline(Construct):
         """Let ``grantee`` do what ``python -m pipeline.submit`` does with this pipeline:
         read the stack's document, describe the job definitions, queue and compute
         environments (pre-flight), submit and tag this pipeline's jobs, watch them, cancel
-        or terminate them, and read their logs for the failure report.
+        or terminate them, read their logs for the failure report, and report on and
+        diagnose runs.
 
         Tagging, cancelling and terminating are limited to jobs carrying this pipeline's
         ``array-pipeline:pipeline`` tag, which the submitter sets on every job. Note that
@@ -390,6 +391,10 @@ class ArrayJobPipeline(Construct):
                     actions=["batch:CancelJob", "batch:TerminateJob"],
                     resources=[jobs_arn],
                     conditions={"StringEquals": {tag: queue_name}},
+                ),
+                # diagnose: the job's position at the front of this queue.
+                iam.PolicyStatement(
+                    actions=["batch:GetJobQueueSnapshot"], resources=[self.queue.job_queue_arn]
                 ),
                 # These support no resource-level permissions.
                 iam.PolicyStatement(
