@@ -98,17 +98,24 @@ def format_progress(progress: Sequence[Any]) -> str:
     return " | ".join(parts)
 
 
-def progress_printer(output: Output) -> Callable[[Sequence[Any]], None]:
-    """A watch callback that prints a progress line whenever it changes, with elapsed time."""
+def progress_printer(output: Output, *, every: float = 1.0) -> Callable[[Sequence[Any]], None]:
+    """A watch callback that prints a progress line, with elapsed time, when a job's status
+    changes, and when only children counts changed at most once every ``every`` seconds (a
+    10,000-child run does not print 20,000 lines)."""
     started = time.monotonic()
-    last = ""
+    last_line = ""
+    last_statuses: tuple[str, ...] = ()
+    last_time = 0.0
 
     def on_poll(progress: Sequence[Any]) -> None:
-        nonlocal last
+        nonlocal last_line, last_statuses, last_time
         line = format_progress(progress)
-        if line != last:
-            output.progress(f"[{time.monotonic() - started:5.0f}s] {line}")
-            last = line
+        statuses = tuple(p.status for p in progress)
+        now = time.monotonic()
+        if line == last_line or (statuses == last_statuses and now - last_time < every):
+            return
+        output.progress(f"[{now - started:5.0f}s] {line}")
+        last_line, last_statuses, last_time = line, statuses, now
 
     return on_poll
 

@@ -39,7 +39,10 @@ def test_job_a_lists_more_than_one_page_and_rejects_non_utf8_keys() -> None:
     assert summary["valid"] == 1_203
 
 
-def test_job_b_uses_a_process_pool_and_streams(tmp_path: Path) -> None:
+def test_job_b_uses_a_process_pool_and_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_b, "POOL_THRESHOLD", 0)  # a pool even for these small shards
     with jobs_world(array_size=2) as world:
         world.put_inputs({"a.txt": b"hello " * 10_000, "b.bin": b"\x00" * 60_000})
         job_a.run(world.s3, world.ctx)

@@ -255,3 +255,66 @@ def test_list_jobs_by_name_and_describe_limit(pipeline_batch: LocalBatch) -> Non
     assert [j["jobId"] for j in named] == [run.job_ids["JobC"]]
     with pytest.raises(Exception, match="A maximum of 100 jobs"):
         pipeline_batch.describe_jobs(jobs=["x"] * 101)
+
+
+def test_a_timed_out_forked_child_and_its_own_children_are_killed(tmp_path: Path) -> None:
+    # GIVEN a job, forked by the launcher, that starts a grandchild and outlives its timeout
+    marker = f"{time.time():.6f}"
+    script = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen(['sleep', '3600', '{marker}']); time.sleep(3600)"
+    )
+    definition = LocalJobDefinition(
+        name="stuck",
+        command=(sys.executable, "-c", script),
+        vcpus=1,
+        memory_mib=64,
+        timeout_seconds=1,
+    )
+    with LocalBatch(
+        queue="Q", definitions={"stuck": definition}, vcpu_budget=1, log_dir=tmp_path / "logs"
+    ) as batch:
+        job_id = batch.submit_job(jobName="stuck", jobQueue="Q", jobDefinition="stuck")["jobId"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+            if job["status"] == "FAILED":
+                break
+            time.sleep(0.1)
+    # THEN it failed on its timeout, and neither it nor its grandchild is left
+    assert job["statusReason"] == "Job attempt duration exceeded timeout"
+    time.sleep(0.3)
+    left = [
+        p.name
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and marker.encode() in _cmdline(p)
+    ]
+    assert left == []
+
+
+def _cmdline(process: Path) -> bytes:
+    try:
+        return (process / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_without_its_launcher_a_run_still_runs(tmp_path: Path, records: Path) -> None:
+    # GIVEN a LocalBatch whose pre-loaded launcher has died
+    definitions = {"one": definition("one", records)}
+    with LocalBatch(
+        queue="Q", definitions=definitions, vcpu_budget=1, log_dir=tmp_path / "logs"
+    ) as batch:
+        assert batch._launcher is not None
+        batch._launcher.process.kill()
+        batch._launcher.process.wait()
+        # WHEN a job is submitted, THEN it runs in a fresh process and succeeds
+        job_id = batch.submit_job(jobName="one", jobQueue="Q", jobDefinition="one")["jobId"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+            if job["status"] in ("SUCCEEDED", "FAILED"):
+                break
+            time.sleep(0.05)
+    assert job["status"] == "SUCCEEDED"
+    assert batch._launcher is None

@@ -78,7 +78,7 @@ def test_default_local_run_shows_the_notification_with_the_link(
     assert (
         "Summary in S3: s3://arrayjobpipeline-output-bucket-local/runs/" in notification["Message"]
     )
-    assert "SUBMITTED" in result.stderr
+    assert re.search(r"\[\s*\d+s\] JobA ", result.stderr)  # progress was shown
     assert "JobE SUCCEEDED" in result.stderr
 
 

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+POOL_THRESHOLD = 16 * 1024 * 1024
+"""Below this many bytes in a shard, the work runs in this process: starting a pool of
+worker interpreters costs more than compressing a few megabytes."""
 TRANSFER_CONFIG = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4)
 
 
@@ -111,6 +114,8 @@ def scratch_slots(largest: int, free: int, wanted: int) -> int:
 def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, Any]:
     manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
     objects = manifest["objects"]
+    if sum(o["size"] for o in objects) < POOL_THRESHOLD:
+        workers = 1
     with tempfile.TemporaryDirectory(prefix="jobb-") as scratch, _pool(workers) as pool:
         # I/O threads feed the CPU pool; each holds one object at a time (its download and its
         # compressed result), so scratch space is bounded by threads x 2 x the largest object,
