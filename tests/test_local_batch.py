@@ -318,3 +318,33 @@ def test_without_its_launcher_a_run_still_runs(tmp_path: Path, records: Path) ->
             time.sleep(0.05)
     assert job["status"] == "SUCCEEDED"
     assert batch._launcher is None
+
+
+def test_a_launcher_that_dies_mid_run_leaves_no_child_running(tmp_path: Path) -> None:
+    marker = f"{time.time():.6f}"
+    definition = LocalJobDefinition(
+        name="long",
+        command=(sys.executable, "-c", f"import time; time.sleep(3600)  # {marker}"),
+        vcpus=1,
+        memory_mib=64,
+    )
+    with LocalBatch(
+        queue="Q", definitions={"long": definition}, vcpu_budget=1, log_dir=tmp_path / "logs"
+    ) as batch:
+        job_id = batch.submit_job(jobName="long", jobQueue="Q", jobDefinition="long")["jobId"]
+        deadline = time.monotonic() + 30
+        while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert batch._launcher is not None
+        batch._launcher.process.kill()  # WHEN the launcher dies under a running job
+        while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+    # THEN the job ended (failed: its process was killed) and its process is gone
+    assert job["status"] == "FAILED"
+    time.sleep(0.3)
+    assert not [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and marker.encode() in _cmdline(p)
+    ]

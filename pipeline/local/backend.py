@@ -175,6 +175,7 @@ class LocalBackend:
                     faults=self.faults,
                     vcpu_budget=self.vcpu_budget,
                     on_event=events.append,
+                    fork=services,  # a saved run's status or report runs nothing
                 )
             )
             if records:

@@ -82,7 +82,6 @@ if TYPE_CHECKING:
         TerminateJobRequestTypeDef,
     )
 
-ARRAY_CHILD_FAILED = "Array Child Job failed"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 HOST_TERMINATED = "Host EC2 (instance i-0local) terminated."
 
@@ -276,6 +275,15 @@ class _Launcher:
                 else:
                     forked.ended(code)
             self._on_exit()
+        # The launcher is gone: nobody will report its children's exits. End them (their whole
+        # process groups) and say so, rather than leave them running unwatched.
+        with self._lock:
+            orphans, self._children = self._children, {}
+        for pid, forked in orphans.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            forked.ended(-signal.SIGKILL)
+        self._on_exit()
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -757,19 +765,19 @@ class LocalBatch:
                 # The host goes away (or the clock runs out) whether or not the program was done.
                 if job.process.poll() is None:
                     _kill(job.process)
-                job.process.wait()
+                _reaped(job.process)
                 timed_out = fault.kind == "timeout"
                 reason = TIMEOUT_REASON if timed_out else HOST_TERMINATED
                 self._attempt_ended(job, None, reason, timed_out=timed_out)
                 continue
             if job.cancel_requested and job.process.poll() is None:
                 _kill(job.process)
-                job.process.wait()
+                _reaped(job.process)
                 self._attempt_ended(job, None, job.cancel_requested, terminated=True)
                 continue
             if job.deadline is not None and now > job.deadline and job.process.poll() is None:
                 _kill(job.process)
-                job.process.wait()
+                _reaped(job.process)
                 self._attempt_ended(job, None, TIMEOUT_REASON, timed_out=True)
                 continue
             code = job.process.poll()
@@ -982,6 +990,12 @@ def _substitute(argument: str, parameters: Mapping[str, str]) -> str:
     if argument.startswith("Ref::") and argument[5:] in parameters:
         return parameters[argument[5:]]
     return argument
+
+
+def _reaped(process: subprocess.Popen[bytes] | _Forked) -> None:
+    """Wait for a killed process to be reaped, but never hang the scheduler on it."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
 
 
 def _kill(process: subprocess.Popen[bytes] | _Forked) -> None:
