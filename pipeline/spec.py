@@ -27,12 +27,16 @@ from typing import Any
 # reads it from here.
 from pipeline.job_image.batch_jobs import contract as contract
 from pipeline.job_image.batch_jobs.contract import INDEX_MAP as INDEX_MAP
+from pipeline.job_image.batch_jobs.contract import INPUT_PREFIX as INPUT_PREFIX
 from pipeline.job_image.batch_jobs.contract import MAX_OBJECT_BYTES as MAX_OBJECT_BYTES
+from pipeline.job_image.batch_jobs.contract import READY_MARKER as READY_MARKER
 from pipeline.job_image.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
 from pipeline.job_image.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
 from pipeline.job_image.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
 from pipeline.job_image.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
 from pipeline.job_image.batch_jobs.contract import WORKERS as WORKERS
+from pipeline.job_image.batch_jobs.contract import check_input_prefix as check_input_prefix
+from pipeline.job_image.batch_jobs.contract import marker_prefix as marker_prefix
 from pipeline.job_image.batch_jobs.contract import run_prefix as run_prefix
 from pipeline.job_image.batch_jobs.contract import source_bucket_name as source_bucket_name
 
@@ -311,6 +315,11 @@ PIPELINE_TAG = "array-pipeline:pipeline"
 with this pipeline's value, so a grantee cannot touch other jobs in the account."""
 SUBMISSION_TAG = "array-pipeline:submission"
 """Tag unique to one SubmitJob request, to recognise its job if the answer was lost."""
+STARTED_BY_TAG = "array-pipeline:started-by"
+"""Tag the starter puts on the jobs of a run a trigger started: ``schedule`` or ``upload``
+(a run submitted from the command line has none)."""
+RUN_SETTINGS = (MAX_OBJECT_BYTES, INPUT_PREFIX)
+"""Environment variables a run may set for all its jobs; a resume keeps the run's values."""
 
 
 QUEUE_OUTPUT = "JobQueueArn"

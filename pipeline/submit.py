@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
 
     from pipeline.local.backend import LocalSession
-    from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import DryRun, RunOutcome, Session
     from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
@@ -347,15 +346,12 @@ class Aws:
 
 
 def connect(profile: str | None, region: str | None) -> Aws:
-    """boto3 clients for the CLI, with retries suited to Batch's SubmitJob rate limit.
-
-    Adaptive retry mode adds client-side rate limiting to standard mode's backoff, so a burst
-    of TooManyRequestsException slows the submitter down instead of failing the run.
-    ``AWS_ENDPOINT_URL`` is honoured by boto3 itself.
-    """
+    """boto3 clients for the CLI (see :mod:`pipeline.aws` for their retry settings).
+    ``AWS_ENDPOINT_URL`` is honoured by boto3 itself."""
     import boto3
-    from botocore.config import Config
     from botocore.exceptions import ProfileNotFound
+
+    from pipeline.aws import batch_config, other_config
 
     try:
         session = boto3.Session(profile_name=profile, region_name=region)
@@ -373,33 +369,11 @@ def connect(profile: str | None, region: str | None) -> Aws:
             "no AWS credentials found; run `aws configure` (or `aws sso login`), set AWS_PROFILE, "
             "or pass --profile; to try the pipeline without AWS, use --local"
         )
-    batch_config = Config(
-        retries={"mode": "adaptive", "max_attempts": 10},
-        user_agent_extra="array-job-pipeline",
-    )
-    other_config = Config(retries={"mode": "standard", "max_attempts": 5})
     return Aws(
-        batch=session.client("batch", config=batch_config),
-        cloudformation=session.client("cloudformation", config=other_config),
-        logs=session.client("logs", config=other_config),
+        batch=session.client("batch", config=batch_config()),
+        cloudformation=session.client("cloudformation", config=other_config()),
+        logs=session.client("logs", config=other_config()),
     )
-
-
-@dataclass
-class AwsSession:
-    """The engine's Session on AWS: a boto3 Batch client and CloudWatch Logs."""
-
-    batch: BatchApi
-    logs: CloudWatchLogsClient | None
-    log_group: str | None
-    settle: bool = False
-
-    def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
-        from pipeline.runs.failures import cloudwatch_log_reader
-
-        if self.logs is None or not self.log_group:
-            return []
-        return cloudwatch_log_reader(self.logs, self.log_group)(job_id, log_stream)
 
 
 Connector = Callable[[str | None, str | None], Aws]
@@ -448,6 +422,8 @@ class AwsBackend:
 
     @contextmanager
     def session(self, document: PipelineDocument) -> Iterator[Session]:
+        from pipeline.aws import AwsSession
+
         yield AwsSession(self.aws.batch, self.aws.logs, document.log_group)
 
 

@@ -84,6 +84,8 @@ class RunContext:
     metadata_table: str
     notification_topic_arn: str
     max_object_bytes: int = contract.DEFAULT_MAX_OBJECT_BYTES
+    input_prefix: str = ""
+    """Only BucketA's objects under this prefix are the run's inputs."""
     link_expiry_seconds: int = contract.DEFAULT_LINK_EXPIRY_SECONDS
 
     @classmethod
@@ -117,11 +119,19 @@ class RunContext:
             metadata_table=need(contract.METADATA_TABLE),
             notification_topic_arn=need(contract.NOTIFICATION_TOPIC_ARN),
             max_object_bytes=number(contract.MAX_OBJECT_BYTES, contract.DEFAULT_MAX_OBJECT_BYTES),
+            input_prefix=input_prefix(env.get(contract.INPUT_PREFIX, "")),
             link_expiry_seconds=min(
                 number(contract.LINK_EXPIRY_SECONDS, contract.DEFAULT_LINK_EXPIRY_SECONDS),
                 contract.MAX_LINK_EXPIRY_SECONDS,
             ),
         )
+
+
+def input_prefix(value: str) -> str:
+    try:
+        return contract.check_input_prefix(value)
+    except ValueError as error:
+        raise JobError(f"environment variable {contract.INPUT_PREFIX}: {error}") from None
 
 
 def array_index(env: Mapping[str, str] | None = None, *, size: int | None = None) -> int:

@@ -34,6 +34,16 @@ WORKERS = "PIPELINE_WORKERS"
 
 ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 """Set by AWS Batch in each array child."""
+INPUT_PREFIX = "PIPELINE_INPUT_PREFIX"
+"""Only BucketA's objects under this S3 prefix are the run's inputs (default: the whole
+bucket). A run started by an upload lists the prefix of its :data:`READY_MARKER`."""
+READY_MARKER = "_READY"
+"""The object that says "the inputs under this prefix are complete": writing
+``<prefix>_READY`` (``incoming/2026-11-26/_READY``, or ``_READY`` for the whole bucket)
+starts a run of that prefix when the pipeline runs on upload. A marker is never an input:
+JobA rejects every object so named, with that reason."""
+MAX_INPUT_PREFIX_BYTES = 1024
+"""An S3 key is at most 1,024 bytes, so a longer prefix could match nothing."""
 INDEX_MAP = "PIPELINE_INDEX_MAP"
 """Set on a re-run of failed children only: comma-separated original indices, one per child."""
 
@@ -52,6 +62,31 @@ VALIDATION_STEPS = 10
 TABLE_PARTITION_KEY = "run_id"
 TABLE_SORT_KEY = "object_key"
 """One item per valid object: (run id, object key) is deterministic, so retries overwrite."""
+
+
+def marker_prefix(key: str) -> str | None:
+    """The input prefix a ready marker stands for (``incoming/a/_READY`` -> ``incoming/a/``,
+    ``_READY`` -> ``""``), or None when ``key`` is not a marker."""
+    head, slash, name = key.rpartition("/")
+    if name != READY_MARKER:
+        return None
+    return head + slash
+
+
+def check_input_prefix(prefix: str) -> str:
+    """The one rule for an input prefix, applied by the submitter and by JobA."""
+    if len(prefix.encode("utf-8")) > MAX_INPUT_PREFIX_BYTES:
+        raise ValueError(
+            f"the input prefix is {len(prefix.encode('utf-8')):,} bytes; S3 keys are at most "
+            f"{MAX_INPUT_PREFIX_BYTES:,}, so give a shorter prefix"
+        )
+    if marker_prefix(prefix) is not None:
+        raise ValueError(
+            f"the input prefix {prefix!r} names a ready marker; give the folder it marks "
+            f"({marker_prefix(prefix)!r})"
+        )
+    return prefix
+
 
 # --- parameters ---------------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ def check(raw_key: str, size: int, storage_class: str, max_bytes: int) -> tuple[
         return raw_key, "key is not valid UTF-8"
     if key.endswith("/"):
         return key, "directory marker, not an object"
+    if contract.marker_prefix(key) is not None:
+        return key, f"ready marker ({contract.READY_MARKER}), not an input"
     if size == 0:
         return key, "empty object (0 bytes)"
     if size > max_bytes:
@@ -73,7 +75,7 @@ def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
     valid: list[Listed] = []
     rejects: list[dict[str, Any]] = []
     listed = 0
-    for obj in list_objects(s3, ctx.input_bucket, url_encoded=True):
+    for obj in list_objects(s3, ctx.input_bucket, ctx.input_prefix, url_encoded=True):
         listed += 1
         key, reason = check(
             obj["Key"], obj["Size"], obj.get("StorageClass", "STANDARD"), ctx.max_object_bytes
@@ -111,6 +113,7 @@ def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
         "shard_objects": [len(shard) for shard in shards],
         "largest_object": max((o.size for o in valid), default=0),
         "listed_at": listed_at,
+        "input_prefix": ctx.input_prefix,
     }
     put_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id), summary)
     return {k: v for k, v in summary.items() if not k.startswith("shard_")}

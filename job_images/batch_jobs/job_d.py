@@ -166,7 +166,8 @@ def shard_coverage(view: RunView, result: CheckResult) -> None:
 
 
 def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
-    """Every object in BucketA is in exactly one shard or in the rejects list."""
+    """Every object in BucketA (under the run's input prefix) is in exactly one shard or in
+    the rejects list."""
     rejected = [r["key"] for r in view.rejects]
     shard_keys = [e["key"] for m in view.manifests for e in (m or {}).get("objects", [])]
     seen: dict[str, int] = {}
@@ -174,7 +175,9 @@ def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
         seen[key] = seen.get(key, 0) + 1
     listed_at = view.listing.get("listed_at")
     late: list[str] = []
-    for obj in list_objects(view.s3, view.ctx.input_bucket, url_encoded=True):
+    for obj in list_objects(
+        view.s3, view.ctx.input_bucket, view.ctx.input_prefix, url_encoded=True
+    ):
         key = check_listed_object(obj["Key"], obj["Size"], "STANDARD", view.ctx.max_object_bytes)[0]
         result.checked += 1
         count = seen.pop(key, 0)

@@ -74,6 +74,7 @@ if TYPE_CHECKING:
         JobDetailTypeDef,
         JobQueueDetailTypeDef,
         JobSummaryTypeDef,
+        KeyValuePairTypeDef,
         ListJobsRequestTypeDef,
         ListJobsResponseTypeDef,
         ResponseMetadataTypeDef,
@@ -705,11 +706,9 @@ class LocalBatch:
             code = job.fault.exit_code
             script = f"import sys; print('injected fault: exit {code}'); sys.exit({code})"
             command = [sys.executable, "-c", script]
-        overrides = job.request.get("containerOverrides") or {}
         environment = {
             **self.environment,
-            **definition.environment,
-            **{e["name"]: e["value"] for e in overrides.get("environment", [])},
+            **{e["name"]: e["value"] for e in self._environment_of(job)},
             "AWS_BATCH_JOB_ID": job.job_id,
             "AWS_BATCH_JOB_ATTEMPT": str(job.attempt + 1),
             "AWS_BATCH_JQ_NAME": self.queue,
@@ -942,6 +941,7 @@ class LocalBatch:
                 )
             }
             described["arrayProperties"] = {"size": len(job.children), "statusSummary": counts}
+            described["container"] = {"environment": self._environment_of(job)}
             reasons = (
                 {c.status_reason for c in job.children if c.status == "FAILED"}
                 if described["status"] == "FAILED"
@@ -956,7 +956,7 @@ class LocalBatch:
                     else "Array Child Job failed"
                 )
         else:
-            container: ContainerDetailTypeDef = {}
+            container: ContainerDetailTypeDef = {"environment": self._environment_of(job)}
             if job.exit_code is not None:
                 container["exitCode"] = job.exit_code
             if job.log_stream is not None:
@@ -969,6 +969,17 @@ class LocalBatch:
         if job.started_at is None:
             del cast("dict[str, Any]", described)["startedAt"]
         return described
+
+    @staticmethod
+    def _environment_of(job: _Job) -> list[KeyValuePairTypeDef]:
+        """As DescribeJobs shows it: the definition's environment with the request's
+        overrides (not this machine's, which only the process gets)."""
+        overrides = job.request.get("containerOverrides") or {}
+        merged = {
+            **job.definition.environment,
+            **{e["name"]: e["value"] for e in overrides.get("environment", [])},
+        }
+        return [{"name": k, "value": v} for k, v in merged.items()]
 
     def _definition(self, reference: str) -> LocalJobDefinition:
         name = reference.rsplit("/", 1)[-1].split(":")[0]

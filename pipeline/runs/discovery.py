@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -64,15 +65,23 @@ def document_from_stack(cloudformation: CloudFormationClient, stack_name: str) -
 
 
 def document_from_job_definitions(
-    batch: BatchApi, *, queue: str | None = None, prefix: str = ""
+    batch: BatchApi,
+    *,
+    queue: str | None = None,
+    prefix: str = "",
+    arns: Mapping[str, str] | None = None,
 ) -> PipelineDocument:
-    """The pipeline as its registered job definitions say (newest ACTIVE revision of each):
-    resources, timeout, attempts, parameter defaults, and the array size and resource names
-    the stack put in their environment."""
-    definitions = {
-        job.key: _newest_definition(batch, prefixed(prefix, job.definition_name))
-        for job in DEFAULT_SPEC
-    }
+    """The pipeline as its registered job definitions say (newest ACTIVE revision of each,
+    or exactly the revisions ``arns`` names, job key -> ARN, in one call): resources,
+    timeout, attempts, parameter defaults, and the array size and resource names the stack
+    put in their environment."""
+    if arns is not None:
+        definitions = _definitions_by_arn(batch, arns)
+    else:
+        definitions = {
+            job.key: _newest_definition(batch, prefixed(prefix, job.definition_name))
+            for job in DEFAULT_SPEC
+        }
     overrides: dict[str, dict[str, float | int]] = {}
     environment: dict[str, str] = {}
     for key, definition in definitions.items():
@@ -103,6 +112,25 @@ def document_from_job_definitions(
         resources={r.key: environment[r.env] for r in RESOURCES if r.env in environment},
         source="the registered job definitions",
     )
+
+
+def _definitions_by_arn(
+    batch: BatchApi, arns: Mapping[str, str]
+) -> dict[str, JobDefinitionTypeDef]:
+    missing = [job.key for job in DEFAULT_SPEC if job.key not in arns]
+    if missing:
+        raise TargetError(f"no job definition ARN for {', '.join(missing)}")
+    wanted = [arns[job.key] for job in DEFAULT_SPEC]
+    found = {
+        d["jobDefinitionArn"]: d
+        for d in batch.describe_job_definitions(jobDefinitions=wanted)["jobDefinitions"]
+    }
+    absent = [arn for arn in wanted if arn not in found]
+    if absent:
+        raise TargetError(
+            f"job definition {absent[0]} does not exist; redeploy the pipeline (npx cdk deploy)"
+        )
+    return {job.key: found[arns[job.key]] for job in DEFAULT_SPEC}
 
 
 def _newest_definition(batch: BatchApi, name: str) -> JobDefinitionTypeDef:

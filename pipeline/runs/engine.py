@@ -129,11 +129,16 @@ def plan_run(
     max_vcpu_hours: float | None = None,
     previous_size: int | None = None,
     previous_parameters: Mapping[str, str] | None = None,
+    previous_environment: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """The run's configuration from the deployed pipeline and the user's inputs, refused by
     the cost guard if its worst case exceeds ``max_vcpu_hours``. No backend call."""
     config = resolve_run(
-        document, inputs, previous_size=previous_size, previous_parameters=previous_parameters
+        document,
+        inputs,
+        previous_size=previous_size,
+        previous_parameters=previous_parameters,
+        previous_environment=previous_environment,
     )
     check_cost(config.spec, max_vcpu_hours)
     return config
@@ -290,5 +295,6 @@ def plan_resume_run(
         max_vcpu_hours=max_vcpu_hours,
         previous_size=plan.array_size,
         previous_parameters=plan.parameters,
+        previous_environment=plan.environment,
     )
     return Resume(plan, config)

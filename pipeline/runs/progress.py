@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RunStateError
-from pipeline.spec import RUN_TAG, TERMINAL, PipelineSpec
+from pipeline.spec import INPUT_PREFIX, RUN_TAG, STARTED_BY_TAG, TERMINAL, PipelineSpec
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi, JobDetailTypeDef
@@ -53,6 +53,9 @@ class JobProgress:
     exit_code: int | None = None
     log_stream: str | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """The container's environment as described (the definition's with the run's overrides)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_active(self) -> bool:
@@ -83,6 +86,8 @@ class JobProgress:
             exit_code=exit_code,
             log_stream=log_stream,
             parameters=dict(job.get("parameters") or {}),
+            environment={e["name"]: e["value"] for e in container.get("environment") or []},
+            tags=dict(job.get("tags") or {}),
         )
 
 
@@ -103,29 +108,10 @@ def find_jobs_by_name(
 ) -> list[JobDetailTypeDef]:
     """Descriptions of the jobs named ``job_name`` in ``queue`` that carry ``tag`` (key,
     value)."""
-    ids: list[str] = []
-    token: str | None = None
-    while True:
-        # boto3 rejects nextToken=None, so it is passed only when there is one.
-        page_token: dict[str, Any] = {"nextToken": token} if token else {}
-        page = batch.list_jobs(
-            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name]}], **page_token
-        )
-        # Array children share their parent's name (and, propagated, its tags): a run's jobs
-        # are the parents, whose IDs have no ":<index>".
-        ids += [
-            s["jobId"]
-            for s in page["jobSummaryList"]
-            if s.get("jobName") == job_name and ":" not in s["jobId"]
-        ]
-        token = page.get("nextToken")
-        if not token:
-            break
     matches: list[JobDetailTypeDef] = []
-    for start in range(0, len(ids), DESCRIBE_LIMIT):
-        for job in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
-            if (job.get("tags") or {}).get(tag[0]) == tag[1]:
-                matches.append(job)
+    for job in _jobs_named(batch, queue, job_name):
+        if (job.get("tags") or {}).get(tag[0]) == tag[1]:
+            matches.append(job)
     return matches
 
 
@@ -152,3 +138,123 @@ def child_index(description: Mapping[str, Any]) -> int | None:
     if index is None and ":" in description["jobId"]:  # child IDs are "<parent ID>:<index>"
         index = int(description["jobId"].rsplit(":", 1)[1])
     return index
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run in a queue, as ``status`` without a run id lists it."""
+
+    run_id: str
+    status: str
+    """RUNNING while its newest JobE has not ended, else SUCCEEDED or FAILED (INCOMPLETE:
+    the chain never reached JobE, e.g. a submission that failed and was stopped)."""
+    created_at: int
+    """When its first job was submitted (ms since the epoch)."""
+    started_by: str
+    """``schedule``, ``upload`` or ``command line``."""
+    input_prefix: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "RUNNING"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "status": self.status,
+            "createdAt": self.created_at,
+            "startedBy": self.started_by,
+            "inputPrefix": self.input_prefix,
+        }
+
+
+def list_runs(
+    batch: BatchApi, queue: str, spec: PipelineSpec, *, limit: int | None = None
+) -> list[RunSummary]:
+    """The runs with jobs in ``queue`` (Batch keeps ended jobs for about 7 days), newest first:
+    two ListJobs listings (the first and last job of the chain) and one DescribeJobs call per
+    100 of their jobs, for the run tags."""
+    first, last = spec.jobs[0].key, spec.jobs[-1].key
+    described = {
+        key: [_Tagged.of(job) for job in _jobs_named(batch, queue, key)] for key in (first, last)
+    }
+    runs: dict[str, list[_Tagged]] = {}
+    for jobs in described.values():
+        for job in jobs:
+            if job.run_id:
+                runs.setdefault(job.run_id, []).append(job)
+    summaries = []
+    for run_id, jobs in runs.items():
+        ends = [j for j in jobs if j.key == last]
+        end = max(ends, key=lambda j: j.created_at) if ends else None
+        status = "INCOMPLETE"
+        if end is not None:
+            status = end.status if end.status in TERMINAL else "RUNNING"
+        head = min(jobs, key=lambda j: j.created_at)
+        summaries.append(
+            RunSummary(
+                run_id=run_id,
+                status=status,
+                created_at=head.created_at,
+                started_by=head.tags.get(STARTED_BY_TAG, "command line"),
+                input_prefix=head.environment.get(INPUT_PREFIX),
+            )
+        )
+    summaries.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+    return summaries[:limit] if limit is not None else summaries
+
+
+@dataclass(frozen=True)
+class _Tagged:
+    key: str
+    run_id: str | None
+    status: str
+    created_at: int
+    tags: Mapping[str, str]
+    environment: Mapping[str, str]
+
+    @classmethod
+    def of(cls, job: JobDetailTypeDef) -> _Tagged:
+        tags = dict(job.get("tags") or {})
+        container: Any = job.get("container") or {}
+        return cls(
+            key=job["jobName"],
+            run_id=tags.get(RUN_TAG),
+            status=job["status"],
+            created_at=int(job.get("createdAt") or 0),
+            tags=tags,
+            environment={e["name"]: e["value"] for e in container.get("environment") or []},
+        )
+
+
+def _jobs_named(batch: BatchApi, queue: str, job_name: str) -> list[JobDetailTypeDef]:
+    """Every job (array parents, not children) named ``job_name`` in ``queue``, described."""
+    return _described(batch, _parent_ids(batch, queue, job_name))
+
+
+def _parent_ids(batch: BatchApi, queue: str, job_name: str) -> list[str]:
+    ids: list[str] = []
+    token: str | None = None
+    while True:
+        # boto3 rejects nextToken=None, so it is passed only when there is one.
+        page_token: dict[str, Any] = {"nextToken": token} if token else {}
+        page = batch.list_jobs(
+            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [job_name]}], **page_token
+        )
+        # Array children share their parent's name (and, propagated, its tags): a run's jobs
+        # are the parents, whose IDs have no ":<index>".
+        ids += [
+            s["jobId"]
+            for s in page["jobSummaryList"]
+            if s.get("jobName") == job_name and ":" not in s["jobId"]
+        ]
+        token = page.get("nextToken")
+        if not token:
+            return ids
+
+
+def _described(batch: BatchApi, ids: list[str]) -> list[JobDetailTypeDef]:
+    found: list[JobDetailTypeDef] = []
+    for start in range(0, len(ids), DESCRIBE_LIMIT):
+        found += batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]
+    return found

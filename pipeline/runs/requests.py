@@ -19,9 +19,11 @@ from pipeline.document import PipelineDocument
 from pipeline.spec import (
     DEFAULT_SPEC,
     INDEX_MAP,
+    INPUT_PREFIX,
     MAX_OBJECT_BYTES,
     PIPELINE_TAG,
     RECIPIENT,
+    RUN_SETTINGS,
     RUN_TAG,
     SOURCE_BUCKET,
     DependencyType,
@@ -31,6 +33,7 @@ from pipeline.spec import (
     SpecError,
     check_array_size,
     check_email,
+    check_input_prefix,
     source_bucket_name,
 )
 
@@ -54,7 +57,10 @@ class RunConfig:
     """JobE's parameters (``SourceBucket``, ``Recipient``) given for this run; a parameter left
     out keeps the job definition's default."""
     environment: Mapping[str, str] = field(default_factory=dict)
-    """Job settings given for this run (``PIPELINE_MAX_OBJECT_BYTES``), over the definitions'."""
+    """Job settings given for this run (``PIPELINE_MAX_OBJECT_BYTES``,
+    ``PIPELINE_INPUT_PREFIX``), over the definitions'."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags besides the run's and the pipeline's (a triggered run's ``started-by``)."""
 
     @property
     def array_size(self) -> int:
@@ -107,6 +113,8 @@ class RunInputs:
     max_object_bytes: int | None = None
     """JobA rejects larger objects (default: the job definition's: 5 GiB deployed, 1 MiB
     locally)."""
+    input_prefix: str | None = None
+    """Only BucketA's objects under this S3 prefix are inputs (default: the whole bucket)."""
 
 
 def resolve_run(
@@ -115,6 +123,7 @@ def resolve_run(
     *,
     previous_size: int | None = None,
     previous_parameters: Mapping[str, str] | None = None,
+    previous_environment: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """The run's configuration, one rule for every command and backend: what the user gave,
     else what an earlier attempt of the run used (resume), else the deployed pipeline's
@@ -138,13 +147,19 @@ def resolve_run(
         recipient=pick(inputs.recipient, RECIPIENT),
         spec=document.spec,
     )
-    if inputs.max_object_bytes is None:
-        return config
-    if isinstance(inputs.max_object_bytes, bool) or inputs.max_object_bytes < 1:
-        raise SpecError(
-            f"--max-object-bytes must be a whole number above 0; got {inputs.max_object_bytes}"
-        )
-    return replace(config, environment={MAX_OBJECT_BYTES: str(inputs.max_object_bytes)})
+    environment = {k: v for k, v in (previous_environment or {}).items() if k in RUN_SETTINGS and v}
+    if inputs.max_object_bytes is not None:
+        if isinstance(inputs.max_object_bytes, bool) or inputs.max_object_bytes < 1:
+            raise SpecError(
+                f"--max-object-bytes must be a whole number above 0; got {inputs.max_object_bytes}"
+            )
+        environment[MAX_OBJECT_BYTES] = str(inputs.max_object_bytes)
+    if inputs.input_prefix is not None:
+        try:
+            environment[INPUT_PREFIX] = check_input_prefix(inputs.input_prefix)
+        except ValueError as error:
+            raise SpecError(f"--input-prefix: {error}") from None
+    return replace(config, environment=environment)
 
 
 def placeholder_id(job_key: str) -> str:
@@ -210,7 +225,11 @@ def build_request(
         depends_on.append(entry)
     if depends_on:
         request["dependsOn"] = depends_on
-    request["tags"] = {RUN_TAG: config.run_id, PIPELINE_TAG: document.queue_name or document.queue}
+    request["tags"] = {
+        **config.tags,
+        RUN_TAG: config.run_id,
+        PIPELINE_TAG: document.queue_name or document.queue,
+    }
     request["propagateTags"] = True
     return request
 

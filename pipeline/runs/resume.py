@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import RunStateError
 from pipeline.runs.failures import index_ranges
 from pipeline.runs.progress import JobProgress, child_index
-from pipeline.spec import PipelineSpec
+from pipeline.spec import RUN_SETTINGS, PipelineSpec
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi
@@ -27,6 +27,9 @@ class ResumePlan:
     """The run's size (of JobB/JobC), for the jobs submitted again."""
     parameters: dict[str, str]
     """JobE's parameters as the first attempt had them."""
+    environment: dict[str, str]
+    """The run's settings (``RUN_SETTINGS``: input prefix, object size limit) as its first
+    job had them, so a resume lists and validates the same inputs."""
 
     def describe(self) -> str:
         partial = "".join(
@@ -50,7 +53,12 @@ def plan_resume(
         reruns=reruns,
         array_size=next((size for size in sizes if size), None),
         parameters=dict(run["JobE"].parameters) if "JobE" in run else {},
+        environment=_settings(next(iter(run.values()))),
     )
+
+
+def _settings(job: JobProgress) -> dict[str, str]:
+    return {k: v for k, v in job.environment.items() if k in RUN_SETTINGS}
 
 
 def failed_indices(batch: BatchApi, parent_id: str) -> list[int]:

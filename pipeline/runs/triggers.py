@@ -1,0 +1,250 @@
+"""Runs that start themselves: what a trigger event asks for, and whether to start, skip or
+refuse the run.
+
+Two triggers start runs with no one at a keyboard (see ``ArrayJobPipeline``'s ``run_schedule``
+and ``run_on_upload``):
+
+- an EventBridge Scheduler schedule, whose input is :func:`schedule_event`'s shape;
+- an upload: S3 sends BucketA's "Object Created" events to EventBridge, and a rule passes on
+  those of a ready marker (:data:`READY_MARKER`): one run per marker, listing only the
+  marker's prefix, however many objects were uploaded before it.
+
+Both reach :func:`start_triggered`, from the starter function on AWS and from
+``run --local --on-upload/--on-schedule`` on this machine. It is the command line's own path:
+:func:`~pipeline.runs.engine.plan_run` (inputs and the cost guard),
+:func:`~pipeline.runs.engine.preflight` and :func:`~pipeline.runs.engine.submit` (the chain,
+its tags and its lost-response reconciliation), so a triggered run is an ordinary run that
+``status``, ``--watch``, ``cancel``, ``resume`` and ``report`` know. What it does not start is
+published to the topic with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.document import PipelineDocument
+from pipeline.errors import ChainError, PipelineError, RunStateError
+from pipeline.runs.chain import stop
+from pipeline.runs.engine import Session, plan_run, preflight, submit
+from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
+from pipeline.runs.requests import RunInputs
+from pipeline.spec import READY_MARKER, STARTED_BY_TAG, SpecError, marker_prefix
+
+SCHEDULE = "schedule"
+UPLOAD = "upload"
+
+Notify = Callable[[str, str], None]
+"""Publishes (subject, message) to the pipeline's topic."""
+
+
+class TriggerError(SpecError):
+    """An event the starter does not start runs for; the message says which it expects."""
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What one trigger event asks for."""
+
+    kind: str
+    """:data:`SCHEDULE` or :data:`UPLOAD`."""
+    event_id: str
+    """Unique per event: EventBridge's event id, or the schedule's execution id."""
+    time: datetime
+    origin: str
+    """What fired, for messages: ``s3://bucket/prefix/_READY`` or the schedule's name."""
+    input_prefix: str | None = None
+    """An upload's marker prefix: the run lists only BucketA's objects under it."""
+
+    @property
+    def run_id(self) -> str:
+        """Made from the event, so an event delivered twice (EventBridge delivers at least
+        once) names the same run and starts it once; sortable like the command line's."""
+        digest = hashlib.sha256(f"{self.kind}:{self.event_id}".encode()).hexdigest()[:6]
+        return f"{self.time:%Y%m%dT%H%M%S}-{digest}"
+
+
+def schedule_event(schedule: str, execution_id: str, scheduled_time: str) -> dict[str, str]:
+    """The input the pipeline's schedule sends (the construct fills in Scheduler's
+    ``<aws.scheduler.execution-id>`` and ``<aws.scheduler.scheduled-time>``)."""
+    return {
+        "trigger": SCHEDULE,
+        "schedule": schedule,
+        "executionId": execution_id,
+        "scheduledTime": scheduled_time,
+    }
+
+
+def upload_event(bucket: str, key: str, event_id: str, time: str) -> dict[str, Any]:
+    """An S3 "Object Created" event as EventBridge delivers it (the fields the starter
+    reads), for the local trigger path and tests."""
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "time": time,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"bucket": {"name": bucket}, "object": {"key": key}},
+    }
+
+
+def trigger_from_event(event: Mapping[str, Any], *, input_bucket: str | None) -> Trigger:
+    """The trigger an event stands for; :class:`TriggerError` for any other event."""
+    try:
+        if event.get("trigger") == SCHEDULE:
+            return Trigger(
+                SCHEDULE,
+                str(event["executionId"]),
+                _time(str(event["scheduledTime"])),
+                f"schedule {event.get('schedule') or '(unnamed)'}",
+            )
+        if event.get("source") == "aws.s3" and event.get("detail-type") == "Object Created":
+            bucket = str(event["detail"]["bucket"]["name"])
+            key = str(event["detail"]["object"]["key"])
+            if input_bucket is not None and bucket != input_bucket:
+                raise TriggerError(
+                    f"s3://{bucket}/{key} is not in BucketA ({input_bucket}); only BucketA's "
+                    "ready markers start runs"
+                )
+            prefix = marker_prefix(key)
+            if prefix is None:
+                raise TriggerError(
+                    f"s3://{bucket}/{key} is not a ready marker; write <prefix>/{READY_MARKER} "
+                    "after the inputs under <prefix>/ to start a run"
+                )
+            return Trigger(
+                UPLOAD, str(event["id"]), _time(str(event["time"])), f"s3://{bucket}/{key}", prefix
+            )
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, TriggerError):
+            raise
+        raise TriggerError(f"malformed trigger event ({type(error).__name__}: {error})") from None
+    raise TriggerError(
+        "not a trigger event: expected the pipeline schedule's input or an S3 Object Created "
+        "event from EventBridge"
+    )
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+STARTED = "STARTED"
+SKIPPED = "SKIPPED"
+REFUSED = "REFUSED"
+DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True)
+class TriggerOutcome:
+    """What :func:`start_triggered` did."""
+
+    action: str
+    """STARTED; SKIPPED (a run was active); REFUSED (inputs, cost guard, pre-flight or a
+    failed submission; nothing is left running); DUPLICATE (this event's run exists)."""
+    run_id: str
+    trigger: Trigger
+    reason: str | None = None
+    jobs: tuple[SubmittedJob, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "runId": self.run_id,
+            "trigger": self.trigger.kind,
+            "origin": self.trigger.origin,
+            "inputPrefix": self.trigger.input_prefix,
+            "reason": self.reason,
+            "jobs": [{"job": j.key, "jobId": j.job_id} for j in self.jobs],
+        }
+
+
+def start_triggered(
+    session: Session,
+    document: PipelineDocument,
+    trigger: Trigger,
+    *,
+    notify: Notify,
+    allow_overlap: bool = False,
+    max_vcpu_hours: float | None = None,
+) -> TriggerOutcome:
+    """Start the run ``trigger`` asks for with the pipeline's defaults, or say why not.
+
+    In order: the inputs and the cost guard (:func:`plan_run`); an event seen before (its run
+    exists: nothing to do); overlap (unless ``allow_overlap``, a run still active means this
+    one is skipped); pre-flight; the chain. A skip or a refusal is published with ``notify``.
+    Two triggers racing past the overlap check both submit, see each other, and the later
+    (by submission time, then run id) stops its own jobs and reports itself skipped.
+    """
+    run_id = trigger.run_id
+    what = f"{trigger.kind} run {run_id} ({trigger.origin})"
+
+    def refuse(action: str, reason: str) -> TriggerOutcome:
+        subject = "skipped" if action == SKIPPED else "not started"
+        notify(
+            f"array-job pipeline: {trigger.kind} run {subject}"[:100],
+            f"The {what} was {subject}: {reason}\n",
+        )
+        return TriggerOutcome(action, run_id, trigger, reason)
+
+    try:
+        config = plan_run(
+            document,
+            RunInputs(run_id=run_id, input_prefix=trigger.input_prefix),
+            max_vcpu_hours=max_vcpu_hours,
+        )
+    except SpecError as error:
+        return refuse(REFUSED, str(error))
+    config = replace(config, tags={STARTED_BY_TAG: trigger.kind})
+    runs = list_runs(session.batch, document.queue, document.spec)
+    if any(r.run_id == run_id for r in runs):
+        return TriggerOutcome(DUPLICATE, run_id, trigger, "this event's run was already started")
+    active = [r for r in runs if r.is_active]
+    if active and not allow_overlap:
+        return refuse(SKIPPED, _overlap_reason(active[0]))
+    try:
+        preflight(session, document, config, run_id_given=True)
+    except RunStateError:
+        return TriggerOutcome(DUPLICATE, run_id, trigger, "this event's run was already started")
+    except (SpecError, PipelineError) as error:
+        return refuse(REFUSED, str(error))
+    try:
+        run = submit(session, document, config)
+    except ChainError as error:
+        return refuse(REFUSED, str(error))
+    if not allow_overlap:
+        earlier = _started_earlier(session, document, run_id)
+        if earlier is not None:
+            progress = describe_jobs(session.batch, run.job_ids)
+            stop(session.batch, progress, f"run {run_id}: {earlier.run_id} started first")
+            return refuse(SKIPPED, _overlap_reason(earlier))
+    return TriggerOutcome(STARTED, run_id, trigger, None, run.jobs)
+
+
+def _overlap_reason(active: RunSummary) -> str:
+    return (
+        f"run {active.run_id} (started by {active.started_by}) is still active, and this "
+        "pipeline does not overlap runs (allow_overlapping_runs=False); follow it with "
+        f"`python -m pipeline.submit status {active.run_id} --stack STACK`"
+    )
+
+
+def _started_earlier(
+    session: Session, document: PipelineDocument, run_id: str
+) -> RunSummary | None:
+    runs = list_runs(session.batch, document.queue, document.spec)
+    mine = next((r for r in runs if r.run_id == run_id), None)
+    if mine is None:
+        return None
+    rivals = [
+        r
+        for r in runs
+        if r.is_active
+        and r.run_id != run_id
+        and (r.created_at, r.run_id) < (mine.created_at, run_id)
+    ]
+    return min(rivals, key=lambda r: (r.created_at, r.run_id)) if rivals else None
