@@ -31,6 +31,23 @@ _CDK_PROVIDER = (
     "would add cost and failure modes to a deploy-time helper."
 )
 
+_STARTER_DLQ = (
+    "The starter's asynchronous invocations are not retried (a second attempt could start a "
+    "second run) and go to its on-failure destination, the pipeline's topic, which carries "
+    "more than a DLQ would (the error, the event); trigger events EventBridge cannot deliver "
+    "go to the notifications' dead-letter queue."
+)
+_STARTER_VPC = (
+    "The starter calls only the Batch and SNS APIs (TLS, IAM-signed) and reads no data; in a "
+    "VPC it would need interface endpoints or a NAT gateway, an idle cost of dollars a day "
+    "for a function that runs a few times a day."
+)
+_STARTER_CONCURRENCY = (
+    "Invoked only by the pipeline's schedule and ready markers. Reserving concurrency fails "
+    "deployment in accounts whose concurrency quota is 10 (new accounts); overlapping starts "
+    "are resolved by the starter itself (the later run stops and reports itself skipped)."
+)
+
 CHECKOV_SKIPS: tuple[CheckovSkip, ...] = (
     CheckovSkip("CKV_AWS_18", "AWS::S3::Bucket", "Storage/AccessLogs/Resource", _LOGS_BUCKET_LOOP),
     CheckovSkip(
@@ -62,6 +79,11 @@ CHECKOV_SKIPS: tuple[CheckovSkip, ...] = (
         "and JobD verifies them by digest; reports and summaries (the output bucket) are "
         "versioned.",
     ),
+    CheckovSkip(
+        "CKV_AWS_115", "AWS::Lambda::Function", "Starter/Function/Resource", _STARTER_CONCURRENCY
+    ),
+    CheckovSkip("CKV_AWS_116", "AWS::Lambda::Function", "Starter/Function/Resource", _STARTER_DLQ),
+    CheckovSkip("CKV_AWS_117", "AWS::Lambda::Function", "Starter/Function/Resource", _STARTER_VPC),
     CheckovSkip("CKV_AWS_115", "AWS::Lambda::Function", "/Handler", _CDK_PROVIDER),
     CheckovSkip("CKV_AWS_116", "AWS::Lambda::Function", "/Handler", _CDK_PROVIDER),
     CheckovSkip("CKV_AWS_117", "AWS::Lambda::Function", "/Handler", _CDK_PROVIDER),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, TypeVar, Unpack
 
@@ -14,6 +15,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
@@ -29,6 +31,7 @@ from pipeline.constructs.nag import (
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.notifications import FailureNotifications
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
+from pipeline.constructs.starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
 from pipeline.document import PipelineDocument
 from pipeline.errors import PipelineConfigError
@@ -145,6 +148,22 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     delete_input_bucket_with_stack: bool
     """With ``removal_policy=DESTROY``, also empty and delete a BucketA this construct created,
     with every input in it. Default: False (BucketA is retained whatever the removal policy)."""
+    run_schedule: scheduler.ScheduleExpression
+    """Start a run with the pipeline's defaults (array size, SourceBucket, Recipient) on this
+    EventBridge Scheduler schedule, e.g. ``ScheduleExpression.cron(minute="0", hour="2",
+    time_zone=TimeZone.EUROPE_LONDON)`` or ``ScheduleExpression.rate(Duration.hours(6))``.
+    Default: no schedule."""
+    run_on_upload: bool
+    """Start a run when a ready marker lands in BucketA: write the inputs under a prefix, then
+    ``<prefix>/_READY`` (or ``_READY`` for the whole bucket); the run lists only that prefix,
+    so one upload of any size makes one run. Turns on BucketA's EventBridge notifications.
+    Default: False."""
+    allow_overlapping_runs: bool
+    """Let a trigger start a run while an earlier run is still active. Default: False: the
+    trigger skips its run and publishes why to the topic."""
+    trigger_max_vcpu_hours: float
+    """Refuse (and publish why) a triggered run whose worst case (children x vCPUs x timeout x
+    attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no limit."""
 
 
 _PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)
@@ -266,6 +285,29 @@ class ArrayJobPipeline(Construct):
                 queue=self.queue,
                 topic=self.storage.topic,
                 encryption_key=self.encryption.key,
+                removal_policy=removal_policy,
+            )
+        self.starter: RunStarter | None = None
+        schedule = props.get("run_schedule")
+        if schedule is not None or props.get("run_on_upload", False):
+            self.starter = RunStarter(
+                self,
+                "Starter",
+                queue=self.queue,
+                queue_name=prefixed(self.name_prefix, QUEUE_NAME),
+                job_definitions=self.job_definitions,
+                input_bucket=self.storage.buckets["input_bucket"],
+                input_bucket_owned=props.get("existing_input_bucket") is None,
+                topic=self.storage.topic,
+                encryption_key=self.encryption.key,
+                schedule=schedule,
+                run_on_upload=props.get("run_on_upload", False),
+                allow_overlap=props.get("allow_overlapping_runs", False),
+                max_vcpu_hours=props.get("trigger_max_vcpu_hours"),
+                dead_letter_queue=(
+                    self.failure_notifications.dead_letters if self.failure_notifications else None
+                ),
+                log_retention=log_retention,
                 removal_policy=removal_policy,
             )
         drop_redundant_provider_dependencies(Stack.of(self))
@@ -509,6 +551,21 @@ def _check_props(props: Mapping[str, Any]) -> None:
             "intermediate_expiration must be at least 1 day (S3 lifecycle expiration is in "
             f"whole days); got {expiration.to_seconds():g} seconds"
         )
+    triggered = props.get("run_schedule") is not None or props.get("run_on_upload", False)
+    for name in ("allow_overlapping_runs", "trigger_max_vcpu_hours"):
+        if name in props and not triggered:
+            raise PipelineConfigError(
+                f"{name} applies to runs a trigger starts; add run_schedule or "
+                "run_on_upload, or remove it"
+            )
+    limit = props.get("trigger_max_vcpu_hours")
+    if limit is not None and (
+        isinstance(limit, bool)
+        or not isinstance(limit, int | float)
+        or not math.isfinite(limit)
+        or limit <= 0
+    ):
+        raise PipelineConfigError(f"trigger_max_vcpu_hours must be a number above 0; got {limit!r}")
     for key, override in dict(props.get("job_overrides", {})).items():
         reserved = sorted(n for n in override.environment if n.startswith("AWS_BATCH_"))
         if reserved:

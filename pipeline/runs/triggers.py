@@ -4,9 +4,10 @@ refuse the run.
 Two triggers start runs with no one at a keyboard (see ``ArrayJobPipeline``'s ``run_schedule``
 and ``run_on_upload``):
 
-- an EventBridge Scheduler schedule, whose input is :func:`schedule_event`'s shape;
+- an EventBridge Scheduler schedule, whose input is
+  :func:`pipeline.trigger_events.schedule_event`'s shape;
 - an upload: S3 sends BucketA's "Object Created" events to EventBridge, and a rule passes on
-  those of a ready marker (:data:`READY_MARKER`): one run per marker, listing only the
+  those of a ready marker (``_READY``): one run per marker, listing only the
   marker's prefix, however many objects were uploaded before it.
 
 Both reach :func:`start_triggered`, from the starter function on AWS and from
@@ -33,9 +34,7 @@ from pipeline.runs.engine import Session, plan_run, preflight, submit
 from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
 from pipeline.runs.requests import RunInputs
 from pipeline.spec import READY_MARKER, STARTED_BY_TAG, SpecError, marker_prefix
-
-SCHEDULE = "schedule"
-UPLOAD = "upload"
+from pipeline.trigger_events import SCHEDULE, UPLOAD
 
 Notify = Callable[[str, str], None]
 """Publishes (subject, message) to the pipeline's topic."""
@@ -65,31 +64,6 @@ class Trigger:
         once) names the same run and starts it once; sortable like the command line's."""
         digest = hashlib.sha256(f"{self.kind}:{self.event_id}".encode()).hexdigest()[:6]
         return f"{self.time:%Y%m%dT%H%M%S}-{digest}"
-
-
-def schedule_event(schedule: str, execution_id: str, scheduled_time: str) -> dict[str, str]:
-    """The input the pipeline's schedule sends (the construct fills in Scheduler's
-    ``<aws.scheduler.execution-id>`` and ``<aws.scheduler.scheduled-time>``)."""
-    return {
-        "trigger": SCHEDULE,
-        "schedule": schedule,
-        "executionId": execution_id,
-        "scheduledTime": scheduled_time,
-    }
-
-
-def upload_event(bucket: str, key: str, event_id: str, time: str) -> dict[str, Any]:
-    """An S3 "Object Created" event as EventBridge delivers it (the fields the starter
-    reads), for the local trigger path and tests."""
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "time": time,
-        "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {"bucket": {"name": bucket}, "object": {"key": key}},
-    }
 
 
 def trigger_from_event(event: Mapping[str, Any], *, input_bucket: str | None) -> Trigger:
