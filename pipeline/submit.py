@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from pipeline.local.backend import LocalSession
     from pipeline.runs.engine import DryRun, RunOutcome, Session
-    from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun
+    from pipeline.runs.progress import JobProgress, RunSummary, SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
 
@@ -214,6 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", metavar="DIR", help="--local: your files as BucketA's objects")
     run.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     run.add_argument(
+        "--on-upload",
+        nargs="?",
+        const="",
+        metavar="PREFIX",
+        help="--local: fire the upload trigger as the deployed rule would: write "
+        "PREFIX_READY (a folder prefix ending in '/', or nothing for the whole bucket) to "
+        "BucketA and hand its S3 event to the starter's code",
+    )
+    run.add_argument(
+        "--on-schedule",
+        action="store_true",
+        help="--local: fire the schedule trigger as the deployed schedule would",
+    )
+    run.add_argument(
         "--inject",
         action="append",
         metavar="JOB[:INDEX]=FAULT",
@@ -222,8 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=command_run)
 
-    status = commands.add_parser("status", parents=[common], help="show a run's jobs")
-    status.add_argument("run_id", metavar="RUN_ID")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show a run's jobs; without RUN_ID, list the runs in the queue (newest first)",
+    )
+    status.add_argument("run_id", metavar="RUN_ID", nargs="?")
+    status.add_argument(
+        "--limit", type=_int, default=20, metavar="N", help="runs to list (default: 20)"
+    )
     status.set_defaults(handler=command_status)
 
     cancel = commands.add_parser(
@@ -288,6 +309,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
             "in memory)",
         )
     parser.add_argument("--recipient", metavar="EMAIL", help="JobE's Recipient parameter")
+    if sizes:
+        parser.add_argument(
+            "--input-prefix",
+            metavar="PREFIX",
+            help="only BucketA's objects under this S3 prefix are the run's inputs (default: "
+            "the whole bucket)",
+        )
     parser.add_argument(
         "--watch",
         action="store_true",
@@ -439,6 +467,7 @@ def _inputs(args: argparse.Namespace) -> RunInputs:
         source_bucket=args.source_bucket,
         recipient=args.recipient,
         max_object_bytes=getattr(args, "max_object_bytes", None),
+        input_prefix=getattr(args, "input_prefix", None),
     )
 
 
@@ -460,9 +489,53 @@ def _check_backend_flags(args: argparse.Namespace) -> None:
             flags = ", ".join(f"--{f}" for f in given) or "--job-definition-prefix"
             raise SpecError(f"--local runs on this machine; drop {flags}")
     else:
-        local_only = [f for f in ("input", "output", "inject") if getattr(args, f, None)]
+        if getattr(args, "on_upload", None) is not None:
+            raise SpecError(
+                "--on-upload works with --local only; on AWS, write PREFIX_READY to BucketA "
+                "(aws s3 cp - s3://BUCKET/PREFIX_READY < /dev/null) and the deployed rule "
+                "starts the run"
+            )
+        local_only = [
+            f for f in ("input", "output", "inject", "on_schedule") if getattr(args, f, None)
+        ]
         if local_only:
-            raise SpecError(f"--{local_only[0]} works with --local only; add --local or drop it")
+            flag = "--" + local_only[0].replace("_", "-")
+            raise SpecError(f"{flag} works with --local only; add --local or drop it")
+    if getattr(args, "on_upload", None) is not None or getattr(args, "on_schedule", False):
+        _check_trigger_flags(args)
+
+
+def _check_trigger_flags(args: argparse.Namespace) -> None:
+    """A triggered run is the deployed pipeline's defaults, as on AWS: only the cost guard
+    (the construct's trigger_max_vcpu_hours) and local options apply."""
+    if args.on_upload is not None and args.on_schedule:
+        raise SpecError("--on-upload and --on-schedule are two triggers; pick one")
+    flag = "--on-upload" if args.on_upload is not None else "--on-schedule"
+    if args.on_upload and not args.on_upload.endswith("/"):
+        raise SpecError(
+            f"--on-upload {args.on_upload!r} must be a folder prefix ending in '/' (its "
+            "marker is PREFIX_READY), or nothing for the whole bucket"
+        )
+    given = [
+        name
+        for name in (
+            "array_size",
+            "run_id",
+            "source_bucket",
+            "recipient",
+            "max_object_bytes",
+            "input_prefix",
+        )
+        if getattr(args, name, None) is not None
+    ]
+    if args.dry_run:
+        given.append("dry_run")
+    if given:
+        other = "--" + given[0].replace("_", "-")
+        raise SpecError(
+            f"{flag} starts a run with the pipeline's defaults, as the deployed trigger does; "
+            f"drop {other}"
+        )
 
 
 def command_run(args: argparse.Namespace, output: Output, connector: Connector) -> int:
@@ -475,7 +548,10 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         from pipeline.local.sample import read_input_dir, sample_objects
 
         document = LocalBackend().document()
-        config = engine.plan_run(document, inputs, max_vcpu_hours=args.max_vcpu_hours)
+        # A trigger applies the cost guard itself, and publishes a refusal as on AWS.
+        triggered = args.on_upload is not None or args.on_schedule
+        guard = None if triggered else args.max_vcpu_hours
+        config = engine.plan_run(document, inputs, max_vcpu_hours=guard)
         local = LocalBackend(faults=parse_faults(args.inject, config.spec))
         if args.dry_run:
             _print_dry_run(output, engine.dry_run(document, config))
@@ -491,14 +567,22 @@ def command_run(args: argparse.Namespace, output: Output, connector: Connector) 
         output_dir = _output_dir(args)
         with local.session(document, inputs=objects, not_seeded=not_seeded) as session:
             endpoint = session.aws.endpoint if session.aws else "none"
+            what = (
+                f"local {'upload' if args.on_upload is not None else 'schedule'} trigger"
+                if triggered
+                else f"local run {config.run_id}"
+            )
             output.progress(
-                f"local run {config.run_id}: moto server at {endpoint}; BucketA seeded with "
+                f"{what}: moto server at {endpoint}; BucketA seeded with "
                 f"{len(objects):,} objects, {sum(len(b) for b in objects.values()):,} bytes; "
                 f"{session.batch.vcpu_budget} vCPUs"
             )
             for name, reason in not_seeded.items():
                 output.progress(f"  not seeded: {name}: {reason}")
-            run = _start(output, session, document, config, run_id_given=bool(args.run_id))
+            if triggered:
+                run = _fire_local_trigger(args, output, session, document)
+            else:
+                run = _start(output, session, document, config, run_id_given=bool(args.run_id))
             return _follow_local(args, output, session, run, output_dir)
     backend = AwsBackend(args, connector)
     # Every input is checked before any AWS call.
@@ -538,6 +622,53 @@ def _start(
         output.progress(f"  {job.key:<5} submitted {job.job_id}")
 
     return engine.submit(session, document, config, plan=plan, on_submitted=submitted)
+
+
+def _fire_local_trigger(
+    args: argparse.Namespace, output: Output, session: LocalSession, document: PipelineDocument
+) -> SubmittedRun:
+    """What the deployed trigger does, on the local services: the event (a ready marker
+    written to BucketA, or the schedule's input) goes to the starter's engine code, which
+    starts, skips or refuses the run and publishes why to the topic."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from pipeline.runs.progress import SubmittedRun
+    from pipeline.runs.triggers import STARTED, start_triggered, trigger_from_event
+    from pipeline.spec import READY_MARKER
+    from pipeline.trigger_events import schedule_event, upload_event
+
+    assert session.aws is not None
+    aws = session.aws
+    bucket = aws.names["input_bucket"]
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if args.on_upload is not None:
+        marker = f"{args.on_upload}{READY_MARKER}"
+        aws.clients["s3"].put_object(Bucket=bucket, Key=marker, Body=b"")
+        event = upload_event(bucket, marker, str(uuid.uuid4()), now)
+    else:
+        event = schedule_event("local", str(uuid.uuid4()), now)
+    trigger = trigger_from_event(event, input_bucket=bucket)
+
+    def notify(subject: str, message: str) -> None:
+        aws.clients["sns"].publish(
+            TopicArn=aws.names["notification_topic"], Subject=subject, Message=message
+        )
+        output.progress(f"notification published: {subject}: {message.strip()}")
+
+    outcome = start_triggered(
+        session, document, trigger, notify=notify, max_vcpu_hours=args.max_vcpu_hours
+    )
+    listing = f", listing {trigger.input_prefix or 'the whole bucket'}" if args.on_upload else ""
+    output.progress(
+        f"{trigger.kind} trigger ({trigger.origin}): {outcome.action.lower()} run "
+        f"{outcome.run_id}{listing}"
+    )
+    if outcome.action != STARTED:
+        raise SpecError(f"the {trigger.kind} trigger started no run: {outcome.reason}")
+    for job in outcome.jobs:
+        output.progress(f"  {job.key:<5} submitted {job.job_id}")
+    return SubmittedRun(outcome.run_id, outcome.jobs)
 
 
 def _follow_local(
@@ -671,19 +802,49 @@ def command_status(args: argparse.Namespace, output: Output, connector: Connecto
     from pipeline.runs import engine
 
     _check_backend_flags(args)
+    if args.limit < 1:
+        raise SpecError(f"--limit must be at least 1; got {args.limit}")
     if args.local:
         from pipeline.local.backend import LocalBackend
 
         local = LocalBackend()
         document = local.document()
+        if args.run_id is None:
+            print_runs(output, local.saved_runs(document, limit=args.limit), "--local")
+            return EXIT_OK
         with local.session(document, saved_run=args.run_id, services=False) as session:
             print_outcome(output, engine.status(session, document, args.run_id))
         return EXIT_OK
     backend = AwsBackend(args, connector)
     document = backend.document()
     with backend.session(document) as session:
+        if args.run_id is None:
+            runs = engine.list_runs(session, document, limit=args.limit)
+            print_runs(output, runs, backend.where())
+            return EXIT_OK
         print_outcome(output, engine.status(session, document, args.run_id))
     return EXIT_OK
+
+
+def print_runs(output: Output, runs: Sequence[RunSummary], where: str) -> None:
+    """``status`` without a run id: a table like the AWS CLI's ``--output table``, newest
+    first, or ``{"runs": [...]}`` with --json."""
+    from datetime import UTC, datetime
+
+    if output.as_json:
+        output.result("", {"runs": [r.as_json() for r in runs]})
+        return
+    if not runs:
+        output.result(f"no runs ({where}; Batch keeps ended jobs for about 7 days)", None)
+        return
+    lines = [f"{'RUN ID':<24} {'STATUS':<10} {'SUBMITTED (UTC)':<19}  {'STARTED BY':<12}  INPUT"]
+    for run in runs:
+        when = datetime.fromtimestamp(run.created_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        prefix = "(whole bucket)" if not run.input_prefix else run.input_prefix
+        lines.append(
+            f"{run.run_id:<24} {run.status:<10} {when:<19}  {run.started_by:<12}  {prefix}"
+        )
+    output.result("\n".join(lines), None)
 
 
 def command_cancel(args: argparse.Namespace, output: Output, connector: Connector) -> int:

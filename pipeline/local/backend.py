@@ -26,11 +26,17 @@ from typing import Any
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError
 from pipeline.local.batch import Fault, LocalBatch, LocalJobDefinition
-from pipeline.local.saved import restore_state, save_jobs, save_state, saved_jobs
+from pipeline.local.saved import (
+    restore_state,
+    save_jobs,
+    save_state,
+    saved_jobs,
+    saved_run_ids,
+)
 from pipeline.local.services import LocalAws, job_environment, local_aws, resource_names
 from pipeline.notifications import failure_event_pattern, matches, render
 from pipeline.runs.engine import RunOutcome
-from pipeline.runs.progress import SubmittedRun
+from pipeline.runs.progress import RunSummary, SubmittedRun, list_runs
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
@@ -181,6 +187,22 @@ class LocalBackend:
             if records:
                 batch.import_jobs(records)
             yield LocalSession(batch, aws, work, events, not_seeded=dict(not_seeded or {}))
+
+    def saved_runs(self, document: PipelineDocument, *, limit: int | None) -> list[RunSummary]:
+        """``status --local`` without a run id: the saved local runs, listed by the engine's
+        own code from their jobs (as ``status`` lists a queue's runs on AWS)."""
+        with (
+            tempfile.TemporaryDirectory(prefix="array-pipeline-local-") as work,
+            LocalBatch(
+                queue=document.queue,
+                definitions=LocalJobDefinition.from_document(document),
+                log_dir=Path(work),
+                fork=False,
+            ) as batch,
+        ):
+            for run_id in saved_run_ids():
+                batch.import_jobs(saved_jobs(run_id)[1])
+            return list_runs(batch, document.queue, document.spec, limit=limit)
 
 
 def refuse_cancel(run_id: str) -> RunStateError:

@@ -66,6 +66,14 @@ def saved_jobs(run_id: str) -> tuple[Path, list[dict[str, object]]]:
     return saved, list(json.loads((saved / "jobs.json").read_text()))
 
 
+def saved_run_ids() -> list[str]:
+    """Every saved local run (failed ones with their state, successful ones with their jobs)."""
+    runs = state_dir("x").parent
+    if not runs.is_dir():
+        return []
+    return sorted(d.name for d in runs.iterdir() if (d / "jobs.json").is_file())
+
+
 def save_jobs(batch: LocalBatch, run_id: str) -> Path:
     """Only the queue's jobs of a run that succeeded: enough for ``status`` and ``report``
     (kilobytes), not its objects (there is nothing to resume)."""

@@ -25,11 +25,13 @@ from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_
 from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
 from pipeline.runs.progress import (
     JobProgress,
+    RunSummary,
     SubmittedJob,
     SubmittedRun,
     find_jobs_by_name,
     find_run,
 )
+from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
 from pipeline.runs.watch import watch
@@ -44,6 +46,7 @@ __all__ = [
     "cancel",
     "dry_run",
     "follow",
+    "list_runs",
     "plan_resume_run",
     "plan_run",
     "preflight",
@@ -260,6 +263,13 @@ def _overall(progress: Sequence[JobProgress], jobs: int) -> str:
     if len(progress) == jobs and all(p.status == "SUCCEEDED" for p in progress):
         return "SUCCEEDED"
     return "RUNNING"
+
+
+def list_runs(
+    session: Session, document: PipelineDocument, *, limit: int | None = None
+) -> list[RunSummary]:
+    """The runs in the pipeline's queue, newest first, whoever started them."""
+    return progress_list_runs(session.batch, document.queue, document.spec, limit=limit)
 
 
 def cancel(session: Session, document: PipelineDocument, run_id: str) -> list[tuple[str, str]]:

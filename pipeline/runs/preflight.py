@@ -62,15 +62,27 @@ def format_costs(costs: Sequence[JobCost]) -> list[str]:
     return lines
 
 
-def check_cost(spec: PipelineSpec, max_vcpu_hours: float | None) -> None:
-    """Refuse a run whose worst case exceeds ``max_vcpu_hours``."""
+COMMAND_LINE_GUARD = (
+    "--max-vcpu-hours {limit:g}; lower --array-size or raise the limit (see --dry-run)"
+)
+TRIGGER_GUARD = (
+    "the triggers' limit of {limit:g} (trigger_max_vcpu_hours; --max-vcpu-hours with --local); "
+    "raise it, or lower the pipeline's array_size"
+)
+
+
+def check_cost(
+    spec: PipelineSpec, max_vcpu_hours: float | None, *, guard: str = COMMAND_LINE_GUARD
+) -> None:
+    """Refuse a run whose worst case exceeds ``max_vcpu_hours``; ``guard`` names the limit
+    and what to do, for the message."""
     if max_vcpu_hours is None:
         return
     total = sum(c.vcpu_hours for c in worst_case(spec))
     if total > max_vcpu_hours:
         raise SpecError(
-            f"the run's worst case is {total:,.1f} vCPU-hours, above --max-vcpu-hours "
-            f"{max_vcpu_hours:g}; lower --array-size or raise the limit (see --dry-run)"
+            f"the run's worst case is {total:,.1f} vCPU-hours, above "
+            + guard.format(limit=max_vcpu_hours)
         )
 
 

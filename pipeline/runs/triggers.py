@@ -31,6 +31,7 @@ from pipeline.document import PipelineDocument
 from pipeline.errors import ChainError, PipelineError, RunStateError
 from pipeline.runs.chain import stop
 from pipeline.runs.engine import Session, plan_run, preflight, submit
+from pipeline.runs.preflight import TRIGGER_GUARD, check_cost
 from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
 from pipeline.runs.requests import RunInputs
 from pipeline.spec import READY_MARKER, STARTED_BY_TAG, SpecError, marker_prefix
@@ -166,11 +167,8 @@ def start_triggered(
         return TriggerOutcome(action, run_id, trigger, reason)
 
     try:
-        config = plan_run(
-            document,
-            RunInputs(run_id=run_id, input_prefix=trigger.input_prefix),
-            max_vcpu_hours=max_vcpu_hours,
-        )
+        config = plan_run(document, RunInputs(run_id=run_id, input_prefix=trigger.input_prefix))
+        check_cost(config.spec, max_vcpu_hours, guard=TRIGGER_GUARD)
     except SpecError as error:
         return refuse(REFUSED, str(error))
     config = replace(config, tags={STARTED_BY_TAG: trigger.kind})
