@@ -104,7 +104,9 @@ def document_from_job_definitions(
     queue = queue or prefixed(prefix, QUEUE_NAME)
     return PipelineDocument(
         queue=queue,
-        queue_name=queue,
+        # The pipeline tag (and grant_submit_jobs' condition on it) holds the queue's name,
+        # also when the queue is given by ARN (arn:...:job-queue/NAME).
+        queue_name=queue.rsplit("/", 1)[-1] if queue.startswith("arn:") else queue,
         job_definitions={key: d["jobDefinitionArn"] for key, d in definitions.items()},
         definition_names={key: d["jobDefinitionName"] for key, d in definitions.items()},
         spec=spec,
