@@ -271,7 +271,7 @@ def test_of_two_racing_triggers_the_later_stops_itself(
     cloud.aws.hold_new_jobs("RUNNABLE")
     cloud.aws.apply_stops()
     rival = cloud.start(_upload("a/_READY", "e-1"))
-    real_list_runs = triggers.list_runs
+    real_list_runs = list_runs
     calls = {"n": 0}
 
     def racing(*args: Any, **kwargs: Any) -> Any:
