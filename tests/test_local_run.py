@@ -263,3 +263,49 @@ def test_resume_of_an_unknown_local_run(tmp_path: Path) -> None:
     result = _run(tmp_path, "resume", "nope", "--failed-only", "--local")
     assert result.returncode == 252
     assert result.stderr.startswith("error: no saved local run 'nope' in ")
+
+
+def test_a_local_upload_trigger_runs_only_the_markers_prefix(tmp_path: Path) -> None:
+    # GIVEN the sample in BucketA, WHEN a ready marker lands under data/03/ (the deployed
+    # rule's event, handed to the starter's own code)
+    from pipeline.local.sample import sample_objects
+
+    result = _local(tmp_path, "--on-upload", "data/03/", "--json")
+    # THEN one run lists that prefix only: its objects, and the marker as not an input
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    objects = data["local"]["summary"]["objects"]
+    under = [k for k in sample_objects() if k.startswith("data/03/")]
+    assert objects["listed"] == len(under) + 1
+    assert objects["processed"] == len(under)
+    assert data["local"]["summary"]["rejects_by_reason"] == {"ready marker, not an input": 1}
+    assert "upload trigger (s3://" in result.stderr
+    assert "listing data/03/" in result.stderr
+    # AND `status` lists it as started by the upload, with its prefix
+    listed = subprocess.run(
+        [sys.executable, "-m", "pipeline.submit", "status", "--local", "--json"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    (run,) = json.loads(listed.stdout)["runs"]
+    assert run["runId"] == data["runId"]
+    assert (run["startedBy"], run["inputPrefix"], run["status"]) == (
+        "upload",
+        "data/03/",
+        "SUCCEEDED",
+    )
+
+
+def test_a_local_schedule_over_the_cost_guard_publishes_its_refusal(tmp_path: Path) -> None:
+    result = _local(tmp_path, "--on-schedule", "--max-vcpu-hours", "1")
+    assert result.returncode == 252
+    assert "notification published: array-job pipeline: schedule run not started" in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: the schedule trigger started no run: the run's worst case is")
+    )

@@ -86,6 +86,7 @@ def test_two_triggered_pipelines_synthesize_without_name_collisions(ingest: Synt
     assert len(rules) == 1
 
 
+@pytest.mark.slow
 def test_cfn_lint_is_clean_on_the_consumer_app(ingest: Synthesized) -> None:
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
     result = subprocess.run(

@@ -46,7 +46,7 @@ def check(raw_key: str, size: int, storage_class: str, max_bytes: int) -> tuple[
     if key.endswith("/"):
         return key, "directory marker, not an object"
     if contract.marker_prefix(key) is not None:
-        return key, f"ready marker ({contract.READY_MARKER}), not an input"
+        return key, f"ready marker, not an input ({contract.READY_MARKER})"
     if size == 0:
         return key, "empty object (0 bytes)"
     if size > max_bytes:
