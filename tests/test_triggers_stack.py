@@ -297,3 +297,46 @@ def test_checkov_is_clean_on_the_triggered_pipelines(ingest: Synthesized) -> Non
         if "StarterFunction" in c["resource"]
     }
     assert starter_skips == {"CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117"}
+
+
+# --- cdk.json context (npx cdk deploy -c ...) -----------------------------------------------------
+
+
+def test_context_keys_turn_the_triggers_on() -> None:
+    from pipeline.context import pipeline_props_from_context
+
+    context = {
+        "pipeline:runSchedule": "cron(0 2 * * ? *)",
+        "pipeline:runScheduleTimeZone": "Europe/London",
+        "pipeline:runOnUpload": "true",
+        "pipeline:allowOverlappingRuns": "false",
+        "pipeline:triggerMaxVcpuHours": "5000",
+    }
+    props = pipeline_props_from_context(context.get)
+    schedule = props["run_schedule"]
+    assert schedule.expression_string == "cron(0 2 * * ? *)"
+    assert schedule.time_zone is not None
+    assert schedule.time_zone.timezone_name == "Europe/London"
+    assert props["run_on_upload"] is True
+    assert props["allow_overlapping_runs"] is False
+    assert props["trigger_max_vcpu_hours"] == 5000.0
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"pipeline:runSchedule": "every night"}, "must be an EventBridge Scheduler expression"),
+        (
+            {"pipeline:runSchedule": "rate(1 day)", "pipeline:runScheduleTimeZone": "Mars/Olympus"},
+            "is not an IANA time zone",
+        ),
+        ({"pipeline:runScheduleTimeZone": "UTC"}, "needs pipeline:runSchedule"),
+        ({"pipeline:runOnUpload": "sometimes"}, "must be true or false"),
+        ({"pipeline:triggerMaxVcpuHours": "lots"}, "must be a number"),
+    ],
+)
+def test_bad_trigger_context_is_one_line(context: dict[str, str], message: str) -> None:
+    from pipeline.context import pipeline_props_from_context
+
+    with pytest.raises(PipelineConfigError, match=message):
+        pipeline_props_from_context(context.get)
