@@ -69,6 +69,30 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["--local", "--max-object-bytes", "0"], 252, "error: --max-object-bytes must be a whole"),
     (["--stack", "X", "--local"], 252, "error: --local runs on this machine; drop --stack"),
     (["--inject", "JobB:1=exit:2"], 252, "error: --inject works with --local only"),
+    (
+        ["--input-prefix", "in/_READY", "--dry-run"],
+        252,
+        "error: --input-prefix: the input prefix 'in/_READY' names a ready marker",
+    ),
+    (["--on-upload", "in/"], 252, "error: --on-upload works with --local only"),
+    (["--on-schedule"], 252, "error: --on-schedule works with --local only"),
+    (
+        ["--local", "--on-upload", "in"],
+        252,
+        "error: --on-upload 'in' must be a folder prefix ending in '/'",
+    ),
+    (
+        ["--local", "--on-upload", "--array-size", "4"],
+        252,
+        "error: --on-upload starts a run with the pipeline's defaults, as the deployed trigger "
+        "does; drop --array-size",
+    ),
+    (
+        ["--local", "--on-upload", "in/", "--on-schedule"],
+        252,
+        "error: --on-upload and --on-schedule are two triggers; pick one",
+    ),
+    (["status", "--limit", "0"], 252, "error: --limit must be at least 1"),
 ]
 
 
