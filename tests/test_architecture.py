@@ -103,6 +103,15 @@ def test_a_cycle_would_be_found() -> None:
             "pipeline.document",
             ("pipeline.submit", "pipeline.runs", "pipeline.local", "pipeline.constructs"),
         ),
+        (
+            "pipeline.trigger_events",
+            ("pipeline.submit", "pipeline.runs", "pipeline.local", "pipeline.constructs"),
+        ),
+        (
+            "pipeline.starter",
+            ("pipeline.submit", "pipeline.local", "pipeline.constructs", "pipeline.stacks"),
+        ),
+        ("pipeline.aws", ("pipeline.submit", "pipeline.local", "pipeline.constructs")),
     ],
 )
 def test_layers_import_only_downwards(layer: str, forbidden: tuple[str, ...]) -> None:
