@@ -1,56 +1,91 @@
-"""The local engine's cost per child, measured side by side in one run.
+"""The local engine at two array sizes, measured side by side in one run.
 
-For two array sizes (default 8 and 64; ``--large 1000`` or ``--large 10000`` for more), this
-runs the whole pipeline locally (LocalBatch and the embedded moto server, the default
-300-object sample) and prints:
+For N = 8 and N = 1,000 (``--large 10000`` for the workflow's own size), this runs the whole
+pipeline locally, as ``python -m pipeline.submit --local --array-size N`` does (the embedded
+services in their own process, the default 300-object sample, LocalBatch forking every attempt
+from the pre-loaded launcher), and prints:
 
-- wall time of each, and their ratio;
+- wall time of each, from starting the services to the run's summary, and their ratio;
 - children per second at the larger size (JobB and JobC children, 2 x N jobs);
-- the marginal cost of one child: (wall(large) - wall(small)) / (2 x (large - small)), beside
-  the cost of forking a no-op child from the pre-loaded launcher on this machine;
-- a projection for N = 10,000 from that marginal cost.
+- the marginal cost of one child, (wall(large) - wall(small)) / (2 x (large - small)),
+  beside the cost of forking a no-op child from the launcher on this machine;
+- how long each job took, first start to last stop;
+- the requests the embedded server answered, per second of wall time, and the share of the
+  wall time it was busy answering them (its own figure, summed over its threads);
+- a projection for N = 10,000 from the marginal cost.
 
-What these hide: the marginal cost includes everything a child does (its client creation,
-its requests to the embedded server, its share of JobD's checks, which read every shard's
-records), not only the scheduler's overhead; and the projection assumes that cost stays
-linear in N, which JobD's per-check reads of every shard do not quite do.
+What these hide: the marginal cost is everything a child costs (its fork, its requests to the
+embedded server, the scheduling around it, its share of JobD's and JobE's reads), not an
+overhead figure; JobB's children run one at a time (each asks 32 vCPUs, more than this
+machine has, so it gets all of it), so the JobB figure is a latency, not a throughput; and the
+projection assumes a cost linear in N.
 
     python bench/local.py
-    python bench/local.py --large 1000
+    python bench/local.py --large 10000
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.local.backend import LocalBackend
 from pipeline.local.batch import _Launcher
 from pipeline.local.sample import sample_objects
-from pipeline.local.services import job_environment
+from pipeline.local.services import job_environment, server_stats
 from pipeline.runs import engine
 
 
-def wall_time(array_size: int) -> float:
-    """Seconds from the first SubmitJob to the end of JobE, for one local run."""
+@dataclass
+class Measured:
+    array_size: int
+    seconds: float
+    requests: int
+    server_seconds: float
+    jobs: dict[str, tuple[float, float]]
+    """Job key -> (first start, last stop), seconds after the first job was created."""
+
+
+def measure(array_size: int) -> Measured:
+    """One local run, as the command line makes it, timed from starting the services."""
     backend = LocalBackend()
     document = backend.document()
     config = engine.plan_run(document, engine.RunInputs(array_size=array_size))
+    started = time.monotonic()
     with backend.session(document, inputs=sample_objects()) as session:
-        started = time.monotonic()
         run = engine.start(session, document, config)
         outcome = engine.follow(session, run, interval=0.2)
-        elapsed = time.monotonic() - started
-    assert outcome.succeeded, outcome.failure
-    return elapsed
+        assert outcome.succeeded, outcome.failure
+        assert session.aws is not None
+        stats = server_stats(session.aws.endpoint)
+        seconds = time.monotonic() - started
+        jobs = _spans(session.batch.export_jobs())
+    return Measured(array_size, seconds, int(stats["requests"]), stats["seconds"], jobs)
+
+
+def _spans(records: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
+    origin = min(int(str(r["created_at"])) for r in records)
+    spans: dict[str, tuple[float, float]] = {}
+    for record in records:
+        leaves = list(record.get("children") or []) or [record]  # type: ignore[call-overload]
+        starts = [int(leaf["started_at"]) for leaf in leaves if leaf.get("started_at")]
+        stops = [int(leaf["stopped_at"]) for leaf in leaves if leaf.get("stopped_at")]
+        if starts and stops:
+            spans[str(record["name"])] = (
+                (min(starts) - origin) / 1000,
+                (max(stops) - origin) / 1000,
+            )
+    return spans
 
 
 def noop_fork_seconds(count: int = 50) -> float:
     """One no-op child forked by the pre-loaded launcher, start to exit."""
-    import sys
-
     with tempfile.TemporaryDirectory() as scratch:
         launcher = _Launcher(job_environment("http://127.0.0.1:9"), Path(scratch), lambda: None)
         try:
@@ -70,20 +105,38 @@ def noop_fork_seconds(count: int = 50) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=8)
-    parser.add_argument("--large", type=int, default=64)
+    parser.add_argument("--large", type=int, default=1000)
     args = parser.parse_args()
-    small, large = wall_time(args.small), wall_time(args.large)
-    per_child = (large - small) / (2 * (args.large - args.small))
+    with tempfile.TemporaryDirectory() as state:
+        os.environ.setdefault("PIPELINE_LOCAL_STATE_DIR", state)
+        small, large = measure(args.small), measure(args.large)
     fork = noop_fork_seconds()
-    print("local pipeline (LocalBatch + embedded moto server), default 300-object sample:")
-    print(f"  N = {args.small:>6,}: {small:7.1f} s")
-    print(f"  N = {args.large:>6,}: {large:7.1f} s   ratio {large / small:.2f}")
-    print(f"  children per second at N = {args.large:,}: {2 * args.large / large:.1f}")
+    per_child = (large.seconds - small.seconds) / (2 * (args.large - args.small))
+    cores = len(os.sched_getaffinity(0))
+    print(f"local pipeline, default 300-object sample, {cores} cores, one run each:")
+    print(f"  {'':<34}{f'N = {small.array_size:,}':>14}{f'N = {large.array_size:,}':>14}")
+    rows: list[tuple[str, Callable[[Measured], str]]] = [
+        ("wall, services start to summary", lambda m: f"{m.seconds:.1f} s"),
+        ("server requests", lambda m: f"{m.requests:,}"),
+        ("server requests per second", lambda m: f"{m.requests / m.seconds:.0f}"),
+        ("server busy (share of wall)", lambda m: f"{m.server_seconds / m.seconds:.0%}"),
+    ]
+    for label, value in rows:
+        print(f"  {label:<34}{value(small):>14}{value(large):>14}")
+    for key in ("JobA", "JobB", "JobC", "JobD", "JobE"):
+        spans = [m.jobs.get(key) for m in (small, large)]
+        cells = [f"{s[1] - s[0]:.1f} s" if s else "-" for s in spans]
+        print(f"  {key + ', first start to last stop':<34}{cells[0]:>14}{cells[1]:>14}")
+    ratio = large.seconds / small.seconds
+    print(f"  ratio N = {large.array_size:,} / N = {small.array_size:,}: {ratio:.2f}")
+    rate = 2 * large.array_size / large.seconds
+    print(f"  children per second at N = {large.array_size:,}: {rate:.1f}")
     print(
         f"  marginal cost per child: {per_child * 1000:.0f} ms, beside a no-op fork of the "
         f"launcher: {fork * 1000:.0f} ms"
     )
-    print(f"  projected N = 10,000 (20,012 jobs): {(small + per_child * 2 * 9_992) / 60:.0f} min")
+    projected = small.seconds + per_child * 2 * (10_000 - small.array_size)
+    print(f"  projected N = 10,000 (20,012 jobs): {projected / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -410,13 +410,13 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=_COMMON_TIMEOUT // 2,
         retry_attempts=3,
-        access=(  # reads everything, writes the validation report
+        access=(  # reads everything, writes the validation report (and its shard view)
             _list("input_bucket"),
             Access("input_bucket", ("s3:GetObject",)),
             _list("cpu_results_bucket", _RUNS),
             _list("memory_results_bucket", _RUNS),
             _list("output_bucket", _RUNS),
-            Access("cpu_results_bucket", ("s3:GetObject",), _RUNS),
+            Access("cpu_results_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
             Access("memory_results_bucket", ("s3:GetObject",), _RUNS),
             Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
             Access(

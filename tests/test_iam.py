@@ -93,6 +93,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:ListBucket", "BucketC", _RUNS_ONLY),
         ("s3:ListBucket", "Output", _RUNS_ONLY),
         ("s3:GetObject", "BucketB/runs/*", "{}"),
+        ("s3:PutObject", "BucketB/runs/*", "{}"),  # the shard view its checks share
         ("s3:GetObject", "BucketC/runs/*", "{}"),
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),

@@ -276,3 +276,34 @@ def test_spec_commands_name_the_job_programs() -> None:
     for job in DEFAULT_SPEC:
         module = job.command[2]
         assert (REPO / "job_images" / (module.replace(".", "/") + ".py")).exists()
+
+
+def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:
+    # GIVEN a run through JobC with 40 shards
+    with jobs_world(array_size=40) as world:
+        world.put_inputs(sample_inputs(12))
+        job_a.run(world.s3, world.ctx)
+        for shard in range(40):
+            job_b.run(world.s3, world.ctx, shard, workers=1)
+            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
+        reads: list[str] = []
+        world.s3.meta.events.register(
+            "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
+        )
+        # WHEN JobD "job-1" runs its first check, then the rest
+        job_d.run(world.s3, world.dynamodb, world.ctx, 0, validation_job_id="job-1")
+        first = len(reads)
+        for step in range(1, contract.VALIDATION_STEPS):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="job-1")
+        # THEN the first read every shard's three records and wrote them as the view; the
+        # others read the view, not 3 x 40 records each
+        assert first >= 3 * 40
+        shard_reads = [k for k in reads[first:] if "/manifest/" in k or "-index/" in k]
+        assert shard_reads == []
+        view = contract.shard_view_key(world.ctx.run_id, "job-1")
+        # (each check that needs the shards reads the view once)
+        assert 1 <= reads[first:].count(view) <= contract.VALIDATION_STEPS - 1
+        # AND another JobD job (a resumed run's) reads the shards afresh
+        reads.clear()
+        job_d.run(world.s3, world.dynamodb, world.ctx, 0, validation_job_id="job-2")
+        assert len([k for k in reads if "/manifest/" in k]) == 40

@@ -348,3 +348,23 @@ def test_a_launcher_that_dies_mid_run_leaves_no_child_running(tmp_path: Path) ->
     assert not [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and marker.encode() in _cmdline(p)
     ]
+
+
+def test_a_client_is_reused_only_in_the_same_client_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The launcher makes the job programs' clients before forking; a child reuses one only
+    # when its endpoint, credentials and region are those the client was made with.
+    from batch_jobs import common
+
+    monkeypatch.setattr(common, "_clients", {})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    first = common.make_client("s3")
+    assert common.make_client("s3") is first
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    other = common.make_client("s3")
+    assert other is not first
+    assert other.meta.endpoint_url == "http://127.0.0.1:2"

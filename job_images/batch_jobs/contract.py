@@ -170,6 +170,13 @@ def memory_index_key(run_id: str, shard: int) -> str:
     return f"{run_prefix(run_id)}memory-index/{shard:05d}.json"
 
 
+def shard_view_key(run_id: str, validation_job_id: str) -> str:
+    """BucketB: every shard's manifest, JobB index and JobC record in one object, written by
+    the first of JobD's checks and read by the nine after it (instead of 3 x N reads each);
+    named by the JobD job, so a resubmitted JobD reads the shards afresh."""
+    return f"{run_prefix(run_id)}shard-view/{validation_job_id}.json"
+
+
 def report_key(run_id: str, step: int) -> str:
     """Output bucket: the result of JobD's check ``step``."""
     return f"{run_prefix(run_id)}report/check-{step:02d}.json"

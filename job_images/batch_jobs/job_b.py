@@ -96,6 +96,16 @@ def download(s3: S3Client, bucket: str, key: str, size: int, etag: str, path: st
         raise
 
 
+def upload(s3: S3Client, path: str, size: int, bucket: str, key: str) -> None:
+    """Large results through boto3's managed transfer (multipart, parallel parts); below its
+    multipart threshold that would be one PutObject behind a thread pool, so one PutObject."""
+    if size >= MULTIPART_THRESHOLD:
+        s3.upload_file(path, bucket, key, Config=TRANSFER_CONFIG)
+        return
+    with open(path, "rb") as body:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
 def scratch_slots(largest: int, free: int, wanted: int) -> int:
     """How many objects may be in flight at once: each needs its download and its compressed
     result on disk (at most about twice the object), within 80% of the free scratch space."""
@@ -138,9 +148,7 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
                     )
                 sha256, size, compressed = pool.submit(digest_and_compress, source, target).result()
                 with reporting(f"upload {s3_url(ctx.cpu_results_bucket, result_key)}"):
-                    s3.upload_file(
-                        target, ctx.cpu_results_bucket, result_key, Config=TRANSFER_CONFIG
-                    )
+                    upload(s3, target, compressed, ctx.cpu_results_bucket, result_key)
             finally:
                 for path in (source, target):
                     Path(path).unlink(missing_ok=True)
@@ -152,8 +160,11 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
                 "compressed_size": compressed,
             }
 
-        with ThreadPoolExecutor(max_workers=threads) as io_threads:
-            entries = list(io_threads.map(process, enumerate(objects)))
+        if len(objects) <= 1:  # nothing to overlap: no threads to start
+            entries = [process(numbered) for numbered in enumerate(objects)]
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as io_threads:
+                entries = list(io_threads.map(process, enumerate(objects)))
     entries.sort(key=lambda e: e["key"])
     put_json(
         s3,

@@ -7,6 +7,7 @@ The checks use listings and table queries, never one request per object.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -73,9 +74,19 @@ class CheckResult:
 class RunView:
     """What the checks read, each loaded once and only when a check asks for it."""
 
-    def __init__(self, s3: S3Client, dynamodb: DynamoDBClient, ctx: RunContext) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        ctx: RunContext,
+        *,
+        shard_view: str | None = None,
+    ) -> None:
         self.s3, self.dynamodb, self.ctx = s3, dynamodb, ctx
         self.prefix = contract.run_prefix(ctx.run_id)
+        self.shard_view = shard_view
+        """BucketB key of the shard view this JobD shares between its checks (None: read the
+        shards)."""
 
     def _per_shard(self, bucket: str, key: Callable[[str, int], str]) -> list[Any | None]:
         return in_threads(
@@ -95,16 +106,35 @@ class RunView:
         return list(data["rejects"])
 
     @cached_property
+    def _shards(self) -> dict[str, list[Any | None]]:
+        """Every shard's manifest, JobB index and JobC record: 3 x N reads, once per JobD
+        (the first check writes them as the shard view; SEQUENTIAL runs it first)."""
+        if self.shard_view is not None:
+            saved = get_json_if_exists(self.s3, self.ctx.cpu_results_bucket, self.shard_view)
+            if saved is not None and len(saved.get("manifests", [])) == self.ctx.array_size:
+                return dict(saved)
+        shards = {
+            "manifests": self._per_shard(self.ctx.cpu_results_bucket, contract.manifest_key),
+            "cpu_indexes": self._per_shard(self.ctx.cpu_results_bucket, contract.cpu_index_key),
+            "memory_indexes": self._per_shard(
+                self.ctx.memory_results_bucket, contract.memory_index_key
+            ),
+        }
+        if self.shard_view is not None:
+            put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, shards)
+        return shards
+
+    @property
     def manifests(self) -> list[Any | None]:
-        return self._per_shard(self.ctx.cpu_results_bucket, contract.manifest_key)
+        return self._shards["manifests"]
 
-    @cached_property
+    @property
     def cpu_indexes(self) -> list[Any | None]:
-        return self._per_shard(self.ctx.cpu_results_bucket, contract.cpu_index_key)
+        return self._shards["cpu_indexes"]
 
-    @cached_property
+    @property
     def memory_indexes(self) -> list[Any | None]:
-        return self._per_shard(self.ctx.memory_results_bucket, contract.memory_index_key)
+        return self._shards["memory_indexes"]
 
     @cached_property
     def manifested(self) -> dict[str, tuple[int, dict[str, Any]]]:
@@ -331,10 +361,20 @@ CHECKS: tuple[Callable[[RunView, CheckResult], None], ...] = (
 assert len(CHECKS) == contract.VALIDATION_STEPS
 
 
-def run(s3: S3Client, dynamodb: DynamoDBClient, ctx: RunContext, step: int) -> CheckResult:
+def run(
+    s3: S3Client,
+    dynamodb: DynamoDBClient,
+    ctx: RunContext,
+    step: int,
+    *,
+    validation_job_id: str | None = None,
+) -> CheckResult:
     check = CHECKS[step]
     result = CheckResult(step, check.__name__.replace("_", " "))
-    check(RunView(s3, dynamodb, ctx), result)
+    view = None
+    if validation_job_id:
+        view = contract.shard_view_key(ctx.run_id, validation_job_id)
+    check(RunView(s3, dynamodb, ctx, shard_view=view), result)
     put_json(s3, ctx.output_bucket, contract.report_key(ctx.run_id, step), result.as_json())
     if not result.passed:
         raise JobError(
@@ -351,7 +391,9 @@ def main() -> int:
         step = array_index(size=contract.VALIDATION_STEPS)
         s3 = make_client("s3")
         try:
-            result = run(s3, make_client("dynamodb"), ctx, step)
+            # Children's IDs are "<JobD's ID>:<index>": the shard view is this JobD's.
+            job_id = os.environ.get("AWS_BATCH_JOB_ID", "").rpartition(":")[0] or None
+            result = run(s3, make_client("dynamodb"), ctx, step, validation_job_id=job_id)
         finally:
             record_timing(s3, ctx, "JobD", step, time.monotonic() - started)
         return {"check": result.name, "checked": result.checked}

@@ -4,8 +4,9 @@
 A fresh interpreter per child pays Python's start-up and boto3's import (about a quarter of a
 second) before a few milliseconds of work; a fork of this process pays neither. Each child is
 still a process of its own: its own session and process group (so a stop kills it and its own
-children), its own environment, CPU affinity, log file and exit code. Clients are made after
-the fork, by the job program, as in a fresh process.
+children), its own environment, CPU affinity, log file and exit code. The clients the programs
+make are made here, unused, and a child with the same client environment reuses them (see
+:func:`preload`); their connections are opened after the fork, by the child.
 
 Protocol, JSON lines: LocalBatch writes ``{"argv", "env", "log", "cores"}`` to stdin; the
 launcher answers each with ``{"pid"}`` once forked, and later ``{"exited": pid, "code"}`` (a
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import sys
 import traceback
 from typing import Any
@@ -40,28 +42,79 @@ WARM_SERVICES = ("s3", "dynamodb", "sns")
 
 
 def preload() -> None:
-    """Import the programs and their libraries, and warm boto3's default session: a fork
-    inherits its loader's parsed service models and endpoint data, so ``boto3.client()`` in a
-    child costs milliseconds instead of the ~150 ms of parsing them again. Credentials,
-    region and endpoint are still read when the child makes its client, from its own
-    environment; no connection is opened here."""
+    """Import the programs and their libraries, and make the clients they make
+    (``batch_jobs.common.make_client``), in this process's environment, which is the jobs'
+    (the local endpoint and credentials). A forked child that asks for the same client, with
+    the same endpoint, credentials and region, gets it instead of building one (about 20 ms:
+    loading its service model was already shared, but the client class, endpoint rules and
+    handlers were not). The clients are never used here, so they hold no connection: every
+    child opens its own. A child with another client environment makes its own client."""
     import importlib
 
     for module in PRELOADED:
         with contextlib.suppress(ImportError):  # a launcher for other programs still works
             importlib.import_module(module)
     with contextlib.suppress(Exception):
-        import boto3
+        from batch_jobs.common import make_client
 
-        session = boto3.Session()
         for service in WARM_SERVICES:
-            session.client(
-                service,  # type: ignore[call-overload]
-                region_name="us-east-1",
-                aws_access_key_id="warm",
-                aws_secret_access_key="warm",
-            )
-        boto3.DEFAULT_SESSION = session
+            rehearse(make_client(service), WARM_CALLS.get(service, ()))
+
+
+WARM_CALLS: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
+    "s3": (
+        (
+            "get_object",
+            {"Bucket": "warm", "Key": "warm"},
+            404,
+            b"<Error><Code>NoSuchKey</Code></Error>",
+        ),
+        ("put_object", {"Bucket": "warm", "Key": "warm", "Body": b"{}"}, 200, b""),
+    ),
+    "dynamodb": (
+        (
+            "batch_write_item",
+            {"RequestItems": {"warm": [{"PutRequest": {"Item": {"k": {"S": "v"}}}}]}},
+            200,
+            b'{"UnprocessedItems": {}}',
+        ),
+    ),
+}
+"""One call of each kind the job programs make most, answered here without a network."""
+
+
+class _CannedBody:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+    def read(self, *_: Any) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+def rehearse(client: Any, calls: tuple[tuple[str, dict[str, Any], int, bytes], ...]) -> None:
+    """Make ``calls`` once with a canned answer instead of sending them: what a client builds
+    on its first call of an operation (endpoint rules, serializer, signer, parser) is then
+    built here, once, and every forked child starts with it."""
+    from botocore.awsrequest import AWSResponse
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        status, body = answers[0]
+        headers: Any = {"ETag": '"warm"'}
+        return AWSResponse(request.url, status, headers, _CannedBody(body))
+
+    answers: list[tuple[int, bytes]] = []
+    client.meta.events.register_first("before-send", answer, unique_id="launcher-rehearsal")
+    try:
+        for operation, parameters, status, body in calls:
+            answers[:] = [(status, body)]
+            with contextlib.suppress(Exception):
+                getattr(client, operation)(**parameters)
+    finally:
+        client.meta.events.unregister("before-send", unique_id="launcher-rehearsal")
 
 
 def run_program(argv: list[str]) -> int:
@@ -70,6 +123,12 @@ def run_program(argv: list[str]) -> int:
     import runpy
 
     try:
+        if argv[1] == "-m" and argv[2] in PRELOADED and hasattr(sys.modules.get(argv[2]), "main"):
+            # A preloaded job program: run what its `if __name__ == "__main__"` guard runs,
+            # without executing its module body again (loading and running its code costs a
+            # few milliseconds per child).
+            sys.argv = [argv[2], *argv[3:]]
+            raise SystemExit(sys.modules[argv[2]].main())
         if argv[1] == "-m":
             sys.argv = [argv[2], *argv[3:]]
             runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
@@ -89,10 +148,15 @@ def run_program(argv: list[str]) -> int:
     return 0
 
 
-def child(request: dict[str, Any]) -> None:
+def child(request: dict[str, Any], wakeup: tuple[int, int]) -> None:
     """In the forked child: become the job's process, run it, and never return."""
     code = 1
     try:
+        # The launcher's exit-notice wiring is not the job's.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in wakeup:
+            os.close(fd)
         os.setsid()  # a process group of its own: LocalBatch kills the whole group
         if request.get("cores"):
             os.sched_setaffinity(0, set(request["cores"]))
@@ -120,11 +184,24 @@ def serve() -> None:
     out = sys.stdout
     buffered = b""
     stdin = sys.stdin.fileno()
+    # A child's exit wakes the loop at once (SIGCHLD through a self-pipe), rather than at the
+    # next poll: sequential children (a job that needs every core) start one after another
+    # with no idle gap.
+    wakeup = os.pipe()
+    for fd in wakeup:
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wakeup[1])
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     open_input = True
     children = 0
     while open_input or children:
-        ready, _, _ = select.select([stdin] if open_input else [], [], [], 0.01)
-        if ready:
+        watched = [wakeup[0], *([stdin] if open_input else [])]
+        ready, _, _ = select.select(watched, [], [], 0.5)
+        if wakeup[0] in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wakeup[0], 4096):
+                    pass
+        if stdin in ready:
             data = os.read(stdin, 65536)
             if not data:
                 open_input = False
@@ -135,7 +212,7 @@ def serve() -> None:
                 out.flush()
                 pid = os.fork()
                 if pid == 0:
-                    child(request)
+                    child(request, wakeup)
                 children += 1
                 out.write(json.dumps({"pid": pid}) + "\n")
                 out.flush()

@@ -1,21 +1,24 @@
 """The AWS services of a local run: moto's server on a free loopback port, with the pipeline's
 buckets, table and topic, and what the topic sent captured through a queue.
 
-moto keeps its state per process, not per server, so the server is reset at start and end.
+The server is a process of its own (:mod:`pipeline.local.server`), started for the run and
+ended with it, so its state is the run's only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.local.server import STATS_PATH
 from pipeline.spec import (
     BUCKET_KEYS,
     JOB_IMAGES_DIR,
@@ -80,20 +83,23 @@ class LocalAws:
 
 @contextmanager
 def local_aws() -> Iterator[LocalAws]:
-    """Start moto's server on a free loopback port with the pipeline's resources; stop it at
-    the end, whatever happens."""
+    """Start moto's server (:mod:`pipeline.local.server`, a process of its own) on a free
+    loopback port with the pipeline's resources; stop it at the end, whatever happens."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = ""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.local.server"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the command, which stops it
+    )
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        # moto keeps its state per process, not per server: start from nothing.
-        _reset(endpoint)
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line:
+            raise RuntimeError("the embedded AWS services did not start (pipeline.local.server)")
+        endpoint = f"http://127.0.0.1:{json.loads(line)['port']}"
         session = boto3.Session(
             aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
         )
@@ -127,13 +133,17 @@ def local_aws() -> Iterator[LocalAws]:
         clients["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
         yield LocalAws(endpoint, names, queue_url, clients)
     finally:
-        if endpoint:
-            with contextlib.suppress(OSError):
-                _reset(endpoint)  # frees the run's objects in this process
-        server.stop()
+        with contextlib.suppress(OSError):
+            assert server.stdin is not None
+            server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
-def _reset(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+def server_stats(endpoint: str) -> dict[str, float]:
+    """Requests the local server has answered, and the seconds it spent on them."""
+    with urllib.request.urlopen(f"{endpoint}{STATS_PATH}", timeout=10) as response:
+        return dict(json.loads(response.read()))
