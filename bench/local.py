@@ -10,8 +10,9 @@ from the pre-loaded launcher), and prints:
 - the marginal cost of one child, (wall(large) - wall(small)) / (2 x (large - small)),
   beside the cost of forking a no-op child from the launcher on this machine;
 - how long each job took, first start to last stop;
-- the requests the embedded server answered, per second of wall time, and the share of the
-  wall time it was busy answering them (its own figure, summed over its threads);
+- the requests the embedded server answered, per second of wall time; its CPU time as a share
+  of the wall time (100% is one core: it is one Python process, so one interpreter lock); and
+  the mean time a request spent in it, waiting for that lock included;
 - a projection for N = 10,000 from the marginal cost.
 
 What these hide: the marginal cost is everything a child costs (its fork, its requests to the
@@ -48,6 +49,7 @@ class Measured:
     seconds: float
     requests: int
     server_seconds: float
+    server_cpu: float
     jobs: dict[str, tuple[float, float]]
     """Job key -> (first start, last stop), seconds after the first job was created."""
 
@@ -66,7 +68,9 @@ def measure(array_size: int) -> Measured:
         stats = server_stats(session.aws.endpoint)
         seconds = time.monotonic() - started
         jobs = _spans(session.batch.export_jobs())
-    return Measured(array_size, seconds, int(stats["requests"]), stats["seconds"], jobs)
+    return Measured(
+        array_size, seconds, int(stats["requests"]), stats["seconds"], stats["cpu_seconds"], jobs
+    )
 
 
 def _spans(records: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
@@ -119,7 +123,11 @@ def main() -> None:
         ("wall, services start to summary", lambda m: f"{m.seconds:.1f} s"),
         ("server requests", lambda m: f"{m.requests:,}"),
         ("server requests per second", lambda m: f"{m.requests / m.seconds:.0f}"),
-        ("server busy (share of wall)", lambda m: f"{m.server_seconds / m.seconds:.0%}"),
+        ("server CPU (share of one core)", lambda m: f"{m.server_cpu / m.seconds:.0%}"),
+        (
+            "mean time a request is in it",
+            lambda m: f"{1000 * m.server_seconds / m.requests:.1f} ms",
+        ),
     ]
     for label, value in rows:
         print(f"  {label:<34}{value(small):>14}{value(large):>14}")
