@@ -13,6 +13,8 @@ from the pre-loaded launcher), and prints:
 - the requests the embedded server answered, per second of wall time; its CPU time as a share
   of the wall time (100% is one core: it is one Python process, so one interpreter lock); and
   the mean time a request spent in it, waiting for that lock included;
+- CPU seconds of this process (LocalBatch's scheduling and the watch loop) and of the
+  processes it started (the server, the launcher and every job), against wall x cores;
 - a projection for N = 10,000 from the marginal cost.
 
 What these hide: the marginal cost is everything a child costs (its fork, its requests to the
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -50,6 +53,10 @@ class Measured:
     requests: int
     server_seconds: float
     server_cpu: float
+    own_cpu: float
+    """CPU seconds of this process: LocalBatch's scheduling and the watch loop."""
+    child_cpu: float
+    """CPU seconds of the processes it started: the server, the launcher and every job."""
     jobs: dict[str, tuple[float, float]]
     """Job key -> (first start, last stop), seconds after the first job was created."""
 
@@ -60,6 +67,10 @@ def measure(array_size: int) -> Measured:
     document = backend.document()
     config = engine.plan_run(document, engine.RunInputs(array_size=array_size))
     started = time.monotonic()
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     with backend.session(document, inputs=sample_objects()) as session:
         run = engine.start(session, document, config)
         outcome = engine.follow(session, run, interval=0.2)
@@ -68,9 +79,22 @@ def measure(array_size: int) -> Measured:
         stats = server_stats(session.aws.endpoint)
         seconds = time.monotonic() - started
         jobs = _spans(session.batch.export_jobs())
+    own_after = resource.getrusage(resource.RUSAGE_SELF)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return Measured(
-        array_size, seconds, int(stats["requests"]), stats["seconds"], stats["cpu_seconds"], jobs
+        array_size,
+        seconds,
+        int(stats["requests"]),
+        stats["seconds"],
+        stats["cpu_seconds"],
+        _cpu(own_after) - _cpu(own),
+        _cpu(children_after) - _cpu(children),
+        jobs,
     )
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 def _spans(records: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
@@ -128,6 +152,8 @@ def main() -> None:
             "mean time a request is in it",
             lambda m: f"{1000 * m.server_seconds / m.requests:.1f} ms",
         ),
+        ("CPU: scheduler + watch (this one)", lambda m: f"{m.own_cpu:.1f} s"),
+        ("CPU: server, launcher and jobs", lambda m: f"{m.child_cpu:.1f} s"),
     ]
     for label, value in rows:
         print(f"  {label:<34}{value(small):>14}{value(large):>14}")

@@ -17,10 +17,12 @@ single-threaded, so forking is safe; it ends when its stdin closes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
 import signal
+import socket
 import sys
 import traceback
 from typing import Any
@@ -59,6 +61,14 @@ def preload() -> None:
 
         for service in WARM_SERVICES:
             rehearse(make_client(service), WARM_CALLS.get(service, ()))
+    with contextlib.suppress(Exception):
+        # The first name lookup of a process loads the resolver's configuration and libraries
+        # (nsswitch, /etc/hosts): a few milliseconds every child would pay on its first
+        # request. Done once here; a lookup opens no connection.
+        from urllib.parse import urlsplit
+
+        endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL", "http://localhost"))
+        socket.getaddrinfo(endpoint.hostname or "localhost", endpoint.port or 80)
 
 
 WARM_CALLS: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
@@ -181,6 +191,10 @@ def child(request: dict[str, Any], wakeup: tuple[int, int]) -> None:
 
 def serve() -> None:
     preload()
+    # Everything loaded so far is shared with every child until someone writes to it; a
+    # garbage collection in a child would write to all of it (each object's GC header), and
+    # copy the launcher's memory page by page. Frozen objects are left out of collections.
+    gc.freeze()
     out = sys.stdout
     buffered = b""
     stdin = sys.stdin.fileno()
