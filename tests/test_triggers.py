@@ -370,3 +370,18 @@ def test_the_bundle_holds_the_engine_and_imports_without_cdk_or_moto(tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "pipeline" / "starter.py")
+
+
+def test_a_chain_still_being_submitted_counts_as_active(cloud: Cloud) -> None:
+    # GIVEN another starter's chain that has reached only JobA so far
+    cloud.aws.hold_new_jobs("RUNNABLE")
+    cloud.aws.batch.submit_job(
+        jobName="JobA",
+        jobQueue=cloud.aws.queue_arn,
+        jobDefinition=cloud.definitions["JobA"],
+        tags={RUN_TAG: "20261126T015959-aaaaaa", PIPELINE_TAG: "ProdQueue"},
+    )
+    (run,) = list_runs(cloud.aws.batch, cloud.aws.queue_arn, DEFAULT_SPEC)
+    assert run.status == "RUNNING"
+    # WHEN a marker lands, THEN that run counts: this one is skipped
+    assert cloud.start(_upload("a/_READY"))["action"] == "SKIPPED"

@@ -146,8 +146,9 @@ class RunSummary:
 
     run_id: str
     status: str
-    """RUNNING while its newest JobE has not ended, else SUCCEEDED or FAILED (INCOMPLETE:
-    the chain never reached JobE, e.g. a submission that failed and was stopped)."""
+    """RUNNING while its first JobA or its newest JobE has not ended (so also while its chain
+    is being submitted), else its JobE's SUCCEEDED or FAILED; INCOMPLETE when the chain never
+    reached JobE (a submission that failed, and was stopped)."""
     created_at: int
     """When its first job was submitted (ms since the epoch)."""
     started_by: str
@@ -187,10 +188,13 @@ def list_runs(
     for run_id, jobs in runs.items():
         ends = [j for j in jobs if j.key == last]
         end = max(ends, key=lambda j: j.created_at) if ends else None
-        status = "INCOMPLETE"
-        if end is not None:
-            status = end.status if end.status in TERMINAL else "RUNNING"
         head = min(jobs, key=lambda j: j.created_at)
+        if any(j.status not in TERMINAL for j in (head, end) if j is not None):
+            status = "RUNNING"  # also a chain still being submitted (no JobE yet)
+        elif end is not None:
+            status = end.status
+        else:
+            status = "INCOMPLETE"
         summaries.append(
             RunSummary(
                 run_id=run_id,
