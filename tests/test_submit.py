@@ -296,6 +296,33 @@ def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
     assert err.startswith("error: no jobs of run '20260101T000000-abcdef' in queue")
 
 
+def test_status_without_a_run_id_lists_the_runs_newest_first(aws: MotoBatch) -> None:
+    # GIVEN two runs submitted from the command line
+    for run_id in ("20260101T000000-aaaaaa", "20260101T000100-bbbbbb"):
+        code, _, err = run_cli(aws, "--stack", STACK, "--array-size", "3", "--run-id", run_id)
+        assert code == 0, err
+    # WHEN status is asked without a run id
+    code, out, _ = run_cli(aws, "status", "--stack", STACK, "--json")
+    # THEN both are listed, newest first, with who started them
+    runs = json.loads(out)["runs"]
+    assert code == 0
+    assert [r["runId"] for r in runs] == ["20260101T000100-bbbbbb", "20260101T000000-aaaaaa"]
+    assert {r["startedBy"] for r in runs} == {"command line"}
+    assert {r["status"] for r in runs} == {"SUCCEEDED"}
+    code, text, _ = run_cli(aws, "status", "--stack", STACK, "--limit", "1")
+    assert text.splitlines()[0].split() == [
+        "RUN",
+        "ID",
+        "STATUS",
+        "SUBMITTED",
+        "(UTC)",
+        "STARTED",
+        "BY",
+        "INPUT",
+    ]
+    assert len(text.splitlines()) == 2
+
+
 # --- bad inputs: one line, no traceback, AWS conventions for exit codes ---------------------
 
 
