@@ -157,3 +157,21 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (built,) = out.glob("array_job_pipeline-*.whl")
     return built
+
+
+CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
+
+
+def run_checkov(template: Path) -> dict[str, Any]:
+    """checkov's JSON report of a synthesized template (its own virtualenv, see scripts/dev)."""
+    import subprocess
+
+    assert CHECKOV.exists(), "checkov is not installed: run scripts/dev setup"
+    result = subprocess.run(
+        [str(CHECKOV), "-f", str(template), "--framework", "cloudformation", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    return dict(json.loads(result.stdout))

@@ -282,15 +282,7 @@ def test_a_local_upload_trigger_runs_only_the_markers_prefix(tmp_path: Path) -> 
     assert "upload trigger (s3://" in result.stderr
     assert "listing data/03/" in result.stderr
     # AND `status` lists it as started by the upload, with its prefix
-    listed = subprocess.run(
-        [sys.executable, "-m", "pipeline.submit", "status", "--local", "--json"],
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    listed = _run(tmp_path, "status", "--local", "--json")
     (run,) = json.loads(listed.stdout)["runs"]
     assert run["runId"] == data["runId"]
     assert (run["startedBy"], run["inputPrefix"], run["status"]) == (

@@ -5,12 +5,11 @@ reach only this pipeline and hide nobody else's findings, and checkov clean."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Synthesized, new_app
+from conftest import REPO, Synthesized, new_app, run_checkov
 
 from pipeline.constructs.checkov import CHECKOV_SKIPS
 from pipeline.spec import JOB_USER_ID, PIPELINE_TAG
@@ -185,21 +184,10 @@ def test_another_wildcard_on_the_execution_role_fails_synthesis(tmp_path: Path) 
 
 # --- checkov ------------------------------------------------------------------------------------
 
-CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
-
 
 @pytest.mark.slow
 def test_checkov_finds_nothing_unexplained(default_stack: Synthesized) -> None:
-    assert CHECKOV.exists(), "checkov is not installed: run scripts/dev setup"
-    template = default_stack.assembly_dir / "ArrayJobPipeline.template.json"
-    result = subprocess.run(
-        [str(CHECKOV), "-f", str(template), "--framework", "cloudformation", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    report = json.loads(result.stdout)
+    report = run_checkov(default_stack.assembly_dir / "ArrayJobPipeline.template.json")
     assert report["results"]["failed_checks"] == [], [
         (c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]
     ]

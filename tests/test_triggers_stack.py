@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Synthesized, new_app, synthesize
+from conftest import Synthesized, new_app, run_checkov, synthesize
 
 from pipeline.errors import PipelineConfigError
 from pipeline.spec import DEFAULT_SPEC, INPUT_PREFIX, PIPELINE_TAG
@@ -277,17 +277,7 @@ def test_upload_runs_with_a_bucket_brought_in_say_what_to_turn_on(tmp_path: Path
 
 @pytest.mark.slow
 def test_checkov_is_clean_on_the_triggered_pipelines(ingest: Synthesized) -> None:
-    checkov = REPO / ".venv-checkov" / "bin" / "checkov"
-    assert checkov.exists(), "checkov is not installed: run scripts/dev setup"
-    template = ingest.assembly_dir / "Ingest.template.json"
-    result = subprocess.run(
-        [str(checkov), "-f", str(template), "--framework", "cloudformation", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    report = json.loads(result.stdout)
+    report = run_checkov(ingest.assembly_dir / "Ingest.template.json")
     assert report["results"]["failed_checks"] == [], [
         (c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]
     ]

@@ -30,6 +30,7 @@ from pipeline.constructs.nag import (
 )
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.notifications import FailureNotifications
+from pipeline.constructs.permissions import run_statements
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
@@ -45,7 +46,6 @@ from pipeline.spec import (
     BUCKET_KEYS,
     DEFAULT_ARRAY_SIZE,
     DEFAULT_SPEC,
-    PIPELINE_TAG,
     QUEUE_NAME,
     RECIPIENT,
     RUN_PREFIX_PATTERN,
@@ -414,40 +414,14 @@ class ArrayJobPipeline(Construct):
             )
             for job in self.spec
         ]
-        jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
-        tag = f"aws:ResourceTag/{PIPELINE_TAG}"
-        request_tag = f"aws:RequestTag/{PIPELINE_TAG}"
         return self._grant(
             grantee,
             "SubmitJobs",
             [
-                # SubmitJob needs the queue, the definition and the new job ("Actions,
-                # resources, and condition keys for AWS Batch"); tag-on-create needs
-                # TagResource on the job, with the tags in the request.
-                iam.PolicyStatement(
-                    actions=["batch:SubmitJob", "batch:TagResource"],
-                    resources=[self.queue.job_queue_arn, *definition_arns, jobs_arn],
-                    conditions={"StringEquals": {request_tag: queue_name}},
-                ),
-                iam.PolicyStatement(
-                    actions=["batch:CancelJob", "batch:TerminateJob"],
-                    resources=[jobs_arn],
-                    conditions={"StringEquals": {tag: queue_name}},
-                ),
+                *run_statements(self.queue, queue_name, definition_arns),
                 # diagnose: the job's position at the front of this queue.
                 iam.PolicyStatement(
                     actions=["batch:GetJobQueueSnapshot"], resources=[self.queue.job_queue_arn]
-                ),
-                # These support no resource-level permissions.
-                iam.PolicyStatement(
-                    actions=[
-                        "batch:DescribeJobs",
-                        "batch:ListJobs",
-                        "batch:DescribeJobDefinitions",
-                        "batch:DescribeJobQueues",
-                        "batch:DescribeComputeEnvironments",
-                    ],
-                    resources=["*"],
                 ),
                 iam.PolicyStatement(
                     actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]

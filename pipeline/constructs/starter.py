@@ -48,7 +48,8 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from pipeline.constructs.nag import acknowledge_wildcards
-from pipeline.spec import PIPELINE_TAG, READY_MARKER
+from pipeline.constructs.permissions import run_statements
+from pipeline.spec import READY_MARKER
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_pattern
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -248,37 +249,12 @@ def _starter_statements(
     job_definitions: Mapping[str, batch.IJobDefinition],
     log_group_arn: str,
 ) -> list[iam.PolicyStatement]:
-    stack = Stack.of(queue)
-    jobs_arn = stack.format_arn(service="batch", resource="job", resource_name="*")
+    """What any submitter needs (for exactly the definition revisions deployed; stopping is
+    for a chain whose submission failed, or a run that lost an overlap race), and writing its
+    own logs."""
+    definitions = [d.job_definition_arn for d in job_definitions.values()]
     return [
-        # SubmitJob needs the queue, the definition and the new job ("Actions, resources, and
-        # condition keys for AWS Batch"); tag-on-create needs TagResource on the job, with the
-        # tags in the request. The definitions are the exact revisions deployed.
-        iam.PolicyStatement(
-            actions=["batch:SubmitJob", "batch:TagResource"],
-            resources=[
-                queue.job_queue_arn,
-                *(d.job_definition_arn for d in job_definitions.values()),
-                jobs_arn,
-            ],
-            conditions={"StringEquals": {f"aws:RequestTag/{PIPELINE_TAG}": queue_name}},
-        ),
-        # Stopping a chain whose submission failed, or a run that lost an overlap race.
-        iam.PolicyStatement(
-            actions=["batch:CancelJob", "batch:TerminateJob"],
-            resources=[jobs_arn],
-            conditions={"StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG}": queue_name}},
-        ),
-        iam.PolicyStatement(
-            actions=[
-                "batch:DescribeJobs",
-                "batch:ListJobs",
-                "batch:DescribeJobDefinitions",
-                "batch:DescribeJobQueues",
-                "batch:DescribeComputeEnvironments",
-            ],
-            resources=["*"],
-        ),
+        *run_statements(queue, queue_name, definitions),
         iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[f"{log_group_arn}:*"],
