@@ -439,7 +439,8 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         retry_attempts=3,
         access=(  # removes intermediates, writes the summary, notifies
             _list("cpu_results_bucket", _RUNS),
-            Access("cpu_results_bucket", ("s3:DeleteObject",), _RUNS),
+            # reads JobD's shard view (the children's seconds) before removing it
+            Access("cpu_results_bucket", ("s3:GetObject", "s3:DeleteObject"), _RUNS),
             _list("output_bucket", _RUNS),
             Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
             Access("notification_topic", ("sns:Publish",)),

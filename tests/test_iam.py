@@ -104,6 +104,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     },
     "JobE": {
         ("s3:ListBucket", "BucketB", _RUNS_ONLY),
+        ("s3:GetObject", "BucketB/runs/*", "{}"),  # JobD's shard view: the children's seconds
         ("s3:DeleteObject", "BucketB/runs/*", "{}"),
         ("s3:ListBucket", "Output", _RUNS_ONLY),
         ("s3:GetObject", "Output/runs/*", "{}"),

@@ -307,3 +307,35 @@ def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:
         reads.clear()
         job_d.run(world.s3, world.dynamodb, world.ctx, 0, validation_job_id="job-2")
         assert len([k for k in reads if "/manifest/" in k]) == 40
+
+
+def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each() -> None:
+    # GIVEN children that ran about a second each and kept it in their shard records
+    with jobs_world(array_size=3) as world:
+        world.put_inputs(sample_inputs(6))
+        job_a.run(world.s3, world.ctx)
+        for shard in range(3):
+            job_b.run(world.s3, world.ctx, shard, 1, started=time.monotonic() - 1.0)
+            job_c.run(
+                world.s3,
+                world.dynamodb,
+                world.ctx,
+                shard,
+                sleep=lambda _: None,
+                started=time.monotonic() - 1.0,
+            )
+        for step in range(contract.VALIDATION_STEPS):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="d-1")
+        # WHEN JobE summarizes the run
+        job_e.run(
+            world.s3, world.sns, world.ctx, source_bucket=world.ctx.output_bucket, recipient=None
+        )
+        summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
+        timing_objects = world.keys(
+            world.ctx.output_bucket, contract.run_prefix(world.ctx.run_id) + "timings/"
+        )
+    # THEN JobB and JobC each took about three seconds in all, and no child wrote a timing
+    # object of its own (the view went with the intermediates)
+    assert 3.0 <= summary["seconds_by_job"]["JobB"] < 4.0
+    assert 3.0 <= summary["seconds_by_job"]["JobC"] < 4.0
+    assert not any("JobB" in k or "JobC" in k for k in timing_objects)

@@ -156,7 +156,9 @@ def cpu_result_key(run_id: str, object_key: str) -> str:
 
 
 def cpu_index_key(run_id: str, shard: int) -> str:
-    """BucketB: JobB's record of shard ``shard`` (digest and sizes per object)."""
+    """BucketB: JobB's record of shard ``shard`` (digest and sizes per object, and the
+    child's seconds: JobB and JobC keep their timings in the records they write anyway, and
+    JobE sums them from JobD's shard view, instead of a timing object per child each way)."""
     return f"{run_prefix(run_id)}cpu-index/{shard:05d}.json"
 
 
@@ -166,7 +168,7 @@ def memory_output_key(run_id: str, object_key: str) -> str:
 
 
 def memory_index_key(run_id: str, shard: int) -> str:
-    """BucketC: JobC's record that shard ``shard`` is done."""
+    """BucketC: JobC's record that shard ``shard`` is done (and the child's seconds)."""
     return f"{run_prefix(run_id)}memory-index/{shard:05d}.json"
 
 
@@ -174,7 +176,7 @@ def shard_view_key(run_id: str, validation_job_id: str) -> str:
     """BucketB: every shard's manifest, JobB index and JobC record in one object, written by
     the first of JobD's checks and read by the nine after it (instead of 3 x N reads each);
     named by the JobD job, so a resubmitted JobD reads the shards afresh."""
-    return f"{run_prefix(run_id)}shard-view/{validation_job_id}.json"
+    return f"{shard_views_prefix(run_id)}{validation_job_id}.json"
 
 
 def report_key(run_id: str, step: int) -> str:
@@ -191,6 +193,11 @@ def notified_key(run_id: str) -> str:
     """Output bucket: written once JobE's notification was published, so a retried or
     re-run JobE does not send it again."""
     return f"{run_prefix(run_id)}notified.json"
+
+
+def shard_views_prefix(run_id: str) -> str:
+    """BucketB: where the shard views of a run's JobD jobs are (see :func:`shard_view_key`)."""
+    return f"{run_prefix(run_id)}shard-view/"
 
 
 def timing_key(run_id: str, job: str, index: int | None) -> str:

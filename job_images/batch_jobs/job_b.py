@@ -33,7 +33,6 @@ from batch_jobs.common import (
     get_json,
     make_client,
     put_json,
-    record_timing,
     reporting,
     run_main,
     s3_url,
@@ -121,7 +120,11 @@ def scratch_slots(largest: int, free: int, wanted: int) -> int:
     return min(wanted, slots)
 
 
-def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, Any]:
+def run(
+    s3: S3Client, ctx: RunContext, index: int, workers: int, *, started: float | None = None
+) -> dict[str, Any]:
+    """Process shard ``index``; its index record carries the child's seconds when ``started``
+    (a ``time.monotonic()``) is given, for JobE's summary (see ``contract.cpu_index_key``)."""
     manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
     objects = manifest["objects"]
     if sum(o["size"] for o in objects) < POOL_THRESHOLD:
@@ -166,12 +169,10 @@ def run(s3: S3Client, ctx: RunContext, index: int, workers: int) -> dict[str, An
             with ThreadPoolExecutor(max_workers=threads) as io_threads:
                 entries = list(io_threads.map(process, enumerate(objects)))
     entries.sort(key=lambda e: e["key"])
-    put_json(
-        s3,
-        ctx.cpu_results_bucket,
-        contract.cpu_index_key(ctx.run_id, index),
-        {"run_id": ctx.run_id, "shard": index, "objects": entries},
-    )
+    record: dict[str, Any] = {"run_id": ctx.run_id, "shard": index, "objects": entries}
+    if started is not None:
+        record["seconds"] = round(time.monotonic() - started, 3)
+    put_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index), record)
     return {
         "shard": index,
         "objects": len(entries),
@@ -210,10 +211,7 @@ def main() -> int:
         started = time.monotonic()
         ctx = RunContext.from_env()
         index = array_index(size=ctx.array_size)
-        s3 = make_client("s3")
-        result = run(s3, ctx, index, cpu_allowance())
-        record_timing(s3, ctx, "JobB", index, time.monotonic() - started)
-        return result
+        return run(make_client("s3"), ctx, index, cpu_allowance(), started=started)
 
     return run_main("JobB", work)
 

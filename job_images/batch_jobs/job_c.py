@@ -31,7 +31,6 @@ from batch_jobs.common import (
     in_threads,
     make_client,
     put_json,
-    record_timing,
     reporting,
     run_main,
     s3_url,
@@ -109,7 +108,10 @@ def run(
     index: int,
     *,
     sleep: Callable[[float], None] = time.sleep,
+    started: float | None = None,
 ) -> dict[str, Any]:
+    """Process shard ``index``; its done record carries the child's seconds when ``started``
+    (a ``time.monotonic()``) is given, for JobE's summary."""
     cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
 
     def process(entry: dict[str, Any]) -> dict[str, Any]:
@@ -150,16 +152,14 @@ def run(
 
     items = in_threads(process, cpu_index["objects"], threads=THREADS)
     write_items(dynamodb, ctx.metadata_table, items, sleep=sleep)
-    put_json(
-        s3,
-        ctx.memory_results_bucket,
-        contract.memory_index_key(ctx.run_id, index),
-        {
-            "run_id": ctx.run_id,
-            "shard": index,
-            "keys": sorted(e["key"] for e in cpu_index["objects"]),
-        },
-    )
+    record: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "shard": index,
+        "keys": sorted(e["key"] for e in cpu_index["objects"]),
+    }
+    if started is not None:
+        record["seconds"] = round(time.monotonic() - started, 3)
+    put_json(s3, ctx.memory_results_bucket, contract.memory_index_key(ctx.run_id, index), record)
     return {"shard": index, "objects": len(items)}
 
 
@@ -196,10 +196,7 @@ def main() -> int:
         started = time.monotonic()
         ctx = RunContext.from_env()
         index = array_index(size=ctx.array_size)
-        s3 = make_client("s3")
-        result = run(s3, make_client("dynamodb"), ctx, index)
-        record_timing(s3, ctx, "JobC", index, time.monotonic() - started)
-        return result
+        return run(make_client("s3"), make_client("dynamodb"), ctx, index, started=started)
 
     return run_main("JobC", work)
 

@@ -123,6 +123,7 @@ def run(
 
 def _summarize(s3: S3Client, ctx: RunContext, reports: list[Any]) -> dict[str, Any]:
     """Remove the run's intermediates (BucketB) and account for the run."""
+    durations = _durations(s3, ctx)  # before the shard view goes with the intermediates
     removed = delete_prefix(s3, ctx.cpu_results_bucket, contract.run_prefix(ctx.run_id))
     listing = get_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id))
     rejects = get_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id))["rejects"]
@@ -140,7 +141,7 @@ def _summarize(s3: S3Client, ctx: RunContext, reports: list[Any]) -> dict[str, A
         "checks": [
             {"check": r["check"], "passed": r["passed"], "checked": r["checked"]} for r in reports
         ],
-        "seconds_by_job": _durations(s3, ctx),
+        "seconds_by_job": durations,
         "intermediates_removed": removed,
         "outputs": s3_url(ctx.memory_results_bucket, contract.run_prefix(ctx.run_id)),
     }
@@ -152,12 +153,27 @@ def _reason_kind(reason: str) -> str:
 
 
 def _durations(s3: S3Client, ctx: RunContext) -> dict[str, float]:
+    """Seconds per job, summed over its children: JobA's and JobD's timing records, and the
+    seconds JobB's and JobC's children put in their shard records, read from the newest
+    shard view of JobD (one object, whatever the array size)."""
     prefix = contract.run_prefix(ctx.run_id) + "timings/"
     keys = [o["Key"] for o in list_objects(s3, ctx.output_bucket, prefix)]
     records = in_threads(lambda key: get_json(s3, ctx.output_bucket, key), keys)
     totals: dict[str, float] = {}
+
+    def add(job: str, seconds: float) -> None:
+        totals[job] = round(totals.get(job, 0.0) + seconds, 3)
+
     for record in records:
-        totals[record["job"]] = round(totals.get(record["job"], 0.0) + record["seconds"], 3)
+        add(record["job"], record["seconds"])
+    views = list(list_objects(s3, ctx.cpu_results_bucket, contract.shard_views_prefix(ctx.run_id)))
+    if views:
+        newest = max(views, key=lambda o: o["LastModified"])
+        view = get_json(s3, ctx.cpu_results_bucket, newest["Key"])
+        for job, name in (("JobB", "cpu_indexes"), ("JobC", "memory_indexes")):
+            timed = [r["seconds"] for r in view.get(name, []) if r and "seconds" in r]
+            if timed:
+                add(job, sum(timed))
     return totals
 
 
