@@ -70,7 +70,7 @@ class RunStarter(Construct):
     """The starter function and the triggers that invoke it.
 
     - ``schedule``: an EventBridge Scheduler schedule (with its own role, allowed to invoke
-      this function only) whose input is :func:`pipeline.runs.triggers.schedule_event`;
+      this function only) whose input is :func:`pipeline.trigger_events.schedule_event`;
     - ``run_on_upload``: BucketA's events go to EventBridge, and a rule sends the starter each
       created object named ``_READY`` (one run per marker, listing the marker's prefix).
 
@@ -114,11 +114,25 @@ class RunStarter(Construct):
             description="The array-job pipeline's starter: submits, lists and stops this "
             "pipeline's jobs",
         )
-        statements = _starter_statements(
-            queue, queue_name, job_definitions, self.log_group.log_group_arn
+        # What any submitter needs, for exactly the definition revisions deployed (stopping
+        # is for a chain whose submission failed, or a run that lost an overlap race).
+        runs = run_statements(
+            queue, queue_name, [d.job_definition_arn for d in job_definitions.values()]
         )
-        self.policy = iam.Policy(self, "Policy", statements=statements, roles=[self.role])
-        acknowledge_wildcards(self.policy, statements, STARTER_WILDCARD_REASON)
+        logs_statement = iam.PolicyStatement(
+            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+            resources=[f"{self.log_group.log_group_arn}:*"],
+        )
+        self.policy = iam.Policy(
+            self, "Policy", statements=[*runs, logs_statement], roles=[self.role]
+        )
+        acknowledge_wildcards(self.policy, runs, STARTER_WILDCARD_REASON)
+        acknowledge_wildcards(
+            self.policy,
+            [logs_statement],
+            "Lambda names the function's log streams at run time; the wildcard is within the "
+            "starter's own log group.",
+        )
         settings = StarterSettings(
             queue=queue.job_queue_arn,
             job_definitions={k: d.job_definition_arn for k, d in job_definitions.items()},
@@ -241,25 +255,6 @@ def _logical_id(function: lambda_.Function) -> str:
     cfn = function.node.default_child
     assert isinstance(cfn, lambda_.CfnFunction)
     return str(Stack.of(function).resolve(cfn.logical_id))
-
-
-def _starter_statements(
-    queue: batch.IJobQueue,
-    queue_name: str,
-    job_definitions: Mapping[str, batch.IJobDefinition],
-    log_group_arn: str,
-) -> list[iam.PolicyStatement]:
-    """What any submitter needs (for exactly the definition revisions deployed; stopping is
-    for a chain whose submission failed, or a run that lost an overlap race), and writing its
-    own logs."""
-    definitions = [d.job_definition_arn for d in job_definitions.values()]
-    return [
-        *run_statements(queue, queue_name, definitions),
-        iam.PolicyStatement(
-            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-            resources=[f"{log_group_arn}:*"],
-        ),
-    ]
 
 
 def _send_events_to_eventbridge(bucket: s3.IBucket, owned: bool, scope: Construct) -> None:
