@@ -659,7 +659,11 @@ def _fire_local_trigger(
     outcome = start_triggered(
         session, document, trigger, notify=notify, max_vcpu_hours=args.max_vcpu_hours
     )
-    listing = f", listing {trigger.input_prefix or 'the whole bucket'}" if args.on_upload else ""
+    listing = (
+        f", listing {trigger.input_prefix or 'the whole bucket'}"
+        if args.on_upload is not None
+        else ""
+    )
     output.progress(
         f"{trigger.kind} trigger ({trigger.origin}): {outcome.action.lower()} run "
         f"{outcome.run_id}{listing}"

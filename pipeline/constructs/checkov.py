@@ -76,8 +76,8 @@ CHECKOV_SKIPS: tuple[CheckovSkip, ...] = (
         "AWS::S3::Bucket",
         "Storage/BucketC/Resource",
         "JobC's outputs are derived: a retried child writes the same bytes under the same key, "
-        "and JobD verifies them by digest; reports and summaries (the output bucket) are "
-        "versioned.",
+        "and JobD verifies them by digest (its per-shard done records, bookkeeping, also carry "
+        "the child's seconds); reports and summaries (the output bucket) are versioned.",
     ),
     CheckovSkip(
         "CKV_AWS_115", "AWS::Lambda::Function", "Starter/Function/Resource", _STARTER_CONCURRENCY

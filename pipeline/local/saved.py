@@ -18,11 +18,16 @@ if TYPE_CHECKING:
 STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
 
 
-def state_dir(run_id: str) -> Path:
-    """Where a failed local run is saved: $PIPELINE_LOCAL_STATE_DIR, else
-    ~/.local/state/array-job-pipeline, then runs/<run-id>."""
+def runs_dir() -> Path:
+    """Where local runs are saved: $PIPELINE_LOCAL_STATE_DIR, else
+    ~/.local/state/array-job-pipeline, then runs/."""
     root = os.environ.get(STATE_DIR_ENV) or Path.home() / ".local/state/array-job-pipeline"
-    return Path(root) / "runs" / run_id
+    return Path(root) / "runs"
+
+
+def state_dir(run_id: str) -> Path:
+    """Where local run ``run_id`` is saved (see :func:`runs_dir`)."""
+    return runs_dir() / run_id
 
 
 def save_state(aws: LocalAws, batch: LocalBatch, run_id: str) -> Path:
@@ -68,7 +73,7 @@ def saved_jobs(run_id: str) -> tuple[Path, list[dict[str, object]]]:
 
 def saved_run_ids() -> list[str]:
     """Every saved local run (failed ones with their state, successful ones with their jobs)."""
-    runs = state_dir("x").parent
+    runs = runs_dir()
     if not runs.is_dir():
         return []
     return sorted(d.name for d in runs.iterdir() if (d / "jobs.json").is_file())
