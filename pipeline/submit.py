@@ -472,10 +472,10 @@ def _inputs(args: argparse.Namespace) -> RunInputs:
 
 
 def _need_local_services() -> None:
-    """The local services need moto, from the ``[local]`` extra."""
+    """The local services need moto and waitress, from the ``[local]`` extra."""
     import importlib.util
 
-    if importlib.util.find_spec("moto") is None:
+    if any(importlib.util.find_spec(name) is None for name in ("moto", "waitress")):
         raise ConfigurationError(
             "--local needs the embedded AWS services, which are not installed: "
             "pip install 'array-job-pipeline[local]'"

@@ -112,12 +112,15 @@ def test_a_failed_local_runs_hints_work_for_the_local_backend(tmp_path: Path, st
     assert out.startswith("run hinted FAILED: JobB[1] failed")
 
 
-def test_missing_local_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("missing", ["moto", "waitress"])
+def test_missing_local_extra_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "moto" else real(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
     )
     code, _, err = run_cli(None, "--local", "--array-size", "2")
     assert code == 253
