@@ -368,3 +368,106 @@ def test_a_client_is_reused_only_in_the_same_client_environment(
     other = common.make_client("s3")
     assert other is not first
     assert other.meta.endpoint_url == "http://127.0.0.1:2"
+
+
+# --- the launcher's spare: a fork made ahead of the next request --------------------------------
+
+REPORT = (
+    "import json, os, sys; print(json.dumps({'pid': os.getpid(), 'group': os.getpgid(0),"
+    " 'session': os.getsid(0), 'cores': sorted(os.sched_getaffinity(0)),"
+    " 'env': dict(os.environ)})); sys.exit(3)"
+)
+
+
+def _launcher_children(launcher_pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the field after the parenthesised command name: state, then the parent's pid
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == launcher_pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _one_spare(launcher_pid: int) -> int:
+    deadline = time.monotonic() + 30
+    while not (children := _launcher_children(launcher_pid)):
+        assert time.monotonic() < deadline, "the launcher made no spare"
+        time.sleep(0.05)
+    (spare,) = children
+    return spare
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Any]:
+    from pipeline.local.batch import _Launcher
+    from pipeline.local.services import job_environment
+
+    # An endpoint nothing listens on: the spare's warm-up request fails at once, unretried.
+    started = _Launcher(job_environment("http://127.0.0.1:9"), tmp_path / "logs", lambda: None)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_a_job_runs_in_the_spare_forked_before_it_was_asked_for(
+    launcher: Any, tmp_path: Path
+) -> None:
+    # GIVEN a launcher, which forks a spare as soon as it has loaded the job programs
+    spare = _one_spare(launcher.process.pid)
+    # WHEN a job is launched on core 0 with an environment of its own
+    log = tmp_path / "job.log"
+    job = launcher.launch([sys.executable, "-c", REPORT], {"ONLY": "this"}, log, [0])
+    # THEN the spare runs it (its warm-up did not wait out retries against a dead endpoint),
+    # as a process of its own: own session and group, its cores, only its environment, its
+    # exit code, its log
+    assert job.pid == spare
+    assert job.wait(10) == 3
+    seen = json.loads(log.read_text())
+    assert seen == {
+        "pid": spare,
+        "group": spare,
+        "session": spare,
+        "cores": [0],
+        "env": {"ONLY": "this"},
+    }
+    # AND a new spare waits for the next job
+    assert _one_spare(launcher.process.pid) != spare
+
+
+def test_a_request_the_spare_cannot_take_at_once_gets_a_fresh_fork(
+    launcher: Any, tmp_path: Path
+) -> None:
+    # GIVEN a spare, and a request larger than a pipe holds (its environment is 200 KB)
+    spare = _one_spare(launcher.process.pid)
+    large = "x" * 200_000
+    log = tmp_path / "job.log"
+    # WHEN it is launched
+    job = launcher.launch([sys.executable, "-c", REPORT], {"LARGE": large}, log, [])
+    # THEN a fresh fork runs it, whole, and the unused spare ends without being reported
+    assert job.pid != spare
+    assert job.wait(10) == 3
+    assert json.loads(log.read_text())["env"] == {"LARGE": large}
+    deadline = time.monotonic() + 10
+    while spare in _launcher_children(launcher.process.pid):
+        assert time.monotonic() < deadline, "the unused spare did not end"
+        time.sleep(0.05)
+
+
+def test_closing_the_launcher_ends_its_spare_at_once(launcher: Any) -> None:
+    # GIVEN a launcher with a spare
+    spare = _one_spare(launcher.process.pid)
+    # WHEN it is closed
+    started = time.monotonic()
+    launcher.close()
+    # THEN it ends at once (its closing does not wait for the spare's warm-up), and so does
+    # the spare
+    assert time.monotonic() - started < 3
+    assert launcher.process.returncode == 0
+    assert not Path(f"/proc/{spare}").exists()  # ended, and reaped by the launcher

@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 PRELOADED = (
     "boto3",
@@ -158,35 +158,171 @@ def run_program(argv: list[str]) -> int:
     return 0
 
 
-def child(request: dict[str, Any], wakeup: tuple[int, int]) -> None:
+def _detach(wakeup: tuple[int, int]) -> None:
+    """In a fork: drop the launcher's exit-notice wiring, which is not the job's."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for fd in wakeup:
+        os.close(fd)
+
+
+def _become(request: dict[str, Any]) -> int:
+    """In a fork: become the job's process and run it; returns its exit code."""
+    os.setsid()  # a process group of its own: LocalBatch kills the whole group
+    if request.get("cores"):
+        os.sched_setaffinity(0, set(request["cores"]))
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    return run_program(request["argv"])
+
+
+def _end(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the process ends next: nowhere to report
+            stream.flush()
+    os._exit(code)
+
+
+def child(request: dict[str, Any], wakeup: tuple[int, int]) -> NoReturn:
     """In the forked child: become the job's process, run it, and never return."""
     code = 1
     try:
-        # The launcher's exit-notice wiring is not the job's.
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in wakeup:
-            os.close(fd)
-        os.setsid()  # a process group of its own: LocalBatch kills the whole group
-        if request.get("cores"):
-            os.sched_setaffinity(0, set(request["cores"]))
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        code = run_program(request["argv"])
+        _detach(wakeup)
+        code = _become(request)
     except BaseException:
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # the process ends next: nowhere to report
-                stream.flush()
-        os._exit(code)
+        _end(code)
+
+
+WARM_UP_BUCKET = "pipeline-launcher-warm-up"
+"""A bucket no run has: the spare's one real request is answered NoSuchBucket."""
+
+
+def warm_up() -> None:
+    """In a spare: make the calls the job programs make, before there is a job to run.
+
+    A fork shares the launcher's memory until it writes to it, and a Python process writes
+    wherever it merely uses an object (reference counts): a child's first requests copy about
+    1,700 pages (measured with ``getrusage``: 5 ms of system time), and its first request also
+    opens its connection. The spare pays this while the job before it still runs: the
+    rehearsed calls (canned answers, see :func:`rehearse`) copy the pages the request code
+    uses, and one real S3 request opens the connection the job's client then keeps using and
+    goes once through the network path (urllib3, http.client, the response parser). It is
+    never retried: a launcher whose endpoint does not answer must not wait out the backoff."""
+    from batch_jobs.common import make_client
+
+    for service in WARM_SERVICES:
+        rehearse(make_client(service), WARM_CALLS.get(service, ()))
+    s3 = make_client("s3")
+
+    def no_retry(caught_exception: Exception | None = None, **_: Any) -> None:
+        if caught_exception is not None:
+            raise caught_exception
+
+    s3.meta.events.register_first("needs-retry", no_retry, unique_id="launcher-warm-up")
+    try:
+        with contextlib.suppress(Exception):  # NoSuchBucket, or no server: warm either way
+            s3.get_object(Bucket=WARM_UP_BUCKET, Key="warm-up")
+    finally:
+        s3.meta.events.unregister("needs-retry", unique_id="launcher-warm-up")
+
+
+def spare(feed: int, wakeup: tuple[int, int]) -> NoReturn:
+    """In a spare: warm up, wait for a request on ``feed``, then run it as :func:`child`
+    does. The launcher writes one request line and closes ``feed``; end of file without a
+    whole line (the launcher could not hand it the request at once) ends the spare without
+    running anything."""
+    code = 1
+    try:
+        _detach(wakeup)
+        # Not the launcher's protocol pipes: the job's log replaces these on activation.
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        with contextlib.suppress(Exception):  # a spare that did not warm up still runs a job
+            warm_up()
+        data = b""
+        while chunk := os.read(feed, 65536):
+            data += chunk
+        os.close(feed)
+        code = _become(json.loads(data)) if data.endswith(b"\n") else 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _end(code)
+
+
+class _Spares:
+    """At most one spare: a fork made ahead of the next request, warming up meanwhile (Android
+    keeps a pool of such pre-forked "unspecialized app processes" for the same reason).
+
+    A request is handed to the spare if it is ready to take it at once; otherwise, or when
+    there is none, the launcher forks a child for it as before. Either way the job's process
+    is a fork of the launcher that becomes the job only once it has its request: own session,
+    environment, affinity and log. A spare that ends unused is not a job: its exit is not
+    reported."""
+
+    def __init__(self, wakeup: tuple[int, int]) -> None:
+        self._wakeup = wakeup
+        self.current: tuple[int, int] | None = None
+        self.unused: set[int] = set()
+        """Spares forked and not (yet) handed a request."""
+
+    def make(self) -> None:
+        feed, give = os.pipe()
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(give)
+            spare(feed, self._wakeup)
+        os.close(feed)
+        self.current = (pid, give)
+        self.unused.add(pid)
+
+    def hand(self, line: bytes) -> int | None:
+        """The spare's pid, now running ``line``'s request; None when there was no spare or it
+        could not take the request whole at once (it then ends unused)."""
+        if self.current is None:
+            return None
+        (pid, give), self.current = self.current, None
+        try:
+            os.set_blocking(give, False)  # never wait for a spare, however busy
+            taken = os.write(give, line + b"\n") == len(line) + 1
+        except OSError:  # it has ended, or its pipe is full
+            taken = False
+        os.close(give)
+        if not taken:
+            return None
+        self.unused.discard(pid)
+        return pid
+
+    def ended(self, pid: int) -> bool:
+        """Whether ``pid`` was an unused spare (then forgotten)."""
+        if pid not in self.unused:
+            return False
+        self.unused.discard(pid)
+        if self.current is not None and self.current[0] == pid:
+            os.close(self.current[1])
+            self.current = None
+        return True
+
+    def close(self) -> None:
+        """End the spare: it has nothing to finish, and its warm-up need not be waited for."""
+        if self.current is not None:
+            pid, give = self.current
+            self.current = None
+            os.close(give)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def serve() -> None:
@@ -206,9 +342,11 @@ def serve() -> None:
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wakeup[1])
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    spares = _Spares(wakeup)
+    spares.make()
     open_input = True
     children = 0
-    while open_input or children:
+    while open_input or children or spares.unused:
         watched = [wakeup[0], *([stdin] if open_input else [])]
         ready, _, _ = select.select(watched, [], [], 0.5)
         if wakeup[0] in ready:
@@ -219,25 +357,32 @@ def serve() -> None:
             data = os.read(stdin, 65536)
             if not data:
                 open_input = False
+                spares.close()
             buffered += data
             while b"\n" in buffered:
                 line, buffered = buffered.split(b"\n", 1)
-                request = json.loads(line)
-                out.flush()
-                pid = os.fork()
-                if pid == 0:
-                    child(request, wakeup)
+                pid = spares.hand(line)
+                if pid is None:
+                    out.flush()
+                    pid = os.fork()
+                    if pid == 0:
+                        child(json.loads(line), wakeup)
                 children += 1
                 out.write(json.dumps({"pid": pid}) + "\n")
                 out.flush()
-        while children:
+                if open_input:
+                    spares.make()
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 children = 0
+                spares.unused.clear()
                 break
             if pid == 0:
                 break
+            if spares.ended(pid):
+                continue
             children -= 1
             out.write(json.dumps({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
             out.write("\n")
