@@ -16,6 +16,7 @@ single-threaded, so forking is safe; it ends when its stdin closes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import json
@@ -158,11 +159,12 @@ def run_program(argv: list[str]) -> int:
     return 0
 
 
-def _detach(wakeup: tuple[int, int]) -> None:
-    """In a fork: drop the launcher's exit-notice wiring, which is not the job's."""
+def _detach(inherited: tuple[int, ...]) -> None:
+    """In a fork: drop the launcher's exit-notice wiring and its pipes to spares, which are
+    not the job's (a spare sees the end of its request only once every copy is closed)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for fd in wakeup:
+    for fd in inherited:
         os.close(fd)
 
 
@@ -190,11 +192,11 @@ def _end(code: int) -> NoReturn:
     os._exit(code)
 
 
-def child(request: dict[str, Any], wakeup: tuple[int, int]) -> NoReturn:
+def child(request: dict[str, Any], inherited: tuple[int, ...]) -> NoReturn:
     """In the forked child: become the job's process, run it, and never return."""
     code = 1
     try:
-        _detach(wakeup)
+        _detach(inherited)
         code = _become(request)
     except BaseException:
         traceback.print_exc()
@@ -235,14 +237,14 @@ def warm_up() -> None:
         s3.meta.events.unregister("needs-retry", unique_id="launcher-warm-up")
 
 
-def spare(feed: int, wakeup: tuple[int, int]) -> NoReturn:
+def spare(feed: int, inherited: tuple[int, ...]) -> NoReturn:
     """In a spare: warm up, wait for a request on ``feed``, then run it as :func:`child`
     does. The launcher writes one request line and closes ``feed``; end of file without a
     whole line (the launcher could not hand it the request at once) ends the spare without
     running anything."""
     code = 1
     try:
-        _detach(wakeup)
+        _detach(inherited)
         # Not the launcher's protocol pipes: the job's log replaces these on activation.
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
@@ -262,38 +264,46 @@ def spare(feed: int, wakeup: tuple[int, int]) -> NoReturn:
 
 
 class _Spares:
-    """At most one spare: a fork made ahead of the next request, warming up meanwhile (Android
-    keeps a pool of such pre-forked "unspecialized app processes" for the same reason).
+    """Forks made ahead of the next requests, warming up meanwhile (Android keeps a pool of
+    such pre-forked "unspecialized app processes" for the same reason): as many as jobs can
+    start at once on this machine's cores (at most :data:`MAX_SPARES`), so that two jobs
+    starting together both find one warm.
 
-    A request is handed to the spare if it is ready to take it at once; otherwise, or when
+    A request goes to the oldest spare if it can take it whole at once; otherwise, or when
     there is none, the launcher forks a child for it as before. Either way the job's process
     is a fork of the launcher that becomes the job only once it has its request: own session,
     environment, affinity and log. A spare that ends unused is not a job: its exit is not
     reported."""
 
-    def __init__(self, wakeup: tuple[int, int]) -> None:
+    def __init__(self, wakeup: tuple[int, int], size: int) -> None:
         self._wakeup = wakeup
-        self.current: tuple[int, int] | None = None
+        self._size = size
+        self._waiting: collections.deque[tuple[int, int]] = collections.deque()
+        """(pid, the write end of its request pipe), oldest first."""
         self.unused: set[int] = set()
         """Spares forked and not (yet) handed a request."""
 
-    def make(self) -> None:
-        feed, give = os.pipe()
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(give)
-            spare(feed, self._wakeup)
-        os.close(feed)
-        self.current = (pid, give)
-        self.unused.add(pid)
+    def fill(self) -> None:
+        while len(self._waiting) < self._size:
+            feed, give = os.pipe()
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                spare(feed, (*self._wakeup, give, *self.requests()))
+            os.close(feed)
+            self._waiting.append((pid, give))
+            self.unused.add(pid)
+
+    def requests(self) -> tuple[int, ...]:
+        """The launcher's ends of the spares' request pipes."""
+        return tuple(give for _, give in self._waiting)
 
     def hand(self, line: bytes) -> int | None:
-        """The spare's pid, now running ``line``'s request; None when there was no spare or it
-        could not take the request whole at once (it then ends unused)."""
-        if self.current is None:
+        """The pid of the spare now running ``line``'s request; None when there was none or
+        it could not take the request whole at once (it then ends unused)."""
+        if not self._waiting:
             return None
-        (pid, give), self.current = self.current, None
+        pid, give = self._waiting.popleft()
         try:
             os.set_blocking(give, False)  # never wait for a spare, however busy
             taken = os.write(give, line + b"\n") == len(line) + 1
@@ -310,19 +320,23 @@ class _Spares:
         if pid not in self.unused:
             return False
         self.unused.discard(pid)
-        if self.current is not None and self.current[0] == pid:
-            os.close(self.current[1])
-            self.current = None
+        for waiting in self._waiting:
+            if waiting[0] == pid:
+                self._waiting.remove(waiting)
+                os.close(waiting[1])
+                break
         return True
 
     def close(self) -> None:
-        """End the spare: it has nothing to finish, and its warm-up need not be waited for."""
-        if self.current is not None:
-            pid, give = self.current
-            self.current = None
+        """End the spares: they have nothing to finish, and warm-ups need not be waited for."""
+        while self._waiting:
+            pid, give = self._waiting.popleft()
             os.close(give)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+MAX_SPARES = 4
 
 
 def serve() -> None:
@@ -342,8 +356,8 @@ def serve() -> None:
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wakeup[1])
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    spares = _Spares(wakeup)
-    spares.make()
+    spares = _Spares(wakeup, min(MAX_SPARES, len(os.sched_getaffinity(0))))
+    spares.fill()
     open_input = True
     children = 0
     while open_input or children or spares.unused:
@@ -366,12 +380,12 @@ def serve() -> None:
                     out.flush()
                     pid = os.fork()
                     if pid == 0:
-                        child(json.loads(line), wakeup)
+                        child(json.loads(line), (*wakeup, *spares.requests()))
                 children += 1
                 out.write(json.dumps({"pid": pid}) + "\n")
                 out.flush()
                 if open_input:
-                    spares.make()
+                    spares.fill()
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
