@@ -23,6 +23,7 @@ keys with underscores are not kept locally. The job programs set no object metad
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -119,6 +120,10 @@ def serve(app: Callable[..., Iterable[bytes]]) -> TcpWSGIServer:
 def main() -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    # waitress warns of every queued request ("Task queue depth is N") while JobA's or JobD's
+    # threads are ahead of the server: thousands of lines nobody reads, formatted in the
+    # process that answers every request.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     _list_moto_modules_once()
     server = serve(_Counting(DomainDispatcherApplication(create_backend_app)))
     threading.Thread(target=server.run, daemon=True).start()
