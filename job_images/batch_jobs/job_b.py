@@ -120,15 +120,10 @@ def scratch_slots(largest: int, free: int, wanted: int) -> int:
     return min(wanted, slots)
 
 
-def run(
-    s3: S3Client, ctx: RunContext, index: int, workers: int, *, started: float | None = None
-) -> dict[str, Any]:
-    """Process shard ``index``; its index record carries the child's seconds when ``started``
-    (a ``time.monotonic()``) is given, for JobE's summary (see ``contract.cpu_index_key``)."""
-    manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
-    objects = manifest["objects"]
-    if sum(o["size"] for o in objects) < POOL_THRESHOLD:
-        workers = 1
+def process_shard(
+    s3: S3Client, ctx: RunContext, objects: list[dict[str, Any]], workers: int
+) -> list[dict[str, Any]]:
+    """Download, digest, compress and upload each of ``objects``; one entry per object."""
     with tempfile.TemporaryDirectory(prefix="jobb-") as scratch, _pool(workers) as pool:
         # I/O threads feed the CPU pool; each holds one object at a time (its download and its
         # compressed result), so scratch space is bounded by threads x 2 x the largest object,
@@ -168,6 +163,20 @@ def run(
         else:
             with ThreadPoolExecutor(max_workers=threads) as io_threads:
                 entries = list(io_threads.map(process, enumerate(objects)))
+    return entries
+
+
+def run(
+    s3: S3Client, ctx: RunContext, index: int, workers: int, *, started: float | None = None
+) -> dict[str, Any]:
+    """Process shard ``index``; its index record carries the child's seconds when ``started``
+    (a ``time.monotonic()``) is given, for JobE's summary (see ``contract.cpu_index_key``)."""
+    manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
+    objects = manifest["objects"]
+    if sum(o["size"] for o in objects) < POOL_THRESHOLD:
+        workers = 1
+    # An empty shard (more children than objects) needs no scratch space and no workers.
+    entries = process_shard(s3, ctx, objects, workers) if objects else []
     entries.sort(key=lambda e: e["key"])
     record: dict[str, Any] = {"run_id": ctx.run_id, "shard": index, "objects": entries}
     if started is not None:

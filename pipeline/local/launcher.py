@@ -180,8 +180,14 @@ def _become(request: dict[str, Any]) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.environ.clear()
-    os.environ.update(request["env"])
+    # Exactly the request's environment. Most of it is the launcher's own (the endpoint, the
+    # credentials, PATH), so only what differs is set or removed: each change is a putenv.
+    wanted: dict[str, str] = request["env"]
+    for name in [name for name in os.environ if name not in wanted]:
+        del os.environ[name]
+    for name, value in wanted.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
     return run_program(request["argv"])
 
 
