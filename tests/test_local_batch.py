@@ -442,8 +442,14 @@ def test_a_job_runs_in_the_spare_forked_before_it_was_asked_for(
         "cores": [0],
         "env": {"ONLY": "this"},
     }
-    # AND a new spare takes its place
-    assert spare not in _spares(launcher.process.pid)
+    # AND, once the job is reaped (its exit is reported as it exits, a moment before), a new
+    # spare has taken its place
+    deadline = time.monotonic() + 10
+    while spare in _launcher_children(launcher.process.pid):
+        assert time.monotonic() < deadline, "the job was not reaped"
+        time.sleep(0.02)
+    after = _spares(launcher.process.pid)
+    assert len(after - spares) == 1
 
 
 def test_a_request_the_spare_cannot_take_at_once_gets_a_fresh_fork(
@@ -476,3 +482,13 @@ def test_closing_the_launcher_ends_its_spare_at_once(launcher: Any) -> None:
     assert time.monotonic() - started < 3
     assert launcher.process.returncode == 0
     assert not [pid for pid in spares if Path(f"/proc/{pid}").exists()]  # ended and reaped
+
+
+def test_a_job_ended_by_a_signal_is_reported_with_it(launcher: Any, tmp_path: Path) -> None:
+    # A job's process tells the launcher its exit code as it exits; one killed by a signal
+    # says nothing, and its exit is reported when it is reaped, with the signal
+    script = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    job = launcher.launch([sys.executable, "-c", script], {}, tmp_path / "job.log", [])
+    assert job.wait(10) == -9
+    job = launcher.launch([sys.executable, "-c", "raise SystemExit(7)"], {}, tmp_path / "b.log", [])
+    assert job.wait(10) == 7
