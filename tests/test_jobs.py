@@ -295,9 +295,11 @@ def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:
         first = len(reads)
         for step in range(1, contract.VALIDATION_STEPS):
             job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="job-1")
-        # THEN the first read every shard's three records and wrote them as the view; the
-        # others read the view, not 3 x 40 records each
-        assert first >= 3 * 40
+        # THEN the first read every shard's JobC record, which holds JobB's index and the
+        # manifest as read (intact: their MD5s are the listed ETags), and wrote the view; the
+        # others read the view, not 40 records each
+        assert len([k for k in reads[:first] if "/memory-index/" in k]) == 40
+        assert [k for k in reads[:first] if "/manifest/" in k or "/cpu-index/" in k] == []
         shard_reads = [k for k in reads[first:] if "/manifest/" in k or "-index/" in k]
         assert shard_reads == []
         view = contract.shard_view_key(world.ctx.run_id, "job-1")
@@ -306,7 +308,37 @@ def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:
         # AND another JobD job (a resumed run's) reads the shards afresh
         reads.clear()
         job_d.run(world.s3, world.dynamodb, world.ctx, 0, validation_job_id="job-2")
-        assert len([k for k in reads if "/manifest/" in k]) == 40
+        assert len([k for k in reads if "/memory-index/" in k]) == 40
+
+
+def test_a_shard_record_changed_after_it_was_read_is_read_from_s3() -> None:
+    # GIVEN a run through JobC, then JobB's index of shard 1 rewritten with an object missing
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(6))
+        job_a.run(world.s3, world.ctx)
+        for shard in range(2):
+            job_b.run(world.s3, world.ctx, shard, workers=1)
+            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
+        key = contract.cpu_index_key(world.ctx.run_id, 1)
+        index = world.get_json(world.ctx.cpu_results_bucket, key)
+        lost = index["objects"].pop()["key"]
+        world.s3.put_object(
+            Bucket=world.ctx.cpu_results_bucket, Key=key, Body=json.dumps(index).encode()
+        )
+        reads: list[str] = []
+        world.s3.meta.events.register(
+            "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
+        )
+        # WHEN JobD checks the JobB results
+        for step in range(3):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step)
+        with pytest.raises(JobError) as failure:
+            job_d.run(world.s3, world.dynamodb, world.ctx, 3)
+    # THEN it read the stored index (JobC's copy no longer matches it), not the copy, and the
+    # check names the object whose JobB result is gone from it
+    assert key in reads
+    assert contract.cpu_index_key(world.ctx.run_id, 0) not in reads
+    assert f"{lost!r} has no JobB result" in str(failure.value)
 
 
 def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each() -> None:

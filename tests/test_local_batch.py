@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -396,10 +395,10 @@ def _launcher_children(launcher_pid: int) -> set[int]:
 
 
 def _spares(launcher_pid: int) -> set[int]:
-    """The launcher's spares, once it has made as many as it keeps (one per core, up to 4)."""
-    from pipeline.local.launcher import MAX_SPARES
+    """The launcher's spares, once it has made as many as it keeps."""
+    from pipeline.local.launcher import spare_count
 
-    wanted = min(MAX_SPARES, len(os.sched_getaffinity(0)))
+    wanted = spare_count()
     deadline = time.monotonic() + 30
     while len(children := _launcher_children(launcher_pid)) < wanted:
         assert time.monotonic() < deadline, "the launcher made no spare"

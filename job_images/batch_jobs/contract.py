@@ -137,7 +137,11 @@ def key_digest(object_key: str) -> str:
 
 def manifest_key(run_id: str, shard: int) -> str:
     """BucketB: the input objects of shard ``shard`` (written by JobA)."""
-    return f"{run_prefix(run_id)}manifest/{shard:05d}.json"
+    return f"{manifests_prefix(run_id)}{shard:05d}.json"
+
+
+def manifests_prefix(run_id: str) -> str:
+    return f"{run_prefix(run_id)}manifest/"
 
 
 def listing_key(run_id: str) -> str:
@@ -158,8 +162,22 @@ def cpu_result_key(run_id: str, object_key: str) -> str:
 def cpu_index_key(run_id: str, shard: int) -> str:
     """BucketB: JobB's record of shard ``shard`` (digest and sizes per object, and the
     child's seconds: JobB and JobC keep their timings in the records they write anyway, and
-    JobE sums them from JobD's shard view, instead of a timing object per child each way)."""
-    return f"{run_prefix(run_id)}cpu-index/{shard:05d}.json"
+    JobE sums them from JobD's shard view, instead of a timing object per child each way).
+    It carries the manifest JobB read, as read, under :data:`READ_RECORD`."""
+    return f"{cpu_indexes_prefix(run_id)}{shard:05d}.json"
+
+
+def cpu_indexes_prefix(run_id: str) -> str:
+    return f"{run_prefix(run_id)}cpu-index/"
+
+
+READ_RECORD = "read"
+"""The field of a shard record that holds, unchanged, the record its writer read: JobB's index
+holds the manifest, JobC's record holds JobB's index (and so the manifest too). JobD reads
+the JobC records only, and knows each copy for the stored object when the MD5 of its bytes
+(the pipeline's one serialization, ``batch_jobs.common.dumps``) is the stored object's ETag,
+which it lists: S3 gives a single-part upload without SSE-KMS the MD5 of its bytes as ETag.
+A copy that does not match (the object changed, or another encryption) is read instead."""
 
 
 def memory_output_key(run_id: str, object_key: str) -> str:
@@ -168,7 +186,8 @@ def memory_output_key(run_id: str, object_key: str) -> str:
 
 
 def memory_index_key(run_id: str, shard: int) -> str:
-    """BucketC: JobC's record that shard ``shard`` is done (and the child's seconds)."""
+    """BucketC: JobC's record that shard ``shard`` is done (and the child's seconds, and
+    JobB's index as read, under :data:`READ_RECORD`)."""
     return f"{run_prefix(run_id)}memory-index/{shard:05d}.json"
 
 

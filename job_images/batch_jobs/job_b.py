@@ -178,7 +178,12 @@ def run(
     # An empty shard (more children than objects) needs no scratch space and no workers.
     entries = process_shard(s3, ctx, objects, workers) if objects else []
     entries.sort(key=lambda e: e["key"])
-    record: dict[str, Any] = {"run_id": ctx.run_id, "shard": index, "objects": entries}
+    record: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "shard": index,
+        "objects": entries,
+        contract.READ_RECORD: manifest,
+    }
     if started is not None:
         record["seconds"] = round(time.monotonic() - started, 3)
     put_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index), record)

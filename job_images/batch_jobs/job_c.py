@@ -156,6 +156,7 @@ def run(
         "run_id": ctx.run_id,
         "shard": index,
         "keys": sorted(e["key"] for e in cpu_index["objects"]),
+        contract.READ_RECORD: cpu_index,
     }
     if started is not None:
         record["seconds"] = round(time.monotonic() - started, 3)

@@ -7,6 +7,7 @@ The checks use listings and table queries, never one request per object.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -20,6 +21,7 @@ from batch_jobs.common import (
     JobError,
     RunContext,
     array_index,
+    dumps,
     get_json,
     get_json_if_exists,
     in_threads,
@@ -107,22 +109,62 @@ class RunView:
 
     @cached_property
     def _shards(self) -> dict[str, list[Any | None]]:
-        """Every shard's manifest, JobB index and JobC record: 3 x N reads, once per JobD
-        (the first check writes them as the shard view; SEQUENTIAL runs it first)."""
+        """Every shard's manifest, JobB index and JobC record, once per JobD (the first check
+        writes them as the shard view; SEQUENTIAL runs it first). The JobC records are read;
+        the index and the manifest each holds, as its writer read them, stand for the stored
+        ones they match byte for byte (see ``contract.READ_RECORD``), so a run whose records
+        are intact costs N reads and two listings, not 3 x N reads."""
         if self.shard_view is not None:
             saved = get_json_if_exists(self.s3, self.ctx.cpu_results_bucket, self.shard_view)
             if saved is not None and len(saved.get("manifests", [])) == self.ctx.array_size:
                 return dict(saved)
-        shards = {
-            "manifests": self._per_shard(self.ctx.cpu_results_bucket, contract.manifest_key),
-            "cpu_indexes": self._per_shard(self.ctx.cpu_results_bucket, contract.cpu_index_key),
-            "memory_indexes": self._per_shard(
-                self.ctx.memory_results_bucket, contract.memory_index_key
-            ),
+        memory_indexes = self._per_shard(self.ctx.memory_results_bucket, contract.memory_index_key)
+        cpu_indexes = self._stored_or_read(
+            [_held_record(record) for record in memory_indexes],
+            contract.cpu_indexes_prefix(self.ctx.run_id),
+            contract.cpu_index_key,
+        )
+        manifests = self._stored_or_read(
+            [_held_record(record) for record in cpu_indexes],
+            contract.manifests_prefix(self.ctx.run_id),
+            contract.manifest_key,
+        )
+        shards: dict[str, list[Any | None]] = {
+            "manifests": manifests,
+            "cpu_indexes": cpu_indexes,
+            "memory_indexes": memory_indexes,
         }
         if self.shard_view is not None:
             put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, shards)
         return shards
+
+    def _stored_or_read(
+        self, held: list[Any | None], prefix: str, key: Callable[[str, int], str]
+    ) -> list[Any | None]:
+        """Each shard's BucketB record under ``prefix``: the copy ``held`` for it when that is
+        the stored object byte for byte (its MD5 is the ETag the listing gives), otherwise
+        the stored object, read (None when there is none)."""
+        etags = {
+            obj["Key"]: obj["ETag"].strip('"')
+            for obj in list_objects(self.s3, self.ctx.cpu_results_bucket, prefix)
+        }
+        records = list(held)
+        unmatched = [
+            shard
+            for shard, copy in enumerate(held)
+            if copy is None
+            or hashlib.md5(dumps(copy), usedforsecurity=False).hexdigest()
+            != etags.get(key(self.ctx.run_id, shard))
+        ]
+        read = in_threads(
+            lambda shard: get_json_if_exists(
+                self.s3, self.ctx.cpu_results_bucket, key(self.ctx.run_id, shard)
+            ),
+            unmatched,
+        )
+        for shard, record in zip(unmatched, read, strict=True):
+            records[shard] = record
+        return records
 
     @property
     def manifests(self) -> list[Any | None]:
@@ -175,6 +217,12 @@ class RunView:
     @cached_property
     def memory_outputs(self) -> dict[str, dict[str, Any]]:
         return self.objects(self.ctx.memory_results_bucket, "objects/")
+
+
+def _held_record(record: Any) -> Any | None:
+    """Take the record ``record`` holds as its writer read it (see ``contract.READ_RECORD``):
+    the shard view keeps each record once."""
+    return record.pop(contract.READ_RECORD, None) if isinstance(record, dict) else None
 
 
 def shard_coverage(view: RunView, result: CheckResult) -> None:

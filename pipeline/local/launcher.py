@@ -281,9 +281,8 @@ def spare(feed: int, inherited: tuple[int, ...]) -> NoReturn:
 
 class _Spares:
     """Forks made ahead of the next requests, warming up meanwhile (Android keeps a pool of
-    such pre-forked "unspecialized app processes" for the same reason): as many as jobs can
-    start at once on this machine's cores (at most :data:`MAX_SPARES`), so that two jobs
-    starting together both find one warm.
+    such pre-forked "unspecialized app processes" for the same reason): :func:`spare_count`
+    of them, so that jobs starting together each find one warm.
 
     A request goes to the oldest spare if it can take it whole at once; otherwise, or when
     there is none, the launcher forks a child for it as before. Either way the job's process
@@ -356,6 +355,12 @@ class _Spares:
 MAX_SPARES = 4
 
 
+def spare_count() -> int:
+    """Spares kept: two per core this process may use (a spare then has about two jobs' time
+    to warm up before it is needed), at most :data:`MAX_SPARES`."""
+    return min(MAX_SPARES, 2 * len(os.sched_getaffinity(0)))
+
+
 def serve() -> None:
     global _exit_notices
     preload()
@@ -382,7 +387,7 @@ def serve() -> None:
     notices, _exit_notices = os.pipe()
     os.set_blocking(notices, False)
     noticed = b""
-    spares = _Spares(min(MAX_SPARES, 2 * len(os.sched_getaffinity(0))))
+    spares = _Spares(spare_count())
     inherited = (*wakeup, notices)
     spares.fill(inherited)
     running: set[int] = set()
