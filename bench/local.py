@@ -8,7 +8,8 @@ from the pre-loaded launcher), and prints:
 - wall time of each, from starting the services to the run's summary, and their ratio;
 - children per second at the larger size (JobB and JobC children, 2 x N jobs);
 - the marginal cost of one child, (wall(large) - wall(small)) / (2 x (large - small)),
-  beside the cost of forking a no-op child from the launcher on this machine;
+  beside a no-op job through the launcher on this machine (a warm spare takes it: request,
+  become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
 - how long each job took, first start to last stop;
 - the requests the embedded server answered, per second of wall time; its CPU time as a share
   of the wall time (100% is one core: it is one Python process, so one interpreter lock); and
@@ -112,22 +113,37 @@ def _spans(records: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
     return spans
 
 
-def noop_fork_seconds(count: int = 50) -> float:
-    """One no-op child forked by the pre-loaded launcher, start to exit."""
+def noop_job_seconds(count: int = 50) -> float:
+    """One no-op job through the pre-loaded launcher, request to reported exit, taken by a
+    spare that has had time to warm up (as a job that starts after the one before it ended
+    finds one): the process machinery every child pays, without the scheduler around it."""
     with tempfile.TemporaryDirectory() as scratch:
         launcher = _Launcher(job_environment("http://127.0.0.1:9"), Path(scratch), lambda: None)
         try:
-            launcher.launch(
-                [sys.executable, "-c", "pass"], {}, Path(scratch) / "warm.log", []
-            ).wait(60)
-            started = time.monotonic()
-            for number in range(count):
+            total = 0.0
+            for number in range(count + 1):
+                time.sleep(0.05)  # the spare that takes the next request is warm by then
+                started = time.monotonic()
                 launcher.launch(
                     [sys.executable, "-c", "pass"], {}, Path(scratch) / f"{number}.log", []
                 ).wait(60)
-            return (time.monotonic() - started) / count
+                if number:  # the first waits for the launcher's own start-up
+                    total += time.monotonic() - started
+            return total / count
         finally:
             launcher.close()
+
+
+def bare_fork_seconds(count: int = 200) -> float:
+    """Fork this process (the pipeline and boto3 loaded, like the launcher), exit at once
+    and reap: the operating system's share of a child, without any of ours."""
+    started = time.monotonic()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return (time.monotonic() - started) / count
 
 
 def main() -> None:
@@ -138,7 +154,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state:
         os.environ.setdefault("PIPELINE_LOCAL_STATE_DIR", state)
         small, large = measure(args.small), measure(args.large)
-    fork = noop_fork_seconds()
+    noop, fork = noop_job_seconds(), bare_fork_seconds()
     per_child = (large.seconds - small.seconds) / (2 * (args.large - args.small))
     cores = len(os.sched_getaffinity(0))
     print(f"local pipeline, default 300-object sample, {cores} cores, one run each:")
@@ -166,8 +182,9 @@ def main() -> None:
     rate = 2 * large.array_size / large.seconds
     print(f"  children per second at N = {large.array_size:,}: {rate:.1f}")
     print(
-        f"  marginal cost per child: {per_child * 1000:.0f} ms, beside a no-op fork of the "
-        f"launcher: {fork * 1000:.0f} ms"
+        f"  marginal cost per child: {per_child * 1000:.0f} ms, beside a no-op job through "
+        f"the launcher: {noop * 1000:.1f} ms (a bare fork, exit and wait of a process this "
+        f"size: {fork * 1000:.1f} ms)"
     )
     projected = small.seconds + per_child * 2 * (10_000 - small.array_size)
     print(f"  projected N = 10,000 (20,012 jobs): {projected / 60:.1f} min")
