@@ -176,8 +176,11 @@ READ_RECORD = "read"
 holds the manifest, JobC's record holds JobB's index (and so the manifest too). JobD reads
 the JobC records only, and knows each copy for the stored object when the MD5 of its bytes
 (the pipeline's one serialization, ``batch_jobs.common.dumps``) is the stored object's ETag,
-which it lists: S3 gives a single-part upload without SSE-KMS the MD5 of its bytes as ETag.
-A copy that does not match (the object changed, or another encryption) is read instead."""
+which it lists. The S3 API Reference (Object, ETag): "Objects created by the PUT Object, POST
+Object, or Copy operation, or through the AWS Management Console, and are encrypted by SSE-S3
+or plaintext, have ETags that are an MD5 digest of their object data"; BucketB and BucketC
+are SSE-S3 and the records are single PutObjects. A copy that does not match (the object
+changed since, or a bucket with another encryption) is read from S3 instead."""
 
 
 def memory_output_key(run_id: str, object_key: str) -> str:

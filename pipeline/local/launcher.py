@@ -8,10 +8,15 @@ children), its own environment, CPU affinity, log file and exit code. The client
 make are made here, unused, and a child with the same client environment reuses them (see
 :func:`preload`); their connections are opened after the fork, by the child.
 
+The launcher also keeps spares: forks made ahead of the next requests that warm up while the
+jobs before them run (see :class:`_Spares`).
+
 Protocol, JSON lines: LocalBatch writes ``{"argv", "env", "log", "cores"}`` to stdin; the
-launcher answers each with ``{"pid"}`` once forked, and later ``{"exited": pid, "code"}`` (a
-negative code is the signal that ended it, as ``Popen.returncode`` has it). The launcher is
-single-threaded, so forking is safe; it ends when its stdin closes.
+launcher answers each with ``{"pid"}`` once the job's process exists (a spare that took the
+request, or a fresh fork), and later ``{"exited": pid, "code"}`` (a negative code is the
+signal that ended it, as ``Popen.returncode`` has it): as soon as the process says its exit
+code as it exits, or when it is reaped if it ended otherwise. The launcher is single-threaded,
+so forking is safe; it ends when its stdin closes.
 """
 
 from __future__ import annotations
@@ -160,8 +165,9 @@ def run_program(argv: list[str]) -> int:
 
 
 def _detach(inherited: tuple[int, ...]) -> None:
-    """In a fork: drop the launcher's exit-notice wiring and its pipes to spares, which are
-    not the job's (a spare sees the end of its request only once every copy is closed)."""
+    """In a fork: drop the launcher's own wiring (its SIGCHLD wake-up, the reading end of the
+    exit notices, its pipes to spares), which is not the job's: a spare sees the end of its
+    request only once every copy of its pipe is closed."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for fd in inherited:
@@ -231,12 +237,11 @@ def warm_up() -> None:
     wherever it merely uses an object (reference counts): a fresh fork's first GetObject and
     PutObject copy about 1,700 pages, and the GetObject takes about 11 ms; after the warm-up,
     the job's copy about 260 and its GetObject takes about 5 ms (measured in forks of the
-    launcher, page faults with ``getrusage``). That much less
-    lies on the path of a job that waits for the one before it (JobB's children, which each
-    take every core). More warm-up (rehearsing every call, see :func:`rehearse`) costs a
-    spare more CPU than it saves its job, which matters while jobs run on every core. The
-    request is never retried: a launcher whose endpoint does not answer must not wait out
-    the backoff."""
+    launcher, page faults with ``getrusage``). That much less lies on the path of a job that
+    waits for the one before it (JobB's children, which each take every core). More warm-up
+    (rehearsing every call, see :func:`rehearse`) costs a spare more CPU than it saves its
+    job, which matters while jobs run on every core. The request is never retried: a
+    launcher whose endpoint does not answer must not wait out the backoff."""
     from batch_jobs.common import make_client
 
     s3 = make_client("s3")
