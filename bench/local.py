@@ -12,12 +12,16 @@ from the pre-loaded launcher), and prints:
   become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
 - how long each job took, first start to last stop;
 - the requests the embedded server answered (one per job process is its spare's warm-up
-  request), per second of wall time; its CPU time as a share
-  of the wall time (100% is one core: it is one Python process, so one interpreter lock); and
-  the mean time a request spent in it, waiting for that lock included;
+  request), per second of wall time; its CPU time as a share of the wall time (100% is one
+  core: it is one Python process, so one interpreter lock); and the mean time a request spent
+  in it, waiting for that lock included;
 - CPU seconds of this process (LocalBatch's scheduling and the watch loop) and of the
   processes it started (the server, the launcher and every job), against wall x cores;
 - a projection for N = 10,000 from the marginal cost.
+
+The small size runs three times (before the large one and twice after), and its median run
+is the baseline: a run of about ten seconds on a shared machine varies by a fifth from one
+minute to the next, the long run much less in proportion.
 
 What these hide: the marginal cost is everything a child costs (its fork, its requests to the
 embedded server, the scheduling around it, its share of JobD's and JobE's reads), not an
@@ -154,11 +158,21 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as state:
         os.environ.setdefault("PIPELINE_LOCAL_STATE_DIR", state)
-        small, large = measure(args.small), measure(args.large)
+        # The small run is short, so a moment of this machine's noise is a large part of it:
+        # it runs before and twice after the large one, and the median of the three is the
+        # baseline (all three are printed).
+        smalls = [measure(args.small)]
+        large = measure(args.large)
+        smalls += [measure(args.small), measure(args.small)]
+    small = sorted(smalls, key=lambda m: m.seconds)[1]
     noop, fork = noop_job_seconds(), bare_fork_seconds()
     per_child = (large.seconds - small.seconds) / (2 * (args.large - args.small))
     cores = len(os.sched_getaffinity(0))
-    print(f"local pipeline, default 300-object sample, {cores} cores, one run each:")
+    print(
+        f"local pipeline, default 300-object sample, {cores} cores; N = {args.small:,} ran "
+        f"{', '.join(f'{m.seconds:.1f}' for m in smalls)} s (before and after N = "
+        f"{args.large:,}), its median run is shown:"
+    )
     print(f"  {'':<34}{f'N = {small.array_size:,}':>14}{f'N = {large.array_size:,}':>14}")
     rows: list[tuple[str, Callable[[Measured], str]]] = [
         ("wall, services start to summary", lambda m: f"{m.seconds:.1f} s"),
