@@ -34,15 +34,27 @@ class World:
         for key, body in objects.items():
             self.s3.put_object(Bucket=self.ctx.input_bucket, Key=key, Body=body)
 
-    def run_until_e(self, *, workers: int = 1) -> None:
-        """A -> B[i] -> C[i] -> D[0..9], in process, as Batch would order them."""
+    def run_through_c(self, *, workers: int = 1) -> None:
+        """A -> B[i] -> C[i], in process, as Batch would order them."""
         job_a.run(self.s3, self.ctx)
         for shard in range(self.ctx.array_size):
             job_b.run(self.s3, self.ctx, shard, workers)
         for shard in range(self.ctx.array_size):
             job_c.run(self.s3, self.dynamodb, self.ctx, shard, sleep=lambda _: None)
+
+    def run_until_e(self, *, workers: int = 1) -> None:
+        """A -> B[i] -> C[i] -> D[0..9]."""
+        self.run_through_c(workers=workers)
         for step in range(contract.VALIDATION_STEPS):
             job_d.run(self.s3, self.dynamodb, self.ctx, step)
+
+    def object_reads(self) -> list[str]:
+        """The keys of the GetObject calls made from now on, in order."""
+        reads: list[str] = []
+        self.s3.meta.events.register(
+            "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
+        )
+        return reads
 
     def run_all(self, *, workers: int = 1) -> None:
         """A..D, then E."""

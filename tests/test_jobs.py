@@ -282,14 +282,8 @@ def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:
     # GIVEN a run through JobC with 40 shards
     with jobs_world(array_size=40) as world:
         world.put_inputs(sample_inputs(12))
-        job_a.run(world.s3, world.ctx)
-        for shard in range(40):
-            job_b.run(world.s3, world.ctx, shard, workers=1)
-            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
-        reads: list[str] = []
-        world.s3.meta.events.register(
-            "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
-        )
+        world.run_through_c()
+        reads = world.object_reads()
         # WHEN JobD "job-1" runs its first check, then the rest
         job_d.run(world.s3, world.dynamodb, world.ctx, 0, validation_job_id="job-1")
         first = len(reads)
@@ -315,20 +309,14 @@ def test_a_shard_record_changed_after_it_was_read_is_read_from_s3() -> None:
     # GIVEN a run through JobC, then JobB's index of shard 1 rewritten with an object missing
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(6))
-        job_a.run(world.s3, world.ctx)
-        for shard in range(2):
-            job_b.run(world.s3, world.ctx, shard, workers=1)
-            job_c.run(world.s3, world.dynamodb, world.ctx, shard, sleep=lambda _: None)
+        world.run_through_c()
         key = contract.cpu_index_key(world.ctx.run_id, 1)
         index = world.get_json(world.ctx.cpu_results_bucket, key)
         lost = index["objects"].pop()["key"]
         world.s3.put_object(
             Bucket=world.ctx.cpu_results_bucket, Key=key, Body=json.dumps(index).encode()
         )
-        reads: list[str] = []
-        world.s3.meta.events.register(
-            "before-parameter-build.s3.GetObject", lambda params, **_: reads.append(params["Key"])
-        )
+        reads = world.object_reads()
         # WHEN JobD checks the JobB results
         for step in range(3):
             job_d.run(world.s3, world.dynamodb, world.ctx, step)
