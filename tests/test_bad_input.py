@@ -297,6 +297,7 @@ def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     assert summary["intermediates_removed"] > 0
 
 
+@pytest.mark.slow  # two whole syntheses with the auto-delete custom resource: ~11 s
 def test_destroy_never_deletes_the_input_bucket(tmp_path: Path) -> None:
     import aws_cdk as cdk
 

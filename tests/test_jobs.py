@@ -26,6 +26,7 @@ def test_job_a_balances_shards_by_bytes_not_count() -> None:
     assert [len(s) for s in shards] == [1, 5]
 
 
+@pytest.mark.slow  # 1,203 objects put into moto: ~4 s
 def test_job_a_lists_more_than_one_page_and_rejects_non_utf8_keys() -> None:
     assert job_a.check("ok%20key.txt", 5, "STANDARD", 100) == ("ok key.txt", None)
     assert job_a.check("bad%FF%FEkey", 5, "STANDARD", 100)[1] == "key is not valid UTF-8"

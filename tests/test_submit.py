@@ -81,7 +81,7 @@ def test_submits_five_jobs_chained_as_the_workflow_says(aws: MotoBatch) -> None:
     assert all(r["propagateTags"] is True for r in sent)
 
 
-@pytest.mark.parametrize("size", [10, 10_000])
+@pytest.mark.parametrize("size", [10, pytest.param(10_000, marks=pytest.mark.slow)])
 def test_watch_costs_one_describe_call_per_poll_whatever_the_array_size(
     aws: MotoBatch, size: int
 ) -> None:

@@ -168,9 +168,22 @@ def _run_app(tmp_path: Path, context: dict[str, Any]) -> subprocess.CompletedPro
     [
         ({"pipeline:arraySize": "1"}, "error: array_size must be from 2 to 10,000; got 1"),
         ({"pipeline:arraySize": "ten"}, "error: context pipeline:arraySize must be a whole number"),
-        ({"pipeline:notificationEmail": "nobody"}, "error: notification_email 'nobody' is not"),
-        ({"pipeline:spot": "maybe"}, "error: context pipeline:spot must be true or false"),
-        ({"pipeline:maxvCpus": "-1"}, "error: max_vcpus must be a whole number of at least 1"),
+        # each case is a fresh `python app.py` (2-4 s): the inner loop keeps two of them
+        pytest.param(
+            {"pipeline:notificationEmail": "nobody"},
+            "error: notification_email 'nobody' is not",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            {"pipeline:spot": "maybe"},
+            "error: context pipeline:spot must be true or false",
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            {"pipeline:maxvCpus": "-1"},
+            "error: max_vcpus must be a whole number of at least 1",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_app_reports_bad_context_in_one_line_without_traceback(
