@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -337,17 +339,31 @@ def test_a_launcher_that_dies_mid_run_leaves_no_child_running(tmp_path: Path) ->
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert batch._launcher is not None
+        # (a forked job's command line is the launcher's: it is found by its pid)
+        process = batch._jobs[job_id].process
+        assert process is not None
         batch._launcher.process.kill()  # WHEN the launcher dies under a running job
         while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.05)
         (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
-    # THEN the job ended (failed: its process was killed) and its process is gone
+    # THEN the job ended (failed: its process was killed) and its process is gone, even when
+    # the launcher died before the job's process had become the job
     assert job["status"] == "FAILED"
-    time.sleep(0.3)
+    _gone(process.pid)
     assert not [
         p for p in Path("/proc").iterdir() if p.name.isdigit() and marker.encode() in _cmdline(p)
     ]
+
+
+def _gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists():
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":  # killed, and waiting for its parent to collect it
+            return
+        assert time.monotonic() < deadline, f"process {pid} is still running"
+        time.sleep(0.05)
 
 
 def test_a_client_is_reused_only_in_the_same_client_environment(
@@ -491,3 +507,46 @@ def test_a_job_ended_by_a_signal_is_reported_with_it(launcher: Any, tmp_path: Pa
     assert job.wait(10) == -9
     job = launcher.launch([sys.executable, "-c", "raise SystemExit(7)"], {}, tmp_path / "b.log", [])
     assert job.wait(10) == 7
+
+
+def test_a_job_stopped_before_its_process_became_the_job_is_gone(tmp_path: Path) -> None:
+    # GIVEN local services that accept connections and never answer, so every spare is still
+    # warming up (its one request unanswered) when it is handed a job
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    environment = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    definition = LocalJobDefinition(
+        name="long",
+        command=(sys.executable, "-c", "import time; time.sleep(3600)"),
+        vcpus=1,
+        memory_mib=64,
+    )
+    with LocalBatch(
+        queue="Q",
+        definitions={"long": definition},
+        vcpu_budget=1,
+        log_dir=tmp_path / "logs",
+        environment=environment,
+    ) as batch:
+        job_id = batch.submit_job(jobName="long", jobQueue="Q", jobDefinition="long")["jobId"]
+        deadline = time.monotonic() + 30
+        while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process = batch._jobs[job_id].process
+        assert process is not None
+        # WHEN it is stopped at once
+        batch.terminate_job(jobId=job_id, reason="stopped by the test")
+        while batch.describe_jobs(jobs=[job_id])["jobs"][0]["status"] == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # THEN its process is gone (killed by its group, which a spare has from birth)
+        _gone(process.pid)
+    silent.close()

@@ -281,8 +281,7 @@ class _Launcher:
         with self._lock:
             orphans, self._children = self._children, {}
         for pid, forked in orphans.items():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            _kill_group(pid)
             forked.ended(-signal.SIGKILL)
         self._on_exit()
 
@@ -1010,8 +1009,16 @@ def _reaped(process: subprocess.Popen[bytes] | _Forked) -> None:
 
 
 def _kill(process: subprocess.Popen[bytes] | _Forked) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    _kill_group(process.pid)
+
+
+def _kill_group(pid: int) -> None:
+    """End a job's process and its process group. The process first: one that has not yet
+    made its own group (a fresh fork's first instructions) is not reached by killpg, and once
+    it is killed it can start nothing more; then the group, for what it has started."""
+    for kill in (os.kill, os.killpg):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
 
 
 def _now_ms() -> int:

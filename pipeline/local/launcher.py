@@ -176,7 +176,8 @@ def _detach(inherited: tuple[int, ...]) -> None:
 
 def _become(request: dict[str, Any]) -> int:
     """In a fork: become the job's process and run it; returns its exit code."""
-    os.setsid()  # a process group of its own: LocalBatch kills the whole group
+    if os.getsid(0) != os.getpid():  # a spare has its own session already
+        os.setsid()  # a process group of its own: LocalBatch kills the whole group
     if request.get("cores"):
         os.sched_setaffinity(0, set(request["cores"]))
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -224,6 +225,7 @@ def child(request: dict[str, Any], inherited: tuple[int, ...]) -> NoReturn:
         _end(code)
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 WARM_UP_BUCKET = "pipeline-launcher-warm-up"
 """A bucket no run has: the spare's one real request is answered NoSuchBucket."""
 
@@ -241,9 +243,16 @@ def warm_up() -> None:
     waits for the one before it (JobB's children, which each take every core). More warm-up
     (rehearsing every call, see :func:`rehearse`) costs a spare more CPU than it saves its
     job, which matters while jobs run on every core. The request is never retried: a
-    launcher whose endpoint does not answer must not wait out the backoff."""
+    launcher whose endpoint does not answer must not wait out the backoff. It goes only to
+    an endpoint on this machine (the local services): a launcher run with real AWS
+    credentials and no local endpoint sends nothing."""
+    from urllib.parse import urlsplit
+
     from batch_jobs.common import make_client
 
+    endpoint = urlsplit(os.environ.get("AWS_ENDPOINT_URL", ""))
+    if endpoint.hostname not in LOOPBACK:
+        return  # only this machine's services are sent a request of the launcher's own
     s3 = make_client("s3")
 
     def no_retry(caught_exception: Exception | None = None, **_: Any) -> None:
@@ -265,6 +274,9 @@ def spare(feed: int, inherited: tuple[int, ...]) -> NoReturn:
     running anything."""
     code = 1
     try:
+        # Its own session and process group from the start, as the job it may become: a stop
+        # that comes while it is still warming up reaches it by its group.
+        os.setsid()
         _detach(inherited)
         # Not the launcher's protocol pipes: the job's log replaces these on activation.
         null = os.open(os.devnull, os.O_RDWR)
