@@ -11,8 +11,8 @@ from the pre-loaded launcher), and prints:
   beside a no-op job through the launcher on this machine (a warm spare takes it: request,
   become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
 - how long each job took, first start to last stop;
-- the requests the embedded server answered (one per job process is its spare's warm-up
-  request), per second of wall time; its CPU time as a share of the wall time (100% is one
+- the requests the embedded server answered (a spare that warmed up sent one of them), per
+  second of wall time; its CPU time as a share of the wall time (100% is one
   core: it is one Python process, so one interpreter lock); and the mean time a request spent
   in it, waiting for that lock included;
 - CPU seconds of this process (LocalBatch's scheduling and the watch loop) and of the
