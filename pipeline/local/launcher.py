@@ -8,8 +8,8 @@ children), its own environment, CPU affinity, log file and exit code. The client
 make are made here, unused, and a child with the same client environment reuses them (see
 :func:`preload`); their connections are opened after the fork, by the child.
 
-The launcher also keeps spares: forks made ahead of the next requests that warm up while the
-jobs before them run (see :class:`_Spares`).
+The launcher also keeps spares: forks made ahead of the next requests, which warm up while the
+jobs before them run if those take every core (see :class:`_Spares`).
 
 Protocol, JSON lines: LocalBatch writes ``{"argv", "env", "log", "cores"}`` to stdin; the
 launcher answers each with ``{"pid"}`` once the job's process exists (a spare that took the
