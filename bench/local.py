@@ -11,7 +11,7 @@ from the pre-loaded launcher), and prints:
   beside a no-op job through the launcher on this machine (a warm spare takes it: request,
   become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
 - how long each job took, first start to last stop;
-- the requests the embedded server answered (a spare that warmed up sent one of them), per
+- the requests the embedded server answered (a spare that warmed up sent two of them), per
   second of wall time; its CPU time as a share of the wall time (100% is one
   core: it is one Python process, so one interpreter lock); and the mean time a request spent
   in it, waiting for that lock included;
