@@ -472,10 +472,10 @@ def _inputs(args: argparse.Namespace) -> RunInputs:
 
 
 def _need_local_services() -> None:
-    """The local services need moto and waitress, from the ``[local]`` extra."""
+    """The local services need moto and its server's Flask, from the ``[local]`` extra."""
     import importlib.util
 
-    if any(importlib.util.find_spec(name) is None for name in ("moto", "waitress")):
+    if any(importlib.util.find_spec(name) is None for name in ("moto", "flask")):
         raise ConfigurationError(
             "--local needs the embedded AWS services, which are not installed: "
             "pip install 'array-job-pipeline[local]'"

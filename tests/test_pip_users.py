@@ -112,7 +112,7 @@ def test_a_failed_local_runs_hints_work_for_the_local_backend(tmp_path: Path, st
     assert out.startswith("run hinted FAILED: JobB[1] failed")
 
 
-@pytest.mark.parametrize("missing", ["moto", "waitress"])
+@pytest.mark.parametrize("missing", ["moto", "flask"])
 def test_missing_local_extra_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch, missing: str
 ) -> None:
