@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import os
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -507,6 +509,110 @@ def test_a_job_ended_by_a_signal_is_reported_with_it(launcher: Any, tmp_path: Pa
     assert job.wait(10) == -9
     job = launcher.launch([sys.executable, "-c", "raise SystemExit(7)"], {}, tmp_path / "b.log", [])
     assert job.wait(10) == 7
+
+
+@pytest.mark.parametrize(
+    ("runs", "mappings", "inside"),
+    [
+        (
+            [(0, 10), (20, 30), (40, 50)],
+            [(5, 25), (26, 28), (45, 99)],
+            [(5, 10), (20, 25), (26, 28), (45, 50)],
+        ),
+        ([(0, 100)], [(10, 20), (30, 40)], [(10, 20), (30, 40)]),
+        ([(10, 20)], [(0, 5), (25, 30)], []),
+        ([(0, 5)], [], []),
+    ],
+)
+def test_pages_are_copied_only_within_the_process_own_writable_mappings(
+    runs: list[tuple[int, int]], mappings: list[tuple[int, int]], inside: list[tuple[int, int]]
+) -> None:
+    from pipeline.local.launcher import within
+
+    assert within(runs, mappings) == inside
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="Linux's /proc only")
+def test_a_fork_finds_the_pages_it_wrote_and_copies_others_ahead_unchanged() -> None:
+    from pipeline.local.launcher import PAGE, copy_pages, pages_held_alone, writable_mappings
+
+    # GIVEN memory written before a fork, so that the fork shares every page of it
+    memory = bytearray(b"x" * (32 * PAGE))
+    base = ctypes.addressof((ctypes.c_char * len(memory)).from_buffer(memory))
+    first = -(-base // PAGE) * PAGE  # the first whole page of it
+
+    def page(number: int) -> int:
+        return first + number * PAGE
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the fork
+        try:
+            mappings = writable_mappings()
+            # WHEN it writes to page 2, and copies pages 10 to 12 ahead of any write
+            memory[page(2) - base] = ord("y")
+            copied = copy_pages([(page(10), page(13))])
+            alone = pages_held_alone(mappings)
+
+            def held(number: int) -> bool:
+                return any(start <= page(number) < end for start, end in alone)
+
+            seen = {
+                "copied": copied,
+                "held": [n for n in range(20) if held(n)],
+                "unchanged": memory[page(10) - base : page(13) - base] == b"x" * 3 * PAGE,
+            }
+            os.write(write, json.dumps(seen).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    seen = json.loads(os.read(read, 65536))
+    os.close(read)
+    os.waitpid(pid, 0)
+    # THEN it holds alone exactly the page it wrote and those it copied, whose bytes are as
+    # they were; the others it still shares
+    assert seen == {"copied": True, "held": [2, 10, 11, 12], "unchanged": True}
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="Linux's /proc only")
+def test_spares_copy_the_pages_a_warm_up_wrote_instead_of_sending_requests(
+    tmp_path: Path,
+) -> None:
+    from pipeline.local.batch import _Launcher
+    from pipeline.local.launcher import MAX_SPARES
+    from pipeline.local.server import STATS_PATH
+    from pipeline.local.services import job_environment, local_aws
+
+    def requests_served(endpoint: str) -> int:
+        with urllib.request.urlopen(endpoint + STATS_PATH) as answer:
+            return int(json.load(answer)["requests"])
+
+    with local_aws() as aws:
+        # GIVEN a launcher whose first spare has warmed up against the local services and
+        # said which pages that copied
+        log = tmp_path / "logs" / "launcher.log"
+        launcher = _Launcher(job_environment(aws.endpoint), tmp_path / "logs", lambda: None)
+        try:
+            deadline = time.monotonic() + 30
+            while "a warm-up copies" not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline, "no spare said what its warm-up copied"
+                time.sleep(0.05)
+            assert not log.read_text().startswith("launcher: a warm-up copies 0 pages")
+            time.sleep(1)  # the other first spares' warm-ups are answered
+            before = requests_served(aws.endpoint)
+            # WHEN jobs that take every core run one after another, each taken by a spare and
+            # replaced by a new one, which warms up
+            every_core = sorted(os.sched_getaffinity(0))
+            for number in range(MAX_SPARES + 2):
+                job = launcher.launch(
+                    [sys.executable, "-c", "pass"], {}, tmp_path / f"{number}.log", every_core
+                )
+                assert job.wait(10) == 0
+            time.sleep(1)
+            # THEN the new spares warmed up by copying those pages: none sent a request
+            assert requests_served(aws.endpoint) == before
+        finally:
+            launcher.close()
 
 
 def test_a_job_stopped_before_its_process_became_the_job_is_gone(tmp_path: Path) -> None:
