@@ -11,10 +11,10 @@ from the pre-loaded launcher), and prints:
   beside a no-op job through the launcher on this machine (a warm spare takes it: request,
   become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
 - how long each job took, first start to last stop;
-- the requests the embedded server answered (a spare that warmed up sent two of them), per
-  second of wall time; its CPU time as a share of the wall time (100% is one core: it is one
-  Python process, so one interpreter lock); and the mean time a request spent in it, waiting
-  for that lock included;
+- the requests the embedded server answered (the first spare to warm up sends two; the ones
+  after it copy pages instead, or send two each where they cannot), per second of wall time;
+  its CPU time as a share of the wall time (100% is one core: it is one Python process, so one
+  interpreter lock); and the mean time a request spent in it, waiting for that lock included;
 - CPU seconds of this process (LocalBatch's scheduling and the watch loop) and of the
   processes it started (the server, the launcher and every job), against wall x cores;
 - a projection for N = 10,000 from the marginal cost.
