@@ -24,16 +24,20 @@ def aws() -> Iterator[LocalAws]:
         yield services
 
 
-def test_an_empty_object_is_stored_without_waiting(aws: LocalAws) -> None:
-    # GIVEN a client that gives up quickly and never retries, as a stalled server would show
-    s3 = boto3.client(
+def _s3(aws: LocalAws, config: Config | None = None) -> Any:
+    return boto3.client(
         "s3",
         endpoint_url=aws.endpoint,
         aws_access_key_id="local",
         aws_secret_access_key="local",
         region_name="us-east-1",
-        config=Config(read_timeout=5, retries={"mode": "standard", "max_attempts": 1}),
+        config=config,
     )
+
+
+def test_an_empty_object_is_stored_without_waiting(aws: LocalAws) -> None:
+    # GIVEN a client that gives up quickly and never retries, as a stalled server would show
+    s3 = _s3(aws, Config(read_timeout=5, retries={"mode": "standard", "max_attempts": 1}))
     bucket = aws.names["input_bucket"]
     # WHEN it puts empty bodies: botocore sends `Expect: 100-continue` with a streamed one and
     # Content-Length 0 (a server must not then wait for a body, nor sit on its 100 Continue)
@@ -65,13 +69,7 @@ def test_connections_are_kept_alive(aws: LocalAws) -> None:
 
 def test_metadata_keys_keep_their_underscores(aws: LocalAws) -> None:
     # GIVEN an object stored with metadata keys spelled with an underscore and with a dash
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=aws.endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        region_name="us-east-1",
-    )
+    s3 = _s3(aws)
     bucket = aws.names["input_bucket"]
     metadata = {"my_key": "1", "other-key": "2"}
     s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata=metadata)
