@@ -304,9 +304,10 @@ def writable_mappings() -> PageRuns:
 
 def pages_held_alone(mappings: PageRuns) -> PageRuns:
     """The pages of ``mappings`` this process holds alone, in runs. In a fork, they are the
-    pages it has written to since (copied on write) and those its parent has (the parent then
-    holds a copy of its own). From /proc/self/pagemap: bit 63 "page present", bit 56 "page
-    exclusively mapped" (the kernel's Documentation/admin-guide/mm/pagemap.rst)."""
+    pages it has written to since (copied on write), and those its parent has written to since
+    (the parent then holds a copy of its own). From /proc/self/pagemap: bit 63 "page
+    present", bit 56 "page exclusively mapped" (the kernel's
+    Documentation/admin-guide/mm/pagemap.rst)."""
     import array
 
     runs: PageRuns = []
@@ -480,9 +481,13 @@ class _Spares:
         Measured here over 1,000 JobB children: a spare took 9.6 ms of CPU instead of 15.2, a
         child 14.1 ms instead of 17.5 ms of wall time; JobB took 19.4-21.2 s against
         19.9-22.6 s (four pairs of runs), and the server answered 7,892 requests instead of
-        9,892 over the whole run. Copying a page this way costs about what a fault
-        copying it does (about 1,800 pages, 8-9 ms either way, measured in forks of the
-        launcher), so it gains only off a job's path: spares copy only when they warm up."""
+        9,892 over the whole run. Copying a page this way costs about what a fault copying it
+        does (about 1,800 pages, 8-9 ms either way, measured in forks of the launcher), so it
+        gains only off a job's path: spares copy only when they warm up.
+
+        The first warming spare reads its pages and writes the lesson before it reads a
+        request: a job handed to it meanwhile starts a few milliseconds later, once per
+        launcher."""
         pages = [(int(start), int(end)) for start, end in json.loads(line)["pages"]]
         self.lesson = pages
         count = sum(end - start for start, end in pages) // PAGE
