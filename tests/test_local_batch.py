@@ -511,6 +511,24 @@ def test_a_job_ended_by_a_signal_is_reported_with_it(launcher: Any, tmp_path: Pa
     assert job.wait(10) == 7
 
 
+def _pages_can_be_copied_ahead() -> bool:
+    """Whether this system has /proc's page map and MADV_POPULATE_WRITE (Linux 5.14+): the
+    spares' page lesson needs both; without them spares send the warm-up requests."""
+    from pipeline.local.launcher import PAGE, copy_pages
+
+    if not Path("/proc/self/pagemap").exists():
+        return False
+    memory = bytearray(3 * PAGE)
+    base = ctypes.addressof((ctypes.c_char * len(memory)).from_buffer(memory))
+    first = -(-base // PAGE) * PAGE
+    return copy_pages([(first, first + PAGE)])
+
+
+PAGES_COPIED_AHEAD = pytest.mark.skipif(
+    not _pages_can_be_copied_ahead(), reason="needs Linux 5.14+ (/proc, MADV_POPULATE_WRITE)"
+)
+
+
 @pytest.mark.parametrize(
     ("runs", "mappings", "inside"),
     [
@@ -532,7 +550,7 @@ def test_pages_are_copied_only_within_the_process_own_writable_mappings(
     assert within(runs, mappings) == inside
 
 
-@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="Linux's /proc only")
+@PAGES_COPIED_AHEAD
 def test_a_fork_finds_the_pages_it_wrote_and_copies_others_ahead_unchanged() -> None:
     from pipeline.local.launcher import PAGE, copy_pages, pages_held_alone, writable_mappings
 
@@ -574,7 +592,7 @@ def test_a_fork_finds_the_pages_it_wrote_and_copies_others_ahead_unchanged() -> 
     assert seen == {"copied": True, "held": [2, 10, 11, 12], "unchanged": True}
 
 
-@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="Linux's /proc only")
+@PAGES_COPIED_AHEAD
 def test_spares_copy_the_pages_a_warm_up_wrote_instead_of_sending_requests(
     tmp_path: Path,
 ) -> None:
