@@ -592,6 +592,7 @@ def test_a_fork_finds_the_pages_it_wrote_and_copies_others_ahead_unchanged() -> 
     assert seen == {"copied": True, "held": [2, 10, 11, 12], "unchanged": True}
 
 
+@pytest.mark.slow  # starts the local services and waits out the first spares' warm-ups
 @PAGES_COPIED_AHEAD
 def test_spares_copy_the_pages_a_warm_up_wrote_instead_of_sending_requests(
     tmp_path: Path,
