@@ -31,7 +31,7 @@ os.environ.update(
 import boto3  # noqa: E402
 from jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_inputs  # noqa: E402
 
-from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e  # noqa: E402
+from pipeline import contract, job_a, job_b, job_c, job_d, job_e  # noqa: E402
 
 
 @contextmanager

@@ -3,11 +3,11 @@
 Each carries a one-line message that says what to change, and the exit code the CLI returns
 for it, following the AWS CLI's conventions (252 bad input, 253 configuration or credentials,
 254 an error answer from AWS, 1 the pipeline ran and a job failed, 130 interrupted).
+
+This module is the ground of the package: it imports nothing of the library's own.
 """
 
 from __future__ import annotations
-
-from pipeline.spec import SpecError
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -15,6 +15,20 @@ EXIT_BAD_INPUT = 252
 EXIT_CONFIG = 253
 EXIT_SERVICE = 254
 EXIT_INTERRUPTED = 130
+
+
+class SpecError(ValueError):
+    """A value that AWS Batch or this pipeline would reject; the message says what to change.
+
+    ``field`` names what was wrong in the library's own terms (``array_size``,
+    ``source_bucket``); the message starts with it, so a front end can say it in its own
+    words (the command line says ``--array-size``)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class PipelineConfigError(SpecError):

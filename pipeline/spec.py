@@ -19,30 +19,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-# The environment and object-layout contract lives with the job programs (it must be inside the
-# image). This is the one import path for it outside the image: everything on the host side
-# reads it from here.
-from pipeline.job_image.batch_jobs import contract as contract
-from pipeline.job_image.batch_jobs.contract import INDEX_MAP as INDEX_MAP
-from pipeline.job_image.batch_jobs.contract import INPUT_PREFIX as INPUT_PREFIX
-from pipeline.job_image.batch_jobs.contract import MAX_OBJECT_BYTES as MAX_OBJECT_BYTES
-from pipeline.job_image.batch_jobs.contract import READY_MARKER as READY_MARKER
-from pipeline.job_image.batch_jobs.contract import RUN_PREFIX_PATTERN as RUN_PREFIX_PATTERN
-from pipeline.job_image.batch_jobs.contract import TABLE_PARTITION_KEY as TABLE_PARTITION_KEY
-from pipeline.job_image.batch_jobs.contract import TABLE_SORT_KEY as TABLE_SORT_KEY
-from pipeline.job_image.batch_jobs.contract import VALIDATION_STEPS as VALIDATION_STEPS
-from pipeline.job_image.batch_jobs.contract import WORKERS as WORKERS
-from pipeline.job_image.batch_jobs.contract import check_input_prefix as check_input_prefix
-from pipeline.job_image.batch_jobs.contract import marker_prefix as marker_prefix
-from pipeline.job_image.batch_jobs.contract import run_prefix as run_prefix
-from pipeline.job_image.batch_jobs.contract import source_bucket_name as source_bucket_name
-
-JOB_IMAGES_DIR = Path(contract.__file__).resolve().parents[1]
-"""The default image's build context (Dockerfile + batch_jobs), shipped inside the wheel; the
-local backend runs the same ``batch_jobs`` programs from it."""
+from pipeline import contract
+from pipeline.contract import RUN_PREFIX_PATTERN, VALIDATION_STEPS
+from pipeline.errors import SpecError
 
 # --- AWS Batch limits that shape the pipeline -------------------------------------------------
 
@@ -62,6 +43,8 @@ QUEUE_NAME = "ProdQueue"
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED"})
 """The job states AWS Batch never leaves."""
+DEPENDENCY_FAILED = "Dependent Job failed"
+"""Batch's status reason for a job that never ran because a job it depends on failed."""
 
 SOURCE_BUCKET = "SourceBucket"
 RECIPIENT = "Recipient"
@@ -72,12 +55,6 @@ JOB_USER_ID = 10001
 Dockerfile creates it). The hosts' firewall rejects instance-metadata requests from any uid but
 root, so a job, whatever its image, cannot read the instance role's credentials."""
 
-JOB_IMAGE_WORKDIR = "/app"
-"""Where the default image keeps the ``batch_jobs`` package (see ``job_images/Dockerfile``)."""
-
-
-class SpecError(ValueError):
-    """A value that AWS Batch or this pipeline would reject; the message says what to change."""
 
 
 class DependencyType(StrEnum):
@@ -130,6 +107,18 @@ class RetryRule:
             pattern is None or (value is not None and batch_pattern_matches(pattern, value))
             for pattern, value in checks
         )
+
+    def as_evaluate_on_exit(self) -> dict[str, str]:
+        """The rule as RegisterJobDefinition takes it (``retryStrategy.evaluateOnExit[]``)."""
+        entry = {"action": self.action}
+        for key, value in (
+            ("onStatusReason", self.on_status_reason),
+            ("onReason", self.on_reason),
+            ("onExitCode", self.on_exit_code),
+        ):
+            if value is not None:
+                entry[key] = value
+        return entry
 
 
 def batch_pattern_matches(pattern: str, value: str) -> bool:
@@ -299,7 +288,7 @@ class RunEnv:
 
     Jobs read only environment variables (these, the :data:`RESOURCES` ones and those Batch sets
     such as ``AWS_BATCH_JOB_ARRAY_INDEX``). Every object a run writes lives under
-    :func:`run_prefix`.
+    :func:`pipeline.contract.run_prefix`.
     """
 
     RUN_ID = contract.RUN_ID
@@ -318,7 +307,7 @@ SUBMISSION_TAG = "array-pipeline:submission"
 STARTED_BY_TAG = "array-pipeline:started-by"
 """Tag the starter puts on the jobs of a run a trigger started: ``schedule`` or ``upload``
 (a run submitted from the command line has none)."""
-RUN_SETTINGS = (MAX_OBJECT_BYTES, INPUT_PREFIX)
+RUN_SETTINGS = (contract.MAX_OBJECT_BYTES, contract.INPUT_PREFIX)
 """Environment variables a run may set for all its jobs; a resume keeps the run's values."""
 
 
@@ -336,7 +325,7 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         key="JobA",
         definition_name="JobA-list-and-validate",
         description="Lists and validates BucketA; writes manifest shards and a rejects list.",
-        module="batch_jobs.job_a",
+        module="pipeline.jobs.job_a",
         vcpus=1,
         memory_mib=2048,
         array_size=None,
@@ -356,7 +345,7 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         key="JobB",
         definition_name="JobB-CPU-Intensive-Processing",
         description="CPU-intensive work on each object of shard i; results to BucketB.",
-        module="batch_jobs.job_b",
+        module="pipeline.jobs.job_b",
         vcpus=32,
         memory_mib=4096,
         array_size=DEFAULT_ARRAY_SIZE,
@@ -378,7 +367,7 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         key="JobC",
         definition_name="JobC-Memory-Intensive-Processing",
         description="Memory-intensive work on JobB child i's results; DynamoDB and BucketC.",
-        module="batch_jobs.job_c",
+        module="pipeline.jobs.job_c",
         vcpus=1,
         memory_mib=32768,
         array_size=DEFAULT_ARRAY_SIZE,
@@ -398,7 +387,7 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         key="JobD",
         definition_name="JobD-Sequential-Validation",
         description="Validation step AWS_BATCH_JOB_ARRAY_INDEX of ten, run one after another.",
-        module="batch_jobs.job_d",
+        module="pipeline.jobs.job_d",
         vcpus=1,
         memory_mib=32768,
         array_size=VALIDATION_STEPS,
@@ -428,7 +417,7 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         key="JobE",
         definition_name="JobE-Cleanup-and-Notification",
         description="Removes the run's intermediates, writes the summary, notifies over SNS.",
-        module="batch_jobs.job_e",
+        module="pipeline.jobs.job_e",
         vcpus=1,
         memory_mib=2048,
         array_size=None,

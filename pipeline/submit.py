@@ -38,7 +38,8 @@ from pipeline.errors import (
     JobFailedError,
     PipelineError,
 )
-from pipeline.spec import SpecError, check_name_prefix
+from pipeline.spec import check_name_prefix
+from pipeline.errors import SpecError
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -635,7 +636,7 @@ def _fire_local_trigger(
 
     from pipeline.runs.progress import SubmittedRun
     from pipeline.runs.triggers import STARTED, start_triggered, trigger_from_event
-    from pipeline.spec import READY_MARKER
+    from pipeline.contract import READY_MARKER
     from pipeline.trigger_events import schedule_event, upload_event
 
     assert session.aws is not None

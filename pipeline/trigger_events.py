@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import ConfigurationError
-from pipeline.spec import DEFAULT_SPEC, READY_MARKER, contract
+from pipeline.spec import DEFAULT_SPEC
+from pipeline.contract import READY_MARKER
+from pipeline import contract
 
 SCHEDULE = "schedule"
 UPLOAD = "upload"

@@ -15,7 +15,10 @@ import pytest
 from conftest import REPO, new_app
 from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
-from pipeline.spec import RETRY_RULES, SpecError, contract, source_bucket_name
+from pipeline.spec import RETRY_RULES
+from pipeline.errors import SpecError
+from pipeline import contract
+from pipeline.contract import source_bucket_name
 
 
 @pytest.fixture
@@ -143,7 +146,7 @@ def test_the_workflows_own_source_bucket_is_accepted() -> None:
     ],
 )
 def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> None:
-    from batch_jobs.common import JobError
+    from pipeline.jobs.common import JobError
     from batch_jobs.job_e import parse_source_bucket
     from pipeline.runs.requests import run_config
 
@@ -216,7 +219,7 @@ def test_closed_stdout_ends_quietly() -> None:
 
 def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
     from batch_jobs import job_c
-    from batch_jobs.common import run_main
+    from pipeline.jobs.common import run_main
 
     class Throttled:
         def batch_write_item(self, **request: Any) -> dict[str, Any]:

@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO
 from jobs_world import World, jobs_world, sample_inputs
 
-from batch_jobs import contract, job_a, job_b, job_c, job_d, job_e
-from batch_jobs.common import JobError, RunContext, array_index, cpu_allowance
+from pipeline import contract, job_a, job_b, job_c, job_d, job_e
+from pipeline.jobs.common import JobError, RunContext, array_index, cpu_allowance
 
 # --- each job alone ----------------------------------------------------------------------------
 

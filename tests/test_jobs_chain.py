@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from jobs_world import MAX_OBJECT_BYTES, ODD_KEYS, World, jobs_world, sample_inputs
 
-from batch_jobs import contract
+from pipeline import contract
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ import pytest
 from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli
 
 from pipeline.runs.preflight import check_cost, worst_case
-from pipeline.spec import DEFAULT_SPEC, SpecError
+from pipeline.spec import DEFAULT_SPEC
+from pipeline.errors import SpecError
 
 
 def test_worst_case_is_children_times_resources_times_timeout_times_attempts() -> None:

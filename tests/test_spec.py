@@ -8,17 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.spec import (
-    DEFAULT_SPEC,
-    RESOURCES,
-    Dependency,
-    DependencyType,
-    PipelineSpec,
-    SpecError,
-    check_array_size,
-    check_email,
-    prefixed,
-)
+from pipeline.spec import DEFAULT_SPEC, RESOURCES, Dependency, DependencyType, PipelineSpec, check_array_size, check_email, prefixed
+from pipeline.errors import SpecError
 
 
 def test_jobs_are_the_workflows_five_in_order() -> None:

@@ -19,15 +19,8 @@ from pipeline.runs import triggers
 from pipeline.runs.engine import plan_resume_run, plan_run, submit
 from pipeline.runs.progress import list_runs
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import (
-    DEFAULT_SPEC,
-    INPUT_PREFIX,
-    PIPELINE_TAG,
-    RESOURCES,
-    RUN_TAG,
-    STARTED_BY_TAG,
-    RunEnv,
-)
+from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RESOURCES, RUN_TAG, STARTED_BY_TAG, RunEnv
+from pipeline.contract import INPUT_PREFIX
 from pipeline.starter import handler, start_from_event
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_event
 

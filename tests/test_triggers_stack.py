@@ -14,7 +14,8 @@ import pytest
 from conftest import Synthesized, new_app, run_checkov, synthesize
 
 from pipeline.errors import PipelineConfigError
-from pipeline.spec import DEFAULT_SPEC, INPUT_PREFIX, PIPELINE_TAG
+from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG
+from pipeline.contract import INPUT_PREFIX
 from pipeline.trigger_events import schedule_event, upload_pattern
 
 CONSUMER_APP = """

@@ -25,9 +25,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct, IValidation
 
+from pipeline.constructs.image import default_job_image
 from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
 from pipeline.spec import (
-    JOB_IMAGES_DIR,
     JOB_USER_ID,
     RESOURCES,
     RETRY_RULES,
@@ -112,7 +112,7 @@ class PipelineJobs(Construct):
             removal_policy=removal_policy,
             encryption_key=encryption_key,
         )
-        image = image or ecs.ContainerImage.from_asset(str(JOB_IMAGES_DIR))
+        image = image or default_job_image(self)
         # One execution role: it only pulls the image and writes to the log group, which is the
         # same for every job. What a job may touch is in its own job role below.
         self.execution_role = iam.Role(

@@ -29,10 +29,10 @@ from pipeline.constructs.nag import (
     acknowledge_wildcards,
 )
 from pipeline.constructs.network import PipelineNetwork
-from pipeline.constructs.notifications import FailureNotifications
+from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.permissions import run_statements
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
-from pipeline.constructs.starter import RunStarter
+from pipeline.constructs.run_starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
 from pipeline.document import PipelineDocument
 from pipeline.errors import PipelineConfigError
@@ -42,21 +42,9 @@ from pipeline.instances import (
     InstanceType,
     UnknownInstanceTypeError,
 )
-from pipeline.spec import (
-    BUCKET_KEYS,
-    DEFAULT_ARRAY_SIZE,
-    DEFAULT_SPEC,
-    QUEUE_NAME,
-    RECIPIENT,
-    RUN_PREFIX_PATTERN,
-    SOURCE_BUCKET,
-    PipelineSpec,
-    SpecError,
-    check_array_size,
-    check_email,
-    check_name_prefix,
-    prefixed,
-)
+from pipeline.spec import BUCKET_KEYS, DEFAULT_ARRAY_SIZE, DEFAULT_SPEC, QUEUE_NAME, RECIPIENT, SOURCE_BUCKET, PipelineSpec, check_array_size, check_email, check_name_prefix, prefixed
+from pipeline.contract import RUN_PREFIX_PATTERN
+from pipeline.errors import SpecError
 
 _T = TypeVar("_T")
 

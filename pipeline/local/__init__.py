@@ -1,14 +1,14 @@
-"""The local backend: the whole pipeline on this machine, with no AWS account.
+"""The local services: AWS Batch served by this library's engine, and S3, DynamoDB, SNS, SQS,
+CloudWatch Logs and EventBridge served by moto, on one loopback endpoint that any AWS client
+talks to unchanged (``python -m pipeline.local serve``).
 
-- :mod:`.batch`      LocalBatch: AWS Batch's scheduling semantics, boto3's Batch shapes
-- :mod:`.services`   the embedded AWS services (moto's server) and the local resources
-- :mod:`.sample`     the generated sample and ``--input DIR``
-- :mod:`.saved`      failed local runs kept for ``status``/``resume --local``
-- :mod:`.backend`    the local document and sessions handed to the run engine
+- :mod:`.batch`       AWS Batch: the API, the jobs' state machine, scheduling, processes
+- :mod:`.server`      the HTTP endpoint, the request dispatcher, the S3/DynamoDB journal
+- :mod:`.services`    the services assembled, with their state folder
+- :mod:`.resources`   the pipeline as the local services deploy it
+- :mod:`.sample`      the generated sample and ``--input DIR``
+- :mod:`.moto_app`    the one module that names moto's own modules
 
-It needs moto (the ``local`` extra); nothing outside this package imports it at module level.
+It needs moto (the ``[local]`` extra) only in the process that serves; nothing imports it at
+module level.
 """
-
-from pipeline.local.batch import Fault, LocalBatch, LocalJobDefinition
-
-__all__ = ["Fault", "LocalBatch", "LocalJobDefinition"]

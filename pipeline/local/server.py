@@ -1,124 +1,248 @@
-"""The embedded AWS services in a process of their own: moto's WSGI application on a free
-loopback port, served by werkzeug's threaded server with connections kept alive.
+"""The local services on one loopback port: AWS Batch (this library's engine) and the other
+services (moto), with connections kept alive, and a journal of what changed S3 and DynamoDB.
 
-A process of its own, not a thread of the command: every request of every job process goes
-through it, and in the command's process it would share one interpreter lock with the
-scheduler, the launcher's reader and the watch loop. It prints ``{"port": N}`` once it
-listens, serves until its standard input closes (the command ended, however it ended), and
-answers ``GET /_pipeline/stats`` with the requests it has served, the seconds they took (summed
-over its threads, so waiting for the interpreter lock included) and its CPU time, for the
-benchmark.
+A request goes to AWS Batch when its signature names the service ``batch`` (every SDK and the
+AWS CLI sign Batch requests); everything else goes to moto, which tells the services apart
+the same way. ``GET /_pipeline/stats`` answers with the requests served, the seconds spent
+on them and the server's CPU time; ``GET /_pipeline/health`` with ``ok``.
 
 How it serves: one thread per connection (werkzeug's ``ThreadedWSGIServer``), which reads a
-request, runs moto's application and writes the answer itself, then waits for the next request
-on the same connection. Each job process opens one connection per client and keeps it until it
-exits, so its requests go straight to one thread. The request environment is built by moto's
-own request handler (``MotoRequestHandler``, which keeps the spelling of S3 metadata headers
-with underscores), as ``moto_server`` builds it.
-
-Why not werkzeug's handler as it is: it answers every request with ``Connection: close`` (its
-comment: keep-alive "isn't handled well by Python's http.server because it doesn't know how to
-drain the stream before the next request line"), so every request of every job pays a new
-connection and a new thread. Here a request's body is read whole before the application runs
-(moto reads every body whole anyway), so the stream is drained by construction and the
-connection can be kept.
-
-Why not waitress (used before): its worker threads hand every request and every answer across
-threads (a poll loop, a task queue, a wake-up pipe). Two job processes sending GetObject and
-PutObject at once cost the server about 2.1-2.5 ms of CPU per request behind waitress and about
-1.3-1.5 ms here; one alone, about 1.6 and 1.4 ms (measured on this 2-core machine with the same
-moto application). Two pairs of 1,000-child runs, alternated: 48.3 and 48.4 s here against
-52.0 and 55.1 s behind waitress (this machine's speed varies by as much from minute to minute,
-so that is a direction more than a figure).
+request whole, runs the application and writes the answer, then waits for the next request
+on the same connection. Each job process opens one connection per client and keeps it until
+it exits. werkzeug's own handler closes every connection, because http.server cannot drain
+a body the application did not read; here the body is always read first, so the stream is
+drained by construction and the connection can be kept.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import sys
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from pipeline.local.moto_app import WsgiApp, request_handler
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
 
 STATS_PATH = "/_pipeline/stats"
+HEALTH_PATH = "/_pipeline/health"
+DYNAMODB_WRITES = frozenset(
+    {
+        "PutItem",
+        "BatchWriteItem",
+        "UpdateItem",
+        "DeleteItem",
+        "TransactWriteItems",
+        "CreateTable",
+        "DeleteTable",
+        "UpdateTable",
+    }
+)
+_KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "SERVER_NAME")
 
 
-class _Counting:
-    """Counts requests and the wall time spent answering them (a WSGI middleware)."""
+def signing_service(environ: dict[str, Any]) -> str | None:
+    """The service a SigV4 request is signed for (header or presigned URL), or None."""
+    authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
+    if "Credential=" in authorization:
+        scope = authorization.split("Credential=", 1)[1].split(",", 1)[0]
+    else:
+        credential = parse_qs(str(environ.get("QUERY_STRING", ""))).get("X-Amz-Credential")
+        if not credential:
+            return None
+        scope = credential[0]
+    parts = scope.split("/")
+    return parts[3] if len(parts) >= 5 else None
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
+
+class ServiceJournal:
+    """What changed S3 and DynamoDB, request by request, appended as it is answered: a JSON
+    line (the request's method, path, query and headers) followed by its body. Replayed into a
+    fresh moto, it gives back every bucket's objects and every table's items."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = path.open("ab")
+
+    @staticmethod
+    def wanted(environ: dict[str, Any], service: str | None) -> bool:
+        method = environ.get("REQUEST_METHOD")
+        if service == "s3":
+            return method in ("PUT", "POST", "DELETE")
+        if service == "dynamodb":
+            target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+            return target.rsplit(".", 1)[-1] in DYNAMODB_WRITES
+        return False
+
+    def append(self, environ: dict[str, Any], body: bytes) -> None:
+        kept = {
+            key: value
+            for key, value in environ.items()
+            if (key.startswith("HTTP_") or key in _KEPT_ENVIRON) and isinstance(value, str)
+        }
+        for key, value in environ.items():  # moto's record of header spellings
+            if key.startswith("moto.") and isinstance(value, dict):
+                kept[key] = value
+        header = json.dumps({"environ": kept, "length": len(body)}).encode()
+        with self._lock:
+            self._file.write(header + b"\n" + body + b"\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def journaled_requests(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """(environ, body) of each whole request in a service journal; a request cut short (the
+    writer was killed while writing it) ends the reading."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    position = 0
+    while position < len(data):
+        end = data.find(b"\n", position)
+        if end < 0:
+            return
+        try:
+            header = json.loads(data[position:end])
+            length = int(header["length"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path} is damaged at byte {position}") from None
+        body = data[end + 1 : end + 1 + length]
+        if len(body) < length or data[end + 1 + length : end + 2 + length] != b"\n":
+            return
+        yield dict(header["environ"]), body
+        position = end + 2 + length
+
+
+def call_app(
+    app: WsgiApp, environ: dict[str, Any], body: bytes
+) -> tuple[int, dict[str, str], bytes]:
+    """Call a WSGI application in this process; (status code, headers, body)."""
+    environ = {
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+        **environ,
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    status: list[str] = []
+    headers: dict[str, str] = {}
+
+    def start_response(
+        line: str, given: list[tuple[str, str]], _exc_info: Any = None
+    ) -> Callable[[bytes], Any]:
+        status.append(line)
+        headers.update(given)
+        return lambda _data: None
+
+    answer = app(environ, start_response)
+    try:
+        payload = b"".join(answer)
+    finally:
+        getattr(answer, "close", lambda: None)()
+    return int(status[0].split(" ", 1)[0]), headers, payload
+
+
+class Dispatcher:
+    """The services' one application: AWS Batch, moto, stats, and the S3/DynamoDB journal."""
+
+    def __init__(self, moto: WsgiApp, batch: WsgiApp) -> None:
+        self.moto = moto
+        self.batch = batch
+        self.journal: ServiceJournal | None = None
         self.requests = 0
         self.seconds = 0.0
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if environ.get("PATH_INFO") == STATS_PATH:
-            with self._lock:
-                body = json.dumps(
-                    {
-                        "requests": self.requests,
-                        "seconds": self.seconds,
-                        "cpu_seconds": time.process_time(),
-                    }
-                )
-            start_response("200 OK", [("Content-Type", "application/json")])
-            return [body.encode()]
+        path = environ.get("PATH_INFO")
+        if path == STATS_PATH:
+            return self._answer(start_response, self.stats())
+        if path == HEALTH_PATH:
+            return self._answer(start_response, {"status": "ok"})
         started = time.perf_counter()
         try:
-            return list(self.app(environ, start_response))
+            service = signing_service(environ)
+            if service == "batch":
+                return list(self.batch(environ, start_response))
+            journal = self.journal
+            if journal is None or not journal.wanted(environ, service):
+                return list(self.moto(environ, start_response))
+            body = environ["wsgi.input"].read()
+            environ["wsgi.input"] = io.BytesIO(body)
+            statuses: list[str] = []
+
+            def recording(line: str, headers: Any, exc_info: Any = None) -> Any:
+                statuses.append(line)
+                return start_response(line, headers, exc_info)
+
+            answer = list(self.moto(environ, recording))
+            if statuses and statuses[0][:1] == "2":
+                journal.append(environ, body)
+            return answer
         finally:
             with self._lock:
                 self.requests += 1
                 self.seconds += time.perf_counter() - started
 
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "seconds": self.seconds,
+                "cpu_seconds": time.process_time(),
+            }
 
-def _list_moto_modules_once() -> None:
-    """moto's dispatcher asks, for every request, whether the host names one of its service
-    packages, and answers by listing and stat-ing its own folder (about 90 stat calls per
-    request: a third of a small request's time, measured with cProfile). The packages cannot
-    change while the server runs, so they are listed once."""
-    from moto import backends
-
-    modules = frozenset(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: modules
+    @staticmethod
+    def _answer(start_response: Callable[..., Any], data: dict[str, Any]) -> list[bytes]:
+        body = json.dumps(data).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
 
 
-def serve(app: Callable[..., Iterable[bytes]]) -> BaseWSGIServer:
-    """A threaded server of ``app`` on a free loopback port, connections kept alive (not yet
-    running: call its ``serve_forever``)."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from werkzeug.serving import make_server
+def make_server(app: WsgiApp, port: int = 0) -> BaseWSGIServer:
+    """A threaded server of ``app`` on loopback ``port`` (0: a free one), connections kept
+    alive; call its ``serve_forever``."""
+    from werkzeug.serving import make_server as werkzeug_server
 
-    class KeptAlive(MotoRequestHandler):
+    class KeptAlive(request_handler()):  # type: ignore[misc]
         """moto's request handler, answering on a connection it keeps open."""
 
         protocol_version = "HTTP/1.1"
-        server_version = "pipeline-local"
+        server_version = "array-job-pipeline-local"
         sys_version = ""
-        # The status line, headers and body go out in one write (the buffer is flushed once
-        # per request), and without Nagle's delay on what is left over.
-        wbufsize = -1
+        wbufsize = -1  # status line, headers and body go out in one write
         disable_nagle_algorithm = True
 
         def handle_expect_100(self) -> bool:
-            # http.server answers `Expect: 100-continue` (botocore sends it with a PutObject
-            # body) before the body is read; with a buffered writer the answer must be sent
-            # now, or the client waits for it (botocore, a second) before it sends the body.
-            answered = super().handle_expect_100()
+            # With a buffered writer, `100 Continue` (botocore asks for it with a PutObject
+            # body) must be sent now, or the client waits a second before sending the body.
+            answered = bool(super().handle_expect_100())
             self.wfile.flush()
             return answered
 
         def run_wsgi(self) -> None:
             environ = self.make_environ()
             try:
-                # The whole body now: the next request on this connection starts right after
-                # it. A chunked body arrives de-chunked from werkzeug's DechunkedInput.
                 chunked = environ.pop("wsgi.input_terminated", False)
                 length = int(environ.get("CONTENT_LENGTH") or 0)
                 if length < 0:
@@ -132,29 +256,24 @@ def serve(app: Callable[..., Iterable[bytes]]) -> BaseWSGIServer:
             environ["CONTENT_LENGTH"] = str(len(body))
             environ.pop("HTTP_TRANSFER_ENCODING", None)
             started: list[Any] = []
-            written: list[bytes] = []  # what the application gave the legacy write(), if any
+            written: list[bytes] = []
 
             def start_response(
                 status: str, headers: list[tuple[str, str]], exc_info: Any = None
             ) -> Callable[[bytes], object]:
-                started[:] = [status, headers]  # nothing is sent before the application returns
+                started[:] = [status, headers]
                 return written.append
 
             try:
-                answer = app(environ, start_response)
+                answer: Iterable[bytes] = app(environ, start_response)
                 try:
                     payload = b"".join([*written, *answer])
                 finally:
                     getattr(answer, "close", lambda: None)()
                 status, headers = started
-            except Exception as error:  # the application failed: a 500, on a fresh connection
+            except Exception as error:  # the application failed: a 500, connection closed
                 self.log_error("%s: %r", environ.get("PATH_INFO"), error)
-                # http.server closes a connection it has answered "Connection: close" on
-                status, headers, payload = (
-                    "500 INTERNAL SERVER ERROR",
-                    [("Connection", "close")],
-                    b"",
-                )
+                status, headers, payload = "500 INTERNAL SERVER ERROR", [("Connection", "close")], b""
             code, _, reason = status.partition(" ")
             self.send_response(int(code), reason)
             for name, value in headers:
@@ -167,22 +286,6 @@ def serve(app: Callable[..., Iterable[bytes]]) -> BaseWSGIServer:
                 self.wfile.write(payload)
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            """No line per request: thousands nobody reads, written by the process that
-            answers every request."""
+            """No line per request: thousands nobody reads."""
 
-    return make_server("127.0.0.1", 0, app, threaded=True, request_handler=KeptAlive)
-
-
-def main() -> None:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-    _list_moto_modules_once()
-    server = serve(_Counting(DomainDispatcherApplication(create_backend_app)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"port": server.port}), flush=True)
-    sys.stdin.read()  # until the command closes it, or ends
-    server.server_close()
-
-
-if __name__ == "__main__":
-    main()
+    return werkzeug_server("127.0.0.1", port, app, threaded=True, request_handler=KeptAlive)

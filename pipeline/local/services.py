@@ -1,149 +1,300 @@
-"""The AWS services of a local run: moto's server on a free loopback port, with the pipeline's
-buckets, table and topic, and what the topic sent captured through a queue.
+"""The local services, assembled: moto's services and AWS Batch on one endpoint, their state
+kept in a folder, and what AWS Batch tells the other services (job logs to CloudWatch Logs,
+job state changes to EventBridge).
 
-The server is a process of its own (:mod:`pipeline.local.server`), started for the run and
-ended with it, so its state is the run's only.
+With a state folder, everything that changes a bucket, a table or AWS Batch is appended to
+journals there as it happens (see :mod:`.server` and :mod:`.batch.journal`); started again on
+the same folder, the services replay them and are as they were, jobs included. The folder is
+locked while services run on it, so two commands cannot write one run's state. Without one,
+the state lives as long as the services.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
 
-from pipeline.local.server import STATS_PATH
-from pipeline.spec import (
-    BUCKET_KEYS,
-    JOB_IMAGES_DIR,
-    MAX_OBJECT_BYTES,
-    RESOURCES,
-    TABLE_PARTITION_KEY,
-    TABLE_SORT_KEY,
-)
+from pipeline.local import resources
+from pipeline.local.batch.definitions import Place
+from pipeline.local.batch.faults import Fault, FaultKey
+from pipeline.local.batch.journal import Journal, replay
+from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.responses import BatchService
+from pipeline.local.batch.scheduler import Scheduler, log_path
+from pipeline.local.moto_app import WsgiApp, moto_application
+from pipeline.local.server import Dispatcher, ServiceJournal, call_app, journaled_requests, make_server
 
-LOCAL_MAX_OBJECT_BYTES = 1024 * 1024
-"""The local size limit, so the sample's oversize object is rejected as a real one would be."""
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-"""moto's default account: the local resources' ARNs carry it."""
-STACK = "arrayjobpipeline"
-
-
-def resource_names(stack: str = STACK) -> dict[str, str]:
-    """Names (and the topic's ARN) of the local buckets, table and topic, derived from the
-    stack name as CloudFormation derives the deployed ones (without its random suffix)."""
-    names = {r.key: f"{stack}-{r.key.replace('_', '-')}-local" for r in RESOURCES}
-    names["notification_topic"] = f"arn:aws:sns:{REGION}:{ACCOUNT}:{names['notification_topic']}"
-    return names
+BATCH_JOURNAL = "batch.jsonl"
+SERVICES_JOURNAL = "services.journal"
+ENDPOINT_FILE = "endpoint.json"
+LOCK_FILE = "lock"
 
 
-def job_environment(endpoint: str) -> dict[str, str]:
-    """What every local job process gets besides its definition's environment: this
-    machine's environment with AWS pointed at the local server and the job programs
-    importable as in the image."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=str(JOB_IMAGES_DIR),
-    )
-    env[MAX_OBJECT_BYTES] = str(LOCAL_MAX_OBJECT_BYTES)
-    return env
+class StateInUse(Exception):
+    """Another command's services hold this state folder."""
 
 
-@dataclass
-class LocalAws:
-    """moto's server and the pipeline's resources on it."""
-
-    endpoint: str
-    names: dict[str, str]
-    queue_url: str
-    clients: dict[str, Any]
-
-    def seed(self, inputs: Mapping[str, bytes]) -> None:
-        """Put the run's input objects into BucketA."""
-        for key, body in inputs.items():
-            self.clients["s3"].put_object(Bucket=self.names["input_bucket"], Key=key, Body=body)
-
-    def notifications(self) -> list[dict[str, Any]]:
-        sqs = self.clients["sqs"]
-        response = sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10)
-        return [json.loads(m["Body"]) for m in response.get("Messages", [])]
-
-
-@contextmanager
-def local_aws() -> Iterator[LocalAws]:
-    """Start moto's server (:mod:`pipeline.local.server`, a process of its own) on a free
-    loopback port with the pipeline's resources; stop it at the end, whatever happens."""
+def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
+    """boto3 clients whose requests go to ``app`` in this process, never over a socket."""
     import boto3
+    from botocore.awsrequest import AWSResponse
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.server"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C reaches the command, which stops it
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line:
-            raise RuntimeError("the embedded AWS services did not start (pipeline.local.server)")
-        endpoint = f"http://127.0.0.1:{json.loads(line)['port']}"
-        session = boto3.Session(
-            aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION
-        )
-        clients: dict[str, Any] = {
-            name: session.client(name, endpoint_url=endpoint)
-            for name in ("s3", "dynamodb", "sns", "sqs")
+    class _Body:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def stream(self, **_: Any) -> Any:
+            yield self.data
+
+        def read(self, *_: Any) -> bytes:
+            data, self.data = self.data, b""
+            return data
+
+    def send(request: Any, **_: Any) -> AWSResponse:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(request.url)
+        headers = {
+            str(name): value.decode() if isinstance(value, bytes) else str(value)
+            for name, value in request.headers.items()
         }
-        names = resource_names()
-        for key in BUCKET_KEYS:
-            clients["s3"].create_bucket(Bucket=names[key])
-        clients["dynamodb"].create_table(
-            TableName=names["metadata_table"],
-            KeySchema=[
-                {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
-                {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
-                {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        topic_name = names["notification_topic"].rsplit(":", 1)[1]
-        topic_arn = clients["sns"].create_topic(Name=topic_name)["TopicArn"]
-        assert topic_arn == names["notification_topic"], topic_arn
-        # What an email subscriber would receive, captured through a queue.
-        queue_url = clients["sqs"].create_queue(QueueName="notifications")["QueueUrl"]
-        queue_arn = clients["sqs"].get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        clients["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
-        yield LocalAws(endpoint, names, queue_url, clients)
-    finally:
-        with contextlib.suppress(OSError):
-            assert server.stdin is not None
-            server.stdin.close()
+        body = request.body if isinstance(request.body, bytes) else (request.body or b"")
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        environ = {
+            "REQUEST_METHOD": request.method,
+            "PATH_INFO": url.path or "/",
+            "QUERY_STRING": url.query,
+            "SERVER_NAME": url.hostname or "localhost",
+            "HTTP_HOST": url.netloc or "localhost",
+            "CONTENT_TYPE": headers.get("Content-Type", ""),
+            **{
+                "HTTP_" + name.upper().replace("-", "_"): value
+                for name, value in headers.items()
+                if name.lower() not in ("content-type", "content-length", "host")
+            },
+        }
+        status, headers, payload = call_app(app, environ, body)
+        return AWSResponse(request.url, status, headers, _Body(payload))
+
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=resources.REGION
+    )
+    clients = {}
+    for service in services:
+        client = session.client(service, endpoint_url="http://localhost")  # type: ignore[call-overload]
+        client.meta.events.register_first("before-send", send)
+        clients[service] = client
+    return clients
+
+
+class LogShipper:
+    """Puts each attempt's output into CloudWatch Logs under its log stream. A failed
+    attempt's log is shipped at once (the failure report reads it right after); others on
+    a thread of their own, off the scheduler's path."""
+
+    def __init__(self, logs: Any) -> None:
+        self.logs = logs
+        self._queue: queue.Queue[tuple[str, str, Path] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
+        self._thread.start()
+
+    def ship(self, group: str, stream: str, path: Path, *, now: bool = False) -> None:
+        if now:
+            self._put(group, stream, path)
+        else:
+            self._queue.put((group, stream, path))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            with contextlib.suppress(Exception):  # a log not shipped is still in its file
+                self._put(*item)
+
+    def _put(self, group: str, stream: str, path: Path) -> None:
+        with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+            self.logs.create_log_group(logGroupName=group)
+        with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+            self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        stamp = int(path.stat().st_mtime * 1000)
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line]
+        for start in range(0, len(lines), 10_000):
+            events = [{"timestamp": stamp, "message": line} for line in lines[start : start + 10_000]]
+            self.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+class LocalServices:
+    """S3, DynamoDB, SNS, SQS, CloudWatch Logs and EventBridge (moto) and AWS Batch (this
+    library's engine) on one loopback port. Use :meth:`start`, then :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        state_dir: Path | None = None,
+        with_pipeline: bool = False,
+        inputs: Mapping[str, bytes] | None = None,
+        read_only: bool = False,
+        history: Sequence[Path] = (),
+        faults: Mapping[FaultKey, Fault] | None = None,
+        vcpus: int | None = None,
+    ) -> None:
+        self.port = port
+        self.state_dir = state_dir
+        self.with_pipeline = with_pipeline
+        self.inputs = inputs
+        self.read_only = read_only
+        self.history = list(history)
+        self.faults = dict(faults or {})
+        self.vcpus = vcpus
+        self.endpoint = ""
+        self.fresh = True
+        self._closers: list[Callable[[], None]] = []
+        self._lock_file: IO[bytes] | None = None
+
+    def start(self) -> None:
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        state = self.state_dir
+        if state is not None and not self.read_only:
+            state.mkdir(parents=True, exist_ok=True)
+            self._lock(state)
+        work = state if state is not None and not self.read_only else Path(
+            tempfile.mkdtemp(prefix="array-pipeline-local-")
+        )
+        if work is not state:
+            self._closers.append(lambda: shutil.rmtree(work, ignore_errors=True))
+        moto = moto_application()
+        direct = in_process_clients(moto, ("s3", "dynamodb", "sns", "sqs", "logs", "events"))
+        self.backend = BatchBackend(
+            Place(resources.ACCOUNT, resources.REGION),
+            faults=self.faults,
+            on_event=lambda detail: _put_event(direct["events"], detail),
+        )
+        self.batch = BatchService(self.backend)
+        self.dispatcher = Dispatcher(moto, self.batch)
+        self.server = make_server(self.dispatcher, self.port)
+        self.endpoint = f"http://127.0.0.1:{self.server.port}"
+        self._closers.append(self.server.server_close)
+        document = resources.local_document()
+        if self.with_pipeline:
+            resources.deploy(self.batch.call, direct, document)
+        shipper = LogShipper(direct["logs"])
+        self._closers.append(shipper.close)
+        for folder in [*self.history, *([state] if state is not None else [])]:
+            self._replay(folder, moto, shipper, batch_only=folder is not state)
+        if state is not None and not self.read_only:
+            self.dispatcher.journal = ServiceJournal(state / SERVICES_JOURNAL)
+            journal = Journal(state / BATCH_JOURNAL)
+            self.backend.on_record = journal.append
+            self.batch.journal = journal
+            self._closers += [self.dispatcher.journal.close, journal.close]
+        if self.with_pipeline and self.fresh and self.inputs is not None:
+            journaled = in_process_clients(self.dispatcher, ("s3",))
+            resources.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
+        if not self.read_only:
+            self.scheduler = Scheduler(
+                self.backend,
+                environment=resources.job_environment(self.endpoint),
+                work=work,
+                vcpu_budget=self.vcpus,
+                ship_log=lambda group, stream, path, failed: shipper.ship(
+                    group, stream, path, now=failed
+                ),
+            )
+            self._closers.append(self.scheduler.close)
+        thread = threading.Thread(target=self.server.serve_forever, name="server", daemon=True)
+        thread.start()
+        self._closers.append(self.server.shutdown)
+        if state is not None and not self.read_only:
+            endpoint_file = state / ENDPOINT_FILE
+            _write_atomically(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
+            self._closers.append(lambda: endpoint_file.unlink(missing_ok=True))
+
+    def _lock(self, state: Path) -> None:
+        handle = (state / LOCK_FILE).open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StateInUse(f"{state} is in use by another command's local services") from None
+        self._lock_file = handle
+
+    def _replay(self, folder: Path, moto: WsgiApp, shipper: LogShipper, *, batch_only: bool) -> None:
+        batch_journal = folder / BATCH_JOURNAL
+        if batch_journal.exists() and batch_journal.stat().st_size:
+            self.fresh = False
+        if not batch_only:
+            for environ, body in journaled_requests(folder / SERVICES_JOURNAL):
+                self.fresh = False
+                call_app(moto, environ, body)
+        replay(self.backend, batch_journal, self.batch.replay)
+        for leaf in self.backend.leaves():  # failed attempts' logs, for the failure report
+            if leaf.status == "FAILED" and leaf.attempts:
+                for number, attempt in enumerate(leaf.attempts, start=1):
+                    stream = (attempt.get("container") or {}).get("logStreamName")
+                    path = log_path(folder, leaf, number)
+                    if stream and path.exists():
+                        shipper.ship(leaf.definition.log_place()[0], stream, path, now=True)
+
+    def handshake(self) -> dict[str, Any]:
+        """What a client needs to use the services, as ``serve --json`` prints it."""
+        return {
+            "endpoint": self.endpoint,
+            "region": resources.REGION,
+            "credentials": dict(resources.CREDENTIALS),
+            "vcpus": self.scheduler.vcpu_budget if not self.read_only else None,
+            "stateDir": str(self.state_dir) if self.state_dir else None,
+            "fresh": self.fresh,
+        }
+
+    def stop(self) -> None:
+        """Stop everything, last started first; the state folder keeps what happened."""
+        while self._closers:
+            with contextlib.suppress(Exception):
+                self._closers.pop()()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
 
-def server_stats(endpoint: str) -> dict[str, float]:
-    """Requests the local server has answered, and the seconds it spent on them."""
-    with urllib.request.urlopen(f"{endpoint}{STATS_PATH}", timeout=10) as response:
-        return dict(json.loads(response.read()))
+def _put_event(events: Any, detail: dict[str, Any]) -> None:
+    """A "Batch Job State Change" event to EventBridge, as AWS Batch sends it."""
+    with contextlib.suppress(Exception):  # an event not sent is not a job that failed
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "aws.batch",
+                    "DetailType": "Batch Job State Change",
+                    "Detail": json.dumps(detail),
+                    "Resources": [detail["jobArn"]],
+                    "Time": time.time(),
+                }
+            ]
+        )
+
+
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)

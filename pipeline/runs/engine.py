@@ -35,7 +35,9 @@ from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
 from pipeline.runs.watch import watch
-from pipeline.spec import RUN_TAG, SOURCE_BUCKET, SpecError, source_bucket_name
+from pipeline.spec import RUN_TAG, SOURCE_BUCKET
+from pipeline.errors import SpecError
+from pipeline.contract import source_bucket_name
 
 __all__ = [
     "DryRun",

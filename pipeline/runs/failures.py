@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from pipeline.notifications import DEPENDENCY_FAILED
+from pipeline.spec import DEPENDENCY_FAILED
 from pipeline.runs.progress import JobProgress, child_index
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.instances import INSTANCE_TYPES, InstanceType
-from pipeline.spec import JobSpec, PipelineSpec, SpecError
+from pipeline.spec import JobSpec, PipelineSpec
+from pipeline.errors import SpecError
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi

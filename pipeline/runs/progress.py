@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RunStateError
-from pipeline.spec import INPUT_PREFIX, RUN_TAG, STARTED_BY_TAG, TERMINAL, PipelineSpec
+from pipeline.spec import RUN_TAG, STARTED_BY_TAG, TERMINAL, PipelineSpec
+from pipeline.contract import INPUT_PREFIX
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi, JobDetailTypeDef

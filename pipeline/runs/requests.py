@@ -16,26 +16,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from pipeline.document import PipelineDocument
-from pipeline.spec import (
-    DEFAULT_SPEC,
-    INDEX_MAP,
-    INPUT_PREFIX,
-    MAX_OBJECT_BYTES,
-    PIPELINE_TAG,
-    RECIPIENT,
-    RUN_SETTINGS,
-    RUN_TAG,
-    SOURCE_BUCKET,
-    DependencyType,
-    JobSpec,
-    PipelineSpec,
-    RunEnv,
-    SpecError,
-    check_array_size,
-    check_email,
-    check_input_prefix,
-    source_bucket_name,
-)
+from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RECIPIENT, RUN_SETTINGS, RUN_TAG, SOURCE_BUCKET, DependencyType, JobSpec, PipelineSpec, RunEnv, check_array_size, check_email
+from pipeline.contract import INDEX_MAP, INPUT_PREFIX, MAX_OBJECT_BYTES, check_input_prefix, source_bucket_name
+from pipeline.errors import SpecError
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import (

@@ -34,7 +34,9 @@ from pipeline.runs.engine import Session, plan_run, preflight, submit
 from pipeline.runs.preflight import TRIGGER_GUARD, check_cost
 from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import READY_MARKER, STARTED_BY_TAG, SpecError, marker_prefix
+from pipeline.spec import STARTED_BY_TAG
+from pipeline.contract import READY_MARKER, marker_prefix
+from pipeline.errors import SpecError
 from pipeline.trigger_events import SCHEDULE, UPLOAD
 
 Notify = Callable[[str, str], None]

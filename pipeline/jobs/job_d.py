@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from batch_jobs import contract
-from batch_jobs.common import (
+from pipeline import contract
+from pipeline.jobs.common import (
     JobError,
     RunContext,
     array_index,
@@ -32,7 +32,7 @@ from batch_jobs.common import (
     reporting,
     run_main,
 )
-from batch_jobs.job_a import check as check_listed_object
+from pipeline.jobs.job_a import check as check_listed_object
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from batch_jobs import contract
-from batch_jobs.common import (
+from pipeline import contract
+from pipeline.jobs.common import (
     RunContext,
     in_threads,
     list_objects,

@@ -17,7 +17,7 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
-from pipeline.notifications import INPUT_PATHS, MESSAGE_TEMPLATE, failure_event_pattern
+from pipeline.failure_events import INPUT_PATHS, failure_event_pattern, message_template
 
 DEAD_LETTER_RETENTION = Duration.days(14)
 """How long an undelivered notification waits in the dead-letter queue (SQS's maximum)."""
@@ -32,7 +32,7 @@ class FailureNotifications(Construct):
 
     Jobs chained by dependsOn never run after a failure, so JobE's completion message would
     never come; this rule is the "finally". The pattern and message are in
-    ``pipeline/notifications.py``, shared with the local run.
+    ``pipeline/failure_events.py``, shared with the local run.
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class FailureNotifications(Construct):
             ),
         )
         fields = {name: events.EventField.from_path(path) for name, path in INPUT_PATHS.items()}
-        text = re.sub(r"<(\w+)>", lambda m: fields[m.group(1)], MESSAGE_TEMPLATE)
+        text = re.sub(r"<(\w+)>", lambda m: fields[m.group(1)], message_template())
         self.rule.add_target(
             _TopicTarget(
                 topic, events.RuleTargetInput.from_text(text), self.dead_letters, encryption_key

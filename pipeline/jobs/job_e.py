@@ -1,7 +1,7 @@
 """JobE: after all ten checks passed, remove the run's intermediates, write the summary and
 publish to SNS that the pipeline completed, with a link to the output.
 
-    python -m batch_jobs.job_e --source-bucket Ref::SourceBucket --recipient Ref::Recipient
+    python -m pipeline.jobs.job_e --source-bucket Ref::SourceBucket --recipient Ref::Recipient
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from batch_jobs import contract
-from batch_jobs.common import (
+from pipeline import contract
+from pipeline.jobs.common import (
     JobError,
     RunContext,
     delete_prefix,
@@ -178,7 +178,7 @@ def _durations(s3: S3Client, ctx: RunContext) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch_jobs.job_e")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.jobs.job_e")
     parser.add_argument("--source-bucket", help="s3:// URL of the bucket with the run's report")
     parser.add_argument("--recipient", help="who the notification is for (message attribute)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """What the five job programs share: their environment, AWS clients, S3 helpers, errors.
 
-Jobs read only environment variables (see :mod:`batch_jobs.contract`) and their ``Ref::``
+Jobs read only environment variables (see :mod:`pipeline.contract`) and their ``Ref::``
 parameters. Clients are made in each program's ``main`` and passed to the functions that do
 the work, so tests pass moto clients.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from batch_jobs import contract
+from pipeline import contract
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -49,7 +49,7 @@ from constructs import Construct
 
 from pipeline.constructs.nag import acknowledge_wildcards
 from pipeline.constructs.permissions import run_statements
-from pipeline.spec import READY_MARKER
+from pipeline.contract import READY_MARKER
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_pattern
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]

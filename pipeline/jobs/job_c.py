@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from batch_jobs import contract
-from batch_jobs.common import (
+from pipeline import contract
+from pipeline.jobs.common import (
     JobError,
     RunContext,
     TransientJobError,

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from batch_jobs import contract
-from batch_jobs.common import (
+from pipeline import contract
+from pipeline.jobs.common import (
     JobError,
     RunContext,
     array_index,

@@ -1,9 +1,9 @@
 """The contract between the submitter and the job programs: environment variables and the
 layout of every object a run writes.
 
-It lives here, inside the image's build context, because the job containers carry only
-``batch_jobs``; ``pipeline/spec.py`` re-exports it, so the host side and the jobs read one
-definition. Plain data and pure functions: no AWS, no third-party imports.
+The submitter, the job programs (:mod:`pipeline.jobs`), the constructs and the local services
+read these names from here, and nowhere else. Plain data and pure functions: no AWS, no
+third-party imports, nothing of the library's own.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ READ_RECORD = "read"
 """The field of a shard record that holds, unchanged, the record its writer read: JobB's index
 holds the manifest, JobC's record holds JobB's index (and so the manifest too). JobD reads
 the JobC records only, and knows each copy for the stored object when the MD5 of its bytes
-(the pipeline's one serialization, ``batch_jobs.common.dumps``) is the stored object's ETag,
+(the pipeline's one serialization, ``pipeline.jobs.common.dumps``) is the stored object's ETag,
 which it lists. The S3 API Reference (Object, ETag): "Objects created by the PUT Object, POST
 Object, or Copy operation, or through the AWS Management Console, and are encrypted by SSE-S3
 or plaintext, have ETags that are an MD5 digest of their object data"; BucketB and BucketC

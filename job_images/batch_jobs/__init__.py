@@ -1,1 +1,0 @@
-"""The five job programs of the array-job pipeline (``python -m batch_jobs.job_a`` ...)."""

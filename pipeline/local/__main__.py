@@ -1,0 +1,170 @@
+"""``python -m pipeline.local serve``: the local services on a loopback port.
+
+    python -m pipeline.local serve --with-pipeline --port 4566
+    export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=local \\
+        AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+    aws batch describe-job-queues
+
+Ctrl-C or SIGTERM stops them, with every job they run; with ``--state-dir`` what happened is
+kept there and the next ``serve`` on that folder starts where this one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, SpecError
+
+PROG = "python -m pipeline.local"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise SpecError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Local AWS services with AWS Batch on this machine.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = commands.add_parser(
+        "serve",
+        help="S3, DynamoDB, SNS, SQS, CloudWatch Logs, EventBridge and AWS Batch on one port",
+    )
+    serve.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    serve.add_argument(
+        "--with-pipeline",
+        action="store_true",
+        help="create the workflow's queue, job definitions, buckets, table and topic, and "
+        "seed BucketA (the sample, or --input)",
+    )
+    serve.add_argument("--input", metavar="DIR", help="with --with-pipeline: seed BucketA from DIR")
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the services' state in DIR as it changes; start again from it",
+    )
+    serve.add_argument(
+        "--inject",
+        action="append",
+        default=[],
+        metavar="JOB[:INDEX]=FAULT",
+        help="make one attempt fail: exit:CODE, host-terminated or timeout (repeatable)",
+    )
+    serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
+    serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
+    serve.add_argument(
+        "--supervised", action="store_true", help="stop when standard input closes"
+    )
+    serve.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--history", action="append", default=[], help=argparse.SUPPRESS)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pipeline.local import moto_app
+    from pipeline.local.batch.faults import FaultError, fault_plan
+    from pipeline.local.sample import read_input_dir, sample_objects
+
+    if not moto_app.installed():
+        return _fail(
+            args,
+            "the local services need moto and Flask: pip install 'array-job-pipeline[local]'",
+            EXIT_CONFIG,
+        )
+    try:
+        faults = fault_plan(args.inject)
+    except FaultError as error:
+        raise SpecError(f"--inject {error}") from None
+    inputs: dict[str, bytes] | None = None
+    not_seeded: dict[str, str] = {}
+    if args.with_pipeline:
+        inputs, not_seeded = (
+            read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
+        )
+    from pipeline.local.services import LocalServices, StateInUse
+
+    services = LocalServices(
+        port=args.port,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        with_pipeline=args.with_pipeline,
+        inputs=inputs,
+        read_only=args.read_only,
+        history=[Path(h) for h in args.history],
+        faults=faults,
+        vcpus=args.vcpus,
+    )
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, lambda *_: stop.set())
+    try:
+        services.start()
+    except StateInUse as error:
+        return _fail(args, str(error), EXIT_BAD_INPUT)
+    try:
+        seeded = {"objects": len(inputs or {}), "bytes": sum(len(b) for b in (inputs or {}).values())}
+        _announce(args, {**services.handshake(), "seeded": seeded, "notSeeded": not_seeded})
+        if args.supervised:
+            threading.Thread(target=_until_stdin_closes, args=(stop,), daemon=True).start()
+        stop.wait()
+    finally:
+        services.stop()
+    return EXIT_OK
+
+
+def _until_stdin_closes(stop: threading.Event) -> None:
+    sys.stdin.buffer.read()
+    stop.set()
+
+
+def _announce(args: argparse.Namespace, ready: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(ready), flush=True)
+        return
+    endpoint = ready["endpoint"]
+    credentials = " ".join(f"{k}={v}" for k, v in ready["credentials"].items())
+    lines = [
+        f"local AWS services at {endpoint}: AWS Batch (this library's engine), S3, DynamoDB, "
+        "SNS, SQS, CloudWatch Logs and EventBridge (moto)",
+        f"  export AWS_ENDPOINT_URL={endpoint} {credentials} AWS_DEFAULT_REGION={ready['region']}",
+    ]
+    if args.with_pipeline:
+        lines.append(
+            "  with the pipeline: queue ProdQueue, job definitions JobA-list-and-validate .. "
+            f"JobE-Cleanup-and-Notification; BucketA seeded with {ready['seeded']['objects']:,} "
+            "objects"
+        )
+    lines.append("Ctrl-C stops them.")
+    print("\n".join(lines), flush=True)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exitCode": code}), flush=True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        return serve(args)
+    except SpecError as error:
+        if args is not None:
+            return _fail(args, str(error), EXIT_BAD_INPUT)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Failures to inject into job attempts, to see the retry rules and the failure path offline.
+
+``--inject JOB[:INDEX]=FAULT`` names a job by its name (``JobB``) and, for an array job, one
+child; the fault applies to that job's (or child's) first attempt:
+
+- ``exit:CODE``: the attempt exits with CODE, as a program's own error would;
+- ``host-terminated``: the host goes away (status reason ``Host EC2 (instance ...)
+  terminated.``), which the pipeline's retry rules retry;
+- ``timeout``: the attempt runs out of time (Batch never retries a timed-out attempt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+HOST_TERMINATED = "Host EC2 (instance i-0local) terminated."
+
+
+class FaultError(ValueError):
+    """A fault that cannot be parsed; the message says what a good one looks like."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure of one attempt: ``exit`` (with ``exit_code``), ``host-terminated`` or
+    ``timeout``."""
+
+    kind: str
+    exit_code: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        if text in ("host-terminated", "timeout"):
+            return cls(text)
+        if text.startswith("exit:") and text[5:].isdigit() and 0 < int(text[5:]) < 256:
+            return cls("exit", int(text[5:]))
+        raise FaultError(
+            f"fault {text!r} must be exit:CODE (CODE from 1 to 255), host-terminated or timeout"
+        )
+
+
+FaultKey = tuple[str, int | None]
+"""(job name, array index or None)."""
+
+
+@dataclass(frozen=True)
+class InjectedFault:
+    """One ``JOB[:INDEX]=FAULT`` as written."""
+
+    job: str
+    index: int | None
+    fault: Fault
+
+    @classmethod
+    def parse(cls, text: str) -> InjectedFault:
+        target, _, what = text.partition("=")
+        job, _, index = target.partition(":")
+        if not job or not what or (index and not index.isdigit()):
+            raise FaultError(
+                f"{text!r} must look like JobB:3=exit:2 (a job name, an optional child index, "
+                "and exit:CODE, host-terminated or timeout)"
+            )
+        return cls(job, int(index) if index else None, Fault.parse(what))
+
+
+def fault_plan(texts: Iterable[str]) -> Mapping[FaultKey, Fault]:
+    """The faults of ``--inject`` values, keyed by (job name, index)."""
+    plan: dict[FaultKey, Fault] = {}
+    for text in texts:
+        injected = InjectedFault.parse(text)
+        plan[(injected.job, injected.index)] = injected.fault
+    return plan

@@ -1,0 +1,89 @@
+"""The local AWS Batch endpoint's state on disk: a journal appended as things happen, read
+back when the endpoint starts again on the same state folder.
+
+Each line is one JSON record: a registry call (a compute environment, queue or job
+definition created or changed), a job as submitted, or a job's (or array child's) state at an
+attempt's start and end. Nothing is ever rewritten: a record is appended and flushed, so a
+kill at any moment loses at most the line being written, which reading skips. Jobs that had
+not ended when the journal stops (the services were killed) are ended when it is read: a
+started one as a lost host, the others as never started, as when the services stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.local.batch.models import BatchBackend
+
+REGISTRY_CALLS = (
+    "CreateComputeEnvironment",
+    "UpdateComputeEnvironment",
+    "CreateJobQueue",
+    "UpdateJobQueue",
+    "RegisterJobDefinition",
+    "DeregisterJobDefinition",
+    "TagResource",
+    "UntagResource",
+)
+"""The operations whose requests are journaled as they are, and replayed as calls."""
+
+
+class JournalError(Exception):
+    """A journal that cannot be read; the message names the file and the line."""
+
+
+class Journal:
+    """Appends records to a file, one JSON line each, flushed as written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = path.open("ab")
+
+    def append(self, kind: str, record: dict[str, Any]) -> None:
+        line = json.dumps({"kind": kind, **record}, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+
+def records(path: Path) -> Iterator[dict[str, Any]]:
+    """The journal's records. A last line without its end (the writer was killed while
+    writing it) is skipped; any other line that is not a record is a :class:`JournalError`."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "kind" not in record:
+                raise ValueError("not a record")
+        except ValueError:
+            raise JournalError(f"{path} line {number} is damaged; remove the run or that line")
+        yield record
+
+
+def replay(backend: BatchBackend, path: Path, call: Any) -> None:
+    """Rebuild ``backend``'s registry and jobs from the journal at ``path``; ``call(operation,
+    request)`` applies a registry call. Jobs come back as they were, without running."""
+    with backend.lock:
+        for record in records(path):
+            kind = record["kind"]
+            if kind == "call":
+                call(record["operation"], record["request"])
+            elif kind == "job":
+                backend.restore_job(record)
+            elif kind == "leaf":
+                backend.restore_leaf(record)
+        backend.settle_restored()

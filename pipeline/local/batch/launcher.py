@@ -1,0 +1,221 @@
+"""The fork server: one process that has imported the job programs and their libraries and
+forks one child per job attempt.
+
+A fresh interpreter per attempt pays Python's start-up and boto3's import (about a quarter
+of a second) before a few milliseconds of work; a fork of this process pays neither. Each
+child is still a process of its own: its own session and process group (so a stop reaches
+it and whatever it started), its own environment, CPU affinity, log file and exit code.
+
+Protocol, JSON lines: the endpoint writes ``{"argv", "env", "log", "cores"}`` to stdin; the
+fork server answers each with ``{"pid"}`` once the child exists, and later ``{"exited": pid,
+"code"}`` (a negative code is the signal that ended it, as ``Popen.returncode`` has it). It
+is single-threaded, so forking is safe. When its stdin closes it asks its children to stop
+(SIGTERM), kills what is left after a grace period, and exits: the endpoint that started it
+has ended, however it ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any, NoReturn
+
+PRELOADED = (
+    "boto3",
+    "botocore.session",
+    "pipeline.jobs.common",
+    "pipeline.jobs.job_a",
+    "pipeline.jobs.job_b",
+    "pipeline.jobs.job_c",
+    "pipeline.jobs.job_d",
+    "pipeline.jobs.job_e",
+)
+CLIENTS = ("s3", "dynamodb", "sns")
+"""The clients the job programs make, made here once (see :func:`preload`)."""
+STOP_GRACE_SECONDS = 2.0
+
+
+def preload() -> None:
+    """Import the programs and their libraries, and make the clients they make
+    (``pipeline.jobs.common.make_client``) in this process's environment, which is the jobs'
+    (the endpoint and credentials). A child asking for the same client in the same client
+    environment gets it instead of building one; a client holds no connection until used,
+    and none is used here, so every child opens its own."""
+    import importlib
+
+    for module in PRELOADED:
+        with contextlib.suppress(ImportError):  # a fork server for other programs still works
+            importlib.import_module(module)
+    with contextlib.suppress(Exception):
+        from pipeline.jobs.common import make_client
+
+        for service in CLIENTS:
+            make_client(service)
+
+
+def run_program(argv: list[str]) -> int:
+    """Run ``python -m MODULE ARGS`` or ``python -c CODE ARGS`` in this process, as the
+    interpreter would; returns the exit code."""
+    import runpy
+
+    try:
+        module = sys.modules.get(argv[2]) if argv[1] == "-m" else None
+        if module is not None and argv[2] in PRELOADED and hasattr(module, "main"):
+            # A preloaded program: run what its `if __name__ == "__main__"` guard runs,
+            # without executing its module body again.
+            sys.argv = [argv[2], *argv[3:]]
+            raise SystemExit(module.main())
+        if argv[1] == "-m":
+            sys.argv = [argv[2], *argv[3:]]
+            runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = ["-c", *argv[3:]]
+            exec(compile(argv[2], "<string>", "exec"), {"__name__": "__main__"})
+    except SystemExit as stop:
+        if stop.code is None:
+            return 0
+        if isinstance(stop.code, int):
+            return stop.code & 0xFF
+        print(stop.code, file=sys.stderr)
+        return 1
+    except BaseException:  # as the interpreter does: the traceback, exit code 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def set_affinity(cores: list[int]) -> None:
+    """Pin to ``cores`` where the system can (Linux); elsewhere the job shares every core."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(cores))
+
+
+def child(request: dict[str, Any], inherited: tuple[int, ...]) -> NoReturn:
+    """In the forked child: become the job's process, run it, and never return."""
+    code = 1
+    try:
+        os.setsid()  # a process group of its own: a stop kills the whole group
+        signal.set_wakeup_fd(-1)
+        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, signal.SIG_DFL)
+        for fd in inherited:
+            os.close(fd)
+        set_affinity(request.get("cores") or [])
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        wanted: dict[str, str] = request["env"]
+        for name in [name for name in os.environ if name not in wanted]:
+            del os.environ[name]
+        for name, value in wanted.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+        code = run_program(request["argv"])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def stop_all(pids: set[int]) -> None:
+    """Ask every child's process group to stop, then kill what is left after the grace."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while pids and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid:
+                pids.discard(pid)
+                continue
+        time.sleep(0.05)
+    for pid in pids:
+        for kill in (os.kill, os.killpg):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signal.SIGKILL)
+
+
+def serve() -> None:
+    preload()
+    # Everything loaded so far is shared with every child until someone writes to it; a
+    # garbage collection in a child would write to all of it (each object's GC header).
+    # Frozen objects are left out of collections.
+    gc.freeze()
+    out = sys.stdout
+    stdin = sys.stdin.fileno()
+    # A child's exit wakes the loop at once (SIGCHLD through a self-pipe): jobs that wait
+    # for each other start one after another with no idle gap.
+    wakeup = os.pipe()
+    for fd in wakeup:
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wakeup[1])
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    # Ctrl-C in a terminal reaches the whole foreground group: the endpoint decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    running: set[int] = set()
+    buffered = b""
+
+    def report(message: dict[str, int]) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    while True:
+        ready, _, _ = select.select([wakeup[0], stdin], [], [], 0.5)
+        if wakeup[0] in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wakeup[0], 4096):
+                    pass
+        if stdin in ready:
+            data = os.read(stdin, 65536)
+            if not data:
+                stop_all(running)
+                return
+            buffered += data
+            while b"\n" in buffered:
+                line, buffered = buffered.split(b"\n", 1)
+                request = json.loads(line)
+                out.flush()
+                pid = os.fork()
+                if pid == 0:
+                    child(request, (*wakeup, stdin))
+                running.add(pid)
+                try:
+                    report({"pid": pid})
+                except BrokenPipeError:
+                    stop_all(running)
+                    return
+        while running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                running.clear()
+                break
+            if pid == 0:
+                break
+            if pid in running:
+                running.discard(pid)
+                try:
+                    report({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+                except BrokenPipeError:  # the endpoint is gone: nobody watches the jobs
+                    stop_all(running)
+                    return
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,553 @@
+"""The local AWS Batch backend: the API's operations and the jobs' state machine.
+
+States and transitions are AWS Batch's: SUBMITTED -> PENDING (waiting for dependencies) ->
+RUNNABLE -> STARTING -> RUNNING -> SUCCEEDED | FAILED. An array parent's status is derived
+from its children. A dependency is a whole job (STANDARD), a partner child (N_TO_N: child i
+waits for child i) or the previous child of the same array (SEQUENTIAL). When a job a leaf
+waits for fails, the leaf fails without running ("Dependent Job failed"). An attempt that
+fails is retried while the job has attempts left and the first matching ``evaluateOnExit``
+rule (none matching means RETRY) says RETRY; an attempt that timed out or was terminated is
+never retried.
+
+Which jobs run when, and the processes, are the scheduler's (:mod:`.scheduler`); this module
+only moves states. Every change a caller may need later is handed to ``on_record`` (the
+journal), each state change of a standard job or array parent to ``on_event`` (EventBridge).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
+from pipeline.local.batch.errors import ClientException
+from pipeline.local.batch.faults import Fault, FaultKey
+from pipeline.local.batch.jobs import Job, Resolved
+from pipeline.spec import (
+    DEPENDENCY_FAILED,
+    MAX_ARRAY_SIZE,
+    MAX_DEPENDENCIES,
+    MIN_ARRAY_SIZE,
+    TERMINAL,
+    RetryRule,
+    batch_pattern_matches,
+)
+
+if TYPE_CHECKING:
+    from pipeline.local.batch.scheduler import Scheduler
+
+SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
+"""Why a job that was running when the local services stopped failed. It reads as a lost
+host, which is what it is, and the pipeline's retry rules treat it as one."""
+NEVER_STARTED = "Cancelled: the local services stopped before the job started"
+DESCRIBE_LIMIT = 100
+LIST_LIMIT = 1000
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+Record = Callable[[str, dict[str, Any]], None]
+"""(kind, record) -> None: the journal of what happened."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def action_for(
+    rules: tuple[RetryRule, ...], status_reason: str | None, exit_code: int | None
+) -> str:
+    """What the first matching rule says; RETRY when none matches (AWS Batch's rule)."""
+    for rule in rules:
+        if rule.matches(status_reason=status_reason, reason=None, exit_code=exit_code):
+            return rule.action
+    return "RETRY"
+
+
+class BatchBackend:
+    """AWS Batch's API over the jobs this endpoint holds. Thread-safe: every operation holds
+    ``lock``, which the scheduler also holds while it starts and reaps jobs."""
+
+    def __init__(
+        self,
+        place: Place,
+        *,
+        faults: Mapping[FaultKey, Fault] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_record: Record | None = None,
+    ) -> None:
+        self.place = place
+        self.registry = Registry(place)
+        self.faults = dict(faults or {})
+        self.on_event = on_event
+        self.on_record = on_record
+        self.scheduler: Scheduler | None = None
+        self.lock = threading.RLock()
+        self.jobs: dict[str, Job] = {}
+        self.order: list[Job] = []
+        self._waiters: dict[str, list[Job]] = {}
+        self._emitted: dict[str, str] = {}
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request.get("jobName") or "")
+        if not _JOB_NAME.fullmatch(name):
+            raise ClientException(
+                f"jobName {name!r} must be 1-128 letters, numbers, hyphens or underscores, "
+                "starting with a letter or number"
+            )
+        with self.lock:
+            queue = self.registry.queue(str(request.get("jobQueue") or ""))
+            if queue.state != "ENABLED":
+                raise ClientException(
+                    f"Job Queue {queue.name} is DISABLED and cannot accept new jobs"
+                )
+            definition = self.registry.definition(str(request.get("jobDefinition") or ""))
+            size = (request.get("arrayProperties") or {}).get("size")
+            if size is not None and not MIN_ARRAY_SIZE <= int(size) <= MAX_ARRAY_SIZE:
+                raise ClientException(
+                    f"Array size must be between {MIN_ARRAY_SIZE} and {MAX_ARRAY_SIZE}; got {size}"
+                )
+            self._check_dependencies(request, size)
+            job = self._new_job(request, queue, definition, size)
+            self._add(job)
+            self._record_job(job)
+            self._emit(job)
+            for leaf in job.leaves:
+                self._wire(leaf)
+        return {"jobArn": job.arn, "jobName": job.name, "jobId": job.job_id}
+
+    def _check_dependencies(self, request: Mapping[str, Any], size: int | None) -> None:
+        depends_on = list(request.get("dependsOn") or [])
+        if len(depends_on) > MAX_DEPENDENCIES:
+            raise ClientException(
+                f"A job can depend on at most {MAX_DEPENDENCIES} jobs; got {len(depends_on)}"
+            )
+        for dependency in depends_on:
+            kind = dependency.get("type", "STANDARD")
+            if kind not in ("STANDARD", "N_TO_N", "SEQUENTIAL"):
+                raise ClientException(f"Dependency type {kind!r} is not valid")
+            if kind == "SEQUENTIAL":
+                if size is None:
+                    raise ClientException("A SEQUENTIAL dependency needs an array job")
+                if dependency.get("jobId"):
+                    raise ClientException("A SEQUENTIAL dependency names no jobId")
+                continue
+            other = self.jobs.get(str(dependency.get("jobId")))
+            if other is None:
+                raise ClientException(f"Dependent job {dependency.get('jobId')} does not exist")
+            if kind == "N_TO_N" and len(other.children) != int(size or 0):
+                raise ClientException(
+                    f"An N_TO_N dependency needs two array jobs of the same size; "
+                    f"{other.job_id} has {len(other.children)} children, this job {size or 0}"
+                )
+
+    def _new_job(
+        self,
+        request: dict[str, Any],
+        queue: JobQueue,
+        definition: JobDefinition,
+        size: int | None,
+        *,
+        job_id: str | None = None,
+        created: int | None = None,
+    ) -> Job:
+        resolved = Resolved.of(definition, request)
+        job_id = job_id or str(uuid.uuid4())
+        created = created or now_ms()
+        job = Job(
+            job_id=job_id,
+            arn=self.place.arn(f"job/{job_id}"),
+            name=str(request["jobName"]),
+            queue=queue,
+            definition=definition,
+            request=request,
+            resolved=resolved,
+            created_at=created,
+            tags=dict(request.get("tags") or {}),
+        )
+        job.children = [
+            Job(
+                job_id=f"{job_id}:{index}",
+                arn=self.place.arn(f"job/{job_id}:{index}"),
+                name=job.name,
+                queue=queue,
+                definition=definition,
+                request=request,
+                resolved=resolved,
+                created_at=created,
+                parent=job,
+                index=index,
+            )
+            for index in range(int(size or 0))
+        ]
+        if job.children:
+            job.counts = {"SUBMITTED": len(job.children)}
+        for leaf in job.leaves:
+            leaf.fault = self.faults.get((job.name, leaf.index))
+        return job
+
+    def _add(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        for child in job.children:
+            self.jobs[child.job_id] = child
+        self.order.append(job)
+
+    def describe_jobs(self, request: dict[str, Any]) -> dict[str, Any]:
+        wanted = list(request.get("jobs") or [])
+        if len(wanted) > DESCRIBE_LIMIT:
+            raise ClientException(f"Maximum number of jobs supported is {DESCRIBE_LIMIT}")
+        with self.lock:
+            return {"jobs": [self.jobs[j].describe() for j in wanted if j in self.jobs]}
+
+    def list_jobs(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            candidates = self._listed(request)
+            filters = request.get("filters") or []
+            if filters:
+                for entry in filters:
+                    candidates = _filtered(candidates, entry)
+            else:
+                # Without a filter, ListJobs lists one status, RUNNING unless another is given.
+                status = request.get("jobStatus") or "RUNNING"
+                candidates = [j for j in candidates if j.current_status == status]
+            size = int(request.get("maxResults") or 100)
+            if not 1 <= size <= LIST_LIMIT:
+                raise ClientException(f"maxResults must be from 1 to {LIST_LIMIT}")
+            start = int(request.get("nextToken") or 0)
+            page = candidates[start : start + size]
+            response: dict[str, Any] = {"jobSummaryList": [j.summary() for j in page]}
+            if start + size < len(candidates):
+                response["nextToken"] = str(start + size)
+            return response
+
+    def _listed(self, request: Mapping[str, Any]) -> list[Job]:
+        if request.get("arrayJobId"):
+            parent = self.jobs.get(str(request["arrayJobId"]))
+            if parent is None or not parent.children:
+                raise ClientException(f"Array job {request['arrayJobId']} does not exist")
+            return list(parent.children)
+        if request.get("jobQueue"):
+            queue = self.registry.queue(str(request["jobQueue"]))
+            return [j for j in self.order if j.queue is queue]
+        raise ClientException("ListJobs needs a jobQueue or an arrayJobId")
+
+    def cancel_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._stop(request, running_too=False)
+        return {}
+
+    def terminate_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._stop(request, running_too=True)
+        return {}
+
+    def _stop(self, request: Mapping[str, Any], *, running_too: bool) -> None:
+        reason = str(request.get("reason") or "")
+        if not reason:
+            raise ClientException("reason is required")
+        with self.lock:
+            job = self.jobs.get(str(request.get("jobId")))
+            if job is None:
+                raise ClientException(f"Job {request.get('jobId')} does not exist")
+            for leaf in job.leaves:
+                if leaf.status in TERMINAL:
+                    continue
+                if leaf.status in ("STARTING", "RUNNING"):
+                    if running_too and self.scheduler is not None:
+                        self.scheduler.stop(leaf, reason)
+                    continue  # CancelJob leaves started jobs running, as AWS does
+                self.finish(leaf, "FAILED", reason)
+        if self.scheduler is not None:
+            self.scheduler.wake()
+
+    def get_job_queue_snapshot(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The RUNNABLE jobs at the front of the queue, in the order they would start."""
+        with self.lock:
+            queue = self.registry.queue(str(request.get("jobQueue") or ""))
+            front = [
+                {"jobArn": leaf.arn, "earliestTimeAtPosition": leaf.created_at}
+                for job in self.order
+                if job.queue is queue
+                for leaf in job.leaves
+                if leaf.status == "RUNNABLE"
+            ][:100]
+        return {"frontOfQueue": {"jobs": front, "lastUpdatedAt": now_ms()}}
+
+    # --- tags -------------------------------------------------------------------------------
+
+    def _tags(self, arn: str) -> dict[str, str]:
+        for job in self.order:
+            if job.arn == arn:
+                return job.tags
+        found = self.registry.tagged(arn)
+        if found is None:
+            raise ClientException(f"Resource {arn} does not exist")
+        return found
+
+    def tag_resource(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self._tags(str(request.get("resourceArn"))).update(request.get("tags") or {})
+        return {}
+
+    def untag_resource(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            tags = self._tags(str(request.get("resourceArn")))
+            for key in request.get("tagKeys") or []:
+                tags.pop(key, None)
+        return {}
+
+    def list_tags_for_resource(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return {"tags": dict(self._tags(str(request.get("resourceArn"))))}
+
+    # --- the state machine ------------------------------------------------------------------
+
+    def _wire(self, leaf: Job) -> None:
+        """Register what ``leaf`` waits for, and make it PENDING or RUNNABLE (or fail it at
+        once, when a job it depends on has already failed)."""
+        failed = False
+        for target in self._targets(leaf):
+            status = target.current_status
+            if status == "SUCCEEDED":
+                continue
+            if status == "FAILED":
+                failed = True
+                continue
+            leaf.unmet += 1
+            self._waiters.setdefault(target.job_id, []).append(leaf)
+        if failed:
+            self.finish(leaf, "FAILED", DEPENDENCY_FAILED)
+        elif leaf.unmet:
+            self.set_status(leaf, "PENDING")
+        else:
+            self.set_status(leaf, "RUNNABLE")
+
+    def _targets(self, leaf: Job) -> list[Job]:
+        """The jobs ``leaf`` waits for: a whole job (STANDARD), its partner child (N_TO_N),
+        the previous child of its own array (SEQUENTIAL)."""
+        targets: list[Job] = []
+        for dependency in leaf.request.get("dependsOn", []):
+            kind = dependency.get("type", "STANDARD")
+            if kind == "SEQUENTIAL":
+                if leaf.index:
+                    assert leaf.parent is not None
+                    targets.append(leaf.parent.children[leaf.index - 1])
+                continue
+            other = self.jobs[dependency["jobId"]]
+            if kind == "N_TO_N" and leaf.index is not None and other.children:
+                targets.append(other.children[leaf.index])
+            else:
+                targets.append(other)
+        return targets
+
+    def _resolve(self, target: Job) -> None:
+        """``target`` has ended: its waiters move on, or fail without running."""
+        status = target.current_status
+        for waiter in self._waiters.pop(target.job_id, []):
+            if waiter.status in TERMINAL:
+                continue
+            if status == "SUCCEEDED":
+                waiter.unmet -= 1
+                if waiter.unmet == 0:
+                    self.set_status(waiter, "RUNNABLE")
+            else:
+                self.finish(waiter, "FAILED", DEPENDENCY_FAILED)
+
+    def set_status(self, job: Job, status: str) -> None:
+        if job.status == status:
+            return
+        previous, job.status = job.status, status
+        parent = job.parent
+        if parent is not None:
+            parent.counts[previous] = parent.counts.get(previous, 0) - 1
+            parent.counts[status] = parent.counts.get(status, 0) + 1
+            if status == "STARTING" and parent.started_at is None:
+                parent.started_at = job.started_at
+        if status == "RUNNABLE" and self.scheduler is not None:
+            self.scheduler.enqueue(job)
+        self._emit(job if parent is None else parent)
+        if status in TERMINAL:
+            self._record_leaf(job)
+            self._resolve(job)
+            if parent is not None and parent.is_terminal:
+                parent.stopped_at = now_ms()
+                self._emit(parent)
+                self._resolve(parent)
+
+    def finish(self, job: Job, status: str, reason: str | None) -> None:
+        """End a leaf with ``status`` (its cores, if it ran, are the scheduler's to free)."""
+        job.status_reason = reason
+        job.stopped_at = now_ms()
+        self.set_status(job, status)
+
+    def attempt_started(self, job: Job, log_stream: str, task_id: str) -> None:
+        job.started_at = job.started_at or now_ms()
+        job.log_stream = log_stream
+        job.attempts.append(
+            {
+                "startedAt": now_ms(),
+                "container": {
+                    "logStreamName": log_stream,
+                    "taskArn": self.place.arn(f"task/{task_id}").replace(":batch:", ":ecs:"),
+                },
+            }
+        )
+        self.set_status(job, "STARTING")
+        self.set_status(job, "RUNNING")
+        self._record_leaf(job)
+
+    def attempt_ended(
+        self,
+        job: Job,
+        exit_code: int | None,
+        status_reason: str | None,
+        *,
+        retriable: bool = True,
+    ) -> None:
+        """An attempt ended: the job succeeds, is retried (RUNNABLE again) or fails."""
+        job.exit_code = exit_code
+        attempt = job.attempts[-1]
+        attempt["stoppedAt"] = now_ms()
+        attempt["statusReason"] = status_reason
+        if exit_code is not None:
+            attempt["container"]["exitCode"] = exit_code
+        if exit_code == 0:
+            self.finish(job, "SUCCEEDED", None)
+            return
+        retry = (
+            retriable
+            and job.attempt < job.resolved.attempts
+            and action_for(job.resolved.retry_rules, status_reason, exit_code) == "RETRY"
+        )
+        if retry:
+            job.status_reason = status_reason
+            self._record_leaf(job)
+            self.set_status(job, "RUNNABLE")
+        else:
+            self.finish(job, "FAILED", status_reason)
+
+    def _emit(self, job: Job) -> None:
+        """A "Batch Job State Change" event when a standard job's or an array parent's status
+        changed (array children's changes are not sent: see the docs' known differences)."""
+        status = job.current_status
+        if self.on_event is None or self._emitted.get(job.job_id) == status:
+            return
+        self._emitted[job.job_id] = status
+        self.on_event(job.describe())
+
+    # --- the journal ------------------------------------------------------------------------
+
+    def _record_job(self, job: Job) -> None:
+        if self.on_record is not None:
+            self.on_record(
+                "job",
+                {
+                    "jobId": job.job_id,
+                    "jobQueue": job.queue.arn,
+                    "jobDefinition": job.definition.arn,
+                    "request": job.request,
+                    "createdAt": job.created_at,
+                    "tags": job.tags,
+                },
+            )
+
+    def _record_leaf(self, leaf: Job) -> None:
+        if self.on_record is not None:
+            self.on_record("leaf", leaf_record(leaf))
+
+    # --- restoring from the journal -------------------------------------------------------------
+
+    def restore_job(self, record: Mapping[str, Any]) -> None:
+        """A job as journaled at submission, with its children, not yet run."""
+        queue = self.registry.queue(str(record["jobQueue"]))
+        definition = self.registry.definition(str(record["jobDefinition"]), active_only=False)
+        request = dict(record["request"])
+        size = (request.get("arrayProperties") or {}).get("size")
+        job = self._new_job(
+            request,
+            queue,
+            definition,
+            size,
+            job_id=str(record["jobId"]),
+            created=int(record["createdAt"]),
+        )
+        job.tags = dict(record.get("tags") or {})
+        self._add(job)
+
+    def restore_leaf(self, record: Mapping[str, Any]) -> None:
+        """A leaf's state as journaled at an attempt's start or end."""
+        leaf = self.jobs.get(str(record["jobId"]))
+        if leaf is not None:
+            for name in LEAF_FIELDS:
+                setattr(leaf, name, record[name])
+
+    def settle_restored(self) -> None:
+        """After restoring: array parents' counts and times from their children, no event for
+        what happened before, and every job that had not ended ended (see
+        :meth:`end_unfinished`)."""
+        for job in self.order:
+            if job.children:
+                job.counts = {}
+                for child in job.children:
+                    job.counts[child.status] = job.counts.get(child.status, 0) + 1
+                starts = [c.started_at for c in job.children if c.started_at is not None]
+                job.started_at = min(starts) if starts else None
+                stops = [c.stopped_at for c in job.children if c.stopped_at is not None]
+                job.stopped_at = max(stops) if stops and job.is_terminal else None
+            self._emitted[job.job_id] = job.current_status
+        self.end_unfinished()
+
+    def leaves(self) -> Iterator[Job]:
+        """Jobs that run: array children and standard jobs, in submission order."""
+        for job in self.order:
+            yield from job.leaves
+
+    def end_unfinished(self) -> None:
+        """The services are stopping: every job that has not ended fails, a started one as
+        a lost host (the scheduler has stopped its process), the others as cancelled."""
+        with self.lock:
+            for leaf in list(self.leaves()):
+                if leaf.status in TERMINAL:
+                    continue
+                if leaf.status in ("STARTING", "RUNNING") and leaf.attempts:
+                    self.attempt_ended(leaf, None, SERVICES_STOPPED, retriable=False)
+                else:
+                    self.finish(leaf, "FAILED", NEVER_STARTED)
+
+
+LEAF_FIELDS = (
+    "status",
+    "status_reason",
+    "started_at",
+    "stopped_at",
+    "attempts",
+    "exit_code",
+    "log_stream",
+)
+
+
+def leaf_record(leaf: Job) -> dict[str, Any]:
+    return {"jobId": leaf.job_id, **{name: getattr(leaf, name) for name in LEAF_FIELDS}}
+
+
+def _filtered(jobs: list[Job], entry: Mapping[str, Any]) -> list[Job]:
+    name = entry.get("name")
+    values = [str(v) for v in entry.get("values") or []]
+    if name == "JOB_NAME":
+        return [j for j in jobs if any(batch_pattern_matches(v, j.name) for v in values)]
+    if name == "JOB_DEFINITION":
+        return [
+            j
+            for j in jobs
+            if any(
+                v == j.definition.arn or batch_pattern_matches(v, j.definition.name)
+                for v in values
+            )
+        ]
+    if name == "BEFORE_CREATED_AT":
+        return [j for j in jobs if all(j.created_at < int(v) for v in values)]
+    if name == "AFTER_CREATED_AT":
+        return [j for j in jobs if all(j.created_at > int(v) for v in values)]
+    raise ClientException(f"filter {name!r} is not valid")

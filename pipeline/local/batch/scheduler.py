@@ -1,0 +1,307 @@
+"""Which RUNNABLE jobs start when, on this machine, and what becomes of their processes.
+
+The machine is one compute environment with a vCPU budget (default: the cores this process
+may use). Jobs start in queue priority order, then submission order, while their cores are
+free; each is pinned to the cores it was given where the system can pin. A job asking more
+vCPUs than the budget runs alone with all of it. Memory is not reserved.
+
+A job's command runs with its definition's environment and SubmitJob's overrides, the
+variables AWS Batch sets (``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ARRAY_INDEX``,
+``AWS_BATCH_JOB_ATTEMPT``, ``AWS_BATCH_JQ_NAME``), ``Ref::`` parameters substituted, and a
+scratch folder of its own as ``TMPDIR``, removed when the attempt ends however it ends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.contract import WORKERS
+from pipeline.local.batch.definitions import JobQueue, ceil_vcpus
+from pipeline.local.batch.faults import HOST_TERMINATED, TIMEOUT_REASON
+from pipeline.local.batch.jobs import Job
+from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.processes import (
+    STOP_GRACE_SECONDS,
+    Forked,
+    ForkServer,
+    JobProcess,
+    available_cores,
+    forkable,
+    kill_group,
+    start_process,
+)
+
+EXITED = "Essential container in task exited"
+CANNOT_START = "CannotStartContainerError"
+LogShipper = Callable[[str, str, Path, bool], None]
+"""(log group, log stream, log file, whether the attempt failed) -> None: where an attempt's
+output goes when it ends."""
+
+
+def log_path(work: Path, job: Job, attempt: int) -> Path:
+    """Where attempt ``attempt`` (from 1) of ``job`` writes its output."""
+    where = job.name if job.index is None else f"{job.name}/{job.index:05d}"
+    return work / "logs" / where / f"{job.job_id.split(':')[0]}-{attempt}.log"
+
+
+@dataclass
+class _Attempt:
+    log: Path
+    scratch: Path
+    log_group: str
+    log_stream: str
+    stop_reason: str | None = None
+    kill_at: float | None = None
+    timed_out: bool = False
+
+
+class Scheduler:
+    """Starts and reaps the jobs of a :class:`BatchBackend` on a thread of its own."""
+
+    def __init__(
+        self,
+        backend: BatchBackend,
+        *,
+        environment: Mapping[str, str],
+        work: Path,
+        vcpu_budget: int | None = None,
+        fork: bool = True,
+        ship_log: LogShipper | None = None,
+        tick: float = 0.05,
+    ) -> None:
+        self.backend = backend
+        self.vcpu_budget = vcpu_budget or available_cores()
+        self.environment = dict(environment)
+        self.work = work
+        self.ship_log = ship_log
+        self._tick = tick
+        self._free = list(range(self.vcpu_budget))
+        self._runnable: dict[str, deque[Job]] = {}
+        self._queues: dict[str, JobQueue] = {}
+        self._running: dict[str, Job] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        self._zombies: list[subprocess.Popen[bytes]] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.fork_server = (
+            ForkServer(self.environment, work / "fork-server.log", self._wake.set)
+            if fork
+            else None
+        )
+        backend.scheduler = self
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    # --- what the backend tells it --------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> None:
+        """``job`` became RUNNABLE (called with the backend's lock held)."""
+        self._queues[job.queue.name] = job.queue
+        self._runnable.setdefault(job.queue.name, deque()).append(job)
+        self._wake.set()
+
+    def stop(self, job: Job, reason: str) -> None:
+        """TerminateJob of a started ``job``: ask it to stop, kill it after the grace."""
+        attempt = self._attempts.get(job.job_id)
+        if attempt is not None and attempt.stop_reason is None:
+            self._ask_to_stop(job, attempt, reason)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.backend.lock:
+                self._reap()
+                self._start_runnable()
+            # Woken at once by an exit, a submission or a stop; the tick bounds the wait for
+            # what nothing announces (a plain process's exit, a deadline).
+            self._wake.wait(self._tick)
+            self._wake.clear()
+
+    def _start_runnable(self) -> None:
+        queues = sorted(self._queues.values(), key=lambda q: -q.priority)
+        for queue in queues:
+            if not queue.places_jobs:
+                continue  # a DISABLED compute environment places no job
+            waiting = self._runnable.get(queue.name) or deque()
+            while waiting:
+                job = waiting[0]
+                if job.status != "RUNNABLE":
+                    waiting.popleft()  # stale: cancelled, or started
+                    continue
+                wanted = min(ceil_vcpus(job.resolved.vcpus), self.vcpu_budget)
+                if len(self._free) < wanted:
+                    return  # in order: nothing jumps ahead of a job waiting for cores
+                waiting.popleft()
+                job.cores = tuple(self._free[:wanted])
+                del self._free[:wanted]
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        resolved = job.resolved
+        command = [_substitute(argument, resolved.parameters) for argument in resolved.command]
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the image's Python is this machine's
+        if job.fault is not None and job.fault.kind == "exit" and job.attempt == 0:
+            code = job.fault.exit_code
+            script = f"import sys; print('injected fault: exit {code}'); sys.exit({code})"
+            command = [sys.executable, "-c", script]
+        task_id = uuid.uuid4().hex
+        log_group, prefix = job.definition.log_place()
+        log = log_path(self.work, job, job.attempt + 1)
+        scratch = self.work / "scratch" / task_id
+        log.parent.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        environment = {
+            **self.environment,
+            **resolved.environment,
+            "AWS_BATCH_JOB_ID": job.job_id,
+            "AWS_BATCH_JOB_ATTEMPT": str(job.attempt + 1),
+            "AWS_BATCH_JQ_NAME": job.queue.name,
+            "TMPDIR": str(scratch),
+            # The cores it may use, where the system cannot pin a process to them.
+            WORKERS: str(len(job.cores)),
+        }
+        if job.index is not None:
+            environment["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
+        attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
+        self._attempts[job.job_id] = attempt
+        self._running[job.job_id] = job
+        self.backend.attempt_started(job, attempt.log_stream, task_id)
+        try:
+            job.process = self._start(command, environment, log, job.cores)
+        except OSError as error:
+            self._end(job, None, f"{CANNOT_START}: {error.strerror or error}")
+            return
+        timeout = resolved.timeout_seconds
+        job.deadline = time.monotonic() + timeout if timeout else None
+
+    def _start(
+        self, command: list[str], environment: dict[str, str], log: Path, cores: tuple[int, ...]
+    ) -> JobProcess:
+        if self.fork_server is not None and forkable(command):
+            try:
+                return self.fork_server.launch(command, environment, log, cores)
+            except OSError:
+                # Without its fork server a run still runs: a fresh process per attempt from
+                # now on (the fork server's own log says why it stopped).
+                self.fork_server.close()
+                self.fork_server = None
+        return start_process(command, environment, log, cores)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        self._zombies = [z for z in self._zombies if z.poll() is None]
+        for job in list(self._running.values()):
+            process = job.process
+            attempt = self._attempts[job.job_id]
+            if process is None:
+                continue
+            fault = job.fault if job.attempt == 1 else None
+            if fault is not None and fault.kind in ("host-terminated", "timeout"):
+                # The host goes away (or the clock runs out) whether or not the program was done.
+                self._kill(process)
+                timed_out = fault.kind == "timeout"
+                reason = TIMEOUT_REASON if timed_out else HOST_TERMINATED
+                self._end(job, None, reason, retriable=not timed_out)
+                continue
+            if attempt.stop_reason is None and job.deadline is not None and now > job.deadline:
+                self._ask_to_stop(job, attempt, TIMEOUT_REASON, timed_out=True)
+            code = process.poll()
+            if attempt.stop_reason is not None:
+                if code is None:
+                    if attempt.kill_at is not None and now > attempt.kill_at:
+                        kill_group(process.pid, signal.SIGKILL)
+                        attempt.kill_at = None
+                    continue
+                self._end(job, None, attempt.stop_reason, retriable=False)
+                continue
+            if code is None:
+                continue
+            if isinstance(process, Forked) and process.lost:
+                self._end(job, None, HOST_TERMINATED)  # the fork server died: a lost host
+                continue
+            self._end(job, code, None if code == 0 else EXITED)
+
+    def _ask_to_stop(
+        self, job: Job, attempt: _Attempt, reason: str, *, timed_out: bool = False
+    ) -> None:
+        attempt.stop_reason = reason
+        attempt.timed_out = timed_out
+        attempt.kill_at = time.monotonic() + STOP_GRACE_SECONDS
+        if job.process is not None:
+            kill_group(job.process.pid, signal.SIGTERM)
+        self._wake.set()
+
+    def _kill(self, process: JobProcess) -> None:
+        kill_group(process.pid, signal.SIGKILL)
+        if isinstance(process, subprocess.Popen):
+            self._zombies.append(process)
+
+    def _end(
+        self, job: Job, exit_code: int | None, reason: str | None, *, retriable: bool = True
+    ) -> None:
+        self._free.extend(job.cores)
+        self._free.sort()
+        job.cores = ()
+        job.process = None
+        self._running.pop(job.job_id, None)
+        attempt = self._attempts.pop(job.job_id)
+        shutil.rmtree(attempt.scratch, ignore_errors=True)
+        if self.ship_log is not None and attempt.log.exists():
+            self.ship_log(attempt.log_group, attempt.log_stream, attempt.log, exit_code != 0)
+        self.backend.attempt_ended(job, exit_code, reason, retriable=retriable)
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop scheduling, ask every running job to stop, kill what is left after the grace,
+        and end every job that has not ended (see :meth:`BatchBackend.end_unfinished`)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        with self.backend.lock:
+            running = [j for j in self._running.values() if j.process is not None]
+            for job in running:
+                kill_group(job.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and any(
+            j.process is not None and j.process.poll() is None for j in running
+        ):
+            time.sleep(0.05)
+        with self.backend.lock:
+            for job in running:
+                if job.process is not None and job.process.poll() is None:
+                    self._kill(job.process)
+            for job in list(self._running.values()):
+                attempt = self._attempts.pop(job.job_id, None)
+                if attempt is not None:
+                    shutil.rmtree(attempt.scratch, ignore_errors=True)
+                    if self.ship_log is not None and attempt.log.exists():
+                        self.ship_log(attempt.log_group, attempt.log_stream, attempt.log, True)
+            self._running.clear()
+            self.backend.end_unfinished()
+        if self.fork_server is not None:
+            self.fork_server.close()
+        for zombie in self._zombies:
+            zombie.wait()
+        shutil.rmtree(self.work / "scratch", ignore_errors=True)
+
+
+def _substitute(argument: str, parameters: Mapping[str, str]) -> str:
+    if argument.startswith("Ref::") and argument[5:] in parameters:
+        return parameters[argument[5:]]
+    return argument

@@ -1,0 +1,40 @@
+"""moto's server, as its own ``ThreadedMotoServer`` assembles it: the only module of this
+library that names moto's modules.
+
+moto serves S3, DynamoDB, SNS, SQS, CloudWatch Logs and EventBridge as one WSGI application
+(``DomainDispatcherApplication`` over ``create_backend_app``), behind werkzeug's server with
+moto's request handler (which keeps the spelling of S3 metadata headers with underscores).
+The local services put AWS Batch in front of that application and keep connections alive
+(see :mod:`pipeline.local.server`). ``tests/test_local_server.py`` checks that moto still
+assembles its server from these names, and says so if a moto release changes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def moto_application() -> WsgiApp:
+    """moto's WSGI application, serving every service moto has."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app: WsgiApp = DomainDispatcherApplication(create_backend_app)
+    return app
+
+
+def request_handler() -> type[Any]:
+    """moto's request handler class (a werkzeug ``WSGIRequestHandler``)."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    handler: type[Any] = MotoRequestHandler
+    return handler
+
+
+def installed() -> bool:
+    """Whether moto's server can be imported (the ``[local]`` extra: moto and Flask)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("moto", "flask"))
