@@ -34,7 +34,7 @@ except ModuleNotFoundError:
         "`scripts/dev setup` (or pip install -e '.[dev]')"
     )
 
-from pipeline.context import pipeline_props_from_context
+from pipeline.stacks.context import pipeline_props_from_context
 from pipeline.errors import PipelineConfigError
 from pipeline.stacks import PipelineStack
 

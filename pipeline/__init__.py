@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import PipelineConfigError
-from pipeline.spec import DEFAULT_SPEC, RESOURCES, Dependency, DependencyType, JobSpec, PipelineResource, PipelineSpec
-from pipeline.errors import SpecError
+from pipeline.errors import PipelineConfigError, SpecError
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    RESOURCES,
+    Dependency,
+    DependencyType,
+    JobSpec,
+    PipelineResource,
+    PipelineSpec,
+)
 
 if TYPE_CHECKING:
     from pipeline.constructs import ArrayJobPipeline, ArrayJobPipelineProps, JobOverride

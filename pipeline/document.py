@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.spec import DEFAULT_SPEC, QUEUE_NAME, RESOURCES, PipelineSpec, prefixed
 from pipeline.errors import SpecError
+from pipeline.spec import DEFAULT_SPEC, QUEUE_NAME, RESOURCES, PipelineSpec, prefixed
 
 SCHEMA = "array-job-pipeline/pipeline-document"
 VERSION = 1

@@ -2,7 +2,8 @@
 
 Each carries a one-line message that says what to change, and the exit code the CLI returns
 for it, following the AWS CLI's conventions (252 bad input, 253 configuration or credentials,
-254 an error answer from AWS, 1 the pipeline ran and a job failed, 130 interrupted).
+254 an error answer from AWS, 255 a local error, 1 the pipeline ran and a job failed, 130
+interrupted).
 
 This module is the ground of the package: it imports nothing of the library's own.
 """
@@ -15,6 +16,9 @@ EXIT_BAD_INPUT = 252
 EXIT_CONFIG = 253
 EXIT_SERVICE = 254
 EXIT_INTERRUPTED = 130
+EXIT_LOCAL = 255
+"""A local error: a file that cannot be read or written, damaged saved state, the local
+services stopped. Not a job's failure (1), which a script must be able to tell apart."""
 
 
 class SpecError(ValueError):
@@ -67,6 +71,13 @@ class ChainError(ServiceError):
         super().__init__(message)
         self.failed_job = failed_job
         self.cancelled = cancelled
+
+
+class LocalError(PipelineError):
+    """Something on this machine failed: a file, the saved state of a local run, the local
+    services."""
+
+    exit_code = EXIT_LOCAL
 
 
 class RunStateError(PipelineError):

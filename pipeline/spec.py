@@ -56,7 +56,6 @@ Dockerfile creates it). The hosts' firewall rejects instance-metadata requests f
 root, so a job, whatever its image, cannot read the instance role's credentials."""
 
 
-
 class DependencyType(StrEnum):
     """How a job waits for another (``dependsOn[].type`` in SubmitJob)."""
 
@@ -533,11 +532,12 @@ def _check_dependency(job: JobSpec, dep: Dependency, earlier: Mapping[str, JobSp
 def check_array_size(size: object, what: str = "array size") -> int:
     """Return ``size`` if AWS Batch accepts it as an array size, else raise :class:`SpecError`."""
     if isinstance(size, bool) or not isinstance(size, int):
-        raise SpecError(f"{what} must be a whole number from 2 to 10,000; got {size!r}")
+        raise SpecError(f"{what} must be a whole number from 2 to 10,000; got {size!r}", field=what)
     if not MIN_ARRAY_SIZE <= size <= MAX_ARRAY_SIZE:
         hint = " (use a standard job for a single task)" if size == 1 else ""
         raise SpecError(
-            f"{what} must be from {MIN_ARRAY_SIZE} to {MAX_ARRAY_SIZE:,}; got {size:,}{hint}"
+            f"{what} must be from {MIN_ARRAY_SIZE} to {MAX_ARRAY_SIZE:,}; got {size:,}{hint}",
+            field=what,
         )
     return size
 
@@ -579,7 +579,9 @@ _EMAIL = re.compile(
 def check_email(address: str, what: str = "email address") -> str:
     """Return ``address`` if it looks like a deliverable address, else raise :class:`SpecError`."""
     if not _EMAIL.fullmatch(address) or len(address) > 254:
-        raise SpecError(f"{what} {address!r} is not an email address like name@example.com")
+        raise SpecError(
+            f"{what} {address!r} is not an email address like name@example.com", field=what
+        )
     return address
 
 

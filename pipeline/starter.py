@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline.aws import AwsSession, batch_config, other_config
+from pipeline.backends.aws import AwsSession, batch_config, other_config
 from pipeline.runs.discovery import document_from_job_definitions
 from pipeline.runs.triggers import TriggerError, start_triggered, trigger_from_event
 from pipeline.trigger_events import StarterSettings

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import contract
+from pipeline.contract import READY_MARKER
 from pipeline.errors import ConfigurationError
 from pipeline.spec import DEFAULT_SPEC
-from pipeline.contract import READY_MARKER
-from pipeline import contract
 
 SCHEDULE = "schedule"
 UPLOAD = "upload"

@@ -22,6 +22,7 @@ from constructs import Construct
 from pipeline.constructs.checkov import apply_checkov_skips
 from pipeline.constructs.compute import PipelineCompute
 from pipeline.constructs.encryption import PipelineKey
+from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.jobs import JobOverride, PipelineJobs
 from pipeline.constructs.nag import (
     GRANT_WILDCARD_REASON,
@@ -29,22 +30,32 @@ from pipeline.constructs.nag import (
     acknowledge_wildcards,
 )
 from pipeline.constructs.network import PipelineNetwork
-from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.permissions import run_statements
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.run_starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
+from pipeline.contract import RUN_PREFIX_PATTERN
 from pipeline.document import PipelineDocument
-from pipeline.errors import PipelineConfigError
+from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import (
     DEFAULT_CPU_INSTANCE_TYPES,
     DEFAULT_MEMORY_INSTANCE_TYPES,
     InstanceType,
     UnknownInstanceTypeError,
 )
-from pipeline.spec import BUCKET_KEYS, DEFAULT_ARRAY_SIZE, DEFAULT_SPEC, QUEUE_NAME, RECIPIENT, SOURCE_BUCKET, PipelineSpec, check_array_size, check_email, check_name_prefix, prefixed
-from pipeline.contract import RUN_PREFIX_PATTERN
-from pipeline.errors import SpecError
+from pipeline.spec import (
+    BUCKET_KEYS,
+    DEFAULT_ARRAY_SIZE,
+    DEFAULT_SPEC,
+    QUEUE_NAME,
+    RECIPIENT,
+    SOURCE_BUCKET,
+    PipelineSpec,
+    check_array_size,
+    check_email,
+    check_name_prefix,
+    prefixed,
+)
 
 _T = TypeVar("_T")
 

@@ -17,9 +17,9 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from pipeline.contract import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from pipeline.errors import PipelineConfigError
 from pipeline.spec import BUCKET_KEYS
-from pipeline.contract import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 
 _ACCESS_LOGS_BY_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
 

@@ -59,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
     serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
-    serve.add_argument(
-        "--supervised", action="store_true", help="stop when standard input closes"
-    )
+    serve.add_argument("--supervised", action="store_true", help="stop when standard input closes")
     serve.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--history", action="append", default=[], help=argparse.SUPPRESS)
     return parser
@@ -84,11 +82,11 @@ def serve(args: argparse.Namespace) -> int:
         raise SpecError(f"--inject {error}") from None
     inputs: dict[str, bytes] | None = None
     not_seeded: dict[str, str] = {}
-    if args.with_pipeline:
+    if args.with_pipeline and not args.read_only:
         inputs, not_seeded = (
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
-    from pipeline.local.services import LocalServices, StateInUse
+    from pipeline.local.services import LocalServices, StateInUseError
 
     services = LocalServices(
         port=args.port,
@@ -105,10 +103,13 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(number, lambda *_: stop.set())
     try:
         services.start()
-    except StateInUse as error:
+    except StateInUseError as error:
         return _fail(args, str(error), EXIT_BAD_INPUT)
     try:
-        seeded = {"objects": len(inputs or {}), "bytes": sum(len(b) for b in (inputs or {}).values())}
+        seeded = {
+            "objects": len(inputs or {}),
+            "bytes": sum(len(b) for b in (inputs or {}).values()),
+        }
         _announce(args, {**services.handshake(), "seeded": seeded, "notSeeded": not_seeded})
         if args.supervised:
             threading.Thread(target=_until_stdin_closes, args=(stop,), daemon=True).start()

@@ -17,7 +17,12 @@ from typing import Any
 
 from pipeline import contract
 from pipeline.document import PipelineDocument
-from pipeline.failure_events import INPUT_PATHS, LOCAL_DETAILS, failure_event_pattern, message_template
+from pipeline.failure_events import (
+    INPUT_PATHS,
+    LOCAL_DETAILS,
+    failure_event_pattern,
+    message_template,
+)
 from pipeline.spec import (
     DEFAULT_SPEC,
     JOB_USER_ID,

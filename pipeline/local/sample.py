@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from pipeline.local.resources import LOCAL_MAX_OBJECT_BYTES
 from pipeline.errors import SpecError
+from pipeline.local.resources import LOCAL_MAX_OBJECT_BYTES
 
 LOCAL_SAMPLE_OBJECTS = 300
 

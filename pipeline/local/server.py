@@ -83,7 +83,7 @@ class ServiceJournal:
         return False
 
     def append(self, environ: dict[str, Any], body: bytes) -> None:
-        kept = {
+        kept: dict[str, Any] = {
             key: value
             for key, value in environ.items()
             if (key.startswith("HTTP_") or key in _KEPT_ENVIRON) and isinstance(value, str)
@@ -273,7 +273,11 @@ def make_server(app: WsgiApp, port: int = 0) -> BaseWSGIServer:
                 status, headers = started
             except Exception as error:  # the application failed: a 500, connection closed
                 self.log_error("%s: %r", environ.get("PATH_INFO"), error)
-                status, headers, payload = "500 INTERNAL SERVER ERROR", [("Connection", "close")], b""
+                status, headers, payload = (
+                    "500 INTERNAL SERVER ERROR",
+                    [("Connection", "close")],
+                    b"",
+                )
             code, _, reason = status.partition(" ")
             self.send_response(int(code), reason)
             for name, value in headers:

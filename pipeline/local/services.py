@@ -32,7 +32,13 @@ from pipeline.local.batch.models import BatchBackend
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
 from pipeline.local.moto_app import WsgiApp, moto_application
-from pipeline.local.server import Dispatcher, ServiceJournal, call_app, journaled_requests, make_server
+from pipeline.local.server import (
+    Dispatcher,
+    ServiceJournal,
+    call_app,
+    journaled_requests,
+    make_server,
+)
 
 BATCH_JOURNAL = "batch.jsonl"
 SERVICES_JOURNAL = "services.journal"
@@ -40,7 +46,7 @@ ENDPOINT_FILE = "endpoint.json"
 LOCK_FILE = "lock"
 
 
-class StateInUse(Exception):
+class StateInUseError(Exception):
     """Another command's services hold this state folder."""
 
 
@@ -86,8 +92,13 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
                 if name.lower() not in ("content-type", "content-length", "host")
             },
         }
+        from botocore.awsrequest import HTTPHeaders
+
         status, headers, payload = call_app(app, environ, body)
-        return AWSResponse(request.url, status, headers, _Body(payload))
+        answer_headers = HTTPHeaders()
+        for name, value in headers.items():
+            answer_headers[name] = value
+        return AWSResponse(request.url, status, answer_headers, _Body(payload))
 
     session = boto3.Session(
         aws_access_key_id="local", aws_secret_access_key="local", region_name=resources.REGION
@@ -130,7 +141,9 @@ class LogShipper:
         stamp = int(path.stat().st_mtime * 1000)
         lines = [line for line in path.read_text(errors="replace").splitlines() if line]
         for start in range(0, len(lines), 10_000):
-            events = [{"timestamp": stamp, "message": line} for line in lines[start : start + 10_000]]
+            events = [
+                {"timestamp": stamp, "message": line} for line in lines[start : start + 10_000]
+            ]
             self.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
     def close(self) -> None:
@@ -179,8 +192,10 @@ class LocalServices:
         if state is not None and not self.read_only:
             state.mkdir(parents=True, exist_ok=True)
             self._lock(state)
-        work = state if state is not None and not self.read_only else Path(
-            tempfile.mkdtemp(prefix="array-pipeline-local-")
+        work = (
+            state
+            if state is not None and not self.read_only
+            else Path(tempfile.mkdtemp(prefix="array-pipeline-local-"))
         )
         if work is not state:
             self._closers.append(lambda: shutil.rmtree(work, ignore_errors=True))
@@ -237,10 +252,14 @@ class LocalServices:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise StateInUse(f"{state} is in use by another command's local services") from None
+            raise StateInUseError(
+                f"{state} is in use by another command's local services"
+            ) from None
         self._lock_file = handle
 
-    def _replay(self, folder: Path, moto: WsgiApp, shipper: LogShipper, *, batch_only: bool) -> None:
+    def _replay(
+        self, folder: Path, moto: WsgiApp, shipper: LogShipper, *, batch_only: bool
+    ) -> None:
         batch_journal = folder / BATCH_JOURNAL
         if batch_journal.exists() and batch_journal.stat().st_size:
             self.fresh = False

@@ -84,8 +84,11 @@ def document_from_job_definitions(
         }
     overrides: dict[str, dict[str, float | int]] = {}
     environment: dict[str, str] = {}
+    log_group: str | None = None
     for key, definition in definitions.items():
         container: Any = definition.get("containerProperties") or {}
+        options = (container.get("logConfiguration") or {}).get("options") or {}
+        log_group = log_group or options.get("awslogs-group")
         changes = _resources(container)
         timeout = (definition.get("timeout") or {}).get("attemptDurationSeconds")
         if timeout:
@@ -112,6 +115,7 @@ def document_from_job_definitions(
         spec=spec,
         parameters={key: dict(d.get("parameters") or {}) for key, d in definitions.items()},
         resources={r.key: environment[r.env] for r in RESOURCES if r.env in environment},
+        log_group=log_group,
         source="the registered job definitions",
     )
 

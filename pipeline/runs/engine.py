@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from pipeline.contract import source_bucket_name
 from pipeline.document import PipelineDocument
-from pipeline.errors import RunStateError
+from pipeline.errors import RunStateError, SpecError
 from pipeline.runs.api import BatchApi
 from pipeline.runs.chain import stop, submit_pipeline
 from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
@@ -36,8 +37,6 @@ from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resol
 from pipeline.runs.resume import ResumePlan, plan_resume
 from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SOURCE_BUCKET
-from pipeline.errors import SpecError
-from pipeline.contract import source_bucket_name
 
 __all__ = [
     "DryRun",
@@ -167,15 +166,16 @@ def preflight(
     source = config.parameters.get(SOURCE_BUCKET)
     if source and document.output_bucket and source_bucket_name(source) != document.output_bucket:
         raise SpecError(
-            f"--source-bucket {source} is not this pipeline's output bucket, where JobD writes "
+            f"source_bucket {source} is not this pipeline's output bucket, where JobD writes "
             f"the report JobE reads (and the only bucket JobE's role may read): use "
-            f"s3://{document.output_bucket}, or leave it out"
+            f"s3://{document.output_bucket}, or leave it out",
+            field="source_bucket",
         )
     if run_id_given and find_jobs_by_name(
         session.batch, document.queue, document.spec.jobs[0].key, (RUN_TAG, config.run_id)
     ):
         raise RunStateError(
-            f"run {config.run_id} already has jobs in {document.queue}; pick another --run-id, "
+            f"run {config.run_id} already has jobs in {document.queue}; pick another run id, "
             f"or continue that run with `resume {config.run_id}`"
         )
     check_fit(config.spec, session.batch, document.queue)
@@ -188,9 +188,11 @@ def start(
     *,
     plan: ResumePlan | None = None,
     on_submitted: Callable[[SubmittedJob], None] | None = None,
+    run_id_given: bool = False,
 ) -> SubmittedRun:
-    """Pre-flight, then the chain (see :func:`submit`)."""
-    preflight(session, document, config, run_id_given=plan is None)
+    """Pre-flight, then the chain (see :func:`submit`). ``run_id_given``: the run id was
+    chosen by the user, so pre-flight checks that no run has it yet."""
+    preflight(session, document, config, run_id_given=run_id_given and plan is None)
     return submit(session, document, config, plan=plan, on_submitted=on_submitted)
 
 
@@ -298,7 +300,7 @@ def plan_resume_run(
     """What resuming ``run_id`` keeps and re-submits, with the run's own size and parameters
     unless the user gives others, checked by the cost guard."""
     if inputs.run_id not in (None, run_id):
-        raise RunStateError("resume keeps the run's id; do not pass --run-id")
+        raise RunStateError("resume keeps the run's id; give no other run id")
     run = find_run(session.batch, document.queue, run_id, document.spec)
     plan = plan_resume(session.batch, run, document.spec, failed_only=failed_only)
     config = plan_run(

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import SpecError
 from pipeline.instances import INSTANCE_TYPES, InstanceType
 from pipeline.spec import JobSpec, PipelineSpec
-from pipeline.errors import SpecError
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi
@@ -64,11 +64,11 @@ def format_costs(costs: Sequence[JobCost]) -> list[str]:
 
 
 COMMAND_LINE_GUARD = (
-    "--max-vcpu-hours {limit:g}; lower --array-size or raise the limit (see --dry-run)"
+    "max_vcpu_hours {limit:g}; lower array_size or raise the limit (see the dry run)"
 )
 TRIGGER_GUARD = (
-    "the triggers' limit of {limit:g} (trigger_max_vcpu_hours; --max-vcpu-hours with --local); "
-    "raise it, or lower the pipeline's array_size"
+    "the triggers' limit of {limit:g} (the construct's trigger_max_vcpu_hours); raise it, or "
+    "lower the pipeline's array size"
 )
 
 
@@ -83,7 +83,8 @@ def check_cost(
     if total > max_vcpu_hours:
         raise SpecError(
             f"the run's worst case is {total:,.1f} vCPU-hours, above "
-            + guard.format(limit=max_vcpu_hours)
+            + guard.format(limit=max_vcpu_hours),
+            field="max_vcpu_hours",
         )
 
 

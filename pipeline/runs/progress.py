@@ -6,13 +6,13 @@ boto3 client and for LocalBatch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import RunStateError
 from pipeline.spec import RUN_TAG, STARTED_BY_TAG, TERMINAL, PipelineSpec
-from pipeline.contract import INPUT_PREFIX
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi, JobDetailTypeDef
@@ -262,4 +262,23 @@ def _described(batch: BatchApi, ids: list[str]) -> list[JobDetailTypeDef]:
     found: list[JobDetailTypeDef] = []
     for start in range(0, len(ids), DESCRIBE_LIMIT):
         found += batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]
+    return found
+
+
+def leaf_attempts(
+    batch: BatchApi, jobs: Sequence[SubmittedJob]
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """Job key -> the attempts of each of its leaves (array children, or the job itself), for
+    the jobs a submission made (a kept job has none): one DescribeJobs call per 100 leaves."""
+    found: dict[str, list[list[dict[str, Any]]]] = {}
+    for job in jobs:
+        found[job.key] = []
+        if job.reused:
+            continue
+        (parent,) = batch.describe_jobs(jobs=[job.job_id])["jobs"]
+        size = (parent.get("arrayProperties") or {}).get("size")
+        ids = [f"{job.job_id}:{i}" for i in range(size)] if size else [job.job_id]
+        for start in range(0, len(ids), DESCRIBE_LIMIT):
+            for leaf in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
+                found[job.key].append([dict(a) for a in leaf.get("attempts") or []])
     return found

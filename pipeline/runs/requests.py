@@ -15,10 +15,29 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
+from pipeline.contract import (
+    INDEX_MAP,
+    INPUT_PREFIX,
+    MAX_OBJECT_BYTES,
+    check_input_prefix,
+    source_bucket_name,
+)
 from pipeline.document import PipelineDocument
-from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RECIPIENT, RUN_SETTINGS, RUN_TAG, SOURCE_BUCKET, DependencyType, JobSpec, PipelineSpec, RunEnv, check_array_size, check_email
-from pipeline.contract import INDEX_MAP, INPUT_PREFIX, MAX_OBJECT_BYTES, check_input_prefix, source_bucket_name
 from pipeline.errors import SpecError
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    PIPELINE_TAG,
+    RECIPIENT,
+    RUN_SETTINGS,
+    RUN_TAG,
+    SOURCE_BUCKET,
+    DependencyType,
+    JobSpec,
+    PipelineSpec,
+    RunEnv,
+    check_array_size,
+    check_email,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import (
@@ -64,22 +83,16 @@ def run_config(
     recipient: str | None = None,
     spec: PipelineSpec = DEFAULT_SPEC,
 ) -> RunConfig:
-    """Validate a run's inputs; raises :class:`SpecError` with a one-line message."""
-    check_array_size(array_size, "--array-size")
-    if run_id is not None and not _RUN_ID.fullmatch(run_id):
-        raise SpecError(
-            f"--run-id {run_id!r} must be 1-63 letters, digits or '-', starting with a letter "
-            "or digit"
-        )
+    """Validate a run's inputs; raises :class:`SpecError` with a one-line message that names
+    the field (``array_size``)."""
+    checked = RunInputs(
+        array_size=array_size, run_id=run_id, source_bucket=source_bucket, recipient=recipient
+    ).checked()
     parameters: dict[str, str] = {}
-    if source_bucket is not None:
-        try:
-            source_bucket_name(source_bucket)  # the rule JobE applies, applied before submitting
-        except ValueError as error:
-            raise SpecError(f"--source-bucket: {error}") from None
-        parameters[SOURCE_BUCKET] = source_bucket
-    if recipient is not None:
-        parameters[RECIPIENT] = check_email(recipient, "--recipient")
+    if checked.source_bucket is not None:
+        parameters[SOURCE_BUCKET] = checked.source_bucket
+    if checked.recipient is not None:
+        parameters[RECIPIENT] = checked.recipient
     return RunConfig(
         run_id=run_id or new_run_id(), spec=spec.with_array_size(array_size), parameters=parameters
     )
@@ -98,6 +111,40 @@ class RunInputs:
     locally)."""
     input_prefix: str | None = None
     """Only BucketA's objects under this S3 prefix are inputs (default: the whole bucket)."""
+
+    def checked(self) -> RunInputs:
+        """These inputs, each checked on its own (no deployment needed); :class:`SpecError`
+        names the first field that AWS Batch or a job would refuse."""
+        if self.array_size is not None:
+            check_array_size(self.array_size, "array_size")
+        if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
+            raise SpecError(
+                f"run_id {self.run_id!r} must be 1-63 letters, digits or '-', starting with a "
+                "letter or digit",
+                field="run_id",
+            )
+        if self.source_bucket is not None:
+            try:
+                source_bucket_name(self.source_bucket)  # the rule JobE applies
+            except ValueError as error:
+                raise SpecError(f"source_bucket: {error}", field="source_bucket") from None
+        if self.recipient is not None:
+            check_email(self.recipient, "recipient")
+        size = self.max_object_bytes
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise SpecError(
+                f"max_object_bytes must be a whole number above 0; got {size}",
+                field="max_object_bytes",
+            )
+        if self.input_prefix is not None:
+            try:
+                check_input_prefix(self.input_prefix)
+            except ValueError as error:
+                raise SpecError(f"input_prefix: {error}", field="input_prefix") from None
+        return self
+
+    def with_run_id(self, run_id: str) -> RunInputs:
+        return replace(self, run_id=run_id)
 
 
 def resolve_run(
@@ -130,18 +177,12 @@ def resolve_run(
         recipient=pick(inputs.recipient, RECIPIENT),
         spec=document.spec,
     )
+    inputs.checked()
     environment = {k: v for k, v in (previous_environment or {}).items() if k in RUN_SETTINGS and v}
     if inputs.max_object_bytes is not None:
-        if isinstance(inputs.max_object_bytes, bool) or inputs.max_object_bytes < 1:
-            raise SpecError(
-                f"--max-object-bytes must be a whole number above 0; got {inputs.max_object_bytes}"
-            )
         environment[MAX_OBJECT_BYTES] = str(inputs.max_object_bytes)
     if inputs.input_prefix is not None:
-        try:
-            environment[INPUT_PREFIX] = check_input_prefix(inputs.input_prefix)
-        except ValueError as error:
-            raise SpecError(f"--input-prefix: {error}") from None
+        environment[INPUT_PREFIX] = inputs.input_prefix
     return replace(config, environment=environment)
 
 

@@ -27,16 +27,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.contract import READY_MARKER, marker_prefix
 from pipeline.document import PipelineDocument
-from pipeline.errors import ChainError, PipelineError, RunStateError
+from pipeline.errors import ChainError, PipelineError, RunStateError, SpecError
 from pipeline.runs.chain import stop
 from pipeline.runs.engine import Session, plan_run, preflight, submit
 from pipeline.runs.preflight import TRIGGER_GUARD, check_cost
 from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
 from pipeline.runs.requests import RunInputs
 from pipeline.spec import STARTED_BY_TAG
-from pipeline.contract import READY_MARKER, marker_prefix
-from pipeline.errors import SpecError
 from pipeline.trigger_events import SCHEDULE, UPLOAD
 
 Notify = Callable[[str, str], None]

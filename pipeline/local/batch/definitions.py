@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.local.batch.errors import ClientException
+from pipeline.local.batch.errors import BatchClientError
 from pipeline.spec import RetryRule
 
 DEFAULT_LOG_GROUP = "/aws/batch/job"
@@ -213,7 +213,7 @@ class Registry:
     def create_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "computeEnvironmentName")
         if name in self.environments:
-            raise ClientException(f"Object already exists: compute environment {name}")
+            raise BatchClientError(f"Object already exists: compute environment {name}")
         environment = ComputeEnvironment(
             name,
             self.place.arn(f"compute-environment/{name}"),
@@ -228,7 +228,7 @@ class Registry:
         name = reference.rsplit("/", 1)[-1]
         found = self.environments.get(name)
         if found is None or reference not in (name, found.arn):
-            raise ClientException(f"Compute environment {reference} does not exist")
+            raise BatchClientError(f"Compute environment {reference} does not exist")
         return found
 
     def update_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +257,7 @@ class Registry:
     def _has_environment(self, reference: str) -> bool:
         try:
             self.environment(reference)
-        except ClientException:
+        except BatchClientError:
             return False
         return True
 
@@ -266,7 +266,7 @@ class Registry:
     def create_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "jobQueueName")
         if name in self.queues:
-            raise ClientException(f"Object already exists: job queue {name}")
+            raise BatchClientError(f"Object already exists: job queue {name}")
         queue = JobQueue(
             name,
             self.place.arn(f"job-queue/{name}"),
@@ -281,7 +281,7 @@ class Registry:
 
     def _ordered_environments(self, order: Sequence[Mapping[str, Any]]) -> list[ComputeEnvironment]:
         if not order:
-            raise ClientException("computeEnvironmentOrder must name at least one environment")
+            raise BatchClientError("computeEnvironmentOrder must name at least one environment")
         ranked = sorted(order, key=lambda entry: int(entry.get("order", 0)))
         return [self.environment(str(entry["computeEnvironment"])) for entry in ranked]
 
@@ -289,7 +289,7 @@ class Registry:
         name = reference.rsplit("/", 1)[-1]
         found = self.queues.get(name)
         if found is None or reference not in (name, found.arn):
-            raise ClientException(f"Job Queue {reference} does not exist")
+            raise BatchClientError(f"Job Queue {reference} does not exist")
         return found
 
     def update_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -308,7 +308,7 @@ class Registry:
         for reference in wanted or list(self.queues):
             try:
                 found.append(self.queue(reference))
-            except ClientException:
+            except BatchClientError:
                 continue
         page, token = _page(found, request)
         return {"jobQueues": [q.describe() for q in page], **token}
@@ -318,23 +318,23 @@ class Registry:
     def register_job_definition(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "jobDefinitionName")
         if request.get("type", "container") != "container":
-            raise ClientException(
+            raise BatchClientError(
                 f"job definition type {request.get('type')!r} is not served locally; "
                 "register a container job definition"
             )
         if not (request.get("containerProperties") or {}).get("image"):
-            raise ClientException("containerProperties.image is required")
+            raise BatchClientError("containerProperties.image is required")
         strategy = request.get("retryStrategy") or {}
         if len(strategy.get("evaluateOnExit") or []) > MAX_EVALUATE_ON_EXIT:
-            raise ClientException(
+            raise BatchClientError(
                 f"retryStrategy.evaluateOnExit has more than {MAX_EVALUATE_ON_EXIT} entries"
             )
         attempts = strategy.get("attempts")
         if attempts is not None and not 1 <= int(attempts) <= 10:
-            raise ClientException("retryStrategy.attempts must be between 1 and 10")
+            raise BatchClientError("retryStrategy.attempts must be between 1 and 10")
         timeout = (request.get("timeout") or {}).get("attemptDurationSeconds")
         if timeout is not None and int(timeout) < 60:
-            raise ClientException("timeout.attemptDurationSeconds must be at least 60 seconds")
+            raise BatchClientError("timeout.attemptDurationSeconds must be at least 60 seconds")
         revisions = self.definitions.setdefault(name, [])
         revision = len(revisions) + 1
         definition = JobDefinition(
@@ -364,9 +364,9 @@ class Registry:
             active = [d for d in revisions if d.status == "ACTIVE"]
             chosen = active[-1] if active else None
         if chosen is None or (tail is not None and chosen.arn != reference):
-            raise ClientException(f"Job definition {reference} does not exist")
+            raise BatchClientError(f"Job definition {reference} does not exist")
         if active_only and chosen.status != "ACTIVE":
-            raise ClientException(f"Job definition {reference} is INACTIVE")
+            raise BatchClientError(f"Job definition {reference} is INACTIVE")
         return chosen
 
     def deregister_job_definition(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -380,7 +380,7 @@ class Registry:
             for reference in request["jobDefinitions"]:
                 try:
                     found.append(self.definition(str(reference), active_only=False))
-                except ClientException:
+                except BatchClientError:
                     continue
         elif request.get("jobDefinitionName"):
             found = list(self.definitions.get(str(request["jobDefinitionName"]), []))
@@ -411,13 +411,13 @@ class Registry:
 def _required(request: Mapping[str, Any], name: str) -> str:
     value = request.get(name)
     if not value:
-        raise ClientException(f"{name} is required")
+        raise BatchClientError(f"{name} is required")
     return str(value)
 
 
 def _state(value: object) -> str:
     if value not in ("ENABLED", "DISABLED"):
-        raise ClientException(f"state must be ENABLED or DISABLED; got {value!r}")
+        raise BatchClientError(f"state must be ENABLED or DISABLED; got {value!r}")
     return str(value)
 
 
@@ -438,7 +438,7 @@ def _token(value: object) -> int:
     if value in (None, ""):
         return 0
     if not str(value).isdigit():
-        raise ClientException(f"nextToken {value!r} is not valid")
+        raise BatchClientError(f"nextToken {value!r} is not valid")
     return int(str(value))
 
 

@@ -15,11 +15,11 @@ class BatchError(Exception):
         self.message = message
 
 
-class ClientException(BatchError):
+class BatchClientError(BatchError):
     """AWS Batch's answer to a request it cannot carry out (bad value, unknown resource)."""
 
 
-class UnknownOperation(BatchError):
+class UnknownOperationError(BatchError):
     """An operation this endpoint does not serve; the message names it."""
 
     code = "UnknownOperationException"

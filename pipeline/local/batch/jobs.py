@@ -238,4 +238,3 @@ class Job:
         if self.stopped_at is not None:
             summary["stoppedAt"] = self.stopped_at
         return summary
-

@@ -70,7 +70,9 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
             if not isinstance(record, dict) or "kind" not in record:
                 raise ValueError("not a record")
         except ValueError:
-            raise JournalError(f"{path} line {number} is damaged; remove the run or that line")
+            raise JournalError(
+                f"{path} line {number} is damaged; remove the run or that line"
+            ) from None
         yield record
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
-from pipeline.local.batch.errors import ClientException
+from pipeline.local.batch.errors import BatchClientError
 from pipeline.local.batch.faults import Fault, FaultKey
 from pipeline.local.batch.jobs import Job, Resolved
 from pipeline.spec import (
@@ -95,20 +95,20 @@ class BatchBackend:
     def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request.get("jobName") or "")
         if not _JOB_NAME.fullmatch(name):
-            raise ClientException(
+            raise BatchClientError(
                 f"jobName {name!r} must be 1-128 letters, numbers, hyphens or underscores, "
                 "starting with a letter or number"
             )
         with self.lock:
             queue = self.registry.queue(str(request.get("jobQueue") or ""))
             if queue.state != "ENABLED":
-                raise ClientException(
+                raise BatchClientError(
                     f"Job Queue {queue.name} is DISABLED and cannot accept new jobs"
                 )
             definition = self.registry.definition(str(request.get("jobDefinition") or ""))
             size = (request.get("arrayProperties") or {}).get("size")
             if size is not None and not MIN_ARRAY_SIZE <= int(size) <= MAX_ARRAY_SIZE:
-                raise ClientException(
+                raise BatchClientError(
                     f"Array size must be between {MIN_ARRAY_SIZE} and {MAX_ARRAY_SIZE}; got {size}"
                 )
             self._check_dependencies(request, size)
@@ -123,24 +123,24 @@ class BatchBackend:
     def _check_dependencies(self, request: Mapping[str, Any], size: int | None) -> None:
         depends_on = list(request.get("dependsOn") or [])
         if len(depends_on) > MAX_DEPENDENCIES:
-            raise ClientException(
+            raise BatchClientError(
                 f"A job can depend on at most {MAX_DEPENDENCIES} jobs; got {len(depends_on)}"
             )
         for dependency in depends_on:
             kind = dependency.get("type", "STANDARD")
             if kind not in ("STANDARD", "N_TO_N", "SEQUENTIAL"):
-                raise ClientException(f"Dependency type {kind!r} is not valid")
+                raise BatchClientError(f"Dependency type {kind!r} is not valid")
             if kind == "SEQUENTIAL":
                 if size is None:
-                    raise ClientException("A SEQUENTIAL dependency needs an array job")
+                    raise BatchClientError("A SEQUENTIAL dependency needs an array job")
                 if dependency.get("jobId"):
-                    raise ClientException("A SEQUENTIAL dependency names no jobId")
+                    raise BatchClientError("A SEQUENTIAL dependency names no jobId")
                 continue
             other = self.jobs.get(str(dependency.get("jobId")))
             if other is None:
-                raise ClientException(f"Dependent job {dependency.get('jobId')} does not exist")
+                raise BatchClientError(f"Dependent job {dependency.get('jobId')} does not exist")
             if kind == "N_TO_N" and len(other.children) != int(size or 0):
-                raise ClientException(
+                raise BatchClientError(
                     f"An N_TO_N dependency needs two array jobs of the same size; "
                     f"{other.job_id} has {len(other.children)} children, this job {size or 0}"
                 )
@@ -199,7 +199,7 @@ class BatchBackend:
     def describe_jobs(self, request: dict[str, Any]) -> dict[str, Any]:
         wanted = list(request.get("jobs") or [])
         if len(wanted) > DESCRIBE_LIMIT:
-            raise ClientException(f"Maximum number of jobs supported is {DESCRIBE_LIMIT}")
+            raise BatchClientError(f"Maximum number of jobs supported is {DESCRIBE_LIMIT}")
         with self.lock:
             return {"jobs": [self.jobs[j].describe() for j in wanted if j in self.jobs]}
 
@@ -216,7 +216,7 @@ class BatchBackend:
                 candidates = [j for j in candidates if j.current_status == status]
             size = int(request.get("maxResults") or 100)
             if not 1 <= size <= LIST_LIMIT:
-                raise ClientException(f"maxResults must be from 1 to {LIST_LIMIT}")
+                raise BatchClientError(f"maxResults must be from 1 to {LIST_LIMIT}")
             start = int(request.get("nextToken") or 0)
             page = candidates[start : start + size]
             response: dict[str, Any] = {"jobSummaryList": [j.summary() for j in page]}
@@ -228,12 +228,12 @@ class BatchBackend:
         if request.get("arrayJobId"):
             parent = self.jobs.get(str(request["arrayJobId"]))
             if parent is None or not parent.children:
-                raise ClientException(f"Array job {request['arrayJobId']} does not exist")
+                raise BatchClientError(f"Array job {request['arrayJobId']} does not exist")
             return list(parent.children)
         if request.get("jobQueue"):
             queue = self.registry.queue(str(request["jobQueue"]))
             return [j for j in self.order if j.queue is queue]
-        raise ClientException("ListJobs needs a jobQueue or an arrayJobId")
+        raise BatchClientError("ListJobs needs a jobQueue or an arrayJobId")
 
     def cancel_job(self, request: dict[str, Any]) -> dict[str, Any]:
         self._stop(request, running_too=False)
@@ -246,11 +246,11 @@ class BatchBackend:
     def _stop(self, request: Mapping[str, Any], *, running_too: bool) -> None:
         reason = str(request.get("reason") or "")
         if not reason:
-            raise ClientException("reason is required")
+            raise BatchClientError("reason is required")
         with self.lock:
             job = self.jobs.get(str(request.get("jobId")))
             if job is None:
-                raise ClientException(f"Job {request.get('jobId')} does not exist")
+                raise BatchClientError(f"Job {request.get('jobId')} does not exist")
             for leaf in job.leaves:
                 if leaf.status in TERMINAL:
                     continue
@@ -283,7 +283,7 @@ class BatchBackend:
                 return job.tags
         found = self.registry.tagged(arn)
         if found is None:
-            raise ClientException(f"Resource {arn} does not exist")
+            raise BatchClientError(f"Resource {arn} does not exist")
         return found
 
     def tag_resource(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -542,12 +542,11 @@ def _filtered(jobs: list[Job], entry: Mapping[str, Any]) -> list[Job]:
             j
             for j in jobs
             if any(
-                v == j.definition.arn or batch_pattern_matches(v, j.definition.name)
-                for v in values
+                v == j.definition.arn or batch_pattern_matches(v, j.definition.name) for v in values
             )
         ]
     if name == "BEFORE_CREATED_AT":
         return [j for j in jobs if all(j.created_at < int(v) for v in values)]
     if name == "AFTER_CREATED_AT":
         return [j for j in jobs if all(j.created_at > int(v) for v in values)]
-    raise ClientException(f"filter {name!r} is not valid")
+    raise BatchClientError(f"filter {name!r} is not valid")

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import parse_qs
 
-from pipeline.local.batch.errors import BatchError, ClientException, UnknownOperation
+from pipeline.local.batch.errors import BatchClientError, BatchError, UnknownOperationError
 from pipeline.local.batch.journal import REGISTRY_CALLS, Journal
 from pipeline.local.batch.models import BatchBackend
 
@@ -73,7 +73,7 @@ class BatchService:
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         handler = self.handlers.get(operation)
         if handler is None:
-            raise UnknownOperation(
+            raise UnknownOperationError(
                 f"The local AWS Batch endpoint does not serve {operation}; it serves "
                 f"{', '.join(self.served)}"
             )
@@ -113,7 +113,7 @@ class BatchService:
         try:
             request: dict[str, Any] = json.loads(raw) if raw.strip() else {}
         except ValueError:
-            raise ClientException("The request body is not JSON") from None
+            raise BatchClientError("The request body is not JSON") from None
         if path.startswith(TAGS_PATH):
             arn = path[len(TAGS_PATH) :]
             request["resourceArn"] = arn
@@ -124,9 +124,9 @@ class BatchService:
                     "tagKeys", []
                 )
             if name is None:
-                raise UnknownOperation(f"No AWS Batch operation is {method} {TAGS_PATH}...")
+                raise UnknownOperationError(f"No AWS Batch operation is {method} {TAGS_PATH}...")
             return name, request
         name = operations_by_path().get((method, path.rstrip("/")))
         if name is None:
-            raise UnknownOperation(f"No AWS Batch operation is {method} {path}")
+            raise UnknownOperationError(f"No AWS Batch operation is {method} {path}")
         return name, request

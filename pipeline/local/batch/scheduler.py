@@ -94,9 +94,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.fork_server = (
-            ForkServer(self.environment, work / "fork-server.log", self._wake.set)
-            if fork
-            else None
+            ForkServer(self.environment, work / "fork-server.log", self._wake.set) if fork else None
         )
         backend.scheduler = self
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)

@@ -1,0 +1,88 @@
+"""Where a pipeline runs, as the command line sees it: one shape, two backends.
+
+- :mod:`.aws`: a pipeline deployed to AWS (``--stack``, or ``--queue`` and the definitions);
+- :mod:`.local`: the pipeline on this machine, through the local services' endpoint and then
+  the AWS backend's own session.
+
+A command asks its backend for a session and hands it to the run engine; it never asks which
+backend it has. :class:`Backend` and :class:`RunSession` are the shape both have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.document import PipelineDocument
+    from pipeline.runs.api import BatchApi
+    from pipeline.runs.engine import RunOutcome
+    from pipeline.runs.progress import SubmittedJob, SubmittedRun
+    from pipeline.runs.requests import RunConfig, RunInputs
+    from pipeline.runs.resume import ResumePlan
+
+Mode = Literal["new", "resume", "read"]
+"""What a session is for: a new run, resuming a run, or looking at runs."""
+
+
+class RunSession(Protocol):
+    """An open backend: the run engine's session (a Batch client, a log reader, when
+    failures are reported), the deployed pipeline, and the steps of a run that differ."""
+
+    @property
+    def batch(self) -> BatchApi: ...
+
+    @property
+    def settle(self) -> bool: ...
+
+    @property
+    def document(self) -> PipelineDocument | None: ...
+
+    def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
+
+    def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
+        """The run's configuration from the deployed pipeline, cost-guarded."""
+        ...
+
+    def start(
+        self,
+        config: RunConfig,
+        *,
+        plan: ResumePlan | None = None,
+        on_submitted: Callable[[SubmittedJob], None] | None = None,
+        run_id_given: bool = False,
+    ) -> SubmittedRun:
+        """Pre-flight and the chain (``run_id_given``: check that no run has the id yet)."""
+        ...
+
+    def finish(self, run: SubmittedRun, outcome: RunOutcome) -> tuple[RunOutcome, list[str]]:
+        """What the end of a watched run adds, with lines to print."""
+        ...
+
+
+class Backend(Protocol):
+    """A place pipelines run."""
+
+    @property
+    def where(self) -> str:
+        """How the command line names this place, in the hints it prints (``--stack X``)."""
+        ...
+
+    @property
+    def always_watches(self) -> bool: ...
+
+    @property
+    def default_poll_interval(self) -> float: ...
+
+    def dry_run_document(self) -> tuple[PipelineDocument, str | None]: ...
+
+    def new_run_id(self, inputs: RunInputs) -> str: ...
+
+    def check_run(self, inputs: RunInputs) -> None:
+        """Refuse, before anything starts, what this backend cannot run."""
+        ...
+
+    def session(
+        self, *, run_id: str | None = None, mode: Mode = "read"
+    ) -> AbstractContextManager[RunSession]: ...

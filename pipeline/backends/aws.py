@@ -1,0 +1,217 @@
+"""The pipeline on AWS: boto3 clients and their settings, the deployed pipeline's document,
+and the session the run engine works through. The command line and the starter function use
+it; so does ``--local``, whose services are an AWS endpoint on this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from pipeline.document import PipelineDocument
+from pipeline.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from botocore.config import Config
+    from mypy_boto3_batch import BatchClient
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_logs import CloudWatchLogsClient
+
+    from pipeline.backends import Mode
+    from pipeline.runs.api import BatchApi
+    from pipeline.runs.engine import RunOutcome
+    from pipeline.runs.progress import SubmittedJob, SubmittedRun
+    from pipeline.runs.requests import RunConfig, RunInputs
+    from pipeline.runs.resume import ResumePlan
+
+USER_AGENT = "array-job-pipeline"
+
+
+def batch_config() -> Config:
+    """Batch client settings. Adaptive retry mode adds client-side rate limiting to standard
+    mode's backoff, so a burst of TooManyRequestsException (SubmitJob allows about 50 TPS per
+    account) slows the submitter down instead of failing the run."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "adaptive", "max_attempts": 10}, user_agent_extra=USER_AGENT)
+
+
+def other_config() -> Config:
+    """Every other client: standard retries (throttling and transient errors, with backoff)."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": 5}, user_agent_extra=USER_AGENT)
+
+
+@dataclass
+class Aws:
+    """The clients a command needs."""
+
+    batch: BatchClient
+    cloudformation: CloudFormationClient
+    logs: CloudWatchLogsClient | None = None
+
+
+Connector = Callable[[str | None, str | None], Aws]
+"""(profile, region) -> clients; tests pass one that returns moto-backed clients."""
+
+
+def connect(profile: str | None, region: str | None, **client_options: Any) -> Aws:
+    """boto3 clients for a profile and region, as the AWS CLI resolves them (``AWS_PROFILE``,
+    ``AWS_REGION``, ``AWS_ENDPOINT_URL`` and the configuration files included)."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound as error:
+        raise ConfigurationError(
+            f"AWS profile {profile!r} is not configured; run `aws configure --profile {profile}` "
+            "or pick one from `aws configure list-profiles`"
+        ) from error
+    if session.region_name is None:
+        raise ConfigurationError(
+            "no AWS region; pass --region, set AWS_REGION, or set a region in your profile"
+        )
+    if session.get_credentials() is None:
+        raise ConfigurationError(
+            "no AWS credentials found; run `aws configure` (or `aws sso login`), set AWS_PROFILE, "
+            "or pass --profile; to try the pipeline without AWS, use --local"
+        )
+    return Aws(
+        batch=session.client("batch", config=batch_config(), **client_options),
+        cloudformation=session.client("cloudformation", config=other_config(), **client_options),
+        logs=session.client("logs", config=other_config(), **client_options),
+    )
+
+
+@dataclass
+class AwsSession:
+    """An open session on a deployed pipeline: what the run engine works through (its Batch
+    client, a log reader, when failures are reported) and the pipeline's document."""
+
+    batch: BatchApi
+    logs: CloudWatchLogsClient | None = None
+    log_group: str | None = None
+    settle: bool = False
+    document: PipelineDocument | None = None
+
+    def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
+        from pipeline.runs.failures import cloudwatch_log_reader
+
+        if self.logs is None or not self.log_group:
+            return []
+        return cloudwatch_log_reader(self.logs, self.log_group)(job_id, log_stream)
+
+    def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
+        """The run's configuration from the deployed pipeline, cost-guarded."""
+        from pipeline.runs import engine
+
+        assert self.document is not None
+        return engine.plan_run(self.document, inputs, max_vcpu_hours=max_vcpu_hours)
+
+    def start(
+        self,
+        config: RunConfig,
+        *,
+        plan: ResumePlan | None = None,
+        on_submitted: Callable[[SubmittedJob], None] | None = None,
+        run_id_given: bool = False,
+    ) -> SubmittedRun:
+        """Pre-flight, then the chain (see :func:`pipeline.runs.engine.start`)."""
+        from pipeline.runs import engine
+
+        assert self.document is not None
+        return engine.start(
+            self,
+            self.document,
+            config,
+            plan=plan,
+            on_submitted=on_submitted,
+            run_id_given=run_id_given,
+        )
+
+    def finish(self, run: SubmittedRun, outcome: RunOutcome) -> tuple[RunOutcome, list[str]]:
+        """What a run's end adds on AWS: nothing; the run goes on without the command."""
+        return outcome, []
+
+
+@dataclass
+class AwsTarget:
+    """Which deployed pipeline: a stack's (its published document), or a queue and the
+    name prefix of its job definitions (the registered definitions are described)."""
+
+    stack: str | None = None
+    queue: str | None = None
+    job_definition_prefix: str = ""
+    profile: str | None = None
+    region: str | None = None
+
+
+class AwsBackend:
+    """Runs of a pipeline deployed to AWS."""
+
+    always_watches = False
+    default_poll_interval = 10.0
+
+    def __init__(self, target: AwsTarget, connector: Connector = connect) -> None:
+        self.target = target
+        self._connector = connector
+        self._aws: Aws | None = None
+
+    @property
+    def aws(self) -> Aws:
+        if self._aws is None:
+            self._aws = self._connector(self.target.profile, self.target.region)
+        return self._aws
+
+    @property
+    def where(self) -> str:
+        """How the command line names this pipeline, for the hints it prints."""
+        if self.target.stack:
+            return f"--stack {self.target.stack}"
+        return f"--queue {self.offline_document().queue}"
+
+    def offline_document(self) -> PipelineDocument:
+        """The pipeline as the given names make it, with the library's defaults: what a dry
+        run without ``--stack`` shows, with no AWS call."""
+        return PipelineDocument.by_name(
+            queue=self.target.queue, prefix=self.target.job_definition_prefix
+        )
+
+    def dry_run_document(self) -> tuple[PipelineDocument, str | None]:
+        """What a dry run shows, with a note when it is not the deployed pipeline: the
+        stack's document, or without a stack the library's defaults (no AWS call)."""
+        if self.target.stack:
+            return self.document(), None
+        return self.offline_document(), (
+            "note: resources are the library's defaults; pass --stack NAME to see the "
+            "deployed pipeline's"
+        )
+
+    def document(self) -> PipelineDocument:
+        """The deployed pipeline: the stack's document, or the registered job definitions."""
+        from pipeline.runs.discovery import document_from_job_definitions, document_from_stack
+
+        target = self.target
+        if target.stack:
+            document = document_from_stack(self.aws.cloudformation, target.stack)
+            return replace(document, queue=target.queue) if target.queue else document
+        return document_from_job_definitions(
+            self.aws.batch, queue=target.queue, prefix=target.job_definition_prefix
+        )
+
+    def new_run_id(self, inputs: RunInputs) -> str:
+        from pipeline.runs.requests import new_run_id
+
+        return inputs.run_id or new_run_id()
+
+    def check_run(self, inputs: RunInputs) -> None:
+        """Nothing to refuse beyond what every run refuses."""
+
+    @contextmanager
+    def session(self, *, run_id: str | None = None, mode: Mode = "read") -> Iterator[AwsSession]:
+        """A session on the deployed pipeline (``run_id`` and ``mode`` matter locally)."""
+        document = self.document()
+        yield AwsSession(self.aws.batch, self.aws.logs, document.log_group, document=document)

@@ -1,0 +1,498 @@
+"""The pipeline on this machine: the local services (``python -m pipeline.local serve``)
+started for a run, and then exactly the AWS path against their endpoint, with the same boto3
+clients, discovery and engine.
+
+Each local run has a folder of its own (``runs/<run-id>`` under the state folder), where the
+services keep its state as it changes: its buckets, table and jobs, and every attempt's log.
+``status``, ``report``, ``cancel``, ``diagnose`` and ``resume`` start the services again on
+that folder (or reach the run's own services while it is still running). What only a local
+run has besides (its inputs, ``--inject``, the trigger flags, the summary and the copies of
+its outputs) is here, and named in the docs' list of what differs by backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import contract
+from pipeline.backends import Mode
+from pipeline.backends.aws import AwsSession, batch_config, other_config
+from pipeline.document import PipelineDocument
+from pipeline.errors import ConfigurationError, LocalError, RunStateError, SpecError
+from pipeline.runs import engine
+from pipeline.runs.progress import SubmittedJob, SubmittedRun
+from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
+from pipeline.runs.resume import ResumePlan
+from pipeline.spec import QUEUE_NAME
+
+STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
+STARTUP_SECONDS = 120
+STOP_SECONDS = 30
+ENDPOINT_FILE = "endpoint.json"
+LOCK_FILE = "lock"
+BATCH_JOURNAL = "batch.jsonl"
+RUN_FILE = "run.json"
+
+
+def state_root() -> Path:
+    """$PIPELINE_LOCAL_STATE_DIR, else ~/.local/state/array-job-pipeline."""
+    return Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".local/state/array-job-pipeline")
+
+
+def runs_dir() -> Path:
+    return state_root() / "runs"
+
+
+class ServicesError(LocalError):
+    """The local services did not start, or stopped while a command used them."""
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """What only a local run has."""
+
+    input_dir: Path | None = None
+    """The run's inputs (default: the generated sample)."""
+    output_dir: Path | None = None
+    """Where the run's outputs, report and summary are copied when it succeeds."""
+    inject: tuple[str, ...] = ()
+    """``JOB[:INDEX]=FAULT`` failures for the services to inject."""
+    on_upload: str | None = None
+    """Fire the upload trigger: write ``<prefix>_READY`` and hand its event to the starter."""
+    on_schedule: bool = False
+    """Fire the schedule trigger."""
+    trigger_max_vcpu_hours: float | None = None
+    """The cost guard a trigger applies (and publishes a refusal of)."""
+
+    @property
+    def trigger(self) -> str | None:
+        if self.on_upload is not None:
+            return "upload"
+        return "schedule" if self.on_schedule else None
+
+
+class Services:
+    """A ``python -m pipeline.local serve`` process, stopped when this command ends (it also
+    stops itself when this process dies: it watches its standard input)."""
+
+    def __init__(self, arguments: Sequence[str], log: Path | None) -> None:
+        command = [sys.executable, "-m", "pipeline.local", "serve", "--json", "--supervised"]
+        errors = log.open("ab") if log is not None else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [*command, *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,  # Ctrl-C reaches this command, which stops them
+            )
+        finally:
+            if log is not None:
+                errors.close()  # type: ignore[union-attr]
+        self.log = log
+        self.ready = self._handshake()
+        self.endpoint = str(self.ready["endpoint"])
+
+    def _handshake(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
+        line = self.process.stdout.readline() if readable else b""
+        if not line:
+            self.close()
+            where = f" (see {self.log})" if self.log else ""
+            raise ServicesError(f"the local services did not start{where}")
+        ready: dict[str, Any] = json.loads(line)
+        if "error" in ready:
+            self.close()
+            raise RunStateError(str(ready["error"]))
+        return ready
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+            self.process.wait()
+
+
+def endpoint_clients(endpoint: str, region: str) -> dict[str, Any]:
+    """The clients of the AWS path, pointed at the local services."""
+    import boto3
+
+    session = boto3.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=region
+    )
+    clients: dict[str, Any] = {
+        "batch": session.client("batch", endpoint_url=endpoint, config=batch_config())
+    }
+    for name in ("logs", "s3", "sqs", "sns"):
+        clients[name] = session.client(name, endpoint_url=endpoint, config=other_config())
+    return clients
+
+
+@dataclass
+class LocalSession(AwsSession):
+    """A session on the local services: the AWS session, and what only a local run has."""
+
+    clients: Mapping[str, Any] = field(default_factory=dict)
+    services: Services | None = None
+    run_dir: Path | None = None
+    options: LocalOptions = field(default_factory=LocalOptions)
+    on_progress: Callable[[str], None] = lambda _text: None
+
+    def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
+        assert self.document is not None
+        # A trigger applies the cost guard itself, and publishes a refusal, as on AWS.
+        guard = None if self.options.trigger else max_vcpu_hours
+        return engine.plan_run(self.document, inputs, max_vcpu_hours=guard)
+
+    def start(
+        self,
+        config: RunConfig,
+        *,
+        plan: ResumePlan | None = None,
+        on_submitted: Callable[[SubmittedJob], None] | None = None,
+        run_id_given: bool = False,
+    ) -> SubmittedRun:
+        if self.options.trigger is None:
+            return super().start(
+                config, plan=plan, on_submitted=on_submitted, run_id_given=run_id_given
+            )
+        return self._fire_trigger(on_submitted)
+
+    def _fire_trigger(self, on_submitted: Callable[[SubmittedJob], None] | None) -> SubmittedRun:
+        """What the deployed trigger does: the event goes to the starter's engine code,
+        which starts, skips or refuses the run and publishes why to the topic."""
+        from pipeline.runs.triggers import STARTED, start_triggered
+
+        assert self.document is not None
+        trigger = local_trigger(self.options, self.document)
+        if trigger.kind == "upload":
+            self.clients["s3"].put_object(
+                Bucket=self.document.resources["input_bucket"], Key=trigger.marker, Body=b""
+            )
+
+        def notify(subject: str, message: str) -> None:
+            self.clients["sns"].publish(
+                TopicArn=self.document.resources["notification_topic"],  # type: ignore[union-attr]
+                Subject=subject,
+                Message=message,
+            )
+            self.on_progress(f"notification published: {subject}: {message.strip()}")
+
+        outcome = start_triggered(
+            self,
+            self.document,
+            trigger.trigger,
+            notify=notify,
+            max_vcpu_hours=self.options.trigger_max_vcpu_hours,
+        )
+        listing = (
+            f", listing {trigger.trigger.input_prefix or 'the whole bucket'}"
+            if trigger.kind == "upload"
+            else ""
+        )
+        self.on_progress(
+            f"{trigger.kind} trigger ({trigger.trigger.origin}): {outcome.action.lower()} run "
+            f"{outcome.run_id}{listing}"
+        )
+        if outcome.action != STARTED:
+            raise RunStateError(f"the {trigger.kind} trigger started no run: {outcome.reason}")
+        for job in outcome.jobs:
+            if on_submitted:
+                on_submitted(job)
+        return SubmittedRun(outcome.run_id, outcome.jobs)
+
+    def finish(
+        self, run: SubmittedRun, outcome: engine.RunOutcome
+    ) -> tuple[engine.RunOutcome, list[str]]:
+        """What only a local run has: on success its summary, the SNS message and copies of
+        its outputs; on failure the notifications the failure rule sent. Every path printed
+        is in the run's folder or ``--output``, which outlive the services."""
+        from pipeline.backends.local_outputs import finish_local
+
+        return finish_local(self, run, outcome)
+
+
+@dataclass(frozen=True)
+class LocalTrigger:
+    kind: str
+    trigger: Any
+    marker: str = ""
+
+
+def local_trigger(options: LocalOptions, document: PipelineDocument) -> LocalTrigger:
+    """The event the deployed trigger would hand the starter: a ready marker's S3 event, or
+    the schedule's input. Made once per backend, so its run id is known before the run."""
+    from pipeline.runs.triggers import trigger_from_event
+    from pipeline.trigger_events import schedule_event, upload_event
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    bucket = document.resources["input_bucket"]
+    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{options}"))
+    if options.on_upload is not None:
+        marker = f"{options.on_upload}{contract.READY_MARKER}"
+        event = upload_event(bucket, marker, event_id, now)
+        return LocalTrigger("upload", trigger_from_event(event, input_bucket=bucket), marker)
+    return LocalTrigger(
+        "schedule", trigger_from_event(schedule_event("local", event_id, now), input_bucket=bucket)
+    )
+
+
+class LocalBackend:
+    """Runs on this machine, each in its own folder, through the local services."""
+
+    always_watches = True
+    default_poll_interval = 0.2
+    where = "--local"
+
+    def __init__(
+        self,
+        options: LocalOptions | None = None,
+        *,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options or LocalOptions()
+        self.on_progress = on_progress or (lambda _text: None)
+        self._trigger: LocalTrigger | None = None
+
+    def dry_run_document(self) -> tuple[PipelineDocument, str | None]:
+        from pipeline.local.resources import local_document
+
+        return local_document(), None
+
+    def check_run(self, inputs: RunInputs) -> None:
+        """Before the services start: the services are installed, and each ``--inject``
+        names a job, and a child that exists in this run."""
+        from pipeline.local.batch.faults import FaultError, InjectedFault
+        from pipeline.local.resources import LOCAL_ARRAY_SIZE, local_document
+
+        require_local_services()
+        spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE).spec
+        keys = [j.key for j in spec]
+        for text in self.options.inject:
+            try:
+                injected = InjectedFault.parse(text)
+            except FaultError as error:
+                if " must look like " in str(error):
+                    raise SpecError(
+                        f"--inject {text!r} must look like JobB:3=exit:2 (a job of "
+                        f"{', '.join(keys)}, an optional child index, and exit:CODE, "
+                        "host-terminated or timeout)"
+                    ) from None
+                raise SpecError(f"--inject {text!r}: {error}") from None
+            if injected.job not in keys:
+                raise SpecError(
+                    f"--inject {text!r} must look like JobB:3=exit:2 (a job of "
+                    f"{', '.join(keys)}, an optional child index, and exit:CODE, "
+                    "host-terminated or timeout)"
+                )
+            size = spec.job(injected.job).array_size
+            if injected.index is not None and size is None:
+                raise SpecError(
+                    f"--inject {text!r}: {injected.job} is not an array job; drop "
+                    f"':{injected.index}'"
+                )
+            if injected.index is not None and size is not None and injected.index >= size:
+                raise SpecError(
+                    f"--inject {text!r}: {injected.job} has children 0 to {size - 1} in this "
+                    "run; pick one of them"
+                )
+
+    def new_run_id(self, inputs: RunInputs) -> str:
+        """The run id a new run will have: a trigger's (made from its event) or the user's."""
+        if self.options.trigger is not None:
+            from pipeline.local.resources import local_document
+
+            self._trigger = self._trigger or local_trigger(self.options, local_document())
+            return str(self._trigger.trigger.run_id)
+        return inputs.run_id or new_run_id()
+
+    @contextmanager
+    def session(self, *, run_id: str | None = None, mode: Mode = "read") -> Iterator[LocalSession]:
+        """The services for a run: a new run's (``mode="new"``), a saved run's to resume
+        (``"resume"``) or to look at (``"read"``: read only, or the run's own services while
+        it runs). Without a run id, every saved run's jobs, to list them."""
+        if run_id is None:
+            folders = sorted(d for d in _run_folders() if (d / BATCH_JOURNAL).is_file())
+            history = [f"--history={folder}" for folder in folders]
+            with self._services(["--read-only", "--with-pipeline", *history], None) as session:
+                yield session
+            return
+        folder = runs_dir() / run_id
+        if mode == "new":
+            yield from self._new_run(folder)
+            return
+        if not (folder / BATCH_JOURNAL).is_file():
+            raise RunStateError(
+                f"no local run {run_id!r} in {folder.parent}; `status --local` lists them"
+            )
+        live = live_endpoint(folder)
+        if live is not None:
+            if mode == "resume":
+                raise RunStateError(
+                    f"run {run_id} is still running in another command; wait for it, or stop "
+                    f"it with `cancel {run_id} --local`"
+                )
+            yield self._open(live, folder, None)
+            return
+        arguments = ["--with-pipeline", f"--state-dir={folder}"]
+        if mode == "read":
+            arguments.append("--read-only")
+        log = folder / "services.log" if mode != "read" else None
+        with self._services(arguments, folder, log) as session:
+            yield session
+
+    def _new_run(self, folder: Path) -> Iterator[LocalSession]:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            run_id = folder.name
+            raise RunStateError(
+                f"a local run {run_id!r} exists in {folder.parent}; pick another --run-id, "
+                f"or continue it with `resume {run_id} --local`"
+            ) from None
+        arguments = ["--with-pipeline", f"--state-dir={folder}"]
+        if self.options.input_dir is not None:
+            arguments.append(f"--input={self.options.input_dir}")
+        arguments += [f"--inject={fault}" for fault in self.options.inject]
+        try:
+            with self._services(arguments, folder, folder / "services.log") as session:
+                assert session.services is not None
+                ready = session.services.ready
+                seeded = ready.get("seeded") or {}
+                self.on_progress(
+                    f"local run {folder.name}: services at {session.services.endpoint}; "
+                    f"BucketA seeded with {seeded.get('objects', 0):,} objects, "
+                    f"{seeded.get('bytes', 0):,} bytes; {ready.get('vcpus')} vCPUs"
+                )
+                for name, reason in (ready.get("notSeeded") or {}).items():
+                    self.on_progress(f"  not seeded: {name}: {reason}")
+                yield session
+        except BaseException:
+            if (
+                not (folder / BATCH_JOURNAL).is_file()
+                or not (folder / BATCH_JOURNAL).stat().st_size
+            ):
+                _remove_tree(folder)  # nothing was submitted: the id is free again
+            raise
+
+    @contextmanager
+    def _services(
+        self, arguments: list[str], folder: Path | None, log: Path | None = None
+    ) -> Iterator[LocalSession]:
+        services = Services(arguments, log)
+        try:
+            yield self._open(services.endpoint, folder, services)
+        finally:
+            services.close()
+
+    def _open(self, endpoint: str, folder: Path | None, services: Services | None) -> LocalSession:
+        from pipeline.local.resources import REGION
+        from pipeline.runs.discovery import document_from_job_definitions
+
+        clients = endpoint_clients(endpoint, REGION)
+        document = document_from_job_definitions(clients["batch"], queue=QUEUE_NAME)
+        document = replace(document, source="the local services")
+        return LocalSession(
+            clients["batch"],
+            clients["logs"],
+            document.log_group,
+            settle=True,
+            document=document,
+            clients=clients,
+            services=services,
+            run_dir=folder,
+            options=self.options,
+            on_progress=self.on_progress,
+        )
+
+
+def _run_folders() -> list[Path]:
+    root = runs_dir()
+    return [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+
+
+def live_endpoint(folder: Path) -> str | None:
+    """The endpoint of the services running ``folder``'s run now, if any: their lock is held."""
+    lock = folder / LOCK_FILE
+    if not lock.exists():
+        return None
+    with lock.open("ab") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                return str(json.loads((folder / ENDPOINT_FILE).read_text())["endpoint"])
+            except (OSError, ValueError, KeyError):
+                return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def local_services_installed() -> bool:
+    from pipeline.local.moto_app import installed
+
+    return installed()
+
+
+def require_local_services() -> None:
+    """The local services need moto and its server's Flask, from the ``[local]`` extra."""
+    if not local_services_installed():
+        raise ConfigurationError(
+            "--local needs the embedded AWS services, which are not installed: "
+            "pip install 'array-job-pipeline[local]'"
+        )
+
+
+def prune_runs(run_ids: Sequence[str], *, older_than_days: float | None) -> list[str]:
+    """Remove the named saved local runs and those last changed more than
+    ``older_than_days`` ago; a run whose services are running is left alone. Returns the
+    runs removed."""
+    if not run_ids and older_than_days is None:
+        raise SpecError("name the runs to remove, or give --older-than DAYS")
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+    removed: list[str] = []
+    for folder in sorted(_run_folders()):
+        named = folder.name in run_ids
+        journal = folder / BATCH_JOURNAL
+        changed = journal.stat().st_mtime if journal.exists() else folder.stat().st_mtime
+        old = cutoff is not None and changed < cutoff
+        if not (named or old):
+            continue
+        if live_endpoint(folder) is not None:
+            raise RunStateError(f"run {folder.name} is running; stop it before removing it")
+        _remove_tree(folder)
+        removed.append(folder.name)
+    unknown = [r for r in run_ids if r not in removed]
+    if unknown:
+        raise RunStateError(f"no local run {unknown[0]!r} in {runs_dir()}")
+    return removed

@@ -1,0 +1,155 @@
+"""What a local run leaves when it ends, read through the local services before they stop:
+its summary and the SNS message (or the failure notifications), copies of its outputs under
+``--output``, and where its folder and logs are."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline import contract
+from pipeline.failure_events import RUN_ID_PLACEHOLDER
+from pipeline.local.resources import FAILURES_QUEUE, NOTIFICATIONS_QUEUE
+from pipeline.runs.progress import SubmittedRun, leaf_attempts
+
+if TYPE_CHECKING:
+    from pipeline.backends.local import LocalSession
+    from pipeline.runs.engine import RunOutcome
+
+
+def finish_local(
+    session: LocalSession, run: SubmittedRun, outcome: RunOutcome
+) -> tuple[RunOutcome, list[str]]:
+    from dataclasses import replace
+
+    assert session.document is not None
+    assert session.run_dir is not None
+    attempts = leaf_attempts(session.batch, run.jobs)
+    retries = {
+        key: [a.get("statusReason") or "no reason" for leaf in leaves for a in leaf[:-1]]
+        for key, leaves in attempts.items()
+    }
+    retries = {key: reasons for key, reasons in retries.items() if reasons}
+    folder = session.run_dir
+    local: dict[str, Any] = {
+        "attempts": {key: sum(len(leaf) for leaf in leaves) for key, leaves in attempts.items()},
+        "retries": retries,
+        "notSeeded": dict(
+            (session.services.ready.get("notSeeded") or {}) if session.services else {}
+        ),
+        "savedTo": str(folder),
+        "logs": str(folder / "logs"),
+    }
+    lines = [
+        f"{job}: {count} attempt{'s' * (count > 1)} retried ({reason})"
+        for job, reasons in retries.items()
+        for reason, count in sorted(Counter(reasons).items())
+    ]
+    lines += [f"not seeded: {name}: {reason}" for name, reason in local["notSeeded"].items()]
+    if not outcome.succeeded:
+        notices = [
+            text.replace(f"status {RUN_ID_PLACEHOLDER}", f"status {run.run_id}")
+            for text in _messages(session, FAILURES_QUEUE)
+        ]
+        local.update(notifications=notices)
+        lines += [f"failure notification: {n}" for n in notices]
+        lines += ["", f"logs of every attempt: {folder / 'logs'}", f"run saved in {folder}"]
+        return replace(outcome, local=local), lines
+    summary = _summary(session, run.run_id)
+    kept = folder / "summary.json"
+    kept.write_text(json.dumps(summary, indent=2))
+    copied = None
+    if session.options.output_dir is not None:
+        copied = str(_copy_outputs(session, run.run_id, session.options.output_dir))
+        kept = Path(copied) / "summary.json"
+    # JobE's link points at the services, which stop with this command: the summary's file
+    # stands in for it.
+    endpoint = session.services.endpoint if session.services else ""
+    messages = [
+        json.loads(_relinked(m, endpoint, kept)) for m in _messages(session, NOTIFICATIONS_QUEUE)
+    ]
+    local.update(summary=summary, notifications=messages, copiedTo=copied)
+    lines += _success_text(summary, messages, copied, folder)
+    return replace(outcome, local=local), lines
+
+
+def _messages(session: LocalSession, queue: str) -> list[str]:
+    """Every message waiting in ``queue`` (what the topic or the failure rule sent)."""
+    sqs = session.clients["sqs"]
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    found: list[str] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return found
+        for message in batch:
+            body = message["Body"]
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = body
+            found.append(parsed if isinstance(parsed, str) else json.dumps(parsed))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _relinked(message: str, endpoint: str, summary: Path) -> str:
+    """``message`` with every link to ``endpoint`` replaced by the summary's file URL."""
+    import re
+
+    if not endpoint:
+        return message
+    return re.sub(re.escape(endpoint) + r"[^\s\\\"]*", summary.resolve().as_uri(), message)
+
+
+def _summary(session: LocalSession, run_id: str) -> dict[str, Any]:
+    assert session.document is not None
+    bucket = session.document.resources["output_bucket"]
+    body = session.clients["s3"].get_object(Bucket=bucket, Key=contract.summary_key(run_id))
+    return dict(json.loads(body["Body"].read()))
+
+
+def _copy_outputs(session: LocalSession, run_id: str, target: Path) -> Path:
+    assert session.document is not None
+    s3 = session.clients["s3"]
+    prefix = contract.run_prefix(run_id)
+    destination = target / run_id
+    for bucket_key in ("output_bucket", "memory_results_bucket"):
+        bucket = session.document.resources[bucket_key]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                path = destination / obj["Key"][len(prefix) :]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(path))
+    return destination
+
+
+def _success_text(
+    summary: Mapping[str, Any], messages: list[dict[str, Any]], copied: str | None, folder: Path
+) -> list[str]:
+    objects = summary["objects"]
+    lines = [
+        f"{objects['listed']:,} input objects, {objects['processed']:,} processed, "
+        f"{objects['rejected']:,} rejected, "
+        f"{sum(c['passed'] for c in summary['checks'])}/{len(summary['checks'])} checks passed",
+    ]
+    for reason, count in summary.get("rejects_by_reason", {}).items():
+        if reason.startswith("larger than the "):
+            limit = reason.removeprefix("larger than the ").removesuffix("-byte limit")
+            lines.append(
+                f"{count:,} rejected over the local limit of {limit} bytes; raise it with "
+                "--max-object-bytes N"
+            )
+    for message in messages:
+        lines += ["", f"SNS notification: {message.get('Subject', '')}"]
+        lines += [f"  {line}" for line in message["Message"].strip().splitlines()]
+        attributes = message.get("MessageAttributes", {})
+        if "Recipient" in attributes:
+            lines.append(f"  (Recipient: {attributes['Recipient']['Value']})")
+    if copied:
+        lines += ["", f"report and outputs copied to {copied}"]
+    else:
+        lines += ["", f"the run is kept in {folder} (add --output DIR for a copy of its outputs)"]
+    return lines

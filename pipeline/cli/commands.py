@@ -1,0 +1,307 @@
+"""The commands of ``python -m pipeline.submit``: each is one path, whatever the backend (a
+deployed pipeline, or this machine with ``--local``), that opens a session and calls the run
+engine (:mod:`pipeline.runs.engine`) once."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING
+
+from pipeline.backends.aws import AwsBackend, Connector, connect
+from pipeline.backends.local import LocalBackend
+from pipeline.cli.output import (
+    Output,
+    format_run_report,
+    print_dry_run,
+    print_outcome,
+    print_runs,
+    progress_printer,
+    runnable_hint,
+)
+from pipeline.cli.parser import FLAGS, Options, UsageError, parse
+from pipeline.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_LOCAL,
+    EXIT_OK,
+    EXIT_SERVICE,
+    JobFailedError,
+    PipelineError,
+    SpecError,
+)
+from pipeline.runs import engine
+
+if TYPE_CHECKING:
+    from pipeline.backends import Backend, RunSession
+    from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun
+
+
+def make_backend(options: Options, output: Output, connector: Connector) -> Backend:
+    if options.local:
+        return LocalBackend(options.local_options, on_progress=output.progress)
+    return AwsBackend(options.target, connector)
+
+
+def command_run(options: Options, output: Output, backend: Backend) -> int:
+    inputs = options.inputs.checked()
+    backend.check_run(inputs)
+    if options.dry_run:
+        document, note = backend.dry_run_document()
+        if note:
+            output.progress(note)
+        config = engine.plan_run(document, inputs, max_vcpu_hours=options.max_vcpu_hours)
+        print_dry_run(output, engine.dry_run(document, config))
+        return EXIT_OK
+    run_id = backend.new_run_id(inputs)
+    inputs = inputs.with_run_id(run_id)
+    with backend.session(run_id=run_id, mode="new") as session:
+        config = session.plan(inputs, max_vcpu_hours=options.max_vcpu_hours)
+        output.progress(f"run {config.run_id}: submitting {len(config.spec.jobs)} jobs")
+        run = session.start(
+            config, on_submitted=_submitted(output), run_id_given=options.inputs.run_id is not None
+        )
+        return _after_submit(options, output, backend, session, run)
+
+
+def command_resume(options: Options, output: Output, backend: Backend) -> int:
+    assert options.run_id is not None
+    inputs = options.inputs.checked()
+    with backend.session(run_id=options.run_id, mode="resume") as session:
+        assert session.document is not None
+        resume = engine.plan_resume_run(
+            session,
+            session.document,
+            options.run_id,
+            inputs,
+            failed_only=options.failed_only,
+            max_vcpu_hours=options.max_vcpu_hours,
+        )
+        output.progress(f"run {options.run_id}: {resume.plan.describe()}")
+        run = session.start(resume.config, plan=resume.plan, on_submitted=_submitted(output))
+        return _after_submit(options, output, backend, session, run)
+
+
+def _submitted(output: Output) -> Callable[[SubmittedJob], None]:
+    def say(job: SubmittedJob) -> None:
+        output.progress(f"  {job.key:<5} submitted {job.job_id}")
+
+    return say
+
+
+def _after_submit(
+    options: Options, output: Output, backend: Backend, session: RunSession, run: SubmittedRun
+) -> int:
+    if not (options.watch or backend.always_watches):
+        outcome = engine.submitted(run)
+        output.result(
+            f"submitted run {run.run_id}\nfollow it with: python -m pipeline.submit status "
+            f"{run.run_id} {backend.where}",
+            outcome.as_json(),
+        )
+        return EXIT_OK
+    printer = progress_printer(output)
+    hint = runnable_hint(output, run.run_id, backend.where, options.diagnose_after)
+
+    def on_poll(progress: Sequence[JobProgress]) -> None:
+        printer(progress)
+        hint(progress)
+
+    interval = options.poll_interval or backend.default_poll_interval
+    outcome = engine.follow(session, run, interval=interval, on_poll=on_poll)
+    outcome, extra = session.finish(run, outcome)
+    print_outcome(output, outcome, extra)
+    if outcome.succeeded:
+        return EXIT_OK
+    assert outcome.failure is not None
+    raise JobFailedError(
+        f"run {outcome.run_id} failed: {outcome.failure.describe()}; re-run what failed with "
+        f"`python -m pipeline.submit resume {outcome.run_id} --failed-only {backend.where}`"
+    )
+
+
+def command_status(options: Options, output: Output, backend: Backend) -> int:
+    with backend.session(run_id=options.run_id) as session:
+        assert session.document is not None
+        if options.run_id is None:
+            runs = engine.list_runs(session, session.document, limit=options.limit)
+            print_runs(output, runs, backend.where)
+            return EXIT_OK
+        print_outcome(output, engine.status(session, session.document, options.run_id))
+    return EXIT_OK
+
+
+def command_cancel(options: Options, output: Output, backend: Backend) -> int:
+    assert options.run_id is not None
+    with backend.session(run_id=options.run_id) as session:
+        assert session.document is not None
+        actions = engine.cancel(session, session.document, options.run_id)
+    text = (
+        "\n".join(f"{key}: {action}" for key, action in actions)
+        if actions
+        else f"run {options.run_id} has no active jobs"
+    )
+    output.result(text, {"runId": options.run_id, "actions": dict(actions)})
+    return EXIT_OK
+
+
+def command_report(options: Options, output: Output, backend: Backend) -> int:
+    from pipeline.runs.report import collect, progress_reporter
+
+    assert options.run_id is not None
+    html_path = _html_path(options.html) if options.html else None
+    with backend.session(run_id=options.run_id) as session:
+        assert session.document is not None
+        report = collect(
+            session.batch,
+            session.document,
+            options.run_id,
+            read_log=session.read_log,
+            on_progress=progress_reporter(output.progress),
+        )
+    if html_path is not None:
+        from pipeline.cli.report_html import render
+
+        html_path.write_text(render(report), encoding="utf-8")
+        output.progress(f"wrote {html_path}")
+    output.result("\n".join(format_run_report(report)), report.as_json())
+    return EXIT_OK
+
+
+def _html_path(path: Path) -> Path:
+    if path.is_dir():
+        raise SpecError(f"--html {str(path)!r} is a folder; name a file, like report.html")
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise SpecError(f"--html {str(path)!r} cannot be written ({error.strerror})") from None
+    return path
+
+
+def command_diagnose(options: Options, output: Output, backend: Backend) -> int:
+    from pipeline.runs.diagnose import diagnose
+
+    assert options.run_id is not None
+    with backend.session(run_id=options.run_id) as session:
+        assert session.document is not None
+        findings = diagnose(session.batch, session.document, options.run_id)
+    text = "\n".join(f"{f.job}: {f.reason}; {f.action}" for f in findings) or (
+        f"run {options.run_id} has no job waiting to be placed"
+    )
+    output.result(text, {"runId": options.run_id, "findings": [f.as_json() for f in findings]})
+    return EXIT_OK
+
+
+def command_prune(options: Options, output: Output, backend: Backend) -> int:
+    """Remove saved local runs: those named, or those older than ``--older-than`` days."""
+    from pipeline.backends.local import prune_runs
+
+    removed = prune_runs(list(options.prune_ids), older_than_days=options.older_than_days)
+    text = "\n".join(f"removed {run_id}" for run_id in removed) or "no saved local run removed"
+    output.result(text, {"removed": removed})
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Options, Output, Backend], int]] = {
+    "run": command_run,
+    "status": command_status,
+    "cancel": command_cancel,
+    "resume": command_resume,
+    "report": command_report,
+    "diagnose": command_diagnose,
+    "prune": command_prune,
+}
+
+
+@contextlib.contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) end a command like Ctrl-C: whatever it started
+    is stopped on the way out."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = {n: signal.signal(n, interrupt) for n in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def in_flags(error: SpecError) -> str:
+    """An engine message in the command line's words: each field it names, by its flag."""
+    import re
+
+    return re.sub(
+        r"\b(" + "|".join(FLAGS) + r")\b", lambda m: FLAGS[m.group(1)], str(error)
+    ).replace("the dry run", "--dry-run")
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    connector: Connector = connect,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the CLI; returns the exit code. ``connector`` makes the AWS clients (tests pass
+    moto-backed ones)."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    err = stderr or sys.stderr
+
+    def fail(message: str, code: int) -> int:
+        print(f"error: {message}", file=err)
+        return code
+
+    try:
+        options = parse(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as error:
+        return fail(str(error), EXIT_BAD_INPUT)
+    except SpecError as error:
+        return fail(in_flags(error), EXIT_BAD_INPUT)
+    except SystemExit as exit_:  # --help
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+    output = Output(options.json, stdout or sys.stdout, err)
+    try:
+        with _stops_as_interrupts():
+            backend = make_backend(options, output, connector)
+            return COMMANDS[options.command](options, output, backend)
+    except SpecError as error:
+        return fail(in_flags(error), EXIT_BAD_INPUT)
+    except PipelineError as error:
+        return fail(str(error), error.exit_code)
+    except NoCredentialsError:
+        return fail(
+            "no AWS credentials found; run `aws configure`, set AWS_PROFILE, or pass --profile; "
+            "to try the pipeline without AWS, use --local",
+            EXIT_CONFIG,
+        )
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        return fail(
+            f"{error.operation_name}: {info.get('Code')}: {info.get('Message')}", EXIT_SERVICE
+        )
+    except BotoCoreError as error:
+        return fail(str(error), EXIT_LOCAL if options.local else EXIT_SERVICE)
+    except KeyboardInterrupt:
+        print("interrupted", file=err)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of stdout went away (`... --json | head`): end quietly, and keep Python
+        # from complaining again when it flushes stdout at exit.
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        return fail(f"{error.strerror or error}{where}", EXIT_LOCAL)
