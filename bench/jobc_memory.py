@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[3])
-from batch_jobs.job_c import CHUNK, measure_compressed
+from pipeline.jobs.job_c import CHUNK, measure_compressed
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(sys.argv[1], "rb") as source:

@@ -30,6 +30,10 @@ VERSION = 1
 """Bumped when a field changes meaning or is removed; readers refuse other versions."""
 DOCUMENT_OUTPUT = "PipelineDocument"
 """The CloudFormation output key of PipelineStack that holds the document's JSON."""
+QUEUE_OUTPUT = "JobQueueArn"
+QUEUE_NAME_OUTPUT = "JobQueueName"
+LOG_GROUP_OUTPUT = "LogGroupName"
+"""Outputs of PipelineStack for people and scripts; runs read the document instead."""
 MAX_DOCUMENT_BYTES = 4096
 """CloudFormation documents no size limit for an output value; the document stays within the
 4,096 bytes it documents for a parameter value and a custom resource's response (tested with

@@ -32,9 +32,9 @@ MIN_ARRAY_SIZE = 2
 MAX_ARRAY_SIZE = 10_000
 """Largest array size AWS Batch accepts."""
 MAX_DEPENDENCIES = 20
+"""Most ``dependsOn`` entries a single job may have."""
 MAX_EVALUATE_ON_EXIT = 5
 """Most ``retryStrategy.evaluateOnExit`` entries a job definition may have."""
-"""Most ``dependsOn`` entries a single job may have."""
 
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
@@ -282,19 +282,6 @@ def _list(bucket: str, prefix: str | None = None) -> Access:
 _RUNS = RUN_PREFIX_PATTERN
 
 
-class RunEnv:
-    """Environment variables the submitter sets per run through ``containerOverrides``.
-
-    Jobs read only environment variables (these, the :data:`RESOURCES` ones and those Batch sets
-    such as ``AWS_BATCH_JOB_ARRAY_INDEX``). Every object a run writes lives under
-    :func:`pipeline.contract.run_prefix`.
-    """
-
-    RUN_ID = contract.RUN_ID
-    ARRAY_SIZE = contract.ARRAY_SIZE
-    """Number of manifest shards: JobA writes this many; JobB and JobC have this many children."""
-
-
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
 PIPELINE_TAG = "array-pipeline:pipeline"
@@ -308,12 +295,6 @@ STARTED_BY_TAG = "array-pipeline:started-by"
 (a run submitted from the command line has none)."""
 RUN_SETTINGS = (contract.MAX_OBJECT_BYTES, contract.INPUT_PREFIX)
 """Environment variables a run may set for all its jobs; a resume keeps the run's values."""
-
-
-QUEUE_OUTPUT = "JobQueueArn"
-QUEUE_NAME_OUTPUT = "JobQueueName"
-LOG_GROUP_OUTPUT = "LogGroupName"
-"""Outputs of PipelineStack for people and scripts; runs read ``pipeline.document`` instead."""
 
 
 _COMMON_TIMEOUT = 3600

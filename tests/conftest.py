@@ -16,8 +16,6 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 REPO = Path(__file__).resolve().parents[1]
-# The job programs run as top-level `batch_jobs` in their image (WORKDIR /app); the same here.
-sys.path.insert(0, str(REPO / "job_images"))
 CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import boto3
 from moto import mock_aws
 
-from pipeline import contract, job_a, job_b, job_c, job_d, job_e
+from pipeline import contract
+from pipeline.jobs import job_a, job_b, job_c, job_d, job_e
 from pipeline.jobs.common import S3_CONFIG, RunContext
 from pipeline.local.sample import ODD_KEYS as ODD_KEYS
 from pipeline.local.sample import sample_objects

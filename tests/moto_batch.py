@@ -23,11 +23,14 @@ from moto.batch_simple.models import batch_simple_backends
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.models import botocore_stubber
 
-from pipeline.document import DOCUMENT_OUTPUT, PipelineDocument
-from pipeline.spec import (
-    DEFAULT_SPEC,
+from pipeline.document import (
+    DOCUMENT_OUTPUT,
     QUEUE_NAME_OUTPUT,
     QUEUE_OUTPUT,
+    PipelineDocument,
+)
+from pipeline.spec import (
+    DEFAULT_SPEC,
     RESOURCES,
     PipelineSpec,
 )
@@ -250,7 +253,8 @@ def run_cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
     stderr). With ``aws=None`` the command must not reach AWS at all."""
     import io
 
-    from pipeline.submit import Aws, main
+    from pipeline.backends.aws import Aws
+    from pipeline.cli.commands import main
 
     out, err = io.StringIO(), io.StringIO()
 

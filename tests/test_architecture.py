@@ -1,5 +1,6 @@
-"""The layout's rules, read from the code: data flows spec -> constructs -> stacks and
-spec -> runs -> backends, with the CLI on top; no import cycle anywhere in ``pipeline/``."""
+"""The layout's rules, read from the code: every module of ``pipeline/`` (the job programs
+included) sits on a floor, imports only from its own floor's package or floors below, no
+module imports another's private names, and there is no import cycle."""
 
 from __future__ import annotations
 
@@ -21,6 +22,30 @@ def _module_name(path: Path) -> str:
 
 MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("pipeline.errors", "pipeline.contract"),
+    ("pipeline.spec", "pipeline.instances"),
+    ("pipeline.document", "pipeline.failure_events", "pipeline.trigger_events"),
+    ("pipeline.jobs",),
+    ("pipeline.runs", "pipeline.local", "pipeline.constructs"),
+    ("pipeline.backends", "pipeline.stacks"),
+    ("pipeline.cli",),
+    ("pipeline.submit", "pipeline.__main__", "pipeline.starter", "pipeline"),
+)
+"""Floors, lowest first. A module belongs to the longest name here that it is or is inside."""
+
+
+def floor_of(module: str) -> tuple[int, str]:
+    """(floor, the name on it) of ``module``."""
+    found = [
+        (number, name)
+        for number, names in enumerate(FLOORS)
+        for name in names
+        if module == name or (name != "pipeline" and module.startswith(f"{name}."))
+    ]
+    assert found, f"{module} is on no floor: add it to FLOORS in tests/test_architecture.py"
+    return max(found, key=lambda f: len(f[1]))
+
 
 def _imports(module: str) -> set[str]:
     """Every ``pipeline`` module this one imports, at any level (functions and
@@ -32,7 +57,9 @@ def _imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            if not any(name in MODULES for name in names):  # names from a module, not modules
+                names = [node.module]
         found |= {name for name in names if name in MODULES and name != module}
     return found
 
@@ -72,9 +99,20 @@ def _cycles() -> list[list[str]]:
     return found
 
 
-def test_the_walk_sees_the_package() -> None:
-    assert {"pipeline.spec", "pipeline.runs.engine", "pipeline.local.batch"} <= set(GRAPH)
-    assert "pipeline.runs.engine" in GRAPH["pipeline.submit"]
+def test_the_walk_sees_the_package_and_the_job_programs() -> None:
+    assert {
+        "pipeline.spec",
+        "pipeline.runs.engine",
+        "pipeline.local.batch.models",
+        "pipeline.jobs.job_a",
+        "pipeline.cli.commands",
+    } <= set(GRAPH)
+    assert "pipeline.cli.commands" in GRAPH["pipeline.submit"]
+
+
+def test_every_module_is_on_a_floor() -> None:
+    for module in MODULES:
+        floor_of(module)
 
 
 def test_no_import_cycle_in_pipeline() -> None:
@@ -89,37 +127,53 @@ def test_a_cycle_would_be_found() -> None:
         GRAPH["pipeline.spec"].discard("pipeline.submit")
 
 
-@pytest.mark.parametrize(
-    ("layer", "forbidden"),
-    [
-        (
-            "pipeline.runs",
-            ("pipeline.submit", "pipeline.constructs", "pipeline.stacks", "pipeline.local"),
-        ),
-        ("pipeline.local", ("pipeline.submit", "pipeline.constructs", "pipeline.stacks")),
-        ("pipeline.constructs", ("pipeline.submit", "pipeline.runs", "pipeline.local")),
-        ("pipeline.spec", ("pipeline.",)),
-        (
-            "pipeline.document",
-            ("pipeline.submit", "pipeline.runs", "pipeline.local", "pipeline.constructs"),
-        ),
-        (
-            "pipeline.trigger_events",
-            ("pipeline.submit", "pipeline.runs", "pipeline.local", "pipeline.constructs"),
-        ),
-        (
-            "pipeline.starter",
-            ("pipeline.submit", "pipeline.local", "pipeline.constructs", "pipeline.stacks"),
-        ),
-        ("pipeline.aws", ("pipeline.submit", "pipeline.local", "pipeline.constructs")),
-    ],
-)
-def test_layers_import_only_downwards(layer: str, forbidden: tuple[str, ...]) -> None:
-    wrong = {
-        f"{module} imports {target}"
-        for module, targets in GRAPH.items()
-        if module == layer or module.startswith(f"{layer}.")
-        for target in targets
-        if target.startswith(forbidden)
-    }
-    assert wrong == set()
+def upward_imports() -> set[str]:
+    """Imports of a package on the same floor or of a floor above."""
+    wrong = set()
+    for module, targets in GRAPH.items():
+        floor, name = floor_of(module)
+        for target in targets:
+            target_floor, target_name = floor_of(target)
+            if target_name != name and target_floor >= floor:
+                wrong.add(f"{module} (floor {floor}) imports {target} (floor {target_floor})")
+    return wrong
+
+
+def test_every_import_goes_down() -> None:
+    assert upward_imports() == set()
+
+
+def test_an_upward_import_would_be_found() -> None:
+    GRAPH["pipeline.runs.engine"].add("pipeline.cli.commands")
+    try:
+        assert "pipeline.runs.engine (floor 4) imports pipeline.cli.commands (floor 6)" in (
+            upward_imports()
+        )
+    finally:
+        GRAPH["pipeline.runs.engine"].discard("pipeline.cli.commands")
+
+
+@pytest.mark.parametrize("module", ["pipeline.errors", "pipeline.contract"])
+def test_the_ground_imports_nothing_of_ours(module: str) -> None:
+    assert GRAPH[module] == set()
+
+
+def private_imports() -> set[str]:
+    """``from pipeline.x import _name``: a private name used outside its module."""
+    found = set()
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+                for alias in node.names:
+                    if alias.name.startswith("_") and node.module != module:
+                        found.add(f"{module} imports {node.module}.{alias.name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    assert private_imports() == set()
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
+    assert long == {}

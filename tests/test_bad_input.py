@@ -15,10 +15,10 @@ import pytest
 from conftest import REPO, new_app
 from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
-from pipeline.spec import RETRY_RULES
-from pipeline.errors import SpecError
 from pipeline import contract
 from pipeline.contract import source_bucket_name
+from pipeline.errors import SpecError
+from pipeline.spec import RETRY_RULES
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_the_workflows_own_source_bucket_is_accepted() -> None:
 )
 def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> None:
     from pipeline.jobs.common import JobError
-    from batch_jobs.job_e import parse_source_bucket
+    from pipeline.jobs.job_e import parse_source_bucket
     from pipeline.runs.requests import run_config
 
     def cli_accepts() -> bool:
@@ -193,10 +193,10 @@ def test_a_run_id_in_use_is_refused_unless_resumed(aws: MotoBatch) -> None:
 
 def test_a_saved_local_run_id_is_refused(state: Path) -> None:
     (state / "runs" / "kept").mkdir(parents=True)
-    (state / "runs" / "kept" / "jobs.json").write_text("[]")
     code, _, err = run_cli(None, "--local", "--run-id", "kept")
     assert code == 252
-    assert err.startswith("error: a saved local run 'kept' exists in ")
+    assert err.startswith("error: a local run 'kept' exists in ")
+    assert (state / "runs" / "kept").is_dir()  # what was there is left alone
 
 
 def test_closed_stdout_ends_quietly() -> None:
@@ -218,7 +218,7 @@ def test_closed_stdout_ends_quietly() -> None:
 
 
 def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
-    from batch_jobs import job_c
+    from pipeline.jobs import job_c
     from pipeline.jobs.common import run_main
 
     class Throttled:
@@ -234,39 +234,27 @@ def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
 
 
 def test_the_retry_rules_retry_the_transient_code_and_nothing_else() -> None:
-    from pipeline.local.batch import _action
+    from pipeline.local.batch.models import action_for
 
-    assert _action(RETRY_RULES, "Essential container in task exited", None, 75) == "RETRY"
-    assert _action(RETRY_RULES, "Essential container in task exited", None, 1) == "EXIT"
-    assert _action(RETRY_RULES, "Essential container in task exited", None, 2) == "EXIT"
+    assert action_for(RETRY_RULES, "Essential container in task exited", 75) == "RETRY"
+    assert action_for(RETRY_RULES, "Essential container in task exited", 1) == "EXIT"
+    assert action_for(RETRY_RULES, "Essential container in task exited", 2) == "EXIT"
 
 
 def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
-    from pipeline.local import LocalBatch, LocalJobDefinition
+    from local_batch import local_batch
 
     marker = tmp_path / "tried"
     script = (
         "import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
         "sys.exit(0 if p.exists() else (p.touch() or 75))"
     )
-    definition = LocalJobDefinition(
-        name="flaky",
-        command=(sys.executable, "-c", script, str(marker)),
-        vcpus=1,
-        memory_mib=64,
-        retry_attempts=3,
-    )
-    with LocalBatch(
-        queue="Q", definitions={"flaky": definition}, vcpu_budget=1, log_dir=tmp_path / "logs"
-    ) as batch:
-        job_id = batch.submit_job(jobName="flaky", jobQueue="Q", jobDefinition="flaky")["jobId"]
-        for _ in range(200):
-            (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
-            if job["status"] in ("SUCCEEDED", "FAILED"):
-                break
-            import time
-
-            time.sleep(0.05)
+    rules = [rule.as_evaluate_on_exit() for rule in RETRY_RULES]
+    with local_batch(tmp_path / "work", vcpus=1) as batch:
+        batch.register(
+            "flaky", (sys.executable, "-c", script, str(marker)), attempts=3, rules=rules
+        )
+        job = batch.wait_for(batch.submit("flaky", "flaky"))
     assert job["status"] == "SUCCEEDED"
     assert [a["container"].get("exitCode") for a in job["attempts"]] == [75, 0]
 
@@ -274,7 +262,7 @@ def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
 def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     from jobs_world import jobs_world, sample_inputs
 
-    from batch_jobs import job_e
+    from pipeline.jobs import job_e
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(20))

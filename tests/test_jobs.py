@@ -13,7 +13,8 @@ import pytest
 from conftest import REPO
 from jobs_world import World, jobs_world, sample_inputs
 
-from pipeline import contract, job_a, job_b, job_c, job_d, job_e
+from pipeline import contract
+from pipeline.jobs import job_a, job_b, job_c, job_d, job_e
 from pipeline.jobs.common import JobError, RunContext, array_index, cpu_allowance
 
 # --- each job alone ----------------------------------------------------------------------------
@@ -248,8 +249,10 @@ def test_job_e_parameters() -> None:
 # --- the image ---------------------------------------------------------------------------------
 
 
-def test_dockerfile_copy_sources_exist_and_entrypoints_import() -> None:
-    images = REPO / "job_images"
+def test_dockerfile_copy_sources_exist_and_entrypoints_import(tmp_path: Path) -> None:
+    from pipeline.constructs.image import assemble_context
+
+    images = assemble_context(tmp_path / "context")  # as synthesis assembles it
     dockerfile = (images / "Dockerfile").read_text()
     for line in dockerfile.splitlines():
         if line.startswith("COPY "):
@@ -276,7 +279,7 @@ def test_spec_commands_name_the_job_programs() -> None:
 
     for job in DEFAULT_SPEC:
         module = job.command[2]
-        assert (REPO / "job_images" / (module.replace(".", "/") + ".py")).exists()
+        assert (REPO / (module.replace(".", "/") + ".py")).exists()
 
 
 def test_jobds_checks_share_one_shard_view_per_jobd_job() -> None:

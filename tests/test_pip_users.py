@@ -193,7 +193,8 @@ def _logs_client(aws: MotoBatch) -> Any:
 
 
 def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
-    from pipeline.submit import Aws, main
+    from pipeline.backends.aws import Aws
+    from pipeline.cli.commands import main
 
     def connector(_profile: str | None, _region: str | None) -> Aws:
         return Aws(aws.batch, aws.cloudformation, logs)

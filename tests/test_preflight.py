@@ -8,9 +8,9 @@ import boto3
 import pytest
 from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli
 
+from pipeline.errors import SpecError
 from pipeline.runs.preflight import check_cost, worst_case
 from pipeline.spec import DEFAULT_SPEC
-from pipeline.errors import SpecError
 
 
 def test_worst_case_is_children_times_resources_times_timeout_times_attempts() -> None:
@@ -45,7 +45,7 @@ def test_max_vcpu_hours_refuses_an_expensive_run_before_any_submit() -> None:
 
 def test_a_run_within_the_limit_passes() -> None:
     check_cost(DEFAULT_SPEC.with_array_size(2), 1_000)
-    with pytest.raises(SpecError, match="above --max-vcpu-hours 10"):
+    with pytest.raises(SpecError, match="above max_vcpu_hours 10"):
         check_cost(DEFAULT_SPEC.with_array_size(2), 10)
 
 

@@ -199,14 +199,16 @@ def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: MotoBatch) -
     assert position[0].action.startswith("it waits behind 2 job(s)")
 
 
-def test_diagnose_cli_and_local_refusal(aws: MotoBatch) -> None:
+def test_diagnose_cli(aws: MotoBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = _held_run(aws)
     code, out, err = run_cli(aws, "diagnose", run_id, "--stack", STACK, "--json")
     assert code == 0, err
     assert json.loads(out)["runId"] == run_id
+    # a local run is diagnosed the same way, once it exists
+    monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path))
     code, _, err = run_cli(None, "diagnose", run_id, "--local")
     assert code == 252
-    assert err.startswith("error: diagnose looks at AWS Batch's compute environments")
+    assert err.startswith(f"error: no local run {run_id!r} in ")
 
 
 def test_watch_offers_diagnose_when_a_job_waits_too_long(aws: MotoBatch) -> None:

@@ -206,7 +206,7 @@ def test_checkov_finds_nothing_unexplained(default_stack: Synthesized) -> None:
 def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link() -> None:
     from jobs_world import jobs_world, sample_inputs
 
-    from batch_jobs import job_e
+    from pipeline.jobs import job_e
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(12))

@@ -8,8 +8,17 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.spec import DEFAULT_SPEC, RESOURCES, Dependency, DependencyType, PipelineSpec, check_array_size, check_email, prefixed
 from pipeline.errors import SpecError
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    RESOURCES,
+    Dependency,
+    DependencyType,
+    PipelineSpec,
+    check_array_size,
+    check_email,
+    prefixed,
+)
 
 
 def test_jobs_are_the_workflows_five_in_order() -> None:
@@ -37,7 +46,7 @@ def test_job_e_passes_its_parameters_as_refs() -> None:
     assert DEFAULT_SPEC.job("JobE").command == (
         "python",
         "-m",
-        "batch_jobs.job_e",
+        "pipeline.jobs.job_e",
         "--source-bucket",
         "Ref::SourceBucket",
         "--recipient",

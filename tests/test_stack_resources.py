@@ -9,13 +9,17 @@ import pytest
 from aws_cdk.assertions import Match
 from conftest import Synthesized, longest_name, resolve
 
-from pipeline.document import DOCUMENT_OUTPUT, MAX_DOCUMENT_BYTES, PipelineDocument
+from pipeline.document import (
+    DOCUMENT_OUTPUT,
+    LOG_GROUP_OUTPUT,
+    MAX_DOCUMENT_BYTES,
+    QUEUE_NAME_OUTPUT,
+    QUEUE_OUTPUT,
+    PipelineDocument,
+)
 from pipeline.instances import DEFAULT_CPU_INSTANCE_TYPES, DEFAULT_MEMORY_INSTANCE_TYPES
 from pipeline.spec import (
     DEFAULT_SPEC,
-    LOG_GROUP_OUTPUT,
-    QUEUE_NAME_OUTPUT,
-    QUEUE_OUTPUT,
     RESOURCES,
     RUN_TAG,
 )

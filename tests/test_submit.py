@@ -12,12 +12,12 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from moto_batch import STACK, MotoBatch, moto_batch, run_cli
 
+from pipeline.cli.commands import main
 from pipeline.document import PipelineDocument
 from pipeline.runs.chain import submit_pipeline
 from pipeline.runs.requests import run_config
 from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SUBMISSION_TAG
-from pipeline.submit import main
 
 
 @pytest.fixture
@@ -200,10 +200,12 @@ def test_lost_response_gives_exactly_one_job(aws: MotoBatch) -> None:
 
 
 def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBatch) -> None:
-    # GIVEN JobC's child 7 fails once submitted
+    # GIVEN JobC's child 7 fails once submitted, while JobD and JobE still wait
     def fail_c(parsed: dict[str, Any], **_: Any) -> None:
         if parsed.get("jobName") == "JobC":
             aws.fail_child(parsed["jobId"], 7, "Essential container in task exited", exit_code=3)
+        if parsed.get("jobName") in ("JobD", "JobE"):
+            aws.set_status(parsed["jobId"], "PENDING")
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
@@ -218,7 +220,7 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
     assert "exit code 3" in last
     assert "reason: Essential container in task exited" in last
     assert "log stream: " in last
-    assert "python -m pipeline.submit cancel" in last
+    assert "python -m pipeline.submit cancel" in last  # what is still pending goes on
 
 
 def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
@@ -372,7 +374,7 @@ def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
 
 
 def test_no_credentials_says_how_to_configure_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.submit import connect
+    from pipeline.backends.aws import connect
 
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
@@ -385,7 +387,7 @@ def test_no_credentials_says_how_to_configure_them(monkeypatch: pytest.MonkeyPat
 
 
 def test_unknown_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.submit import connect
+    from pipeline.backends.aws import connect
 
     out, err = io.StringIO(), io.StringIO()
     code = main(["--stack", STACK, "--profile", "nope"], connector=connect, stdout=out, stderr=err)

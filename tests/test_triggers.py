@@ -14,13 +14,14 @@ import boto3
 import pytest
 from moto_batch import REGION, MotoBatch, moto_batch
 
+from pipeline import contract
+from pipeline.contract import INPUT_PREFIX
 from pipeline.document import PipelineDocument
 from pipeline.runs import triggers
 from pipeline.runs.engine import plan_resume_run, plan_run, submit
 from pipeline.runs.progress import list_runs
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RESOURCES, RUN_TAG, STARTED_BY_TAG, RunEnv
-from pipeline.contract import INPUT_PREFIX
+from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RESOURCES, RUN_TAG, STARTED_BY_TAG
 from pipeline.starter import handler, start_from_event
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_event
 
@@ -123,7 +124,7 @@ class Cloud:
                     "command": list(job.command),
                     "resourceRequirements": job.resource_requirements(),
                     "environment": [
-                        {"name": RunEnv.ARRAY_SIZE, "value": str(ARRAY_SIZE)},
+                        {"name": contract.ARRAY_SIZE, "value": str(ARRAY_SIZE)},
                         *({"name": k, "value": v} for k, v in resources.items()),
                     ],
                 },
@@ -202,7 +203,7 @@ def test_an_upload_starts_one_chained_run_of_the_deployed_pipeline(cloud: Cloud)
         assert request["jobDefinition"] == cloud.definitions[request["jobName"]]
         environment = {e["name"]: e["value"] for e in request["containerOverrides"]["environment"]}
         assert environment[INPUT_PREFIX] == "incoming/batch-7/"
-        assert environment[RunEnv.RUN_ID] == result["runId"]
+        assert environment[contract.RUN_ID] == result["runId"]
         assert request["tags"][STARTED_BY_TAG] == "upload"
         assert request["tags"][RUN_TAG] == result["runId"]
         assert request["tags"][PIPELINE_TAG] == "ProdQueue"
@@ -246,7 +247,10 @@ def test_a_trigger_over_the_cost_guard_is_refused_with_a_notification(cloud: Clo
     assert cloud.aws.parents() == []
     (message,) = cloud.messages()
     assert message["Subject"] == "array-job pipeline: schedule run not started"
-    assert "above the triggers' limit of 10 (trigger_max_vcpu_hours" in message["Message"]
+    assert (
+        "above the triggers' limit of 10 (the construct's trigger_max_vcpu_hours)"
+        in (message["Message"])
+    )
 
 
 def test_an_event_delivered_twice_starts_one_run(cloud: Cloud) -> None:
@@ -310,7 +314,7 @@ def test_a_resume_keeps_the_runs_input_prefix(cloud: Cloud) -> None:
     for key in ("JobC", "JobD", "JobE"):
         cloud.aws.set_status(ids[key], "FAILED", "Dependent Job failed")
     # WHEN it is resumed from the command line's engine code
-    from pipeline.aws import AwsSession
+    from pipeline.backends.aws import AwsSession
 
     session = AwsSession(cloud.aws.batch)
     document = cloud.document()
@@ -331,18 +335,20 @@ def test_an_input_prefix_that_names_a_marker_is_refused(cloud: Cloud) -> None:
 
 
 def test_the_bundle_holds_the_engine_and_imports_without_cdk_or_moto(tmp_path: Path) -> None:
-    from pipeline.constructs.starter import _EngineBundle, starter_files
+    from pipeline.constructs.run_starter import _EngineBundle, starter_files
 
     names = {str(p) for p in starter_files()}
     assert "pipeline/starter.py" in names
     assert "pipeline/runs/chain.py" in names
-    assert "pipeline/job_image/batch_jobs/contract.py" in names
+    assert "pipeline/contract.py" in names
     assert not any(
-        n.startswith(("pipeline/constructs", "pipeline/stacks", "pipeline/local")) for n in names
+        n.startswith(
+            ("pipeline/constructs", "pipeline/stacks", "pipeline/local", "pipeline/cli")
+        )
+        for n in names
     )
     assert "pipeline/submit.py" not in names
     assert _EngineBundle().try_bundle(str(tmp_path))
-    assert not (tmp_path / "pipeline" / "job_image").is_symlink()
     blocker = (
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from conftest import Synthesized, new_app, run_checkov, synthesize
 
+from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import PipelineConfigError
 from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG
-from pipeline.contract import INPUT_PREFIX
 from pipeline.trigger_events import schedule_event, upload_pattern
 
 CONSUMER_APP = """
@@ -294,7 +294,7 @@ def test_checkov_is_clean_on_the_triggered_pipelines(ingest: Synthesized) -> Non
 
 
 def test_context_keys_turn_the_triggers_on() -> None:
-    from pipeline.context import pipeline_props_from_context
+    from pipeline.stacks.context import pipeline_props_from_context
 
     context = {
         "pipeline:runSchedule": "cron(0 2 * * ? *)",
@@ -327,7 +327,7 @@ def test_context_keys_turn_the_triggers_on() -> None:
     ],
 )
 def test_bad_trigger_context_is_one_line(context: dict[str, str], message: str) -> None:
-    from pipeline.context import pipeline_props_from_context
+    from pipeline.stacks.context import pipeline_props_from_context
 
     with pytest.raises(PipelineConfigError, match=message):
         pipeline_props_from_context(context.get)

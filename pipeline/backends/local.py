@@ -224,6 +224,19 @@ class LocalSession(AwsSession):
                 on_submitted(job)
         return SubmittedRun(outcome.run_id, outcome.jobs)
 
+    @property
+    def endpoint(self) -> str:
+        return self.services.endpoint if self.services is not None else ""
+
+    @property
+    def not_seeded(self) -> Mapping[str, str]:
+        ready = self.services.ready if self.services is not None else {}
+        return dict(ready.get("notSeeded") or {})
+
+    @property
+    def output_dir(self) -> Path | None:
+        return self.options.output_dir
+
     def finish(
         self, run: SubmittedRun, outcome: engine.RunOutcome
     ) -> tuple[engine.RunOutcome, list[str]]:
@@ -283,12 +296,13 @@ class LocalBackend:
         return local_document(), None
 
     def check_run(self, inputs: RunInputs) -> None:
-        """Before the services start: the services are installed, and each ``--inject``
+        """Before the services start: ``--output`` can be written, and each ``--inject``
         names a job, and a child that exists in this run."""
         from pipeline.local.batch.faults import FaultError, InjectedFault
         from pipeline.local.resources import LOCAL_ARRAY_SIZE, local_document
 
-        require_local_services()
+        if self.options.output_dir is not None:
+            writable_folder(self.options.output_dir, "--output")
         spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE).spec
         keys = [j.key for j in spec]
         for text in self.options.inject:
@@ -334,6 +348,7 @@ class LocalBackend:
         """The services for a run: a new run's (``mode="new"``), a saved run's to resume
         (``"resume"``) or to look at (``"read"``: read only, or the run's own services while
         it runs). Without a run id, every saved run's jobs, to list them."""
+        require_local_services()
         if run_id is None:
             folders = sorted(d for d in _run_folders() if (d / BATCH_JOURNAL).is_file())
             history = [f"--history={folder}" for folder in folders]
@@ -496,3 +511,21 @@ def prune_runs(run_ids: Sequence[str], *, older_than_days: float | None) -> list
     if unknown:
         raise RunStateError(f"no local run {unknown[0]!r} in {runs_dir()}")
     return removed
+
+
+def writable_folder(folder: Path, flag: str) -> Path:
+    """``folder``, checked before the run: one that exists or can be made, and writable."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise SpecError(f"{flag} {str(folder)!r} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SpecError(
+            f"{flag} {str(folder)!r} cannot be written ({error.strerror}); pick a folder "
+            "you can write to"
+        ) from None
+    return folder

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline import contract
 from pipeline.failure_events import RUN_ID_PLACEHOLDER
@@ -16,12 +16,38 @@ from pipeline.local.resources import FAILURES_QUEUE, NOTIFICATIONS_QUEUE
 from pipeline.runs.progress import SubmittedRun, leaf_attempts
 
 if TYPE_CHECKING:
-    from pipeline.backends.local import LocalSession
+    from pipeline.document import PipelineDocument
+    from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import RunOutcome
 
 
+class FinishedRun(Protocol):
+    """What a local run's end reads, and writes, through the local services."""
+
+    @property
+    def batch(self) -> BatchApi: ...
+
+    @property
+    def document(self) -> PipelineDocument | None: ...
+
+    @property
+    def run_dir(self) -> Path | None: ...
+
+    @property
+    def clients(self) -> Mapping[str, Any]: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def not_seeded(self) -> Mapping[str, str]: ...
+
+    @property
+    def output_dir(self) -> Path | None: ...
+
+
 def finish_local(
-    session: LocalSession, run: SubmittedRun, outcome: RunOutcome
+    session: FinishedRun, run: SubmittedRun, outcome: RunOutcome
 ) -> tuple[RunOutcome, list[str]]:
     from dataclasses import replace
 
@@ -37,9 +63,7 @@ def finish_local(
     local: dict[str, Any] = {
         "attempts": {key: sum(len(leaf) for leaf in leaves) for key, leaves in attempts.items()},
         "retries": retries,
-        "notSeeded": dict(
-            (session.services.ready.get("notSeeded") or {}) if session.services else {}
-        ),
+        "notSeeded": dict(session.not_seeded),
         "savedTo": str(folder),
         "logs": str(folder / "logs"),
     }
@@ -62,21 +86,21 @@ def finish_local(
     kept = folder / "summary.json"
     kept.write_text(json.dumps(summary, indent=2))
     copied = None
-    if session.options.output_dir is not None:
-        copied = str(_copy_outputs(session, run.run_id, session.options.output_dir))
+    if session.output_dir is not None:
+        copied = str(_copy_outputs(session, run.run_id, session.output_dir))
         kept = Path(copied) / "summary.json"
     # JobE's link points at the services, which stop with this command: the summary's file
     # stands in for it.
-    endpoint = session.services.endpoint if session.services else ""
     messages = [
-        json.loads(_relinked(m, endpoint, kept)) for m in _messages(session, NOTIFICATIONS_QUEUE)
+        json.loads(_relinked(m, session.endpoint, kept))
+        for m in _messages(session, NOTIFICATIONS_QUEUE)
     ]
     local.update(summary=summary, notifications=messages, copiedTo=copied)
     lines += _success_text(summary, messages, copied, folder)
     return replace(outcome, local=local), lines
 
 
-def _messages(session: LocalSession, queue: str) -> list[str]:
+def _messages(session: FinishedRun, queue: str) -> list[str]:
     """Every message waiting in ``queue`` (what the topic or the failure rule sent)."""
     sqs = session.clients["sqs"]
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
@@ -104,14 +128,14 @@ def _relinked(message: str, endpoint: str, summary: Path) -> str:
     return re.sub(re.escape(endpoint) + r"[^\s\\\"]*", summary.resolve().as_uri(), message)
 
 
-def _summary(session: LocalSession, run_id: str) -> dict[str, Any]:
+def _summary(session: FinishedRun, run_id: str) -> dict[str, Any]:
     assert session.document is not None
     bucket = session.document.resources["output_bucket"]
     body = session.clients["s3"].get_object(Bucket=bucket, Key=contract.summary_key(run_id))
     return dict(json.loads(body["Body"].read()))
 
 
-def _copy_outputs(session: LocalSession, run_id: str, target: Path) -> Path:
+def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
     assert session.document is not None
     s3 = session.clients["s3"]
     prefix = contract.run_prefix(run_id)

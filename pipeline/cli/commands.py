@@ -62,9 +62,10 @@ def command_run(options: Options, output: Output, backend: Backend) -> int:
     inputs = inputs.with_run_id(run_id)
     with backend.session(run_id=run_id, mode="new") as session:
         config = session.plan(inputs, max_vcpu_hours=options.max_vcpu_hours)
-        output.progress(f"run {config.run_id}: submitting {len(config.spec.jobs)} jobs")
         run = session.start(
-            config, on_submitted=_submitted(output), run_id_given=options.inputs.run_id is not None
+            config,
+            on_submitted=_submitted(output, config.run_id),
+            run_id_given=options.inputs.run_id is not None,
         )
         return _after_submit(options, output, backend, session, run)
 
@@ -83,12 +84,20 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
             max_vcpu_hours=options.max_vcpu_hours,
         )
         output.progress(f"run {options.run_id}: {resume.plan.describe()}")
-        run = session.start(resume.config, plan=resume.plan, on_submitted=_submitted(output))
+        run = session.start(
+            resume.config, plan=resume.plan, on_submitted=_submitted(output, options.run_id)
+        )
         return _after_submit(options, output, backend, session, run)
 
 
-def _submitted(output: Output) -> Callable[[SubmittedJob], None]:
+def _submitted(output: Output, run_id: str) -> Callable[[SubmittedJob], None]:
+    """Says each job as it is submitted (after pre-flight passed), under a heading."""
+    said: list[str] = []
+
     def say(job: SubmittedJob) -> None:
+        if not said:
+            output.progress(f"run {run_id}: submitting")
+        said.append(job.key)
         output.progress(f"  {job.key:<5} submitted {job.job_id}")
 
     return say
@@ -119,9 +128,18 @@ def _after_submit(
     if outcome.succeeded:
         return EXIT_OK
     assert outcome.failure is not None
+    hints = [
+        f"re-run what failed with `python -m pipeline.submit resume {outcome.run_id} "
+        f"--failed-only {backend.where}`"
+    ]
+    if any(p.is_active for p in outcome.progress):  # the rest goes on without this command
+        hints.insert(
+            0,
+            f"stop what is left with `python -m pipeline.submit cancel {outcome.run_id} "
+            f"{backend.where}`",
+        )
     raise JobFailedError(
-        f"run {outcome.run_id} failed: {outcome.failure.describe()}; re-run what failed with "
-        f"`python -m pipeline.submit resume {outcome.run_id} --failed-only {backend.where}`"
+        f"run {outcome.run_id} failed: {outcome.failure.describe()}; " + "; ".join(hints)
     )
 
 
@@ -235,7 +253,7 @@ def _stops_as_interrupts() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def in_flags(error: SpecError) -> str:
+def in_flags(error: Exception) -> str:
     """An engine message in the command line's words: each field it names, by its flag."""
     import re
 
@@ -277,7 +295,7 @@ def main(
     except SpecError as error:
         return fail(in_flags(error), EXIT_BAD_INPUT)
     except PipelineError as error:
-        return fail(str(error), error.exit_code)
+        return fail(in_flags(error), error.exit_code)
     except NoCredentialsError:
         return fail(
             "no AWS credentials found; run `aws configure`, set AWS_PROFILE, or pass --profile; "

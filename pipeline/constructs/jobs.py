@@ -25,6 +25,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct, IValidation
 
+from pipeline import contract
 from pipeline.constructs.image import default_job_image
 from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
 from pipeline.spec import (
@@ -34,7 +35,6 @@ from pipeline.spec import (
     Access,
     JobSpec,
     PipelineSpec,
-    RunEnv,
     prefixed,
 )
 
@@ -132,7 +132,7 @@ class PipelineJobs(Construct):
         self.execution_role.node.add_validation(_OnlyTokenOnEveryResource(self.execution_role))
         environment = {
             **{r.env: resource_values[r.key] for r in RESOURCES},
-            RunEnv.ARRAY_SIZE: str(spec.array_size),
+            contract.ARRAY_SIZE: str(spec.array_size),
             "AWS_DEFAULT_REGION": Aws.REGION,
         }
         self.parameter_defaults: dict[str, dict[str, str]] = {

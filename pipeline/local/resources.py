@@ -32,7 +32,6 @@ from pipeline.spec import (
     RETRY_RULES,
     SOURCE_BUCKET,
     JobSpec,
-    RunEnv,
 )
 
 REGION = "us-east-1"
@@ -90,7 +89,7 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
     resources and size limit."""
     environment = {
         **document.resource_env,
-        RunEnv.ARRAY_SIZE: str(document.spec.array_size),
+        contract.ARRAY_SIZE: str(document.spec.array_size),
         contract.MAX_OBJECT_BYTES: str(LOCAL_MAX_OBJECT_BYTES),
     }
     return {

@@ -67,7 +67,7 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
             return data
 
     def send(request: Any, **_: Any) -> AWSResponse:
-        from urllib.parse import urlsplit
+        from urllib.parse import unquote, urlsplit
 
         url = urlsplit(request.url)
         headers = {
@@ -81,7 +81,7 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
             body = body.encode()
         environ = {
             "REQUEST_METHOD": request.method,
-            "PATH_INFO": url.path or "/",
+            "PATH_INFO": unquote(url.path or "/"),
             "QUERY_STRING": url.query,
             "SERVER_NAME": url.hostname or "localhost",
             "HTTP_HOST": url.netloc or "localhost",
@@ -200,6 +200,8 @@ class LocalServices:
         if work is not state:
             self._closers.append(lambda: shutil.rmtree(work, ignore_errors=True))
         moto = moto_application()
+        # moto keeps its services' state per process: start from none (moto's reset API).
+        call_app(moto, {"REQUEST_METHOD": "POST", "PATH_INFO": "/moto-api/reset"}, b"")
         direct = in_process_clients(moto, ("s3", "dynamodb", "sns", "sqs", "logs", "events"))
         self.backend = BatchBackend(
             Place(resources.ACCOUNT, resources.REGION),

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from pipeline import contract
 from pipeline.document import DOCUMENT_OUTPUT, DocumentError, PipelineDocument
 from pipeline.errors import TargetError
 from pipeline.spec import (
     DEFAULT_SPEC,
     QUEUE_NAME,
     RESOURCES,
-    RunEnv,
     prefixed,
 )
 
@@ -99,7 +99,7 @@ def document_from_job_definitions(
         overrides[key] = changes
         if not environment:
             environment = {e["name"]: e["value"] for e in container.get("environment") or []}
-    size_text = environment.get(RunEnv.ARRAY_SIZE, "")
+    size_text = environment.get(contract.ARRAY_SIZE, "")
     spec = DEFAULT_SPEC
     if size_text.isdigit():
         spec = spec.with_array_size(int(size_text))

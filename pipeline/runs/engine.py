@@ -175,7 +175,7 @@ def preflight(
         session.batch, document.queue, document.spec.jobs[0].key, (RUN_TAG, config.run_id)
     ):
         raise RunStateError(
-            f"run {config.run_id} already has jobs in {document.queue}; pick another run id, "
+            f"run {config.run_id} already has jobs in {document.queue}; pick another run_id, "
             f"or continue that run with `resume {config.run_id}`"
         )
     check_fit(config.spec, session.batch, document.queue)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
+from pipeline import contract
 from pipeline.contract import (
     INDEX_MAP,
     INPUT_PREFIX,
@@ -34,7 +35,6 @@ from pipeline.spec import (
     DependencyType,
     JobSpec,
     PipelineSpec,
-    RunEnv,
     check_array_size,
     check_email,
 )
@@ -209,8 +209,8 @@ def build_request(
     reruns = reruns or {}
     rerun = reruns.get(job.key)
     environment = {
-        RunEnv.RUN_ID: config.run_id,
-        RunEnv.ARRAY_SIZE: str(config.array_size),
+        contract.RUN_ID: config.run_id,
+        contract.ARRAY_SIZE: str(config.array_size),
         **document.resource_env,
         **config.environment,
     }

@@ -8,8 +8,8 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from pipeline.constructs.pipeline import ArrayJobPipeline, ArrayJobPipelineProps
-from pipeline.document import DOCUMENT_OUTPUT
-from pipeline.spec import LOG_GROUP_OUTPUT, QUEUE_NAME_OUTPUT, QUEUE_OUTPUT, RESOURCES
+from pipeline.document import DOCUMENT_OUTPUT, LOG_GROUP_OUTPUT, QUEUE_NAME_OUTPUT, QUEUE_OUTPUT
+from pipeline.spec import RESOURCES
 
 
 class PipelineStack(Stack):

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
 from pipeline.local.batch.errors import BatchClientError
@@ -37,9 +37,6 @@ from pipeline.spec import (
     batch_pattern_matches,
 )
 
-if TYPE_CHECKING:
-    from pipeline.local.batch.scheduler import Scheduler
-
 SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
 """Why a job that was running when the local services stopped failed. It reads as a lost
 host, which is what it is, and the pipeline's retry rules treat it as one."""
@@ -50,6 +47,19 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 Record = Callable[[str, dict[str, Any]], None]
 """(kind, record) -> None: the journal of what happened."""
+
+
+class Placement(Protocol):
+    """What the state machine tells whoever starts jobs (:class:`.scheduler.Scheduler`)."""
+
+    def enqueue(self, job: Job) -> None:
+        """``job`` became RUNNABLE."""
+
+    def stop(self, job: Job, reason: str) -> None:
+        """TerminateJob of a started ``job``."""
+
+    def wake(self) -> None:
+        """Something changed that may let a job start."""
 
 
 def now_ms() -> int:
@@ -83,7 +93,7 @@ class BatchBackend:
         self.faults = dict(faults or {})
         self.on_event = on_event
         self.on_record = on_record
-        self.scheduler: Scheduler | None = None
+        self.scheduler: Placement | None = None
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self.order: list[Job] = []
