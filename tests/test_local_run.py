@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -72,9 +73,10 @@ def test_default_local_run_shows_the_notification_with_the_link(
     result, _ = default_run
     (notification,) = json.loads(result.stdout)["local"]["notifications"]
     assert notification["MessageAttributes"]["Recipient"]["Value"] == "me@example.com"
-    assert re.search(
-        r"Summary \(link valid for up to 6 h\): http://127\.0\.0\.1:\d+/", notification["Message"]
-    )
+    # the link points at the run's copy of the summary, which outlives the services
+    link = re.search(r"Summary \(link valid for up to 6 h\): (file://\S+)", notification["Message"])
+    assert link is not None
+    assert link.group(1).endswith("/summary.json")
     assert (
         "Summary in S3: s3://arrayjobpipeline-output-bucket-local/runs/" in notification["Message"]
     )
@@ -127,26 +129,36 @@ def test_bad_local_input_is_one_line(tmp_path: Path, args: list[str], message: s
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _job_processes(endpoint_port: str) -> list[str]:
-    """Job processes of the local run whose services listened on ``endpoint_port`` (each run
-    has its own port, so runs of other tests running beside this one are not counted)."""
+def run_processes(endpoint: str, state: Path) -> list[str]:
+    """Every process of the local run whose services listen at ``endpoint``: the services
+    (their command line names the run's state folder) and whatever carries the endpoint in
+    its environment, which every job process and the fork server do."""
     found = []
-    mark = f"AWS_ENDPOINT_URL=http://127.0.0.1:{endpoint_port}".encode()
+    mark = f"AWS_ENDPOINT_URL={endpoint}".encode()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                environment = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if "batch_jobs.job_" in cmdline and mark in environment:
-                found.append(f"{entry.name}: {cmdline}")
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in environment or ("pipeline.local serve" in cmdline and str(state) in cmdline):
+            found.append(f"{entry.name}: {cmdline[:120]}")
     return found
 
 
-def test_sigterm_stops_the_jobs_and_the_server(tmp_path: Path) -> None:
+def _until(condition: Any, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"after {seconds} s: {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: int) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.submit", "--local"],
+        [sys.executable, "-m", "pipeline.submit", "--local", "--array-size", "64"],
         cwd=REPO,
         env=_env(tmp_path),
         stdout=subprocess.PIPE,
@@ -158,17 +170,19 @@ def test_sigterm_stops_the_jobs_and_the_server(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = process.stderr.readline()
-        if match := re.search(r"moto server at http://127\.0\.0\.1:(\d+)", line):
+        if match := re.search(r"services at (http://127\.0\.0\.1:\d+)", line):
             endpoint = match.group(1)
         if "JobB RUNNING" in line:  # jobs are running now
             break
     assert endpoint, "the local run did not start"
-    process.send_signal(signal.SIGTERM)
+    state = tmp_path / "state"
+    # the services, the fork server, and a job at least
+    _until(lambda: len(run_processes(endpoint, state)) >= 3, "no job process was seen")
+    process.send_signal(stop)
     assert process.wait(timeout=30) == 130
-    time.sleep(0.5)
-    assert _job_processes(endpoint) == []
+    _until(lambda: not run_processes(endpoint, state), "processes of the run are left")
     with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", int(endpoint)), timeout=1).close()
+        socket.create_connection(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), timeout=1).close()
 
 
 def test_an_injected_failure_sends_one_notification_and_a_grouped_report(tmp_path: Path) -> None:
@@ -254,15 +268,17 @@ def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None
     objects = data["local"]["summary"]["objects"]
     assert objects == {"listed": 300, "processed": 297, "rejected": 3}
     assert [c["passed"] for c in data["local"]["summary"]["checks"]] == [True] * 10
-    # AND once it succeeded, only its job records are kept (for status and report)
+    # AND the run's folder keeps its whole history: its state and every attempt's log
     kept = tmp_path / "state" / "runs" / "resume-me"
-    assert sorted(p.name for p in kept.iterdir()) == ["jobs.json"]
+    assert {"batch.jsonl", "services.journal", "logs", "summary.json"} <= {
+        p.name for p in kept.iterdir()
+    }
 
 
 def test_resume_of_an_unknown_local_run(tmp_path: Path) -> None:
     result = _run(tmp_path, "resume", "nope", "--failed-only", "--local")
     assert result.returncode == 252
-    assert result.stderr.startswith("error: no saved local run 'nope' in ")
+    assert result.stderr.startswith("error: no local run 'nope' in ")
 
 
 def test_a_local_upload_trigger_runs_only_the_markers_prefix(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,14 +178,17 @@ def test_a_document_reads_back_equal() -> None:
     assert DOCUMENT_OUTPUT == "PipelineDocument"
 
 
-def test_the_local_backend_submits_what_its_document_deploys(tmp_path: Path) -> None:
-    from pipeline.local import LocalJobDefinition
-    from pipeline.local.backend import local_document
+def test_the_local_services_register_what_their_document_deploys() -> None:
+    from pipeline.local.batch.definitions import JobDefinition
+    from pipeline.local.resources import job_definition_request, local_document
 
     document = local_document()
-    definitions = LocalJobDefinition.from_document(document)
     for job in document.spec:
-        definition = definitions[document.job_definitions[job.key]]
-        assert (definition.vcpus, definition.memory_mib) == (job.vcpus, job.memory_mib)
-        assert definition.timeout_seconds == job.timeout_seconds
-        assert definition.retry_attempts == job.retry_attempts
+        registered = JobDefinition(
+            job.definition_name, 1, "arn", job_definition_request(job, document)
+        )
+        assert (registered.vcpus, registered.memory_mib) == (job.vcpus, job.memory_mib)
+        assert registered.timeout_seconds == job.timeout_seconds
+        assert registered.attempts == job.retry_attempts
+        assert registered.command == list(job.command)
+        assert registered.parameters == document.parameter_defaults(job.key)

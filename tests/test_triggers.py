@@ -342,9 +342,7 @@ def test_the_bundle_holds_the_engine_and_imports_without_cdk_or_moto(tmp_path: P
     assert "pipeline/runs/chain.py" in names
     assert "pipeline/contract.py" in names
     assert not any(
-        n.startswith(
-            ("pipeline/constructs", "pipeline/stacks", "pipeline/local", "pipeline/cli")
-        )
+        n.startswith(("pipeline/constructs", "pipeline/stacks", "pipeline/local", "pipeline/cli"))
         for n in names
     )
     assert "pipeline/submit.py" not in names

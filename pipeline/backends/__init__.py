@@ -79,7 +79,7 @@ class Backend(Protocol):
 
     def new_run_id(self, inputs: RunInputs) -> str: ...
 
-    def check_run(self, inputs: RunInputs) -> None:
+    def check_run(self, inputs: RunInputs, *, max_vcpu_hours: float | None = None) -> None:
         """Refuse, before anything starts, what this backend cannot run."""
         ...
 

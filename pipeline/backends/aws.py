@@ -207,8 +207,8 @@ class AwsBackend:
 
         return inputs.run_id or new_run_id()
 
-    def check_run(self, inputs: RunInputs) -> None:
-        """Nothing to refuse beyond what every run refuses."""
+    def check_run(self, inputs: RunInputs, *, max_vcpu_hours: float | None = None) -> None:
+        """Nothing to refuse before the deployed pipeline is read."""
 
     @contextmanager
     def session(self, *, run_id: str | None = None, mode: Mode = "read") -> Iterator[AwsSession]:

@@ -113,13 +113,19 @@ class Services:
         line = self.process.stdout.readline() if readable else b""
         if not line:
             self.close()
-            where = f" (see {self.log})" if self.log else ""
-            raise ServicesError(f"the local services did not start{where}")
+            raise ServicesError(f"the local services did not start: {self.last_words()}")
         ready: dict[str, Any] = json.loads(line)
         if "error" in ready:
             self.close()
             raise RunStateError(str(ready["error"]))
         return ready
+
+    def last_words(self) -> str:
+        """The last line the services wrote to their log (the error that stopped them)."""
+        if self.log is None or not self.log.exists():
+            return "no log"
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
+        return lines[-1] if lines else "no output"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -295,12 +301,15 @@ class LocalBackend:
 
         return local_document(), None
 
-    def check_run(self, inputs: RunInputs) -> None:
-        """Before the services start: ``--output`` can be written, and each ``--inject``
-        names a job, and a child that exists in this run."""
+    def check_run(self, inputs: RunInputs, *, max_vcpu_hours: float | None = None) -> None:
+        """Before the services start: the cost guard (on the deployment the services will
+        have), ``--output`` can be written, and each ``--inject`` names a job and a child
+        that exists in this run."""
         from pipeline.local.batch.faults import FaultError, InjectedFault
         from pipeline.local.resources import LOCAL_ARRAY_SIZE, local_document
 
+        if self.options.trigger is None:
+            engine.plan_run(local_document(), inputs, max_vcpu_hours=max_vcpu_hours)
         if self.options.output_dir is not None:
             writable_folder(self.options.output_dir, "--output")
         spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE).spec

@@ -50,7 +50,7 @@ def make_backend(options: Options, output: Output, connector: Connector) -> Back
 
 def command_run(options: Options, output: Output, backend: Backend) -> int:
     inputs = options.inputs.checked()
-    backend.check_run(inputs)
+    backend.check_run(inputs, max_vcpu_hours=options.max_vcpu_hours)
     if options.dry_run:
         document, note = backend.dry_run_document()
         if note:

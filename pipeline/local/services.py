@@ -67,7 +67,7 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
             return data
 
     def send(request: Any, **_: Any) -> AWSResponse:
-        from urllib.parse import unquote, urlsplit
+        from urllib.parse import unquote_to_bytes, urlsplit
 
         url = urlsplit(request.url)
         headers = {
@@ -81,7 +81,7 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
             body = body.encode()
         environ = {
             "REQUEST_METHOD": request.method,
-            "PATH_INFO": unquote(url.path or "/"),
+            "PATH_INFO": unquote_to_bytes(url.path or "/").decode("latin-1"),  # as WSGI has it
             "QUERY_STRING": url.query,
             "SERVER_NAME": url.hostname or "localhost",
             "HTTP_HOST": url.netloc or "localhost",
