@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "job_images"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tests")]
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
     AWS_SECRET_ACCESS_KEY="testing",
@@ -31,7 +31,8 @@ os.environ.update(
 import boto3  # noqa: E402
 from jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_inputs  # noqa: E402
 
-from pipeline import contract, job_a, job_b, job_c, job_d, job_e  # noqa: E402
+from pipeline import contract  # noqa: E402
+from pipeline.jobs import job_a, job_b, job_c, job_d, job_e  # noqa: E402
 
 
 @contextmanager

@@ -1,22 +1,17 @@
-"""The local engine at two array sizes, measured side by side in one run.
+"""The local pipeline at two array sizes, measured side by side in one run.
 
 For N = 8 and N = 1,000 (``--large 10000`` for the workflow's own size), this runs the whole
-pipeline locally, as ``python -m pipeline.submit --local --array-size N`` does (the embedded
-services in their own process, the default 300-object sample, LocalBatch forking every attempt
-from the pre-loaded launcher), and prints:
+pipeline locally as ``python -m pipeline.submit --local --array-size N`` does (the local
+services in their own process with the default 300-object sample, every attempt forked from
+the fork server) and prints:
 
-- wall time of each, from starting the services to the run's summary, and their ratio;
+- wall time of each, from starting the services to the run's end, and their ratio;
 - children per second at the larger size (JobB and JobC children, 2 x N jobs);
 - the marginal cost of one child, (wall(large) - wall(small)) / (2 x (large - small)),
-  beside a no-op job through the launcher on this machine (a warm spare takes it: request,
-  become the job, exit, exit reported) and a bare fork, exit and wait of a process as large;
+  beside a no-op job through the fork server and a bare fork, exit and wait;
 - how long each job took, first start to last stop;
-- the requests the embedded server answered (the first spare to warm up sends two; the ones
-  after it copy pages instead, or send two each where they cannot), per second of wall time;
-  its CPU time as a share of the wall time (100% is one core: it is one Python process, so one
-  interpreter lock); and the mean time a request spent in it, waiting for that lock included;
-- CPU seconds of this process (LocalBatch's scheduling and the watch loop) and of the
-  processes it started (the server, the launcher and every job), against wall x cores;
+- the requests the services answered, per second, their CPU time as a share of one core, and
+  the mean time a request spent in them (waiting for the interpreter lock included);
 - a projection for N = 10,000 from the marginal cost.
 
 The small size runs three times (before the large one and twice after), and its median run
@@ -24,10 +19,10 @@ is the baseline: a run of about ten seconds on a shared machine varies by a fift
 minute to the next, the long run much less in proportion.
 
 What these hide: the marginal cost is everything a child costs (its fork, its requests to the
-embedded server, the scheduling around it, its share of JobD's and JobE's reads), not an
-overhead figure; JobB's children run one at a time (each asks 32 vCPUs, more than this
-machine has, so it gets all of it), so the JobB figure is a latency, not a throughput; and the
-projection assumes a cost linear in N.
+services, the scheduling around it, its share of JobD's and JobE's reads), not an overhead
+figure; JobB's children run one at a time (each asks 32 vCPUs, more than this machine has,
+so it gets all of it), so the JobB figure is a latency, not a throughput; and the projection
+assumes a cost linear in N.
 
     python bench/local.py
     python bench/local.py --large 10000
@@ -36,20 +31,23 @@ projection assumes a cost linear in N.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipeline.local.backend import LocalBackend
-from pipeline.local.batch import _Launcher
-from pipeline.local.sample import sample_objects
-from pipeline.local.services import job_environment, server_stats
+from pipeline.backends.local import LocalBackend
+from pipeline.local.batch.processes import ForkServer, available_cores
+from pipeline.local.resources import job_environment
+from pipeline.local.server import STATS_PATH
 from pipeline.runs import engine
+from pipeline.runs.requests import RunInputs, new_run_id
 
 
 @dataclass
@@ -59,10 +57,6 @@ class Measured:
     requests: int
     server_seconds: float
     server_cpu: float
-    own_cpu: float
-    """CPU seconds of this process: LocalBatch's scheduling and the watch loop."""
-    child_cpu: float
-    """CPU seconds of the processes it started: the server, the launcher and every job."""
     jobs: dict[str, tuple[float, float]]
     """Job key -> (first start, last stop), seconds after the first job was created."""
 
@@ -70,77 +64,60 @@ class Measured:
 def measure(array_size: int) -> Measured:
     """One local run, as the command line makes it, timed from starting the services."""
     backend = LocalBackend()
-    document = backend.document()
-    config = engine.plan_run(document, engine.RunInputs(array_size=array_size))
+    run_id = new_run_id()
     started = time.monotonic()
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    with backend.session(document, inputs=sample_objects()) as session:
-        run = engine.start(session, document, config)
+    with backend.session(run_id=run_id, mode="new") as session:
+        config = session.plan(RunInputs(array_size=array_size, run_id=run_id), max_vcpu_hours=None)
+        run = session.start(config)
         outcome = engine.follow(session, run, interval=0.2)
         assert outcome.succeeded, outcome.failure
-        assert session.aws is not None
-        stats = server_stats(session.aws.endpoint)
         seconds = time.monotonic() - started
-        jobs = _spans(session.batch.export_jobs())
-    own_after = resource.getrusage(resource.RUSAGE_SELF)
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with urllib.request.urlopen(session.endpoint + STATS_PATH, timeout=30) as answer:
+            stats = json.loads(answer.read())
+        jobs = _spans(session.batch, run.job_ids)
     return Measured(
         array_size,
         seconds,
         int(stats["requests"]),
         stats["seconds"],
         stats["cpu_seconds"],
-        _cpu(own_after) - _cpu(own),
-        _cpu(children_after) - _cpu(children),
         jobs,
     )
 
 
-def _cpu(usage: resource.struct_rusage) -> float:
-    return usage.ru_utime + usage.ru_stime
-
-
-def _spans(records: list[dict[str, object]]) -> dict[str, tuple[float, float]]:
-    origin = min(int(str(r["created_at"])) for r in records)
-    spans: dict[str, tuple[float, float]] = {}
-    for record in records:
-        leaves = list(record.get("children") or []) or [record]  # type: ignore[call-overload]
-        starts = [int(leaf["started_at"]) for leaf in leaves if leaf.get("started_at")]
-        stops = [int(leaf["stopped_at"]) for leaf in leaves if leaf.get("stopped_at")]
-        if starts and stops:
-            spans[str(record["name"])] = (
-                (min(starts) - origin) / 1000,
-                (max(stops) - origin) / 1000,
-            )
-    return spans
+def _spans(batch: Any, job_ids: dict[str, str]) -> dict[str, tuple[float, float]]:
+    described = batch.describe_jobs(jobs=list(job_ids.values()))["jobs"]
+    origin = min(int(job["createdAt"]) for job in described)
+    return {
+        job["jobName"]: ((job["startedAt"] - origin) / 1000, (job["stoppedAt"] - origin) / 1000)
+        for job in described
+        if job.get("startedAt") and job.get("stoppedAt")
+    }
 
 
 def noop_job_seconds(count: int = 50) -> float:
-    """One no-op job through the pre-loaded launcher, request to reported exit, taken by a
-    spare that has had time to warm up (as a job that starts after the one before it ended
-    finds one): the process machinery every child pays, without the scheduler around it."""
+    """One no-op job through the fork server, request to reported exit: the process
+    machinery every child pays, without the scheduler around it."""
     with tempfile.TemporaryDirectory() as scratch:
-        launcher = _Launcher(job_environment("http://127.0.0.1:9"), Path(scratch), lambda: None)
+        server = ForkServer(
+            job_environment("http://127.0.0.1:9"), Path(scratch) / "fork-server.log", lambda: None
+        )
         try:
             total = 0.0
             for number in range(count + 1):
-                time.sleep(0.05)  # the spare that takes the next request is warm by then
                 started = time.monotonic()
-                launcher.launch(
+                server.launch(
                     [sys.executable, "-c", "pass"], {}, Path(scratch) / f"{number}.log", []
                 ).wait(60)
-                if number:  # the first waits for the launcher's own start-up
+                if number:  # the first waits for the fork server's own start-up
                     total += time.monotonic() - started
             return total / count
         finally:
-            launcher.close()
+            server.close()
 
 
 def bare_fork_seconds(count: int = 200) -> float:
-    """Fork this process (the pipeline and boto3 loaded, like the launcher), exit at once
+    """Fork this process (the pipeline and boto3 loaded, like the fork server), exit at once
     and reap: the operating system's share of a child, without any of ours."""
     started = time.monotonic()
     for _ in range(count):
@@ -167,7 +144,7 @@ def main() -> None:
     small = sorted(smalls, key=lambda m: m.seconds)[1]
     noop, fork = noop_job_seconds(), bare_fork_seconds()
     per_child = (large.seconds - small.seconds) / (2 * (args.large - args.small))
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     print(
         f"local pipeline, default 300-object sample, {cores} cores; N = {args.small:,} ran "
         f"{', '.join(f'{m.seconds:.1f}' for m in smalls)} s (before and after N = "
@@ -183,8 +160,6 @@ def main() -> None:
             "mean time a request is in it",
             lambda m: f"{1000 * m.server_seconds / m.requests:.1f} ms",
         ),
-        ("CPU: scheduler + watch (this one)", lambda m: f"{m.own_cpu:.1f} s"),
-        ("CPU: server, launcher and jobs", lambda m: f"{m.child_cpu:.1f} s"),
     ]
     for label, value in rows:
         print(f"  {label:<34}{value(small):>14}{value(large):>14}")
@@ -198,7 +173,7 @@ def main() -> None:
     print(f"  children per second at N = {large.array_size:,}: {rate:.1f}")
     print(
         f"  marginal cost per child: {per_child * 1000:.0f} ms, beside a no-op job through "
-        f"the launcher: {noop * 1000:.1f} ms (a bare fork, exit and wait of a process this "
+        f"the fork server: {noop * 1000:.1f} ms (a bare fork, exit and wait of a process this "
         f"size: {fork * 1000:.1f} ms)"
     )
     projected = small.seconds + per_child * 2 * (10_000 - small.array_size)

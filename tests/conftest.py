@@ -133,10 +133,20 @@ def longest_name(logical_id: str, attribute: str | None) -> str:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The library's wheel, built once (``pip wheel``, no dependencies)."""
+    """The library's wheel, built once (``pip wheel``, no dependencies), from a copy of the
+    sources (a build in the checkout would reuse whatever an earlier build left in build/)."""
+    import shutil
     import subprocess
 
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, source / name)
+    for folder in ("pipeline", "job_images"):
+        shutil.copytree(
+            REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+        )
     subprocess.run(
         [
             sys.executable,
@@ -147,7 +157,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--quiet",
             "--wheel-dir",
             str(out),
-            str(REPO),
+            str(source),
         ],
         check=True,
         capture_output=True,

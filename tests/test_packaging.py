@@ -20,7 +20,8 @@ def test_wheel_contains_the_job_image_build_context(wheel: Path) -> None:
         "pipeline/job_image/Dockerfile",
         "pipeline/job_image/requirements.txt",
         "pipeline/job_image/.dockerignore",
-        "pipeline/job_image/batch_jobs/__init__.py",
+        "pipeline/jobs/job_a.py",
+        "pipeline/local/batch/models.py",
         "pipeline/spec.py",
         "pipeline/py.typed",
         "pipeline/constructs/pipeline.py",
@@ -76,6 +77,21 @@ def test_installed_copy_synthesizes_the_image_asset(wheel: Path, tmp_path: Path)
     assets = json.loads(result.stdout.strip().splitlines()[-1])
     image_assets = [a for a in assets if (tmp_path / "out" / a / "Dockerfile").exists()]
     assert len(image_assets) == 1
+    # the context holds the installed library's job programs, which the Dockerfile copies
+    (context,) = image_assets
+    assert (tmp_path / "out" / context / "pipeline" / "jobs" / "job_a.py").exists()
+
+
+def test_the_wheel_lists_every_package() -> None:
+    import tomllib
+
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "pipeline").rglob("__init__.py")
+    }
+    assert found | {"pipeline.job_image"} == listed
 
 
 def test_readme_props_table_lists_every_prop() -> None:
