@@ -169,6 +169,8 @@ class Dispatcher:
         self.moto = moto
         self.batch = batch
         self.journal: ServiceJournal | None = None
+        self.before_logs: Callable[[], None] = lambda: None
+        """Called before each CloudWatch Logs request (job logs are shipped then)."""
         self.requests = 0
         self.seconds = 0.0
         self._lock = threading.Lock()
@@ -184,6 +186,8 @@ class Dispatcher:
             service = signing_service(environ)
             if service == "batch":
                 return list(self.batch(environ, start_response))
+            if service == "logs":
+                self.before_logs()
             journal = self.journal
             if journal is None or not journal.wanted(environ, service):
                 return list(self.moto(environ, start_response))

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -113,24 +112,27 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
 
 class LogShipper:
     """Puts each attempt's output into CloudWatch Logs under its log stream. A failed
-    attempt's log is shipped at once (the failure report reads it right after); others on
-    a thread of their own, off the scheduler's path."""
+    attempt's log is shipped at once (the failure report reads it right after); the others
+    when someone reads CloudWatch Logs (:meth:`flush`, called by the dispatcher before every
+    Logs request), so a run nobody reads the logs of pays nothing for them."""
 
     def __init__(self, logs: Any) -> None:
         self.logs = logs
-        self._queue: queue.Queue[tuple[str, str, Path] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
-        self._thread.start()
+        self._pending: list[tuple[str, str, Path]] = []
+        self._lock = threading.Lock()
 
     def ship(self, group: str, stream: str, path: Path, *, now: bool = False) -> None:
         if now:
             self._put(group, stream, path)
-        else:
-            self._queue.put((group, stream, path))
+            return
+        with self._lock:
+            self._pending.append((group, stream, path))
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            with contextlib.suppress(Exception):  # a log not shipped is still in its file
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for item in pending:
+            with contextlib.suppress(OSError):  # a log not shipped is still in its file
                 self._put(*item)
 
     def _put(self, group: str, stream: str, path: Path) -> None:
@@ -141,14 +143,9 @@ class LogShipper:
         stamp = int(path.stat().st_mtime * 1000)
         lines = [line for line in path.read_text(errors="replace").splitlines() if line]
         for start in range(0, len(lines), 10_000):
-            events = [
-                {"timestamp": stamp, "message": line} for line in lines[start : start + 10_000]
-            ]
+            chunk = lines[start : start + 10_000]
+            events = [{"timestamp": stamp, "message": line} for line in chunk]
             self.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
 
 
 class LocalServices:
@@ -217,7 +214,7 @@ class LocalServices:
         if self.with_pipeline:
             resources.deploy(self.batch.call, direct, document)
         shipper = LogShipper(direct["logs"])
-        self._closers.append(shipper.close)
+        self.dispatcher.before_logs = shipper.flush
         for folder in [*self.history, *([state] if state is not None else [])]:
             self._replay(folder, moto, shipper, batch_only=folder is not state)
         if state is not None and not self.read_only:

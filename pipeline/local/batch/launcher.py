@@ -8,10 +8,13 @@ it and whatever it started), its own environment, CPU affinity, log file and exi
 
 Protocol, JSON lines: the endpoint writes ``{"argv", "env", "log", "cores"}`` to stdin; the
 fork server answers each with ``{"pid"}`` once the child exists, and later ``{"exited": pid,
-"code"}`` (a negative code is the signal that ended it, as ``Popen.returncode`` has it). It
-is single-threaded, so forking is safe. When its stdin closes it asks its children to stop
-(SIGTERM), kills what is left after a grace period, and exits: the endpoint that started it
-has ended, however it ended.
+"code"}`` (a negative code is the signal that ended it, as ``Popen.returncode`` has it). A
+child tells its exit code on a pipe as it exits, so its exit is reported before the kernel
+has torn its memory down (a few milliseconds for a fork of this process, which add up over
+thousands of children that wait for each other); one that ends otherwise (a signal) is
+reported when it is reaped. It is single-threaded, so forking is safe. When its stdin closes
+it asks its children to stop (SIGTERM), kills what is left after a grace period, and exits:
+the endpoint that started it has ended, however it ended.
 """
 
 from __future__ import annotations
@@ -37,8 +40,23 @@ PRELOADED = (
     "pipeline.jobs.job_d",
     "pipeline.jobs.job_e",
 )
-CLIENTS = ("s3", "dynamodb", "sns")
-"""The clients the job programs make, made here once (see :func:`preload`)."""
+REHEARSED: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
+    "s3": (
+        ("get_object", {"Bucket": "b", "Key": "k"}, 404, b"<Error><Code>NoSuchKey</Code></Error>"),
+        ("put_object", {"Bucket": "b", "Key": "k", "Body": b"{}"}, 200, b""),
+    ),
+    "dynamodb": (
+        (
+            "batch_write_item",
+            {"RequestItems": {"t": [{"PutRequest": {"Item": {"k": {"S": "v"}}}}]}},
+            200,
+            b'{"UnprocessedItems": {}}',
+        ),
+    ),
+    "sns": (),
+}
+"""The clients the job programs make, and the calls they make most, made here once (see
+:func:`preload`)."""
 STOP_GRACE_SECONDS = 2.0
 
 
@@ -56,8 +74,42 @@ def preload() -> None:
     with contextlib.suppress(Exception):
         from pipeline.jobs.common import make_client
 
-        for service in CLIENTS:
-            make_client(service)
+        for service, calls in REHEARSED.items():
+            rehearse(make_client(service), calls)
+
+
+class _CannedBody:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+    def read(self, *_: Any) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+def rehearse(client: Any, calls: tuple[tuple[str, dict[str, Any], int, bytes], ...]) -> None:
+    """Make ``calls`` once, answered here (botocore's ``before-send`` event) instead of
+    sent: what a client builds on its first call of an operation (endpoint rules,
+    serializer, signer, parser) is then built once, here, and not in every child."""
+    from botocore.awsrequest import AWSResponse
+
+    answers: list[tuple[int, bytes]] = []
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        status, body = answers[0]
+        return AWSResponse(request.url, status, {"ETag": '"r"'}, _CannedBody(body))  # type: ignore[arg-type]
+
+    client.meta.events.register_first("before-send", answer, unique_id="fork-server-rehearsal")
+    try:
+        for operation, parameters, status, body in calls:
+            answers[:] = [(status, body)]
+            with contextlib.suppress(Exception):
+                getattr(client, operation)(**parameters)
+    finally:
+        client.meta.events.unregister("before-send", unique_id="fork-server-rehearsal")
 
 
 def run_program(argv: list[str]) -> int:
@@ -98,8 +150,9 @@ def set_affinity(cores: list[int]) -> None:
             os.sched_setaffinity(0, set(cores))
 
 
-def child(request: dict[str, Any], inherited: tuple[int, ...]) -> NoReturn:
-    """In the forked child: become the job's process, run it, and never return."""
+def child(request: dict[str, Any], inherited: tuple[int, ...], notices: int) -> NoReturn:
+    """In the forked child: become the job's process, run it, tell its exit code on
+    ``notices``, and never return."""
     code = 1
     try:
         os.setsid()  # a process group of its own: a stop kills the whole group
@@ -129,6 +182,8 @@ def child(request: dict[str, Any], inherited: tuple[int, ...]) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
+        with contextlib.suppress(OSError):  # one write of a few bytes: atomic on a pipe
+            os.write(notices, f"{os.getpid()} {code & 0xFF}\n".encode())
         os._exit(code)
 
 
@@ -168,7 +223,13 @@ def serve() -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     # Ctrl-C in a terminal reaches the whole foreground group: the endpoint decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    notices, notice_end = os.pipe()
+    os.set_blocking(notices, False)
+    noticed = b""
     running: set[int] = set()
+    """Jobs whose exit is not reported yet."""
+    unreaped: set[int] = set()
+    """Jobs whose exit was reported from their notice, still to be reaped."""
     buffered = b""
 
     def report(message: dict[str, int]) -> None:
@@ -176,7 +237,22 @@ def serve() -> None:
         out.flush()
 
     while True:
-        ready, _, _ = select.select([wakeup[0], stdin], [], [], 0.5)
+        ready, _, _ = select.select([wakeup[0], stdin, notices], [], [], 0.5)
+        if notices in ready:
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(notices, 4096):
+                    noticed += chunk
+            while b"\n" in noticed:
+                line, noticed = noticed.split(b"\n", 1)
+                pid, code = (int(field) for field in line.split())
+                if pid in running:
+                    running.discard(pid)
+                    unreaped.add(pid)
+                    try:
+                        report({"exited": pid, "code": code})
+                    except BrokenPipeError:
+                        stop_all(running | unreaped)
+                        return
         if wakeup[0] in ready:
             with contextlib.suppress(BlockingIOError):
                 while os.read(wakeup[0], 4096):
@@ -184,7 +260,7 @@ def serve() -> None:
         if stdin in ready:
             data = os.read(stdin, 65536)
             if not data:
-                stop_all(running)
+                stop_all(running | unreaped)
                 return
             buffered += data
             while b"\n" in buffered:
@@ -193,21 +269,23 @@ def serve() -> None:
                 out.flush()
                 pid = os.fork()
                 if pid == 0:
-                    child(request, (*wakeup, stdin))
+                    child(request, (*wakeup, stdin, notices), notice_end)
                 running.add(pid)
                 try:
                     report({"pid": pid})
                 except BrokenPipeError:
                     stop_all(running)
                     return
-        while running:
+        while running or unreaped:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 running.clear()
+                unreaped.clear()
                 break
             if pid == 0:
                 break
+            unreaped.discard(pid)
             if pid in running:
                 running.discard(pid)
                 try:
