@@ -248,7 +248,7 @@ def stack_template(
     )
 
 
-def run_cli(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
+def cli_in_process(aws: MotoBatch | None, *argv: str) -> tuple[int, str, str]:
     """``python -m pipeline.submit ARGV`` in process against ``aws``; (exit code, stdout,
     stderr). With ``aws=None`` the command must not reach AWS at all."""
     import io

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto_batch import STACK, MotoBatch, moto_batch, run_cli
+from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +64,12 @@ def assert_same_shape(aws: Any, local: Any, where: str = "") -> None:
 
 def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: MotoBatch) -> None:
     aws.count_calls()
-    code, out, err = run_cli(aws, "--stack", STACK, "--dry-run", "--json", "--array-size", "2")
+    code, out, err = cli_in_process(
+        aws, "--stack", STACK, "--dry-run", "--json", "--array-size", "2"
+    )
     assert code == 0, err
     started = time.monotonic()
-    local_code, local_out, local_err = run_cli(
+    local_code, local_out, local_err = cli_in_process(
         None, "--local", "--dry-run", "--json", "--array-size", "2"
     )
     assert local_code == 0, local_err
@@ -89,8 +91,8 @@ def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: MotoBatch) 
 
 def test_max_vcpu_hours_refuses_the_same_way(aws: MotoBatch) -> None:
     flags = ("--array-size", "2", "--max-vcpu-hours", "0.001")
-    code, _, err = run_cli(aws, "--stack", STACK, *flags)
-    local_code, _, local_err = run_cli(None, "--local", *flags)
+    code, _, err = cli_in_process(aws, "--stack", STACK, *flags)
+    local_code, _, local_err = cli_in_process(None, "--local", *flags)
     assert (code, local_code) == (252, 252)
     assert err.startswith("error: the run's worst case is ")
     assert local_err == err  # the same pipeline, the same worst case, the same words
@@ -101,19 +103,19 @@ def test_max_vcpu_hours_refuses_the_same_way(aws: MotoBatch) -> None:
     [("--poll-interval", "0"), ("--poll-interval", "-1"), ("--max-vcpu-hours", "nan")],
 )
 def test_bad_numbers_are_refused_the_same_way(aws: MotoBatch, flag: str, value: str) -> None:
-    code, _, err = run_cli(aws, "--stack", STACK, flag, value)
-    local_code, _, local_err = run_cli(None, "--local", flag, value)
+    code, _, err = cli_in_process(aws, "--stack", STACK, flag, value)
+    local_code, _, local_err = cli_in_process(None, "--local", flag, value)
     assert (code, local_code) == (252, 252)
     assert local_err == err
     assert "must be a finite number above 0" in err
 
 
 def test_a_watched_run_has_the_same_json_on_both(aws: MotoBatch, inputs: Path, state: Path) -> None:
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         aws, "--stack", STACK, "--array-size", "2", "--watch", "--json", "--poll-interval", "0.01"
     )
     assert code == 0, err
-    local_code, local_out, local_err = run_cli(
+    local_code, local_out, local_err = cli_in_process(
         None, "--local", "--array-size", "2", "--watch", "--json", "--input", str(inputs)
     )
     assert local_code == 0, local_err[-2000:]
@@ -134,11 +136,11 @@ def test_a_failed_run_and_its_status_have_the_same_json_on_both(
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
     flags = ("--array-size", "2", "--watch", "--json", "--run-id", "same-run")
     # (AWS first: a local run resets moto's state, which is per process)
-    code, out, _ = run_cli(aws, "--stack", STACK, *flags, "--poll-interval", "0.01")
-    status_code, status_out, status_err = run_cli(
+    code, out, _ = cli_in_process(aws, "--stack", STACK, *flags, "--poll-interval", "0.01")
+    status_code, status_out, status_err = cli_in_process(
         aws, "status", "same-run", "--stack", STACK, "--json"
     )
-    local_code, local_out, local_err = run_cli(
+    local_code, local_out, local_err = cli_in_process(
         None, "--local", *flags, "--input", str(inputs), "--inject", "JobB:1=exit:2"
     )
     assert (code, local_code) == (1, 1), local_err[-2000:]
@@ -149,7 +151,9 @@ def test_a_failed_run_and_its_status_have_the_same_json_on_both(
         assert result["failure"]["exitCode"] == 2
     assert_same_shape(shape({**on_aws, "local": None}), shape({**local, "local": None}))
     # AND status of that run answers alike
-    local_code, local_out, local_err = run_cli(None, "status", "same-run", "--local", "--json")
+    local_code, local_out, local_err = cli_in_process(
+        None, "status", "same-run", "--local", "--json"
+    )
     assert (status_code, local_code) == (0, 0), (status_err, local_err)
     on_aws, local = json.loads(status_out), json.loads(local_out)
     assert on_aws["status"] == local["status"] == "FAILED"
@@ -158,7 +162,7 @@ def test_a_failed_run_and_its_status_have_the_same_json_on_both(
 
 
 def test_cancel_of_an_unknown_local_run_is_one_line(state: Path) -> None:
-    code, _, err = run_cli(None, "cancel", "some-run", "--local")
+    code, _, err = cli_in_process(None, "cancel", "some-run", "--local")
     assert code == 252
     assert err.startswith("error: no local run 'some-run' in ")
     assert len(err.strip().splitlines()) == 1
@@ -166,6 +170,6 @@ def test_cancel_of_an_unknown_local_run_is_one_line(state: Path) -> None:
 
 @pytest.mark.parametrize("flag", ["--stack", "--queue", "--region", "--profile"])
 def test_local_with_aws_flags_is_one_line(flag: str) -> None:
-    code, _, err = run_cli(None, "--local", flag, "x", "--dry-run")
+    code, _, err = cli_in_process(None, "--local", flag, "x", "--dry-run")
     assert code == 252
     assert err == f"error: --local runs on this machine; drop {flag}\n"

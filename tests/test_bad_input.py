@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO, new_app
-from moto_batch import STACK, MotoBatch, moto_batch, run_cli
+from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
 
 from pipeline import contract
 from pipeline.contract import source_bucket_name
@@ -105,7 +105,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
 def test_bad_input_is_one_line_and_its_exit_code(
     argv: list[str], code: int, message: str, state: Path
 ) -> None:
-    exit_code, out, err = run_cli(None, *argv)
+    exit_code, out, err = cli_in_process(None, *argv)
     assert (exit_code, out) == (code, "")
     assert err.startswith(message), err
     assert len(err.strip().splitlines()) == 1
@@ -114,7 +114,7 @@ def test_bad_input_is_one_line_and_its_exit_code(
 
 def test_the_workflows_own_source_bucket_is_accepted() -> None:
     # s3://JobD-Output-Bucket: a placeholder with capitals, as legacy bucket names may have
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         None,
         "--dry-run",
         "--json",
@@ -171,7 +171,7 @@ def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> 
 
 def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: MotoBatch) -> None:
     aws.count_calls()
-    code, _, err = run_cli(aws, "--stack", STACK, "--source-bucket", "s3://someone-elses")
+    code, _, err = cli_in_process(aws, "--stack", STACK, "--source-bucket", "s3://someone-elses")
     assert code == 252
     assert err.startswith(
         "error: --source-bucket s3://someone-elses is not this pipeline's output bucket"
@@ -180,9 +180,9 @@ def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: Moto
 
 
 def test_a_run_id_in_use_is_refused_unless_resumed(aws: MotoBatch) -> None:
-    assert run_cli(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")[0] == 0
+    assert cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")[0] == 0
     aws.count_calls()
-    code, _, err = run_cli(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")
+    code, _, err = cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")
     assert code == 252
     assert err == (
         "error: run taken already has jobs in "
@@ -193,7 +193,7 @@ def test_a_run_id_in_use_is_refused_unless_resumed(aws: MotoBatch) -> None:
 
 def test_a_saved_local_run_id_is_refused(state: Path) -> None:
     (state / "runs" / "kept").mkdir(parents=True)
-    code, _, err = run_cli(None, "--local", "--run-id", "kept")
+    code, _, err = cli_in_process(None, "--local", "--run-id", "kept")
     assert code == 252
     assert err.startswith("error: a local run 'kept' exists in ")
     assert (state / "runs" / "kept").is_dir()  # what was there is left alone

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from cli import run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
-    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
-    env["PIPELINE_LOCAL_STATE_DIR"] = str(tmp_path / "state")
-    return env
-
-
-def _local(tmp_path: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.submit", "--local", *args],
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def _local(tmp_path: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    return run_cli(tmp_path, "--local", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +139,7 @@ def _until(condition: Any, what: str, seconds: float = 30) -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: int) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.submit", "--local", "--array-size", "64"],
-        cwd=REPO,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(tmp_path, "--local", "--array-size", "64")
     assert process.stderr is not None
     endpoint = ""
     deadline = time.monotonic() + 60
@@ -232,15 +207,7 @@ def test_a_lost_host_is_retried_and_the_run_succeeds(tmp_path: Path) -> None:
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.submit", *args],
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(tmp_path, *args)
 
 
 def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import Synthesized, new_app, resolve, synthesize
-from moto_batch import MotoBatch, moto_batch, run_cli, stack_document, stack_template
+from moto_batch import MotoBatch, cli_in_process, moto_batch, stack_document, stack_template
 
 from pipeline.document import DOCUMENT_OUTPUT, VERSION, PipelineDocument
 from pipeline.spec import DEFAULT_SPEC
@@ -67,7 +67,7 @@ def _requirements(request: dict[str, Any]) -> dict[str, str]:
 
 
 def test_dry_run_prints_what_the_stack_deployed(deployed: MotoBatch) -> None:
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         deployed, "--stack", "Overridden", "--dry-run", "--json", "--array-size", "4"
     )
     assert code == 0, err
@@ -84,13 +84,13 @@ def test_the_cost_guard_judges_the_deployed_resources(deployed: MotoBatch) -> No
     # The rest of the run adds 2 x 1 x 2 x 3 (JobC) + 1 x 3 (JobA) + 10 x 0.5 x 3 (JobD)
     # + 0.25 x 3 (JobE) = 30.75, so 250 passes the deployed pipeline and refuses the default.
     limit = ("--max-vcpu-hours", "250", "--array-size", "2", "--dry-run")
-    code, _, err = run_cli(deployed, "--stack", "Overridden", *limit)
+    code, _, err = cli_in_process(deployed, "--stack", "Overridden", *limit)
     assert code == 0, err
     deployed.cloudformation.create_stack(
         StackName="Default",
         TemplateBody=stack_template(deployed.queue_arn, deployed.definition_arns),
     )
-    code, _, err = run_cli(deployed, "--stack", "Default", *limit)
+    code, _, err = cli_in_process(deployed, "--stack", "Default", *limit)
     assert code == 252
     assert "above --max-vcpu-hours 250" in err
 
@@ -99,7 +99,7 @@ def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
     # GIVEN a queue whose only instance type has 16 vCPUs (r6i.4xlarge, 128 GiB)
     queue = deployed.managed_queue("r6i.4xlarge", "SmallQueue")
     # WHEN the overridden pipeline runs there, it passes pre-flight and is submitted
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         deployed, "--stack", "Overridden", "--queue", queue, "--array-size", "2", "--json"
     )
     assert code == 0, err
@@ -109,7 +109,9 @@ def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
         StackName="Default",
         TemplateBody=stack_template(deployed.queue_arn, deployed.definition_arns),
     )
-    code, _, err = run_cli(deployed, "--stack", "Default", "--queue", queue, "--array-size", "2")
+    code, _, err = cli_in_process(
+        deployed, "--stack", "Default", "--queue", queue, "--array-size", "2"
+    )
     assert code == 252
     assert err.startswith("error: JobB needs 32 vCPU and 4,096 MiB, which no instance type")
 
@@ -134,7 +136,7 @@ def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) 
         "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))
     )
     # WHEN a run names the queue and the definitions, not a stack
-    code, _, err = run_cli(deployed, "--queue", "ProdQueue", "--array-size", "2")
+    code, _, err = cli_in_process(deployed, "--queue", "ProdQueue", "--array-size", "2")
     # THEN JobB is submitted with what is registered
     assert code == 0, err
     job_b_request = next(r for r in sent if r["jobName"] == "JobB")
@@ -166,7 +168,7 @@ def test_a_document_of_another_version_is_one_line_saying_what_to_do(
             StackName="Other",
             TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, document=document),
         )
-        code, _, err = run_cli(aws, "--stack", "Other", "--dry-run")
+        code, _, err = cli_in_process(aws, "--stack", "Other", "--dry-run")
     assert code == 254
     assert err == f"error: stack 'Other' {message}\n"
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli
+from moto_batch import REGION, STACK, MotoBatch, cli_in_process, moto_batch
 
 from pipeline.errors import SpecError
 from pipeline.runs.preflight import check_cost, worst_case
@@ -22,7 +22,7 @@ def test_worst_case_is_children_times_resources_times_timeout_times_attempts() -
 
 
 def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
-    code, out, err = run_cli(None, "--dry-run", "--array-size", "100")
+    code, out, err = cli_in_process(None, "--dry-run", "--array-size", "100")
     assert code == 0
     assert "JobB: 100 x 32 vCPU / 4 GiB x 2 h x 3 = 19,200.0 vCPU-hours, 2,400.0 GiB-hours" in err
     assert "total: 19,818.8 vCPU-hours" in err
@@ -32,7 +32,7 @@ def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
 def test_max_vcpu_hours_refuses_an_expensive_run_before_any_submit() -> None:
     with moto_batch() as aws:
         aws.count_calls()
-        code, _, err = run_cli(
+        code, _, err = cli_in_process(
             aws, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", STACK
         )
     assert code == 252
@@ -91,7 +91,7 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
     small_queue: MotoBatch,
 ) -> None:
     small_queue.count_calls()
-    code, _, err = run_cli(small_queue, "--queue", "SmallQueue", "--array-size", "4")
+    code, _, err = cli_in_process(small_queue, "--queue", "SmallQueue", "--array-size", "4")
     assert code == 252
     assert err.strip() == (
         "error: JobB needs 32 vCPU and 4,096 MiB, which no instance type of SmallQueue fits "
@@ -108,5 +108,5 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
 
 
 def test_the_default_queue_layout_passes_the_fit_check(small_queue: MotoBatch) -> None:
-    code, _, err = run_cli(small_queue, "--queue", "ProdQueue", "--array-size", "4")
+    code, _, err = cli_in_process(small_queue, "--queue", "ProdQueue", "--array-size", "4")
     assert code == 0, err

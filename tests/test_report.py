@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto_batch import REGION, STACK, MotoBatch, moto_batch, run_cli, stack_document
+from moto_batch import REGION, STACK, MotoBatch, cli_in_process, moto_batch, stack_document
 
 from pipeline.runs.diagnose import diagnose
 from pipeline.runs.report import collect
@@ -45,7 +45,7 @@ def _times(job: Any, started: datetime, seconds: float) -> None:
 def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBatch) -> None:
     # GIVEN a run whose JobB and JobC have 500 children each (1,000), with known run times:
     # every JobB child 60 s at 32 vCPU, every JobC child 30 s at 1 vCPU / 32 GiB
-    code, out, err = run_cli(aws, "--stack", STACK, "--array-size", "500", "--json")
+    code, out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "500", "--json")
     assert code == 0, err
     ids = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
     jobs = aws.backend._jobs
@@ -70,10 +70,10 @@ def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBat
 
 
 def test_the_cli_prints_progress_and_writes_the_html(aws: MotoBatch, tmp_path: Path) -> None:
-    code, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    code, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
     page = tmp_path / "report.html"
-    code, out, err = run_cli(aws, "report", run_id, "--stack", STACK, "--html", str(page))
+    code, out, err = cli_in_process(aws, "report", run_id, "--stack", STACK, "--html", str(page))
     assert code == 0, err
     assert out.startswith(f"run {run_id}\n  JobA")
     assert "collected " in err
@@ -88,7 +88,7 @@ def test_the_cli_prints_progress_and_writes_the_html(aws: MotoBatch, tmp_path: P
 
 def _held_run(aws: MotoBatch) -> str:
     aws.hold_new_jobs("RUNNABLE")
-    code, out, err = run_cli(aws, "--stack", STACK, "--array-size", "2", "--json")
+    code, out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--json")
     assert code == 0, err
     return str(json.loads(out)["runId"])
 
@@ -102,7 +102,9 @@ def _on_queue(aws: MotoBatch, queue: str) -> tuple[str, Any]:
 
     aws.hold_new_jobs("RUNNABLE")
     document = replace(_document(aws), queue=queue)
-    code, out, err = run_cli(aws, "--stack", STACK, "--queue", queue, "--array-size", "2", "--json")
+    code, out, err = cli_in_process(
+        aws, "--stack", STACK, "--queue", queue, "--array-size", "2", "--json"
+    )
     assert code == 0, err
     return str(json.loads(out)["runId"]), document
 
@@ -201,12 +203,12 @@ def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: MotoBatch) -
 
 def test_diagnose_cli(aws: MotoBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = _held_run(aws)
-    code, out, err = run_cli(aws, "diagnose", run_id, "--stack", STACK, "--json")
+    code, out, err = cli_in_process(aws, "diagnose", run_id, "--stack", STACK, "--json")
     assert code == 0, err
     assert json.loads(out)["runId"] == run_id
     # a local run is diagnosed the same way, once it exists
     monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path))
-    code, _, err = run_cli(None, "diagnose", run_id, "--local")
+    code, _, err = cli_in_process(None, "diagnose", run_id, "--local")
     assert code == 252
     assert err.startswith(f"error: no local run {run_id!r} in ")
 
@@ -220,7 +222,7 @@ def test_watch_offers_diagnose_when_a_job_waits_too_long(aws: MotoBatch) -> None
             aws.set_status(job.job_id, "SUCCEEDED")
 
     threading.Thread(target=release, daemon=True).start()
-    code, _, err = run_cli(
+    code, _, err = cli_in_process(
         aws,
         "--stack",
         STACK,
@@ -256,7 +258,7 @@ def test_a_local_runs_report_renders_offline_in_a_real_browser(
     folder.mkdir()
     for number in range(8):
         (folder / f"f{number}.txt").write_text("data\n" * (number + 1))
-    code, _, err = run_cli(
+    code, _, err = cli_in_process(
         None,
         "--local",
         "--array-size",
@@ -270,7 +272,7 @@ def test_a_local_runs_report_renders_offline_in_a_real_browser(
     )
     assert code == 0, err[-2000:]
     page = tmp_path / "out.html"
-    code, _, err = run_cli(None, "report", "seen", "--local", "--html", str(page))
+    code, _, err = cli_in_process(None, "report", "seen", "--local", "--html", str(page))
     assert code == 0, err
     browser = [
         CHROMIUM,

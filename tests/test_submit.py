@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from moto_batch import STACK, MotoBatch, moto_batch, run_cli
+from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
 
 from pipeline.cli.commands import main
 from pipeline.document import PipelineDocument
@@ -132,7 +132,7 @@ def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: 
     )
     aws.count_calls()
     # WHEN the CLI submits the run
-    code, _out, err = run_cli(aws, "--stack", STACK, "--array-size", "20")
+    code, _out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "20")
     # THEN it exits non-zero, says which jobs it stopped, and nothing of the run is left active
     assert code == 254
     assert f"SubmitJob for {failing} failed: ClientException: injected" in err
@@ -209,7 +209,7 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
-    code, _out, err = run_cli(
+    code, _out, err = cli_in_process(
         aws, "--stack", STACK, "--array-size", "12", "--watch", "--poll-interval", "0.01"
     )
     # THEN the exit code is 1 and the last line names the job, the child, the reason, the log
@@ -229,7 +229,7 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
             aws.fail_child(parsed["jobId"], 0, "Host EC2 (instance i-0) terminated.")
 
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
-    code, out, _ = run_cli(
+    code, out, _ = cli_in_process(
         aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0.01"
     )
     data = json.loads(out)
@@ -243,7 +243,7 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
 def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     # GIVEN a run whose JobC failed (so JobD and JobE failed on the dependency)
     aws.hold_new_jobs("SUCCEEDED")
-    code, out, _ = run_cli(
+    code, out, _ = cli_in_process(
         aws, "--stack", STACK, "--array-size", "4", "--json", "--recipient", "ops@example.com"
     )
     first = json.loads(out)
@@ -253,7 +253,7 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     aws.set_status(ids["JobE"], "FAILED", "Dependent Job failed")
     aws.count_calls()
     # WHEN the run is resumed
-    code, out, err = run_cli(aws, "resume", first["runId"], "--stack", STACK, "--json")
+    code, out, err = cli_in_process(aws, "resume", first["runId"], "--stack", STACK, "--json")
     # THEN only JobC, JobD and JobE are submitted again, JobC after the original JobB
     assert code == 0, err
     resumed = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
@@ -266,15 +266,15 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     assert new_c["arrayProperties"]["size"] == 4
     assert _describe(aws, resumed["JobE"])["parameters"]["Recipient"] == "ops@example.com"
     # AND status now reports the resumed jobs
-    code, out, _ = run_cli(aws, "status", first["runId"], "--stack", STACK, "--json")
+    code, out, _ = cli_in_process(aws, "status", first["runId"], "--stack", STACK, "--json")
     assert [p["jobId"] for p in json.loads(out)["progress"]] == list(resumed.values())
 
 
 def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
     aws.hold_new_jobs("RUNNABLE")
-    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
-    code, _, err = run_cli(aws, "resume", run_id, "--stack", STACK)
+    code, _, err = cli_in_process(aws, "resume", run_id, "--stack", STACK)
     assert code == 252
     assert err.startswith("error: the run is still active (JobA RUNNABLE")
 
@@ -282,9 +282,9 @@ def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
 def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
     aws.hold_new_jobs("RUNNABLE")
     aws.apply_stops()
-    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "4", "--json")
+    _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
-    code, out, _ = run_cli(aws, "cancel", run_id, "--stack", STACK, "--json")
+    code, out, _ = cli_in_process(aws, "cancel", run_id, "--stack", STACK, "--json")
     assert code == 0
     assert json.loads(out)["actions"] == {
         k: "cancelled" for k in ("JobA", "JobB", "JobC", "JobD", "JobE")
@@ -293,7 +293,7 @@ def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
 
 
 def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
-    code, _, err = run_cli(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
+    code, _, err = cli_in_process(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
     assert code == 252
     assert err.startswith("error: no jobs of run '20260101T000000-abcdef' in queue")
 
@@ -301,17 +301,19 @@ def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
 def test_status_without_a_run_id_lists_the_runs_newest_first(aws: MotoBatch) -> None:
     # GIVEN two runs submitted from the command line
     for run_id in ("20260101T000000-aaaaaa", "20260101T000100-bbbbbb"):
-        code, _, err = run_cli(aws, "--stack", STACK, "--array-size", "3", "--run-id", run_id)
+        code, _, err = cli_in_process(
+            aws, "--stack", STACK, "--array-size", "3", "--run-id", run_id
+        )
         assert code == 0, err
     # WHEN status is asked without a run id
-    code, out, _ = run_cli(aws, "status", "--stack", STACK, "--json")
+    code, out, _ = cli_in_process(aws, "status", "--stack", STACK, "--json")
     # THEN both are listed, newest first, with who started them
     runs = json.loads(out)["runs"]
     assert code == 0
     assert [r["runId"] for r in runs] == ["20260101T000100-bbbbbb", "20260101T000000-aaaaaa"]
     assert {r["startedBy"] for r in runs} == {"command line"}
     assert {r["status"] for r in runs} == {"SUCCEEDED"}
-    code, text, _ = run_cli(aws, "status", "--stack", STACK, "--limit", "1")
+    code, text, _ = cli_in_process(aws, "status", "--stack", STACK, "--limit", "1")
     assert text.splitlines()[0].split() == [
         "RUN",
         "ID",
@@ -344,7 +346,7 @@ def test_status_without_a_run_id_lists_the_runs_newest_first(aws: MotoBatch) -> 
     ],
 )
 def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message: str) -> None:
-    code, _out, err = run_cli(None, *argv)  # the connector asserts if AWS would be reached
+    code, _out, err = cli_in_process(None, *argv)  # the connector asserts if AWS would be reached
     assert code == 252
     assert err.startswith(message), err
     assert len(err.strip().splitlines()) == 1
@@ -352,7 +354,7 @@ def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message
 
 
 def test_unknown_stack(aws: MotoBatch) -> None:
-    code, _, err = run_cli(aws, "--stack", "NoSuchStack")
+    code, _, err = cli_in_process(aws, "--stack", "NoSuchStack")
     assert code == 254
     assert err.strip() == (
         "error: stack 'NoSuchStack' does not exist in us-east-1; deploy it with `npx cdk "
@@ -367,7 +369,7 @@ def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
         StackName="Partial",
         TemplateBody=stack_template(aws.queue_arn, aws.definition_arns, drop="PipelineDocument"),
     )
-    code, _, err = run_cli(aws, "--stack", "Partial")
+    code, _, err = cli_in_process(aws, "--stack", "Partial")
     assert code == 254
     assert err.startswith("error: stack 'Partial' has no PipelineDocument output")
     assert len(err.strip().splitlines()) == 1
@@ -457,7 +459,7 @@ WORKFLOW_REQUESTS: list[dict[str, Any]] = [
 def test_dry_run_json_matches_the_workflow_field_by_field() -> None:
     # The workflow's bucket name has capitals, which S3 no longer allows; the test passes a
     # valid one and compares the rest.
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         None,
         "--dry-run",
         "--json",
@@ -488,7 +490,7 @@ def test_dry_run_json_matches_the_workflow_field_by_field() -> None:
 
 
 def test_dry_run_without_json_prints_the_requests_and_calls_nothing() -> None:
-    code, out, _ = run_cli(None, "--dry-run", "--array-size", "8")
+    code, out, _ = cli_in_process(None, "--dry-run", "--array-size", "8")
     assert code == 0
     assert out.count('"jobName"') == 5
     assert '"size": 8' in out
@@ -506,7 +508,7 @@ def test_resume_failed_only_reruns_just_the_failed_children(
 ) -> None:
     # GIVEN a run whose JobB children `failed` failed, so did JobC's (N_TO_N) and JobD, JobE
     aws.hold_new_jobs("SUCCEEDED")
-    _, out, _ = run_cli(aws, "--stack", STACK, "--array-size", "8", "--json")
+    _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "8", "--json")
     first = json.loads(out)
     ids = {j["job"]: j["jobId"] for j in first["jobs"]}
     for index in failed:
@@ -519,7 +521,7 @@ def test_resume_failed_only_reruns_just_the_failed_children(
         "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))
     )
     # WHEN the run is resumed for its failed children only
-    code, out, err = run_cli(
+    code, out, err = cli_in_process(
         aws, "resume", first["runId"], "--stack", STACK, "--failed-only", "--json"
     )
     # THEN JobB and JobC re-run exactly those children, mapped to their original indices
