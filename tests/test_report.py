@@ -3,12 +3,11 @@ from the children's real times), its HTML as a browser renders it, and `diagnose
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,8 @@ import pytest
 from botocore.stub import Stubber
 from moto_batch import REGION, STACK, MotoBatch, cli_in_process, moto_batch, stack_document
 
+from pipeline.backends.aws import Aws
+from pipeline.cli.commands import main
 from pipeline.runs.diagnose import diagnose
 from pipeline.runs.report import collect
 
@@ -214,33 +215,53 @@ def test_diagnose_cli(aws: MotoBatch, tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_watch_offers_diagnose_when_a_job_waits_too_long(aws: MotoBatch) -> None:
+    # GIVEN jobs that wait to be placed until the watch has said how to see why (or until it
+    # has polled 2,000 times, and the test fails saying so): events, not a timer, so the
+    # machine's speed does not matter
     aws.hold_new_jobs("RUNNABLE")
+    err = io.StringIO()
+    polls: list[int] = []
 
-    def release() -> None:
-        time.sleep(1.0)
-        for job in aws.parents():
-            aws.set_status(job.job_id, "SUCCEEDED")
+    def release(**_: Any) -> None:
+        polls.append(1)
+        if "to be placed" in err.getvalue() or len(polls) > 2000:
+            for job in aws.parents():
+                aws.set_status(job.job_id, "SUCCEEDED")
 
-    threading.Thread(target=release, daemon=True).start()
-    code, _, err = cli_in_process(
-        aws,
-        "--stack",
-        STACK,
-        "--array-size",
-        "2",
-        "--watch",
-        "--poll-interval",
-        "0.05",
-        "--diagnose-after",
-        "0.2",
-        "--run-id",
-        "slow",
+    aws.batch.meta.events.register("after-call.batch.DescribeJobs", release)
+    argv = ["--stack", STACK, "--array-size", "2", "--watch", "--poll-interval", "0.05"]
+    code = main(
+        [*argv, "--diagnose-after", "0.2", "--run-id", "slow"],
+        connector=lambda *_: Aws(aws.batch, aws.cloudformation),
+        stdout=io.StringIO(),
+        stderr=err,
     )
-    assert code == 0, err
+    assert code == 0, err.getvalue()
+    assert len(polls) <= 2000, "the watch never said how to see why the jobs wait"
     assert (
         "JobA has waited 0 s to be placed; see why with "
         f"`python -m pipeline.submit diagnose slow --stack {STACK}`"
-    ) in err
+    ) in err.getvalue()
+
+
+def test_the_hint_is_said_once_per_job_after_the_wait_given() -> None:
+    from pipeline.cli.output import Output, runnable_hint
+    from pipeline.runs.progress import JobProgress
+
+    now = [0.0]
+    err = io.StringIO()
+    hint = runnable_hint(
+        Output(False, io.StringIO(), err), "r", "--local", 600, clock=lambda: now[0]
+    )
+    waiting = [JobProgress("JobB", "b", "RUNNING", children={"RUNNABLE": 3})]
+    hint(waiting)
+    now[0] = 599.0
+    hint(waiting)
+    assert err.getvalue() == ""
+    now[0] = 601.0
+    hint(waiting)
+    hint(waiting)
+    assert err.getvalue().count("JobB has waited 10 min to be placed") == 1
 
 
 # --- the page, as a browser shows it ----------------------------------------------------------
