@@ -34,9 +34,9 @@ except ModuleNotFoundError:
         "`scripts/dev setup` (or pip install -e '.[dev]')"
     )
 
-from pipeline.stacks.context import pipeline_props_from_context
 from pipeline.errors import PipelineConfigError
 from pipeline.stacks import PipelineStack
+from pipeline.stacks.context import pipeline_props_from_context
 
 
 def main() -> None:

@@ -98,8 +98,22 @@ def test_readme_props_table_lists_every_prop() -> None:
     from pipeline.constructs.pipeline import ArrayJobPipelineProps
 
     readme = (REPO / "README.md").read_text()
-    table = readme.split("### ArrayJobPipeline props", 1)[1].split("\n\n", 3)[2]
+    table = readme.split("| prop | default behaviour |", 1)[1].split("\n\n", 1)[0]
     missing = [p for p in ArrayJobPipelineProps.__annotations__ if f"`{p}`" not in table]
+    assert missing == []
+
+
+def test_readme_attributes_table_lists_what_other_constructs_use() -> None:
+    from pipeline.constructs.pipeline import ArrayJobPipeline
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| attribute | what it is |", 1)[1].split("\n\n", 1)[0]
+    public = [
+        name
+        for name, value in vars(ArrayJobPipeline).items()
+        if not name.startswith("_") and (isinstance(value, property) or callable(value))
+    ]
+    missing = [name for name in public if f"`{name}" not in table]
     assert missing == []
 
 
