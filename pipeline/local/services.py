@@ -52,20 +52,10 @@ class StateInUseError(Exception):
 def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
     """boto3 clients whose requests go to ``app`` in this process, never over a socket."""
     import boto3
-    from botocore.awsrequest import AWSResponse
 
-    class _Body:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
+    from pipeline.local.answers import answer
 
-        def stream(self, **_: Any) -> Any:
-            yield self.data
-
-        def read(self, *_: Any) -> bytes:
-            data, self.data = self.data, b""
-            return data
-
-    def send(request: Any, **_: Any) -> AWSResponse:
+    def send(request: Any, **_: Any) -> Any:
         from urllib.parse import unquote_to_bytes, urlsplit
 
         url = urlsplit(request.url)
@@ -91,13 +81,8 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
                 if name.lower() not in ("content-type", "content-length", "host")
             },
         }
-        from botocore.awsrequest import HTTPHeaders
-
-        status, headers, payload = call_app(app, environ, body)
-        answer_headers = HTTPHeaders()
-        for name, value in headers.items():
-            answer_headers[name] = value
-        return AWSResponse(request.url, status, answer_headers, _Body(payload))
+        status, answered_headers, payload = call_app(app, environ, body)
+        return answer(request.url, status, answered_headers, payload)
 
     session = boto3.Session(
         aws_access_key_id="local", aws_secret_access_key="local", region_name=resources.REGION

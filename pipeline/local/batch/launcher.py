@@ -78,31 +78,19 @@ def preload() -> None:
             rehearse(make_client(service), calls)
 
 
-class _CannedBody:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def stream(self, **_: Any) -> Any:
-        yield self.data
-
-    def read(self, *_: Any) -> bytes:
-        data, self.data = self.data, b""
-        return data
-
-
 def rehearse(client: Any, calls: tuple[tuple[str, dict[str, Any], int, bytes], ...]) -> None:
     """Make ``calls`` once, answered here (botocore's ``before-send`` event) instead of
     sent: what a client builds on its first call of an operation (endpoint rules,
     serializer, signer, parser) is then built once, here, and not in every child."""
-    from botocore.awsrequest import AWSResponse
+    from pipeline.local.answers import answer
 
     answers: list[tuple[int, bytes]] = []
 
-    def answer(request: Any, **_: Any) -> AWSResponse:
+    def canned(request: Any, **_: Any) -> Any:
         status, body = answers[0]
-        return AWSResponse(request.url, status, {"ETag": '"r"'}, _CannedBody(body))  # type: ignore[arg-type]
+        return answer(request.url, status, {"ETag": '"r"'}, body)
 
-    client.meta.events.register_first("before-send", answer, unique_id="fork-server-rehearsal")
+    client.meta.events.register_first("before-send", canned, unique_id="fork-server-rehearsal")
     try:
         for operation, parameters, status, body in calls:
             answers[:] = [(status, body)]
