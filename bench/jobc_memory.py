@@ -1,9 +1,9 @@
 """JobC's peak memory over the size of the object it measures.
 
 For each size, this process compresses one object as JobB would (bzip2 -9, to a temporary
-file); a fresh interpreter then loads JobC and measures the object with JobC's own streaming
-code (``measure_compressed``), reading the file in 1 MiB chunks as it reads an S3 body. The
-child reports its peak resident set (``ru_maxrss``) before and after the measurement, so
+file); a fresh interpreter then loads the default memory step and measures the object with
+its streaming code (``measure_compressed``), reading the file in 1 MiB chunks as JobC stages
+it. The child reports its peak resident set (``ru_maxrss``) before and after the measurement, so
 nothing but the measurement is in the growth; the growth over the object size is printed side
 by side for each size.
 
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[3])
-from pipeline.jobs.job_c import CHUNK, measure_compressed
+from pipeline.jobs.default_steps import CHUNK, measure_compressed
 
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(sys.argv[1], "rb") as source:
@@ -58,7 +58,7 @@ def measure(size_mib: int) -> dict[str, int]:
         path = Path(scratch) / "object.bz2"
         compressed_object(size, path)
         result = subprocess.run(
-            [sys.executable, "-c", CHILD, str(path), str(size), str(REPO / "job_images")],
+            [sys.executable, "-c", CHILD, str(path), str(size), str(REPO)],
             capture_output=True,
             text=True,
             check=True,

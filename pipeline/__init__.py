@@ -18,6 +18,14 @@ from pipeline.spec import (
     PipelineResource,
     PipelineSpec,
 )
+from pipeline.steps import (
+    DEFAULT_STEPS,
+    ObjectRef,
+    PipelineSteps,
+    Step,
+    StepRecord,
+    TransientStepError,
+)
 
 if TYPE_CHECKING:
     from pipeline.constructs import ArrayJobPipeline, ArrayJobPipelineProps, JobOverride
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SPEC",
+    "DEFAULT_STEPS",
     "RESOURCES",
     "ArrayJobPipeline",
     "ArrayJobPipelineProps",
@@ -32,11 +41,16 @@ __all__ = [
     "DependencyType",
     "JobOverride",
     "JobSpec",
+    "ObjectRef",
     "PipelineConfigError",
     "PipelineResource",
     "PipelineSpec",
     "PipelineStack",
+    "PipelineSteps",
     "SpecError",
+    "Step",
+    "StepRecord",
+    "TransientStepError",
 ]
 
 _LAZY = {

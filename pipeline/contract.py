@@ -46,6 +46,13 @@ MAX_INPUT_PREFIX_BYTES = 1024
 """An S3 key is at most 1,024 bytes, so a longer prefix could match nothing."""
 INDEX_MAP = "PIPELINE_INDEX_MAP"
 """Set on a re-run of failed children only: comma-separated original indices, one per child."""
+STEP = "PIPELINE_STEP"
+"""The step a job runs (JobB: the CPU step, JobC: the memory step, JobE: the aggregate step),
+as the JSON of :meth:`pipeline.steps.Step.as_json`; set by the job definition."""
+CHECKS = "PIPELINE_CHECKS"
+"""JobD: the steps' checks, a JSON list of references."""
+MAX_REJECTED_SHARE = "PIPELINE_MAX_REJECTED_SHARE"
+"""JobD: the share of listed objects that may be rejected before the run fails (0 to 1)."""
 
 DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
 DEFAULT_LINK_EXPIRY_SECONDS = 6 * 3600
@@ -149,14 +156,20 @@ def listing_key(run_id: str) -> str:
     return f"{run_prefix(run_id)}listing.json"
 
 
+def listing_rejects_key(run_id: str) -> str:
+    """Output bucket: the objects JobA rejected when it listed them, each with its reason."""
+    return f"{run_prefix(run_id)}listing-rejects.json"
+
+
 def rejects_key(run_id: str) -> str:
-    """Output bucket: the objects JobA rejected, each with its reason."""
+    """Output bucket: every object the run rejected (JobA's, and those a step rejected), each
+    with its reason and stage; written by JobE."""
     return f"{run_prefix(run_id)}rejects.json"
 
 
 def cpu_result_key(run_id: str, object_key: str) -> str:
-    """BucketB: JobB's compressed result for one input object."""
-    return f"{run_prefix(run_id)}cpu/{key_digest(object_key)}.bz2"
+    """BucketB: the CPU step's result for one input object."""
+    return f"{run_prefix(run_id)}cpu/{key_digest(object_key)}"
 
 
 def cpu_index_key(run_id: str, shard: int) -> str:
@@ -184,8 +197,8 @@ changed since, or a bucket with another encryption) is read from S3 instead."""
 
 
 def memory_output_key(run_id: str, object_key: str) -> str:
-    """BucketC: JobC's output for one input object."""
-    return f"{run_prefix(run_id)}objects/{key_digest(object_key)}.json"
+    """BucketC: the memory step's output for one input object."""
+    return f"{run_prefix(run_id)}objects/{key_digest(object_key)}"
 
 
 def memory_index_key(run_id: str, shard: int) -> str:

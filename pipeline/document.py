@@ -1,8 +1,9 @@
 """The published pipeline: what a deployment offers every run, as one versioned document.
 
 A :class:`PipelineDocument` is the effective pipeline a run submits to: the queue, each job's
-definition (name and ARN) with the resources, timeout, attempts and array size it was deployed
-with, JobE's parameter defaults, and the names of the buckets, table, topic and log group.
+definition (name and ARN) with the image, resources, timeout, attempts and array size it was
+deployed with, the steps JobB, JobC and JobE run and JobD's checks, JobE's parameter defaults,
+and the names of the buckets, table, topic and log group.
 
 - ``PipelineStack`` publishes it as the JSON of one CloudFormation output,
   :data:`DOCUMENT_OUTPUT` (see :meth:`PipelineDocument.as_json`);
@@ -24,9 +25,10 @@ from typing import Any
 
 from pipeline.errors import SpecError
 from pipeline.spec import DEFAULT_SPEC, QUEUE_NAME, RESOURCES, PipelineSpec, prefixed
+from pipeline.steps import PipelineSteps
 
 SCHEMA = "array-job-pipeline/pipeline-document"
-VERSION = 1
+VERSION = 2
 """Bumped when a field changes meaning or is removed; readers refuse other versions."""
 DOCUMENT_OUTPUT = "PipelineDocument"
 """The CloudFormation output key of PipelineStack that holds the document's JSON."""
@@ -63,6 +65,8 @@ class PipelineDocument:
     """CloudWatch log group of the jobs, for failure reports."""
     queue_name: str | None = None
     definition_names: Mapping[str, str] = field(default_factory=dict)
+    images: Mapping[str, str] = field(default_factory=dict)
+    """Job key -> the image its definition runs (empty when not known)."""
     source: str = "the library's defaults"
     """Where this came from, for messages (``stack ArrayJobPipeline``, ``job definitions``)."""
 
@@ -109,9 +113,11 @@ class PipelineDocument:
                     "attempts": job.retry_attempts,
                     "arraySize": job.array_size,
                     "parameters": self.parameter_defaults(job.key),
+                    **({"image": self.images[job.key]} if job.key in self.images else {}),
                 }
                 for job in self.spec
             },
+            "steps": self.spec.steps.as_json(),
             "resources": dict(self.resources),
             "logGroup": self.log_group,
         }
@@ -162,7 +168,11 @@ class PipelineDocument:
             }
             for key in (j.key for j in DEFAULT_SPEC)
         }
-        spec = DEFAULT_SPEC.with_array_size(int(data["arraySize"])).with_overrides(overrides)
+        spec = (
+            DEFAULT_SPEC.with_array_size(int(data["arraySize"]))
+            .with_steps(PipelineSteps.from_json(data["steps"]))
+            .with_overrides(overrides)
+        )
         for job in spec:
             published = jobs[job.key].get("arraySize")
             if published != job.array_size:
@@ -184,6 +194,7 @@ class PipelineDocument:
             },
             resources={str(k): str(v) for k, v in (data.get("resources") or {}).items()},
             log_group=data.get("logGroup") or None,
+            images={j.key: str(jobs[j.key]["image"]) for j in spec if jobs[j.key].get("image")},
             source=source,
         )
 

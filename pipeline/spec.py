@@ -1,10 +1,8 @@
 """The five jobs of the AWS Batch "Example Array Job Workflow", as plain data.
 
-This module is the single source of truth for job names, resources, array sizes, dependency
-types, commands, parameters and the environment contract between the submitter and the job
-programs. The constructs, the submitter, the local mode and the tests all read it; none of them
-restates a job name, a size or a dependency type.
-
+The single source of truth for job names, resources, array sizes, dependency types, commands,
+parameters, the steps each job runs, and what each job may touch. The constructs, the submitter,
+the local mode and the tests all read it; none restates a job name, a size or a dependency type.
 It imports nothing from aws-cdk-lib or boto3, so job programs and the CLI load it cheaply.
 
 The workflow text (AWS Batch User Guide) gives its SubmitJob requests with the deprecated
@@ -24,17 +22,15 @@ from typing import Any
 from pipeline import contract
 from pipeline.contract import RUN_PREFIX_PATTERN, VALIDATION_STEPS
 from pipeline.errors import SpecError
-
-# --- AWS Batch limits that shape the pipeline -------------------------------------------------
-
-MIN_ARRAY_SIZE = 2
-"""Smallest array size AWS Batch accepts (a size of 1 is rejected by SubmitJob)."""
-MAX_ARRAY_SIZE = 10_000
-"""Largest array size AWS Batch accepts."""
-MAX_DEPENDENCIES = 20
-"""Most ``dependsOn`` entries a single job may have."""
-MAX_EVALUATE_ON_EXIT = 5
-"""Most ``retryStrategy.evaluateOnExit`` entries a job definition may have."""
+from pipeline.limits import (
+    MAX_ATTEMPTS,
+    MAX_DEPENDENCIES,
+    MAX_EVALUATE_ON_EXIT,
+    MIN_TIMEOUT_SECONDS,
+    batch_pattern_matches,
+    check_array_size,
+)
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
@@ -120,12 +116,6 @@ class RetryRule:
         return entry
 
 
-def batch_pattern_matches(pattern: str, value: str) -> bool:
-    """AWS Batch's patterns (evaluate-on-exit, ListJobs name filters): whole, or a prefix when
-    the pattern ends in '*'."""
-    return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
-
-
 RETRY_RULES: tuple[RetryRule, ...] = (
     # The host went away (a Spot reclaim: "Host EC2 (instance i-...) terminated."): retry.
     RetryRule("RETRY", on_status_reason="Host EC2*"),
@@ -169,6 +159,13 @@ class JobSpec:
     access: tuple[Access, ...] = ()
     """What the job may read, write and call; its job role grants exactly this. Run data
     lives under ``runs/<run-id>/`` in every bucket but BucketA, which is only read."""
+    step: str | None = None
+    """The part of the pipeline's steps the job runs: ``cpu``, ``memory``, ``aggregate``
+    (its step) or ``check`` (the steps' checks); None for none."""
+    environment: tuple[tuple[str, str], ...] = ()
+    """Variables its job definition sets besides the pipeline's (a ``JobOverride``'s)."""
+    command_override: tuple[str, ...] | None = None
+    """The container command when not the job program's (a ``JobOverride``'s)."""
 
     @property
     def is_array(self) -> bool:
@@ -177,6 +174,8 @@ class JobSpec:
     @property
     def command(self) -> tuple[str, ...]:
         """The container command; parameters are passed as ``--kebab-name Ref::Name``."""
+        if self.command_override is not None:
+            return self.command_override
         arguments: list[str] = []
         for name in self.parameters:
             arguments += [f"--{_kebab(name)}", f"Ref::{name}"]
@@ -279,9 +278,6 @@ def _list(bucket: str, prefix: str | None = None) -> Access:
     return Access(bucket, ("s3:ListBucket",), prefix)
 
 
-_RUNS = RUN_PREFIX_PATTERN
-
-
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
 PIPELINE_TAG = "array-pipeline:pipeline"
@@ -317,8 +313,8 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         access=(  # lists and validates the input; writes manifests and rejects
             _list("input_bucket"),
             Access("input_bucket", ("s3:GetObject",)),
-            Access("cpu_results_bucket", ("s3:PutObject",), _RUNS),
-            Access("output_bucket", ("s3:PutObject",), _RUNS),
+            Access("cpu_results_bucket", ("s3:PutObject",), RUN_PREFIX_PATTERN),
+            Access("output_bucket", ("s3:PutObject",), RUN_PREFIX_PATTERN),
         ),
     ),
     JobSpec(
@@ -334,12 +330,13 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=2 * _COMMON_TIMEOUT,
         retry_attempts=3,
+        step="cpu",
         access=(  # reads its shard's inputs, writes results
             Access("input_bucket", ("s3:GetObject",)),
             Access(
                 "cpu_results_bucket",
                 ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
-                _RUNS,
+                RUN_PREFIX_PATTERN,
             ),
         ),
     ),
@@ -356,10 +353,15 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=2 * _COMMON_TIMEOUT,
         retry_attempts=3,
+        step="memory",
         access=(  # reads JobB's results, writes outputs and one item per object
-            _list("cpu_results_bucket", _RUNS),
-            Access("cpu_results_bucket", ("s3:GetObject",), _RUNS),
-            Access("memory_results_bucket", ("s3:PutObject", "s3:AbortMultipartUpload"), _RUNS),
+            _list("cpu_results_bucket", RUN_PREFIX_PATTERN),
+            Access("cpu_results_bucket", ("s3:GetObject",), RUN_PREFIX_PATTERN),
+            Access(
+                "memory_results_bucket",
+                ("s3:PutObject", "s3:AbortMultipartUpload"),
+                RUN_PREFIX_PATTERN,
+            ),
             Access("metadata_table", ("dynamodb:BatchWriteItem", "dynamodb:PutItem")),
         ),
     ),
@@ -379,15 +381,16 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(),
         timeout_seconds=_COMMON_TIMEOUT // 2,
         retry_attempts=3,
+        step="check",
         access=(  # reads everything, writes the validation report (and its shard view)
             _list("input_bucket"),
             Access("input_bucket", ("s3:GetObject",)),
-            _list("cpu_results_bucket", _RUNS),
-            _list("memory_results_bucket", _RUNS),
-            _list("output_bucket", _RUNS),
-            Access("cpu_results_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
-            Access("memory_results_bucket", ("s3:GetObject",), _RUNS),
-            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
+            _list("cpu_results_bucket", RUN_PREFIX_PATTERN),
+            _list("memory_results_bucket", RUN_PREFIX_PATTERN),
+            _list("output_bucket", RUN_PREFIX_PATTERN),
+            Access("cpu_results_bucket", ("s3:GetObject", "s3:PutObject"), RUN_PREFIX_PATTERN),
+            Access("memory_results_bucket", ("s3:GetObject",), RUN_PREFIX_PATTERN),
+            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), RUN_PREFIX_PATTERN),
             Access(
                 "metadata_table", ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query")
             ),
@@ -406,12 +409,16 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
         parameters=(SOURCE_BUCKET, RECIPIENT),
         timeout_seconds=_COMMON_TIMEOUT // 4,
         retry_attempts=3,
-        access=(  # removes intermediates, writes the summary, notifies
-            _list("cpu_results_bucket", _RUNS),
-            # reads JobD's shard view (the children's seconds) before removing it
-            Access("cpu_results_bucket", ("s3:GetObject", "s3:DeleteObject"), _RUNS),
-            _list("output_bucket", _RUNS),
-            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), _RUNS),
+        step="aggregate",
+        access=(  # removes intermediates, merges the rejects, aggregates, notifies
+            _list("cpu_results_bucket", RUN_PREFIX_PATTERN),
+            # reads JobD's shard view (the stages' records) before removing it
+            Access("cpu_results_bucket", ("s3:GetObject", "s3:DeleteObject"), RUN_PREFIX_PATTERN),
+            _list("memory_results_bucket", RUN_PREFIX_PATTERN),
+            Access("memory_results_bucket", ("s3:GetObject",), RUN_PREFIX_PATTERN),
+            Access("metadata_table", ("dynamodb:Query",)),  # the items, for the aggregate step
+            _list("output_bucket", RUN_PREFIX_PATTERN),
+            Access("output_bucket", ("s3:GetObject", "s3:PutObject"), RUN_PREFIX_PATTERN),
             Access("notification_topic", ("sns:Publish",)),
         ),
     ),
@@ -423,6 +430,8 @@ class PipelineSpec:
     """The ordered jobs of one pipeline; every dependency points at an earlier job."""
 
     jobs: tuple[JobSpec, ...] = PIPELINE_JOBS
+    steps: PipelineSteps = DEFAULT_STEPS
+    """The work JobB, JobC and JobE run and the checks JobD adds (see :mod:`pipeline.steps`)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -448,15 +457,43 @@ class PipelineSpec:
     def with_array_size(self, size: int) -> PipelineSpec:
         """A copy whose input-scaled arrays (JobB, JobC) have ``size`` children."""
         check_array_size(size, "array_size")
-        return PipelineSpec(
-            tuple(replace(j, array_size=size) if j.scales_with_input else j for j in self.jobs)
+        return replace(
+            self,
+            jobs=tuple(
+                replace(j, array_size=size) if j.scales_with_input else j for j in self.jobs
+            ),
         )
+
+    def with_steps(self, steps: PipelineSteps) -> PipelineSpec:
+        """A copy that runs ``steps``: each job that runs a step takes the step's vCPUs,
+        memory and timeout where the step gives them (checked as the job's own are)."""
+        jobs = []
+        for job in self.jobs:
+            step = steps.step_for(job.step) if job.step else None
+            changes = {
+                name: getattr(step, name)
+                for name in ("vcpus", "memory_mib", "timeout_seconds")
+                if step is not None and getattr(step, name) is not None
+            }
+            changed = replace(job, **changes)
+            try:
+                check_resources(changed)
+            except SpecError as error:
+                raise SpecError(f"the {job.step} step ({job.key}): {error}") from None
+            jobs.append(changed)
+        return replace(self, jobs=tuple(jobs), steps=steps)
+
+    def environment_of(self, job: JobSpec) -> dict[str, str]:
+        """What ``job``'s definition sets besides resources and array size: steps, override."""
+        return {**(self.steps.environment(job.step) if job.step else {}), **dict(job.environment)}
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> PipelineSpec:
         """A copy with fields of the jobs named in ``overrides`` replaced: ``{"JobB":
         {"vcpus": 16, "memory_mib": 8192}}``. Only the deployable fields may change (vCPUs,
-        memory, timeout, attempts); the copy is validated like the original."""
+        memory, timeout, attempts, and the ``environment`` and ``command`` a ``JobOverride``
+        sets); the copy is validated like the original."""
         allowed = {"vcpus", "memory_mib", "timeout_seconds", "retry_attempts"}
+        allowed |= {"environment", "command"}
         for key, changes in overrides.items():
             self.job(key)
             unknown = set(changes) - allowed
@@ -465,8 +502,12 @@ class PipelineSpec:
                     f"{key}: {', '.join(sorted(unknown))} cannot be overridden; only "
                     f"{', '.join(sorted(allowed))}"
                 )
-        return PipelineSpec(
-            tuple(replace(j, **overrides[j.key]) if j.key in overrides else j for j in self.jobs)
+        return replace(
+            self,
+            jobs=tuple(
+                replace(j, **_job_changes(overrides[j.key])) if j.key in overrides else j
+                for j in self.jobs
+            ),
         )
 
     def validate(self) -> None:
@@ -493,6 +534,15 @@ class PipelineSpec:
             raise SpecError("the jobs that scale with the input must share one array size")
 
 
+def _job_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in changes.items() if k not in ("environment", "command")}
+    if "environment" in changes:
+        fields["environment"] = tuple(sorted(dict(changes["environment"]).items()))
+    if changes.get("command"):
+        fields["command_override"] = tuple(changes["command"])
+    return fields
+
+
 def _check_dependency(job: JobSpec, dep: Dependency, earlier: Mapping[str, JobSpec]) -> None:
     if dep.type is DependencyType.SEQUENTIAL:
         if not job.is_array:
@@ -508,25 +558,6 @@ def _check_dependency(job: JobSpec, dep: Dependency, earlier: Mapping[str, JobSp
                 f"{job.key} is N_TO_N on {dep.on}: both must be array jobs of the same size "
                 f"(got {job.array_size} and {other.array_size})"
             )
-
-
-def check_array_size(size: object, what: str = "array size") -> int:
-    """Return ``size`` if AWS Batch accepts it as an array size, else raise :class:`SpecError`."""
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise SpecError(f"{what} must be a whole number from 2 to 10,000; got {size!r}", field=what)
-    if not MIN_ARRAY_SIZE <= size <= MAX_ARRAY_SIZE:
-        hint = " (use a standard job for a single task)" if size == 1 else ""
-        raise SpecError(
-            f"{what} must be from {MIN_ARRAY_SIZE} to {MAX_ARRAY_SIZE:,}; got {size:,}{hint}",
-            field=what,
-        )
-    return size
-
-
-MIN_TIMEOUT_SECONDS = 60
-"""AWS Batch's smallest attempt duration (``timeout.attemptDurationSeconds``)."""
-MAX_ATTEMPTS = 10
-"""AWS Batch's largest ``retryStrategy.attempts``."""
 
 
 def check_resources(job: JobSpec) -> None:
@@ -552,39 +583,12 @@ def check_resources(job: JobSpec) -> None:
         raise SpecError(f"{job.key} memory must be at least 4 MiB; got {job.memory_mib}")
 
 
-_EMAIL = re.compile(
-    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$"
-)
-
-
-def check_email(address: str, what: str = "email address") -> str:
-    """Return ``address`` if it looks like a deliverable address, else raise :class:`SpecError`."""
-    if not _EMAIL.fullmatch(address) or len(address) > 254:
-        raise SpecError(
-            f"{what} {address!r} is not an email address like name@example.com", field=what
-        )
-    return address
-
-
-_NAME_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-
-
-def check_name_prefix(prefix: str) -> str:
-    """Return ``prefix`` if it makes valid Batch names, else raise :class:`SpecError`."""
-    if prefix and not _NAME_PREFIX.fullmatch(prefix):
-        raise SpecError(
-            f"name_prefix {prefix!r} must be 1-40 letters, digits, '-' or '_', starting with a "
-            "letter or digit (or empty for the workflow's own names)"
-        )
-    return prefix
-
-
 def prefixed(prefix: str, name: str) -> str:
     """A Batch resource name with the pipeline's prefix (``ProdQueue`` or ``dev-ProdQueue``)."""
     return f"{prefix}-{name}" if prefix else name
 
 
-def _kebab(name: str) -> str:
+def _kebab(name: str) -> str:  # SourceBucket -> source-bucket
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
 

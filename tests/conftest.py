@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ def resolve(value: Any, name: Callable[[str, str | None], str]) -> str:
     if "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
         return str(separator).join(resolve(part, name) for part in parts)
+    if "Fn::Sub" in value:  # an asset image's URI: ${AWS::...} pseudo parameters only
+        return re.sub(r"\$\{AWS::(\w+)\}", lambda m: "x" * 20, str(value["Fn::Sub"]))
     if "Fn::Select" in value:
         index, listed = value["Fn::Select"]
         separator, text = listed["Fn::Split"]

@@ -63,6 +63,7 @@ class World:
         job_e.run(
             self.s3,
             self.sns,
+            self.dynamodb,
             self.ctx,
             source_bucket=self.ctx.output_bucket,
             recipient="ops@example.com",

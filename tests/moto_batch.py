@@ -29,11 +29,7 @@ from pipeline.document import (
     QUEUE_OUTPUT,
     PipelineDocument,
 )
-from pipeline.spec import (
-    DEFAULT_SPEC,
-    RESOURCES,
-    PipelineSpec,
-)
+from pipeline.spec import DEFAULT_SPEC, RESOURCES, JobSpec, PipelineSpec
 
 REGION = "us-east-1"
 STACK = "ArrayJobPipeline"
@@ -198,6 +194,7 @@ def moto_batch(client_config: Config = FAST_RETRIES) -> Iterator[MotoBatch]:
                     "image": "job-image:latest",
                     "command": list(job.command),
                     "resourceRequirements": job.resource_requirements(),
+                    "environment": step_environment(job),
                 },
             )["jobDefinitionArn"]
         cloudformation = session.client("cloudformation")
@@ -205,6 +202,11 @@ def moto_batch(client_config: Config = FAST_RETRIES) -> Iterator[MotoBatch]:
             StackName=STACK, TemplateBody=stack_template(queue_arn, definitions)
         )
         yield MotoBatch(batch, cloudformation, queue_arn, definitions)
+
+
+def step_environment(job: JobSpec, spec: PipelineSpec = DEFAULT_SPEC) -> list[Any]:
+    """What the job's definition sets of the steps, as RegisterJobDefinition takes it."""
+    return [{"name": k, "value": v} for k, v in spec.environment_of(job).items()]
 
 
 def stack_document(

@@ -272,6 +272,7 @@ def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
             return job_e.run(
                 world.s3,
                 world.sns,
+                world.dynamodb,
                 world.ctx,
                 source_bucket=world.ctx.output_bucket,
                 recipient=None,

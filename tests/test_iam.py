@@ -104,8 +104,12 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     },
     "JobE": {
         ("s3:ListBucket", "BucketB", _RUNS_ONLY),
-        ("s3:GetObject", "BucketB/runs/*", "{}"),  # JobD's shard view: the children's seconds
+        ("s3:GetObject", "BucketB/runs/*", "{}"),  # JobD's shard view: the stages' records
         ("s3:DeleteObject", "BucketB/runs/*", "{}"),
+        ("s3:ListBucket", "BucketC", _RUNS_ONLY),
+        ("s3:GetObject", "BucketC/runs/*", "{}"),
+        ("dynamodb:Query", "Table", "{}"),  # the run's items, for the aggregate step
+        *_TABLE_KEY,
         ("s3:ListBucket", "Output", _RUNS_ONLY),
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),

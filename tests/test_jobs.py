@@ -54,7 +54,8 @@ def test_job_b_uses_a_process_pool_and_streams(
         )
     assert sum(r["objects"] for r in results) == 2
     assert all(r["workers"] == 2 for r in results)
-    assert index["objects"][0]["compressed_size"] < index["objects"][0]["size"]
+    entry = index["objects"][0]
+    assert entry["facts"]["compressed_size"] == entry["result_size"] < entry["size"]
 
 
 def test_cpu_allowance_follows_affinity_not_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,22 +175,23 @@ def test_a_tampered_output_fails_the_right_check_naming_the_key() -> None:
             job_c.run(world.s3, world.dynamodb, world.ctx, shard)
         output_key = contract.memory_output_key(world.ctx.run_id, "target file.txt")
         world.s3.put_object(Bucket=world.ctx.memory_results_bucket, Key=output_key, Body=b"{}")
-        for step in range(6):
+        for step in range(4):
             job_d.run(world.s3, world.dynamodb, world.ctx, step)
         with pytest.raises(JobError) as failure:
-            job_d.run(world.s3, world.dynamodb, world.ctx, 6)
-        report = world.get_json(world.ctx.output_bucket, contract.report_key(world.ctx.run_id, 6))
+            job_d.run(world.s3, world.dynamodb, world.ctx, 4)
+        report = world.get_json(world.ctx.output_bucket, contract.report_key(world.ctx.run_id, 4))
         # AND JobE refuses to clean up after a failed check
-        with pytest.raises(JobError, match="check 6 \\(outputs intact\\) did not pass"):
+        with pytest.raises(JobError, match="check 4 \\(memory stage complete\\) did not pass"):
             job_e.run(
                 world.s3,
                 world.sns,
+                world.dynamodb,
                 world.ctx,
                 source_bucket=world.ctx.output_bucket,
                 recipient=None,
             )
         assert world.keys(world.ctx.cpu_results_bucket) != []
-    assert str(failure.value).startswith("check 6 (outputs intact) failed with 1 problem(s)")
+    assert str(failure.value).startswith("check 4 (memory stage complete) failed with 1 problem")
     assert f"{output_key} for 'target file.txt' changed after JobC wrote it" in str(failure.value)
     assert report["passed"] is False
 
@@ -330,7 +332,7 @@ def test_a_shard_record_changed_after_it_was_read_is_read_from_s3() -> None:
     # check names the object whose JobB result is gone from it
     assert key in reads
     assert contract.cpu_index_key(world.ctx.run_id, 0) not in reads
-    assert f"{lost!r} has no JobB result" in str(failure.value)
+    assert f"{lost!r} has no JobB entry" in str(failure.value)
 
 
 def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each() -> None:
@@ -352,7 +354,12 @@ def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each()
             job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="d-1")
         # WHEN JobE summarizes the run
         job_e.run(
-            world.s3, world.sns, world.ctx, source_bucket=world.ctx.output_bucket, recipient=None
+            world.s3,
+            world.sns,
+            world.dynamodb,
+            world.ctx,
+            source_bucket=world.ctx.output_bucket,
+            recipient=None,
         )
         summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
         timing_objects = world.keys(

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 from conftest import Synthesized, new_app, resolve, synthesize
-from moto_batch import MotoBatch, cli_in_process, moto_batch, stack_document, stack_template
+from moto_batch import (
+    MotoBatch,
+    cli_in_process,
+    moto_batch,
+    stack_document,
+    stack_template,
+    step_environment,
+)
 
 from pipeline.document import DOCUMENT_OUTPUT, VERSION, PipelineDocument
 from pipeline.spec import DEFAULT_SPEC
@@ -129,6 +136,7 @@ def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) 
                 {"type": "VCPU", "value": "8"},
                 {"type": "MEMORY", "value": "2048"},
             ],
+            "environment": step_environment(job_b),
         },
     )
     sent: list[dict[str, Any]] = []

@@ -213,7 +213,12 @@ def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link() -> None:
         world.run_until_e()
         # WHEN JobE runs, what it returns is what run_main prints to the job's log
         result = job_e.run(
-            world.s3, world.sns, world.ctx, source_bucket=world.ctx.output_bucket, recipient=None
+            world.s3,
+            world.sns,
+            world.dynamodb,
+            world.ctx,
+            source_bucket=world.ctx.output_bucket,
+            recipient=None,
         )
         (notification,) = world.notifications()
     logged = json.dumps(result)

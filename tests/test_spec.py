@@ -9,14 +9,13 @@ from dataclasses import replace
 import pytest
 
 from pipeline.errors import SpecError
+from pipeline.limits import check_array_size, check_email
 from pipeline.spec import (
     DEFAULT_SPEC,
     RESOURCES,
     Dependency,
     DependencyType,
     PipelineSpec,
-    check_array_size,
-    check_email,
     prefixed,
 )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
-from moto_batch import REGION, MotoBatch, moto_batch
+from moto_batch import REGION, MotoBatch, moto_batch, step_environment
 
 from pipeline import contract
 from pipeline.contract import INPUT_PREFIX
@@ -126,6 +126,7 @@ class Cloud:
                     "environment": [
                         {"name": contract.ARRAY_SIZE, "value": str(ARRAY_SIZE)},
                         *({"name": k, "value": v} for k, v in resources.items()),
+                        *step_environment(job),
                     ],
                 },
                 timeout={"attemptDurationSeconds": job.timeout_seconds},

@@ -37,7 +37,7 @@ BAD_PROPS = [
     ({"max_vcpus": 16}, r"^max_vcpus=16 is below JobB's 32 vCPUs.*at least 32$"),
     (
         {"job_overrides": {"JobC": JobOverride(memory_mib=300_000)}},
-        r"^job_overrides/instance types: JobC needs 1 vCPU and 300,000 MiB, which no instance",
+        r"^steps/job_overrides/instance types: JobC needs 1 vCPU and 300,000 MiB, which no",
     ),
     (
         # 60,000 MiB is less than c6i.8xlarge's 64 GiB, but not less than what ECS leaves free.

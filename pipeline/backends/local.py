@@ -38,6 +38,7 @@ from pipeline.runs.progress import SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
 from pipeline.runs.resume import ResumePlan
 from pipeline.spec import QUEUE_NAME
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
 STARTUP_SECONDS = 120
@@ -77,6 +78,8 @@ class LocalOptions:
     """Fire the schedule trigger."""
     trigger_max_vcpu_hours: float | None = None
     """The cost guard a trigger applies (and publishes a refusal of)."""
+    steps: PipelineSteps | None = None
+    """A new run's steps (default: the library's); a saved run keeps its own."""
 
     @property
     def trigger(self) -> str | None:
@@ -152,7 +155,7 @@ def endpoint_clients(endpoint: str, region: str) -> dict[str, Any]:
     clients: dict[str, Any] = {
         "batch": session.client("batch", endpoint_url=endpoint, config=batch_config())
     }
-    for name in ("logs", "s3", "sqs", "sns"):
+    for name in ("logs", "s3", "sqs", "sns", "dynamodb"):
         clients[name] = session.client(name, endpoint_url=endpoint, config=other_config())
     return clients
 
@@ -296,10 +299,14 @@ class LocalBackend:
         self.on_progress = on_progress or (lambda _text: None)
         self._trigger: LocalTrigger | None = None
 
+    @property
+    def steps(self) -> PipelineSteps:
+        return self.options.steps or DEFAULT_STEPS
+
     def dry_run_document(self) -> tuple[PipelineDocument, str | None]:
         from pipeline.local.resources import local_document
 
-        return local_document(), None
+        return local_document(steps=self.steps), None
 
     def check_run(self, inputs: RunInputs, *, max_vcpu_hours: float | None = None) -> None:
         """Before the services start: the cost guard (on the deployment the services will
@@ -308,11 +315,12 @@ class LocalBackend:
         from pipeline.local.batch.faults import FaultError, InjectedFault
         from pipeline.local.resources import LOCAL_ARRAY_SIZE, local_document
 
+        document = local_document(steps=self.steps)
         if self.options.trigger is None:
-            engine.plan_run(local_document(), inputs, max_vcpu_hours=max_vcpu_hours)
+            engine.plan_run(document, inputs, max_vcpu_hours=max_vcpu_hours)
         if self.options.output_dir is not None:
             writable_folder(self.options.output_dir, "--output")
-        spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE).spec
+        spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE, self.steps).spec
         keys = [j.key for j in spec]
         for text in self.options.inject:
             try:
@@ -348,7 +356,8 @@ class LocalBackend:
         if self.options.trigger is not None:
             from pipeline.local.resources import local_document
 
-            self._trigger = self._trigger or local_trigger(self.options, local_document())
+            document = local_document(steps=self.steps)
+            self._trigger = self._trigger or local_trigger(self.options, document)
             return str(self._trigger.trigger.run_id)
         return inputs.run_id or new_run_id()
 
@@ -398,6 +407,10 @@ class LocalBackend:
                 f"a local run {run_id!r} exists in {folder.parent}; pick another --run-id, "
                 f"or continue it with `resume {run_id} --local`"
             ) from None
+        if self.options.steps is not None:
+            from pipeline.local.resources import save_steps
+
+            save_steps(folder, self.options.steps)
         arguments = ["--with-pipeline", f"--state-dir={folder}"]
         if self.options.input_dir is not None:
             arguments.append(f"--input={self.options.input_dir}")

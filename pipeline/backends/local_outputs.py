@@ -136,18 +136,68 @@ def _summary(session: FinishedRun, run_id: str) -> dict[str, Any]:
 
 
 def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
+    """The run's report, summary and rejects (the output bucket's run folder) into
+    ``target/RUN_ID``, and the memory step's outputs under ``outputs/``, each at its input's
+    key (see :func:`output_paths`), with ``outputs.json`` mapping keys to files."""
     assert session.document is not None
     s3 = session.clients["s3"]
     prefix = contract.run_prefix(run_id)
     destination = target / run_id
-    for bucket_key in ("output_bucket", "memory_results_bucket"):
-        bucket = session.document.resources[bucket_key]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                path = destination / obj["Key"][len(prefix) :]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, obj["Key"], str(path))
+    bucket = session.document.resources["output_bucket"]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            path = destination / obj["Key"][len(prefix) :]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(path))
+    outputs = _outputs_by_key(session, run_id)
+    paths = output_paths(list(outputs))
+    for key, relative in paths.items():
+        path = destination / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(
+            session.document.resources["memory_results_bucket"], outputs[key], str(path)
+        )
+    (destination / "outputs.json").write_text(json.dumps(paths, indent=2, sort_keys=True))
     return destination
+
+
+def _outputs_by_key(session: FinishedRun, run_id: str) -> dict[str, str]:
+    """Input key -> the BucketC key of its output, from the run's table items."""
+    assert session.document is not None
+    found: dict[str, str] = {}
+    pages = (
+        session.clients["dynamodb"]
+        .get_paginator("query")
+        .paginate(
+            TableName=session.document.resources["metadata_table"],
+            KeyConditionExpression="#run = :run",
+            ExpressionAttributeNames={"#run": contract.TABLE_PARTITION_KEY},
+            ExpressionAttributeValues={":run": {"S": run_id}},
+        )
+    )
+    for page in pages:
+        for item in page.get("Items", []):
+            found[item[contract.TABLE_SORT_KEY]["S"]] = item["output_key"]["S"]
+    return found
+
+
+def output_paths(keys: list[str]) -> dict[str, str]:
+    """Where each input's output goes under a run's copy: ``outputs/<key>`` when the key is a
+    plain relative path that no other key's folder shadows; else
+    ``outputs-by-digest/<digest of the key>`` (keys with ``..``, empty parts, a leading
+    ``/``, a part too long for a file name, or a name that is also another key's folder)."""
+    folders = {"/".join(k.split("/")[:n]) for k in keys for n in range(1, k.count("/") + 1)}
+
+    def plain(key: str) -> bool:
+        parts = key.split("/")
+        return key not in folders and all(
+            p not in ("", ".", "..") and "\0" not in p and len(p.encode()) <= 255 for p in parts
+        )
+
+    return {
+        key: f"outputs/{key}" if plain(key) else f"outputs-by-digest/{contract.key_digest(key)}"
+        for key in sorted(keys)
+    }
 
 
 def _success_text(
@@ -159,6 +209,9 @@ def _success_text(
         f"{objects['rejected']:,} rejected, "
         f"{sum(c['passed'] for c in summary['checks'])}/{len(summary['checks'])} checks passed",
     ]
+    aggregate = summary.get("aggregate")
+    if aggregate:
+        lines.append(f"aggregate ({aggregate['step']}): {json.dumps(aggregate['result'])}")
     for reason, count in summary.get("rejects_by_reason", {}).items():
         if reason.startswith("larger than the "):
             limit = reason.removeprefix("larger than the ").removesuffix("-byte limit")

@@ -17,8 +17,9 @@ from typing import Any
 from pipeline.backends.aws import AwsTarget
 from pipeline.backends.local import LocalOptions
 from pipeline.errors import SpecError
+from pipeline.limits import check_name_prefix
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import check_name_prefix
+from pipeline.steps import load_steps
 
 PROG = "python -m pipeline.submit"
 COMMANDS = ("run", "status", "cancel", "resume", "report", "diagnose", "prune")
@@ -79,7 +80,9 @@ class Options:
         def value(name: str, default: Any = None) -> Any:
             return getattr(args, name, default)
 
+        steps = load_steps(value("steps")) if value("steps") else None
         local = LocalOptions(
+            steps=steps,
             input_dir=Path(args.input) if value("input") else None,
             output_dir=Path(args.output) if value("output") else None,
             inject=tuple(value("inject") or ()),
@@ -107,6 +110,7 @@ class Options:
                 recipient=value("recipient"),
                 max_object_bytes=value("max_object_bytes"),
                 input_prefix=value("input_prefix"),
+                steps=steps,
             ),
             local_options=local,
             dry_run=bool(value("dry_run", False)),
@@ -329,6 +333,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
             "in memory)",
         )
     parser.add_argument("--recipient", metavar="EMAIL", help="JobE's Recipient parameter")
+    parser.add_argument(
+        "--steps",
+        metavar="MODULE:NAME",
+        help="the PipelineSteps object the run runs: with --local, your steps; on AWS, checked "
+        "against the deployed ones (default: the deployed pipeline's; the library's own with "
+        "--local, or a resumed run's own)",
+    )
     if sizes:
         parser.add_argument(
             "--input-prefix",

@@ -52,10 +52,14 @@ class JobOverride:
     timeout: Duration | None = None
     """Per attempt; at least 60 seconds (AWS Batch's minimum)."""
 
-    def spec_changes(self) -> dict[str, float | int]:
+    def spec_changes(self) -> dict[str, object]:
         """The override as :meth:`PipelineSpec.with_overrides` takes it: what the job
         definition is deployed with, and so what the published document says."""
-        changes: dict[str, float | int] = {}
+        changes: dict[str, object] = {}
+        if self.command is not None:
+            changes["command"] = tuple(self.command)
+        if self.environment:
+            changes["environment"] = dict(self.environment)
         if self.vcpus is not None:
             changes["vcpus"] = self.vcpus
         if self.memory_mib is not None:
@@ -91,7 +95,6 @@ class PipelineJobs(Construct):
         spec: PipelineSpec,
         name_prefix: str,
         image: ecs.ContainerImage | None,
-        overrides: Mapping[str, JobOverride],
         buckets: Mapping[str, s3.IBucket],
         table: dynamodb.ITable,
         topic: sns.ITopic,
@@ -112,7 +115,8 @@ class PipelineJobs(Construct):
             removal_policy=removal_policy,
             encryption_key=encryption_key,
         )
-        image = image or default_job_image(self)
+        self.images = job_images(spec, image or default_job_image(self))
+        """Job key -> its image: its step's, else the pipeline's (see :func:`job_images`)."""
         # One execution role: it only pulls the image and writes to the log group, which is the
         # same for every job. What a job may touch is in its own job role below.
         self.execution_role = iam.Role(
@@ -143,7 +147,6 @@ class PipelineJobs(Construct):
         self.roles: dict[str, iam.Role] = {}
         self.definitions: dict[str, batch.EcsJobDefinition] = {}
         for job in spec:
-            override = overrides.get(job.key, JobOverride())
             role = iam.Role(
                 self,
                 f"{job.key}Role",
@@ -184,11 +187,11 @@ class PipelineJobs(Construct):
                 container=batch.EcsEc2ContainerDefinition(
                     self,
                     f"{job.key}Container",
-                    image=image,
+                    image=self.images[job.key],
                     cpu=job.vcpus,
                     memory=Size.mebibytes(job.memory_mib),
-                    command=list(override.command or job.command),
-                    environment={**environment, **override.environment},
+                    command=list(job.command),
+                    environment={**environment, **spec.environment_of(job)},
                     job_role=role,
                     execution_role=self.execution_role,
                     # Non-root, whatever the image says: the hosts' firewall keeps every uid
@@ -242,6 +245,22 @@ class PipelineJobs(Construct):
             bucket_arn = str(stack.resolve(bucket.bucket_arn))
             if any(bucket_arn in r for r in named):
                 bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
+
+
+def job_images(spec: PipelineSpec, default: ecs.ContainerImage) -> dict[str, ecs.ContainerImage]:
+    """Each job's image: JobB's, JobC's and JobE's that of their step when it brings one; JobD's
+    (which runs the steps' checks) the memory step's, else the CPU step's, when the steps have
+    checks of their own; ``default`` (the pipeline's) otherwise."""
+    steps = spec.steps
+    own_checks = any(not c.startswith("pipeline.") for c in steps.checks)
+    images: dict[str, ecs.ContainerImage] = {}
+    for job in spec:
+        step = steps.step_for(job.step) if job.step else None
+        image = step.image if step is not None else None
+        if job.step == "check" and own_checks:
+            image = steps.memory.image or steps.cpu.image
+        images[job.key] = image or default
+    return images
 
 
 def _ecs_tasks() -> iam.IPrincipal:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import difflib
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -34,15 +33,22 @@ from pipeline.constructs.permissions import run_statements
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.run_starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
+from pipeline.constructs.validation import (
+    apply_overrides,
+    check_capacity,
+    check_props,
+    checked_steps,
+    config_check,
+)
 from pipeline.contract import RUN_PREFIX_PATTERN
 from pipeline.document import PipelineDocument
-from pipeline.errors import PipelineConfigError, SpecError
+from pipeline.errors import PipelineConfigError
 from pipeline.instances import (
     DEFAULT_CPU_INSTANCE_TYPES,
     DEFAULT_MEMORY_INSTANCE_TYPES,
-    InstanceType,
     UnknownInstanceTypeError,
 )
+from pipeline.limits import check_array_size, check_email, check_name_prefix
 from pipeline.spec import (
     BUCKET_KEYS,
     DEFAULT_ARRAY_SIZE,
@@ -51,11 +57,9 @@ from pipeline.spec import (
     RECIPIENT,
     SOURCE_BUCKET,
     PipelineSpec,
-    check_array_size,
-    check_email,
-    check_name_prefix,
     prefixed,
 )
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 _T = TypeVar("_T")
 
@@ -128,8 +132,14 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     notification_email: str
     """Subscribe this address to the topic and use it as JobE's default Recipient. Default: no
     subscription; the submitter passes a Recipient per run."""
+    steps: PipelineSteps
+    """Your work: the CPU step JobB runs on each object, the memory step JobC runs on each
+    result, an optional aggregate step for JobE and checks for JobD (see
+    :mod:`pipeline.steps`); checked at synth (each Python step is imported). Default: the
+    library's own (SHA-256 and bzip2, byte statistics, the round-trip check)."""
     image: ecs.ContainerImage
-    """Image for all five jobs. Default: built from ``job_images/`` at deploy time."""
+    """Image for every job whose step brings none. Default: the library's, built from
+    ``job_images/`` at deploy time."""
     job_overrides: Mapping[str, JobOverride]
     """Per-job command, environment, vCPUs, memory or timeout, keyed by ``JobA``..``JobE``.
     Default: the values in ``pipeline/spec.py``."""
@@ -187,20 +197,22 @@ class ArrayJobPipeline(Construct):
         super().__init__(scope, construct_id)
         self._grants = 0
         _check_prop_names(props)
-        self.name_prefix = _config(check_name_prefix, props.get("name_prefix", ""))
-        array_size = _config(
+        self.name_prefix = config_check(check_name_prefix, props.get("name_prefix", ""))
+        array_size = config_check(
             check_array_size, props.get("array_size", DEFAULT_ARRAY_SIZE), "array_size"
         )
         email = props.get("notification_email") or None
         if email is not None:
-            _config(check_email, email, "notification_email")
+            config_check(check_email, email, "notification_email")
         overrides = dict(props.get("job_overrides", {}))
-        spec = _config(_apply_overrides, DEFAULT_SPEC.with_array_size(array_size), overrides)
+        steps = config_check(checked_steps, props.get("steps", DEFAULT_STEPS), props.get("image"))
+        spec = DEFAULT_SPEC.with_array_size(array_size)
+        spec = config_check(apply_overrides, config_check(spec.with_steps, steps), overrides)
         self.spec: PipelineSpec = spec
         _claim_prefix(self, self.name_prefix)
 
         max_vcpus = props.get("max_vcpus", DEFAULT_MAX_VCPUS)
-        _check_props(props)
+        check_props(props, default_max_vcpus=DEFAULT_MAX_VCPUS)
         removal_policy = props.get("removal_policy", RemovalPolicy.RETAIN)
         log_retention = props.get("log_retention", logs.RetentionDays.ONE_MONTH)
 
@@ -235,7 +247,7 @@ class ArrayJobPipeline(Construct):
             raise PipelineConfigError(
                 f"cpu_instance_types/memory_instance_types: {error}"
             ) from error
-        _check_capacity(spec, self.compute.instance_types, max_vcpus)
+        check_capacity(spec, self.compute.instance_types, max_vcpus)
 
         self.storage = PipelineStorage(
             self,
@@ -263,7 +275,6 @@ class ArrayJobPipeline(Construct):
             spec=spec,
             name_prefix=self.name_prefix,
             image=props.get("image"),
-            overrides=overrides,
             buckets=self.storage.buckets,
             table=self.storage.table,
             topic=self.storage.topic,
@@ -360,6 +371,10 @@ class ArrayJobPipeline(Construct):
             parameters=self.jobs.parameter_defaults,
             resources=self.storage.resource_values(),
             log_group=self.log_group.log_group_name,
+            images={
+                key: definition.node.default_child.container_properties.image  # type: ignore[union-attr]
+                for key, definition in self.job_definitions.items()
+            },
         )
 
     def grant_read_output(self, grantee: iam.IGrantable) -> iam.Policy | None:
@@ -474,99 +489,6 @@ def _check_prop_names(props: Mapping[str, object]) -> None:
             close = difflib.get_close_matches(name, sorted(_PROP_NAMES), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise PipelineConfigError(f"ArrayJobPipeline has no prop {name!r}{hint}")
-
-
-def _config(check: Callable[..., _T], *args: Any) -> _T:
-    """Run a spec check; its SpecError becomes a PipelineConfigError with the same message."""
-    try:
-        return check(*args)
-    except PipelineConfigError:
-        raise
-    except SpecError as error:
-        raise PipelineConfigError(str(error)) from error
-
-
-def _apply_overrides(spec: PipelineSpec, overrides: Mapping[str, JobOverride]) -> PipelineSpec:
-    try:
-        return spec.with_overrides({key: o.spec_changes() for key, o in overrides.items()})
-    except SpecError as error:
-        raise PipelineConfigError(f"job_overrides: {error}") from error
-
-
-MIN_RUNNABLE_TIMEOUT = Duration.minutes(10)
-MAX_RUNNABLE_TIMEOUT = Duration.hours(24)
-
-
-def _check_props(props: Mapping[str, Any]) -> None:
-    """What CloudFormation or CDK would refuse only at deploy time (or with a jsii traceback),
-    refused here in one line naming the prop."""
-    max_vcpus = props.get("max_vcpus", DEFAULT_MAX_VCPUS)
-    if isinstance(max_vcpus, bool) or not isinstance(max_vcpus, int) or max_vcpus < 1:
-        raise PipelineConfigError(
-            f"max_vcpus must be a whole number of at least 1; got {max_vcpus!r}"
-        )
-    timeout = props.get("runnable_timeout")
-    if timeout is not None and not (
-        MIN_RUNNABLE_TIMEOUT.to_seconds()
-        <= timeout.to_seconds()
-        <= MAX_RUNNABLE_TIMEOUT.to_seconds()
-    ):
-        raise PipelineConfigError(
-            f"runnable_timeout must be from 10 minutes to 24 hours (AWS Batch's limits for "
-            f"jobStateTimeLimitActions); got {timeout.to_seconds():g} seconds"
-        )
-    for name in ("cpu_instance_types", "memory_instance_types"):
-        if name in props and not list(props[name]):
-            raise PipelineConfigError(f"{name} is empty; name at least one instance type")
-    expiration = props.get("intermediate_expiration")
-    if expiration is not None and expiration.to_days() < 1:
-        raise PipelineConfigError(
-            "intermediate_expiration must be at least 1 day (S3 lifecycle expiration is in "
-            f"whole days); got {expiration.to_seconds():g} seconds"
-        )
-    triggered = props.get("run_schedule") is not None or props.get("run_on_upload", False)
-    for name in ("allow_overlapping_runs", "trigger_max_vcpu_hours"):
-        if name in props and not triggered:
-            raise PipelineConfigError(
-                f"{name} applies to runs a trigger starts; add run_schedule or "
-                "run_on_upload, or remove it"
-            )
-    limit = props.get("trigger_max_vcpu_hours")
-    if limit is not None and (
-        isinstance(limit, bool)
-        or not isinstance(limit, int | float)
-        or not math.isfinite(limit)
-        or limit <= 0
-    ):
-        raise PipelineConfigError(f"trigger_max_vcpu_hours must be a number above 0; got {limit!r}")
-    for key, override in dict(props.get("job_overrides", {})).items():
-        reserved = sorted(n for n in override.environment if n.startswith("AWS_BATCH_"))
-        if reserved:
-            raise PipelineConfigError(
-                f"job_overrides: {key} sets {', '.join(reserved)}; AWS_BATCH_* variables are "
-                "set by AWS Batch itself"
-            )
-
-
-def _check_capacity(spec: PipelineSpec, instances: Sequence[InstanceType], max_vcpus: int) -> None:
-    """Every job must fit one instance type of the queue's compute environments, and the
-    environments must be allowed to grow large enough to start it."""
-    biggest = max(instances, key=lambda i: (i.vcpus, i.usable_memory_mib))
-    roomiest = max(instances, key=lambda i: (i.usable_memory_mib, i.vcpus))
-    for job in spec:
-        if not any(i.fits(job.vcpus, job.memory_mib) for i in instances):
-            raise PipelineConfigError(
-                f"job_overrides/instance types: {job.key} needs {job.vcpus:g} vCPU and "
-                f"{job.memory_mib:,} MiB, which no instance type of the queue fits (most vCPUs: "
-                f"{biggest.name} {biggest.vcpus} vCPU; most usable memory: {roomiest.name} "
-                f"{roomiest.usable_memory_mib:,} MiB); add a larger type to cpu_instance_types or "
-                f"memory_instance_types, or lower {job.key}'s resources"
-            )
-        if job.vcpus > max_vcpus:
-            raise PipelineConfigError(
-                f"max_vcpus={max_vcpus} is below {job.key}'s {job.vcpus:g} vCPUs, so it could "
-                f"never start; raise max_vcpus to at least {job.vcpus:g}"
-            )
 
 
 def _claim_prefix(pipeline: ArrayJobPipeline, prefix: str) -> None:

@@ -7,6 +7,7 @@ the work, so tests pass moto clients.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -341,6 +342,52 @@ def run_main(job: str, work: Callable[[], dict[str, Any] | None]) -> int:
         return 1
     print(f"{job}: done in {time.monotonic() - started:.2f}s {dumps(result).decode()}", flush=True)
     return 0
+
+
+@dataclass
+class JobRun:
+    """What the skeleton hands a job program's work: the run, its clients, when it started."""
+
+    name: str
+    ctx: RunContext
+    started: float
+    timing_index: int | None = None
+    """The child whose time is recorded, for a timed job that is an array (JobD)."""
+
+    def client(self, service: str) -> Any:
+        return make_client(service)
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def job_main(
+    name: str, work: Callable[[JobRun], dict[str, Any] | None], *, timed: bool = False
+) -> int:
+    """The one skeleton of every job program: read the run from the environment, do the work,
+    record how long it took when ``timed`` (even when it failed), and end as the contract
+    says (0, 1, or the transient code), with one line about it. SIGTERM (a stop) ends it as
+    Ctrl-C would, so what it holds on disk is cleaned up on the way out."""
+    import signal
+
+    started = time.monotonic()
+
+    def stopped(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stopped)
+
+    def run() -> dict[str, Any] | None:
+        job = JobRun(name, RunContext.from_env(), started)
+        try:
+            return work(job)
+        finally:
+            if timed:
+                with contextlib.suppress(JobError):
+                    record_timing(make_client("s3"), job.ctx, name, job.timing_index, job.seconds)
+
+    return run_main(name, run)
 
 
 def in_threads(work: Callable[[Any], Any], items: list[Any], threads: int = 16) -> list[Any]:

@@ -12,15 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from pipeline import contract
-from pipeline.jobs.common import (
-    RunContext,
-    in_threads,
-    list_objects,
-    make_client,
-    put_json,
-    record_timing,
-    run_main,
-)
+from pipeline.jobs.common import RunContext, in_threads, job_main, list_objects, put_json
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -102,7 +94,7 @@ def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
 
     in_threads(write_shard, list(range(ctx.array_size)))
     rejects.sort(key=lambda r: r["key"])
-    put_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id), {"rejects": rejects})
+    put_json(s3, ctx.output_bucket, contract.listing_rejects_key(ctx.run_id), {"rejects": rejects})
     summary = {
         "listed": listed,
         "valid": len(valid),
@@ -120,15 +112,7 @@ def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
 
 
 def main() -> int:
-    def work() -> dict[str, Any]:
-        started = time.monotonic()
-        ctx = RunContext.from_env()
-        s3 = make_client("s3")
-        result = run(s3, ctx)
-        record_timing(s3, ctx, "JobA", None, time.monotonic() - started)
-        return result
-
-    return run_main("JobA", work)
+    return job_main("JobA", lambda job: run(job.client("s3"), job.ctx), timed=True)
 
 
 if __name__ == "__main__":

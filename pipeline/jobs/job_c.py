@@ -1,40 +1,45 @@
-"""JobC[i]: memory-heavy work on JobB child i's results (N_TO_N: it starts when B[i] succeeds).
+"""JobC[i]: the memory stage over JobB child i's results (N_TO_N: it starts when B[i] has
+succeeded): the memory step on each result, one DynamoDB item and one output per object.
 
-Per object: the compressed result is streamed, decompressed in bounded pieces and measured
-(digest, size, byte entropy, lines); one DynamoDB item per object under a deterministic key
-(BatchWriteItem, unprocessed items retried with backoff) and one output object in BucketC.
-
-Memory is bounded by the threads and the piece size, not by the objects: each of ``THREADS``
-threads holds one compressed chunk (``CHUNK``) and at most ``CHUNK`` decompressed bytes at a
-time, so a 5 GiB object needs no more than a 5 KiB one (``bench/jobc_memory.py`` measures it).
+Each result JobB kept is staged from BucketB, the step runs on it, what it wrote goes to BucketC
+and what it returned becomes the object's item, under a deterministic key with the pipeline's
+own attributes (BatchWriteItem, unprocessed items retried with backoff), so a retried child
+overwrites its own outputs and items. The shard's record lists each object as done (its output,
+its digest and the step's attributes) or rejected (the step's message).
 """
 
 from __future__ import annotations
 
-import bz2
 import hashlib
-import math
 import random
+import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.jobs.common import (
-    JobError,
+    JobRun,
     RunContext,
     TransientJobError,
     array_index,
-    dumps,
     get_json,
-    in_threads,
-    make_client,
+    job_main,
     put_json,
     reporting,
-    run_main,
     s3_url,
 )
+from pipeline.jobs.items import ItemError, item_of
+from pipeline.jobs.runner import (
+    ObjectRejectedError,
+    Staged,
+    StepCaller,
+    for_each,
+    load_step,
+    upload,
+)
+from pipeline.steps import DEFAULT_STEPS, ObjectRef, Step
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -44,61 +49,6 @@ BATCH_WRITE_LIMIT = 25
 WRITE_ATTEMPTS = 8
 THREADS = 8
 CHUNK = 1024 * 1024
-"""Bytes read from S3, and at most this many decompressed, at a time per thread."""
-
-
-class Measure:
-    """Statistics of one decompressed object, fed in pieces."""
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.counts: Counter[int] = Counter()
-        self.size = 0
-        self.newlines = 0
-        self.last = b""
-
-    def update(self, piece: bytes) -> None:
-        if not piece:
-            return
-        self.digest.update(piece)
-        self.counts.update(piece)
-        self.size += len(piece)
-        self.newlines += piece.count(b"\n")
-        self.last = piece[-1:]
-
-    def result(self) -> dict[str, Any]:
-        size = self.size
-        counts = self.counts.values()
-        entropy = -sum(c / size * math.log2(c / size) for c in counts) if size else 0.0
-        return {
-            "sha256": self.digest.hexdigest(),
-            "size": size,
-            "entropy_bits_per_byte": round(entropy, 6),
-            "distinct_bytes": len(self.counts),
-            "lines": self.newlines + (1 if size and self.last != b"\n" else 0),
-        }
-
-
-def measure(data: bytes) -> dict[str, Any]:
-    """Statistics of one decompressed object held in memory (small objects, tests)."""
-    stats = Measure()
-    stats.update(data)
-    return stats.result()
-
-
-def measure_compressed(chunks: Iterable[bytes]) -> dict[str, Any]:
-    """Statistics of the object a bzip2 stream decompresses to, in bounded memory: never more
-    than one compressed chunk and ``CHUNK`` decompressed bytes at a time (a small input that
-    decompresses to gigabytes is taken a piece at a time)."""
-    stats = Measure()
-    decompressor = bz2.BZ2Decompressor()
-    for chunk in chunks:
-        stats.update(decompressor.decompress(chunk, max_length=CHUNK))
-        while not decompressor.eof and decompressor.needs_input is False:
-            stats.update(decompressor.decompress(b"", max_length=CHUNK))
-    if not decompressor.eof:
-        raise ValueError("the compressed stream ends early")
-    return stats.result()
 
 
 def run(
@@ -107,61 +57,75 @@ def run(
     ctx: RunContext,
     index: int,
     *,
+    step: Step = DEFAULT_STEPS.memory,
     sleep: Callable[[float], None] = time.sleep,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Process shard ``index``; its done record carries the child's seconds when ``started``
-    (a ``time.monotonic()``) is given, for JobE's summary."""
+    """The memory stage over shard ``index``; its record carries the child's seconds when
+    ``started`` (a ``time.monotonic()``) is given, for JobE's summary."""
     cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
+    done_by_cpu = [e for e in cpu_index["objects"] if "rejected" not in e]
+    caller = StepCaller(step, workers=1)
 
-    def process(entry: dict[str, Any]) -> dict[str, Any]:
+    def process(_number: int, entry: dict[str, Any], staged: Staged) -> dict[str, Any]:
+        ref = ObjectRef(entry["key"], entry["size"], entry.get("etag", ""))
+        with reporting(f"GetObject {s3_url(ctx.cpu_results_bucket, entry['result_key'])}"):
+            body = s3.get_object(Bucket=ctx.cpu_results_bucket, Key=entry["result_key"])["Body"]
+            with staged.source.open("wb") as target:
+                for chunk in body.iter_chunks(CHUNK):
+                    target.write(chunk)
         try:
-            with reporting(f"GetObject {s3_url(ctx.cpu_results_bucket, entry['result_key'])}"):
-                stream = s3.get_object(Bucket=ctx.cpu_results_bucket, Key=entry["result_key"])
-                stats = measure_compressed(stream["Body"].iter_chunks(CHUNK))
-        except (OSError, ValueError, EOFError) as error:
-            raise JobError(
-                f"{s3_url(ctx.cpu_results_bucket, entry['result_key'])} (input {entry['key']!r}) "
-                f"does not decompress: {error}"
-            ) from error
-        output_key = contract.memory_output_key(ctx.run_id, entry["key"])
-        body = dumps({"key": entry["key"], "shard": index, **stats})
+            attributes = caller(staged.source, staged.target, ref) or {}
+            if not staged.target.exists():
+                raise ObjectRejectedError("it wrote no output")
+            output_key = contract.memory_output_key(ctx.run_id, ref.key)
+            output = {
+                "output_key": output_key,
+                "output_md5": _md5(staged.target),
+                "output_size": staged.target.stat().st_size,
+            }
+            item = item_of(ctx.run_id, index, ref.key, output, attributes)
+        except ItemError as not_an_item:
+            return {"key": ref.key, "rejected": f"memory step: {not_an_item}"}
+        except ObjectRejectedError as rejected:
+            message = str(rejected)
+            prefix = "" if message.startswith("memory step:") else "memory step: "
+            return {"key": ref.key, "rejected": f"{prefix}{message}"}
         with reporting(f"PutObject {s3_url(ctx.memory_results_bucket, output_key)}"):
-            s3.put_object(
-                Bucket=ctx.memory_results_bucket,
-                Key=output_key,
-                Body=body,
-                ContentType="application/json",
-            )
-        return {
-            contract.TABLE_PARTITION_KEY: {"S": ctx.run_id},
-            contract.TABLE_SORT_KEY: {"S": entry["key"]},
-            "shard": {"N": str(index)},
-            "size": {"N": str(entry["size"])},
-            "compressed_size": {"N": str(entry["compressed_size"])},
-            "sha256_original": {"S": entry["sha256"]},
-            "sha256_roundtrip": {"S": stats["sha256"]},
-            "roundtrip_size": {"N": str(stats["size"])},
-            "entropy_bits_per_byte": {"N": str(stats["entropy_bits_per_byte"])},
-            "lines": {"N": str(stats["lines"])},
-            "output_key": {"S": output_key},
-            # S3's ETag of a single-part upload is the MD5 of the body: JobD compares it with
-            # the listing to catch an output changed after it was written.
-            "output_md5": {"S": hashlib.md5(body, usedforsecurity=False).hexdigest()},
-        }
+            upload(s3, staged.target, ctx.memory_results_bucket, output_key)
+        return {"key": ref.key, **output, "attributes": attributes, "item": item}
 
-    items = in_threads(process, cpu_index["objects"], threads=THREADS)
-    write_items(dynamodb, ctx.metadata_table, items, sleep=sleep)
+    with tempfile.TemporaryDirectory(prefix="jobc-") as folder:
+        try:
+            entries = for_each(done_by_cpu, process, scratch=Path(folder), threads=THREADS)
+        finally:
+            caller.close()
+    write_items(
+        dynamodb, ctx.metadata_table, [e.pop("item") for e in entries if "item" in e], sleep=sleep
+    )
+    entries.sort(key=lambda e: e["key"])
     record: dict[str, Any] = {
         "run_id": ctx.run_id,
         "shard": index,
-        "keys": sorted(e["key"] for e in cpu_index["objects"]),
+        "step": step.label,
+        "objects": entries,
         contract.READ_RECORD: cpu_index,
     }
     if started is not None:
         record["seconds"] = round(time.monotonic() - started, 3)
     put_json(s3, ctx.memory_results_bucket, contract.memory_index_key(ctx.run_id, index), record)
-    return {"shard": index, "objects": len(items)}
+    done = [e for e in entries if "rejected" not in e]
+    return {"shard": index, "objects": len(done), "rejected": len(entries) - len(done)}
+
+
+def _md5(path: Path) -> str:
+    """S3's ETag of a single-part upload is the MD5 of the body: JobD compares them to find an
+    output changed after it was written."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as reader:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_items(
@@ -193,13 +157,18 @@ def write_items(
 
 
 def main() -> int:
-    def work() -> dict[str, Any]:
-        started = time.monotonic()
-        ctx = RunContext.from_env()
-        index = array_index(size=ctx.array_size)
-        return run(make_client("s3"), make_client("dynamodb"), ctx, index, started=started)
+    def work(job: JobRun) -> dict[str, Any]:
+        index = array_index(size=job.ctx.array_size)
+        return run(
+            job.client("s3"),
+            job.client("dynamodb"),
+            job.ctx,
+            index,
+            step=load_step(),
+            started=job.started,
+        )
 
-    return run_main("JobC", work)
+    return job_main("JobC", work)
 
 
 if __name__ == "__main__":

@@ -1,45 +1,42 @@
-"""JobD[k]: validation check k of ten, chosen by AWS_BATCH_JOB_ARRAY_INDEX (SEQUENTIAL children).
+"""JobD[k]: check k of ten, chosen by AWS_BATCH_JOB_ARRAY_INDEX (SEQUENTIAL children).
 
-Each check writes its result to the run's report in the output bucket. A failed check exits 1,
-so the later children and JobE never run and the run's intermediates stay for inspection.
+The checks prove the pipeline's own invariants, whatever the steps do: every input is processed
+once or rejected with a reason, every stage's record and item is present and consistent with
+what its step reported, nothing is left over. The last runs the steps' own checks (the default
+steps add a round-trip check). Each writes its result to the run's report in the output
+bucket; a failed check exits 1, so the later children and JobE never run and the run's
+intermediates stay for inspection. A missing or malformed record is a failed check naming it.
 The checks use listings and table queries, never one request per object.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import re
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.jobs.common import (
     JobError,
+    JobRun,
     RunContext,
     array_index,
-    dumps,
-    get_json,
-    get_json_if_exists,
-    in_threads,
+    job_main,
     list_objects,
-    make_client,
     put_json,
-    record_timing,
-    reporting,
-    run_main,
 )
+from pipeline.jobs.items import attributes_of, decimals
 from pipeline.jobs.job_a import check as check_listed_object
+from pipeline.jobs.run_view import MalformedRecordError, RunView, need
+from pipeline.steps import DEFAULT_STEPS, Step
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
 SHOWN_FAILURES = 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -73,167 +70,16 @@ class CheckResult:
         }
 
 
-class RunView:
-    """What the checks read, each loaded once and only when a check asks for it."""
-
-    def __init__(
-        self,
-        s3: S3Client,
-        dynamodb: DynamoDBClient,
-        ctx: RunContext,
-        *,
-        shard_view: str | None = None,
-    ) -> None:
-        self.s3, self.dynamodb, self.ctx = s3, dynamodb, ctx
-        self.prefix = contract.run_prefix(ctx.run_id)
-        self.shard_view = shard_view
-        """BucketB key of the shard view this JobD shares between its checks (None: read the
-        shards)."""
-
-    def _per_shard(self, bucket: str, key: Callable[[str, int], str]) -> list[Any | None]:
-        return in_threads(
-            lambda shard: get_json_if_exists(self.s3, bucket, key(self.ctx.run_id, shard)),
-            list(range(self.ctx.array_size)),
-        )
-
-    @cached_property
-    def listing(self) -> dict[str, Any]:
-        return dict(
-            get_json(self.s3, self.ctx.output_bucket, contract.listing_key(self.ctx.run_id))
-        )
-
-    @cached_property
-    def rejects(self) -> list[dict[str, Any]]:
-        data = get_json(self.s3, self.ctx.output_bucket, contract.rejects_key(self.ctx.run_id))
-        return list(data["rejects"])
-
-    @cached_property
-    def _shards(self) -> dict[str, list[Any | None]]:
-        """Every shard's manifest, JobB index and JobC record, once per JobD (the first check
-        writes them as the shard view; SEQUENTIAL runs it first). The JobC records are read;
-        the index and the manifest each holds, as its writer read them, stand for the stored
-        ones they match byte for byte (see ``contract.READ_RECORD``), so a run whose records
-        are intact costs N reads and two listings, not 3 x N reads."""
-        if self.shard_view is not None:
-            saved = get_json_if_exists(self.s3, self.ctx.cpu_results_bucket, self.shard_view)
-            if saved is not None and len(saved.get("manifests", [])) == self.ctx.array_size:
-                return dict(saved)
-        memory_indexes = self._per_shard(self.ctx.memory_results_bucket, contract.memory_index_key)
-        cpu_indexes = self._stored_or_read(
-            [_held_record(record) for record in memory_indexes],
-            contract.cpu_indexes_prefix(self.ctx.run_id),
-            contract.cpu_index_key,
-        )
-        manifests = self._stored_or_read(
-            [_held_record(record) for record in cpu_indexes],
-            contract.manifests_prefix(self.ctx.run_id),
-            contract.manifest_key,
-        )
-        shards: dict[str, list[Any | None]] = {
-            "manifests": manifests,
-            "cpu_indexes": cpu_indexes,
-            "memory_indexes": memory_indexes,
-        }
-        if self.shard_view is not None:
-            put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, shards)
-        return shards
-
-    def _stored_or_read(
-        self, held: list[Any | None], prefix: str, key: Callable[[str, int], str]
-    ) -> list[Any | None]:
-        """Each shard's BucketB record under ``prefix``: the copy ``held`` for it when that is
-        the stored object byte for byte (its MD5 is the ETag the listing gives), otherwise
-        the stored object, read (None when there is none)."""
-        etags = {
-            obj["Key"]: obj["ETag"].strip('"')
-            for obj in list_objects(self.s3, self.ctx.cpu_results_bucket, prefix)
-        }
-        records = list(held)
-        unmatched = [
-            shard
-            for shard, copy in enumerate(held)
-            if copy is None
-            or hashlib.md5(dumps(copy), usedforsecurity=False).hexdigest()
-            != etags.get(key(self.ctx.run_id, shard))
-        ]
-        read = in_threads(
-            lambda shard: get_json_if_exists(
-                self.s3, self.ctx.cpu_results_bucket, key(self.ctx.run_id, shard)
-            ),
-            unmatched,
-        )
-        for shard, record in zip(unmatched, read, strict=True):
-            records[shard] = record
-        return records
-
-    @property
-    def manifests(self) -> list[Any | None]:
-        return self._shards["manifests"]
-
-    @property
-    def cpu_indexes(self) -> list[Any | None]:
-        return self._shards["cpu_indexes"]
-
-    @property
-    def memory_indexes(self) -> list[Any | None]:
-        return self._shards["memory_indexes"]
-
-    @cached_property
-    def manifested(self) -> dict[str, tuple[int, dict[str, Any]]]:
-        """Input key -> (shard, manifest entry)."""
-        found: dict[str, tuple[int, dict[str, Any]]] = {}
-        for shard, manifest in enumerate(self.manifests):
-            for entry in (manifest or {}).get("objects", []):
-                found.setdefault(entry["key"], (shard, entry))
-        return found
-
-    @cached_property
-    def cpu_entries(self) -> dict[str, dict[str, Any]]:
-        return {e["key"]: e for index in self.cpu_indexes for e in (index or {}).get("objects", [])}
-
-    @cached_property
-    def items(self) -> dict[str, dict[str, Any]]:
-        """The run's table items, by object key (Query, 1 MB per page)."""
-        items: dict[str, dict[str, Any]] = {}
-        paginator = self.dynamodb.get_paginator("query")
-        with reporting(f"Query {self.ctx.metadata_table}"):
-            for page in paginator.paginate(
-                TableName=self.ctx.metadata_table,
-                KeyConditionExpression="#run = :run",
-                ExpressionAttributeNames={"#run": contract.TABLE_PARTITION_KEY},
-                ExpressionAttributeValues={":run": {"S": self.ctx.run_id}},
-            ):
-                for item in page.get("Items", []):
-                    items[item[contract.TABLE_SORT_KEY]["S"]] = item
-        return items
-
-    def objects(self, bucket: str, part: str) -> dict[str, dict[str, Any]]:
-        return {o["Key"]: o for o in list_objects(self.s3, bucket, self.prefix + part)}
-
-    @cached_property
-    def cpu_results(self) -> dict[str, dict[str, Any]]:
-        return self.objects(self.ctx.cpu_results_bucket, "cpu/")
-
-    @cached_property
-    def memory_outputs(self) -> dict[str, dict[str, Any]]:
-        return self.objects(self.ctx.memory_results_bucket, "objects/")
-
-
-def _held_record(record: Any) -> Any | None:
-    """Take the record ``record`` holds as its writer read it (see ``contract.READ_RECORD``):
-    the shard view keeps each record once."""
-    return record.pop(contract.READ_RECORD, None) if isinstance(record, dict) else None
-
-
-def shard_coverage(view: RunView, result: CheckResult) -> None:
-    """Every shard has its manifest (JobA), result index (JobB) and done record (JobC)."""
+def shards(view: RunView, result: CheckResult) -> None:
+    """JobA wrote a shard per child, each has its manifest, JobB record and JobC record, and
+    the shards are balanced by bytes (no two differ by more than the largest object)."""
     if view.listing.get("shards") != view.ctx.array_size:
         result.fail(
             f"JobA wrote {view.listing.get('shards')} shards for an array of {view.ctx.array_size}"
         )
     stages = (
         ("manifest", view.manifests),
-        ("JobB index", view.cpu_indexes),
+        ("JobB record", view.cpu_indexes),
         ("JobC record", view.memory_indexes),
     )
     for shard in range(view.ctx.array_size):
@@ -241,13 +87,20 @@ def shard_coverage(view: RunView, result: CheckResult) -> None:
         for what, records in stages:
             if records[shard] is None:
                 result.fail(f"shard {shard} has no {what}")
+    sizes = view.listing.get("shard_bytes", [])
+    largest = view.listing.get("largest_object", 0)
+    if sizes and max(sizes) - min(sizes) > largest:
+        result.fail(
+            f"shard bytes range from {min(sizes):,} to {max(sizes):,}, more apart than "
+            f"the largest object ({largest:,})"
+        )
 
 
 def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
     """Every object in BucketA (under the run's input prefix) is in exactly one shard or in
-    the rejects list."""
-    rejected = [r["key"] for r in view.rejects]
-    shard_keys = [e["key"] for m in view.manifests for e in (m or {}).get("objects", [])]
+    JobA's rejects."""
+    rejected = [str(need(r, "key", "a JobA reject")) for r in view.listing_rejects]
+    shard_keys = list(view.manifested)
     seen: dict[str, int] = {}
     for key in [*shard_keys, *rejected]:
         seen[key] = seen.get(key, 0) + 1
@@ -275,136 +128,174 @@ def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
 
 
 def rejects_have_reasons(view: RunView, result: CheckResult) -> None:
-    """Each rejected object says why, and the count matches JobA's listing."""
-    for reject in view.rejects:
+    """Each rejected object (by JobA or by a step) says why, JobA's count matches its
+    listing, and the run rejected no larger a share than its steps allow."""
+    for reject in [*view.listing_rejects, *view.stage_rejects]:
         result.checked += 1
         if not str(reject.get("reason", "")).strip():
             result.fail(f"rejected {reject.get('key')!r} has no reason")
-    if len(view.rejects) != view.listing.get("rejected"):
+    if len(view.listing_rejects) != view.listing.get("rejected"):
         result.fail(
-            f"{len(view.rejects)} rejects listed, JobA counted {view.listing.get('rejected')}"
+            f"{len(view.listing_rejects)} rejects listed, JobA counted "
+            f"{view.listing.get('rejected')}"
+        )
+    listed = view.listing.get("listed") or 0
+    share = view.max_rejected_share
+    rejected = len(view.listing_rejects) + len(view.stage_rejects)
+    if listed and rejected / listed > share:
+        result.fail(
+            f"{rejected} of {listed} objects were rejected, more than the steps' "
+            f"max_rejected_share of {share:g}"
         )
 
 
-def cpu_results_complete(view: RunView, result: CheckResult) -> None:
-    """Every valid object has a JobB digest and a compressed result of the recorded size."""
-    for key in view.manifested:
+def cpu_stage_complete(view: RunView, result: CheckResult) -> None:
+    """Every object of a shard has its JobB entry, of the size listed, and every result JobB
+    kept is in BucketB with the size recorded."""
+    for key, (_, listed) in view.manifested.items():
         result.checked += 1
         entry = view.cpu_entries.get(key)
         if entry is None:
-            result.fail(f"{key!r} has no JobB result")
+            result.fail(f"{key!r} has no JobB entry")
             continue
-        if not _SHA256.fullmatch(entry.get("sha256", "")):
-            result.fail(f"{key!r} has no SHA-256 digest from JobB")
-        listed_size = view.manifested[key][1].get("size")
-        if entry.get("size") != listed_size:
+        if entry.get("size") != listed.get("size"):
             result.fail(
-                f"{key!r} was {entry.get('size')} bytes when JobB read it, {listed_size} when "
-                "JobA listed it"
+                f"{key!r} was {entry.get('size')} bytes when JobB read it, {listed.get('size')} "
+                "when JobA listed it"
             )
-        stored = view.cpu_results.get(entry["result_key"])
+        if "rejected" in entry:
+            continue
+        result_key = need(entry, "result_key", f"JobB entry of {key!r}")
+        stored = view.cpu_results.get(result_key)
         if stored is None:
-            result.fail(f"JobB result {entry['result_key']} for {key!r} is missing")
-        elif stored["Size"] != entry["compressed_size"]:
+            result.fail(f"JobB result {result_key} for {key!r} is missing")
+        elif stored["Size"] != need(entry, "result_size", f"JobB entry of {key!r}"):
             result.fail(
-                f"JobB result {entry['result_key']} for {key!r} has {stored['Size']} "
-                f"bytes, {entry['compressed_size']} recorded"
+                f"JobB result {result_key} for {key!r} has {stored['Size']} bytes, "
+                f"{entry['result_size']} recorded"
             )
 
 
-def stage_counts_match(view: RunView, result: CheckResult) -> None:
-    """The number of objects is the same at every stage."""
-    counts = {
-        "JobA valid": view.listing.get("valid"),
-        "manifests": len(view.manifested),
-        "JobB results": len(view.cpu_entries),
-        "JobC records": sum(len((m or {}).get("keys", [])) for m in view.memory_indexes),
-        "BucketC outputs": len(view.memory_outputs),
-        "table items": len(view.items),
-    }
-    result.checked = len(counts)
-    if len(set(counts.values())) != 1:
-        result.fail("counts differ: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+def memory_stage_complete(view: RunView, result: CheckResult) -> None:
+    """Every object JobB did has its JobC entry, and every output JobC kept is in BucketC,
+    unchanged since it was written (its ETag is the MD5 JobC recorded)."""
+    for key, cpu in view.cpu_entries.items():
+        if "rejected" in cpu:
+            continue
+        result.checked += 1
+        entry = view.memory_entries.get(key)
+        if entry is None:
+            result.fail(f"{key!r} has no JobC entry")
+            continue
+        if "rejected" in entry:
+            continue
+        output_key = need(entry, "output_key", f"JobC entry of {key!r}")
+        stored = view.memory_outputs.get(output_key)
+        if stored is None:
+            result.fail(f"BucketC output {output_key} for {key!r} is missing")
+        elif stored["ETag"].strip('"') != need(entry, "output_md5", f"JobC entry of {key!r}"):
+            result.fail(f"BucketC output {output_key} for {key!r} changed after JobC wrote it")
 
 
 def items_per_object(view: RunView, result: CheckResult) -> None:
-    """Every valid object has exactly its table item, in the right shard."""
-    for key, (shard, _) in view.manifested.items():
+    """Every object JobC did has exactly its table item, in its shard, naming its output."""
+    for key, entry in view.memory_entries.items():
+        if "rejected" in entry:
+            continue
         result.checked += 1
         item = view.items.get(key)
         if item is None:
             result.fail(f"{key!r} has no table item")
-        elif int(item["shard"]["N"]) != shard:
-            result.fail(f"{key!r} table item says shard {item['shard']['N']}, manifest {shard}")
+            continue
+        shard = view.manifested.get(key, (None, {}))[0]
+        if str(need(item, "shard", f"item of {key!r}").get("N")) != str(shard):
+            result.fail(f"{key!r} table item says shard {item['shard']}, manifest {shard}")
+        if need(item, "output_key", f"item of {key!r}").get("S") != entry.get("output_key"):
+            result.fail(f"{key!r} table item names another output than JobC recorded")
 
 
-def outputs_intact(view: RunView, result: CheckResult) -> None:
-    """Every valid object has its BucketC output, unchanged since JobC wrote it (its ETag is
-    the MD5 JobC recorded)."""
-    for key in view.manifested:
-        result.checked += 1
+def items_match_the_step(view: RunView, result: CheckResult) -> None:
+    """Each item holds exactly the attributes the memory step returned for its object."""
+    for key, entry in view.memory_entries.items():
         item = view.items.get(key)
-        output_key = contract.memory_output_key(view.ctx.run_id, key)
-        stored = view.memory_outputs.get(output_key)
-        if stored is None:
-            result.fail(f"BucketC output {output_key} for {key!r} is missing")
-        elif item is not None and stored["ETag"].strip('"') != item["output_md5"]["S"]:
-            result.fail(f"BucketC output {output_key} for {key!r} changed after JobC wrote it")
-
-
-def digests_round_trip(view: RunView, result: CheckResult) -> None:
-    """Decompressing JobB's result gives back the input: same SHA-256, same size."""
-    for key, item in view.items.items():
+        if "rejected" in entry or item is None:
+            continue
         result.checked += 1
-        if item["sha256_original"]["S"] != item["sha256_roundtrip"]["S"]:
-            result.fail(f"{key!r}: digest after the round trip differs from the input's")
-        if item["size"]["N"] != item["roundtrip_size"]["N"]:
-            result.fail(
-                f"{key!r}: {item['roundtrip_size']['N']} bytes after the round trip, "
-                f"{item['size']['N']} in"
+        held = attributes_of(item)
+        reported = decimals(dict(need(entry, "attributes", f"JobC entry of {key!r}")))
+        if held != reported:
+            differing = sorted(set(held) ^ set(reported)) or sorted(
+                name for name in held if held[name] != reported.get(name)
             )
+            result.fail(f"{key!r}: the item's {differing[0]!r} is not what the step returned")
+
+
+def stage_counts_match(view: RunView, result: CheckResult) -> None:
+    """The objects add up at every stage: what JobA kept is what JobB took, what JobB did is
+    what JobC took, and what JobC did has one output and one item each."""
+    cpu_done = sum("rejected" not in e for e in view.cpu_entries.values())
+    memory_done = sum("rejected" not in e for e in view.memory_entries.values())
+    pairs = (
+        ("JobA valid", view.listing.get("valid"), "in manifests", len(view.manifested)),
+        ("in manifests", len(view.manifested), "JobB entries", len(view.cpu_entries)),
+        ("JobB done", cpu_done, "JobC entries", len(view.memory_entries)),
+        ("JobC done", memory_done, "BucketC outputs", len(view.memory_outputs)),
+        ("JobC done", memory_done, "table items", len(view.items)),
+    )
+    result.checked = len(pairs)
+    for left, left_count, right, right_count in pairs:
+        if left_count != right_count:
+            result.fail(f"{left} {left_count} but {right} {right_count}")
 
 
 def no_orphans(view: RunView, result: CheckResult) -> None:
-    """Nothing in BucketB, BucketC or the table belongs to an object that is not in a shard."""
-    expected_cpu = {contract.cpu_result_key(view.ctx.run_id, k) for k in view.manifested}
-    expected_memory = {contract.memory_output_key(view.ctx.run_id, k) for k in view.manifested}
+    """Nothing in BucketB, BucketC or the table belongs to an object no stage did."""
+    kept_cpu = {e.get("result_key") for e in view.cpu_entries.values() if "rejected" not in e}
+    kept_memory = {e.get("output_key") for e in view.memory_entries.values() if "rejected" not in e}
     for key in view.cpu_results:
         result.checked += 1
-        if key not in expected_cpu:
+        if key not in kept_cpu:
             result.fail(f"orphan JobB result {key}")
     for key in view.memory_outputs:
         result.checked += 1
-        if key not in expected_memory:
+        if key not in kept_memory:
             result.fail(f"orphan BucketC output {key}")
     for key in view.items:
         result.checked += 1
-        if key not in view.manifested:
+        if "rejected" in view.memory_entries.get(key, {"rejected": True}):
             result.fail(f"orphan table item {key!r}")
 
 
-def shards_balanced(view: RunView, result: CheckResult) -> None:
-    """Shards are balanced by bytes: no two differ by more than the largest object."""
-    sizes = view.listing.get("shard_bytes", [])
-    result.checked = len(sizes)
-    if sizes and max(sizes) - min(sizes) > view.listing.get("largest_object", 0):
-        result.fail(
-            f"shard bytes range from {min(sizes):,} to {max(sizes):,}, more apart than "
-            f"the largest object ({view.listing.get('largest_object', 0):,})"
-        )
+def the_steps_checks(view: RunView, result: CheckResult) -> None:
+    """The steps' own checks over every object both steps did (the default steps check that
+    the round trip gives back every input)."""
+    references = view.checks
+    records = view.step_records()
+    result.checked = len(records)
+    if not references:
+        result.notes.append("the steps give no checks of their own")
+    for reference in references:
+        try:
+            check = Step.python(str(reference)).load("check")
+            problems: Iterable[str] = check(records) or []
+        except Exception as error:  # the check's own failure is a failed check, said plainly
+            result.fail(f"{reference}: {type(error).__name__}: {error}")
+            continue
+        for problem in problems:
+            result.fail(f"{reference}: {problem}")
 
 
 CHECKS: tuple[Callable[[RunView, CheckResult], None], ...] = (
-    shard_coverage,
+    shards,
     inputs_accounted_for,
     rejects_have_reasons,
-    cpu_results_complete,
-    stage_counts_match,
+    cpu_stage_complete,
+    memory_stage_complete,
     items_per_object,
-    outputs_intact,
-    digests_round_trip,
+    items_match_the_step,
+    stage_counts_match,
     no_orphans,
-    shards_balanced,
+    the_steps_checks,
 )
 assert len(CHECKS) == contract.VALIDATION_STEPS
 
@@ -416,13 +307,28 @@ def run(
     step: int,
     *,
     validation_job_id: str | None = None,
+    checks: Sequence[str] = DEFAULT_STEPS.checks,
+    max_rejected_share: float = DEFAULT_STEPS.max_rejected_share,
 ) -> CheckResult:
+    """Check ``step`` of the run; ``checks`` and ``max_rejected_share`` are the steps' (JobD's
+    definition sets them)."""
     check = CHECKS[step]
     result = CheckResult(step, check.__name__.replace("_", " "))
     view = None
     if validation_job_id:
         view = contract.shard_view_key(ctx.run_id, validation_job_id)
-    check(RunView(s3, dynamodb, ctx, shard_view=view), result)
+    try:
+        run_view = RunView(
+            s3,
+            dynamodb,
+            ctx,
+            shard_view=view,
+            checks=checks,
+            max_rejected_share=max_rejected_share,
+        )
+        check(run_view, result)
+    except MalformedRecordError as malformed:
+        result.fail(f"a malformed record: {malformed}")
     put_json(s3, ctx.output_bucket, contract.report_key(ctx.run_id, step), result.as_json())
     if not result.passed:
         raise JobError(
@@ -433,20 +339,23 @@ def run(
 
 
 def main() -> int:
-    def work() -> dict[str, Any]:
-        started = time.monotonic()
-        ctx = RunContext.from_env()
+    def work(job: JobRun) -> dict[str, Any]:
         step = array_index(size=contract.VALIDATION_STEPS)
-        s3 = make_client("s3")
-        try:
-            # Children's IDs are "<JobD's ID>:<index>": the shard view is this JobD's.
-            job_id = os.environ.get("AWS_BATCH_JOB_ID", "").rpartition(":")[0] or None
-            result = run(s3, make_client("dynamodb"), ctx, step, validation_job_id=job_id)
-        finally:
-            record_timing(s3, ctx, "JobD", step, time.monotonic() - started)
+        job.timing_index = step
+        # Children's IDs are "<JobD's ID>:<index>": the shard view is this JobD's.
+        job_id = os.environ.get("AWS_BATCH_JOB_ID", "").rpartition(":")[0] or None
+        result = run(
+            job.client("s3"),
+            job.client("dynamodb"),
+            job.ctx,
+            step,
+            validation_job_id=job_id,
+            checks=json.loads(os.environ.get(contract.CHECKS) or "[]"),
+            max_rejected_share=float(os.environ.get(contract.MAX_REJECTED_SHARE) or 1.0),
+        )
         return {"check": result.name, "checked": result.checked}
 
-    return run_main("JobD", work)
+    return job_main("JobD", work, timed=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""JobE: after all ten checks passed, remove the run's intermediates, write the summary and
-publish to SNS that the pipeline completed, with a link to the output.
+"""JobE: after all ten checks passed, merge the run's rejects into one list, run the aggregate
+step (if the steps have one) over the run's items, remove the run's intermediates, write the
+summary and publish to SNS that the pipeline completed, with a link to the output.
 
     python -m pipeline.jobs.job_e --source-bucket Ref::SourceBucket --recipient Ref::Recipient
 """
@@ -7,30 +8,35 @@ publish to SNS that the pipeline completed, with a link to the output.
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.jobs.common import (
     JobError,
+    JobRun,
     RunContext,
+    TransientJobError,
     delete_prefix,
     get_json,
     get_json_if_exists,
     in_threads,
+    job_main,
     list_objects,
-    make_client,
     put_json,
-    record_timing,
     reporting,
-    run_main,
     s3_url,
 )
+from pipeline.jobs.items import attributes_of, plain
+from pipeline.jobs.run_view import RunView
+from pipeline.jobs.runner import ObjectRejectedError, checked_mapping, load_step
+from pipeline.steps import Step, TransientStepError
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
 
@@ -53,10 +59,12 @@ def parse_recipient(value: str | None) -> str | None:
 def run(
     s3: S3Client,
     sns: SNSClient,
+    dynamodb: DynamoDBClient,
     ctx: RunContext,
     *,
     source_bucket: str,
     recipient: str | None,
+    aggregate: Step | None = None,
 ) -> dict[str, Any]:
     reports = in_threads(
         lambda step: get_json_if_exists(s3, source_bucket, contract.report_key(ctx.run_id, step)),
@@ -80,7 +88,7 @@ def run(
     key = contract.summary_key(ctx.run_id)
     summary = get_json_if_exists(s3, source_bucket, key)
     if summary is None:
-        summary = _summarize(s3, ctx, reports)
+        summary = _summarize(s3, dynamodb, ctx, reports, aggregate)
         put_json(s3, source_bucket, key, summary)
     notified = contract.notified_key(ctx.run_id)
     if get_json_if_exists(s3, source_bucket, notified) is not None:
@@ -92,10 +100,16 @@ def run(
             ExpiresIn=ctx.link_expiry_seconds,
         )
     objects = summary["objects"]
+    aggregated = summary.get("aggregate")
     message = (
         f"The array-job pipeline run {ctx.run_id} completed: {objects['processed']:,} objects "
         f"processed, {objects['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
-        f"Summary (link valid for up to {ctx.link_expiry_seconds // 3600} h): {link}\n"
+        + (
+            f"The run's aggregate ({aggregated['step']}) is in its summary.\n\n"
+            if aggregated
+            else ""
+        )
+        + f"Summary (link valid for up to {ctx.link_expiry_seconds // 3600} h): {link}\n"
         f"Summary in S3: {s3_url(source_bucket, key)}\n"
         f"Outputs: {summary['outputs']}\n"
     )
@@ -121,30 +135,76 @@ def run(
     }
 
 
-def _summarize(s3: S3Client, ctx: RunContext, reports: list[Any]) -> dict[str, Any]:
-    """Remove the run's intermediates (BucketB) and account for the run."""
-    durations = _durations(s3, ctx)  # before the shard view goes with the intermediates
-    removed = delete_prefix(s3, ctx.cpu_results_bucket, contract.run_prefix(ctx.run_id))
-    listing = get_json(s3, ctx.output_bucket, contract.listing_key(ctx.run_id))
-    rejects = get_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id))["rejects"]
-    return {
+def _summarize(
+    s3: S3Client,
+    dynamodb: DynamoDBClient,
+    ctx: RunContext,
+    reports: list[Any],
+    aggregate: Step | None,
+) -> dict[str, Any]:
+    """Account for the run: every reject in one list (JobA's and the steps'), the aggregate
+    step's result, the jobs' seconds; then remove the run's intermediates (BucketB)."""
+    view = RunView(s3, dynamodb, ctx, shard_view=_newest_shard_view(s3, ctx))
+    durations = _durations(s3, ctx, view)  # before the shard view goes with the intermediates
+    rejects = [
+        {**reject, "stage": "listing"} for reject in view.listing_rejects
+    ] + view.stage_rejects
+    rejects.sort(key=lambda r: r["key"])
+    put_json(s3, ctx.output_bucket, contract.rejects_key(ctx.run_id), {"rejects": rejects})
+    processed = view.step_records()
+    summary: dict[str, Any] = {
         "run_id": ctx.run_id,
         "status": "SUCCEEDED",
         "objects": {
-            "listed": listing["listed"],
-            "processed": listing["valid"],
-            "rejected": listing["rejected"],
+            "listed": view.listing["listed"],
+            "processed": len(processed),
+            "rejected": len(rejects),
         },
-        "bytes_processed": listing["valid_bytes"],
+        "bytes_processed": sum(record.size for record in processed),
+        "rejects_by_stage": dict(Counter(r["stage"] for r in rejects)),
         "rejects_by_reason": dict(Counter(_reason_kind(r["reason"]) for r in rejects)),
         "rejects_key": s3_url(ctx.output_bucket, contract.rejects_key(ctx.run_id)),
         "checks": [
             {"check": r["check"], "passed": r["passed"], "checked": r["checked"]} for r in reports
         ],
         "seconds_by_job": durations,
-        "intermediates_removed": removed,
-        "outputs": s3_url(ctx.memory_results_bucket, contract.run_prefix(ctx.run_id)),
     }
+    if aggregate is not None:
+        summary["aggregate"] = {"step": aggregate.label, "result": _aggregate(view, aggregate)}
+    summary["intermediates_removed"] = delete_prefix(
+        s3, ctx.cpu_results_bucket, contract.run_prefix(ctx.run_id)
+    )
+    summary["outputs"] = s3_url(ctx.memory_results_bucket, contract.run_prefix(ctx.run_id))
+    return summary
+
+
+def _aggregate(view: RunView, step: Step) -> Any:
+    """The aggregate step over the run's items (the memory step's attributes, with ``key``),
+    read from the table one page at a time as the step asks for them."""
+
+    def items() -> Iterator[dict[str, Any]]:
+        for key, item in view.item_pages():
+            yield {**plain(attributes_of(item)), "key": key}
+
+    function = step.load("aggregate")
+    try:
+        returned = function(items())
+    except (TransientStepError, TransientJobError) as error:
+        raise TransientJobError(f"aggregate step {step.label}: {error}") from error
+    except Exception as error:  # the step's own failure fails JobE, which says so
+        raise JobError(
+            f"aggregate step {step.label} failed: {type(error).__name__}: {error}"
+        ) from error
+    try:
+        return checked_mapping(returned)
+    except ObjectRejectedError as error:
+        raise JobError(f"aggregate step {step.label}: {error}") from None
+
+
+def _newest_shard_view(s3: S3Client, ctx: RunContext) -> str | None:
+    """The shard view the last JobD wrote (a resumed run's JobD writes a newer one)."""
+    views = list(list_objects(s3, ctx.cpu_results_bucket, contract.shard_views_prefix(ctx.run_id)))
+    return str(max(views, key=lambda o: o["LastModified"])["Key"]) if views else None
 
 
 def _reason_kind(reason: str) -> str:
@@ -152,10 +212,9 @@ def _reason_kind(reason: str) -> str:
     return re.sub(r"\s*\(.*\)$", "", reason)
 
 
-def _durations(s3: S3Client, ctx: RunContext) -> dict[str, float]:
+def _durations(s3: S3Client, ctx: RunContext, view: RunView) -> dict[str, float]:
     """Seconds per job, summed over its children: JobA's and JobD's timing records, and the
-    seconds JobB's and JobC's children put in their shard records, read from the newest
-    shard view of JobD (one object, whatever the array size)."""
+    seconds JobB's and JobC's children put in their shard records."""
     prefix = contract.run_prefix(ctx.run_id) + "timings/"
     keys = [o["Key"] for o in list_objects(s3, ctx.output_bucket, prefix)]
     records = in_threads(lambda key: get_json(s3, ctx.output_bucket, key), keys)
@@ -166,14 +225,10 @@ def _durations(s3: S3Client, ctx: RunContext) -> dict[str, float]:
 
     for record in records:
         add(record["job"], record["seconds"])
-    views = list(list_objects(s3, ctx.cpu_results_bucket, contract.shard_views_prefix(ctx.run_id)))
-    if views:
-        newest = max(views, key=lambda o: o["LastModified"])
-        view = get_json(s3, ctx.cpu_results_bucket, newest["Key"])
-        for job, name in (("JobB", "cpu_indexes"), ("JobC", "memory_indexes")):
-            timed = [r["seconds"] for r in view.get(name, []) if r and "seconds" in r]
-            if timed:
-                add(job, sum(timed))
+    for job, shards in (("JobB", view.cpu_indexes), ("JobC", view.memory_indexes)):
+        timed = [r["seconds"] for r in shards if r and "seconds" in r]
+        if timed:
+            add(job, sum(timed))
     return totals
 
 
@@ -183,21 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipient", help="who the notification is for (message attribute)")
     args = parser.parse_args(argv)
 
-    def work() -> dict[str, Any]:
-        started = time.monotonic()
-        ctx = RunContext.from_env()
-        s3 = make_client("s3")
-        result = run(
+    def work(job: JobRun) -> dict[str, Any]:
+        s3 = job.client("s3")
+        return run(
             s3,
-            make_client("sns"),
-            ctx,
-            source_bucket=parse_source_bucket(args.source_bucket, ctx.output_bucket),
+            job.client("sns"),
+            job.client("dynamodb"),
+            job.ctx,
+            source_bucket=parse_source_bucket(args.source_bucket, job.ctx.output_bucket),
             recipient=parse_recipient(args.recipient),
+            aggregate=load_step() if os.environ.get(contract.STEP) else None,
         )
-        record_timing(s3, ctx, "JobE", None, time.monotonic() - started)
-        return result
 
-    return run_main("JobE", work)
+    return job_main("JobE", work, timed=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JOB[:INDEX]=FAULT",
         help="make one attempt fail: exit:CODE, host-terminated or timeout (repeatable)",
     )
+    serve.add_argument(
+        "--steps",
+        metavar="MODULE:NAME",
+        help="with --with-pipeline: the PipelineSteps object the job definitions run (default: "
+        "a --state-dir's own, else the library's)",
+    )
     serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
     serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
     serve.add_argument("--supervised", action="store_true", help="stop when standard input closes")
@@ -87,6 +93,7 @@ def serve(args: argparse.Namespace) -> int:
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
     from pipeline.local.services import LocalServices, StateInUseError
+    from pipeline.steps import load_steps
 
     services = LocalServices(
         port=args.port,
@@ -97,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
         history=[Path(h) for h in args.history],
         faults=faults,
         vcpus=args.vcpus,
+        steps=load_steps(args.steps) if args.steps else None,
     )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline import contract
 from pipeline.document import PipelineDocument
+from pipeline.errors import LocalError
 from pipeline.failure_events import (
     INPUT_PATHS,
     LOCAL_DETAILS,
@@ -33,6 +34,7 @@ from pipeline.spec import (
     SOURCE_BUCKET,
     JobSpec,
 )
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -66,11 +68,13 @@ def arn(resource: str) -> str:
     return f"arn:aws:batch:{REGION}:{ACCOUNT}:{resource}"
 
 
-def local_document(array_size: int = LOCAL_ARRAY_SIZE) -> PipelineDocument:
-    """The local deployment as a document: the spec's jobs and resources, the workflow's
-    names, the local buckets, table and topic. Pure; no services needed."""
+def local_document(
+    array_size: int = LOCAL_ARRAY_SIZE, steps: PipelineSteps = DEFAULT_STEPS
+) -> PipelineDocument:
+    """The local deployment as a document: the spec's jobs (running ``steps``) and resources,
+    the workflow's names, the local buckets, table and topic. Pure; no services needed."""
     names = resource_names()
-    spec = DEFAULT_SPEC.with_array_size(array_size)
+    spec = DEFAULT_SPEC.with_array_size(array_size).with_steps(steps)
     return PipelineDocument(
         queue=arn(f"job-queue/{QUEUE_NAME}"),
         queue_name=QUEUE_NAME,
@@ -91,6 +95,7 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
         **document.resource_env,
         contract.ARRAY_SIZE: str(document.spec.array_size),
         contract.MAX_OBJECT_BYTES: str(LOCAL_MAX_OBJECT_BYTES),
+        **document.spec.environment_of(job),
     }
     return {
         "jobDefinitionName": job.definition_name,
@@ -116,19 +121,69 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
     }
 
 
-def job_environment(endpoint: str) -> dict[str, str]:
+def job_environment(endpoint: str, import_roots: Sequence[str] = ()) -> dict[str, str]:
     """What every job process gets besides its job's own environment: this machine's
-    environment with AWS pointed at the local services, and this library importable."""
+    environment with AWS pointed at the local services, and this library and the steps'
+    modules (found under ``import_roots``) importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     package_parent = str(Path(__file__).resolve().parents[2])
+    path = [package_parent, *import_roots, *env.get("PYTHONPATH", "").split(os.pathsep)]
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_DEFAULT_REGION=REGION,
         AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p),
+        PYTHONPATH=os.pathsep.join(dict.fromkeys(p for p in path if p)),
         **CREDENTIALS,
     )
     return env
+
+
+STEPS_FILE = "steps.json"
+"""A run's steps in its folder, and where their modules were imported from: the services
+deploy them for the run, and again when it is resumed."""
+
+
+def save_steps(folder: Path, steps: PipelineSteps) -> None:
+    """Keep ``steps`` (and where their modules are) as the steps of the run in ``folder``."""
+    saved = {"steps": steps.as_json(), "importRoots": import_roots(steps)}
+    (folder / STEPS_FILE).write_text(json.dumps(saved, indent=2))
+
+
+def saved_steps(folder: Path) -> tuple[PipelineSteps, list[str]] | None:
+    """The steps kept in ``folder`` and their import roots; None for a run of the defaults."""
+    path = folder / STEPS_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        return PipelineSteps.from_json(saved["steps"]), [str(r) for r in saved["importRoots"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LocalError(f"{path} is damaged ({error}); the run's steps are unknown") from None
+
+
+def import_roots(steps: PipelineSteps) -> list[str]:
+    """The folders the Python steps' modules were imported from (a ``sys.path`` entry
+    each): what a job process adds to its path to import them too."""
+    import importlib
+
+    references = [
+        str(step.target)
+        for step in (steps.cpu, steps.memory, steps.aggregate)
+        if step is not None and step.kind == "python"
+    ]
+    roots: list[str] = []
+    for reference in [*references, *steps.checks]:
+        name = reference.partition(":")[0]
+        module = importlib.import_module(name)
+        found = getattr(module, "__file__", None)
+        if not found:
+            continue
+        root = Path(found).resolve().parent
+        for _ in range(name.count(".") + (Path(found).name == "__init__.py")):
+            root = root.parent
+        if str(root) not in roots:
+            roots.append(str(root))
+    return roots
 
 
 BatchCall = Callable[[str, dict[str, Any]], Any]

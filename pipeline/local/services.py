@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import SpecError
 from pipeline.local import resources
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
@@ -38,6 +39,7 @@ from pipeline.local.server import (
     journaled_requests,
     make_server,
 )
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps, describe_steps
 
 BATCH_JOURNAL = "batch.jsonl"
 SERVICES_JOURNAL = "services.journal"
@@ -148,6 +150,7 @@ class LocalServices:
         history: Sequence[Path] = (),
         faults: Mapping[FaultKey, Fault] | None = None,
         vcpus: int | None = None,
+        steps: PipelineSteps | None = None,
     ) -> None:
         self.port = port
         self.state_dir = state_dir
@@ -157,6 +160,9 @@ class LocalServices:
         self.history = list(history)
         self.faults = dict(faults or {})
         self.vcpus = vcpus
+        self.steps = steps
+        """The steps the pipeline runs (default: a state folder's own, else the library's);
+        given with a state folder, they are kept there for the next start."""
         self.endpoint = ""
         self.fresh = True
         self._closers: list[Callable[[], None]] = []
@@ -195,7 +201,8 @@ class LocalServices:
         self.server = make_server(self.dispatcher, self.port)
         self.endpoint = f"http://127.0.0.1:{self.server.port}"
         self._closers.append(self.server.server_close)
-        document = resources.local_document()
+        steps, roots = self._steps(state)
+        document = resources.local_document(steps=steps)
         if self.with_pipeline:
             resources.deploy(self.batch.call, direct, document)
         shipper = LogShipper(direct["logs"])
@@ -214,7 +221,7 @@ class LocalServices:
         if not self.read_only:
             self.scheduler = Scheduler(
                 self.backend,
-                environment=resources.job_environment(self.endpoint),
+                environment=resources.job_environment(self.endpoint, roots),
                 work=work,
                 vcpu_budget=self.vcpus,
                 ship_log=lambda group, stream, path, failed: shipper.ship(
@@ -229,6 +236,19 @@ class LocalServices:
             endpoint_file = state / ENDPOINT_FILE
             _write_atomically(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
             self._closers.append(lambda: endpoint_file.unlink(missing_ok=True))
+
+    def _steps(self, state: Path | None) -> tuple[PipelineSteps, list[str]]:
+        saved = resources.saved_steps(state) if state is not None else None
+        if self.steps is None:
+            return saved or (DEFAULT_STEPS, [])
+        if saved is not None and saved[0] != self.steps:
+            raise SpecError(
+                f"{state} holds a run of other steps ({describe_steps(saved[0])}); it runs "
+                "them again: leave out --steps"
+            )
+        if state is not None and not self.read_only:
+            resources.save_steps(state, self.steps)
+        return self.steps, resources.import_roots(self.steps)
 
     def _lock(self, state: Path) -> None:
         handle = (state / LOCK_FILE).open("ab")

@@ -24,6 +24,7 @@ from pipeline.spec import (
     RESOURCES,
     prefixed,
 )
+from pipeline.steps import PipelineSteps
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import JobDefinitionTypeDef
@@ -84,6 +85,7 @@ def document_from_job_definitions(
         }
     overrides: dict[str, dict[str, float | int]] = {}
     environment: dict[str, str] = {}
+    by_role: dict[str, dict[str, str]] = {}
     log_group: str | None = None
     for key, definition in definitions.items():
         container: Any = definition.get("containerProperties") or {}
@@ -97,13 +99,16 @@ def document_from_job_definitions(
         if attempts:
             changes["retry_attempts"] = int(attempts)
         overrides[key] = changes
-        if not environment:
-            environment = {e["name"]: e["value"] for e in container.get("environment") or []}
+        variables = {e["name"]: e["value"] for e in container.get("environment") or []}
+        environment = environment or variables
+        role = DEFAULT_SPEC.job(key).step
+        if role is not None:
+            by_role[role] = variables
     size_text = environment.get(contract.ARRAY_SIZE, "")
     spec = DEFAULT_SPEC
     if size_text.isdigit():
         spec = spec.with_array_size(int(size_text))
-    spec = spec.with_overrides(overrides)
+    spec = spec.with_steps(PipelineSteps.from_environments(by_role)).with_overrides(overrides)
     queue = queue or prefixed(prefix, QUEUE_NAME)
     return PipelineDocument(
         queue=queue,
@@ -116,6 +121,11 @@ def document_from_job_definitions(
         parameters={key: dict(d.get("parameters") or {}) for key, d in definitions.items()},
         resources={r.key: environment[r.env] for r in RESOURCES if r.env in environment},
         log_group=log_group,
+        images={
+            key: str((d.get("containerProperties") or {}).get("image"))
+            for key, d in definitions.items()
+            if (d.get("containerProperties") or {}).get("image")
+        },
         source="the registered job definitions",
     )
 

@@ -25,6 +25,7 @@ from pipeline.contract import (
 )
 from pipeline.document import PipelineDocument
 from pipeline.errors import SpecError
+from pipeline.limits import check_array_size, check_email
 from pipeline.spec import (
     DEFAULT_SPEC,
     PIPELINE_TAG,
@@ -35,9 +36,8 @@ from pipeline.spec import (
     DependencyType,
     JobSpec,
     PipelineSpec,
-    check_array_size,
-    check_email,
 )
+from pipeline.steps import PipelineSteps, describe_steps
 
 if TYPE_CHECKING:
     from mypy_boto3_batch.type_defs import (
@@ -111,6 +111,9 @@ class RunInputs:
     locally)."""
     input_prefix: str | None = None
     """Only BucketA's objects under this S3 prefix are inputs (default: the whole bucket)."""
+    steps: PipelineSteps | None = None
+    """The steps the user means the run to run; they must be the deployed pipeline's (a
+    local run deploys them; a resume runs the run's own)."""
 
     def checked(self) -> RunInputs:
         """These inputs, each checked on its own (no deployment needed); :class:`SpecError`
@@ -178,6 +181,14 @@ def resolve_run(
         spec=document.spec,
     )
     inputs.checked()
+    if inputs.steps is not None and inputs.steps != document.spec.steps:
+        raise SpecError(
+            f"--steps name other steps than {document.source} runs "
+            f"({describe_steps(document.spec.steps)}): a run runs what is deployed (deploy "
+            "yours with ArrayJobPipeline(steps=...)), and a resumed run its own steps; leave "
+            "out --steps or deploy them",
+            field="steps",
+        )
     environment = {k: v for k, v in (previous_environment or {}).items() if k in RUN_SETTINGS and v}
     if inputs.max_object_bytes is not None:
         environment[MAX_OBJECT_BYTES] = str(inputs.max_object_bytes)

@@ -39,6 +39,8 @@ PRELOADED = (
     "pipeline.jobs.job_c",
     "pipeline.jobs.job_d",
     "pipeline.jobs.job_e",
+    "pipeline.jobs.runner",
+    "pipeline.jobs.default_steps",
 )
 REHEARSED: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
     "s3": (
@@ -163,6 +165,10 @@ def child(request: dict[str, Any], inherited: tuple[int, ...], notices: int) -> 
         for name, value in wanted.items():
             if os.environ.get(name) != value:
                 os.environ[name] = value
+        # As a new interpreter would: the job's PYTHONPATH (where its steps' modules are).
+        for entry in reversed(wanted.get("PYTHONPATH", "").split(os.pathsep)):
+            if entry and entry not in sys.path:
+                sys.path.insert(0, entry)
         code = run_program(request["argv"])
     except BaseException:
         traceback.print_exc()

@@ -23,19 +23,12 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from pipeline.limits import MAX_ARRAY_SIZE, MAX_DEPENDENCIES, MIN_ARRAY_SIZE, batch_pattern_matches
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
 from pipeline.local.batch.errors import BatchClientError
 from pipeline.local.batch.faults import Fault, FaultKey
 from pipeline.local.batch.jobs import Job, Resolved
-from pipeline.spec import (
-    DEPENDENCY_FAILED,
-    MAX_ARRAY_SIZE,
-    MAX_DEPENDENCIES,
-    MIN_ARRAY_SIZE,
-    TERMINAL,
-    RetryRule,
-    batch_pattern_matches,
-)
+from pipeline.spec import DEPENDENCY_FAILED, TERMINAL, RetryRule
 
 SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
 """Why a job that was running when the local services stopped failed. It reads as a lost

@@ -1,0 +1,283 @@
+"""The step runner: everything around a step but the step itself.
+
+For each object of a stage it stages the input to local disk (a pinned, streamed read), calls
+the step (a Python function, in this process or a process pool; or a command), keeps what the
+step wrote and returned, and records the object as done or rejected. A step that raises, or a
+command that exits non-zero, rejects its object with the message; a transient failure
+(:class:`pipeline.steps.TransientStepError`, or exit code 75) fails the whole child with the
+transient exit code, which its retry strategy retries.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shlex
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from pipeline import contract
+from pipeline.jobs.common import JobError, TransientJobError
+from pipeline.steps import EXIT_TRANSIENT, ObjectRef, Step, TransientStepError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CHUNK = 1024 * 1024
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+POOL_THRESHOLD = 16 * 1024 * 1024
+"""Below this many bytes in a shard, Python steps run in this process: starting a pool of
+worker interpreters costs more than a few megabytes of work."""
+TRANSFER_CONFIG = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4)
+FACTS_LIMIT = 64 * 1024
+"""Most bytes of JSON a step may return for one object: facts and attributes are records'
+and items' fields, not data."""
+
+
+class ObjectRejectedError(Exception):
+    """The step could not do its work on this object; the message says why."""
+
+
+def load_step(variable: str = contract.STEP) -> Step:
+    """The job's step, from its environment (the job definition sets it)."""
+    raw = os.environ.get(variable, "")
+    if not raw:
+        raise JobError(f"environment variable {variable} is not set; the job definition sets it")
+    try:
+        return Step.from_json(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as error:
+        raise JobError(f"environment variable {variable} is not a step: {error}") from None
+
+
+# --- calling a step ---------------------------------------------------------------------------
+
+
+def call_python(reference: str, source: str, target: str, obj: ObjectRef) -> Any:
+    """In this process or a pool's worker: the step's function on one object."""
+    function = Step.python(reference).load()
+    return function(Path(source), Path(target), obj)
+
+
+def run_command(step: Step, source: Path, target: Path) -> Any:
+    """A command step on one object; its stdout, when it has no ``{output}`` and the output
+    file is its standard output, or else when it prints a JSON object, is what it returns."""
+    paths = {"input": str(source), "output": str(target)}
+    environment = {**os.environ, **dict(step.environment)}
+    writes_output = "{output}" in step.label
+    if isinstance(step.target, str):
+        command: str | list[str] = step.target.format(
+            **{k: shlex.quote(v) for k, v in paths.items()}
+        )
+        shell = True
+    else:
+        command = [argument.format(**paths) for argument in step.target]
+        shell = False
+    with target.open("wb") if not writes_output else open(os.devnull, "wb") as sink:
+        finished = subprocess.run(
+            command,
+            shell=shell,
+            stdout=sink if not writes_output else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            cwd=source.parent,
+            check=False,
+        )
+    if finished.returncode == EXIT_TRANSIENT:
+        raise TransientStepError(_last_line(finished.stderr) or "the command exited 75")
+    if finished.returncode != 0:
+        said = _last_line(finished.stderr) or "no output"
+        raise ObjectRejectedError(f"the command exited {finished.returncode}: {said}")
+    if not target.exists():
+        raise ObjectRejectedError("the command wrote no output")
+    try:
+        printed = json.loads(finished.stdout or b"null") if writes_output else None
+    except ValueError:
+        printed = None
+    return printed if isinstance(printed, dict) else None
+
+
+def _last_line(text: bytes) -> str:
+    lines = [line for line in text.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+class StepCaller:
+    """Calls one step on one staged object; Python steps in a pool of ``workers`` processes
+    when there is enough work for one."""
+
+    def __init__(self, step: Step, *, workers: int) -> None:
+        self.step = step
+        self.pool = _pool(workers if step.kind == "python" else 1)
+
+    def __call__(self, source: Path, target: Path, obj: ObjectRef) -> Mapping[str, Any] | None:
+        try:
+            if self.step.kind == "command":
+                returned = run_command(self.step, source, target)
+            else:
+                future = self.pool.submit(
+                    call_python, str(self.step.target), str(source), str(target), obj
+                )
+                returned = future.result()
+        except (TransientStepError, TransientJobError) as error:
+            raise TransientJobError(f"{obj.key!r}: {error}") from error
+        except ObjectRejectedError:
+            raise
+        except Exception as error:  # the step's own failure: this object is rejected
+            raise ObjectRejectedError(f"{type(error).__name__}: {error}") from error
+        return checked_mapping(returned)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def checked_mapping(returned: Any) -> Mapping[str, Any] | None:
+    """What a step returned, if it is a small JSON mapping (or nothing)."""
+    if returned is None:
+        return None
+    if not isinstance(returned, Mapping):
+        raise ObjectRejectedError(f"the step returned a {type(returned).__name__}, not a mapping")
+    try:
+        size = len(json.dumps(returned, sort_keys=True))
+    except (TypeError, ValueError) as error:
+        raise ObjectRejectedError(f"the step returned what JSON cannot hold: {error}") from None
+    if size > FACTS_LIMIT:
+        raise ObjectRejectedError(
+            f"the step returned {size:,} bytes of JSON; at most {FACTS_LIMIT:,}"
+        )
+    return dict(returned)
+
+
+class _InlineExecutor(Executor):
+    """One worker: run in the calling thread, one task at a time (so one CPU), with no
+    process to start."""
+
+    def __init__(self) -> None:
+        self._one_at_a_time = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: Future[Any] = Future()
+        with self._one_at_a_time:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:  # re-raised by .result() in the caller
+                future.set_exception(error)
+        return future
+
+
+def _pool(workers: int) -> Executor:
+    if workers <= 1:
+        return _InlineExecutor()
+    # spawn, not fork: the I/O threads are already running when workers start.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+def download(s3: S3Client, bucket: str, key: str, size: int, etag: str, path: Path) -> None:
+    """Stream an object to ``path`` exactly as it was listed: every GET carries ``IfMatch``
+    with the listed ETag, so an object overwritten since fails with PreconditionFailed instead
+    of being processed in its new form. Large objects go through boto3's managed transfer
+    (parallel ranged GETs); below its multipart threshold a single streamed GET does."""
+    pinned = {"IfMatch": f'"{etag}"'} if etag else {}
+    try:
+        if size >= MULTIPART_THRESHOLD:
+            s3.download_file(bucket, key, str(path), ExtraArgs=pinned, Config=TRANSFER_CONFIG)
+            return
+        body = (
+            s3.get_object(Bucket=bucket, Key=key, IfMatch=pinned["IfMatch"])
+            if pinned
+            else s3.get_object(Bucket=bucket, Key=key)
+        )["Body"]
+        with path.open("wb") as target:
+            for chunk in body.iter_chunks(CHUNK):
+                target.write(chunk)
+    except ClientError as error:
+        info = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if info.get("Code") in ("PreconditionFailed", "412") or status == 412:
+            raise JobError(
+                f"input {key!r} changed after JobA listed it (its ETag is no longer {etag}); "
+                "this run processes inputs as listed, so it produces no output for it: start a "
+                "new run to process the new version"
+            ) from error
+        raise
+
+
+def upload(s3: S3Client, path: Path, bucket: str, key: str) -> int:
+    """Keep a step's output; returns its size. Large ones through boto3's managed transfer
+    (multipart, parallel parts); below its threshold, one PutObject."""
+    size = path.stat().st_size
+    if size >= MULTIPART_THRESHOLD:
+        s3.upload_file(str(path), bucket, key, Config=TRANSFER_CONFIG)
+        return size
+    with path.open("rb") as body:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return size
+
+
+def scratch_slots(largest: int, free: int, wanted: int) -> int:
+    """How many objects may be in flight at once: each needs its input and its output on
+    disk (about twice the object, for most steps), within 80% of the free scratch space."""
+    if largest <= 0:
+        return wanted
+    slots = int(free * 0.8) // (2 * largest)
+    if slots < 1:
+        raise JobError(
+            f"the largest object of this shard ({largest:,} bytes) needs about "
+            f"{2 * largest:,} bytes of scratch space and {free:,} are free; give the "
+            "compute environments' launch template a larger root volume"
+        )
+    return min(wanted, slots)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An object's files in the scratch folder, removed when its turn is over."""
+
+    source: Path
+    target: Path
+
+    def remove(self) -> None:
+        for path in (self.source, self.target):
+            path.unlink(missing_ok=True)
+
+
+def for_each(
+    items: Sequence[Any],
+    work: Callable[[int, Any, Staged], dict[str, Any]],
+    *,
+    scratch: Path,
+    threads: int,
+) -> list[dict[str, Any]]:
+    """``work(number, item, staged)`` for each item on I/O threads, each with a pair of
+    scratch files removed after it; the results in the items' order."""
+
+    def one(numbered: tuple[int, Any]) -> dict[str, Any]:
+        number, item = numbered
+        staged = Staged(scratch / f"{number}.in", scratch / f"{number}.out")
+        try:
+            return work(number, item, staged)
+        finally:
+            staged.remove()
+
+    numbered = list(enumerate(items))
+    if len(numbered) <= 1 or threads <= 1:
+        return [one(n) for n in numbered]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(one, numbered))
+
+
+def free_space(folder: Path) -> int:
+    return shutil.disk_usage(folder).free

@@ -1,0 +1,384 @@
+"""The step contract: your work inside the pipeline.
+
+The pipeline is a pattern: list and validate the inputs (JobA), a CPU stage over every object
+(JobB), a memory stage over every result (JobC), checks (JobD), and an aggregate (JobE). The work
+inside the stages is yours, written as steps:
+
+- the **CPU step** runs once per input object, in JobB's child for the object's shard:
+  ``fn(source: Path, target: Path, obj: ObjectRef) -> Mapping | None``. ``source`` is the object,
+  staged to local disk; whatever the step writes to ``target`` is kept as its result; the
+  mapping it returns (small, JSON) is kept as the object's facts.
+- the **memory step** runs once per CPU result, in JobC's child *i* once JobB's child *i* has
+  succeeded: ``fn(source: Path, target: Path, obj: ObjectRef) -> Mapping``. ``source`` is the CPU
+  step's result; ``target`` is the object's output (BucketC); the mapping it returns becomes the
+  attributes of the object's DynamoDB item.
+- the **aggregate step** (optional) runs once, in JobE: ``fn(items: Iterable[Mapping]) ->
+  Mapping``, each item being the memory step's attributes with ``key`` added; what it returns
+  goes into the run's summary.
+- **checks** (optional) run in JobD's last check: ``fn(records: Iterable[StepRecord]) ->
+  Iterable[str]``, each string a problem found.
+
+A Python step is named ``"package.module:function"``; a command step is a template with
+``{input}`` and ``{output}`` (a string runs in a shell; a list runs as it is, and without
+``{output}`` its standard output is the output). The library does everything else: listing,
+shards, pinned reads, staging, keys, records, retries, exit codes.
+
+A step that raises (or a command that exits non-zero) rejects that object with the error's
+message, and the run goes on; :class:`TransientStepError` (or exit code 75) retries the child.
+A step gets local files only: it needs no AWS access, and the job roles give it none beyond
+what the runner does (any other AWS call is AccessDenied on AWS).
+
+Plain data: no aws-cdk-lib or boto3 import. ``STEPS_VERSION`` is bumped when the contract
+changes incompatibly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import contract
+from pipeline.errors import SpecError
+
+STEPS_VERSION = 1
+EXIT_TRANSIENT = 75
+"""A command step's exit code for a transient failure: the child is retried."""
+_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+ROLES = ("cpu", "memory", "aggregate", "check")
+"""What a step is for, and so the arguments its function takes."""
+_ARGUMENTS = {"cpu": 3, "memory": 3, "aggregate": 1, "check": 1}
+
+
+class TransientStepError(Exception):
+    """Raise it from a Python step for a failure worth trying again (a service that did not
+    answer): the child exits with the transient code and its retry strategy retries it."""
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """The input object a step works on, as JobA listed it."""
+
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One object as the stages recorded it, for the checks: its identity, the CPU step's
+    facts and the memory step's attributes."""
+
+    key: str
+    size: int
+    etag: str
+    cpu: Mapping[str, Any]
+    memory: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One step: a Python function or a command, with what it needs to run.
+
+    Make one with :meth:`python` or :meth:`command`."""
+
+    kind: str
+    """``python`` or ``command``."""
+    target: str | tuple[str, ...]
+    """The reference (``package.module:function``), or the command template."""
+    image: Any = field(default=None, compare=False, hash=False)
+    """An ``aws_ecs.ContainerImage`` with this library and your code (default: the
+    library's image, which has only its own steps)."""
+    vcpus: float | None = None
+    """vCPUs of each child of the step's job (default: the job's own)."""
+    memory_mib: int | None = None
+    """MiB of each child of the step's job (default: the job's own)."""
+    timeout_seconds: int | None = None
+    """Per attempt of each child (default: the job's own)."""
+    environment: tuple[tuple[str, str], ...] = ()
+    """Variables the step's job gets besides the pipeline's."""
+
+    @classmethod
+    def python(
+        cls,
+        reference: str,
+        *,
+        image: Any = None,
+        vcpus: float | None = None,
+        memory_mib: int | None = None,
+        timeout: Any = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Step:
+        """A Python function, ``"package.module:function"``; ``timeout`` is seconds or a
+        ``Duration``."""
+        return cls(
+            kind="python",
+            target=reference,
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_seconds=_seconds(timeout),
+            environment=tuple(sorted((environment or {}).items())),
+        )
+
+    @classmethod
+    def command(
+        cls,
+        template: str | Sequence[str],
+        *,
+        image: Any = None,
+        vcpus: float | None = None,
+        memory_mib: int | None = None,
+        timeout: Any = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Step:
+        """A command run once per object: ``"gzip -9 -c {input} > {output}"`` (a shell), or
+        ``["gzip", "-9", "-c", "{input}"]`` (no shell; its standard output is the output)."""
+        target = template if isinstance(template, str) else tuple(template)
+        return cls(
+            kind="command",
+            target=target,
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_seconds=_seconds(timeout),
+            environment=tuple(sorted((environment or {}).items())),
+        )
+
+    def check(self, role: str, *, load: bool = True) -> None:
+        """Refuse, in one line, a step that cannot work as ``role``: a reference that is not
+        ``module:function``, does not import or takes the wrong arguments (``load``: import
+        it), a command template without ``{input}``. (Its resources are checked with the job
+        that runs it: :meth:`pipeline.spec.PipelineSpec.with_steps`.)"""
+        if self.kind == "python":
+            reference = str(self.target)
+            if not _REFERENCE.fullmatch(reference):
+                raise SpecError(
+                    f"{role} step {reference!r} must be a reference like 'package.module:function'"
+                )
+            if load:
+                _check_signature(self.load(role), reference, role)
+        elif self.kind == "command":
+            if role in ("aggregate", "check"):
+                raise SpecError(f"the {role} step must be a Python step, not a command")
+            text = self.target if isinstance(self.target, str) else " ".join(self.target)
+            if "{input}" not in text:
+                raise SpecError(f"{role} step command {text!r} has no {{input}}: add it")
+            unknown = set(re.findall(r"{(\w*)}", text)) - {"input", "output"}
+            if unknown:
+                raise SpecError(
+                    f"{role} step command {text!r} has {{{sorted(unknown)[0]}}}; only "
+                    "{input} and {output} are filled in"
+                )
+        else:
+            raise SpecError(f"a step is python or command; got {self.kind!r}")
+        reserved = sorted(name for name, _ in self.environment if name.startswith("AWS_BATCH_"))
+        if reserved:
+            raise SpecError(f"{role} step sets {reserved[0]}, which AWS Batch sets itself")
+
+    def load(self, role: str = "cpu") -> Callable[..., Any]:
+        """The Python function the reference names."""
+        module_name, _, name = str(self.target).partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:  # whatever the user's module raises while importing
+            raise SpecError(
+                f"{role} step {self.target!r} does not import: {type(error).__name__}: {error}"
+            ) from None
+        function = getattr(module, name, None)
+        if not callable(function):
+            raise SpecError(f"{role} step {self.target!r}: {module_name} has no function {name}")
+        return function  # type: ignore[no-any-return]
+
+    @property
+    def label(self) -> str:
+        """The step in one phrase, for messages and summaries."""
+        if isinstance(self.target, str):
+            return self.target
+        return " ".join(self.target)
+
+    def as_json(self) -> dict[str, Any]:
+        """What a job needs to run the step (the image is the job definition's)."""
+        data: dict[str, Any] = {"kind": self.kind}
+        data["target"] = self.target if isinstance(self.target, str) else list(self.target)
+        if self.environment:
+            data["environment"] = dict(self.environment)
+        for name in ("vcpus", "memory_mib", "timeout_seconds"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Step:
+        target = data["target"]
+        return cls(
+            kind=str(data["kind"]),
+            target=target if isinstance(target, str) else tuple(str(a) for a in target),
+            vcpus=data.get("vcpus"),
+            memory_mib=data.get("memory_mib"),
+            timeout_seconds=data.get("timeout_seconds"),
+            environment=tuple(sorted((data.get("environment") or {}).items())),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSteps:
+    """The work of a pipeline: its CPU step, its memory step, and optionally an aggregate
+    step and checks. ``max_rejected_share`` fails a run (in JobD) when more than that share
+    of its listed objects was rejected; the default, 1.0, never fails a run for its
+    rejections, which are all reported (in the summary and ``rejects.json``)."""
+
+    cpu: Step
+    memory: Step
+    aggregate: Step | None = None
+    checks: tuple[str, ...] = ()
+    """References of check functions (``package.module:function``), run in JobD."""
+    max_rejected_share: float = 1.0
+
+    def check(self, *, load: bool = True) -> PipelineSteps:
+        """Refuse, in one line, steps that cannot work (see :meth:`Step.check`)."""
+        self.cpu.check("cpu", load=load)
+        self.memory.check("memory", load=load)
+        if self.aggregate is not None:
+            self.aggregate.check("aggregate", load=load)
+        for reference in self.checks:
+            Step.python(reference).check("check", load=load)
+        share = self.max_rejected_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise SpecError(f"max_rejected_share must be from 0 to 1; got {share!r}")
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": STEPS_VERSION,
+            "cpu": self.cpu.as_json(),
+            "memory": self.memory.as_json(),
+            "aggregate": self.aggregate.as_json() if self.aggregate else None,
+            "checks": list(self.checks),
+            "maxRejectedShare": self.max_rejected_share,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PipelineSteps:
+        if data.get("version") != STEPS_VERSION:
+            raise SpecError(
+                f"steps of contract version {data.get('version')!r}; this library reads "
+                f"{STEPS_VERSION}: use the same version of array-job-pipeline everywhere"
+            )
+        aggregate = data.get("aggregate")
+        return cls(
+            cpu=Step.from_json(data["cpu"]),
+            memory=Step.from_json(data["memory"]),
+            aggregate=Step.from_json(aggregate) if aggregate else None,
+            checks=tuple(data.get("checks") or ()),
+            max_rejected_share=float(data.get("maxRejectedShare", 1.0)),
+        )
+
+    def step_for(self, role: str) -> Step | None:
+        """The step a job of ``role`` runs (``cpu``, ``memory``, ``aggregate``)."""
+        return {"cpu": self.cpu, "memory": self.memory, "aggregate": self.aggregate}.get(role)
+
+    def environment(self, role: str) -> dict[str, str]:
+        """What a job of ``role`` reads of the steps, as the variables its job definition sets:
+        its step (JobB, JobC, JobE), or the checks and the rejection limit (JobD)."""
+        if role == "check":
+            return {
+                contract.CHECKS: json.dumps(list(self.checks)),
+                contract.MAX_REJECTED_SHARE: repr(float(self.max_rejected_share)),
+            }
+        step = self.step_for(role)
+        if step is None:
+            return {}
+        return {**dict(step.environment), contract.STEP: json.dumps(step.as_json(), sort_keys=True)}
+
+    @classmethod
+    def from_environments(cls, environments: Mapping[str, Mapping[str, str]]) -> PipelineSteps:
+        """The steps the job definitions' variables say, by role (the inverse of
+        :meth:`environment`)."""
+
+        def step(role: str) -> Step | None:
+            raw = environments.get(role, {}).get(contract.STEP)
+            if not raw:
+                return None
+            return Step.from_json(json.loads(raw))
+
+        cpu, memory = step("cpu"), step("memory")
+        if cpu is None or memory is None:
+            raise SpecError(
+                f"the job definitions set no {contract.STEP}: they were deployed by an older "
+                "array-job-pipeline; redeploy them with this version (npx cdk deploy)"
+            )
+        checks = environments.get("check", {})
+        return cls(
+            cpu=cpu,
+            memory=memory,
+            aggregate=step("aggregate"),
+            checks=tuple(json.loads(checks.get(contract.CHECKS) or "[]")),
+            max_rejected_share=float(checks.get(contract.MAX_REJECTED_SHARE) or 1.0),
+        )
+
+
+def describe_steps(steps: PipelineSteps) -> str:
+    """The steps in one phrase: ``cpu pkg.mod:fn, memory gzip -c {input}``."""
+    parts = [f"cpu {steps.cpu.label}", f"memory {steps.memory.label}"]
+    if steps.aggregate is not None:
+        parts.append(f"aggregate {steps.aggregate.label}")
+    return ", ".join(parts)
+
+
+def load_steps(reference: str) -> PipelineSteps:
+    """The :class:`PipelineSteps` object ``"package.module:NAME"`` names, checked."""
+    if not _REFERENCE.fullmatch(reference):
+        raise SpecError(f"steps {reference!r} must name an object like 'package.module:STEPS'")
+    module_name, _, name = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # whatever the user's module raises while importing
+        raise SpecError(
+            f"steps {reference!r} do not import: {type(error).__name__}: {error}"
+        ) from None
+    steps = getattr(module, name, None)
+    if not isinstance(steps, PipelineSteps):
+        raise SpecError(
+            f"steps {reference!r} must be a PipelineSteps object; got {type(steps).__name__}"
+        )
+    return steps.check()
+
+
+def _check_signature(function: Callable[..., Any], reference: str, role: str) -> None:
+    wanted = _ARGUMENTS[role]
+    try:
+        signature = inspect.signature(function)
+        signature.bind(*range(wanted))
+    except (TypeError, ValueError):
+        shapes = {
+            "cpu": "fn(source, target, obj)",
+            "memory": "fn(source, target, obj)",
+            "aggregate": "fn(items)",
+            "check": "fn(records)",
+        }
+        raise SpecError(
+            f"{role} step {reference!r} must take {wanted} positional argument"
+            f"{'s' * (wanted > 1)}: {shapes[role]}"
+        ) from None
+
+
+def _seconds(timeout: Any) -> int | None:
+    if timeout is None:
+        return None
+    seconds = timeout.to_seconds() if hasattr(timeout, "to_seconds") else timeout
+    return int(seconds)
+
+
+DEFAULT_STEPS = PipelineSteps(
+    cpu=Step.python("pipeline.jobs.default_steps:digest_and_compress"),
+    memory=Step.python("pipeline.jobs.default_steps:byte_statistics"),
+    checks=("pipeline.jobs.default_steps:round_trip",),
+)
+"""The library's own work: a SHA-256 digest and bzip2 compression per object (CPU), byte
+statistics of the decompressed result (memory), and a check that the round trip gives back
+every input."""
