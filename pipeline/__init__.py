@@ -28,7 +28,12 @@ from pipeline.steps import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.constructs import ArrayJobPipeline, ArrayJobPipelineProps, JobOverride
+    from pipeline.constructs import (
+        ArrayJobPipeline,
+        ArrayJobPipelineProps,
+        JobOverride,
+        job_image,
+    )
     from pipeline.stacks import PipelineStack
 
 __all__ = [
@@ -51,12 +56,14 @@ __all__ = [
     "Step",
     "StepRecord",
     "TransientStepError",
+    "job_image",
 ]
 
 _LAZY = {
     "ArrayJobPipeline": "pipeline.constructs",
     "ArrayJobPipelineProps": "pipeline.constructs",
     "JobOverride": "pipeline.constructs",
+    "job_image": "pipeline.constructs",
     "PipelineStack": "pipeline.stacks",
 }
 

@@ -39,7 +39,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline import contract
@@ -276,6 +276,23 @@ class PipelineSteps:
             aggregate=Step.from_json(aggregate) if aggregate else None,
             checks=tuple(data.get("checks") or ()),
             max_rejected_share=float(data.get("maxRejectedShare", 1.0)),
+        )
+
+    def with_image(self, image: Any) -> PipelineSteps:
+        """These steps, each that brings no image of its own running in ``image`` (an
+        ``aws_ecs.ContainerImage`` with this library and your code: see
+        ``pipeline.job_image``)."""
+
+        def given(step: Step | None) -> Step | None:
+            if step is None or step.image is not None:
+                return step
+            return replace(step, image=image)
+
+        return replace(
+            self,
+            cpu=given(self.cpu) or self.cpu,
+            memory=given(self.memory) or self.memory,
+            aggregate=given(self.aggregate),
         )
 
     def step_for(self, role: str) -> Step | None:

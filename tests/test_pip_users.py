@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,8 @@ def test_the_wheel_installed_with_the_local_extra_runs_outside_the_repo(
     run = submit("--local", "--array-size", "2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "SUCCEEDED" in run.stdout
+    # AND a project of the user's own, with its steps, runs them
+    _user_steps_run(submit, outside)
     # AND without the extra, --local says which extra in one line
     subprocess.run(
         [str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "moto"],
@@ -306,6 +309,76 @@ def test_the_wheel_installed_with_the_local_extra_runs_outside_the_repo(
         "error: --local needs the embedded AWS services, which are not installed: "
         "pip install 'array-job-pipeline[local]'"
     ]
+
+
+USER_STEPS = """\
+from collections import Counter
+from pathlib import Path
+
+from pipeline import PipelineSteps, Step
+
+
+def count_words(source: Path, target: Path, obj):
+    words = source.read_text(errors="replace").split()
+    if not words:
+        raise ValueError("nothing but blanks in it")
+    target.write_text("\\n".join(words))
+    return {"words": len(words)}
+
+
+def top_ten(source: Path, target: Path, obj):
+    counts = Counter(source.read_text().split())
+    target.write_text("".join(f"{word} {n}\\n" for word, n in counts.most_common(10)))
+    return {"distinct": len(counts), "top": counts.most_common(1)[0][0]}
+
+
+def totals(items):
+    items = list(items)
+    return {"files": len(items), "distinct": sum(i["distinct"] for i in items)}
+
+
+STEPS = PipelineSteps(
+    cpu=Step.python("mymod:count_words"),
+    memory=Step.python("mymod:top_ten"),
+    aggregate=Step.python("mymod:totals"),
+)
+"""
+
+
+def _user_steps_run(submit: Callable[..., subprocess.CompletedProcess[str]], project: Path) -> None:
+    """A user's module of steps, outside the repository: run, then a failed child resumed."""
+    (project / "mymod.py").write_text(USER_STEPS)
+    inputs = project / "in"
+    inputs.mkdir()
+    for number in range(6):
+        (inputs / f"doc{number}.txt").write_text(f"the cat sat on mat {number} the end\n")
+    (inputs / "blank.txt").write_text("   \n")
+    out = project / "out"
+    arguments = ["--local", "--steps", "mymod:STEPS", "--input", "in", "--json"]
+    run = submit(*arguments, "--output", "out", "--array-size", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)["local"]["summary"]
+    assert summary["objects"] == {"listed": 7, "processed": 6, "rejected": 1}
+    assert summary["aggregate"] == {"step": "mymod:totals", "result": {"files": 6, "distinct": 42}}
+    assert [c["passed"] for c in summary["checks"]] == [True] * 10
+    (copied,) = out.iterdir()
+    assert (copied / "outputs" / "doc3.txt").read_text().startswith("the 2\n")
+    (reject,) = json.loads((copied / "rejects.json").read_text())["rejects"]
+    assert reject == {
+        "key": "blank.txt",
+        "reason": "cpu step: ValueError: nothing but blanks in it",
+        "stage": "cpu",
+    }
+    # WHEN a child fails and the run is resumed for it, THEN the user's steps run again
+    failed = submit(
+        *arguments, "--inject", "JobC:1=exit:1", "--run-id", "mine", "--array-size", "2"
+    )
+    assert failed.returncode == 1
+    resumed = submit("resume", "mine", "--failed-only", "--local", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)["local"]["summary"]
+    assert summary["aggregate"]["result"] == {"files": 6, "distinct": 42}
+    assert summary["objects"]["processed"] == 6
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 the ArrayJobPipeline that composes them."""
 
 from pipeline.constructs.compute import PipelineCompute
+from pipeline.constructs.image import job_image
 from pipeline.constructs.jobs import JobOverride, PipelineJobs
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.pipeline import ArrayJobPipeline, ArrayJobPipelineProps
@@ -15,4 +16,5 @@ __all__ = [
     "PipelineJobs",
     "PipelineNetwork",
     "PipelineStorage",
+    "job_image",
 ]
