@@ -17,6 +17,7 @@ from pipeline.jobs import job_a, job_b, job_c, job_d, job_e
 from pipeline.jobs.common import S3_CONFIG, RunContext
 from pipeline.local.sample import ODD_KEYS as ODD_KEYS
 from pipeline.local.sample import sample_objects
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 REGION = "us-east-1"
 MAX_OBJECT_BYTES = 128 * 1024
@@ -30,6 +31,8 @@ class World:
     sqs: Any
     queue_url: str
     ctx: RunContext
+    steps: PipelineSteps = DEFAULT_STEPS
+    """The work the stages run (as their job definitions would set it)."""
 
     def put_inputs(self, objects: dict[str, bytes]) -> None:
         for key, body in objects.items():
@@ -39,15 +42,29 @@ class World:
         """A -> B[i] -> C[i], in process, as Batch would order them."""
         job_a.run(self.s3, self.ctx)
         for shard in range(self.ctx.array_size):
-            job_b.run(self.s3, self.ctx, shard, workers)
+            job_b.run(self.s3, self.ctx, shard, workers, step=self.steps.cpu)
         for shard in range(self.ctx.array_size):
-            job_c.run(self.s3, self.dynamodb, self.ctx, shard, sleep=lambda _: None)
+            job_c.run(
+                self.s3,
+                self.dynamodb,
+                self.ctx,
+                shard,
+                step=self.steps.memory,
+                sleep=lambda _: None,
+            )
 
     def run_until_e(self, *, workers: int = 1) -> None:
         """A -> B[i] -> C[i] -> D[0..9]."""
         self.run_through_c(workers=workers)
         for step in range(contract.VALIDATION_STEPS):
-            job_d.run(self.s3, self.dynamodb, self.ctx, step)
+            job_d.run(
+                self.s3,
+                self.dynamodb,
+                self.ctx,
+                step,
+                checks=self.steps.checks,
+                max_rejected_share=self.steps.max_rejected_share,
+            )
 
     def object_reads(self) -> list[str]:
         """The keys of the GetObject calls made from now on, in order."""
@@ -67,6 +84,7 @@ class World:
             self.ctx,
             source_bucket=self.ctx.output_bucket,
             recipient="ops@example.com",
+            aggregate=self.steps.aggregate,
         )
 
     def get_json(self, bucket: str, key: str) -> Any:

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, Synthesized, new_app
 
 pytestmark = pytest.mark.slow
+EXAMPLE = REPO / "examples" / "access_logs"
 
 
 def test_default_stack_has_no_unacknowledged_aws_solutions_findings(
@@ -147,3 +148,34 @@ def test_pinned_cdk_cli_synthesizes_the_app(tmp_path: Path) -> None:
         if r["Type"] == "AWS::Batch::JobDefinition"
     }
     assert "JobA-list-and-validate" in names
+
+
+def test_a_pipeline_of_your_steps_is_as_clean(tmp_path: Path) -> None:
+    # GIVEN the example project's app: its own steps, in an image with its code
+    import importlib.util
+
+    from conftest import run_checkov
+
+    spec = importlib.util.spec_from_file_location("example_app", EXAMPLE / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = new_app(tmp_path)  # cdk-nag registered: an unacknowledged finding fails synthesis
+    stack = example.build(app)
+    # WHEN synthesized, THEN cfn-lint and checkov find nothing unexplained, as for the default
+    assembly = app.synth()
+    template = Path(assembly.directory) / f"{stack.stack_name}.template.json"
+    linted = _cfn_lint(template)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    report = run_checkov(template)
+    assert report["results"]["failed_checks"] == [], [
+        (c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]
+    ]
+    # AND the job roles are the same as the default pipeline's: a step gets no access of its own
+    roles = {
+        key: r["Properties"]["PolicyDocument"]
+        for key, r in assembly.get_stack_by_name(stack.stack_name).template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Policy" and "JobB" in key
+    }
+    assert len(roles) == 1

@@ -14,7 +14,16 @@ import pytest
 from aws_cdk import aws_s3 as s3
 from conftest import CDK_CONTEXT, REPO
 
-from pipeline import ArrayJobPipeline, JobOverride, PipelineConfigError
+from pipeline import (
+    DEFAULT_STEPS,
+    ArrayJobPipeline,
+    JobOverride,
+    PipelineConfigError,
+    PipelineSteps,
+    Step,
+)
+
+_MEMORY = DEFAULT_STEPS.memory
 
 
 def _build(**props: Any) -> None:
@@ -106,6 +115,23 @@ BAD_PROPS = [
         {"intermediate_expiration": cdk.Duration.hours(0)},
         r"^intermediate_expiration must be at least 1 day",
     ),
+    (
+        {"steps": PipelineSteps(cpu=Step.python("nosuch.module:fn"), memory=_MEMORY)},
+        r"^cpu step 'nosuch.module:fn' does not import: ModuleNotFoundError",
+    ),
+    (
+        {"steps": PipelineSteps(cpu=Step.python("os.path:join"), memory=_MEMORY)},
+        r"^steps: the cpu step 'os.path:join' is not in the library's image; give it an image",
+    ),
+    (
+        {"steps": PipelineSteps(cpu=Step.command("gzip -c {inptu}"), memory=_MEMORY)},
+        r"^cpu step command 'gzip -c {inptu}' has no {input}: add it$",
+    ),
+    (
+        {"steps": PipelineSteps(cpu=Step.command("gzip {input}", vcpus=0.3), memory=_MEMORY)},
+        r"^the cpu step \(JobB\): JobB vCPUs must be 0.25, 0.5 or a positive number; got 0.3$",
+    ),
+    ({"steps": "mymod:STEPS"}, r"^steps must be a PipelineSteps object; got str$"),
 ]
 
 

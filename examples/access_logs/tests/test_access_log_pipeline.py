@@ -60,15 +60,17 @@ def test_the_sample_logs_run_through_the_pipeline_locally(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_the_app_synthesizes_the_steps_and_their_image(tmp_path: Path) -> None:
+    import importlib.util
+
     import aws_cdk as cdk
 
-    sys.path.insert(0, str(PROJECT))
-    try:
-        from app import build
-    finally:
-        sys.path.remove(str(PROJECT))
+    spec = importlib.util.spec_from_file_location("access_logs_app", PROJECT / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     app = cdk.App(outdir=str(tmp_path))
-    stack = build(app)
+    stack = module.build(app)
     template = app.synth().get_stack_by_name(stack.stack_name).template
     definitions = {
         r["Properties"]["JobDefinitionName"]: r["Properties"]["ContainerProperties"]
