@@ -80,6 +80,8 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
     )
 }
 
+DEFAULT_MAX_VCPUS = 256
+"""Each compute environment's maxvCpus when the construct is given none."""
 DEFAULT_CPU_INSTANCE_TYPES: tuple[str, ...] = ("c6i.8xlarge", "c6i.12xlarge", "c6i.16xlarge")
 DEFAULT_MEMORY_INSTANCE_TYPES: tuple[str, ...] = ("r6i.2xlarge", "r6i.4xlarge", "r6i.8xlarge")
 

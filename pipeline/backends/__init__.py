@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
+    from pipeline.runs.sizing import Capacity
 
 Mode = Literal["new", "resume", "read"]
 """What a session is for: a new run, resuming a run, or looking at runs."""
@@ -76,6 +77,10 @@ class Backend(Protocol):
     def default_poll_interval(self) -> float: ...
 
     def dry_run_document(self) -> tuple[PipelineDocument, str | None]: ...
+
+    def dry_run_capacity(self, document: PipelineDocument) -> Capacity:
+        """Where the dry run's children would run, for its sizing."""
+        ...
 
     def new_run_id(self, inputs: RunInputs) -> str: ...
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
+    from pipeline.runs.sizing import Capacity
 
 USER_AGENT = "array-job-pipeline"
 
@@ -188,6 +189,17 @@ class AwsBackend:
         return self.offline_document(), (
             "note: resources are the library's defaults; pass --stack NAME to see the "
             "deployed pipeline's"
+        )
+
+    def dry_run_capacity(self, document: PipelineDocument) -> Capacity:
+        """The deployed queue's compute environments (with a stack), else the defaults."""
+        from pipeline.runs.sizing import Capacity, default_capacity, queue_environments
+
+        if not self.target.stack:
+            return default_capacity()
+        environments = queue_environments(self.aws.batch, document.queue)
+        return Capacity(
+            f"{document.queue_name or document.queue}'s compute environments", tuple(environments)
         )
 
     def document(self) -> PipelineDocument:

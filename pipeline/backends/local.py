@@ -37,6 +37,7 @@ from pipeline.runs import engine
 from pipeline.runs.progress import SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
 from pipeline.runs.resume import ResumePlan
+from pipeline.runs.sizing import Capacity
 from pipeline.spec import QUEUE_NAME
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
@@ -307,6 +308,13 @@ class LocalBackend:
         from pipeline.local.resources import local_document
 
         return local_document(steps=self.steps), None
+
+    def dry_run_capacity(self, document: PipelineDocument) -> Capacity:
+        """This machine's vCPU budget, which the local services place jobs in."""
+        from pipeline.local.batch.processes import available_cores
+
+        cores = available_cores()
+        return Capacity(f"this machine: {cores} vCPUs", cores=cores)
 
     def check_run(self, inputs: RunInputs, *, max_vcpu_hours: float | None = None) -> None:
         """Before the services start: the cost guard (on the deployment the services will

@@ -56,7 +56,8 @@ def command_run(options: Options, output: Output, backend: Backend) -> int:
         if note:
             output.progress(note)
         config = engine.plan_run(document, inputs, max_vcpu_hours=options.max_vcpu_hours)
-        print_dry_run(output, engine.dry_run(document, config))
+        capacity = backend.dry_run_capacity(document)
+        print_dry_run(output, engine.dry_run(document, config, capacity))
         return EXIT_OK
     run_id = backend.new_run_id(inputs)
     inputs = inputs.with_run_id(run_id)

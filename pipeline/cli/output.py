@@ -161,8 +161,11 @@ def print_runs(output: Output, runs: Sequence[RunSummary], where: str) -> None:
 
 def print_dry_run(output: Output, dry_run: DryRun) -> None:
     from pipeline.runs.preflight import format_costs
+    from pipeline.runs.sizing import format_sizing
 
+    output.progress(f"steps: {dry_run.steps}")
     output.progress("\n".join(format_costs(dry_run.costs)))
+    output.progress("\n".join(format_sizing(dry_run.capacity, dry_run.sizing)))
     if output.as_json:
         output.result("", dry_run.requests)
         return

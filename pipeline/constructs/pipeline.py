@@ -45,6 +45,7 @@ from pipeline.document import PipelineDocument
 from pipeline.errors import PipelineConfigError
 from pipeline.instances import (
     DEFAULT_CPU_INSTANCE_TYPES,
+    DEFAULT_MAX_VCPUS,
     DEFAULT_MEMORY_INSTANCE_TYPES,
     UnknownInstanceTypeError,
 )
@@ -63,7 +64,6 @@ from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 _T = TypeVar("_T")
 
-DEFAULT_MAX_VCPUS = 256
 DEFAULT_RUNNABLE_TIMEOUT = Duration.minutes(30)
 DEFAULT_INTERMEDIATE_EXPIRATION = Duration.days(14)
 

@@ -35,8 +35,10 @@ from pipeline.runs.progress import (
 from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
+from pipeline.runs.sizing import Capacity, JobSizing, sizing
 from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SOURCE_BUCKET
+from pipeline.steps import describe_steps
 
 __all__ = [
     "DryRun",
@@ -78,6 +80,10 @@ class DryRun:
     requests: list[Any]
     """The five SubmitJob requests, with the workflow's ``JobA_job_ID`` placeholders."""
     costs: list[JobCost]
+    capacity: Capacity
+    sizing: list[JobSizing]
+    steps: str
+    """The steps the run runs, in one phrase."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,15 @@ def plan_run(
     return config
 
 
-def dry_run(document: PipelineDocument, config: RunConfig) -> DryRun:
-    return DryRun(dry_run_requests(document, config), worst_case(config.spec))
+def dry_run(document: PipelineDocument, config: RunConfig, capacity: Capacity) -> DryRun:
+    """The run's requests, its worst case, and how its array jobs fit ``capacity``."""
+    return DryRun(
+        dry_run_requests(document, config),
+        worst_case(config.spec),
+        capacity,
+        sizing(config.spec, capacity),
+        describe_steps(config.spec.steps),
+    )
 
 
 # --- submit and follow ---------------------------------------------------------------------------

@@ -3,12 +3,13 @@ fits an instance type of the queue's compute environments."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.errors import SpecError
-from pipeline.instances import INSTANCE_TYPES, InstanceType
+from pipeline.instances import InstanceType
+from pipeline.runs.sizing import queue_environments
 from pipeline.spec import JobSpec, PipelineSpec
 
 if TYPE_CHECKING:
@@ -90,28 +91,11 @@ def check_cost(
 
 def queue_instance_types(batch: BatchApi, queue: str) -> tuple[list[InstanceType], list[str], int]:
     """(known instance types, unknown type names, largest maxvCpus) of the queue's compute
-    environments: one DescribeJobQueues and one DescribeComputeEnvironments call."""
-    queues = batch.describe_job_queues(jobQueues=[queue])["jobQueues"]
-    if not queues:
-        raise SpecError(f"job queue {queue} does not exist; check --stack/--queue and --region")
-    arns = [e["computeEnvironment"] for e in queues[0].get("computeEnvironmentOrder", [])]
-    environments = (
-        batch.describe_compute_environments(computeEnvironments=arns)["computeEnvironments"]
-        if arns
-        else []
-    )
-    known: list[InstanceType] = []
-    unknown: list[str] = []
-    max_vcpus = 0
-    for environment in environments:
-        resources: Mapping[str, Any] = environment.get("computeResources") or {}
-        max_vcpus = max(max_vcpus, int(resources.get("maxvCpus", 0)))
-        for name in resources.get("instanceTypes", []):
-            if name in INSTANCE_TYPES:
-                known.append(INSTANCE_TYPES[name])
-            else:
-                unknown.append(name)
-    return known, unknown, max_vcpus
+    environments."""
+    environments = queue_environments(batch, queue)
+    known = [kind for e in environments for kind in e.instance_types]
+    unknown = [name for e in environments for name in e.unknown_types]
+    return known, unknown, max((e.max_vcpus for e in environments), default=0)
 
 
 def check_fit(spec: PipelineSpec, batch: BatchApi, queue: str) -> None:
