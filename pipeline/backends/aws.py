@@ -198,9 +198,8 @@ class AwsBackend:
         if not self.target.stack:
             return default_capacity()
         environments = queue_environments(self.aws.batch, document.queue)
-        return Capacity(
-            f"{document.queue_name or document.queue}'s compute environments", tuple(environments)
-        )
+        queue = document.queue.rsplit("/", 1)[-1]  # a name, or an ARN ending in one
+        return Capacity(f"{queue}'s compute environments", tuple(environments))
 
     def document(self) -> PipelineDocument:
         """The deployed pipeline: the stack's document, or the registered job definitions."""
