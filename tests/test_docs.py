@@ -69,7 +69,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
     root = tmp_path_factory.mktemp("sandbox")
     for name in ("app.py", "cdk.json", "package.json"):
         shutil.copy(REPO / name, root / name)
-    for name in ("pipeline", "job_images"):
+    for name in ("pipeline", "job_images", "examples"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in (".venv", "node_modules"):
         (root / name).symlink_to(REPO / name)
@@ -144,7 +144,26 @@ def run_python(code: str, sandbox: tuple[Path, dict[str, str]]) -> Any:
     return _run([sys.executable, "-c", code], sandbox)
 
 
-LANGUAGES = {"bash": run_bash, "python": run_python, "mermaid": None}
+def check_dockerfile(code: str, sandbox: tuple[Path, dict[str, str]]) -> Any:
+    """No Docker engine here: the instructions are Dockerfile's, it starts FROM a Python
+    image and ends as the uid the job definitions run as."""
+    instructions = [line.split()[0] for line in code.splitlines() if line.strip()]
+    known = {"FROM", "ENV", "WORKDIR", "RUN", "COPY", "USER", "ARG", "LABEL", "CMD"}
+    ok = (
+        set(instructions) <= known
+        and instructions[0] == "FROM"
+        and code.split()[1].startswith("python:")
+        and code.rstrip().endswith("USER 10001")
+    )
+    return subprocess.CompletedProcess([], 0 if ok else 1, "", code)
+
+
+LANGUAGES = {
+    "bash": run_bash,
+    "python": run_python,
+    "dockerfile": check_dockerfile,
+    "mermaid": None,
+}
 
 
 @pytest.mark.parametrize(

@@ -154,8 +154,12 @@ def plan_run(
     return config
 
 
-def dry_run(document: PipelineDocument, config: RunConfig, capacity: Capacity) -> DryRun:
-    """The run's requests, its worst case, and how its array jobs fit ``capacity``."""
+def dry_run(
+    document: PipelineDocument, config: RunConfig, capacity: Capacity | None = None
+) -> DryRun:
+    """The run's requests, its worst case, and how its array jobs fit ``capacity`` (the
+    queue's compute environments, or this machine; none given: no sizing)."""
+    capacity = capacity or Capacity("no queue given")
     return DryRun(
         dry_run_requests(document, config),
         worst_case(config.spec),
