@@ -114,6 +114,8 @@ class PipelineDocument:
                     "arraySize": job.array_size,
                     "parameters": self.parameter_defaults(job.key),
                     **({"image": self.images[job.key]} if job.key in self.images else {}),
+                    # a JobOverride's command (the job program's is the library's own)
+                    **({"command": list(job.command)} if job.command_override else {}),
                 }
                 for job in self.spec
             },
@@ -165,6 +167,7 @@ class PipelineDocument:
                 "memory_mib": int(_number(jobs[key]["memoryMiB"], f"{key}.memoryMiB")),
                 "timeout_seconds": int(_number(jobs[key]["timeoutSeconds"], f"{key}.timeout")),
                 "retry_attempts": int(_number(jobs[key]["attempts"], f"{key}.attempts")),
+                "command": [str(a) for a in jobs[key].get("command") or []],
             }
             for key in (j.key for j in DEFAULT_SPEC)
         }

@@ -74,10 +74,11 @@ def test_default_local_run_copies_the_report_and_outputs(
     copied = Path(data["local"]["copiedTo"])
     assert copied.parent == out
     assert len(list((copied / "report").glob("check-*.json"))) == 10
-    assert (
-        len(list((copied / "objects").glob("*.json")))
-        == data["local"]["summary"]["objects"]["processed"]
-    )
+    # the memory step's outputs by input key, each listed in outputs.json
+    listed = json.loads((copied / "outputs.json").read_text())
+    assert len(listed) == data["local"]["summary"]["objects"]["processed"]
+    assert all((copied / path).is_file() for path in listed.values())
+    assert (copied / "rejects.json").is_file()
     assert json.loads((copied / "summary.json").read_text())["status"] == "SUCCEEDED"
 
 

@@ -156,13 +156,13 @@ def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) 
     [
         (
             VERSION + 1,
-            "was deployed by a newer array-job-pipeline (document version 2; this "
-            "one reads 1); upgrade it: pip install -U array-job-pipeline",
+            f"was deployed by a newer array-job-pipeline (document version {VERSION + 1}; "
+            f"this one reads {VERSION}); upgrade it: pip install -U array-job-pipeline",
         ),
         (
             0,
             "was deployed by an older array-job-pipeline (document version 0; this one "
-            "reads 1); redeploy it with this version (npx cdk deploy)",
+            f"reads {VERSION}); redeploy it with this version (npx cdk deploy)",
         ),
     ],
 )
@@ -202,3 +202,14 @@ def test_the_local_services_register_what_their_document_deploys() -> None:
         assert registered.attempts == job.retry_attempts
         assert registered.command == list(job.command)
         assert registered.parameters == document.parameter_defaults(job.key)
+
+
+def test_an_overridden_command_is_in_the_spec_and_the_document() -> None:
+    spec = DEFAULT_SPEC.with_overrides({"JobA": {"command": ["python", "-m", "mine"]}})
+    assert spec.job("JobA").command == ("python", "-m", "mine")
+    document = stack_document("arn:queue", {j.key: f"arn:{j.key}" for j in spec}, spec)
+    published = json.loads(json.dumps(document.as_json()))
+    assert published["jobs"]["JobA"]["command"] == ["python", "-m", "mine"]
+    assert "command" not in published["jobs"]["JobB"]  # the library's own job program
+    again = PipelineDocument.from_json(published, source="s")
+    assert again.spec.job("JobA").command == ("python", "-m", "mine")
