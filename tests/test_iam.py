@@ -120,11 +120,17 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
 }
 
 
+# Every job may follow a plain request's dependsOn chain to its run (plain_requests=True):
+# DescribeJobs has no resource-level permissions, so it is granted on "*".
+_FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
+
+
 @pytest.mark.parametrize("job_key", sorted(EXPECTED))
 def test_job_role_grants_exactly_what_the_job_needs(
     default_stack: Synthesized, job_key: str
 ) -> None:
-    assert _permissions(default_stack, f"Jobs{job_key}Role") == EXPECTED[job_key]
+    granted = _permissions(default_stack, f"Jobs{job_key}Role")
+    assert granted == EXPECTED[job_key] | {_FIND_PLAIN_RUNS}
 
 
 def test_each_job_definition_has_its_own_role(default_stack: Synthesized) -> None:
@@ -160,3 +166,34 @@ def test_no_job_role_can_write_the_input_bucket(default_stack: Synthesized) -> N
             if r.startswith("BucketA") and a != "s3:GetObject" and a != "s3:ListBucket"
         }
         assert writes == set(), job_key
+
+
+def test_without_plain_requests_no_job_may_describe_jobs(tmp_path: Any) -> None:
+    import aws_cdk as cdk
+    from conftest import new_app, synthesize
+
+    from pipeline import ArrayJobPipeline
+
+    app = new_app(tmp_path)
+    stack = cdk.Stack(app, "Closed")
+    ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=False)
+    closed = synthesize(app, stack)
+    for key in EXPECTED:
+        assert _permissions(closed, f"Jobs{key}Role") == EXPECTED[key]
+
+
+def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path: Any) -> None:
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+    from conftest import new_app
+
+    from pipeline import ArrayJobPipeline
+
+    app = new_app(tmp_path)
+    stack = cdk.Stack(app, "Widened")
+    pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10)
+    pipeline.jobs.roles["JobB"].add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"])
+    )
+    with pytest.raises(Exception, match=r"grants s3:GetObject on every resource; its cdk-nag"):
+        app.synth()

@@ -103,6 +103,7 @@ class PipelineJobs(Construct):
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
+        plain_requests: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
         self._buckets = buckets
@@ -133,7 +134,9 @@ class PipelineJobs(Construct):
                 "A synth-time check fails if any other action on this role gets Resource *.",
             )
         )
-        self.execution_role.node.add_validation(_OnlyTokenOnEveryResource(self.execution_role))
+        self.execution_role.node.add_validation(
+            _OnlyTheseOnEveryResource(self.execution_role, {"ecr:GetAuthorizationToken"})
+        )
         environment = {
             **{r.env: resource_values[r.key] for r in RESOURCES},
             contract.ARRAY_SIZE: str(spec.array_size),
@@ -178,6 +181,8 @@ class PipelineJobs(Construct):
                     )
                 )
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
+            if plain_requests:
+                _allow_finding_plain_runs(role)
             self._grant_keys(statements, role)
             self.roles[job.key] = role
             self.definitions[job.key] = batch.EcsJobDefinition(
@@ -276,15 +281,35 @@ def _ecs_tasks() -> iam.IPrincipal:
     )
 
 
+PLAIN_REQUESTS_REASON = (
+    "batch:DescribeJobs supports no resource-level permissions (Service Authorization "
+    "Reference, Actions defined by AWS Batch: no resource type), so it is granted on *. A job "
+    "calls it only when submitted without PIPELINE_RUN_ID (the User Guide's requests as "
+    "written), to follow its dependsOn chain to JobA, whose job ID names the run. A synth-time "
+    "check fails if any other action on this role gets Resource *. Off with "
+    "plain_requests=False."
+)
+
+
+def _allow_finding_plain_runs(role: iam.Role) -> None:
+    """Let the job follow a plain request's dependsOn chain (see PLAIN_REQUESTS_REASON)."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(actions=["batch:DescribeJobs"], resources=["*"])
+    )
+    Validations.of(role).acknowledge(
+        Acknowledgment(id="AwsSolutions-IAM5[Resource::*]", reason=PLAIN_REQUESTS_REASON)
+    )
+    role.node.add_validation(_OnlyTheseOnEveryResource(role, {"batch:DescribeJobs"}))
+
+
 @jsii.implements(IValidation)
-class _OnlyTokenOnEveryResource:
-    """The execution role's IAM5 acknowledgement covers ``ecr:GetAuthorizationToken`` on
-    ``*`` and nothing else: any other action granted on ``*`` fails synthesis here."""
+class _OnlyTheseOnEveryResource:
+    """A role's IAM5 acknowledgement of ``Resource::*`` covers the ``allowed`` actions and
+    nothing else: any other action granted on ``*`` fails synthesis here."""
 
-    ALLOWED = frozenset({"ecr:GetAuthorizationToken"})
-
-    def __init__(self, role: iam.Role) -> None:
+    def __init__(self, role: iam.Role, allowed: set[str]) -> None:
         self.role = role
+        self.ALLOWED = frozenset(allowed)
 
     def validate(self) -> list[str]:
         stack = Stack.of(self.role)
@@ -301,8 +326,9 @@ class _OnlyTokenOnEveryResource:
         if not wrong:
             return []
         return [
-            f"the job execution role grants {', '.join(sorted(wrong))} on every resource; its "
-            "cdk-nag acknowledgement covers only ecr:GetAuthorizationToken: scope the grant"
+            f"{self.role.node.path} grants {', '.join(sorted(wrong))} on every resource; its "
+            f"cdk-nag acknowledgement covers only {', '.join(sorted(self.ALLOWED))}: scope the "
+            "grant"
         ]
 
 

@@ -140,6 +140,13 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     image: ecs.ContainerImage
     """Image for every job whose step brings none. Default: the library's, built from
     ``job_images/`` at deploy time."""
+    plain_requests: bool
+    """Let jobs submitted without this library's run environment (the AWS Batch User Guide's
+    five SubmitJob requests as written, from the AWS CLI or any SDK) find their run: each job
+    follows its ``dependsOn`` chain to JobA, whose job ID names the run, with DescribeJobs. AWS
+    grants batch:DescribeJobs only on every job of the account and region, so each job role
+    can then read any job's description there, environment included: keep secrets out of job
+    environments (use Secrets Manager), or set False. Default: True."""
     job_overrides: Mapping[str, JobOverride]
     """Per-job command, environment, vCPUs, memory or timeout, keyed by ``JobA``..``JobE``.
     Default: the values in ``pipeline/spec.py``."""
@@ -286,6 +293,7 @@ class ArrayJobPipeline(Construct):
             },
             log_retention=log_retention,
             removal_policy=removal_policy,
+            plain_requests=props.get("plain_requests", True),
         )
         self.failure_notifications: FailureNotifications | None = None
         if props.get("failure_notifications", True):

@@ -90,7 +90,15 @@ class RunContext:
     link_expiry_seconds: int = contract.DEFAULT_LINK_EXPIRY_SECONDS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RunContext:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        describe_job: Callable[[str], Mapping[str, Any]] | None = None,
+    ) -> RunContext:
+        """The run from the job's environment; a job submitted without the run id (a plain
+        request, as the User Guide writes them) finds it with ``describe_job`` (DescribeJobs,
+        by default): see :func:`run_id_of`."""
         env = os.environ if env is None else env
 
         def need(name: str) -> str:
@@ -111,7 +119,7 @@ class RunContext:
             return int(raw)
 
         return cls(
-            run_id=need(contract.RUN_ID),
+            run_id=run_id_of(env, describe_job or _describe_job),
             array_size=number(contract.ARRAY_SIZE, 0) if need(contract.ARRAY_SIZE) else 0,
             input_bucket=need(contract.INPUT_BUCKET),
             cpu_results_bucket=need(contract.CPU_RESULTS_BUCKET),
@@ -126,6 +134,45 @@ class RunContext:
                 contract.MAX_LINK_EXPIRY_SECONDS,
             ),
         )
+
+
+MAX_CHAIN = 20
+"""Most jobs followed back through ``dependsOn`` to find a plain request's run."""
+
+
+def run_id_of(env: Mapping[str, str], describe_job: Callable[[str], Mapping[str, Any]]) -> str:
+    """The run a job belongs to: the run id the submitter set (``PIPELINE_RUN_ID``), or, for a
+    job submitted without it, the job ID of the first job of its ``dependsOn`` chain (JobA's),
+    followed back from the job's own ID with DescribeJobs. Each plain run is so named after
+    its JobA, and two at once never share a run id."""
+    given = env.get(contract.RUN_ID, "")
+    if given:
+        return given
+    job_id = env.get("AWS_BATCH_JOB_ID", "").split(":")[0]
+    if not job_id:
+        raise JobError(
+            f"environment variable {contract.RUN_ID} is not set and this is not an AWS Batch "
+            "job (no AWS_BATCH_JOB_ID) to find the run from; submit runs with "
+            "`python -m pipeline.submit`, which sets it"
+        )
+    for _ in range(MAX_CHAIN):
+        earlier = [d.get("jobId", "") for d in describe_job(job_id).get("dependsOn") or []]
+        earlier = [e for e in earlier if e]
+        if not earlier:
+            return job_id
+        job_id = earlier[0].split(":")[0]  # an array child's ID is <parent>:<index>
+    raise JobError(f"job {job_id}'s dependsOn chain is longer than {MAX_CHAIN} jobs")
+
+
+def _describe_job(job_id: str) -> Mapping[str, Any]:
+    """DescribeJobs of one job (the job role's batch:DescribeJobs)."""
+    with reporting(
+        f"DescribeJobs {job_id} (to find the run of a request without {contract.RUN_ID})"
+    ):
+        found = make_client("batch").describe_jobs(jobs=[job_id])["jobs"]
+    if not found:
+        raise JobError(f"DescribeJobs {job_id}: no such job, so its run cannot be found")
+    return dict(found[0])
 
 
 def input_prefix(value: str) -> str:

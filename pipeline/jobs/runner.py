@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -69,47 +70,66 @@ def call_python(reference: str, source: str, target: str, obj: ObjectRef) -> Any
 
 
 def run_command(step: Step, source: Path, target: Path) -> Any:
-    """A command step on one object; its stdout, when it has no ``{output}`` and the output
-    file is its standard output, or else when it prints a JSON object, is what it returns."""
+    """A command step on one object. Its standard output is the output when the template has
+    no ``{output}``; otherwise, a JSON object it prints is what it returns. Its standard error
+    goes to a file beside the output (bounded memory whatever it prints); on a failure its
+    last lines go to this job's log and its last line into the reject's reason."""
     paths = {"input": str(source), "output": str(target)}
-    environment = {**os.environ, **dict(step.environment)}
     writes_output = "{output}" in step.label
+    command: str | list[str]
     if isinstance(step.target, str):
-        command: str | list[str] = step.target.format(
-            **{k: shlex.quote(v) for k, v in paths.items()}
-        )
-        shell = True
+        command = step.target.format(**{k: shlex.quote(v) for k, v in paths.items()})
     else:
         command = [argument.format(**paths) for argument in step.target]
-        shell = False
-    with target.open("wb") if not writes_output else open(os.devnull, "wb") as sink:
-        finished = subprocess.run(
-            command,
-            shell=shell,
-            stdout=sink if not writes_output else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            cwd=source.parent,
-            check=False,
-        )
-    if finished.returncode == EXIT_TRANSIENT:
-        raise TransientStepError(_last_line(finished.stderr) or "the command exited 75")
-    if finished.returncode != 0:
-        said = _last_line(finished.stderr) or "no output"
-        raise ObjectRejectedError(f"the command exited {finished.returncode}: {said}")
-    if not target.exists():
-        raise ObjectRejectedError("the command wrote no output")
+    printed = target.with_name(target.name + ".stdout")
+    errors = target.with_name(target.name + ".stderr")
     try:
-        printed = json.loads(finished.stdout or b"null") if writes_output else None
+        with (printed if writes_output else target).open("wb") as out, errors.open("wb") as err:
+            finished = subprocess.run(
+                command,
+                shell=isinstance(command, str),
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **dict(step.environment)},
+                cwd=source.parent,
+                check=False,
+            )
+        if finished.returncode != 0:
+            tail = _tail(errors)
+            for line in tail[-20:]:
+                print(f"  | {line}", file=sys.stderr)
+            said = tail[-1] if tail else ""
+            if finished.returncode == EXIT_TRANSIENT:
+                raise TransientStepError(said or "the command exited 75")
+            raise ObjectRejectedError(
+                f"the command exited {finished.returncode}: {said or 'no output'}"
+            )
+        if not target.exists():
+            raise ObjectRejectedError("the command wrote no output")
+        return _printed_mapping(printed) if writes_output else None
+    finally:
+        printed.unlink(missing_ok=True)
+        errors.unlink(missing_ok=True)
+
+
+def _tail(path: Path, size: int = 8192) -> list[str]:
+    """The last lines of ``path`` (its last ``size`` bytes), blank ones left out."""
+    with path.open("rb") as reader:
+        reader.seek(max(0, path.stat().st_size - size))
+        text = reader.read().decode(errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _printed_mapping(path: Path) -> Any:
+    """A JSON object the command printed, if what it printed is one (and small)."""
+    if path.stat().st_size > FACTS_LIMIT:
+        return None
+    try:
+        printed = json.loads(path.read_bytes() or b"null")
     except ValueError:
-        printed = None
+        return None
     return printed if isinstance(printed, dict) else None
-
-
-def _last_line(text: bytes) -> str:
-    lines = [line for line in text.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 class StepCaller:
@@ -119,11 +139,14 @@ class StepCaller:
     def __init__(self, step: Step, *, workers: int) -> None:
         self.step = step
         self.pool = _pool(workers if step.kind == "python" else 1)
+        self.commands = threading.BoundedSemaphore(max(1, workers))
+        """Commands at once: as many as the child has CPUs for (JobC: one)."""
 
     def __call__(self, source: Path, target: Path, obj: ObjectRef) -> Mapping[str, Any] | None:
         try:
             if self.step.kind == "command":
-                returned = run_command(self.step, source, target)
+                with self.commands:
+                    returned = run_command(self.step, source, target)
             else:
                 future = self.pool.submit(
                     call_python, str(self.step.target), str(source), str(target), obj
