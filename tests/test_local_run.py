@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -138,9 +139,10 @@ def _until(condition: Any, what: str, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: int) -> None:
-    process = start_cli(tmp_path, "--local", "--array-size", "64")
+def _during_job_b(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """A local run of 64 children started, watched until JobB's jobs run: (its process, its
+    services' endpoint)."""
+    process = start_cli(tmp_path, "--local", "--array-size", "64", *args)
     assert process.stderr is not None
     endpoint = ""
     deadline = time.monotonic() + 60
@@ -151,9 +153,58 @@ def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: in
         if "JobB RUNNING" in line:  # jobs are running now
             break
     assert endpoint, "the local run did not start"
-    state = tmp_path / "state"
     # the services, the fork server, and a job at least
+    state = tmp_path / "state"
     _until(lambda: len(run_processes(endpoint, state)) >= 3, "no job process was seen")
+    return process, endpoint
+
+
+def _resumed_to_the_end(tmp_path: Path, run_id: str) -> None:
+    """``status`` sees the stopped run; ``resume`` completes it, every input accounted for."""
+    status = run_cli(tmp_path, "status", run_id, "--local")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"run {run_id} ")
+    resumed = run_cli(tmp_path, "resume", run_id, "--local", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout)["local"]["summary"]
+    assert summary["objects"] == {"listed": 300, "processed": 297, "rejected": 3}
+    assert [c["passed"] for c in summary["checks"]] == [True] * 10
+
+
+@pytest.mark.slow
+def test_a_killed_command_leaves_nothing_running_and_its_run_resumes(tmp_path: Path) -> None:
+    process, endpoint = _during_job_b(tmp_path, "--run-id", "killed")
+    process.kill()  # kill -9: no handler runs; the services see their standard input close
+    process.wait(timeout=10)
+    _until(lambda: not run_processes(endpoint, tmp_path / "state"), "processes left", 10)
+    _resumed_to_the_end(tmp_path, "killed")
+
+
+@pytest.mark.slow
+def test_dead_services_end_the_command_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    process, endpoint = _during_job_b(tmp_path, "--run-id", "orphaned")
+    services = next(
+        int(line.split(":")[0])
+        for line in run_processes(endpoint, tmp_path / "state")
+        if "pipeline.local serve" in line
+    )
+    os.kill(services, signal.SIGKILL)
+    assert process.wait(timeout=30) == 255
+    assert process.stderr is not None
+    errors = [line for line in process.stderr.read().splitlines() if line.startswith("error")]
+    assert errors == [
+        f"error: the local services stopped while this command used them (killed by signal 9: "
+        f"no output; their log: {tmp_path / 'state' / 'runs' / 'orphaned' / 'services.log'}); "
+        "what ran is saved: `status orphaned --local`, `resume orphaned --local`"
+    ]
+    _until(lambda: not run_processes(endpoint, tmp_path / "state"), "processes left", 10)
+    _resumed_to_the_end(tmp_path, "orphaned")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: int) -> None:
+    process, endpoint = _during_job_b(tmp_path)
+    state = tmp_path / "state"
     process.send_signal(stop)
     assert process.wait(timeout=30) == 130
     _until(lambda: not run_processes(endpoint, state), "processes of the run are left")

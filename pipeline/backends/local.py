@@ -12,13 +12,9 @@ its outputs) is here, and named in the docs' list of what differs by backend.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import select
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,8 +27,9 @@ from typing import Any
 from pipeline import contract
 from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
+from pipeline.backends.local_services import Services
 from pipeline.document import PipelineDocument
-from pipeline.errors import ConfigurationError, LocalError, RunStateError, SpecError
+from pipeline.errors import ConfigurationError, RunStateError, SpecError
 from pipeline.runs import engine
 from pipeline.runs.progress import SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
@@ -42,8 +39,6 @@ from pipeline.spec import QUEUE_NAME
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
-STARTUP_SECONDS = 120
-STOP_SECONDS = 30
 ENDPOINT_FILE = "endpoint.json"
 LOCK_FILE = "lock"
 BATCH_JOURNAL = "batch.jsonl"
@@ -57,10 +52,6 @@ def state_root() -> Path:
 
 def runs_dir() -> Path:
     return state_root() / "runs"
-
-
-class ServicesError(LocalError):
-    """The local services did not start, or stopped while a command used them."""
 
 
 @dataclass(frozen=True)
@@ -87,63 +78,6 @@ class LocalOptions:
         if self.on_upload is not None:
             return "upload"
         return "schedule" if self.on_schedule else None
-
-
-class Services:
-    """A ``python -m pipeline.local serve`` process, stopped when this command ends (it also
-    stops itself when this process dies: it watches its standard input)."""
-
-    def __init__(self, arguments: Sequence[str], log: Path | None) -> None:
-        command = [sys.executable, "-m", "pipeline.local", "serve", "--json", "--supervised"]
-        errors = log.open("ab") if log is not None else subprocess.DEVNULL
-        try:
-            self.process = subprocess.Popen(
-                [*command, *arguments],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                start_new_session=True,  # Ctrl-C reaches this command, which stops them
-            )
-        finally:
-            if log is not None:
-                errors.close()  # type: ignore[union-attr]
-        self.log = log
-        self.ready = self._handshake()
-        self.endpoint = str(self.ready["endpoint"])
-
-    def _handshake(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
-        line = self.process.stdout.readline() if readable else b""
-        if not line:
-            self.close()
-            raise ServicesError(f"the local services did not start: {self.last_words()}")
-        ready: dict[str, Any] = json.loads(line)
-        if "error" in ready:
-            self.close()
-            raise RunStateError(str(ready["error"]))
-        return ready
-
-    def last_words(self) -> str:
-        """The last line the services wrote to their log (the error that stopped them)."""
-        if self.log is None or not self.log.exists():
-            return "no log"
-        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
-        return lines[-1] if lines else "no output"
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            if self.process.stdin is not None:
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, 9)
-            self.process.wait()
 
 
 def endpoint_clients(endpoint: str, region: str) -> dict[str, Any]:

@@ -1,0 +1,128 @@
+"""The local services as a process of this command: started, watched, and stopped with it.
+
+``python -m pipeline.local serve --supervised`` runs in a session of its own (Ctrl-C reaches
+this command, which stops it) and stops itself when this process dies (it watches its
+standard input). This side watches it back: if the services die while the command uses them,
+the command ends within a second with one line saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import LocalError, RunStateError
+
+STARTUP_SECONDS = 120
+STOP_SECONDS = 30
+
+
+class ServicesError(LocalError):
+    """The local services did not start, or stopped while a command used them."""
+
+
+class Services:
+    """A ``python -m pipeline.local serve`` process, stopped when this command ends (it also
+    stops itself when this process dies: it watches its standard input)."""
+
+    def __init__(self, arguments: Sequence[str], log: Path | None) -> None:
+        command = [sys.executable, "-m", "pipeline.local", "serve", "--json", "--supervised"]
+        errors = log.open("ab") if log is not None else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [*command, *arguments],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,  # Ctrl-C reaches this command, which stops them
+            )
+        finally:
+            if log is not None:
+                errors.close()  # type: ignore[union-attr]
+        self.log = log
+        self.ready = self._handshake()
+        self.endpoint = str(self.ready["endpoint"])
+        self._closing = threading.Event()
+        self._watch()
+
+    def _watch(self) -> None:
+        """If the services die while this command uses them, say so within a second: a
+        SIGUSR1 to this process, whose handler raises :class:`ServicesError` in the main
+        thread (wherever it waits, a request in flight included), instead of each request
+        spending its retries on a port nobody answers."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def stopped(_signum: int, _frame: Any) -> None:
+            code = self.process.returncode
+            how = (
+                f"killed by signal {-code}"
+                if code is not None and code < 0
+                else f"exit code {code}"
+            )
+            if self.log is None:
+                raise ServicesError(f"the local services stopped ({how}: {self.last_words()})")
+            run_id = self.log.parent.name  # the run's folder holds the services' log
+            raise ServicesError(
+                f"the local services stopped while this command used them ({how}: "
+                f"{self.last_words()}; their log: {self.log}); what ran is saved: "
+                f"`status {run_id} --local`, `resume {run_id} --local`"
+            )
+
+        self._previous = signal.signal(signal.SIGUSR1, stopped)
+
+        def watch() -> None:
+            self.process.wait()
+            if not self._closing.is_set():
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+        threading.Thread(target=watch, name="services-watch", daemon=True).start()
+
+    def _handshake(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
+        line = self.process.stdout.readline() if readable else b""
+        if not line:
+            self.close()
+            raise ServicesError(f"the local services did not start: {self.last_words()}")
+        ready: dict[str, Any] = json.loads(line)
+        if "error" in ready:
+            self.close()
+            raise RunStateError(str(ready["error"]))
+        return ready
+
+    def last_words(self) -> str:
+        """The last line the services wrote to their log (the error that stopped them)."""
+        if self.log is None or not self.log.exists():
+            return "no log"
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
+        return lines[-1] if lines else "no output"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        closing = getattr(self, "_closing", None)
+        if closing is not None:
+            closing.set()
+        with contextlib.suppress(OSError, ValueError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 9)
+            self.process.wait()
+        previous = getattr(self, "_previous", None)
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
