@@ -423,3 +423,54 @@ def test_scripts_dev_local_json_is_valid_json_on_a_fresh_checkout(tmp_path: Path
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (checkout / "node_modules").exists()  # a local run needs no Node.js tools
     assert json.loads(result.stdout)["status"] == "SUCCEEDED"  # nothing else reached stdout
+
+
+def test_every_kind_of_entry_in_an_input_folder_is_seeded_or_said_why(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "plain.txt").write_text("plain\n")
+    (folder / "line\nbreak.txt").write_text("x\n")
+    deep = folder / "/".join(["d" * 200] * 6)
+    deep.mkdir(parents=True)
+    (deep / "long.txt").write_text("x\n")
+    os.mkfifo(folder / "pipe")
+    (folder / "dangling").symlink_to(folder / "nowhere")
+    (folder / "loop").symlink_to(folder / "loop")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not an input\n")
+    (folder / "escape").symlink_to(outside)
+    (folder / "inside").symlink_to(folder / "plain.txt")
+    (folder / "folder-link").symlink_to(folder / "sub")
+    objects, not_seeded = read_input_dir(folder)
+    assert sorted(objects) == ["inside", "plain.txt"]
+    long_key = f"{'/'.join(['d' * 200] * 6)}/long.txt"
+    assert not_seeded == {
+        "line\\nbreak.txt": "name has a control character (a newline, a tab ...), which S3 "
+        "keys avoid",
+        long_key: "name is 1,214 bytes in UTF-8; S3 object keys are at most 1,024",
+        "pipe": "a FIFO, not a regular file",
+        "dangling": "a link to nothing",
+        "loop": "a link that loops",
+        "escape": f"a link out of --input (to {outside}), not followed",
+        "folder-link": "a link to a folder, not followed",
+    }
+
+
+def test_an_unreadable_folder_is_said_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "closed").mkdir(parents=True)
+    (folder / "closed" / "hidden.txt").write_text("x\n")
+    (folder / "open.txt").write_text("x\n")
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:  # as without the permission (root reads any folder)
+        if Path(path).name == "closed":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    objects, not_seeded = read_input_dir(folder)
+    assert list(objects) == ["open.txt"]
+    assert not_seeded == {"closed": "folder cannot be read: Permission denied"}
