@@ -292,6 +292,19 @@ def test_resume_failed_only_completes_a_failed_local_run(tmp_path: Path) -> None
     assert {"batch.jsonl", "services.journal", "logs", "summary.json"} <= {
         p.name for p in kept.iterdir()
     }
+    # AND its report shows that history: the first JobB with its failed child, then the resume's
+    report = _run(tmp_path, "report", "resume-me", "--local", "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    jobs = [(j["job"], j["submission"], j["failed"]) for j in json.loads(report.stdout)["jobs"]]
+    assert ("JobB", 0, 1) in jobs
+    assert ("JobB", 1, 0) in jobs
+    assert [key for key, submission, _ in jobs if submission == 0] == [
+        "JobA",
+        "JobB",
+        "JobC",
+        "JobD",
+        "JobE",
+    ]
 
 
 def test_resume_of_an_unknown_local_run(tmp_path: Path) -> None:

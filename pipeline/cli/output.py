@@ -182,7 +182,7 @@ def format_run_report(report: RunReport) -> list[str]:
         )
         worst = report.worst_case.get(job.key, (0.0, 0.0))
         lines.append(
-            f"  {job.key:<5} {len(job.children):>6,} job(s), {timing}, {job.failed:,} failed, "
+            f"  {job.label:<15} {len(job.children):>6,} job(s), {timing}, {job.failed:,} failed, "
             f"{job.retries:,} retried, {job.vcpu_hours:,.4f} vCPU-hours "
             f"(worst case {worst[0]:,.1f})"
         )

@@ -111,7 +111,7 @@ def timeline_svg(report: RunReport) -> str:
     for row, job in enumerate(report.jobs):
         top = row * ROW + 4
         out.append(f'<g class="job-row" data-job="{_e(job.key)}">')
-        out.append(f'<text x="4" y="{top + ROW / 2}">{_e(job.key)}</text>')
+        out.append(f'<text x="4" y="{top + ROW / 2}">{_e(job.label)}</text>')
         if job.array_size:
             out += _array_bands(job, top, start, span)
         else:
@@ -265,7 +265,7 @@ def usage_block(report: RunReport) -> str:
         if cost and job.key in cost.per_job:
             priced = f"~${cost.per_job[job.key]:,.2f} ({_e(cost.instance_types[job.key])})"
         rows.append(
-            f"<tr><td>{_e(job.key)}</td><td>{len(job.children):,}</td>"
+            f"<tr><td>{_e(job.label)}</td><td>{len(job.children):,}</td>"
             f"<td>{job.vcpu_hours:,.4f}</td><td>{worst[0]:,.1f}</td>"
             f"<td>{job.gib_hours:,.4f}</td><td>{worst[1]:,.1f}</td>"
             f'<td class="estimate">{priced or "n/a"}</td></tr>'

@@ -120,12 +120,20 @@ def find_run(
     batch: BatchApi, queue: str, run_id: str, spec: PipelineSpec
 ) -> dict[str, JobProgress]:
     """The newest job of each key that carries the run's tag (a resumed run has older ones)."""
-    run: dict[str, JobProgress] = {}
+    return {key: jobs[-1] for key, jobs in find_run_history(batch, queue, run_id, spec).items()}
+
+
+def find_run_history(
+    batch: BatchApi, queue: str, run_id: str, spec: PipelineSpec
+) -> dict[str, list[JobProgress]]:
+    """Every job of each key that carries the run's tag, oldest first: the first submission,
+    then each resume's."""
+    run: dict[str, list[JobProgress]] = {}
     for job in spec:
         found = find_jobs_by_name(batch, queue, job.key, (RUN_TAG, run_id))
         if found:
-            newest = max(found, key=lambda j: j.get("createdAt") or 0)
-            run[job.key] = JobProgress.from_description(job.key, newest)
+            found.sort(key=lambda j: j.get("createdAt") or 0)
+            run[job.key] = [JobProgress.from_description(job.key, j) for j in found]
     if not run:
         raise RunStateError(
             f"no jobs of run {run_id!r} in queue {queue}; check the run id and --stack/--queue "

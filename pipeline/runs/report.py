@@ -18,7 +18,7 @@ from pipeline.document import PipelineDocument
 from pipeline.instances import PRICE_DATE, PRICE_REGION, InstanceType
 from pipeline.runs.failures import FailureGroup, failure_report
 from pipeline.runs.preflight import queue_instance_types, worst_case
-from pipeline.runs.progress import DESCRIBE_LIMIT, JobProgress, find_run
+from pipeline.runs.progress import DESCRIBE_LIMIT, JobProgress, find_run_history
 from pipeline.spec import DependencyType, PipelineSpec
 
 if TYPE_CHECKING:
@@ -112,6 +112,13 @@ class JobRecord:
     memory_mib: int
     children: tuple[ChildRecord, ...]
     """Every child of an array job; the job itself for a standard one."""
+    submission: int = 0
+    """0 for the run's first submission of the job, then 1, 2 ... for each resume's."""
+
+    @property
+    def label(self) -> str:
+        """``JobB``, or ``JobB (resume 1)`` for a resume's submission of it."""
+        return self.key if not self.submission else f"{self.key} (resume {self.submission})"
 
     @property
     def vcpu_hours(self) -> float:
@@ -192,6 +199,7 @@ class RunReport:
             jobs.append(
                 {
                     "job": job.key,
+                    "submission": job.submission,
                     "jobId": job.job_id,
                     "status": job.status,
                     "arraySize": job.array_size,
@@ -239,12 +247,17 @@ def collect(
     read_log: LogReader | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> RunReport:
-    """The run's report: its jobs (found by the run tag), every child described, one
-    DescribeJobs call per 100 children; ``on_progress(described, total)`` after each call."""
+    """The run's report, its whole history: every job of the run (found by the run tag), from
+    its first submission through each resume, every child described, one DescribeJobs call
+    per 100 children; ``on_progress(described, total)`` after each call."""
     calls: dict[str, int] = {}
     counted = _Counting(batch, calls)
-    run = find_run(counted, document.queue, run_id, document.spec)
-    progress = [run[j.key] for j in document.spec if j.key in run]
+    history = find_run_history(counted, document.queue, run_id, document.spec)
+    progress = sorted(
+        (job for key in history for job in history[key]),
+        key=lambda p: (p.created_at or 0, [j.key for j in document.spec].index(p.key)),
+    )
+    submissions: dict[str, int] = {}
     total = sum(p.array_size or 1 for p in progress)
     described = 0
     jobs: list[JobRecord] = []
@@ -272,12 +285,18 @@ def collect(
                 spec.vcpus,
                 spec.memory_mib,
                 tuple(sorted(children, key=lambda c: -1 if c.index is None else c.index)),
+                submission=submissions.get(job.key, 0),
             )
         )
+        submissions[job.key] = submissions.get(job.key, 0) + 1
     jobs = _with_ready_times(jobs, document.spec)
     failures = failure_report(counted, progress, read_log=read_log)
     # The worst case of this run, at the size it was submitted with.
-    sizes = [j.array_size for j in jobs if document.spec.job(j.key).scales_with_input]
+    sizes = [
+        j.array_size
+        for j in jobs
+        if document.spec.job(j.key).scales_with_input and not j.submission
+    ]
     run_spec = document.spec.with_array_size(sizes[0]) if sizes and sizes[0] else document.spec
     worst = {c.key: (c.vcpu_hours, c.gib_hours) for c in worst_case(run_spec)}
     return RunReport(
@@ -289,8 +308,9 @@ def _with_ready_times(jobs: Sequence[JobRecord], spec: PipelineSpec) -> list[Job
     """Each child's ready time from its dependencies as the spec declares them: the whole job
     it waits for has stopped (STANDARD), its partner child has (N_TO_N), the previous child
     has (SEQUENTIAL)."""
-    by_key = {job.key: job for job in jobs}
-    ends = {job.key: max((c.stopped_at or 0) for c in job.children) for job in jobs}
+    # A job waits for what was submitted before it: its dependency's latest submission so far.
+    by_key: dict[str, JobRecord] = {}
+    ends: dict[str, int] = {}
     ready_jobs = []
     for job in jobs:
         children: list[ChildRecord] = []
@@ -311,6 +331,8 @@ def _with_ready_times(jobs: Sequence[JobRecord], spec: PipelineSpec) -> list[Job
             children.append(replace(child, ready_at=ready))
             previous = child.stopped_at
         ready_jobs.append(replace(job, children=tuple(children)))
+        by_key[job.key] = job
+        ends[job.key] = max((c.stopped_at or 0) for c in job.children)
     return ready_jobs
 
 
@@ -332,7 +354,7 @@ def _estimate(
             continue
         best = min(fitting, key=lambda t: _hourly(t, job))
         hours = sum(c.run_seconds for c in job.children) / 3600
-        per_job[job.key] = round(hours * _hourly(best, job), 4)
+        per_job[job.key] = round(per_job.get(job.key, 0.0) + hours * _hourly(best, job), 4)
         types[job.key] = best.name
     spot = _queue_uses_spot(batch, document.queue)
     return CostEstimate(
