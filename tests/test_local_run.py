@@ -349,3 +349,26 @@ def test_a_local_schedule_over_the_cost_guard_publishes_its_refusal(tmp_path: Pa
         .splitlines()[-1]
         .startswith("error: the schedule trigger started no run: the run's worst case is")
     )
+
+
+def test_a_damaged_run_is_one_line_and_hides_no_other_run(tmp_path: Path) -> None:
+    # GIVEN two saved runs, one of whose journal is then damaged
+    for run_id in ("good", "damaged"):
+        assert _run(tmp_path, "--local", "--array-size", "2", "--run-id", run_id).returncode == 0
+    journal = tmp_path / "state" / "runs" / "damaged" / "batch.jsonl"
+    journal.write_bytes(b"not a record\n" + journal.read_bytes())
+    # WHEN the runs are listed, THEN the good one is, and the damaged one is named, with why
+    listed = _run(tmp_path, "status", "--local")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["good"]
+    assert f"note: run damaged is left out: {journal} line 1 is damaged" in listed.stderr
+    # AND each command on the damaged run is one line, exit code 255, no traceback
+    for command in (["status"], ["report"], ["resume"], ["diagnose"]):
+        result = _run(tmp_path, command[0], "damaged", "--local")
+        assert result.returncode == 255, (command, result.stderr)
+        assert result.stderr == (
+            f"error: {journal} line 1 is damaged; remove the run or that line\n"
+        )
+    # AND it can be removed
+    assert _run(tmp_path, "prune", "damaged", "--local").returncode == 0
+    assert not journal.exists()

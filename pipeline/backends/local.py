@@ -313,6 +313,9 @@ class LocalBackend:
             folders = sorted(d for d in _run_folders() if (d / BATCH_JOURNAL).is_file())
             history = [f"--history={folder}" for folder in folders]
             with self._services(["--read-only", "--with-pipeline", *history], None) as session:
+                assert session.services is not None
+                for name, why in (session.services.ready.get("damaged") or {}).items():
+                    self.on_progress(f"note: run {name} is left out: {why}")
                 yield session
             return
         folder = runs_dir() / run_id

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LocalError, RunStateError
+from pipeline.errors import EXIT_LOCAL, LocalError, RunStateError
 
 STARTUP_SECONDS = 120
 STOP_SECONDS = 30
@@ -97,6 +97,8 @@ class Services:
         ready: dict[str, Any] = json.loads(line)
         if "error" in ready:
             self.close()
+            if ready.get("exitCode") == EXIT_LOCAL:
+                raise ServicesError(str(ready["error"]))
             raise RunStateError(str(ready["error"]))
         return ready
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, SpecError
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LOCAL, EXIT_OK, SpecError
 
 PROG = "python -m pipeline.local"
 
@@ -92,6 +92,7 @@ def serve(args: argparse.Namespace) -> int:
         inputs, not_seeded = (
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
+    from pipeline.local.batch.journal import JournalError
     from pipeline.local.services import LocalServices, StateInUseError
     from pipeline.steps import load_steps
 
@@ -113,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
         services.start()
     except StateInUseError as error:
         return _fail(args, str(error), EXIT_BAD_INPUT)
+    except JournalError as error:  # the state folder's journal is damaged
+        return _fail(args, str(error), EXIT_LOCAL)
     try:
         seeded = {
             "objects": len(inputs or {}),

@@ -27,7 +27,7 @@ from pipeline.errors import SpecError
 from pipeline.local import resources
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
-from pipeline.local.batch.journal import Journal, replay
+from pipeline.local.batch.journal import Journal, JournalError, replay
 from pipeline.local.batch.models import BatchBackend
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
@@ -165,6 +165,8 @@ class LocalServices:
         given with a state folder, they are kept there for the next start."""
         self.endpoint = ""
         self.fresh = True
+        self.damaged: dict[str, str] = {}
+        """Runs of ``history`` left out, by folder name: why their state cannot be read."""
         self._closers: list[Callable[[], None]] = []
         self._lock_file: IO[bytes] | None = None
 
@@ -207,8 +209,16 @@ class LocalServices:
             resources.deploy(self.batch.call, direct, document)
         shipper = LogShipper(direct["logs"])
         self.dispatcher.before_logs = shipper.flush
-        for folder in [*self.history, *([state] if state is not None else [])]:
-            self._replay(folder, moto, shipper, batch_only=folder is not state)
+        for folder in self.history:  # other runs, to list: a damaged one is left out, said why
+            try:
+                self._replay(folder, moto, shipper, batch_only=True)
+            except (JournalError, KeyError, TypeError, ValueError) as error:
+                why = f"{folder / BATCH_JOURNAL} holds a record this version cannot read"
+                self.damaged[folder.name] = (
+                    str(error) if isinstance(error, JournalError) else f"{why} ({error!r})"
+                )
+        if state is not None:
+            self._replay(state, moto, shipper, batch_only=False)
         if state is not None and not self.read_only:
             self.dispatcher.journal = ServiceJournal(state / SERVICES_JOURNAL)
             journal = Journal(state / BATCH_JOURNAL)
@@ -289,6 +299,7 @@ class LocalServices:
             "vcpus": self.scheduler.vcpu_budget if not self.read_only else None,
             "stateDir": str(self.state_dir) if self.state_dir else None,
             "fresh": self.fresh,
+            "damaged": dict(self.damaged),
         }
 
     def stop(self) -> None:

@@ -78,9 +78,11 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
 
 def replay(backend: BatchBackend, path: Path, call: Any) -> None:
     """Rebuild ``backend``'s registry and jobs from the journal at ``path``; ``call(operation,
-    request)`` applies a registry call. Jobs come back as they were, without running."""
+    request)`` applies a registry call. Jobs come back as they were, without running. Every
+    line is read before any is applied, so a damaged journal changes nothing."""
+    every = list(records(path))
     with backend.lock:
-        for record in records(path):
+        for record in every:
             kind = record["kind"]
             if kind == "call":
                 call(record["operation"], record["request"])
