@@ -372,3 +372,39 @@ def test_a_damaged_run_is_one_line_and_hides_no_other_run(tmp_path: Path) -> Non
     # AND it can be removed
     assert _run(tmp_path, "prune", "damaged", "--local").returncode == 0
     assert not journal.exists()
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_is_seen_as_it_was_and_resumes(tmp_path: Path) -> None:
+    """A run's state is appended as it happens; a kill while a record is written leaves a
+    partial last line. A job's S3 writes are journaled before its end is, so at any moment
+    the services' journal holds at least what the Batch journal implies. Cut the Batch journal
+    at random points, and the services' journal in its last record (as kills at random
+    moments would), and the run is still seen, as it was then, and resumes to the end."""
+    import random
+    import shutil
+
+    first = _run(
+        tmp_path, "--local", "--array-size", "4", "--run-id", "cut", "--inject", "JobC:1=exit:1"
+    )
+    assert first.returncode == 1
+    saved = tmp_path / "state" / "runs" / "cut"
+    batch_size = (saved / "batch.jsonl").stat().st_size
+    services_size = (saved / "services.journal").stat().st_size
+    rng = random.Random(20261130)
+    for attempt in range(3):
+        home = tmp_path / f"copy{attempt}"
+        shutil.copytree(tmp_path / "state", home / "state")
+        copied = home / "state" / "runs" / "cut"
+        with (copied / "batch.jsonl").open("r+b") as handle:
+            handle.truncate(int(batch_size * rng.uniform(0.3, 0.99)))
+        with (copied / "services.journal").open("r+b") as handle:
+            handle.truncate(services_size - rng.randint(1, 20))
+        status = run_cli(home, "status", "cut", "--local")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("run cut ")
+        if attempt == 0:
+            resumed = run_cli(home, "resume", "cut", "--local", "--json")
+            assert resumed.returncode == 0, resumed.stderr[-2000:]
+            summary = json.loads(resumed.stdout)["local"]["summary"]
+            assert summary["objects"] == {"listed": 300, "processed": 297, "rejected": 3}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline import contract
 from pipeline.failure_events import RUN_ID_PLACEHOLDER
-from pipeline.local.resources import FAILURES_QUEUE, NOTIFICATIONS_QUEUE
+from pipeline.local.resources import FAILURES_QUEUE, NOTIFICATIONS_QUEUE, write_json
 from pipeline.runs.progress import SubmittedRun, leaf_attempts
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def finish_local(
         return replace(outcome, local=local), lines
     summary = _summary(session, run.run_id)
     kept = folder / "summary.json"
-    kept.write_text(json.dumps(summary, indent=2))
+    write_json(kept, summary)
     copied = None
     if session.output_dir is not None:
         copied = str(_copy_outputs(session, run.run_id, session.output_dir))
@@ -157,7 +157,7 @@ def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
         s3.download_file(
             session.document.resources["memory_results_bucket"], outputs[key], str(path)
         )
-    (destination / "outputs.json").write_text(json.dumps(paths, indent=2, sort_keys=True))
+    write_json(destination / "outputs.json", paths)
     return destination
 
 

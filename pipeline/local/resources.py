@@ -138,6 +138,14 @@ def job_environment(endpoint: str, import_roots: Sequence[str] = ()) -> dict[str
     return env
 
 
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as JSON, whole or not at all: a sibling temporary file, then
+    ``os.replace`` (atomic on POSIX), so a kill at any moment leaves the old file or the new."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)
+
+
 STEPS_FILE = "steps.json"
 """A run's steps in its folder, and where their modules were imported from: the services
 deploy them for the run, and again when it is resumed."""
@@ -146,7 +154,7 @@ deploy them for the run, and again when it is resumed."""
 def save_steps(folder: Path, steps: PipelineSteps) -> None:
     """Keep ``steps`` (and where their modules are) as the steps of the run in ``folder``."""
     saved = {"steps": steps.as_json(), "importRoots": import_roots(steps)}
-    (folder / STEPS_FILE).write_text(json.dumps(saved, indent=2))
+    write_json(folder / STEPS_FILE, saved)
 
 
 def saved_steps(folder: Path) -> tuple[PipelineSteps, list[str]] | None:

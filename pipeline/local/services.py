@@ -244,7 +244,7 @@ class LocalServices:
         self._closers.append(self.server.shutdown)
         if state is not None and not self.read_only:
             endpoint_file = state / ENDPOINT_FILE
-            _write_atomically(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
+            resources.write_json(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
             self._closers.append(lambda: endpoint_file.unlink(missing_ok=True))
 
     def _steps(self, state: Path | None) -> tuple[PipelineSteps, list[str]]:
@@ -326,9 +326,3 @@ def _put_event(events: Any, detail: dict[str, Any]) -> None:
                 }
             ]
         )
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)
