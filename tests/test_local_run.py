@@ -408,3 +408,46 @@ def test_a_run_killed_while_saving_is_seen_as_it_was_and_resumes(tmp_path: Path)
             assert resumed.returncode == 0, resumed.stderr[-2000:]
             summary = json.loads(resumed.stdout)["local"]["summary"]
             assert summary["objects"] == {"listed": 300, "processed": 297, "rejected": 3}
+
+
+@pytest.mark.slow
+def test_a_full_disk_for_the_state_stops_the_run_in_one_line_and_it_resumes(
+    tmp_path: Path,
+) -> None:
+    """A file-size limit (RLIMIT_FSIZE) stands in for a full disk: writes past it fail with
+    EFBIG, as they would with ENOSPC."""
+    import resource
+    import sys
+
+    from cli import cli_env
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8_000_000, 8_000_000))
+
+    full = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.submit",
+            "--local",
+            "--array-size",
+            "8",
+            "--run-id",
+            "full",
+        ],
+        env=cli_env(tmp_path),
+        preexec_fn=limited,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert full.returncode == 255
+    assert "Traceback" not in full.stderr
+    (error,) = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    journal = tmp_path / "state" / "runs" / "full" / "services.journal"
+    assert f"the run's state cannot be written to {journal}: File too large" in error
+    assert "`resume full --local`" in error
+    # WHEN there is room again, THEN the run resumes to the end
+    _resumed_to_the_end(tmp_path, "full")

@@ -385,9 +385,17 @@ class LocalBackend:
     def _services(
         self, arguments: list[str], folder: Path | None, log: Path | None = None
     ) -> Iterator[LocalSession]:
+        from botocore.exceptions import EndpointConnectionError
+
         services = Services(arguments, log)
         try:
             yield self._open(services.endpoint, folder, services)
+        except EndpointConnectionError as error:
+            # A request found nobody at the port: the services are ending (or have ended);
+            # say why, as the watcher would a moment later.
+            if not services.ended(within=5):
+                raise
+            raise services.stopped_error() from error
         finally:
             services.close()
 

@@ -63,20 +63,7 @@ class Services:
             return
 
         def stopped(_signum: int, _frame: Any) -> None:
-            code = self.process.returncode
-            how = (
-                f"killed by signal {-code}"
-                if code is not None and code < 0
-                else f"exit code {code}"
-            )
-            if self.log is None:
-                raise ServicesError(f"the local services stopped ({how}: {self.last_words()})")
-            run_id = self.log.parent.name  # the run's folder holds the services' log
-            raise ServicesError(
-                f"the local services stopped while this command used them ({how}: "
-                f"{self.last_words()}; their log: {self.log}); what ran is saved: "
-                f"`status {run_id} --local`, `resume {run_id} --local`"
-            )
+            raise self.stopped_error()
 
         self._previous = signal.signal(signal.SIGUSR1, stopped)
 
@@ -86,6 +73,19 @@ class Services:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
         threading.Thread(target=watch, name="services-watch", daemon=True).start()
+
+    def stopped_error(self) -> ServicesError:
+        """What to say when the services have stopped under this command."""
+        code = self.process.poll()
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        if self.log is None:
+            return ServicesError(f"the local services stopped ({how}: {self.last_words()})")
+        run_id = self.log.parent.name  # the run's folder holds the services' log
+        return ServicesError(
+            f"the local services stopped while this command used them ({how}: "
+            f"{self.last_words()}; their log: {self.log}); what ran is saved: "
+            f"`status {run_id} --local`, `resume {run_id} --local`"
+        )
 
     def _handshake(self) -> dict[str, Any]:
         assert self.process.stdout is not None
@@ -103,14 +103,23 @@ class Services:
         return ready
 
     def last_words(self) -> str:
-        """The last line the services wrote to their log (the error that stopped them)."""
+        """The error the services said last in their log, else its last line."""
         if self.log is None or not self.log.exists():
             return "no log"
         lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
-        return lines[-1] if lines else "no output"
+        errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        return errors[-1] if errors else lines[-1] if lines else "no output"
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def ended(self, *, within: float) -> bool:
+        """Whether the services have ended, or end within ``within`` seconds."""
+        try:
+            self.process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def close(self) -> None:
         closing = getattr(self, "_closing", None)

@@ -127,6 +127,9 @@ def serve(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         services.stop()
+    if services.fatal is not None:  # after the handshake: to the log the client reads
+        print(f"error: {services.fatal}", file=sys.stderr, flush=True)
+        return EXIT_LOCAL
     return EXIT_OK
 
 

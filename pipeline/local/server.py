@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from pipeline.local.batch.journal import AppendOnlyFile
 from pipeline.local.moto_app import WsgiApp, request_handler
 
 if TYPE_CHECKING:
@@ -62,15 +62,10 @@ def signing_service(environ: dict[str, Any]) -> str | None:
     return parts[3] if len(parts) >= 5 else None
 
 
-class ServiceJournal:
+class ServiceJournal(AppendOnlyFile):
     """What changed S3 and DynamoDB, request by request, appended as it is answered: a JSON
     line (the request's method, path, query and headers) followed by its body. Replayed into a
     fresh moto, it gives back every bucket's objects and every table's items."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file = path.open("ab")
 
     @staticmethod
     def wanted(environ: dict[str, Any], service: str | None) -> bool:
@@ -82,7 +77,7 @@ class ServiceJournal:
             return target.rsplit(".", 1)[-1] in DYNAMODB_WRITES
         return False
 
-    def append(self, environ: dict[str, Any], body: bytes) -> None:
+    def append_request(self, environ: dict[str, Any], body: bytes) -> None:
         kept: dict[str, Any] = {
             key: value
             for key, value in environ.items()
@@ -92,15 +87,7 @@ class ServiceJournal:
             if key.startswith("moto.") and isinstance(value, dict):
                 kept[key] = value
         header = json.dumps({"environ": kept, "length": len(body)}).encode()
-        with self._lock:
-            self._file.write(header + b"\n" + body + b"\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+        self.append(header + b"\n" + body + b"\n")
 
 
 def journaled_requests(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
@@ -201,7 +188,7 @@ class Dispatcher:
 
             answer = list(self.moto(environ, recording))
             if statuses and statuses[0][:1] == "2":
-                journal.append(environ, body)
+                journal.append_request(environ, body)
             return answer
         finally:
             with self._lock:

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -166,6 +167,8 @@ class LocalServices:
         self.endpoint = ""
         self.fresh = True
         self.damaged: dict[str, str] = {}
+        self.fatal: str | None = None
+        """Why the services stopped themselves (their state could not be written)."""
         """Runs of ``history`` left out, by folder name: why their state cannot be read."""
         self._closers: list[Callable[[], None]] = []
         self._lock_file: IO[bytes] | None = None
@@ -220,9 +223,9 @@ class LocalServices:
         if state is not None:
             self._replay(state, moto, shipper, batch_only=False)
         if state is not None and not self.read_only:
-            self.dispatcher.journal = ServiceJournal(state / SERVICES_JOURNAL)
-            journal = Journal(state / BATCH_JOURNAL)
-            self.backend.on_record = journal.append
+            self.dispatcher.journal = ServiceJournal(state / SERVICES_JOURNAL, self._state_lost)
+            journal = Journal(state / BATCH_JOURNAL, self._state_lost)
+            self.backend.on_record = journal.append_record
             self.batch.journal = journal
             self._closers += [self.dispatcher.journal.close, journal.close]
         if self.with_pipeline and self.fresh and self.inputs is not None:
@@ -246,6 +249,14 @@ class LocalServices:
             endpoint_file = state / ENDPOINT_FILE
             resources.write_json(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
             self._closers.append(lambda: endpoint_file.unlink(missing_ok=True))
+
+    def _state_lost(self, message: str) -> None:
+        """The run's state cannot be written (a full disk): stop, saying why, rather than run
+        on with work that would not be kept. The state folder holds whole records up to
+        here, so the run resumes once there is room."""
+        if self.fatal is None:
+            self.fatal = message
+            os.kill(os.getpid(), signal.SIGTERM)  # serve stops the services and says why
 
     def _steps(self, state: Path | None) -> tuple[PipelineSteps, list[str]]:
         saved = resources.saved_steps(state) if state is not None else None

@@ -11,10 +11,11 @@ started one as a lost host, the others as never started, as when the services st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +38,50 @@ class JournalError(Exception):
     """A journal that cannot be read; the message names the file and the line."""
 
 
-class Journal:
-    """Appends records to a file, one JSON line each, flushed as written."""
+class StateWriteError(OSError):
+    """A run's state could not be written (a full disk); the message names the file."""
 
-    def __init__(self, path: Path) -> None:
+
+class AppendOnlyFile:
+    """A file that only grows by whole records, flushed as written. A record that cannot be
+    written whole (a full disk) is cut back off, nothing is written after it, and
+    ``on_broken(message)`` is told once: the state is then what it was before that record."""
+
+    def __init__(self, path: Path, on_broken: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.on_broken = on_broken or (lambda _message: None)
+        self.broken: str | None = None
         self._lock = threading.Lock()
         self._file = path.open("ab")
 
-    def append(self, kind: str, record: dict[str, Any]) -> None:
-        line = json.dumps({"kind": kind, **record}, separators=(",", ":")).encode() + b"\n"
+    def append(self, data: bytes) -> None:
         with self._lock:
-            self._file.write(line)
-            self._file.flush()
+            if self.broken is not None:
+                raise StateWriteError(self.broken)
+            start = self._file.tell()
+            try:
+                self._file.write(data)
+                self._file.flush()
+            except OSError as error:
+                self.broken = f"the run's state cannot be written to {self.path}: {error.strerror}"
+                with contextlib.suppress(OSError):
+                    self._file.truncate(start)
+                self.on_broken(self.broken)
+                raise StateWriteError(self.broken) from error
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.suppress(OSError):
             self._file.flush()
             os.fsync(self._file.fileno())
+        with contextlib.suppress(OSError):
             self._file.close()
+
+
+class Journal(AppendOnlyFile):
+    """AWS Batch's records, one JSON line each (see the module's docstring)."""
+
+    def append_record(self, kind: str, record: dict[str, Any]) -> None:
+        self.append(json.dumps({"kind": kind, **record}, separators=(",", ":")).encode() + b"\n")
 
 
 def records(path: Path) -> Iterator[dict[str, Any]]:

@@ -80,7 +80,7 @@ class BatchService:
         with self.backend.lock:
             response = handler(request)
             if self.journal is not None and operation in REGISTRY_CALLS:
-                self.journal.append("call", {"operation": operation, "request": request})
+                self.journal.append_record("call", {"operation": operation, "request": request})
         return response
 
     def replay(self, operation: str, request: dict[str, Any]) -> None:
