@@ -451,3 +451,18 @@ def test_a_full_disk_for_the_state_stops_the_run_in_one_line_and_it_resumes(
     assert "`resume full --local`" in error
     # WHEN there is room again, THEN the run resumes to the end
     _resumed_to_the_end(tmp_path, "full")
+
+
+@pytest.mark.slow
+def test_a_second_run_with_the_same_id_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    process, _ = _during_job_b(tmp_path, "--run-id", "twice")
+    try:
+        second = _run(tmp_path, "--local", "--array-size", "2", "--run-id", "twice")
+        assert second.returncode == 252
+        assert second.stderr.startswith("error: a local run 'twice' exists in ")
+        resumed = _run(tmp_path, "resume", "twice", "--local")
+        assert resumed.returncode == 252
+        assert "run twice is still running in another command" in resumed.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
