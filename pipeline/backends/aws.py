@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pipeline.document import PipelineDocument
-from pipeline.errors import ConfigurationError
+from pipeline.errors import EXIT_SERVICE, ConfigurationError
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -154,6 +154,8 @@ class AwsBackend:
     """Runs of a pipeline deployed to AWS."""
 
     always_watches = False
+    unreachable_exit_code = EXIT_SERVICE
+    """An endpoint that cannot be reached is AWS's (or the network's) trouble."""
     default_poll_interval = 10.0
 
     def __init__(self, target: AwsTarget, connector: Connector = connect) -> None:

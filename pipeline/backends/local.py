@@ -29,7 +29,7 @@ from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
 from pipeline.backends.local_services import Services
 from pipeline.document import PipelineDocument
-from pipeline.errors import ConfigurationError, RunStateError, SpecError
+from pipeline.errors import EXIT_LOCAL, ConfigurationError, RunStateError, SpecError
 from pipeline.runs import engine
 from pipeline.runs.progress import SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
@@ -221,6 +221,8 @@ class LocalBackend:
     """Runs on this machine, each in its own folder, through the local services."""
 
     always_watches = True
+    unreachable_exit_code = EXIT_LOCAL
+    """The endpoint is this machine's services: if it cannot be reached, they stopped."""
     default_poll_interval = 0.2
     where = "--local"
 

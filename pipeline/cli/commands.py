@@ -289,9 +289,9 @@ def main(
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else EXIT_OK
     output = Output(options.json, stdout or sys.stdout, err)
+    backend = make_backend(options, output, connector)
     try:
         with _stops_as_interrupts():
-            backend = make_backend(options, output, connector)
             return COMMANDS[options.command](options, output, backend)
     except SpecError as error:
         return fail(in_flags(error), EXIT_BAD_INPUT)
@@ -309,7 +309,7 @@ def main(
             f"{error.operation_name}: {info.get('Code')}: {info.get('Message')}", EXIT_SERVICE
         )
     except BotoCoreError as error:
-        return fail(str(error), EXIT_LOCAL if options.local else EXIT_SERVICE)
+        return fail(str(error), backend.unreachable_exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=err)
         return EXIT_INTERRUPTED
