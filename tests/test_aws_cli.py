@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_aws_cli")]
 
 AWS = str(Path(sys.executable).with_name("aws"))
 LOCAL_ARRAY_SIZE = 8
@@ -165,8 +165,23 @@ def submit_the_guides_chain(env: dict[str, str], folder: Path) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.fixture(scope="module")
+def timing_out(endpoint: dict[str, str]) -> str:
+    """A job whose only attempt runs into its 60 s timeout (Batch's minimum), submitted first
+    so that the module's other cases run while it waits; its definition also serves
+    TerminateJob."""
+    _definition(
+        endpoint,
+        "sleeps",
+        ["sleep", "120"],
+        retryStrategy={"attempts": 2},
+        timeout={"attemptDurationSeconds": 60},
+    )
+    return _submit(endpoint, "slow", "sleeps", "--timeout", "attemptDurationSeconds=60")
+
+
 def test_the_guides_five_requests_run_in_the_order_batch_promises(
-    endpoint: dict[str, str], tmp_path: Path
+    endpoint: dict[str, str], timing_out: str, tmp_path: Path
 ) -> None:
     # GIVEN two runs of the guide's requests submitted at once by a shell script, each job ID
     # fed to the next request's dependsOn; neither carries this library's run environment
@@ -247,7 +262,7 @@ def _submit(env: dict[str, str], name: str, definition: str, *args: str) -> str:
 
 
 def test_retry_strategy_timeout_dependency_and_terminate_through_the_cli(
-    endpoint: dict[str, str],
+    endpoint: dict[str, str], timing_out: str
 ) -> None:
     # A job exiting 3 under "RETRY on exit code 3, else EXIT", with three attempts: three
     # attempts, each with its exit code, then FAILED
@@ -275,16 +290,6 @@ def test_retry_strategy_timeout_dependency_and_terminate_through_the_cli(
     )
     ended = wait_until_ended(endpoint, _submit(endpoint, "not-retried", "exits-3-no-retry"))
     assert len(ended["attempts"]) == 1
-    # A timeout: the attempt is stopped and never retried, whatever the attempts left
-    _definition(
-        endpoint,
-        "sleeps",
-        ["sleep", "120"],
-        retryStrategy={"attempts": 2},
-        timeout={"attemptDurationSeconds": 60},
-    )
-    slow = _submit(endpoint, "slow", "sleeps", "--timeout", "attemptDurationSeconds=60")
-    # (60 s is Batch's minimum; the dependency and terminate cases run meanwhile)
     # A job depending on a failed one fails without running
     dependent = _submit(
         endpoint, "dependent", "exits-3", "--depends-on", f"jobId={retried['jobId']}"
@@ -305,7 +310,8 @@ def test_retry_strategy_timeout_dependency_and_terminate_through_the_cli(
     terminated = wait_until_ended(endpoint, running)
     assert terminated["status"] == "FAILED"
     assert terminated["statusReason"] == "stopped by the test"
-    timed_out = wait_until_ended(endpoint, slow, timeout=150)
+    # A timeout: the attempt is stopped and never retried, whatever the attempts left
+    timed_out = wait_until_ended(endpoint, timing_out, timeout=150)
     assert timed_out["status"] == "FAILED"
     assert len(timed_out["attempts"]) == 1
     assert timed_out["attempts"][0]["statusReason"] == "Job attempt duration exceeded timeout"

@@ -40,6 +40,10 @@ class AnalyticsStack(cdk.Stack):
 """
 
 
+# Its module fixture is made once: its tests run on one worker.
+pytestmark = pytest.mark.xdist_group("test_consumer_app")
+
+
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     namespace: dict[str, Any] = {}

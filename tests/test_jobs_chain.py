@@ -1,4 +1,4 @@
-"""The five job programs chained A->E in process on moto, over 1,600 mixed objects."""
+"""The five job programs chained A->E in process on moto, over 1,100 mixed objects."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from jobs_world import MAX_OBJECT_BYTES, ODD_KEYS, World, jobs_world, sample_inp
 
 from pipeline import contract
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_jobs_chain")]
 
 
 @pytest.fixture(scope="module")
 def chained() -> Iterator[tuple[World, dict[str, bytes]]]:
-    """One full A->E run over 1,600 mixed objects in 4 shards, shared by the assertions."""
-    inputs = sample_inputs(1_600)
+    """One full A->E run over 1,100 mixed objects in 4 shards, shared by the assertions."""
+    inputs = sample_inputs(1_100)
     with jobs_world(array_size=4) as world:
         world.put_inputs(inputs)
         world.run_all()

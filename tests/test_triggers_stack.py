@@ -39,6 +39,10 @@ class IngestStack(cdk.Stack):
 """
 
 
+# Its module fixture is made once: its tests run on one worker.
+pytestmark = pytest.mark.xdist_group("test_triggers_stack")
+
+
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     namespace: dict[str, Any] = {}
