@@ -161,7 +161,7 @@ def test_grant_helpers_give_output_read_and_job_submission(consumer: Synthesized
     submit = next(s for s in policy if "batch:SubmitJob" in s["Action"])
     rendered = str(submit["Resource"])
     assert "NightlyComputeQueue" in rendered
-    assert "nightly-JobA-list-and-validate:*" in rendered
+    assert "NightlyJobsJobA" in rendered  # the revision deployed, not name:*
     assert "adhoc" not in rendered
 
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from conftest import Synthesized, new_app, run_checkov, synthesize
+from iam_policy import check_job_permissions
 
 from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import PipelineConfigError
-from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG
+from pipeline.spec import DEFAULT_SPEC, JOB_TAG_KEYS, PIPELINE_TAG
 from pipeline.trigger_events import schedule_event, upload_pattern
 
 CONSUMER_APP = """
@@ -191,20 +192,15 @@ def test_the_starter_role_is_held_to_this_pipelines_queue_definitions_and_tag(
     ingest: Synthesized,
 ) -> None:
     statements = _starter_statements(ingest, "Uploads")
-    by_action = {tuple(sorted(s["Action"])): s for s in statements}
-    submit = by_action[("batch:SubmitJob", "batch:TagResource")]
-    assert submit["Condition"] == {
-        "StringEquals": {f"aws:RequestTag/{PIPELINE_TAG}": "uploads-ProdQueue"}
-    }
+    check_job_permissions(
+        statements, ingest.template, "uploads-ProdQueue", PIPELINE_TAG, JOB_TAG_KEYS, "Uploads"
+    )
+    submit = next(s for s in statements if s["Action"] == "batch:SubmitJob")
     resources = json.dumps(submit["Resource"])
     assert "UploadsComputeQueue" in resources
     for job in DEFAULT_SPEC:  # the exact revisions deployed, not name:*
         assert f"UploadsJobs{job.key}" in resources
     assert "job-definition" not in resources
-    stop = by_action[("batch:CancelJob", "batch:TerminateJob")]
-    assert stop["Condition"] == {
-        "StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG}": "uploads-ProdQueue"}
-    }
     actions = {a for s in statements for a in s["Action"]}
     assert not any(a.startswith(("s3:", "dynamodb:", "iam:")) for a in actions)
     role_id = next(k for k in _of(ingest, "AWS::IAM::Role", "Uploads") if "StarterRole" in k)

@@ -20,9 +20,9 @@ OBJECT_WILDCARD_REASON = (
 
 
 GRANT_WILDCARD_REASON = (
-    "Batch job ARNs and job definition revisions are made at submit and deploy time, and "
-    "DescribeJobs/ListJobs support no resource-level permissions; the queue and definitions "
-    "are this pipeline's own."
+    "Batch job ARNs are made at submit time (new jobs must carry this pipeline's tag and only "
+    "this library's tag keys), and DescribeJobs/ListJobs support no resource-level "
+    "permissions; the queue and the job-definition revisions are this pipeline's own."
 )
 
 

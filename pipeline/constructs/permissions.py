@@ -10,7 +10,7 @@ from aws_cdk import Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_iam as iam
 
-from pipeline.spec import PIPELINE_TAG
+from pipeline.spec import JOB_TAG_KEYS, PIPELINE_TAG
 
 
 def run_statements(
@@ -18,23 +18,55 @@ def run_statements(
 ) -> list[iam.PolicyStatement]:
     """Submit, tag, stop and describe this pipeline's jobs.
 
-    SubmitJob needs the queue, the definition and the new job ("Actions, resources, and
-    condition keys for AWS Batch"); tag-on-create needs TagResource on the job, with the tags
-    in the request, which must carry this pipeline's tag; CancelJob and TerminateJob reach only
-    jobs carrying it. DescribeJobs, ListJobs and the other Describe calls support no
-    resource-level permissions.
+    Each condition key sits only where the Service Authorization Reference ("Actions,
+    resources, and condition keys for AWS Batch") lists it:
+
+    - SubmitJob authorizes the queue, the job definition and the new job. The tag keys
+      (``aws:RequestTag``, ``aws:TagKeys``) are evaluated on the ``job`` resource type only,
+      so the queue and the definitions (exact revisions) are allowed in a statement without
+      them, and the new job in one that requires this pipeline's tag and only this library's
+      tag keys.
+    - Tag-on-create needs TagResource on the new job, held to the same request tags. Batch
+      has no condition key that tells tag-on-create from a later TagResource call, so the
+      same statement would let a grantee put this pipeline's tag on an existing job: the
+      Deny below refuses that for any job that already carries another pipeline's tag, and
+      the ``aws:TagKeys`` limit keeps every other tag key (which someone else's tag-based
+      policy might trust) out of reach. What stays possible is tagging a job that carries
+      no pipeline tag at all, which then counts as this pipeline's for CancelJob and
+      TerminateJob; see the security page of the docs.
+    - CancelJob and TerminateJob reach only jobs carrying this pipeline's tag
+      (``aws:ResourceTag`` on the ``job`` resource type).
+    - DescribeJobs, ListJobs and the other Describe calls support no resource-level
+      permissions.
     """
     jobs_arn = Stack.of(queue).format_arn(service="batch", resource="job", resource_name="*")
+    pipeline_tag = f"aws:ResourceTag/{PIPELINE_TAG}"
     return [
         iam.PolicyStatement(
+            actions=["batch:SubmitJob"],
+            resources=[queue.job_queue_arn, *definition_arns],
+        ),
+        iam.PolicyStatement(
             actions=["batch:SubmitJob", "batch:TagResource"],
-            resources=[queue.job_queue_arn, *definition_arns, jobs_arn],
-            conditions={"StringEquals": {f"aws:RequestTag/{PIPELINE_TAG}": queue_name}},
+            resources=[jobs_arn],
+            conditions={
+                "StringEquals": {f"aws:RequestTag/{PIPELINE_TAG}": queue_name},
+                "ForAllValues:StringEquals": {"aws:TagKeys": list(JOB_TAG_KEYS)},
+            },
+        ),
+        iam.PolicyStatement(
+            effect=iam.Effect.DENY,
+            actions=["batch:TagResource"],
+            resources=[jobs_arn],
+            conditions={
+                "StringNotEquals": {pipeline_tag: queue_name},
+                "Null": {pipeline_tag: "false"},
+            },
         ),
         iam.PolicyStatement(
             actions=["batch:CancelJob", "batch:TerminateJob"],
             resources=[jobs_arn],
-            conditions={"StringEquals": {f"aws:ResourceTag/{PIPELINE_TAG}": queue_name}},
+            conditions={"StringEquals": {pipeline_tag: queue_name}},
         ),
         iam.PolicyStatement(
             actions=[

@@ -421,21 +421,19 @@ class ArrayJobPipeline(Construct):
         or terminate them, read their logs for the failure report, and report on and
         diagnose runs.
 
-        Tagging, cancelling and terminating are limited to jobs carrying this pipeline's
-        ``array-pipeline:pipeline`` tag, which the submitter sets on every job. Note that
+        Submitting is limited to this stack's queue and the exact job-definition revisions it
+        deployed; cancelling and terminating to jobs carrying this pipeline's
+        ``array-pipeline:pipeline`` tag, which the submitter sets on every job (and which the
+        grantee cannot put on a job another pipeline tagged). Note that
         SubmitJob with container overrides lets the grantee run any command under the job
         roles: grant it to whom you would let run code with those roles' permissions.
         Returns the policy holding the statements (see :meth:`grant_read_output`)."""
         stack = Stack.of(self)
         queue_name = prefixed(self.name_prefix, QUEUE_NAME)
-        definition_arns = [
-            stack.format_arn(
-                service="batch",
-                resource="job-definition",
-                resource_name=f"{prefixed(self.name_prefix, job.definition_name)}:*",
-            )
-            for job in self.spec
-        ]
+        # The exact revisions this stack deployed, as the starter has: a revision registered
+        # later under the same name (one without `user`, say, whose jobs would run as root)
+        # is not submittable under this grant.
+        definition_arns = [d.job_definition_arn for d in self.job_definitions.values()]
         return self._grant(
             grantee,
             "SubmitJobs",
