@@ -281,17 +281,14 @@ def _list(bucket: str, prefix: str | None = None) -> Access:
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
 PIPELINE_TAG = "array-pipeline:pipeline"
-"""Tag the submitter puts on every job (propagated to children): the pipeline's queue name.
-``grant_submit_jobs`` allows cancelling and terminating only jobs carrying this tag with this
-pipeline's value, and never lets a grantee put it on a job another pipeline tagged."""
+"""Tag on every job (propagated to children): the queue name. Grants stop only jobs with this
+pipeline's value, and never let a grantee put it on a job another pipeline tagged."""
 SUBMISSION_TAG = "array-pipeline:submission"
 """Tag unique to one SubmitJob request, to recognise its job if the answer was lost."""
 STARTED_BY_TAG = "array-pipeline:started-by"
-"""Tag the starter puts on the jobs of a run a trigger started: ``schedule`` or ``upload``
-(a run submitted from the command line has none)."""
+"""Tag the starter puts on a triggered run's jobs: ``schedule`` or ``upload`` (else none)."""
 JOB_TAG_KEYS = (RUN_TAG, PIPELINE_TAG, SUBMISSION_TAG, STARTED_BY_TAG)
-"""Every tag key a submitter of this library puts on a job: ``grant_submit_jobs`` and the
-starter may set these keys and no other (``aws:TagKeys``)."""
+"""The only tag keys a grantee or the starter may set on a job (``aws:TagKeys``)."""
 RUN_SETTINGS = (contract.MAX_OBJECT_BYTES, contract.INPUT_PREFIX)
 """Environment variables a run may set for all its jobs; a resume keeps the run's values."""
 

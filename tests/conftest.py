@@ -95,6 +95,21 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def no_flags_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The same stack in an app with no context at all: none of cdk.json's feature flags, as
+    in a consumer's plain ``python app.py`` or an app older than those flags."""
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks
+
+    from pipeline.stacks import PipelineStack
+
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("no-flags")))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    stack = PipelineStack(app, "ArrayJobPipeline")
+    return synthesize(app, stack)
+
+
+@pytest.fixture(scope="session")
 def template(default_stack: Synthesized) -> Any:
     """aws_cdk.assertions.Template of the default stack (built once)."""
     from aws_cdk.assertions import Template

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_aws_cli")]
+pytestmark = pytest.mark.slow
 
 AWS = str(Path(sys.executable).with_name("aws"))
 LOCAL_ARRAY_SIZE = 8

@@ -41,9 +41,6 @@ class AnalyticsStack(cdk.Stack):
 
 
 # Its module fixture is made once: its tests run on one worker.
-pytestmark = pytest.mark.xdist_group("test_consumer_app")
-
-
 @pytest.fixture(scope="module")
 def consumer(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     namespace: dict[str, Any] = {}
@@ -115,10 +112,19 @@ def test_spot_uses_capacity_optimized_allocation(consumer: Synthesized) -> None:
 def test_notification_email_subscribes_and_becomes_the_default_recipient(
     consumer: Synthesized,
 ) -> None:
-    subscriptions = list(consumer.resources("AWS::SNS::Subscription").values())
-    assert [(s["Properties"]["Protocol"], s["Properties"]["Endpoint"]) for s in subscriptions] == [
-        ("email", "data-team@example.com")
+    subscriptions = consumer.resources("AWS::SNS::Subscription")
+    # the notification topic's, whose undeliverable emails go to the dead-letter queue, and
+    # the alarm topic's (that queue's alarm)
+    assert sorted(
+        (k.split("Topic")[0], s["Properties"]["Protocol"], s["Properties"]["Endpoint"])
+        for k, s in subscriptions.items()
+    ) == [
+        ("AdHocFailureNotificationsAlarm", "email", "data-team@example.com"),
+        ("AdHocStorageNotification", "email", "data-team@example.com"),
     ]
+    to_notifications = next(s for k, s in subscriptions.items() if "Storage" in k)
+    dead_letters = to_notifications["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
+    assert "FailureNotificationsDeadLetters" in dead_letters["Fn::GetAtt"][0]
     job_e = next(
         d["Properties"]
         for d in consumer.resources("AWS::Batch::JobDefinition").values()

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_docs")]
+pytestmark = pytest.mark.slow
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

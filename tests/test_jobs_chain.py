@@ -11,7 +11,7 @@ from jobs_world import MAX_OBJECT_BYTES, ODD_KEYS, World, jobs_world, sample_inp
 
 from pipeline import contract
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_jobs_chain")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

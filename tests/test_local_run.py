@@ -32,7 +32,6 @@ def default_run(
     return result, tmp / "out"
 
 
-@pytest.mark.xdist_group("default_run")
 def test_default_local_run_succeeds_and_accounts_for_every_object(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -51,7 +50,6 @@ def test_default_local_run_succeeds_and_accounts_for_every_object(
     assert set(data["local"]["summary"]["seconds_by_job"]) == {"JobA", "JobB", "JobC", "JobD"}
 
 
-@pytest.mark.xdist_group("default_run")
 def test_default_local_run_shows_the_notification_with_the_link(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
@@ -69,7 +67,6 @@ def test_default_local_run_shows_the_notification_with_the_link(
     assert "JobE SUCCEEDED" in result.stderr
 
 
-@pytest.mark.xdist_group("default_run")
 def test_default_local_run_copies_the_report_and_outputs(
     default_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:

@@ -19,10 +19,7 @@ from pipeline.local.resources import resource_names
 from pipeline.local.server import STATS_PATH, make_server
 from pipeline.local.services import LocalServices
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group("test_local_server"),
-]  # each module starts the services (moto) in this process
+pytestmark = pytest.mark.slow  # each module starts the services (moto) in this process
 
 
 @pytest.fixture(scope="module")

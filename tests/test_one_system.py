@@ -21,7 +21,7 @@ from moto_batch import (
 from pipeline.document import DOCUMENT_OUTPUT, VERSION, PipelineDocument
 from pipeline.spec import DEFAULT_SPEC
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_one_system")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

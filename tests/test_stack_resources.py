@@ -33,7 +33,7 @@ from pipeline.spec import (
         ("AWS::Batch::JobQueue", 1),
         ("AWS::S3::Bucket", 5),  # BucketA, B, C, output, access logs
         ("AWS::DynamoDB::Table", 1),
-        ("AWS::SNS::Topic", 1),
+        ("AWS::SNS::Topic", 2),  # notifications, alarms
         ("AWS::EC2::NatGateway", 0),
         ("AWS::EC2::VPCEndpoint", 2),
         ("AWS::EC2::FlowLog", 1),
@@ -340,6 +340,8 @@ def test_outputs_are_the_submitter_contract(default_stack: Synthesized) -> None:
         QUEUE_NAME_OUTPUT,
         LOG_GROUP_OUTPUT,
         *(r.output for r in RESOURCES),
+        "DeadLetterQueueUrl",
+        "AlarmTopicArn",
     }
     assert set(outputs) == expected
     assert all("Export" not in o for o in outputs.values())
@@ -401,7 +403,11 @@ def test_failure_rule_targets_the_topic_with_the_job_and_a_console_link(
 
 
 def test_topic_policy_lets_only_this_rule_publish(default_stack: Synthesized) -> None:
-    (policy,) = default_stack.resources("AWS::SNS::TopicPolicy").values()
+    (policy,) = [
+        p
+        for p in default_stack.resources("AWS::SNS::TopicPolicy").values()
+        if "NotificationTopic" in p["Properties"]["Topics"][0]["Ref"]
+    ]
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     allowed = [s for s in statements if s["Effect"] == "Allow"]
     rule_id = next(iter(default_stack.resources("AWS::Events::Rule")))

@@ -41,9 +41,6 @@ class IngestStack(cdk.Stack):
 
 
 # Its module fixture is made once: its tests run on one worker.
-pytestmark = pytest.mark.xdist_group("test_triggers_stack")
-
-
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     namespace: dict[str, Any] = {}
@@ -131,7 +128,27 @@ def test_the_schedule_role_may_only_invoke_this_starter(ingest: Synthesized) -> 
     role = ingest.template["Resources"][role_id]
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
-    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    schedule_group = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":scheduler:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":schedule-group/default",
+            ],
+        ]
+    }
+    assert "GroupName" not in schedule["Properties"]  # the schedule is in the default group
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            "aws:SourceArn": schedule_group,
+        }
+    }
     assert "ManagedPolicyArns" not in role["Properties"]
     policies = [
         p

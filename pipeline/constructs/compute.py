@@ -12,21 +12,34 @@ from constructs import Construct
 from pipeline.instances import InstanceType, lookup
 
 IMDS_ADDRESS = "169.254.169.254"
+IMDS_IPV6_ADDRESS = "fd00:ec2::254"
 
 # AWS Batch runs ECS-EC2 jobs in host network mode ("Networking modes for AWS Batch jobs",
 # AWS Batch User Guide): a container shares the instance's network stack, so the IMDSv2 hop
 # limit does not separate it from the instance metadata service, and the instance role's
 # credentials would be one request away. The firewall on each host therefore rejects metadata
-# requests from every uid but root. The ECS agent and Docker run as root and keep using the
-# service; job containers run as JOB_USER_ID (the job definitions set `user`), and the task
-# role credentials they do need come from the ECS agent's endpoint (169.254.170.2), which this
-# rule leaves alone. A cloud-boothook runs on every boot, before the ECS agent starts tasks;
-# the rule is inserted only when missing. Batch requires launch template user data in MIME
-# multi-part format ("Launch template support", AWS Batch User Guide).
+# requests, over IPv4 and IPv6 (the launch template keeps the IPv6 endpoint off as well), from
+# every uid but root. The ECS agent and Docker run as root and keep using the service; job
+# containers run as JOB_USER_ID (the job definitions set `user`), and the task role
+# credentials they do need come from the ECS agent's endpoint (169.254.170.2), which these
+# rules leave alone. A cloud-boothook runs on every boot, before the ECS agent starts (its
+# unit starts after cloud-init); a rule is inserted only when missing. It fails closed: if
+# either rule cannot be put in place, the ECS agent is masked, so the instance never joins the
+# cluster or takes a job, and the instance powers off, so it costs nothing while Batch
+# launches another. Batch requires launch template user data in MIME multi-part format
+# ("Launch template support", AWS Batch User Guide). What the hook prints goes where
+# cloud-init's output goes: the instance's console output and /var/log/cloud-init-output.log.
 IMDS_BLOCK_SCRIPT = f"""#!/bin/bash
 # array-job-pipeline: job containers (host network mode) must not reach the instance role.
-rule="OUTPUT --destination {IMDS_ADDRESS} --match owner ! --uid-owner 0 --jump REJECT"
-iptables --check $rule 2>/dev/null || iptables --insert $rule
+block() {{
+  local rule=(OUTPUT --destination "$2" --match owner ! --uid-owner 0 --jump REJECT)
+  "$1" --check "${{rule[@]}}" 2>/dev/null || "$1" --insert "${{rule[@]}}"
+}}
+if ! {{ block iptables {IMDS_ADDRESS} && block ip6tables {IMDS_IPV6_ADDRESS}; }}; then
+  echo "array-job-pipeline: the metadata block did not install; this instance takes no job" >&2
+  systemctl mask --now ecs.service
+  poweroff
+fi
 """
 
 
@@ -37,8 +50,9 @@ class PipelineCompute(Construct):
     32 GiB children land on the cheaper-per-GiB instances, and JobB's 32-vCPU children, which
     fit none of them, go to the CPU-optimized environment. Both scale to zero (minvCpus 0).
     Instances require IMDSv2 with a hop limit of 1, and their firewall rejects instance
-    metadata requests from any uid but root (see ``IMDS_BLOCK_SCRIPT``): Batch jobs run in host
-    network mode, where the hop limit alone does not keep containers from the instance role.
+    metadata requests (IPv4 and IPv6) from any uid but root, or the instance takes no job (see
+    ``IMDS_BLOCK_SCRIPT``): Batch jobs run in host network mode, where the hop limit alone does
+    not keep containers from the instance role.
     Jobs get their own roles through the ECS agent's credential endpoint.
     """
 
@@ -69,7 +83,7 @@ class PipelineCompute(Construct):
             "LaunchTemplate",
             require_imdsv2=True,
             http_put_response_hop_limit=1,
-            http_protocol_ipv6=False,  # the rule above is for IPv4; keep the v6 endpoint off
+            http_protocol_ipv6=False,  # off, and blocked on the host all the same
             user_data=user_data,
             block_devices=[
                 ec2.BlockDevice(

@@ -1,10 +1,10 @@
 """The pipeline's one customer-managed KMS key.
 
-It encrypts the notification topic, the metadata table, the job and flow log groups and the
-notifications' dead-letter queue. One key because a customer-managed key is the one idle cost
-of the stack ($1 a month): EventBridge cannot publish to a topic under the AWS-managed SNS key,
-so the topic needs one anyway, and the others then cost only their (small, per-request) KMS
-calls. Rotation is on.
+It encrypts the notification and alarm topics, the metadata table, the job and flow log groups
+and the notifications' dead-letter queue. One key because a customer-managed key is the one
+idle cost of the stack ($1 a month): EventBridge and CloudWatch cannot publish to a topic under
+the AWS-managed SNS key, so the topics need one anyway, and the others then cost only their
+(small, per-request) KMS calls. Rotation is on.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class PipelineKey(Construct):
         # CloudWatch Logs uses the key itself; the key policy must allow its regional service
         # principal, limited to this account's log groups by the encryption context
         # (CloudWatch Logs User Guide, "Encrypt log data in CloudWatch Logs using AWS KMS").
+        # The guide's example also lists kms:Describe*, but DescribeKey carries no encryption
+        # context, so under this condition it could never be allowed: it is left out.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowCloudWatchLogsOfThisAccount",
@@ -42,7 +44,6 @@ class PipelineKey(Construct):
                     "kms:Decrypt*",
                     "kms:ReEncrypt*",
                     "kms:GenerateDataKey*",
-                    "kms:Describe*",
                 ],
                 resources=["*"],
                 conditions={

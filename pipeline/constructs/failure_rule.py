@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 
 import jsii
-from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import (
+    Acknowledgment,
+    ArnFormat,
+    Aws,
+    Duration,
+    Names,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -13,6 +22,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
@@ -28,11 +38,17 @@ event goes to the dead-letter queue instead of being dropped."""
 
 
 class FailureNotifications(Construct):
-    """Publishes one message to ``topic`` for each failed job or array parent on ``queue``.
+    """What tells people that something went wrong, and what keeps what could not be told.
 
-    Jobs chained by dependsOn never run after a failure, so JobE's completion message would
-    never come; this rule is the "finally". The pattern and message are in
-    ``pipeline/failure_events.py``, shared with the local run.
+    - A rule (``rule=True``) publishes one message to ``topic`` for each failed job or array
+      parent on ``queue``: jobs chained by dependsOn never run after a failure, so JobE's
+      completion message would never come; this rule is the "finally". The pattern and message
+      are in ``pipeline/failure_events.py``, shared with the local run.
+    - A dead-letter queue keeps, encrypted, for 14 days, what could not be delivered: the
+      rule's events, and the topic's messages to ``notification_email``.
+    - The ``Undelivered`` alarm goes off when anything waits there and publishes to a topic of
+      its own (``alarm_topic``), not through the path that failed; CloudWatch may publish to
+      it, and use the key, for this alarm only.
     """
 
     def __init__(
@@ -43,13 +59,12 @@ class FailureNotifications(Construct):
         queue: batch.IJobQueue,
         topic: sns.ITopic,
         encryption_key: kms.IKey,
+        notification_email: str | None = None,
+        rule: bool = True,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         super().__init__(scope, construct_id)
-        # A notification EventBridge could not deliver (the topic or its key refused it, or
-        # SNS was unavailable for a day) waits here, encrypted, for 14 days; the alarm below
-        # says so, and `aws sqs receive-message --queue-url <DeadLetterQueueUrl output>` shows
-        # the events.
+        # `aws sqs receive-message --queue-url <DeadLetterQueueUrl output>` shows what waits.
         self.dead_letters = sqs.Queue(
             self,
             "DeadLetters",
@@ -62,12 +77,110 @@ class FailureNotifications(Construct):
         Validations.of(self.dead_letters).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-SQS3",
-                reason="This queue is itself the dead-letter queue of the failure rule's "
-                "target (an EventBridge DeadLetterConfig, which cdk-nag cannot see).",
+                reason="This queue is itself a dead-letter queue: of the failure rule's target "
+                "(an EventBridge DeadLetterConfig) and of the email subscriptions (an SNS "
+                "RedrivePolicy), which cdk-nag cannot see.",
             )
         )
+        self.rule: events.Rule | None = None
+        if rule:
+            self.rule = self._failure_rule(queue, topic, encryption_key)
+
+        stack = Stack.of(self)
+        # A name known at synth, so the key and topic policies can name this one alarm without
+        # a dependency cycle (key -> alarm -> topic -> key).
+        alarm_name = Names.unique_resource_name(self, max_length=200, separator="-")
+        alarm_name = f"{alarm_name}-Undelivered"
+        alarm_arn = stack.format_arn(
+            service="cloudwatch",
+            resource="alarm",
+            resource_name=alarm_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.alarm_topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            display_name="Array job pipeline alarms",
+            enforce_ssl=True,
+            master_key=encryption_key,
+        )
+        cloudwatch_service = iam.ServicePrincipal("cloudwatch.amazonaws.com")
+        from_this_alarm = {
+            "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+            "ArnEquals": {"aws:SourceArn": alarm_arn},
+        }
+        # CloudWatch publishes an alarm's action as the service principal; to an encrypted
+        # topic it needs the key too, and both policies hold it to this alarm with
+        # aws:SourceArn/aws:SourceAccount (CloudWatch User Guide, "Confused deputy
+        # prevention"; Amazon SNS Developer Guide, "Enable compatibility between event
+        # sources from AWS services and encrypted topics").
+        self.alarm_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowTheUndeliveredAlarmToPublish",
+                principals=[cloudwatch_service],
+                actions=["sns:Publish"],
+                resources=[self.alarm_topic.topic_arn],
+                conditions=from_this_alarm,
+            )
+        )
+        encryption_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowTheUndeliveredAlarmToPublishEncrypted",
+                principals=[cloudwatch_service],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions=from_this_alarm,
+            )
+        )
+        self.undelivered_alarm = cloudwatch.Alarm(
+            self,
+            "Undelivered",
+            alarm_name=alarm_name,
+            alarm_description="A pipeline notification could not be delivered; it waits in the "
+            "dead-letter queue (see the Operations page of the docs)",
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5)
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.undelivered_alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+        if notification_email:
+            # An email SNS could not deliver goes to the dead-letter queue too (an SNS
+            # redrive policy; CDK adds the queue policy statement for this topic only). SNS
+            # writes it encrypted under the key: the key policy lets SNS do so for topics of
+            # this account (naming the topic would be a cycle: key -> topic -> key).
+            topic.add_subscription(
+                subscriptions.EmailSubscription(
+                    notification_email, dead_letter_queue=self.dead_letters
+                )
+            )
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(notification_email))
+            encryption_key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="AllowThisAccountsTopicsToDeadLetterEncrypted",
+                    principals=[iam.ServicePrincipal("sns.amazonaws.com")],
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                        "ArnLike": {
+                            "aws:SourceArn": stack.format_arn(
+                                service="sns", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME
+                            )
+                        },
+                    },
+                )
+            )
+
+    def _failure_rule(
+        self, queue: batch.IJobQueue, topic: sns.ITopic, encryption_key: kms.IKey
+    ) -> events.Rule:
         pattern = failure_event_pattern(queue.job_queue_arn)
-        self.rule = events.Rule(
+        rule = events.Rule(
             self,
             "JobFailed",
             description="Array job pipeline: a job or array parent on the queue failed",
@@ -79,25 +192,12 @@ class FailureNotifications(Construct):
         )
         fields = {name: events.EventField.from_path(path) for name, path in INPUT_PATHS.items()}
         text = re.sub(r"<(\w+)>", lambda m: fields[m.group(1)], message_template())
-        self.rule.add_target(
+        rule.add_target(
             _TopicTarget(
                 topic, events.RuleTargetInput.from_text(text), self.dead_letters, encryption_key
             )
         )
-        self.undelivered_alarm = cloudwatch.Alarm(
-            self,
-            "Undelivered",
-            alarm_description="A pipeline failure notification could not be delivered to the "
-            "topic; it waits in the dead-letter queue (see the README's Operations section)",
-            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5)
-            ),
-            threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.undelivered_alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+        return rule
 
 
 @jsii.implements(events.IRuleTarget)
@@ -132,32 +232,26 @@ class _TopicTarget:
                 conditions={"ArnEquals": {"aws:SourceArn": rule.rule_ref.rule_arn}},
             )
         )
-        key = self.key
-        if key is not None:
-            # SNS encrypts what EventBridge publishes with the topic's key, and SQS what it
-            # sends to the dead-letter queue, both under the pipeline's key; AWS documents
-            # aws:SourceArn/aws:SourceAccount conditions on such key policy statements (Amazon
-            # SNS Developer Guide, "Enable compatibility between event sources from AWS
-            # services and encrypted topics"). Naming this rule's ARN (or the topic's) in the
-            # key policy would make a dependency cycle (key -> rule -> topic -> key), so the
-            # statement is held to EventBridge rules of this account and region; the topic
-            # policy above already lets only this rule publish, and the key encrypts only this
-            # topic.
-            key.add_to_resource_policy(
-                iam.PolicyStatement(
-                    sid="AllowThisAccountsRulesToPublishEncrypted",
-                    principals=[events_service],
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                    resources=["*"],
-                    conditions={
-                        "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                        "ArnLike": {
-                            "aws:SourceArn": f"arn:{Aws.PARTITION}:events:{Aws.REGION}:"
-                            f"{Aws.ACCOUNT_ID}:rule/*"
-                        },
-                    },
-                )
+        # SNS encrypts what EventBridge publishes with the topic's key, and SQS what it sends
+        # to the dead-letter queue, both under the pipeline's key, as EventBridge's service
+        # principal: the key policy must let it (Amazon SNS Developer Guide, "Enable
+        # compatibility between event sources from AWS services and encrypted topics"). The
+        # statement carries no aws:SourceArn/aws:SourceAccount condition: AWS documents these
+        # keys for EventBridge's own encryption of event buses, and another AWS construct
+        # library documents them as not supported for this delivery path, where a condition
+        # that never matches would drop every failure notification into the dead-letter
+        # queue. What holds the key to this pipeline is what it encrypts: only this
+        # pipeline's topics and queue use it, and their policies let only this pipeline's
+        # rules publish and send (aws:SourceArn), so no other rule, in any account, can have
+        # anything encrypted with it.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowEventBridgeToPublishEncrypted",
+                principals=[events_service],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
             )
+        )
         # Undeliverable events go to the queue, which only this rule may write to.
         self.dead_letters.add_to_resource_policy(
             iam.PolicyStatement(

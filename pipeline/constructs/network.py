@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Aws, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -43,6 +44,9 @@ class PipelineNetwork(Construct):
                 "Vpc",
                 max_azs=2,
                 nat_gateways=0,
+                # The VPC's default security group loses CDK's allow-all rules whatever the
+                # app's @aws-cdk/aws-ec2:restrictDefaultSecurityGroup flag says.
+                restrict_default_security_group=True,
                 subnet_configuration=[
                     ec2.SubnetConfiguration(
                         name="Public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=20
@@ -64,9 +68,30 @@ class PipelineNetwork(Construct):
                 removal_policy=removal_policy,
                 encryption_key=encryption_key,
             )
+            # The flow-log service assumes this role for flow logs of this account and region
+            # only (Amazon VPC User Guide, "IAM role for publishing flow logs to CloudWatch
+            # Logs": aws:SourceAccount and aws:SourceArn); CDK's own role has no condition.
+            flow_log_role = iam.Role(
+                self,
+                "FlowLogRole",
+                assumed_by=iam.ServicePrincipal(
+                    "vpc-flow-logs.amazonaws.com",
+                    conditions={
+                        "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                        "ArnLike": {
+                            "aws:SourceArn": Stack.of(self).format_arn(
+                                service="ec2", resource="vpc-flow-log", resource_name="*"
+                            )
+                        },
+                    },
+                ),
+                description="Lets VPC flow logs of this account write the pipeline's flow logs",
+            )
             vpc.add_flow_log(
                 "FlowLog",
-                destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+                destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+                    flow_log_group, flow_log_role
+                ),
                 traffic_type=ec2.FlowLogTrafficType.ALL,
             )
             if vpc_subnets is None:

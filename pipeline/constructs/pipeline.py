@@ -126,11 +126,12 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     table_props: Mapping[str, Any]
     """Extra ``dynamodb.Table`` props for a new table."""
     existing_topic: sns.ITopic
-    """Notification topic. Default: a new TLS-only topic encrypted with the AWS-managed key."""
+    """Notification topic. Default: a new TLS-only topic encrypted with the pipeline's key."""
     topic_props: Mapping[str, Any]
     """Extra ``sns.Topic`` props for a new topic."""
     notification_email: str
-    """Subscribe this address to the topic and use it as JobE's default Recipient. Default: no
+    """Subscribe this address to the topic (what SNS cannot deliver goes to the dead-letter
+    queue) and to the alarm topic, and use it as JobE's default Recipient. Default: no
     subscription; the submitter passes a Recipient per run."""
     steps: PipelineSteps
     """Your work: the CPU step JobB runs on each object, the memory step JobC runs on each
@@ -265,7 +266,6 @@ class ArrayJobPipeline(Construct):
             table_props=props.get("table_props"),
             existing_topic=props.get("existing_topic"),
             topic_props=props.get("topic_props"),
-            notification_email=email,
             intermediate_expiration=props.get(
                 "intermediate_expiration", DEFAULT_INTERMEDIATE_EXPIRATION
             ),
@@ -295,16 +295,16 @@ class ArrayJobPipeline(Construct):
             removal_policy=removal_policy,
             plain_requests=props.get("plain_requests", True),
         )
-        self.failure_notifications: FailureNotifications | None = None
-        if props.get("failure_notifications", True):
-            self.failure_notifications = FailureNotifications(
-                self,
-                "FailureNotifications",
-                queue=self.queue,
-                topic=self.storage.topic,
-                encryption_key=self.encryption.key,
-                removal_policy=removal_policy,
-            )
+        self.failure_notifications = FailureNotifications(
+            self,
+            "FailureNotifications",
+            queue=self.queue,
+            topic=self.storage.topic,
+            encryption_key=self.encryption.key,
+            notification_email=email,
+            rule=props.get("failure_notifications", True),
+            removal_policy=removal_policy,
+        )
         self.starter: RunStarter | None = None
         schedule = props.get("run_schedule")
         if schedule is not None or props.get("run_on_upload", False):
@@ -322,9 +322,7 @@ class ArrayJobPipeline(Construct):
                 run_on_upload=props.get("run_on_upload", False),
                 allow_overlap=props.get("allow_overlapping_runs", False),
                 max_vcpu_hours=props.get("trigger_max_vcpu_hours"),
-                dead_letter_queue=(
-                    self.failure_notifications.dead_letters if self.failure_notifications else None
-                ),
+                dead_letter_queue=self.failure_notifications.dead_letters,
                 log_retention=log_retention,
                 removal_policy=removal_policy,
             )

@@ -178,15 +178,25 @@ class RunStarter(Construct):
         self._order_after_policies()
         self.schedule: scheduler.Schedule | None = None
         if schedule is not None:
-            # Scheduler's documented confused-deputy guard: only schedules of this account
-            # may assume the role (EventBridge Scheduler User Guide, "Set up the execution
-            # role").
+            # Scheduler's documented confused-deputy guard: only schedules of this account's
+            # default group (where the schedule below is) may assume the role (EventBridge
+            # Scheduler User Guide, "Set up the execution role": aws:SourceAccount and
+            # aws:SourceArn, the schedule group's ARN).
             schedule_role = iam.Role(
                 self,
                 "ScheduleRole",
                 assumed_by=iam.ServicePrincipal(
                     "scheduler.amazonaws.com",
-                    conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+                    conditions={
+                        "StringEquals": {
+                            "aws:SourceAccount": Aws.ACCOUNT_ID,
+                            "aws:SourceArn": Stack.of(self).format_arn(
+                                service="scheduler",
+                                resource="schedule-group",
+                                resource_name="default",
+                            ),
+                        }
+                    },
                 ),
                 description="Lets the array-job pipeline's schedule invoke its starter",
             )

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import Acknowledgment, Duration, FeatureFlags, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from pipeline.contract import TABLE_PARTITION_KEY, TABLE_SORT_KEY
@@ -131,7 +130,6 @@ class PipelineStorage(Construct):
         table_props: Mapping[str, Any] | None,
         existing_topic: sns.ITopic | None,
         topic_props: Mapping[str, Any] | None,
-        notification_email: str | None,
         intermediate_expiration: Duration,
         removal_policy: RemovalPolicy,
         encryption_key: kms.IKey,
@@ -139,6 +137,11 @@ class PipelineStorage(Construct):
         delete_input_bucket_with_stack: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
+        # Server access logs are delivered under a bucket policy (the logging service
+        # principal, this account's buckets), never through the LogDeliveryWrite ACL that CDK
+        # falls back to in apps without this feature flag, which would need ObjectWriter
+        # ownership: every bucket here keeps BucketOwnerEnforced, whatever the app's flags.
+        self.node.set_context(_ACCESS_LOGS_BY_POLICY, True)
         for name in existing_buckets:
             _exclusive(
                 f"existing_{name}", existing_buckets[name], f"{name}_props", bucket_props.get(name)
@@ -156,10 +159,6 @@ class PipelineStorage(Construct):
                     s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(365))
                 ],
             )
-            if not FeatureFlags.of(self).is_enabled(_ACCESS_LOGS_BY_POLICY):
-                # Without this flag (apps created before it existed) CDK grants the log
-                # delivery group through an ACL, which needs ObjectWriter ownership.
-                log_props["object_ownership"] = s3.ObjectOwnership.OBJECT_WRITER
             self.access_logs_bucket = s3.Bucket(self, "AccessLogs", **log_props)
             Validations.of(self.access_logs_bucket).acknowledge(
                 Acknowledgment(
@@ -236,8 +235,6 @@ class PipelineStorage(Construct):
                     **(topic_props or {}),
                 },
             )
-        if notification_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(notification_email))
 
     def resource_values(self) -> dict[str, str]:
         """Name or ARN of each spec resource, keyed as in ``pipeline.spec.RESOURCES``."""

@@ -55,3 +55,14 @@ class PipelineStack(Stack):
         for resource in RESOURCES:
             output(resource.output, values[resource.key], resource.description)
         output(LOG_GROUP_OUTPUT, p.log_group.log_group_name, "CloudWatch log group of the jobs")
+        notifications = p.failure_notifications
+        output(
+            "DeadLetterQueueUrl",
+            notifications.dead_letters.queue_url,
+            "Notifications that could not be delivered (aws sqs receive-message --queue-url ...)",
+        )
+        output(
+            "AlarmTopicArn",
+            notifications.alarm_topic.topic_arn,
+            "Topic the Undelivered alarm publishes to: subscribe whoever must hear of it",
+        )
