@@ -23,7 +23,10 @@ from pipeline.constructs.compute import IMDS_ADDRESS, IMDS_BLOCK_SCRIPT, IMDS_IP
 from pipeline.spec import JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG
 
 
-@pytest.fixture(scope="module", params=["cdk.json's flags", "no flags"])
+@pytest.fixture(
+    scope="module",
+    params=["cdk.json's flags", pytest.param("no flags", marks=pytest.mark.slow)],
+)
 def stack(request: pytest.FixtureRequest) -> Synthesized:
     """Each claim below holds for the repository's app and for an app with no feature flags
     at all (a consumer's plain ``python app.py``, or an app older than those flags)."""
