@@ -140,9 +140,9 @@ def _until(condition: Any, what: str, seconds: float = 30) -> None:
 
 
 def _during_job_b(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """A local run of 64 children started, watched until JobB's jobs run: (its process, its
+    """A local run of 16 children started, watched until JobB's jobs run: (its process, its
     services' endpoint)."""
-    process = start_cli(tmp_path, "--local", "--array-size", "64", *args)
+    process = start_cli(tmp_path, "--local", "--array-size", "16", *args)
     assert process.stderr is not None
     endpoint = ""
     deadline = time.monotonic() + 60
@@ -353,8 +353,15 @@ def test_a_local_schedule_over_the_cost_guard_publishes_its_refusal(tmp_path: Pa
 
 def test_a_damaged_run_is_one_line_and_hides_no_other_run(tmp_path: Path) -> None:
     # GIVEN two saved runs, one of whose journal is then damaged
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for number in range(4):
+        (inputs / f"f{number}.txt").write_text("data\n" * (number + 1))
     for run_id in ("good", "damaged"):
-        assert _run(tmp_path, "--local", "--array-size", "2", "--run-id", run_id).returncode == 0
+        run = _run(
+            tmp_path, "--local", "--input", str(inputs), "--array-size", "2", "--run-id", run_id
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
     journal = tmp_path / "state" / "runs" / "damaged" / "batch.jsonl"
     journal.write_bytes(b"not a record\n" + journal.read_bytes())
     # WHEN the runs are listed, THEN the good one is, and the damaged one is named, with why
@@ -384,8 +391,14 @@ def test_a_run_killed_while_saving_is_seen_as_it_was_and_resumes(tmp_path: Path)
     import random
     import shutil
 
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for number in range(24):
+        (inputs / f"f{number:02}.txt").write_text("data\n" * (number + 1))
     first = _run(
-        tmp_path, "--local", "--array-size", "4", "--run-id", "cut", "--inject", "JobC:1=exit:1"
+        tmp_path,
+        *("--local", "--input", str(inputs), "--array-size", "4", "--run-id", "cut"),
+        *("--inject", "JobC:1=exit:1"),
     )
     assert first.returncode == 1
     saved = tmp_path / "state" / "runs" / "cut"
@@ -407,7 +420,7 @@ def test_a_run_killed_while_saving_is_seen_as_it_was_and_resumes(tmp_path: Path)
             resumed = run_cli(home, "resume", "cut", "--local", "--json")
             assert resumed.returncode == 0, resumed.stderr[-2000:]
             summary = json.loads(resumed.stdout)["local"]["summary"]
-            assert summary["objects"] == {"listed": 300, "processed": 297, "rejected": 3}
+            assert summary["objects"] == {"listed": 24, "processed": 24, "rejected": 0}
 
 
 @pytest.mark.slow

@@ -348,3 +348,12 @@ def test_bad_trigger_context_is_one_line(context: dict[str, str], message: str) 
 
     with pytest.raises(PipelineConfigError, match=message):
         pipeline_props_from_context(context.get)
+
+
+def test_triggers_without_a_cost_cap_warn_at_synth(ingest: Synthesized) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
+    warning = Match.string_like_regexp("without trigger_max_vcpu_hours")
+    annotations = Annotations.from_stack(ingest.stack)
+    annotations.has_warning("/Ingest/Uploads", warning)  # run_on_upload, no cap
+    annotations.has_no_warning("/Ingest/Nightly", warning)  # trigger_max_vcpu_hours=20_000

@@ -180,7 +180,8 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     trigger skips its run and publishes why to the topic."""
     trigger_max_vcpu_hours: float
     """Refuse (and publish why) a triggered run whose worst case (children x vCPUs x timeout x
-    attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no limit."""
+    attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no limit,
+    and synthesis warns that triggered runs are uncapped."""
 
 
 _PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)

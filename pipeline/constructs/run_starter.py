@@ -100,6 +100,14 @@ class RunStarter(Construct):
         removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, construct_id)
+        if max_vcpu_hours is None:
+            Annotations.of(scope).add_warning_v2(
+                "array-job-pipeline:uncapped-triggers",
+                "run_schedule/run_on_upload without trigger_max_vcpu_hours: a triggered run "
+                "starts whatever its worst case (children x vCPUs x timeout x attempts; "
+                "`python -m pipeline.submit run --dry-run` prints it); set "
+                "trigger_max_vcpu_hours to refuse runs above a cost you accept",
+            )
         self.log_group = logs.LogGroup(
             self,
             "Logs",
