@@ -27,10 +27,10 @@ except ModuleNotFoundError:
     )
 
 try:
-    from cdk_nag import AwsSolutionsChecks
+    from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
 except ModuleNotFoundError:
     sys.exit(
-        "error: cdk-nag is not installed (this app registers its AwsSolutions checks); run "
+        "error: cdk-nag is not installed (this app registers its policy packs); run "
         "`scripts/dev setup` (or pip install -e '.[dev]')"
     )
 
@@ -55,7 +55,7 @@ def main() -> None:
     except PipelineConfigError as error:
         sys.exit(f"error: {error}")
     # The app chooses its policy packs; the construct only carries justified acknowledgements.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
     app.synth()
 
 

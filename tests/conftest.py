@@ -74,14 +74,23 @@ def synthesize(app: Any, stack: Any) -> Synthesized:
     return Synthesized(artifact.template, Path(assembly.directory), stack)
 
 
-def new_app(outdir: Path, **extra_context: Any) -> Any:
+def new_app(outdir: Path, *, nist: bool = False, **extra_context: Any) -> Any:
     import aws_cdk as cdk
-    from cdk_nag import AwsSolutionsChecks
 
     app = cdk.App(context={**CDK_CONTEXT, **extra_context}, outdir=str(outdir))
-    # Registered as app.py does: any unacknowledged AwsSolutions finding fails synthesis.
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    add_nag_packs(app, nist=nist)
     return app
+
+
+def add_nag_packs(app: Any, *, nist: bool = True) -> None:
+    """As app.py does: any unacknowledged AwsSolutions (and, with ``nist``, NIST 800-53 rev5)
+    finding fails synthesis. Apps whose own test resources are not the point (a consumer's
+    VPC, a bucket made to fail) register AwsSolutions only."""
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
+
+    packs = [AwsSolutionsChecks(app), *([NIST80053R5Checks(app)] if nist else [])]
+    cdk.Validations.of(app).add_plugins(*packs)
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +98,7 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The stack `npx cdk deploy` deploys, with its default props."""
     from pipeline.stacks import PipelineStack
 
-    app = new_app(tmp_path_factory.mktemp("default"))
+    app = new_app(tmp_path_factory.mktemp("default"), nist=True)
     stack = PipelineStack(app, "ArrayJobPipeline")
     return synthesize(app, stack)
 
@@ -99,12 +108,11 @@ def no_flags_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """The same stack in an app with no context at all: none of cdk.json's feature flags, as
     in a consumer's plain ``python app.py`` or an app older than those flags."""
     import aws_cdk as cdk
-    from cdk_nag import AwsSolutionsChecks
 
     from pipeline.stacks import PipelineStack
 
     app = cdk.App(outdir=str(tmp_path_factory.mktemp("no-flags")))
-    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    add_nag_packs(app)
     stack = PipelineStack(app, "ArrayJobPipeline")
     return synthesize(app, stack)
 

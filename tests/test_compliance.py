@@ -1,4 +1,5 @@
-"""Template compliance: cdk-nag AwsSolutions, cfn-lint, and the real pinned CDK CLI."""
+"""Template compliance: cdk-nag AwsSolutions and NIST 800-53 rev5, cfn-lint, AWS's offline
+template validator, and the real pinned CDK CLI."""
 
 from __future__ import annotations
 
@@ -84,13 +85,49 @@ def test_cfn_lint_reports_no_errors_or_warnings(default_stack: Synthesized) -> N
     assert result.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("which", ["default_stack", "no_flags_stack"])
+def test_awss_offline_validator_finds_no_error_or_warning(
+    request: pytest.FixtureRequest, which: str
+) -> None:
+    # AWS's own offline validator (resource schemas, semantic and security rules); its
+    # informational findings (CDK's Fn::Join where Fn::Sub would read better) are not defects.
+    from cloudformation_validate import CompositeEngine
+
+    stack: Synthesized = request.getfixturevalue(which)
+    report = CompositeEngine().validate_template(json.dumps(stack.template).encode())
+    findings = [
+        (d.severity.name, d.rule_id, d.message)
+        for d in report.diagnostics
+        if d.severity.name not in ("INFO", "INFORMATIONAL")
+    ]
+    assert findings == []
+    assert report.diagnostics, "the validator ran no rule"
+
+
+def test_the_nist_pack_is_live(tmp_path: Path) -> None:
+    # GIVEN the NIST 800-53 rev5 pack registered as app.py registers it, and a role with an
+    # inline policy nobody acknowledged
+    import aws_cdk as cdk
+    from aws_cdk import aws_iam as iam
+
+    app = new_app(tmp_path, nist=True)
+    stack = cdk.Stack(app, "Inline")
+    role = iam.Role(stack, "Role", assumed_by=iam.AccountRootPrincipal())
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=["arn:aws:s3:::b/k"])
+    )
+    # THEN synthesis fails on it
+    with pytest.raises(RuntimeError, match=r"NIST\.800\.53\.R5-IAMNoInlinePolicy"):
+        app.synth()
+
+
 def test_destroy_on_delete_variant_is_also_clean(tmp_path: Path) -> None:
     # GIVEN the opt-in that deletes data with the stack (adds the bucket-emptying provider)
     import aws_cdk as cdk
 
     from pipeline.stacks import PipelineStack
 
-    app = new_app(tmp_path)
+    app = new_app(tmp_path, nist=True)
     stack = PipelineStack(app, "Disposable", pipeline={"removal_policy": cdk.RemovalPolicy.DESTROY})
     # WHEN synthesized with cdk-nag registered (raises on any unacknowledged finding)
     template = app.synth().get_stack_by_name("Disposable").template

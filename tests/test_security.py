@@ -377,7 +377,7 @@ def _consumer(tmp_path: Path, *, unrelated_wildcard: bool) -> Any:
 
     from pipeline import ArrayJobPipeline
 
-    app = new_app(tmp_path)
+    app = new_app(tmp_path, nist=True)
     stack = cdk.Stack(app, "Consumer")
     pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10)
     role = iam.Role(stack, "Operator", assumed_by=iam.AccountRootPrincipal())

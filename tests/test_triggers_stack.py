@@ -45,7 +45,7 @@ class IngestStack(cdk.Stack):
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     namespace: dict[str, Any] = {}
     exec(compile(CONSUMER_APP, "ingest_app.py", "exec"), namespace)  # a separate app's code
-    app = new_app(tmp_path_factory.mktemp("ingest"))
+    app = new_app(tmp_path_factory.mktemp("ingest"), nist=True)
     stack = namespace["IngestStack"](app, "Ingest")
     return synthesize(app, stack)
 

@@ -27,7 +27,12 @@ from constructs import Construct, IValidation
 
 from pipeline import contract
 from pipeline.constructs.image import default_job_image
-from pipeline.constructs.nag import OBJECT_WILDCARD_REASON, acknowledge_wildcards
+from pipeline.constructs.nag import (
+    INLINE_POLICY_REASON,
+    OBJECT_WILDCARD_REASON,
+    acknowledge_nist,
+    acknowledge_wildcards,
+)
 from pipeline.spec import (
     JOB_USER_ID,
     RESOURCES,
@@ -137,6 +142,7 @@ class PipelineJobs(Construct):
         self.execution_role.node.add_validation(
             _OnlyTheseOnEveryResource(self.execution_role, {"ecr:GetAuthorizationToken"})
         )
+        acknowledge_nist(self.execution_role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         environment = {
             **{r.env: resource_values[r.key] for r in RESOURCES},
             contract.ARRAY_SIZE: str(spec.array_size),
@@ -156,6 +162,7 @@ class PipelineJobs(Construct):
                 assumed_by=_ecs_tasks(),
                 description=f"Job role of {job.definition_name}: {job.description}",
             )
+            acknowledge_nist(role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
             statements = [self._statement(access) for access in job.access]
             for statement in statements:
                 role.add_to_principal_policy(statement)

@@ -56,3 +56,17 @@ def nag_resource(value: Any) -> str:
             separator, parts = argument
             return str(separator).join(nag_resource(p) for p in parts)
     return str(value)
+
+
+NIST = "NIST.800.53.R5"
+
+
+def acknowledge_nist(construct: IConstruct, rule: str, reason: str) -> None:
+    """Acknowledge cdk-nag's NIST 800-53 rev5 ``rule`` on ``construct`` (and what it holds)."""
+    Validations.of(construct).acknowledge(Acknowledgment(id=f"{NIST}-{rule}", reason=reason))
+
+
+INLINE_POLICY_REASON = (
+    "Each statement set belongs to exactly one principal and is created and deleted with it; a "
+    "customer-managed policy could be attached to any other principal."
+)

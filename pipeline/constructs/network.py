@@ -9,6 +9,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from pipeline.constructs.nag import INLINE_POLICY_REASON, acknowledge_nist
+
 
 class PipelineNetwork(Construct):
     """A VPC for the compute environments and a security group with no ingress.
@@ -94,6 +96,20 @@ class PipelineNetwork(Construct):
                 ),
                 traffic_type=ec2.FlowLogTrafficType.ALL,
             )
+            acknowledge_nist(
+                vpc,
+                "VPCNoUnrestrictedRouteToIGW",
+                "No NAT gateway, so no idle cost: instances reach ECR, ECS and CloudWatch Logs "
+                "through the internet gateway. Nothing can connect in: the instances' security "
+                "group has no ingress rule and the default security group is closed.",
+            )
+            acknowledge_nist(
+                vpc,
+                "VPCSubnetAutoAssignPublicIpDisabled",
+                "Instances in these public subnets need a public IP to reach AWS APIs without "
+                "a NAT gateway (an idle cost); the security group admits no inbound traffic.",
+            )
+            acknowledge_nist(flow_log_role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
             if vpc_subnets is None:
                 vpc_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
         self.vpc: ec2.IVpc = vpc

@@ -25,7 +25,9 @@ from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.jobs import JobOverride, PipelineJobs
 from pipeline.constructs.nag import (
     GRANT_WILDCARD_REASON,
+    INLINE_POLICY_REASON,
     OBJECT_WILDCARD_REASON,
+    acknowledge_nist,
     acknowledge_wildcards,
 )
 from pipeline.constructs.network import PipelineNetwork
@@ -478,6 +480,7 @@ class ArrayJobPipeline(Construct):
             **holders,  # type: ignore[arg-type]
         )
         acknowledge_wildcards(policy, statements, reason)
+        acknowledge_nist(policy, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
         return policy
 
 

@@ -47,7 +47,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from pipeline.constructs.nag import acknowledge_wildcards
+from pipeline.constructs.nag import INLINE_POLICY_REASON, acknowledge_nist, acknowledge_wildcards
 from pipeline.constructs.permissions import run_statements
 from pipeline.contract import READY_MARKER
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_pattern
@@ -184,6 +184,28 @@ class RunStarter(Construct):
             )
         )
         self._order_after_policies()
+        acknowledge_nist(self.role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
+        acknowledge_nist(self.policy, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
+        for rule, reason in (
+            (
+                "LambdaConcurrency",
+                "Triggers are rare and the starter settles overlapping starts itself; reserved "
+                "concurrency would fail to deploy in accounts at the 10-execution minimum of "
+                "unreserved concurrency, which new accounts have.",
+            ),
+            (
+                "LambdaDLQ",
+                "Asynchronous invocations are not retried (a retry could start a second run) "
+                "and a failed one goes to the on-failure destination, the pipeline's topic; the "
+                "upload rule keeps undeliverable events in the dead-letter queue.",
+            ),
+            (
+                "LambdaInsideVPC",
+                "The starter only calls AWS APIs (Batch, S3, SNS); in the pipeline's VPC, which "
+                "has no NAT gateway, it would need interface endpoints, an idle cost.",
+            ),
+        ):
+            acknowledge_nist(self.function, rule, reason)
         self.schedule: scheduler.Schedule | None = None
         if schedule is not None:
             # Scheduler's documented confused-deputy guard: only schedules of this account's
@@ -208,6 +230,7 @@ class RunStarter(Construct):
                 ),
                 description="Lets the array-job pipeline's schedule invoke its starter",
             )
+            acknowledge_nist(schedule_role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
             Validations.of(schedule_role).acknowledge(
                 Acknowledgment(
                     id=f"AwsSolutions-IAM5[Resource::<{_logical_id(self.function)}.Arn>:*]",

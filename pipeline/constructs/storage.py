@@ -16,6 +16,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from pipeline.constructs.nag import acknowledge_nist
 from pipeline.contract import TABLE_PARTITION_KEY, TABLE_SORT_KEY
 from pipeline.errors import PipelineConfigError
 from pipeline.spec import BUCKET_KEYS
@@ -160,6 +161,7 @@ class PipelineStorage(Construct):
                 ],
             )
             self.access_logs_bucket = s3.Bucket(self, "AccessLogs", **log_props)
+            _acknowledge_bucket(self.access_logs_bucket, versioned=False)
             Validations.of(self.access_logs_bucket).acknowledge(
                 Acknowledgment(
                     id="AwsSolutions-S1",
@@ -196,6 +198,7 @@ class PipelineStorage(Construct):
             defaults["versioned"] = name in versioned
             props = merge_bucket_props(f"{name}_props", defaults, bucket_props.get(name) or {})
             self.buckets[name] = s3.Bucket(self, construct_id_, **props)
+            _acknowledge_bucket(self.buckets[name], versioned=bool(props.get("versioned")))
 
         self.table: dynamodb.ITable = existing_table or dynamodb.Table(
             self,
@@ -218,6 +221,13 @@ class PipelineStorage(Construct):
             },
         )
 
+        if existing_table is None:
+            acknowledge_nist(
+                self.table,
+                "DynamoDBInBackupPlan",
+                "Point-in-time recovery keeps 35 days of continuous backups; an AWS Backup plan "
+                "is the account's choice (its vault, schedule and cost), not this construct's.",
+            )
         self.encryption_key = encryption_key
         if existing_topic is not None:
             self.topic: sns.ITopic = existing_topic
@@ -269,6 +279,31 @@ _BUCKET_IDS = {
 }
 """Resource key -> construct ID. The IDs are stable: changing one replaces the bucket."""
 assert tuple(_BUCKET_IDS) == BUCKET_KEYS, "a bucket of pipeline.spec.RESOURCES has no construct ID"
+
+
+def _acknowledge_bucket(bucket: s3.IBucket, *, versioned: bool) -> None:
+    acknowledge_nist(
+        bucket,
+        "S3DefaultEncryptionKMS",
+        "SSE-S3 (AES-256) encrypts every object at rest; SSE-KMS would add a KMS request per "
+        "object read and written (tens of thousands a run) and a kms:Decrypt grant to every "
+        "job role, for no control this single-account pipeline uses.",
+    )
+    acknowledge_nist(
+        bucket,
+        "S3BucketReplicationEnabled",
+        "Cross-region replication doubles storage and transfer cost; the inputs are the "
+        "user's, the intermediates expire, and the outputs can be rebuilt by a run. Add "
+        "replication through *_bucket_props where a second region is required.",
+    )
+    if not versioned:
+        acknowledge_nist(
+            bucket,
+            "S3BucketVersioningEnabled",
+            "Intermediates (BucketB, BucketC) are rewritten by every resume and expire; access "
+            "logs are append-only; BucketA holds the user's inputs and is versioned with "
+            "input_versioning=True. The output bucket is versioned.",
+        )
 
 
 def _exclusive(existing_name: str, existing: object, props_name: str, props: object) -> None:
