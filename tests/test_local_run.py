@@ -139,10 +139,12 @@ def _until(condition: Any, what: str, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-def _during_job_b(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """A local run of 16 children started, watched until JobB's jobs run: (its process, its
-    services' endpoint)."""
-    process = start_cli(tmp_path, "--local", "--array-size", "16", *args)
+def _during_job_b(
+    tmp_path: Path, *args: str, children: int = 16
+) -> tuple[subprocess.Popen[str], str]:
+    """A local run of ``children`` children started, watched until JobB's jobs run: (its
+    process, its services' endpoint)."""
+    process = start_cli(tmp_path, "--local", "--array-size", str(children), *args)
     assert process.stderr is not None
     endpoint = ""
     deadline = time.monotonic() + 60
@@ -173,7 +175,7 @@ def _resumed_to_the_end(tmp_path: Path, run_id: str) -> None:
 
 @pytest.mark.slow
 def test_a_killed_command_leaves_nothing_running_and_its_run_resumes(tmp_path: Path) -> None:
-    process, endpoint = _during_job_b(tmp_path, "--run-id", "killed")
+    process, endpoint = _during_job_b(tmp_path, "--run-id", "killed", children=64)
     process.kill()  # kill -9: no handler runs; the services see their standard input close
     process.wait(timeout=10)
     _until(lambda: not run_processes(endpoint, tmp_path / "state"), "processes left", 10)
@@ -182,7 +184,7 @@ def test_a_killed_command_leaves_nothing_running_and_its_run_resumes(tmp_path: P
 
 @pytest.mark.slow
 def test_dead_services_end_the_command_in_one_line_and_the_run_resumes(tmp_path: Path) -> None:
-    process, endpoint = _during_job_b(tmp_path, "--run-id", "orphaned")
+    process, endpoint = _during_job_b(tmp_path, "--run-id", "orphaned", children=64)
     services = next(
         int(line.split(":")[0])
         for line in run_processes(endpoint, tmp_path / "state")
