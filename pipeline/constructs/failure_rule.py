@@ -252,7 +252,8 @@ class _TopicTarget:
                 resources=["*"],
             )
         )
-        # Undeliverable events go to the queue, which only this rule may write to.
+        # Undeliverable events go to the queue; its policy admits this rule (and the upload
+        # rule and the topic's email subscription, which add their own statements) only.
         self.dead_letters.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowTheFailureRuleDeadLetters",
