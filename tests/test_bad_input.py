@@ -259,6 +259,7 @@ def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
     assert [a["container"].get("exitCode") for a in job["attempts"]] == [75, 0]
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     from jobs_world import jobs_world, sample_inputs
 

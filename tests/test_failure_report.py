@@ -60,6 +60,7 @@ def _counted(client: Any) -> dict[str, int]:
     return calls
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 @pytest.mark.parametrize("extra_failures", [0, 150])
 def test_37_failures_in_two_groups(aws: MotoBatch, extra_failures: int) -> None:
     # GIVEN a 10,000-child JobB with 20 children failing one way and 17 another

@@ -100,6 +100,7 @@ def _snapshot(world: World) -> dict[str, Any]:
     return {"objects": objects, "items": items}
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_a_child_run_twice_gives_identical_outputs() -> None:
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(60))

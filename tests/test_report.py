@@ -43,6 +43,7 @@ def _times(job: Any, started: datetime, seconds: float) -> None:
     ]
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBatch) -> None:
     # GIVEN a run whose JobB and JobC have 500 children each (1,000), with known run times:
     # every JobB child 60 s at 32 vCPU, every JobC child 30 s at 1 vCPU / 32 GiB

@@ -89,6 +89,7 @@ def _stubs(folder: Path, **behaviour: str) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 @pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(c) for c in ("unshare", "iptables", "ip6tables")),
     reason="needs root, unshare and iptables/ip6tables (scripts/dev setup installs iptables)",

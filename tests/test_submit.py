@@ -146,6 +146,7 @@ def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: 
     assert error_lines == [err.strip().splitlines()[-1]]  # one error line, and last
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_throttled_submits_are_retried_and_succeed(aws: MotoBatch) -> None:
     # GIVEN every SubmitJob's first attempt is throttled
     attempts: dict[str, int] = {}

@@ -157,6 +157,7 @@ def test_a_block_public_access_equal_to_block_all_is_accepted() -> None:
     _build(output_bucket_props={"block_public_access": same})
 
 
+@pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_user_bucket_props_are_merged_over_the_secure_defaults(tmp_path: Path) -> None:
     app = cdk.App(context=CDK_CONTEXT, outdir=str(tmp_path))
     stack = cdk.Stack(app, "Merged")
