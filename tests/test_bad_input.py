@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from conftest import REPO, new_app
 from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
@@ -288,6 +289,79 @@ def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     assert len(notifications) == 1
     assert again == summary
     assert summary["intermediates_removed"] > 0
+
+
+@pytest.mark.parametrize(
+    ("marker", "expected"),
+    [
+        # another JobE job (a second resume, say) claimed the run's notification: it publishes
+        ({"job": "other-job"}, 0),
+        # this job's earlier attempt claimed it and died before the marker got its message ID
+        ({"job": "this-job"}, 1),
+        # the notification went out already
+        ({"job": "this-job", "message_id": "m-1"}, 0),
+    ],
+)
+def test_jobe_publishes_once_however_its_attempts_overlap(
+    monkeypatch: pytest.MonkeyPatch, marker: dict[str, str], expected: int
+) -> None:
+    from jobs_world import jobs_world, sample_inputs
+
+    from pipeline.jobs import job_e
+
+    monkeypatch.setenv("AWS_BATCH_JOB_ID", "this-job")
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(6))
+        world.run_until_e()
+        # GIVEN the run's notification marker as another attempt or job left it
+        key = contract.notified_key(world.ctx.run_id)
+        world.s3.put_object(Bucket=world.ctx.output_bucket, Key=key, Body=json.dumps(marker))
+        # WHEN JobE runs
+        result = job_e.run(
+            world.s3,
+            world.sns,
+            world.dynamodb,
+            world.ctx,
+            source_bucket=world.ctx.output_bucket,
+            recipient=None,
+        )
+        notifications = world.notifications()
+        final = world.get_json(world.ctx.output_bucket, key)
+    # THEN it publishes only where no one else did or is doing so
+    assert len(notifications) == expected
+    assert result["notified"] is bool(expected)
+    assert ("message_id" in final) is ("message_id" in marker or bool(expected))
+
+
+def test_jobe_that_loses_the_claim_between_read_and_write_does_not_publish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jobs_world import jobs_world, sample_inputs
+
+    from pipeline.jobs import job_e
+
+    monkeypatch.setenv("AWS_BATCH_JOB_ID", "this-job")
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(6))
+        world.run_until_e()
+        key = contract.notified_key(world.ctx.run_id)
+        bucket = world.ctx.output_bucket
+        other = boto3.client("s3", region_name="us-east-1")
+
+        # GIVEN another JobE that claims the marker just before this one's conditional write
+        # (a botocore hook on this client's PutObject of the marker, before it is sent)
+        def claim_first(params: dict[str, Any], **_: Any) -> None:
+            if params.get("Key") == key and params.get("IfNoneMatch") == "*":
+                other.put_object(Bucket=bucket, Key=key, Body=b'{"job":"other-job"}')
+
+        world.s3.meta.events.register("provide-client-params.s3.PutObject", claim_first)
+        # WHEN this JobE runs, THEN S3 refuses its claim and it does not publish
+        result = job_e.run(
+            world.s3, world.sns, world.dynamodb, world.ctx, source_bucket=bucket, recipient=None
+        )
+        assert result["notified"] is False
+        assert world.notifications() == []
+        assert world.get_json(bucket, key) == {"job": "other-job"}
 
 
 @pytest.mark.slow  # two whole syntheses with the auto-delete custom resource: ~11 s

@@ -282,6 +282,29 @@ def put_json(s3: S3Client, bucket: str, key: str, data: Any) -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=dumps(data), ContentType="application/json")
 
 
+def create_json(s3: S3Client, bucket: str, key: str, data: Any) -> bool:
+    """Write ``data`` only if no object has ``key`` (S3's conditional ``If-None-Match: *``);
+    False when one has, whoever wrote it, even a moment before."""
+    try:
+        with reporting(f"PutObject {s3_url(bucket, key)}"):
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=dumps(data),
+                ContentType="application/json",
+                IfNoneMatch="*",
+            )
+    except JobError as error:
+        cause = error.__cause__
+        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+            "PreconditionFailed",
+            "412",
+        ):
+            return False
+        raise
+    return True
+
+
 def get_json(s3: S3Client, bucket: str, key: str) -> Any:
     with reporting(f"GetObject {s3_url(bucket, key)}"):
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

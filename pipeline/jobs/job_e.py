@@ -20,6 +20,7 @@ from pipeline.jobs.common import (
     JobRun,
     RunContext,
     TransientJobError,
+    create_json,
     delete_prefix,
     get_json,
     get_json_if_exists,
@@ -91,7 +92,7 @@ def run(
         summary = _summarize(s3, dynamodb, ctx, reports, aggregate)
         put_json(s3, source_bucket, key, summary)
     notified = contract.notified_key(ctx.run_id)
-    if get_json_if_exists(s3, source_bucket, notified) is not None:
+    if not _claim_notification(s3, source_bucket, notified):
         return {"summary": s3_url(source_bucket, key), "removed": 0, "notified": False}
     with reporting(f"presign {s3_url(source_bucket, key)}"):
         link = s3.generate_presigned_url(
@@ -123,9 +124,9 @@ def run(
             Message=message,
             MessageAttributes=attributes,
         )
-    # Written after the publish: a crash between the two sends the message again (at least
-    # once), rather than never.
-    put_json(s3, source_bucket, notified, {"message_id": published["MessageId"]})
+    put_json(
+        s3, source_bucket, notified, {"job": _this_job(), "message_id": published["MessageId"]}
+    )
     # What is logged (run_main prints it to CloudWatch Logs) names the summary by its s3:// URL
     # only: the presigned link carries the job role's session token, a secret.
     return {
@@ -133,6 +134,23 @@ def run(
         "removed": summary["intermediates_removed"],
         "notified": True,
     }
+
+
+def _this_job() -> str:
+    return os.environ.get("AWS_BATCH_JOB_ID", "")
+
+
+def _claim_notification(s3: S3Client, bucket: str, key: str) -> bool:
+    """Whether this job is to publish the run's notification: it claims the marker first,
+    with a conditional create (S3 ``If-None-Match: *``), so of two JobE jobs at once (two
+    resumes, say) only one publishes. A marker this job's own earlier attempt left without a
+    message ID means that attempt died before or while publishing (Batch runs one attempt of
+    a job at a time): this attempt publishes, so the message goes out at least once."""
+    marker = get_json_if_exists(s3, bucket, key)
+    if marker is not None:
+        return "message_id" not in marker and marker.get("job") == _this_job() != ""
+    # False: another JobE claimed it between the read and this write
+    return create_json(s3, bucket, key, {"job": _this_job()})
 
 
 def _summarize(
