@@ -127,8 +127,16 @@ def aws(env: dict[str, str], *args: str, cwd: Path | None = None) -> Any:
 
 
 def wait_until_ended(env: dict[str, str], job_id: str, timeout: float = 240) -> dict[str, Any]:
-    """The job as the CLI describes it once it has ended. The waiting itself is done with
-    boto3 in this process: an AWS CLI process a poll would take the CPU the jobs need."""
+    """The job as the CLI describes it once it has ended."""
+    return wait_until(env, job_id, ("SUCCEEDED", "FAILED"), timeout)
+
+
+def wait_until(
+    env: dict[str, str], job_id: str, statuses: tuple[str, ...], timeout: float = 240
+) -> dict[str, Any]:
+    """The job as the CLI describes it once its status is one of ``statuses``. The waiting
+    itself is done with boto3 in this process: an AWS CLI process a poll would take the CPU
+    the jobs need."""
     import time
 
     import boto3
@@ -143,11 +151,11 @@ def wait_until_ended(env: dict[str, str], job_id: str, timeout: float = 240) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
-        if job["status"] in ("SUCCEEDED", "FAILED"):
+        if job["status"] in statuses:
             (described,) = aws(env, "batch", "describe-jobs", "--jobs", job_id)["jobs"]
             return dict(described)
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s")
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} was not {' or '.join(statuses)} within {timeout} s")
 
 
 def children(env: dict[str, str], parent: str, size: int) -> list[dict[str, Any]]:
@@ -312,12 +320,7 @@ def test_retry_strategy_timeout_dependency_and_terminate_through_the_cli(
     assert never_ran.get("attempts", []) == []
     # TerminateJob stops a running job, with the reason given
     running = _submit(endpoint, "terminated", "sleeps")
-    import time
-
-    while (
-        aws(endpoint, "batch", "describe-jobs", "--jobs", running)["jobs"][0]["status"] != "RUNNING"
-    ):
-        time.sleep(0.2)
+    wait_until(endpoint, running, ("RUNNING",))
     aws(endpoint, "batch", "terminate-job", "--job-id", running, "--reason", "stopped by the test")
     terminated = wait_until_ended(endpoint, running)
     assert terminated["status"] == "FAILED"
