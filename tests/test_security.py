@@ -287,6 +287,29 @@ def test_output_is_versioned_with_expiring_noncurrent_versions(stack: Synthesize
     assert "VersioningConfiguration" not in bucket_a
 
 
+@pytest.mark.slow  # a synthesis of its own
+def test_input_versioning_versions_bucket_a(tmp_path: Path) -> None:
+    import aws_cdk as cdk
+
+    from pipeline import ArrayJobPipeline
+
+    app = new_app(tmp_path, nist=True)
+    stack = cdk.Stack(app, "Versioned")
+    ArrayJobPipeline(stack, "P", array_size=10, input_versioning=True)
+    buckets = {
+        k: r["Properties"]
+        for k, r in app.synth().get_stack_by_name("Versioned").template["Resources"].items()
+        if r["Type"] == "AWS::S3::Bucket"
+    }
+    bucket_a = next(b for k, b in buckets.items() if "BucketA" in k)
+    assert bucket_a["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert {
+        "Id": "ExpireNoncurrentVersions",
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+        "Status": "Enabled",
+    } in bucket_a["LifecycleConfiguration"]["Rules"]
+
+
 def test_every_bucket_is_owner_enforced_private_encrypted_and_tls_only(
     stack: Synthesized,
 ) -> None:
