@@ -338,12 +338,13 @@ def _gone(pid: int) -> None:
 
 
 def test_a_stopped_job_is_asked_first_and_cleans_up(tmp_path: Path) -> None:
-    # GIVEN a job that removes a file of its own when asked to stop (SIGTERM)
+    # GIVEN a job that removes a file of its own when asked to stop (SIGTERM); the file appears
+    # once the handler is in place, so the stop cannot come before the job can hear it
     own = tmp_path / "own-file"
     script = (
-        "import pathlib, signal, sys, time; p = pathlib.Path(sys.argv[1]); p.write_text('x');"
+        "import pathlib, signal, sys, time; p = pathlib.Path(sys.argv[1]);"
         "signal.signal(signal.SIGTERM, lambda *_: (p.unlink(), sys.exit(143)));"
-        "time.sleep(3600)"
+        "p.write_text('x'); time.sleep(3600)"
     )
     with local_batch(tmp_path / "work", vcpus=1) as batch:
         batch.register("polite", (PYTHON, "-c", script, str(own)))
