@@ -294,17 +294,21 @@ def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
 @pytest.mark.parametrize(
     ("marker", "expected"),
     [
-        # another JobE job (a second resume, say) claimed the run's notification: it publishes
-        ({"job": "other-job"}, 0),
+        # another JobE job (a second resume, say) is publishing the run's notification
+        ({"job": "other-job", "claimed_at": 0.0}, 0),
+        # another JobE job claimed it long ago and died, or gave its claim up
+        ({"job": "other-job", "claimed_at": -1000.0}, 1),
         # this job's earlier attempt claimed it and died before the marker got its message ID
-        ({"job": "this-job"}, 1),
+        ({"job": "this-job", "claimed_at": 0.0}, 1),
         # the notification went out already
         ({"job": "this-job", "message_id": "m-1"}, 0),
     ],
 )
 def test_jobe_publishes_once_however_its_attempts_overlap(
-    monkeypatch: pytest.MonkeyPatch, marker: dict[str, str], expected: int
+    monkeypatch: pytest.MonkeyPatch, marker: dict[str, Any], expected: int
 ) -> None:
+    import time
+
     from jobs_world import jobs_world, sample_inputs
 
     from pipeline.jobs import job_e
@@ -313,7 +317,10 @@ def test_jobe_publishes_once_however_its_attempts_overlap(
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(6))
         world.run_until_e()
-        # GIVEN the run's notification marker as another attempt or job left it
+        # GIVEN the run's notification marker as another attempt or job left it (claimed_at
+        # relative to now)
+        if "claimed_at" in marker:
+            marker = {**marker, "claimed_at": time.time() + marker["claimed_at"]}
         key = contract.notified_key(world.ctx.run_id)
         world.s3.put_object(Bucket=world.ctx.output_bucket, Key=key, Body=json.dumps(marker))
         # WHEN JobE runs
@@ -331,6 +338,44 @@ def test_jobe_publishes_once_however_its_attempts_overlap(
     assert len(notifications) == expected
     assert result["notified"] is bool(expected)
     assert ("message_id" in final) is ("message_id" in marker or bool(expected))
+
+
+def test_jobe_that_fails_to_publish_gives_its_claim_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+    from jobs_world import jobs_world, sample_inputs
+
+    from pipeline.jobs import job_e
+    from pipeline.jobs.common import JobError
+
+    with jobs_world(array_size=2) as world:
+        world.put_inputs(sample_inputs(6))
+        world.run_until_e()
+
+        def run_e() -> dict[str, Any]:
+            return job_e.run(
+                world.s3,
+                world.sns,
+                world.dynamodb,
+                world.ctx,
+                source_bucket=world.ctx.output_bucket,
+                recipient=None,
+            )
+
+        # GIVEN a JobE whose publish is refused (a key policy that denies SNS, say)
+        def refuse(**_: Any) -> None:
+            raise ClientError({"Error": {"Code": "KMSAccessDenied", "Message": "no"}}, "Publish")
+
+        monkeypatch.setenv("AWS_BATCH_JOB_ID", "first-job")
+        world.sns.meta.events.register("before-call.sns.Publish", refuse)
+        with pytest.raises(JobError, match="KMSAccessDenied"):
+            run_e()
+        world.sns.meta.events.unregister("before-call.sns.Publish", refuse)
+        # WHEN the cause is fixed and the run resumed (a new JobE job, at once)
+        monkeypatch.setenv("AWS_BATCH_JOB_ID", "resumed-job")
+        result = run_e()
+        # THEN the resumed JobE publishes
+        assert result["notified"] is True
+        assert len(world.notifications()) == 1
 
 
 def test_jobe_that_loses_the_claim_between_read_and_write_does_not_publish(

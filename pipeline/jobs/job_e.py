@@ -8,8 +8,10 @@ summary and publish to SNS that the pipeline completed, with a link to the outpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -117,13 +119,20 @@ def run(
     attributes: dict[str, Any] = {"RunId": {"DataType": "String", "StringValue": ctx.run_id}}
     if recipient:
         attributes["Recipient"] = {"DataType": "String", "StringValue": recipient}
-    with reporting(f"Publish {ctx.notification_topic_arn}"):
-        published = sns.publish(
-            TopicArn=ctx.notification_topic_arn,
-            Subject=f"Array job pipeline run {ctx.run_id} completed"[:100],
-            Message=message,
-            MessageAttributes=attributes,
-        )
+    try:
+        with reporting(f"Publish {ctx.notification_topic_arn}"):
+            published = sns.publish(
+                TopicArn=ctx.notification_topic_arn,
+                Subject=f"Array job pipeline run {ctx.run_id} completed"[:100],
+                Message=message,
+                MessageAttributes=attributes,
+            )
+    except BaseException:
+        # Nothing was published: the claim is given up (dated long ago, with the write JobE
+        # may do), so a retry or a resume publishes.
+        with contextlib.suppress(Exception):
+            put_json(s3, source_bucket, notified, {"job": _this_job(), "claimed_at": 0})
+        raise
     put_json(
         s3, source_bucket, notified, {"job": _this_job(), "message_id": published["MessageId"]}
     )
@@ -140,17 +149,31 @@ def _this_job() -> str:
     return os.environ.get("AWS_BATCH_JOB_ID", "")
 
 
+CLAIM_SECONDS = 900
+"""A claim without a message ID older than this belongs to a JobE that died: publishing is one
+SNS call (with its retries) right after the claim."""
+
+
 def _claim_notification(s3: S3Client, bucket: str, key: str) -> bool:
     """Whether this job is to publish the run's notification: it claims the marker first,
     with a conditional create (S3 ``If-None-Match: *``), so of two JobE jobs at once (two
-    resumes, say) only one publishes. A marker this job's own earlier attempt left without a
-    message ID means that attempt died before or while publishing (Batch runs one attempt of
-    a job at a time): this attempt publishes, so the message goes out at least once."""
+    resumes, say) only one publishes. A claim without a message ID that this job's own earlier
+    attempt left (Batch runs one attempt of a job at a time), or that is older than
+    :data:`CLAIM_SECONDS`, belongs to a JobE that died before or while publishing (one that
+    failed to publish gives its claim up): this one takes it over, so the message goes out at
+    least once."""
     marker = get_json_if_exists(s3, bucket, key)
+    now = time.time()
     if marker is not None:
-        return "message_id" not in marker and marker.get("job") == _this_job() != ""
+        if "message_id" in marker:
+            return False
+        ours = marker.get("job") == _this_job() != ""
+        if not ours and now - float(marker.get("claimed_at", now)) < CLAIM_SECONDS:
+            return False
+        put_json(s3, bucket, key, {"job": _this_job(), "claimed_at": now})
+        return True
     # False: another JobE claimed it between the read and this write
-    return create_json(s3, bucket, key, {"job": _this_job()})
+    return create_json(s3, bucket, key, {"job": _this_job(), "claimed_at": now})
 
 
 def _summarize(
