@@ -200,8 +200,8 @@ def test_a_tampered_output_fails_the_right_check_naming_the_key() -> None:
 def test_a_lost_object_fails_the_accounting_check() -> None:
     with jobs_world(array_size=1) as world:
         world.put_inputs({"a": b"1", "b": b"2"})
-        time.sleep(1.1)  # older than the listing (S3 times are whole seconds)
-        job_a.run(world.s3, world.ctx)
+        # JobA lists a minute later, so both objects are older than the listing
+        job_a.run(world.s3, world.ctx, clock=lambda: time.time() + 60)
         # GIVEN object 'b' dropped from its shard after JobA listed it
         key = contract.manifest_key(world.ctx.run_id, 0)
         manifest = world.get_json(world.ctx.cpu_results_bucket, key)
@@ -216,8 +216,8 @@ def test_a_lost_object_fails_the_accounting_check() -> None:
 def test_an_object_added_after_listing_is_not_part_of_the_run() -> None:
     with jobs_world(array_size=1) as world:
         world.put_inputs({"a": b"1", "b": b"2"})
-        job_a.run(world.s3, world.ctx)
-        time.sleep(1.1)  # S3 times are whole seconds
+        # JobA listed a minute ago, so what is written now came after the listing
+        job_a.run(world.s3, world.ctx, clock=lambda: time.time() - 60)
         world.put_inputs({"late arrival": b"3"})
         report = job_d.run(world.s3, world.dynamodb, world.ctx, 1).as_json()
     assert report["passed"]
@@ -337,19 +337,20 @@ def test_a_shard_record_changed_after_it_was_read_is_read_from_s3() -> None:
 
 
 def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each() -> None:
-    # GIVEN children that ran about a second each and kept it in their shard records
+    # GIVEN children that ran a second each (by their clock) and kept it in their shard records
     with jobs_world(array_size=3) as world:
         world.put_inputs(sample_inputs(6))
         job_a.run(world.s3, world.ctx)
         for shard in range(3):
-            job_b.run(world.s3, world.ctx, shard, 1, started=time.monotonic() - 1.0)
+            job_b.run(world.s3, world.ctx, shard, 1, started=41.0, clock=lambda: 42.0)
             job_c.run(
                 world.s3,
                 world.dynamodb,
                 world.ctx,
                 shard,
                 sleep=lambda _: None,
-                started=time.monotonic() - 1.0,
+                started=41.0,
+                clock=lambda: 42.0,
             )
         for step in range(contract.VALIDATION_STEPS):
             job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="d-1")
@@ -366,8 +367,8 @@ def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each()
         timing_objects = world.keys(
             world.ctx.output_bucket, contract.run_prefix(world.ctx.run_id) + "timings/"
         )
-    # THEN JobB and JobC each took about three seconds in all, and no child wrote a timing
+    # THEN JobB and JobC each took three seconds in all, and no child wrote a timing
     # object of its own (the view went with the intermediates)
-    assert 3.0 <= summary["seconds_by_job"]["JobB"] < 4.0
-    assert 3.0 <= summary["seconds_by_job"]["JobC"] < 4.0
+    assert summary["seconds_by_job"]["JobB"] == 3.0
+    assert summary["seconds_by_job"]["JobC"] == 3.0
     assert not any("JobB" in k or "JobC" in k for k in timing_objects)

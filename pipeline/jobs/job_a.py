@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
@@ -60,10 +61,10 @@ def plan_shards(objects: list[Listed], shards: int) -> list[list[Listed]]:
     return [sorted(shard, key=lambda o: o.key) for shard in plan]
 
 
-def run(s3: S3Client, ctx: RunContext) -> dict[str, Any]:
+def run(s3: S3Client, ctx: RunContext, *, clock: Callable[[], float] = time.time) -> dict[str, Any]:
     # Objects written after this instant are not part of the run (JobD tells them apart from
     # lost ones); S3 times are whole seconds, so the instant is taken a second early.
-    listed_at = int(time.time()) - 1
+    listed_at = int(clock()) - 1
     valid: list[Listed] = []
     rejects: list[dict[str, Any]] = []
     listed = 0

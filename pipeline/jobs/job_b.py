@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +89,10 @@ def run(
     *,
     step: Step = DEFAULT_STEPS.cpu,
     started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The CPU stage over shard ``index``; its record carries the child's seconds when
-    ``started`` (a ``time.monotonic()``) is given, for JobE's summary."""
+    ``started`` (a reading of ``clock``) is given, for JobE's summary."""
     manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
     objects = manifest["objects"]
     if sum(o["size"] for o in objects) < POOL_THRESHOLD:
@@ -106,7 +108,7 @@ def run(
         contract.READ_RECORD: manifest,
     }
     if started is not None:
-        record["seconds"] = round(time.monotonic() - started, 3)
+        record["seconds"] = round(clock() - started, 3)
     put_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index), record)
     done = [e for e in entries if "rejected" not in e]
     return {

@@ -60,9 +60,10 @@ def run(
     step: Step = DEFAULT_STEPS.memory,
     sleep: Callable[[float], None] = time.sleep,
     started: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The memory stage over shard ``index``; its record carries the child's seconds when
-    ``started`` (a ``time.monotonic()``) is given, for JobE's summary."""
+    ``started`` (a reading of ``clock``) is given, for JobE's summary."""
     cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
     done_by_cpu = [e for e in cpu_index["objects"] if "rejected" not in e]
     caller = StepCaller(step, workers=1)
@@ -112,7 +113,7 @@ def run(
         contract.READ_RECORD: cpu_index,
     }
     if started is not None:
-        record["seconds"] = round(time.monotonic() - started, 3)
+        record["seconds"] = round(clock() - started, 3)
     put_json(s3, ctx.memory_results_bucket, contract.memory_index_key(ctx.run_id, index), record)
     done = [e for e in entries if "rejected" not in e]
     return {"shard": index, "objects": len(done), "rejected": len(entries) - len(done)}
