@@ -4,13 +4,14 @@ same, and ``--json`` has the same shapes, key by key."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
+
+from pipeline.backends.local import runs_dir
 
 pytestmark = pytest.mark.slow
 
@@ -68,12 +69,13 @@ def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: MotoBatch) 
         aws, "--stack", STACK, "--dry-run", "--json", "--array-size", "2"
     )
     assert code == 0, err
-    started = time.monotonic()
+    runs_before = sorted(runs_dir().glob("*")) if runs_dir().exists() else []
     local_code, local_out, local_err = cli_in_process(
         None, "--local", "--dry-run", "--json", "--array-size", "2"
     )
     assert local_code == 0, local_err
-    assert time.monotonic() - started < 5  # no services were started, nothing ran
+    # no services were started and no run was made: no run folder, no endpoint announced
+    assert (sorted(runs_dir().glob("*")) if runs_dir().exists() else []) == runs_before
     assert "services at" not in local_err
     assert "SubmitJob" not in aws.calls
     on_aws, local = json.loads(out), json.loads(local_out)
