@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +93,19 @@ class LocalBatchHarness:
         return sorted(found, key=lambda c: c["arrayProperties"]["index"])
 
 
+class ManualClock:
+    """A clock that moves only when told to: a timeout passes when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextmanager
 def local_batch(
     work: Path,
@@ -102,8 +115,10 @@ def local_batch(
     faults: Mapping[FaultKey, Fault] | None = None,
     fork: bool = True,
     environment: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[LocalBatchHarness]:
-    """An engine with one compute environment and one queue, ``queue``."""
+    """An engine with one compute environment and one queue, ``queue``; its scheduler measures
+    timeouts with ``clock``."""
     import os
 
     backend = BatchBackend(Place("123456789012", "us-east-1"), faults=faults)
@@ -121,6 +136,7 @@ def local_batch(
         work=work,
         vcpu_budget=vcpus,
         fork=fork,
+        clock=clock,
     )
     try:
         yield LocalBatchHarness(backend, scheduler, client)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from local_batch import PYTHON, LocalBatchHarness, local_batch
+from local_batch import PYTHON, LocalBatchHarness, ManualClock, local_batch
 
 from pipeline.document import PipelineDocument
 from pipeline.local.batch.faults import Fault
@@ -199,13 +199,13 @@ def test_evaluate_on_exit_retries_the_exit_code_it_names(tmp_path: Path, records
 
 
 def test_a_real_timeout_stops_the_attempt(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    clock = ManualClock()
+    with local_batch(tmp_path / "work", vcpus=1, clock=clock) as batch:
         _recording(batch, "Slow", records, seconds=3600, timeout=60)
         job_id = batch.submit("slow", "Slow", timeout={"attemptDurationSeconds": 60})
         batch.wait_for(job_id, ("RUNNING",))
-        # the timeout is a deadline of the attempt: brought forward, not waited out
-        attempt = batch.backend.jobs[job_id]
-        attempt.deadline = time.monotonic()
+        # WHEN the scheduler's clock passes the attempt's 60 s (not waited out)
+        clock.advance(61)
         batch.scheduler.wake()
         job = batch.wait_for(job_id)
     assert job["status"] == "FAILED"
@@ -276,7 +276,8 @@ def test_a_timed_out_forked_child_and_its_own_children_are_stopped(tmp_path: Pat
         f"p = subprocess.Popen(['sleep', '3600']); open({str(marker)!r}, 'w').write(str(p.pid)); "
         "time.sleep(3600)"
     )
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    clock = ManualClock()
+    with local_batch(tmp_path / "work", vcpus=1, clock=clock) as batch:
         batch.register("stuck", (PYTHON, "-c", script), timeout=60)
         job_id = batch.submit("stuck", "stuck")
         batch.wait_for(job_id, ("RUNNING",))
@@ -285,7 +286,7 @@ def test_a_timed_out_forked_child_and_its_own_children_are_stopped(tmp_path: Pat
             assert time.monotonic() < deadline, "the job did not start its grandchild"
             time.sleep(0.02)
         grandchild = int(marker.read_text())
-        batch.backend.jobs[job_id].deadline = time.monotonic()
+        clock.advance(61)
         batch.scheduler.wake()
         job = batch.wait_for(job_id)
     # THEN it failed on its timeout, and neither it nor its grandchild is left

@@ -78,8 +78,11 @@ class Scheduler:
         fork: bool = True,
         ship_log: LogShipper | None = None,
         tick: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (seconds) measures the attempts' timeouts and the stop grace."""
         self.backend = backend
+        self.clock = clock
         self.vcpu_budget = vcpu_budget or available_cores()
         self.environment = dict(environment)
         self.work = work
@@ -185,7 +188,7 @@ class Scheduler:
             self._end(job, None, f"{CANNOT_START}: {error.strerror or error}")
             return
         timeout = resolved.timeout_seconds
-        job.deadline = time.monotonic() + timeout if timeout else None
+        job.deadline = self.clock() + timeout if timeout else None
 
     def _start(
         self, command: list[str], environment: dict[str, str], log: Path, cores: tuple[int, ...]
@@ -201,7 +204,7 @@ class Scheduler:
         return start_process(command, environment, log, cores)
 
     def _reap(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self._zombies = [z for z in self._zombies if z.poll() is None]
         for job in list(self._running.values()):
             process = job.process
@@ -239,7 +242,7 @@ class Scheduler:
     ) -> None:
         attempt.stop_reason = reason
         attempt.timed_out = timed_out
-        attempt.kill_at = time.monotonic() + STOP_GRACE_SECONDS
+        attempt.kill_at = self.clock() + STOP_GRACE_SECONDS
         if job.process is not None:
             kill_group(job.process.pid, signal.SIGTERM)
         self._wake.set()
