@@ -7,12 +7,16 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from aws_cdk.assertions import Capture, Template
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -67,6 +71,22 @@ class Synthesized:
         assert len(found) == 1, f"expected one {type_} matching {logical_id_part}: {found}"
         return found[0]
 
+    @cached_property
+    def assertions(self) -> Template:
+        """The template as an ``aws_cdk.assertions.Template``, built once per stack."""
+        from aws_cdk.assertions import Template
+
+        return Template.from_json(self.template)
+
+    def resource(self, logical_id: str) -> Template:
+        """A template of the resource ``logical_id`` alone: ``has_resource_properties`` on it
+        checks that resource, found by a property that says what it is or by a reference
+        followed with a ``Capture``, and none of its siblings."""
+        from aws_cdk.assertions import Template
+
+        resource = self.template["Resources"][logical_id]
+        return Template.from_json({"Resources": {logical_id: resource}})
+
 
 def synthesize(app: Any, stack: Any) -> Synthesized:
     assembly = app.synth()
@@ -118,11 +138,53 @@ def no_flags_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
-def template(default_stack: Synthesized) -> Any:
+def template(default_stack: Synthesized) -> Template:
     """aws_cdk.assertions.Template of the default stack (built once)."""
-    from aws_cdk.assertions import Template
+    return default_stack.assertions
 
-    return Template.from_json(default_stack.template)
+
+def logical_id_of(template: Template, type_: str, properties: Mapping[str, Any]) -> str:
+    """The logical ID of the one resource of ``type_`` whose properties match ``properties``
+    (a ``has_resource_properties`` pattern saying what the resource is: its name, its
+    description, its tag), to follow the references made to it."""
+    found = template.find_resources(type_, {"Properties": properties})
+    assert len(found) == 1, f"expected one {type_} with those properties, found {sorted(found)}"
+    return next(iter(found))
+
+
+def captured_id(capture: Capture) -> str:
+    """The logical ID a ``Capture`` of ``{"Ref": ...}`` or ``{"Fn::GetAtt": [..., attribute]}``
+    took. A pattern several resources match (the five job definitions, say) captures once per
+    match: they must all reference the same resource."""
+    taken = [capture.as_string()]
+    while capture.next():
+        taken.append(capture.as_string())
+    assert len(set(taken)) == 1, f"the matching resources reference different resources: {taken}"
+    return taken[0]
+
+
+def resource_given_to_jobs(template: Template, env: str, name_prefix: str = "") -> str:
+    """The logical ID of the bucket, table or topic a pipeline's job definitions name in the
+    environment variable ``env`` (``PIPELINE_INPUT_BUCKET``, ...): what tells a job which
+    resource is which tells a test too. ``name_prefix`` picks the pipeline whose definition
+    names it starts, in a stack of several."""
+    from aws_cdk.assertions import Capture, Match
+
+    named = Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": (
+                Match.string_like_regexp(f"^{re.escape(name_prefix)}-")
+                if name_prefix
+                else Match.any_value()
+            ),
+            "ContainerProperties": {
+                "Environment": Match.array_with([{"Name": env, "Value": {"Ref": named}}])
+            },
+        },
+    )
+    return captured_id(named)
 
 
 def resolve(value: Any, name: Callable[[str, str | None], str]) -> str:
