@@ -40,11 +40,11 @@ def run_cli(
     )
 
 
-def start_cli(home: Path, *args: str) -> subprocess.Popen[str]:
-    """Start the command line and return at once (its output is piped)."""
+def start_cli(home: Path, *args: str, cwd: Path = REPO) -> subprocess.Popen[str]:
+    """Start the command line in ``cwd`` and return at once (its output is piped)."""
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.submit", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=cli_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

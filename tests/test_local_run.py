@@ -139,12 +139,47 @@ def _until(condition: Any, what: str, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
+HELD_STEPS = """
+import time
+from pathlib import Path
+
+from pipeline.jobs.default_steps import digest_and_compress
+from pipeline.steps import DEFAULT_STEPS, PipelineSteps, Step
+
+HOLD = Path(__file__).with_name("hold")
+
+
+def held(source, target, obj):
+    # Deaf to its run's services while it waits: only the engine can stop this job.
+    while HOLD.exists():
+        time.sleep(0.05)
+    return digest_and_compress(source, target, obj)
+
+
+STEPS = PipelineSteps(
+    cpu=Step.python("heldsteps:held"), memory=DEFAULT_STEPS.memory, checks=DEFAULT_STEPS.checks
+)
+"""
+
+
 def _during_job_b(
     tmp_path: Path, *args: str, children: int = 16
 ) -> tuple[subprocess.Popen[str], str]:
     """A local run of ``children`` children started, watched until JobB's jobs run: (its
-    process, its services' endpoint)."""
-    process = start_cli(tmp_path, "--local", "--array-size", str(children), *args)
+    process, its services' endpoint). JobB's children hold (they outlive their services)
+    until ``tmp_path / "hold"`` is removed, so only the engine can stop them."""
+    (tmp_path / "heldsteps.py").write_text(HELD_STEPS)
+    (tmp_path / "hold").touch()
+    process = start_cli(
+        tmp_path,
+        "--local",
+        "--steps",
+        "heldsteps:STEPS",
+        "--array-size",
+        str(children),
+        *args,
+        cwd=tmp_path,
+    )
     assert process.stderr is not None
     endpoint = ""
     deadline = time.monotonic() + 60
@@ -162,11 +197,13 @@ def _during_job_b(
 
 
 def _resumed_to_the_end(tmp_path: Path, run_id: str) -> None:
-    """``status`` sees the stopped run; ``resume`` completes it, every input accounted for."""
-    status = run_cli(tmp_path, "status", run_id, "--local")
+    """``status`` sees the stopped run; ``resume`` completes it (its held steps released),
+    every input accounted for."""
+    status = run_cli(tmp_path, "status", run_id, "--local", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"run {run_id} ")
-    resumed = run_cli(tmp_path, "resume", run_id, "--local", "--json")
+    (tmp_path / "hold").unlink()
+    resumed = run_cli(tmp_path, "resume", run_id, "--local", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout)["local"]["summary"]
     assert summary["objects"] == {"listed": 300, "processed": 297, "rejected": 3}
