@@ -1,42 +1,85 @@
-"""Least privilege: each job role may do exactly what its job needs, and no more."""
+"""Least privilege: each job role may do exactly what its job needs, and no more.
+
+A job's role is the one its job definition runs with (followed with a ``Capture``), its grants
+those of the policies attached to that role, and the resources they name are known by the
+environment variables that name them to the jobs: no logical ID is read for what it says."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from conftest import Synthesized
+from aws_cdk.assertions import Capture, Match
+from conftest import Synthesized, captured_id, resource_given_to_jobs
 
-# Logical-ID fragments of the pipeline's resources -> readable names used below.
-_NAMES = {
-    "StorageBucketA": "BucketA",
-    "StorageBucketB": "BucketB",
-    "StorageBucketC": "BucketC",
-    "StorageOutputBucket": "Output",
-    "StorageMetadataTable": "Table",
-    "StorageNotificationTopic": "Topic",
-    "EncryptionKey": "Key",
+from pipeline.spec import DEFAULT_SPEC, RESOURCES
+
+# The pipeline's resources (keys of RESOURCES) -> the readable names EXPECTED uses.
+_READABLE = {
+    "input_bucket": "BucketA",
+    "cpu_results_bucket": "BucketB",
+    "memory_results_bucket": "BucketC",
+    "output_bucket": "Output",
+    "metadata_table": "Table",
+    "notification_topic": "Topic",
 }
 
 
-def _name(value: Any) -> str:
+def _readable_names(stack: Synthesized) -> dict[str, str]:
+    """Logical ID -> readable name: each resource the jobs are given, by the variable that
+    names it to them, and the key the notification topic is encrypted with."""
+    names = {resource_given_to_jobs(stack.assertions, r.env): _READABLE[r.key] for r in RESOURCES}
+    topic = next(logical_id for logical_id, name in names.items() if name == "Topic")
+    key = Capture()
+    stack.resource(topic).has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]}}
+    )
+    names[captured_id(key)] = "Key"
+    return names
+
+
+def _name(value: Any, names: Mapping[str, str]) -> str:
     """A policy resource as e.g. ``BucketB/runs/*`` or ``Table``."""
     if isinstance(value, dict) and "Fn::Join" in value:
-        return "".join(_name(p) for p in value["Fn::Join"][1])
+        return "".join(_name(p, names) for p in value["Fn::Join"][1])
     if isinstance(value, dict):
         logical_id = value.get("Ref") or value["Fn::GetAtt"][0]
-        return next(v for k, v in _NAMES.items() if k in logical_id)
+        assert logical_id in names, f"a grant on {logical_id}, which is no pipeline resource"
+        return names[logical_id]
     return str(value)
 
 
-def _permissions(stack: Synthesized, role_fragment: str) -> set[tuple[str, str, str]]:
-    """(action, resource, condition) triples granted to the role whose ID contains the fragment."""
+def _job_role(stack: Synthesized, job_key: str) -> str:
+    """The logical ID of the role the job's definition (known by its name) runs with."""
+    role = Capture()
+    stack.assertions.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": DEFAULT_SPEC.job(job_key).definition_name,
+            "ContainerProperties": {"JobRoleArn": {"Fn::GetAtt": [role, "Arn"]}},
+        },
+    )
+    return captured_id(role)
+
+
+def _permissions(
+    stack: Synthesized, job_key: str, names: Mapping[str, str] | None = None
+) -> set[tuple[str, str, str]]:
+    """(action, resource, condition) triples the policies attached to the job's role grant,
+    resources named by ``names`` (``_readable_names`` of the stack when not given). They are
+    compared grant by grant, not statement by statement: CDK merges statements that share
+    resources or actions as it sees fit."""
+    names = names or _readable_names(stack)
+    role = _job_role(stack, job_key)
+    policies = stack.assertions.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": role}])}}
+    )
+    assert policies, f"no policy is attached to {job_key}'s role"
     triples: set[tuple[str, str, str]] = set()
-    for policy in stack.resources("AWS::IAM::Policy").values():
-        roles = [r["Ref"] for r in policy["Properties"]["Roles"]]
-        if not any(role_fragment in r for r in roles):
-            continue
+    for policy in policies.values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             assert statement["Effect"] == "Allow"
             actions = statement["Action"]
@@ -44,7 +87,7 @@ def _permissions(stack: Synthesized, role_fragment: str) -> set[tuple[str, str, 
             for action in [actions] if isinstance(actions, str) else actions:
                 for resource in resources if isinstance(resources, list) else [resources]:
                     condition = json.dumps(statement.get("Condition", {}), sort_keys=True)
-                    triples.add((action, _name(resource), condition))
+                    triples.add((action, _name(resource, names), condition))
     return triples
 
 
@@ -129,42 +172,85 @@ _FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
 def test_job_role_grants_exactly_what_the_job_needs(
     default_stack: Synthesized, job_key: str
 ) -> None:
-    granted = _permissions(default_stack, f"Jobs{job_key}Role")
+    granted = _permissions(default_stack, job_key)
     assert granted == EXPECTED[job_key] | {_FIND_PLAIN_RUNS}
 
 
 def test_each_job_definition_has_its_own_role(default_stack: Synthesized) -> None:
-    roles = {
-        d["Properties"]["JobDefinitionName"]: d["Properties"]["ContainerProperties"]["JobRoleArn"][
-            "Fn::GetAtt"
-        ][0]
-        for d in default_stack.resources("AWS::Batch::JobDefinition").values()
-    }
-    assert len(set(roles.values())) == 5
-    for name, role in roles.items():
-        assert name.split("-")[0] in role
+    # GIVEN the role each job definition runs with
+    roles = {job.key: _job_role(default_stack, job.key) for job in DEFAULT_SPEC}
+    # THEN no two share one, and each is described as its job's role
+    assert len(set(roles.values())) == len(DEFAULT_SPEC.jobs)
+    for job in DEFAULT_SPEC:
+        default_stack.resource(roles[job.key]).has_resource_properties(
+            "AWS::IAM::Role",
+            {
+                "Description": Match.string_like_regexp(
+                    f"^Job role of {re.escape(job.definition_name)}:"
+                )
+            },
+        )
+
+
+# Confused-deputy protection: only ECS tasks of this account and region.
+_ECS_TASKS_OF_THIS_ACCOUNT = {
+    "Action": "sts:AssumeRole",
+    "Effect": "Allow",
+    "Principal": Match.exact({"Service": "ecs-tasks.amazonaws.com"}),
+    "Condition": Match.exact(
+        {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnLike": {
+                "aws:SourceArn": {
+                    "Fn::Join": [
+                        "",
+                        [
+                            "arn:",
+                            {"Ref": "AWS::Partition"},
+                            ":ecs:",
+                            {"Ref": "AWS::Region"},
+                            ":",
+                            {"Ref": "AWS::AccountId"},
+                            ":*",
+                        ],
+                    ]
+                }
+            },
+        }
+    ),
+}
 
 
 def test_job_roles_trust_only_ecs_tasks(default_stack: Synthesized) -> None:
-    for logical_id, role in default_stack.resources("AWS::IAM::Role").items():
-        if "Jobs" not in logical_id:
-            continue
-        statements = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-        assert [s["Principal"] for s in statements] == [{"Service": "ecs-tasks.amazonaws.com"}]
-        # confused-deputy protection: only ECS tasks of this account and region
-        (condition,) = [s["Condition"] for s in statements]
-        assert condition["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-        assert "ecs:" in json.dumps(condition["ArnLike"]["aws:SourceArn"])
-        assert "ManagedPolicyArns" not in role["Properties"], logical_id
+    for job in DEFAULT_SPEC:
+        # GIVEN the role the job's definition runs with
+        role = _job_role(default_stack, job.key)
+        # THEN only this account's ECS tasks may assume it, and it has no managed policy
+        default_stack.resource(role).has_resource_properties(
+            "AWS::IAM::Role",
+            {
+                "AssumeRolePolicyDocument": {"Statement": [_ECS_TASKS_OF_THIS_ACCOUNT]},
+                "ManagedPolicyArns": Match.absent(),
+            },
+        )
 
 
 def test_no_job_role_can_write_the_input_bucket(default_stack: Synthesized) -> None:
-    for job_key in EXPECTED:
-        writes = {
-            (a, r)
-            for a, r, _ in _permissions(default_stack, f"Jobs{job_key}Role")
-            if r.startswith("BucketA") and a != "s3:GetObject" and a != "s3:ListBucket"
+    names = _readable_names(default_stack)
+    on_bucket_a = {
+        job_key: {
+            (action, resource)
+            for action, resource, _ in _permissions(default_stack, job_key, names)
+            if resource.startswith("BucketA")
         }
+        for job_key in EXPECTED
+    }
+    # the jobs that read the inputs are seen reading them ...
+    for job_key in ("JobA", "JobB", "JobD"):
+        assert ("s3:GetObject", "BucketA/*") in on_bucket_a[job_key], job_key
+    # ... and no job may do more than read them
+    for job_key, granted in on_bucket_a.items():
+        writes = {(a, r) for a, r in granted if a not in ("s3:GetObject", "s3:ListBucket")}
         assert writes == set(), job_key
 
 
@@ -178,8 +264,9 @@ def test_without_plain_requests_no_job_may_describe_jobs(tmp_path: Any) -> None:
     stack = cdk.Stack(app, "Closed")
     ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=False)
     closed = synthesize(app, stack)
+    names = _readable_names(closed)
     for key in EXPECTED:
-        assert _permissions(closed, f"Jobs{key}Role") == EXPECTED[key]
+        assert _permissions(closed, key, names) == EXPECTED[key]
 
 
 def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path: Any) -> None:
