@@ -37,6 +37,9 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # The README's bad-input table, row by row: (arguments, exit code, start of the one line).
 BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["--max-vcpu-hours", "nan"], 252, "error: argument --max-vcpu-hours: 'nan' must be a finite"),
+    (["--max-vcpu-hours", "0"], 252, "error: argument --max-vcpu-hours: '0' must be a finite"),
+    (["--max-vcpu-hours", "-1"], 252, "error: argument --max-vcpu-hours: '-1' must be a finite"),
+    (["--max-vcpu-hours", "inf"], 252, "error: argument --max-vcpu-hours: 'inf' must be a finite"),
     (["--poll-interval", "-1"], 252, "error: argument --poll-interval: '-1' must be a finite"),
     (["--poll-interval", "0"], 252, "error: argument --poll-interval: '0' must be a finite"),
     (["--array-size", "1"], 252, "error: --array-size must be from 2 to 10,000; got 1"),
@@ -201,15 +204,22 @@ def test_a_saved_local_run_id_is_refused(state: Path) -> None:
 
 
 def test_closed_stdout_ends_quietly() -> None:
+    # pipefail: the exit code is the command's, not head's
     result = subprocess.run(
-        f"{sys.executable} -m pipeline.submit --dry-run --json | head -c 10",
-        shell=True,
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{sys.executable} -m pipeline.submit --dry-run --json | head -c 10",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert result.returncode == 0, result.stderr
     assert result.stdout == '[\n  {\n    "'[:10]
     assert "Traceback" not in result.stderr
     assert "BrokenPipe" not in result.stderr
