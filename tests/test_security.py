@@ -15,12 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Synthesized, new_app, run_checkov
+from aws_cdk.assertions import Capture, Match, Template
+from conftest import (
+    REPO,
+    Synthesized,
+    captured_id,
+    logical_id_of,
+    new_app,
+    resource_given_to_jobs,
+    run_checkov,
+)
 from iam_policy import check_job_permissions
 
 from pipeline.constructs.checkov import CHECKOV_SKIPS
 from pipeline.constructs.compute import IMDS_ADDRESS, IMDS_BLOCK_SCRIPT, IMDS_IPV6_ADDRESS
-from pipeline.spec import JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG
+from pipeline.contract import INPUT_BUCKET, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
+from pipeline.spec import BUCKET_KEYS, JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG, RESOURCES
 
 
 @pytest.fixture(
@@ -34,27 +44,35 @@ def stack(request: pytest.FixtureRequest) -> Synthesized:
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
 
 
-def _user_data(stack: Synthesized) -> str:
-    (template,) = stack.resources("AWS::EC2::LaunchTemplate").values()
-    user_data = template["Properties"]["LaunchTemplateData"]["UserData"]["Fn::Base64"]
-    return user_data if isinstance(user_data, str) else json.dumps(user_data)
-
-
 def test_the_launch_template_installs_the_metadata_block_at_boot(
     stack: Synthesized,
 ) -> None:
-    user_data = _user_data(stack)
-    # a MIME multi-part document, as Batch requires of launch template user data, whose
-    # boothook is the script the tests below run
-    assert user_data.startswith("Content-Type: multipart/mixed; boundary=")
-    assert 'Content-Type: text/cloud-boothook; charset="utf-8"' in user_data
-    assert IMDS_BLOCK_SCRIPT in json.loads(json.dumps(user_data))
-    # the ECS agent's task-credential endpoint is left alone
-    assert "169.254.170.2" not in user_data
-    (template,) = stack.resources("AWS::EC2::LaunchTemplate").values()
-    options = template["Properties"]["LaunchTemplateData"]["MetadataOptions"]
-    assert options["HttpTokens"] == "required"
-    assert options["HttpProtocolIpv6"] == "disabled"
+    template = stack.assertions
+    # GIVEN the launch template every compute environment starts its instances from
+    launch_template = Capture()
+    template.all_resources_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": {"LaunchTemplate": {"LaunchTemplateId": {"Ref": launch_template}}}},
+    )
+    # THEN it requires IMDSv2, keeps the IPv6 metadata endpoint off ...
+    user_data = Capture()
+    stack.resource(captured_id(launch_template)).has_resource_properties(
+        "AWS::EC2::LaunchTemplate",
+        {
+            "LaunchTemplateData": {
+                "MetadataOptions": {"HttpTokens": "required", "HttpProtocolIpv6": "disabled"},
+                "UserData": {"Fn::Base64": user_data},
+            }
+        },
+    )
+    # ... and its user data is a MIME multi-part document, as Batch requires of launch
+    # template user data, whose boothook is the script the tests below run
+    text = user_data.as_string()
+    assert text.startswith("Content-Type: multipart/mixed; boundary=")
+    assert 'Content-Type: text/cloud-boothook; charset="utf-8"' in text
+    assert IMDS_BLOCK_SCRIPT in text
+    # AND the ECS agent's task-credential endpoint is left alone
+    assert "169.254.170.2" not in text
 
 
 _PROBE = """
@@ -156,37 +174,89 @@ def test_the_boothook_fails_closed(tmp_path: Path, firewall: dict[str, str]) -> 
 
 
 def test_every_job_runs_as_the_uid_the_rule_rejects(stack: Synthesized) -> None:
-    definitions = stack.resources("AWS::Batch::JobDefinition").values()
-    assert {d["Properties"]["ContainerProperties"]["User"] for d in definitions} == {
-        str(JOB_USER_ID)
-    }
+    stack.assertions.resource_count_is("AWS::Batch::JobDefinition", 5)
+    stack.assertions.all_resources_properties(
+        "AWS::Batch::JobDefinition", {"ContainerProperties": {"User": str(JOB_USER_ID)}}
+    )
     dockerfile = (REPO / "job_images" / "Dockerfile").read_text()
     assert f"USER {JOB_USER_ID}\n" in dockerfile
     assert f"--uid {JOB_USER_ID} " in dockerfile
 
 
+_JOB_FAILED = {"EventPattern": {"source": ["aws.batch"], "detail": {"status": ["FAILED"]}}}
+"""The failure rule: Batch's events of failed jobs."""
+
+
+def _dead_letters(template: Template) -> str:
+    """The queue the failure rule keeps what it could not deliver in."""
+    queue = Capture()
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {**_JOB_FAILED, "Targets": [{"DeadLetterConfig": {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}}]},
+    )
+    return captured_id(queue)
+
+
 def test_the_failure_rule_retries_and_keeps_what_it_cannot_deliver(
     stack: Synthesized,
 ) -> None:
-    (rule,) = stack.resources("AWS::Events::Rule").values()
-    (target,) = rule["Properties"]["Targets"]
-    assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
-    dead_letters = target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
-    queue = stack.template["Resources"][dead_letters]["Properties"]
-    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert "KmsMasterKeyId" in queue
-    (queue_policy,) = stack.resources("AWS::SQS::QueuePolicy").values()
-    statements = queue_policy["Properties"]["PolicyDocument"]["Statement"]
-    send = next(s for s in statements if s["Action"] == "sqs:SendMessage")
-    assert send["Principal"] == {"Service": "events.amazonaws.com"}
-    assert "aws:SourceArn" in send["Condition"]["ArnEquals"]
-    (alarm,) = stack.resources("AWS::CloudWatch::Alarm").values()
-    assert alarm["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
-
-
-def _key_statements(stack: Synthesized) -> list[dict[str, Any]]:
-    (key,) = stack.resources("AWS::KMS::Key").values()
-    return list(key["Properties"]["KeyPolicy"]["Statement"])
+    template = stack.assertions
+    # GIVEN the failure rule and the queue its one target sends what it cannot deliver to
+    rule = logical_id_of(template, "AWS::Events::Rule", _JOB_FAILED)
+    dead_letters = _dead_letters(template)
+    # THEN it retries for a day ...
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            **_JOB_FAILED,
+            "Targets": [
+                {
+                    "RetryPolicy": Match.exact(
+                        {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+                    )
+                }
+            ],
+        },
+    )
+    # ... the queue keeps messages 14 days, encrypted ...
+    stack.resource(dead_letters).has_resource_properties(
+        "AWS::SQS::Queue",
+        {"MessageRetentionPeriod": 14 * 24 * 3600, "KmsMasterKeyId": Match.any_value()},
+    )
+    # ... takes them from EventBridge for this rule only ...
+    template.has_resource_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "Queues": [{"Ref": dead_letters}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Action": "sqs:SendMessage",
+                                "Principal": Match.exact({"Service": "events.amazonaws.com"}),
+                                "Condition": Match.exact(
+                                    {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}}
+                                ),
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    # ... and an alarm watches it for messages
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": [dead_letters, "QueueName"]}}
+            ],
+        },
+    )
 
 
 def _alarm_arn(alarm_name: str) -> dict[str, Any]:
@@ -209,82 +279,201 @@ def _alarm_arn(alarm_name: str) -> dict[str, Any]:
 def test_the_undelivered_alarm_reaches_a_topic_cloudwatch_may_publish_to(
     stack: Synthesized,
 ) -> None:
-    # GIVEN the alarm on the dead-letter queue
-    resources = stack.template["Resources"]
-    (alarm,) = stack.resources("AWS::CloudWatch::Alarm").values()
-    name = alarm["Properties"]["AlarmName"]
-    (action,) = alarm["Properties"]["AlarmActions"]
-    topic_id = action["Ref"]
-    # THEN it publishes to a topic of its own, not the notification topic whose delivery failed
-    assert "AlarmTopic" in topic_id
-    assert resources[topic_id]["Type"] == "AWS::SNS::Topic"
-    encrypted_with = resources[topic_id]["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
-    # AND the topic policy lets CloudWatch publish for this alarm only ...
-    (policy,) = [
-        p
-        for p in stack.resources("AWS::SNS::TopicPolicy").values()
-        if p["Properties"]["Topics"] == [{"Ref": topic_id}]
-    ]
-    from_this_alarm = {
-        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
-        "ArnEquals": {"aws:SourceArn": _alarm_arn(name)},
-    }
-    publish = next(
-        s
-        for s in policy["Properties"]["PolicyDocument"]["Statement"]
-        if s["Effect"] == "Allow" and s["Action"] == "sns:Publish"
+    template = stack.assertions
+    # GIVEN the alarm on the dead-letter queue, its name and the topic it publishes to
+    name, alarm_topic = Capture(), Capture()
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Dimensions": [
+                {
+                    "Name": "QueueName",
+                    "Value": {"Fn::GetAtt": [_dead_letters(template), "QueueName"]},
+                }
+            ],
+            "AlarmName": name,
+            "AlarmActions": [{"Ref": alarm_topic}],
+        },
     )
-    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    assert publish["Condition"] == from_this_alarm
-    # ... and the topic's key lets it encrypt what it publishes, for this alarm only
-    key_policy = resources[encrypted_with]["Properties"]["KeyPolicy"]["Statement"]
-    use = next(s for s in key_policy if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"})
-    assert set(use["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
-    assert use["Condition"] == from_this_alarm
+    topic = captured_id(alarm_topic)
+    # THEN that topic is one of its own, not the notification topic whose delivery failed ...
+    assert topic != resource_given_to_jobs(template, NOTIFICATION_TOPIC_ARN)
+    key = Capture()
+    stack.resource(topic).has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]}}
+    )
+    # ... whose policy lets CloudWatch publish for this alarm only ...
+    from_this_alarm = Match.exact(
+        {
+            "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            "ArnEquals": {"aws:SourceArn": _alarm_arn(name.as_string())},
+        }
+    )
+    cloudwatch = Match.exact({"Service": "cloudwatch.amazonaws.com"})
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "Topics": [{"Ref": topic}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Action": "sns:Publish",
+                                "Principal": cloudwatch,
+                                "Condition": from_this_alarm,
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    # ... and whose key lets it encrypt what it publishes, for this alarm only
+    stack.resource(captured_id(key)).has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                                "Principal": cloudwatch,
+                                "Condition": from_this_alarm,
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
 
 
 def test_the_key_lets_each_service_act_only_as_documented(stack: Synthesized) -> None:
-    statements = _key_statements(stack)
-    # EventBridge: no source conditions (they could drop every notification); the topic and
-    # queue policies hold it to this pipeline's rules
-    events = next(
-        s for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}
+    template = stack.assertions
+    # GIVEN the pipeline's one key
+    template.resource_count_is("AWS::KMS::Key", 1)
+    key = logical_id_of(template, "AWS::KMS::Key", {})
+    key_arn = {"Fn::GetAtt": [key, "Arn"]}
+    # THEN EventBridge may decrypt and generate data keys, with no source conditions (they
+    # could drop every notification): the topic and queue policies hold it to this
+    # pipeline's rules
+    events = Match.exact({"Service": "events.amazonaws.com"})
+    template.has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": events,
+                                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                                "Condition": Match.absent(),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
     )
-    assert sorted(events["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert "Condition" not in events
-    # CloudWatch Logs: this account's log groups, by encryption context, and no action that
-    # carries no encryption context (it could never match)
-    logs = next(s for s in statements if "logs." in json.dumps(s.get("Principal")))
-    assert "kms:EncryptionContext:aws:logs:arn" in logs["Condition"]["ArnLike"]
-    assert not any(a.startswith("kms:Describe") for a in logs["Action"])
-    # the key encrypts the table, both log groups, both topics and the dead-letter queue
-    template = json.dumps(stack.template)
-    (key_id,) = stack.resources("AWS::KMS::Key")
-    assert template.count(f'"Fn::GetAtt": ["{key_id}", "Arn"]') >= 5
+    # AND CloudWatch Logs may use it for this account's log groups, by encryption context,
+    # with no action that carries no encryption context (it could never match)
+    logs = {"Service": {"Fn::Join": ["", ["logs.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}}
+    template.has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": Match.exact(logs),
+                                "Condition": {
+                                    "ArnLike": {
+                                        "kms:EncryptionContext:aws:logs:arn": Match.any_value()
+                                    }
+                                },
+                                "Action": Match.not_(
+                                    Match.array_with([Match.string_like_regexp("^kms:Describe")])
+                                ),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+    # AND it encrypts the table, both log groups, both topics and the dead-letter queue
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table", {"SSESpecification": {"KMSMasterKeyId": key_arn}}
+    )
+    for type_, encrypted_by, count in (
+        ("AWS::Logs::LogGroup", "KmsKeyId", 2),
+        ("AWS::SNS::Topic", "KmsMasterKeyId", 2),
+        ("AWS::SQS::Queue", "KmsMasterKeyId", 1),
+    ):
+        template.resource_count_is(type_, count)
+        template.all_resources_properties(type_, {encrypted_by: key_arn})
 
 
 def test_the_execution_role_trusts_only_this_accounts_ecs_tasks(
     stack: Synthesized,
 ) -> None:
-    role = next(r for k, r in stack.resources("AWS::IAM::Role").items() if "ExecutionRole" in k)
-    (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert statement["Condition"]["StringEquals"] == {
-        "aws:SourceAccount": {"Ref": "AWS::AccountId"}
-    }
+    template = stack.assertions
+    # GIVEN the execution role (every job definition has the same one)
+    role = Capture()
+    template.all_resources_properties(
+        "AWS::Batch::JobDefinition",
+        {"ContainerProperties": {"ExecutionRoleArn": {"Fn::GetAtt": [role, "Arn"]}}},
+    )
+    # THEN only ECS tasks of this account may assume it
+    stack.resource(captured_id(role)).has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {
+                            "Principal": Match.exact({"Service": "ecs-tasks.amazonaws.com"}),
+                            "Condition": {
+                                "StringEquals": Match.exact(
+                                    {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+                                )
+                            },
+                        }
+                    )
+                ]
+            }
+        },
+    )
 
 
-def test_output_is_versioned_with_expiring_noncurrent_versions(stack: Synthesized) -> None:
-    buckets = stack.resources("AWS::S3::Bucket")
-    output = next(b for k, b in buckets.items() if "OutputBucket" in k)["Properties"]
-    assert output["VersioningConfiguration"] == {"Status": "Enabled"}
-    rules = output["LifecycleConfiguration"]["Rules"]
-    assert {
+_EXPIRE_NONCURRENT_VERSIONS = Match.exact(
+    {
         "Id": "ExpireNoncurrentVersions",
         "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
         "Status": "Enabled",
-    } in rules
-    bucket_a = next(b for k, b in buckets.items() if "BucketA" in k)["Properties"]
-    assert "VersioningConfiguration" not in bucket_a
+    }
+)
+
+
+def test_output_is_versioned_with_expiring_noncurrent_versions(stack: Synthesized) -> None:
+    output = resource_given_to_jobs(stack.assertions, OUTPUT_BUCKET)
+    stack.resource(output).has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": Match.exact({"Status": "Enabled"}),
+            "LifecycleConfiguration": {"Rules": Match.array_with([_EXPIRE_NONCURRENT_VERSIONS])},
+        },
+    )
+    bucket_a = resource_given_to_jobs(stack.assertions, INPUT_BUCKET)
+    stack.resource(bucket_a).has_resource_properties(
+        "AWS::S3::Bucket", {"VersioningConfiguration": Match.absent()}
+    )
 
 
 @pytest.mark.slow  # a synthesis of its own
@@ -296,100 +485,233 @@ def test_input_versioning_versions_bucket_a(tmp_path: Path) -> None:
     app = new_app(tmp_path, nist=True)
     stack = cdk.Stack(app, "Versioned")
     ArrayJobPipeline(stack, "P", array_size=10, input_versioning=True)
-    buckets = {
-        k: r["Properties"]
-        for k, r in app.synth().get_stack_by_name("Versioned").template["Resources"].items()
-        if r["Type"] == "AWS::S3::Bucket"
-    }
-    bucket_a = next(b for k, b in buckets.items() if "BucketA" in k)
-    assert bucket_a["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert {
-        "Id": "ExpireNoncurrentVersions",
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-        "Status": "Enabled",
-    } in bucket_a["LifecycleConfiguration"]["Rules"]
+    template = Template.from_json(app.synth().get_stack_by_name("Versioned").template)
+    # THEN BucketA, as the jobs are told it, is versioned and expires noncurrent versions
+    bucket_a = resource_given_to_jobs(template, INPUT_BUCKET)
+    versioned = template.find_resources(
+        "AWS::S3::Bucket",
+        {
+            "Properties": {
+                "VersioningConfiguration": Match.exact({"Status": "Enabled"}),
+                "LifecycleConfiguration": {
+                    "Rules": Match.array_with([_EXPIRE_NONCURRENT_VERSIONS])
+                },
+            }
+        },
+    )
+    assert bucket_a in versioned
+
+
+def _deny(bucket: str, condition: dict[str, Any]) -> Any:
+    """A bucket policy statement pattern: Deny of every S3 action, to anyone, on the bucket and
+    its objects, under ``condition``."""
+    bucket_arn = {"Fn::GetAtt": [bucket, "Arn"]}
+    return Match.exact(
+        {
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "s3:*",
+            "Resource": [bucket_arn, {"Fn::Join": ["", [bucket_arn, "/*"]]}],
+            "Condition": condition,
+        }
+    )
 
 
 def test_every_bucket_is_owner_enforced_private_encrypted_and_tls_only(
     stack: Synthesized,
 ) -> None:
-    buckets = stack.resources("AWS::S3::Bucket")
-    assert len(buckets) == 5  # BucketA, B, C, output, access logs
-    for logical_id, bucket in buckets.items():
-        props = bucket["Properties"]
-        # no ACLs: the bucket owner owns every object, and no canned ACL is set
-        assert props["OwnershipControls"] == {
-            "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]
-        }, logical_id
-        assert "AccessControl" not in props, logical_id
-        assert props["PublicAccessBlockConfiguration"] == {
-            "BlockPublicAcls": True,
-            "BlockPublicPolicy": True,
-            "IgnorePublicAcls": True,
-            "RestrictPublicBuckets": True,
-        }, logical_id
-        (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-        assert encryption["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
-        if "AccessLogs" not in logical_id:
-            logging = props["LoggingConfiguration"]
-            assert "AccessLogs" in logging["DestinationBucketName"]["Ref"], logical_id
-    policies = {
-        p["Properties"]["Bucket"]["Ref"]: p["Properties"]["PolicyDocument"]["Statement"]
-        for p in stack.resources("AWS::S3::BucketPolicy").values()
-    }
-    assert set(policies) == set(buckets)
-    for logical_id, statements in policies.items():
-        denies = [s["Condition"] for s in statements if s["Effect"] == "Deny"]
-        assert {"Bool": {"aws:SecureTransport": "false"}} in denies, logical_id
-        assert {"NumericLessThan": {"s3:TlsVersion": 1.2}} in denies, logical_id
-    # access logs arrive under the bucket policy (the logging service, from this account's
-    # buckets), not through the LogDeliveryWrite ACL
-    (log_bucket,) = [k for k in buckets if "AccessLogs" in k]
-    delivery = next(
-        s
-        for s in policies[log_bucket]
-        if s.get("Principal") == {"Service": "logging.s3.amazonaws.com"}
+    template = stack.assertions
+    # GIVEN the five buckets: BucketA, B, C and the output bucket, which the jobs are given,
+    # and the access-log bucket the other four log to
+    pipeline_buckets = [
+        resource_given_to_jobs(template, r.env) for r in RESOURCES if r.key in BUCKET_KEYS
+    ]
+    destination = Capture()
+    stack.resource(pipeline_buckets[0]).has_resource_properties(
+        "AWS::S3::Bucket", {"LoggingConfiguration": {"DestinationBucketName": {"Ref": destination}}}
     )
-    assert delivery["Action"] == "s3:PutObject"
-    assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    log_bucket = captured_id(destination)
+    buckets = [*pipeline_buckets, log_bucket]
+    template.resource_count_is("AWS::S3::Bucket", len(set(buckets)))
+    # THEN none has ACLs (the bucket owner owns every object, no canned ACL is set), each
+    # blocks all public access and is encrypted with SSE-S3
+    template.all_resources_properties(
+        "AWS::S3::Bucket",
+        {
+            "OwnershipControls": Match.exact(
+                {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+            ),
+            "AccessControl": Match.absent(),
+            "PublicAccessBlockConfiguration": Match.exact(
+                {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                }
+            ),
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": Match.exact({"SSEAlgorithm": "AES256"})}
+                ]
+            },
+        },
+    )
+    # AND the pipeline's buckets log access to the access-log bucket, which logs nowhere
+    for bucket in pipeline_buckets:
+        stack.resource(bucket).has_resource_properties(
+            "AWS::S3::Bucket",
+            {"LoggingConfiguration": {"DestinationBucketName": {"Ref": log_bucket}}},
+        )
+    stack.resource(log_bucket).has_resource_properties(
+        "AWS::S3::Bucket", {"LoggingConfiguration": Match.absent()}
+    )
+    # AND each bucket's policy refuses requests without TLS, or with TLS older than 1.2
+    template.resource_count_is("AWS::S3::BucketPolicy", len(buckets))
+    for bucket in buckets:
+        for condition in (
+            {"Bool": {"aws:SecureTransport": "false"}},
+            {"NumericLessThan": {"s3:TlsVersion": 1.2}},
+        ):
+            template.has_resource_properties(
+                "AWS::S3::BucketPolicy",
+                {
+                    "Bucket": {"Ref": bucket},
+                    "PolicyDocument": {"Statement": Match.array_with([_deny(bucket, condition)])},
+                },
+            )
+    # AND access logs arrive under the bucket policy (the logging service, from this
+    # account's buckets), not through the LogDeliveryWrite ACL
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "Bucket": {"Ref": log_bucket},
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Allow",
+                                "Principal": Match.exact({"Service": "logging.s3.amazonaws.com"}),
+                                "Action": "s3:PutObject",
+                                "Condition": {
+                                    "StringEquals": Match.exact(
+                                        {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+                                    )
+                                },
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
 
 
 def test_the_vpcs_default_security_group_is_closed(stack: Synthesized) -> None:
-    (vpc_id,) = stack.resources("AWS::EC2::VPC")
-    (restrict,) = stack.resources("Custom::VpcRestrictDefaultSG").values()
-    assert restrict["Properties"]["DefaultSecurityGroupId"] == {
-        "Fn::GetAtt": [vpc_id, "DefaultSecurityGroup"]
-    }
-    (instances,) = stack.resources("AWS::EC2::SecurityGroup").values()
-    assert "SecurityGroupIngress" not in instances["Properties"]
+    template = stack.assertions
+    # GIVEN the pipeline's VPC
+    template.resource_count_is("AWS::EC2::VPC", 1)
+    vpc = logical_id_of(template, "AWS::EC2::VPC", {})
+    # THEN its default security group is emptied of rules
+    template.resource_count_is("Custom::VpcRestrictDefaultSG", 1)
+    template.has_resource_properties(
+        "Custom::VpcRestrictDefaultSG",
+        {"DefaultSecurityGroupId": {"Fn::GetAtt": [vpc, "DefaultSecurityGroup"]}},
+    )
+    # AND the one group the instances are in lets nothing in
+    template.resource_count_is("AWS::EC2::SecurityGroup", 1)
+    template.has_resource_properties(
+        "AWS::EC2::SecurityGroup", {"VpcId": {"Ref": vpc}, "SecurityGroupIngress": Match.absent()}
+    )
+    template.resource_count_is("AWS::EC2::SecurityGroupIngress", 0)
+
+
+# CDK's own custom-resource handlers, the instance profile's role, Batch's service role: trust
+# policies whose services act for this account only by construction.
+_UNCONDITIONED_SERVICES = r"^(lambda|ec2|batch)\.amazonaws\.com$"
 
 
 def test_every_service_role_trusts_its_service_for_this_account_only(
     stack: Synthesized,
 ) -> None:
-    roles = stack.resources("AWS::IAM::Role")
-    for logical_id, role in roles.items():
-        for statement in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
-            service = statement["Principal"].get("Service")
-            if service in (
-                None,
-                "lambda.amazonaws.com",
-                "ec2.amazonaws.com",
-                "batch.amazonaws.com",
-            ):
-                continue  # CDK's own custom-resource handlers, the instance profile, Batch's
-            conditions = statement.get("Condition", {})
-            source_account = conditions.get("StringEquals", {}).get("aws:SourceAccount")
-            source_arn = {
-                **conditions.get("ArnLike", {}),
-                **conditions.get("StringEquals", {}),
-            }.get("aws:SourceArn")
-            assert source_account == {"Ref": "AWS::AccountId"}, (logical_id, service)
-            assert source_arn is not None, (logical_id, service)
-    flow_log = next(r for k, r in roles.items() if "FlowLogRole" in k)
-    (trust,) = flow_log["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
-    assert ":vpc-flow-log/*" in json.dumps(trust["Condition"]["ArnLike"]["aws:SourceArn"])
+    template = stack.assertions
+    # GIVEN the roles another AWS service assumes on this pipeline's behalf: the five job
+    # roles, the execution role and the flow-log role
+    guarded = template.find_resources(
+        "AWS::IAM::Role",
+        {
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Principal": {
+                                        "Service": Match.not_(
+                                            Match.string_like_regexp(_UNCONDITIONED_SERVICES)
+                                        )
+                                    }
+                                }
+                            )
+                        ]
+                    )
+                }
+            }
+        },
+    )
+    assert len(guarded) == 7, sorted(guarded)
+    # THEN each trusts its one service only with this account as the source, and names the
+    # source resource
+    for role in guarded:
+        conditions = Capture(
+            Match.object_like(
+                {
+                    "StringEquals": Match.object_like(
+                        {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+                    )
+                }
+            )
+        )
+        stack.resource(role).has_resource_properties(
+            "AWS::IAM::Role",
+            {
+                "AssumeRolePolicyDocument": {
+                    "Statement": [Match.object_like({"Condition": conditions})]
+                }
+            },
+        )
+        source_arn = {
+            **conditions.as_object().get("ArnLike", {}),
+            **conditions.as_object().get("StringEquals", {}),
+        }.get("aws:SourceArn")
+        assert source_arn is not None, role
+    # AND the flow-log role is VPC Flow Logs', for this account's flow logs
+    flow_log_role = Capture()
+    template.has_resource_properties(
+        "AWS::EC2::FlowLog", {"DeliverLogsPermissionArn": {"Fn::GetAtt": [flow_log_role, "Arn"]}}
+    )
+    stack.resource(captured_id(flow_log_role)).has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {
+                            "Principal": Match.exact({"Service": "vpc-flow-logs.amazonaws.com"}),
+                            "Condition": {
+                                "ArnLike": {
+                                    "aws:SourceArn": {
+                                        "Fn::Join": ["", Match.array_with([":vpc-flow-log/*"])]
+                                    }
+                                }
+                            },
+                        }
+                    )
+                ]
+            }
+        },
+    )
 
 
 # --- grants -----------------------------------------------------------------------------------
@@ -424,13 +746,27 @@ def test_the_grant_reaches_only_this_pipelines_jobs_and_revisions(tmp_path: Path
     # GIVEN a consumer app granting a role job submission (synthesized cleanly under cdk-nag)
     app, stack = _consumer(tmp_path, unrelated_wildcard=False)
     template = app.synth().get_stack_by_name(stack.stack_name).template
+    # AND the statements of every policy attached to the grantee: the one role this account's
+    # principals assume
+    assertions = Template.from_json(template)
+    operator = logical_id_of(
+        assertions,
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [Match.object_like({"Principal": {"AWS": Match.any_value()}})]
+            }
+        },
+    )
+    policies = assertions.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": operator}])}}
+    )
     statements = [
         s
-        for k, p in template["Resources"].items()
-        if p["Type"] == "AWS::IAM::Policy" and "SubmitJobsGrant" in k
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        for policy in policies.values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
-    assert statements
+    assert any(s["Action"] == "batch:SubmitJob" for s in statements)
     # WHEN each request a grantee could make is decided against the grant's statements,
     # THEN it submits and stops this pipeline's jobs on the deployed revisions only, and
     # cannot re-tag another pipeline's job or set a tag key of its own choosing
