@@ -22,6 +22,7 @@ published to the topic with the reason.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,12 +31,19 @@ from typing import Any
 from pipeline.contract import READY_MARKER, marker_prefix
 from pipeline.document import PipelineDocument
 from pipeline.errors import ChainError, PipelineError, RunStateError, SpecError
-from pipeline.runs.chain import stop
+from pipeline.runs.chain import StopError, stop
 from pipeline.runs.engine import Session, plan_run, preflight, submit
 from pipeline.runs.preflight import TRIGGER_GUARD, check_cost
-from pipeline.runs.progress import RunSummary, SubmittedJob, describe_jobs, list_runs
+from pipeline.runs.progress import (
+    RunSummary,
+    SubmittedJob,
+    SubmittedRun,
+    describe_jobs,
+    find_jobs_by_name,
+    list_runs,
+)
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import STARTED_BY_TAG
+from pipeline.spec import RUN_TAG, STARTED_BY_TAG, TERMINAL
 from pipeline.trigger_events import SCHEDULE, UPLOAD
 
 Notify = Callable[[str, str], None]
@@ -147,14 +155,19 @@ def start_triggered(
     notify: Notify,
     allow_overlap: bool = False,
     max_vcpu_hours: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> TriggerOutcome:
     """Start the run ``trigger`` asks for with the pipeline's defaults, or say why not.
 
     In order: the inputs and the cost guard (:func:`plan_run`); an event seen before (its run
     exists: nothing to do); overlap (unless ``allow_overlap``, a run still active means this
     one is skipped); pre-flight; the chain. A skip or a refusal is published with ``notify``.
-    Two triggers racing past the overlap check both submit, see each other, and the later
-    (by submission time, then run id) stops its own jobs and reports itself skipped.
+
+    Two triggers can race past those checks, and both submit; so once its chain is in, the
+    starter looks again (see :func:`_stand_down`) and stops its own jobs if another chain of
+    the same run (the event delivered twice at once: DUPLICATE) or another active run
+    (SKIPPED) was submitted no later than its own. ``sleep`` waits between those listings. A
+    stand-down is published too; a job that cannot be stopped is named, with how to stop it.
     """
     run_id = trigger.run_id
     what = f"{trigger.kind} run {run_id} ({trigger.origin})"
@@ -189,13 +202,21 @@ def start_triggered(
         run = submit(session, document, config)
     except ChainError as error:
         return refuse(REFUSED, str(error))
-    if not allow_overlap:
-        earlier = _started_earlier(session, document, run_id)
-        if earlier is not None:
-            progress = describe_jobs(session.batch, run.job_ids)
-            stop(session.batch, progress, f"run {run_id}: {earlier.run_id} started first")
-            return refuse(SKIPPED, _overlap_reason(earlier))
-    return TriggerOutcome(STARTED, run_id, trigger, None, run.jobs)
+    stand_down = _stand_down(session, document, run, allow_overlap=allow_overlap, sleep=sleep)
+    if stand_down is None:
+        return TriggerOutcome(STARTED, run_id, trigger, None, run.jobs)
+    action, reason = stand_down
+    try:
+        progress = describe_jobs(session.batch, run.job_ids)
+        stop(session.batch, progress, f"run {run_id}: {reason}")
+    except StopError as error:
+        reason = (
+            f"{reason}; stopping this run's jobs failed: {error}; stop them with "
+            f"`python -m pipeline.submit cancel {run_id} --stack STACK`"
+        )
+    else:
+        reason = f"{reason}; this run's jobs were stopped"
+    return refuse(action, reason)
 
 
 def _overlap_reason(active: RunSummary) -> str:
@@ -206,18 +227,70 @@ def _overlap_reason(active: RunSummary) -> str:
     )
 
 
-def _started_earlier(
-    session: Session, document: PipelineDocument, run_id: str
-) -> RunSummary | None:
-    runs = list_runs(session.batch, document.queue, document.spec)
-    mine = next((r for r in runs if r.run_id == run_id), None)
-    if mine is None:
-        return None
-    rivals = [
-        r
-        for r in runs
-        if r.is_active
-        and r.run_id != run_id
-        and (r.created_at, r.run_id) < (mine.created_at, run_id)
-    ]
-    return min(rivals, key=lambda r: (r.created_at, r.run_id)) if rivals else None
+LISTINGS = 5
+"""How many times, at most, a starter lists the queue after submitting, waiting for ListJobs
+to list its own run (it may not list a new job at once)."""
+
+
+def _stand_down(
+    session: Session,
+    document: PipelineDocument,
+    run: SubmittedRun,
+    *,
+    allow_overlap: bool,
+    sleep: Callable[[float], None],
+) -> tuple[str, str] | None:
+    """Why the run just submitted must stop, as (action, reason), or None if it goes on.
+
+    The queue is listed until ListJobs lists this run's first job: from then on it lists every
+    job submitted before that one, so a run this one could overlap is not missed. Then another
+    chain of this run still going (the same event, delivered twice at once) is a DUPLICATE,
+    and, unless runs may overlap, another active run is SKIPPED, if submitted no later than
+    this one. A tie in submission time counts against this run: the other starter may have
+    looked before this run was listed, and gone on. A run never listed within
+    :data:`LISTINGS` listings is REFUSED: a run started at the same time cannot be ruled out.
+    """
+    batch, queue, spec = session.batch, document.queue, document.spec
+    head_key = spec.jobs[0].key
+    own_head = run.job_ids[head_key]
+    for listing in range(LISTINGS):
+        if listing:
+            sleep(min(2.0**listing, 20.0))
+        heads = find_jobs_by_name(batch, queue, head_key, (RUN_TAG, run.run_id))
+        own = next((h for h in heads if h["jobId"] == own_head), None)
+        if own is None:
+            continue
+        submitted_at = int(own.get("createdAt") or 0)
+        copies = [
+            h
+            for h in heads
+            if h["jobId"] != own_head
+            and h["status"] not in TERMINAL
+            and int(h.get("createdAt") or 0) <= submitted_at
+        ]
+        if copies:
+            return DUPLICATE, (
+                f"this event was delivered twice at once, and the other delivery submitted "
+                f"the same run (its {head_key} is {copies[0]['jobId']}), which goes on"
+            )
+        if allow_overlap:
+            return None
+        rivals = [
+            r
+            for r in list_runs(batch, queue, spec)
+            if r.is_active and r.run_id != run.run_id and r.created_at <= submitted_at
+        ]
+        if not rivals:
+            return None
+        earlier = min(rivals, key=lambda r: (r.created_at, r.run_id))
+        reason = _overlap_reason(earlier)
+        if earlier.created_at == submitted_at:
+            reason += (
+                "; the two were submitted in the same millisecond, so which came first cannot "
+                "be told: if neither is active now, start this run again"
+            )
+        return SKIPPED, reason
+    return REFUSED, (
+        f"ListJobs did not list this run's jobs in {LISTINGS} listings, so a run started at the "
+        "same time could not be ruled out"
+    )
