@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Synthesized, new_app, synthesize
+from aws_cdk.assertions import Capture, Match, Template
+from conftest import Synthesized, captured_id, logical_id_of, new_app, synthesize
+
+from pipeline.contract import ARRAY_SIZE, INPUT_BUCKET, NOTIFICATION_TOPIC_ARN
+from pipeline.spec import DEFAULT_SPEC
 
 CONSUMER_APP = """
 import aws_cdk as cdk
@@ -50,111 +53,244 @@ def consumer(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(app, stack)
 
 
-def _names(stack: Synthesized, type_: str, prop: str) -> list[str]:
-    return [r["Properties"][prop] for r in stack.resources(type_).values()]
+_PIPELINES = {"nightly": "500", "adhoc": "2", "shared": "10000"}
+"""Each pipeline of the app, by its name_prefix, and the array size it was given."""
+
+
+def _queue(template: Template, prefix: str) -> str:
+    """The pipeline's job queue, known by its name."""
+    return logical_id_of(template, "AWS::Batch::JobQueue", {"JobQueueName": f"{prefix}-ProdQueue"})
+
+
+def _definition(template: Template, prefix: str, job_key: str) -> str:
+    """The pipeline's definition of the job, known by its name."""
+    name = f"{prefix}-{DEFAULT_SPEC.job(job_key).definition_name}"
+    return logical_id_of(template, "AWS::Batch::JobDefinition", {"JobDefinitionName": name})
+
+
+def _environments(template: Template, prefix: str) -> list[str]:
+    """The two compute environments behind the pipeline's queue."""
+    first, second = Capture(), Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobQueue",
+        {
+            "JobQueueName": f"{prefix}-ProdQueue",
+            "ComputeEnvironmentOrder": [
+                {"ComputeEnvironment": {"Fn::GetAtt": [first, "ComputeEnvironmentArn"]}},
+                {"ComputeEnvironment": {"Fn::GetAtt": [second, "ComputeEnvironmentArn"]}},
+            ],
+        },
+    )
+    return [captured_id(first), captured_id(second)]
 
 
 def test_three_pipelines_synthesize_without_name_collisions(consumer: Synthesized) -> None:
-    queues = _names(consumer, "AWS::Batch::JobQueue", "JobQueueName")
-    definitions = _names(consumer, "AWS::Batch::JobDefinition", "JobDefinitionName")
-    assert sorted(queues) == ["adhoc-ProdQueue", "nightly-ProdQueue", "shared-ProdQueue"]
-    assert len(definitions) == 15
-    assert [n for n, c in Counter(definitions).items() if c > 1] == []
-    assert "nightly-JobC-Memory-Intensive-Processing" in definitions
+    template = consumer.assertions
+    # THEN there are three queues and fifteen definitions, each name used once
+    template.resource_count_is("AWS::Batch::JobQueue", len(_PIPELINES))
+    template.resource_count_is(
+        "AWS::Batch::JobDefinition", len(_PIPELINES) * len(DEFAULT_SPEC.jobs)
+    )
+    for prefix in _PIPELINES:
+        _queue(template, prefix)  # one queue of that name
+        for job in DEFAULT_SPEC:
+            _definition(template, prefix, job.key)  # one definition of that name
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {"JobDefinitionName": "nightly-JobC-Memory-Intensive-Processing"},
+    )
 
 
 def test_existing_vpc_and_input_bucket_are_used_not_recreated(consumer: Synthesized) -> None:
-    consumer_vpcs = consumer.resources("AWS::EC2::VPC")
-    assert len(consumer_vpcs) == 3  # the consumer's, plus one per pipeline without a vpc prop
-    shared_envs = [
-        e["Properties"]
-        for k, e in consumer.resources("AWS::Batch::ComputeEnvironment").items()
-        if k.startswith("Shared")
-    ]
-    assert len(shared_envs) == 2
-    for env in shared_envs:
-        assert all("SharedVpc" in s["Ref"] for s in env["ComputeResources"]["Subnets"])
-    shared_buckets = [k for k in consumer.resources("AWS::S3::Bucket") if k.startswith("Shared")]
-    assert not any("BucketA" in k for k in shared_buckets)
-    assert len(shared_buckets) == 4  # B, C, output, access logs
-    job_a_env = next(
-        d["Properties"]["ContainerProperties"]["Environment"]
-        for d in consumer.resources("AWS::Batch::JobDefinition").values()
-        if d["Properties"]["JobDefinitionName"] == "shared-JobA-list-and-validate"
+    template = consumer.assertions
+    # the consumer's VPC, plus one per pipeline without a vpc prop
+    template.resource_count_is("AWS::EC2::VPC", 3)
+    # GIVEN the consumer's VPC (known by its Name tag) and its subnets
+    shared_vpc = logical_id_of(
+        template,
+        "AWS::EC2::VPC",
+        {"Tags": Match.array_with([{"Key": "Name", "Value": "Analytics/SharedVpc"}])},
     )
-    assert {"Name": "PIPELINE_INPUT_BUCKET", "Value": "team-inputs"} in job_a_env
+    vpc_subnets = template.find_resources(
+        "AWS::EC2::Subnet", {"Properties": {"VpcId": {"Ref": shared_vpc}}}
+    )
+    assert vpc_subnets
+    # THEN the shared pipeline's two environments place instances in those subnets only
+    for environment in _environments(template, "shared"):
+        subnets = Capture()
+        consumer.resource(environment).has_resource_properties(
+            "AWS::Batch::ComputeEnvironment", {"ComputeResources": {"Subnets": subnets}}
+        )
+        assert {s["Ref"] for s in subnets.as_array()} == set(vpc_subnets)
+    # AND its jobs read the bucket it was given (by name, not a bucket of its own) ...
+    job_a = _definition(template, "shared", "JobA")
+    consumer.resource(job_a).has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "ContainerProperties": {
+                "Environment": Match.array_with([{"Name": INPUT_BUCKET, "Value": "team-inputs"}])
+            }
+        },
+    )
+    # ... so it has B, C, the output and access-log buckets, the other two pipelines five each
+    template.resource_count_is("AWS::S3::Bucket", 4 + 5 + 5)
 
 
 def test_array_size_reaches_the_jobs(consumer: Synthesized) -> None:
-    sizes = {
-        d["Properties"]["JobDefinitionName"].split("-")[0]: next(
-            e["Value"]
-            for e in d["Properties"]["ContainerProperties"]["Environment"]
-            if e["Name"] == "PIPELINE_ARRAY_SIZE"
+    for prefix, size in _PIPELINES.items():
+        consumer.assertions.resource_properties_count_is(
+            "AWS::Batch::JobDefinition",
+            {
+                "JobDefinitionName": Match.string_like_regexp(f"^{prefix}-"),
+                "ContainerProperties": {
+                    "Environment": Match.array_with([{"Name": ARRAY_SIZE, "Value": size}])
+                },
+            },
+            len(DEFAULT_SPEC.jobs),
         )
-        for d in consumer.resources("AWS::Batch::JobDefinition").values()
-    }
-    assert sizes == {"nightly": "500", "adhoc": "2", "shared": "10000"}
 
 
 def test_spot_uses_capacity_optimized_allocation(consumer: Synthesized) -> None:
-    strategies = {
-        k.split("Compute")[0]: e["Properties"]["ComputeResources"]
-        for k, e in consumer.resources("AWS::Batch::ComputeEnvironment").items()
-    }
-    assert {s["AllocationStrategy"] for k, s in strategies.items() if k.startswith("AdHoc")} == {
-        "SPOT_CAPACITY_OPTIMIZED"
-    }
-    assert {s["Type"] for k, s in strategies.items() if k.startswith("AdHoc")} == {"SPOT"}
-    assert {s["Type"] for k, s in strategies.items() if k.startswith("Nightly")} == {"EC2"}
+    for environment in _environments(consumer.assertions, "adhoc"):
+        consumer.resource(environment).has_resource_properties(
+            "AWS::Batch::ComputeEnvironment",
+            {"ComputeResources": {"Type": "SPOT", "AllocationStrategy": "SPOT_CAPACITY_OPTIMIZED"}},
+        )
+    for environment in _environments(consumer.assertions, "nightly"):
+        consumer.resource(environment).has_resource_properties(
+            "AWS::Batch::ComputeEnvironment", {"ComputeResources": {"Type": "EC2"}}
+        )
 
 
 def test_notification_email_subscribes_and_becomes_the_default_recipient(
     consumer: Synthesized,
 ) -> None:
-    subscriptions = consumer.resources("AWS::SNS::Subscription")
-    # the notification topic's, whose undeliverable emails go to the dead-letter queue, and
-    # the alarm topic's (that queue's alarm)
-    assert sorted(
-        (k.split("Topic")[0], s["Properties"]["Protocol"], s["Properties"]["Endpoint"])
-        for k, s in subscriptions.items()
-    ) == [
-        ("AdHocFailureNotificationsAlarm", "email", "data-team@example.com"),
-        ("AdHocStorageNotification", "email", "data-team@example.com"),
-    ]
-    to_notifications = next(s for k, s in subscriptions.items() if "Storage" in k)
-    dead_letters = to_notifications["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]
-    assert "FailureNotificationsDeadLetters" in dead_letters["Fn::GetAtt"][0]
-    job_e = next(
-        d["Properties"]
-        for d in consumer.resources("AWS::Batch::JobDefinition").values()
-        if d["Properties"]["JobDefinitionName"] == "adhoc-JobE-Cleanup-and-Notification"
+    template = consumer.assertions
+    # GIVEN the ad hoc pipeline's notification topic, failure rule, dead-letter queue and the
+    # topic of that queue's alarm
+    notifications = Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": Match.string_like_regexp("^adhoc-"),
+            "ContainerProperties": {
+                "Environment": Match.array_with(
+                    [{"Name": NOTIFICATION_TOPIC_ARN, "Value": {"Ref": notifications}}]
+                )
+            },
+        },
     )
-    assert job_e["Parameters"]["Recipient"] == "data-team@example.com"
+    dead_letters = Capture()
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "detail": {"jobQueue": [{"Fn::GetAtt": [_queue(template, "adhoc"), "JobQueueArn"]}]}
+            },
+            "Targets": [{"DeadLetterConfig": {"Arn": {"Fn::GetAtt": [dead_letters, "Arn"]}}}],
+        },
+    )
+    alarms = Capture()
+    template.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Dimensions": [
+                {
+                    "Name": "QueueName",
+                    "Value": {"Fn::GetAtt": [captured_id(dead_letters), "QueueName"]},
+                }
+            ],
+            "AlarmActions": [{"Ref": alarms}],
+        },
+    )
+    # THEN the address is subscribed to those two topics and no other: to the notification
+    # topic with undeliverable emails going to the dead-letter queue, and to the alarm topic
+    email = {"Protocol": "email", "Endpoint": "data-team@example.com"}
+    template.resource_count_is("AWS::SNS::Subscription", 2)
+    template.has_resource_properties(
+        "AWS::SNS::Subscription",
+        {
+            **email,
+            "TopicArn": {"Ref": captured_id(notifications)},
+            "RedrivePolicy": {
+                "deadLetterTargetArn": {"Fn::GetAtt": [captured_id(dead_letters), "Arn"]}
+            },
+        },
+    )
+    template.has_resource_properties(
+        "AWS::SNS::Subscription", {**email, "TopicArn": {"Ref": captured_id(alarms)}}
+    )
+    # AND JobE mails it by default
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": "adhoc-JobE-Cleanup-and-Notification",
+            "Parameters": {"Recipient": "data-team@example.com"},
+        },
+    )
 
 
 def test_job_overrides_change_only_the_named_job(consumer: Synthesized) -> None:
-    by_name = {
-        d["Properties"]["JobDefinitionName"]: d["Properties"]["ContainerProperties"]
-        for d in consumer.resources("AWS::Batch::JobDefinition").values()
-    }
-    adhoc_b = by_name["adhoc-JobB-CPU-Intensive-Processing"]
-    assert {"Type": "VCPU", "Value": "16"} in adhoc_b["ResourceRequirements"]
-    assert {"Name": "LEVEL", "Value": "9"} in adhoc_b["Environment"]
-    nightly_b = by_name["nightly-JobB-CPU-Intensive-Processing"]
-    assert {"Type": "VCPU", "Value": "32"} in nightly_b["ResourceRequirements"]
+    template = consumer.assertions
+    # THEN the ad hoc JobB has the vCPUs and variable it was given ...
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": "adhoc-JobB-CPU-Intensive-Processing",
+            "ContainerProperties": {
+                "ResourceRequirements": Match.array_with([{"Type": "VCPU", "Value": "16"}]),
+                "Environment": Match.array_with([{"Name": "LEVEL", "Value": "9"}]),
+            },
+        },
+    )
+    # ... no other definition has that variable, and the nightly JobB keeps the spec's vCPUs
+    template.resource_properties_count_is(
+        "AWS::Batch::JobDefinition",
+        {
+            "ContainerProperties": {
+                "Environment": Match.array_with([Match.object_like({"Name": "LEVEL"})])
+            }
+        },
+        1,
+    )
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": "nightly-JobB-CPU-Intensive-Processing",
+            "ContainerProperties": {
+                "ResourceRequirements": Match.array_with([{"Type": "VCPU", "Value": "32"}])
+            },
+        },
+    )
 
 
 def test_grant_helpers_give_output_read_and_job_submission(consumer: Synthesized) -> None:
-    policy = [
-        statement
-        for p in consumer.resources("AWS::IAM::Policy").values()
-        if any("Analyst" in r["Ref"] for r in p["Properties"]["Roles"])
-        for statement in p["Properties"]["PolicyDocument"]["Statement"]
+    template = consumer.assertions
+    # GIVEN the consumer's analyst role: the one role this account's principals assume
+    analyst = logical_id_of(
+        template,
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [Match.object_like({"Principal": {"AWS": Match.any_value()}})]
+            }
+        },
+    )
+    # WHEN the policies attached to it are read
+    policies = template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": analyst}])}}
+    )
+    statements = [
+        s
+        for policy in policies.values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
     actions = {
-        a for s in policy for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        a
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
+    # THEN it may read output and submit, follow and stop jobs ...
     assert {
         "s3:GetObject",
         "s3:ListBucket",
@@ -164,11 +300,32 @@ def test_grant_helpers_give_output_read_and_job_submission(consumer: Synthesized
         "batch:TerminateJob",
         "batch:CancelJob",
     } <= actions
-    submit = next(s for s in policy if "batch:SubmitJob" in s["Action"])
-    rendered = str(submit["Resource"])
-    assert "NightlyComputeQueue" in rendered
-    assert "NightlyJobsJobA" in rendered  # the revision deployed, not name:*
-    assert "adhoc" not in rendered
+    # ... and submit to the nightly queue and definitions only, the revisions deployed (not
+    # name:*)
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": Match.array_with([{"Ref": analyst}]),
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "batch:SubmitJob",
+                                "Resource": [
+                                    {"Fn::GetAtt": [_queue(template, "nightly"), "JobQueueArn"]},
+                                    *(
+                                        {"Ref": _definition(template, "nightly", job.key)}
+                                        for job in DEFAULT_SPEC
+                                    ),
+                                ],
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
 
 
 def test_a_second_pipeline_with_the_same_prefix_is_refused(tmp_path: Path) -> None:
