@@ -6,18 +6,32 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Synthesized, new_app, run_checkov, synthesize
+from aws_cdk.assertions import Capture, Match, Template
+from conftest import (
+    Synthesized,
+    captured_id,
+    logical_id_of,
+    new_app,
+    resource_given_to_jobs,
+    run_checkov,
+    synthesize,
+)
 from iam_policy import check_job_permissions
 
-from pipeline.contract import INPUT_PREFIX
+from pipeline.contract import INPUT_BUCKET, INPUT_PREFIX, NOTIFICATION_TOPIC_ARN
 from pipeline.errors import PipelineConfigError
 from pipeline.spec import DEFAULT_SPEC, JOB_TAG_KEYS, PIPELINE_TAG
-from pipeline.trigger_events import schedule_event, upload_pattern
+from pipeline.trigger_events import (
+    ALLOW_OVERLAP,
+    MAX_VCPU_HOURS,
+    QUEUE,
+    schedule_event,
+    upload_pattern,
+)
 
 CONSUMER_APP = """
 import aws_cdk as cdk
@@ -50,43 +64,83 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synthesize(app, stack)
 
 
-def _of(stack: Synthesized, type_: str, pipeline: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in stack.resources(type_).items() if k.startswith(pipeline)}
+_STARTER = {"Handler": "pipeline.starter.handler"}
+"""What makes a Lambda function a pipeline's starter."""
+_UPLOADS = {"EventPattern": {"source": ["aws.s3"]}}
+"""What makes a rule the upload trigger: it matches S3's events."""
 
 
-def _one(stack: Synthesized, type_: str, pipeline: str) -> tuple[str, dict[str, Any]]:
-    (found,) = _of(stack, type_, pipeline).items()
-    return found
+def _queue(template: Template, prefix: str) -> str:
+    """The job queue of the pipeline named ``prefix``, known by its name."""
+    return logical_id_of(template, "AWS::Batch::JobQueue", {"JobQueueName": f"{prefix}-ProdQueue"})
 
 
-def _starter_statements(stack: Synthesized, pipeline: str) -> list[dict[str, Any]]:
-    (policy,) = [
-        p for k, p in _of(stack, "AWS::IAM::Policy", pipeline).items() if "StarterPolicy" in k
-    ]
-    return list(policy["Properties"]["PolicyDocument"]["Statement"])
+def _starter(template: Template, prefix: str) -> str:
+    """The starter function of the pipeline named ``prefix``: the one told that pipeline's
+    queue."""
+    queue_arn = {"Fn::GetAtt": [_queue(template, prefix), "JobQueueArn"]}
+    return logical_id_of(
+        template,
+        "AWS::Lambda::Function",
+        {**_STARTER, "Environment": {"Variables": {QUEUE: queue_arn}}},
+    )
+
+
+def _starter_role(stack: Synthesized, prefix: str) -> str:
+    """The role the starter function of the pipeline named ``prefix`` runs with."""
+    role = Capture()
+    stack.resource(_starter(stack.assertions, prefix)).has_resource_properties(
+        "AWS::Lambda::Function", {"Role": {"Fn::GetAtt": [role, "Arn"]}}
+    )
+    return captured_id(role)
+
+
+def _statements_of(template: Template, role: str) -> list[dict[str, Any]]:
+    """The statements of every policy attached to ``role``."""
+    policies = template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"Roles": Match.array_with([{"Ref": role}])}}
+    )
+    return [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _dead_letters(template: Template, prefix: str) -> str:
+    """The queue the pipeline's failure rule keeps what it could not deliver in."""
+    queue = Capture()
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {
+                "detail": {"jobQueue": [{"Fn::GetAtt": [_queue(template, prefix), "JobQueueArn"]}]}
+            },
+            "Targets": [{"DeadLetterConfig": {"Arn": {"Fn::GetAtt": [queue, "Arn"]}}}],
+        },
+    )
+    return captured_id(queue)
 
 
 # --- the consumer app ---------------------------------------------------------------------------
 
 
 def test_two_triggered_pipelines_synthesize_without_name_collisions(ingest: Synthesized) -> None:
-    queues = [
-        r["Properties"]["JobQueueName"] for r in ingest.resources("AWS::Batch::JobQueue").values()
-    ]
-    definitions = [
-        r["Properties"]["JobDefinitionName"]
-        for r in ingest.resources("AWS::Batch::JobDefinition").values()
-    ]
-    assert sorted(queues) == ["nightly-ProdQueue", "uploads-ProdQueue"]
-    assert [n for n, c in Counter(definitions).items() if c > 1] == []
-    # one starter each, named by CloudFormation (no physical name to collide)
-    functions = ingest.resources("AWS::Lambda::Function")
-    starters = {k: f for k, f in functions.items() if "StarterFunction" in k}
-    assert len(starters) == 2
-    assert not any("FunctionName" in f["Properties"] for f in starters.values())
-    assert len(ingest.resources("AWS::Scheduler::Schedule")) == 1
-    rules = [k for k in ingest.resources("AWS::Events::Rule") if "StarterUpload" in k]
-    assert len(rules) == 1
+    template = ingest.assertions
+    # THEN each pipeline has its own queue and definitions, each name used once ...
+    template.resource_count_is("AWS::Batch::JobQueue", 2)
+    template.resource_count_is("AWS::Batch::JobDefinition", 2 * len(DEFAULT_SPEC.jobs))
+    for prefix in ("nightly", "uploads"):
+        _queue(template, prefix)
+        for job in DEFAULT_SPEC:
+            logical_id_of(
+                template,
+                "AWS::Batch::JobDefinition",
+                {"JobDefinitionName": f"{prefix}-{job.definition_name}"},
+            )
+        # ... and one starter each, named by CloudFormation (no physical name to collide)
+        ingest.resource(_starter(template, prefix)).has_resource_properties(
+            "AWS::Lambda::Function", {"FunctionName": Match.absent()}
+        )
+    template.resource_properties_count_is("AWS::Lambda::Function", _STARTER, 2)
+    template.resource_count_is("AWS::Scheduler::Schedule", 1)
+    template.resource_properties_count_is("AWS::Events::Rule", _UPLOADS, 1)
 
 
 @pytest.mark.slow
@@ -106,28 +160,35 @@ def test_cfn_lint_is_clean_on_the_consumer_app(ingest: Synthesized) -> None:
 
 
 def test_the_schedule_invokes_the_starter_with_its_input_and_time_zone(ingest: Synthesized) -> None:
-    _, schedule = _one(ingest, "AWS::Scheduler::Schedule", "Nightly")
-    props = schedule["Properties"]
-    function_id, _ = next(
-        (k, f)
-        for k, f in _of(ingest, "AWS::Lambda::Function", "Nightly").items()
-        if "StarterFunction" in k
-    )
-    assert props["ScheduleExpression"] == "cron(30 2 * * ? *)"
-    assert props["ScheduleExpressionTimezone"] == "Europe/London"
-    assert props["State"] == "ENABLED"
-    assert props["Target"]["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
-    assert json.loads(props["Target"]["Input"]) == schedule_event(
+    template = ingest.assertions
+    starter = _starter(template, "nightly")
+    template.resource_count_is("AWS::Scheduler::Schedule", 1)
+    event = schedule_event(
         "Ingest/Nightly", "<aws.scheduler.execution-id>", "<aws.scheduler.scheduled-time>"
+    )
+    template.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {
+            "ScheduleExpression": "cron(30 2 * * ? *)",
+            "ScheduleExpressionTimezone": "Europe/London",
+            "State": "ENABLED",
+            "Target": {
+                "Arn": {"Fn::GetAtt": [starter, "Arn"]},
+                "Input": Match.serialized_json(Match.exact(event)),
+            },
+        },
     )
 
 
 def test_the_schedule_role_may_only_invoke_this_starter(ingest: Synthesized) -> None:
-    _, schedule = _one(ingest, "AWS::Scheduler::Schedule", "Nightly")
-    role_id = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
-    role = ingest.template["Resources"][role_id]
-    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    template = ingest.assertions
+    # GIVEN the role of the schedule, which is in the default group
+    role = Capture()
+    template.has_resource_properties(
+        "AWS::Scheduler::Schedule",
+        {"GroupName": Match.absent(), "Target": {"RoleArn": {"Fn::GetAtt": [role, "Arn"]}}},
+    )
+    schedule_role = captured_id(role)
     schedule_group = {
         "Fn::Join": [
             "",
@@ -142,29 +203,62 @@ def test_the_schedule_role_may_only_invoke_this_starter(ingest: Synthesized) -> 
             ],
         ]
     }
-    assert "GroupName" not in schedule["Properties"]  # the schedule is in the default group
-    assert trust["Condition"] == {
-        "StringEquals": {
-            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
-            "aws:SourceArn": schedule_group,
-        }
-    }
-    assert "ManagedPolicyArns" not in role["Properties"]
-    policies = [
-        p
-        for p in ingest.resources("AWS::IAM::Policy").values()
-        if {"Ref": role_id} in p["Properties"]["Roles"]
-    ]
-    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
-    assert {s["Action"] for s in statements} == {"lambda:InvokeFunction"}
-    for statement in statements:
-        for resource in statement["Resource"]:
-            assert "NightlyStarterFunction" in json.dumps(resource)
+    # THEN only EventBridge Scheduler, for this account's default group, may assume it ...
+    ingest.resource(schedule_role).has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {
+                            "Principal": Match.exact({"Service": "scheduler.amazonaws.com"}),
+                            "Condition": Match.exact(
+                                {
+                                    "StringEquals": {
+                                        "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+                                        "aws:SourceArn": schedule_group,
+                                    }
+                                }
+                            ),
+                        }
+                    )
+                ]
+            },
+            "ManagedPolicyArns": Match.absent(),
+        },
+    )
+    # ... and its one policy lets it invoke this starter (and its versions), nothing else
+    starter_arn = {"Fn::GetAtt": [_starter(template, "nightly"), "Arn"]}
+    attached = {"Roles": Match.array_with([{"Ref": schedule_role}])}
+    template.resource_properties_count_is("AWS::IAM::Policy", attached, 1)
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            **attached,
+            "PolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {
+                            "Effect": "Allow",
+                            "Action": "lambda:InvokeFunction",
+                            "Resource": [starter_arn, {"Fn::Join": ["", [starter_arn, ":*"]]}],
+                        }
+                    )
+                ]
+            },
+        },
+    )
 
 
-def test_a_pipeline_without_triggers_has_no_starter(default_stack: Synthesized) -> None:
-    assert not any("Starter" in k for k in default_stack.template["Resources"])
-    assert default_stack.resources("AWS::Scheduler::Schedule") == {}
+def test_a_pipeline_without_triggers_has_no_starter(template: Template) -> None:
+    # no starter function, nothing to invoke one, no role for one
+    template.resource_properties_count_is("AWS::Lambda::Function", _STARTER, 0)
+    template.resource_count_is("AWS::Lambda::EventInvokeConfig", 0)
+    template.resource_count_is("AWS::Scheduler::Schedule", 0)
+    template.resource_properties_count_is("AWS::Events::Rule", _UPLOADS, 0)
+    template.resource_properties_count_is(
+        "AWS::IAM::Role", {"Description": Match.string_like_regexp("starter")}, 0
+    )
 
 
 # --- the upload rule ----------------------------------------------------------------------------
@@ -173,33 +267,54 @@ def test_a_pipeline_without_triggers_has_no_starter(default_stack: Synthesized) 
 def test_bucket_a_sends_its_events_to_eventbridge_without_a_custom_resource(
     ingest: Synthesized,
 ) -> None:
-    buckets = {k: b for k, b in ingest.resources("AWS::S3::Bucket").items() if "BucketA" in k}
-    uploads = next(b for k, b in buckets.items() if k.startswith("Uploads"))
-    nightly = next(b for k, b in buckets.items() if k.startswith("Nightly"))
-    assert uploads["Properties"]["NotificationConfiguration"] == {
-        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
-    }
-    assert "NotificationConfiguration" not in nightly["Properties"]
-    assert ingest.resources("Custom::S3BucketNotifications") == {}
+    template = ingest.assertions
+    # GIVEN each pipeline's BucketA, as its jobs are told it
+    uploads = resource_given_to_jobs(template, INPUT_BUCKET, "uploads")
+    nightly = resource_given_to_jobs(template, INPUT_BUCKET, "nightly")
+    # THEN the upload-triggered one sends its events to EventBridge, the other sends none,
+    # and no custom resource configures either
+    ingest.resource(uploads).has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "NotificationConfiguration": Match.exact(
+                {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+            )
+        },
+    )
+    ingest.resource(nightly).has_resource_properties(
+        "AWS::S3::Bucket", {"NotificationConfiguration": Match.absent()}
+    )
+    template.resource_count_is("Custom::S3BucketNotifications", 0)
 
 
 def test_the_upload_rule_matches_ready_markers_of_bucket_a_only(ingest: Synthesized) -> None:
-    ((rule_id, rule),) = [
-        (k, r) for k, r in ingest.resources("AWS::Events::Rule").items() if "StarterUpload" in k
-    ]
-    bucket_id = next(
-        k for k in ingest.resources("AWS::S3::Bucket") if k.startswith("UploadsStorageBucketA")
+    template = ingest.assertions
+    # GIVEN the upload pipeline's BucketA, starter and dead-letter queue
+    bucket = resource_given_to_jobs(template, INPUT_BUCKET, "uploads")
+    detail = json.loads(
+        json.dumps(upload_pattern("BUCKET")).replace('"BUCKET"', json.dumps({"Ref": bucket}))
     )
-    pattern = rule["Properties"]["EventPattern"]
-    assert pattern["source"] == ["aws.s3"]
-    assert pattern["detail-type"] == ["Object Created"]
-    assert pattern["detail"] == json.loads(
-        json.dumps(upload_pattern("BUCKET")).replace('"BUCKET"', json.dumps({"Ref": bucket_id}))
+    # THEN the one rule on S3's events matches objects created in that bucket under the
+    # ready marker's key, and sends them to that starter, keeping what it cannot deliver
+    template.resource_properties_count_is("AWS::Events::Rule", _UPLOADS, 1)
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": Match.exact(
+                {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail}
+            ),
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": {"Fn::GetAtt": [_starter(template, "uploads"), "Arn"]},
+                        "DeadLetterConfig": {
+                            "Arn": {"Fn::GetAtt": [_dead_letters(template, "uploads"), "Arn"]}
+                        },
+                    }
+                )
+            ],
+        },
     )
-    (target,) = rule["Properties"]["Targets"]
-    assert "UploadsStarterFunction" in target["Arn"]["Fn::GetAtt"][0]
-    assert "DeadLetters" in target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
-    assert rule_id.startswith("Uploads")
 
 
 # --- the starter --------------------------------------------------------------------------------
@@ -208,44 +323,87 @@ def test_the_upload_rule_matches_ready_markers_of_bucket_a_only(ingest: Synthesi
 def test_the_starter_role_is_held_to_this_pipelines_queue_definitions_and_tag(
     ingest: Synthesized,
 ) -> None:
-    statements = _starter_statements(ingest, "Uploads")
+    template = ingest.assertions
+    # GIVEN what the policies attached to the upload pipeline's starter role allow
+    role = _starter_role(ingest, "uploads")
+    statements = _statements_of(template, role)
+    # THEN each request it could make is decided as for a grantee of this pipeline
     check_job_permissions(
         statements, ingest.template, "uploads-ProdQueue", PIPELINE_TAG, JOB_TAG_KEYS, "Uploads"
     )
-    submit = next(s for s in statements if s["Action"] == "batch:SubmitJob")
-    resources = json.dumps(submit["Resource"])
-    assert "UploadsComputeQueue" in resources
-    for job in DEFAULT_SPEC:  # the exact revisions deployed, not name:*
-        assert f"UploadsJobs{job.key}" in resources
-    assert "job-definition" not in resources
-    actions = {a for s in statements for a in s["Action"]}
+    # AND it submits to this pipeline's queue and the exact revisions deployed, not name:*
+    definitions = [
+        logical_id_of(
+            template,
+            "AWS::Batch::JobDefinition",
+            {"JobDefinitionName": f"uploads-{job.definition_name}"},
+        )
+        for job in DEFAULT_SPEC
+    ]
+    queue_arn = {"Fn::GetAtt": [_queue(template, "uploads"), "JobQueueArn"]}
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": Match.array_with([{"Ref": role}]),
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": "batch:SubmitJob",
+                                "Resource": [queue_arn, *({"Ref": d} for d in definitions)],
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+    # AND it has no data access, and no managed policy
+    actions = {
+        a
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert "batch:SubmitJob" in actions
     assert not any(a.startswith(("s3:", "dynamodb:", "iam:")) for a in actions)
-    role_id = next(k for k in _of(ingest, "AWS::IAM::Role", "Uploads") if "StarterRole" in k)
-    assert "ManagedPolicyArns" not in ingest.template["Resources"][role_id]["Properties"]
+    ingest.resource(role).has_resource_properties(
+        "AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()}
+    )
 
 
 def test_the_starter_is_told_its_pipeline_and_is_not_retried(ingest: Synthesized) -> None:
-    function = next(
-        f
-        for k, f in _of(ingest, "AWS::Lambda::Function", "Nightly").items()
-        if "StarterFunction" in k
+    template = ingest.assertions
+    # GIVEN the nightly pipeline's starter, notification topic and the key of that topic
+    starter = _starter(template, "nightly")
+    topic = resource_given_to_jobs(template, NOTIFICATION_TOPIC_ARN, "nightly")
+    key = Capture()
+    ingest.resource(topic).has_resource_properties(
+        "AWS::SNS::Topic", {"KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]}}
     )
-    props = function["Properties"]
-    variables = props["Environment"]["Variables"]
-    assert props["Handler"] == "pipeline.starter.handler"
-    assert variables["PIPELINE_ALLOW_OVERLAP"] == "false"
-    assert variables["PIPELINE_MAX_VCPU_HOURS"] == "20000"
-    assert "NightlyEncryptionKey" in props["KmsKeyArn"]["Fn::GetAtt"][0]
-    assert INPUT_PREFIX not in variables
-    config = next(
-        c
-        for k, c in ingest.resources("AWS::Lambda::EventInvokeConfig").items()
-        if k.startswith("Nightly")
+    # THEN the starter is told the pipeline's overlap rule and cost cap, not an input prefix,
+    # and its environment is encrypted with the pipeline's key
+    ingest.resource(starter).has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Environment": {
+                "Variables": {
+                    ALLOW_OVERLAP: "false",
+                    MAX_VCPU_HOURS: "20000",
+                    INPUT_PREFIX: Match.absent(),
+                }
+            },
+            "KmsKeyArn": {"Fn::GetAtt": [captured_id(key), "Arn"]},
+        },
     )
-    assert config["Properties"]["MaximumRetryAttempts"] == 0
-    assert (
-        "NightlyStorageNotificationTopic"
-        in config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Ref"]
+    # AND a failed invocation is not retried: it goes to the notification topic
+    template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig",
+        {
+            "FunctionName": {"Ref": starter},
+            "MaximumRetryAttempts": 0,
+            "DestinationConfig": {"OnFailure": {"Destination": {"Ref": topic}}},
+        },
     )
 
 
@@ -299,12 +457,16 @@ def test_checkov_is_clean_on_the_triggered_pipelines(ingest: Synthesized) -> Non
     assert report["results"]["failed_checks"] == [], [
         (c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]
     ]
-    starter_skips = {
-        c["check_id"]
-        for c in report["results"]["skipped_checks"]
-        if "StarterFunction" in c["resource"]
-    }
-    assert starter_skips == {"CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117"}
+    # each starter skips the same three checks (checkov names a resource Type.LogicalId)
+    starters = ingest.assertions.find_resources("AWS::Lambda::Function", {"Properties": _STARTER})
+    assert len(starters) == 2
+    for starter in starters:
+        skipped = {
+            c["check_id"]
+            for c in report["results"]["skipped_checks"]
+            if c["resource"] == f"AWS::Lambda::Function.{starter}"
+        }
+        assert skipped == {"CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117"}, starter
 
 
 # --- cdk.json context (npx cdk deploy -c ...) -----------------------------------------------------
