@@ -8,9 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import REPO, Synthesized, new_app
+from aws_cdk.assertions import Capture, Match, Template
+from conftest import REPO, Synthesized, captured_id, new_app, resource_given_to_jobs
+
+from pipeline.contract import INPUT_BUCKET
+from pipeline.spec import DEFAULT_SPEC
 
 pytestmark = pytest.mark.slow
 EXAMPLE = REPO / "examples" / "access_logs"
@@ -130,22 +135,23 @@ def test_destroy_on_delete_variant_is_also_clean(tmp_path: Path) -> None:
     app = new_app(tmp_path, nist=True)
     stack = PipelineStack(app, "Disposable", pipeline={"removal_policy": cdk.RemovalPolicy.DESTROY})
     # WHEN synthesized with cdk-nag registered (raises on any unacknowledged finding)
-    template = app.synth().get_stack_by_name("Disposable").template
-    # THEN the pipeline's own data stores are deleted with the stack (buckets emptied first),
-    # BucketA with the user's inputs is kept, and cfn-lint is clean
-    stores = {
-        logical_id: r["DeletionPolicy"]
-        for logical_id, r in template["Resources"].items()
-        if r["Type"] in ("AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup")
-    }
-    assert {k for k, v in stores.items() if v == "Retain"} == {
-        next(k for k in stores if "BucketA" in k)
-    }
-    assert set(stores.values()) == {"Delete", "Retain"}
-    empties = [
-        r for r in template["Resources"].values() if r["Type"] == "Custom::S3AutoDeleteObjects"
-    ]
-    assert len(empties) == 4
+    template = Template.from_json(app.synth().get_stack_by_name("Disposable").template)
+    # THEN BucketA, with the user's inputs, is the one store kept ...
+    bucket_a = resource_given_to_jobs(template, INPUT_BUCKET)
+    kept = template.find_resources("AWS::S3::Bucket", {"DeletionPolicy": "Retain"})
+    assert set(kept) == {bucket_a}
+    # ... the pipeline's own are deleted with the stack, the other four buckets emptied first
+    deleted = template.find_resources("AWS::S3::Bucket", {"DeletionPolicy": "Delete"})
+    assert len(deleted) == 4
+    template.resource_count_is("AWS::S3::Bucket", 5)
+    template.resource_count_is("Custom::S3AutoDeleteObjects", len(deleted))
+    for bucket in deleted:
+        template.has_resource_properties(
+            "Custom::S3AutoDeleteObjects", {"BucketName": {"Ref": bucket}}
+        )
+    template.all_resources("AWS::DynamoDB::Table", {"DeletionPolicy": "Delete"})
+    template.all_resources("AWS::Logs::LogGroup", {"DeletionPolicy": "Delete"})
+    # AND cfn-lint is clean
     result = _cfn_lint(tmp_path / "Disposable.template.json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert stack.pipeline.name_prefix == ""
@@ -179,15 +185,33 @@ def test_pinned_cdk_cli_synthesizes_the_app(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     template = json.loads((tmp_path / "cdk.out" / "ArrayJobPipeline.template.json").read_text())
-    names = {
-        r["Properties"]["JobDefinitionName"]
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::Batch::JobDefinition"
-    }
-    assert "JobA-list-and-validate" in names
+    Template.from_json(template).has_resource_properties(
+        "AWS::Batch::JobDefinition", {"JobDefinitionName": "JobA-list-and-validate"}
+    )
 
 
-def test_a_pipeline_of_your_steps_is_as_clean(tmp_path: Path) -> None:
+def _job_role_policies(template: Template, job_key: str) -> list[Any]:
+    """The documents of the policies attached to the role of the job whose logs stream under
+    its key (whatever prefix its definition's name has)."""
+    role = Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "ContainerProperties": {
+                "LogConfiguration": {"Options": {"awslogs-stream-prefix": job_key}},
+                "JobRoleArn": {"Fn::GetAtt": [role, "Arn"]},
+            }
+        },
+    )
+    policies = template.find_resources(
+        "AWS::IAM::Policy",
+        {"Properties": {"Roles": Match.array_with([{"Ref": captured_id(role)}])}},
+    )
+    assert policies, job_key
+    return [policy["Properties"]["PolicyDocument"] for policy in policies.values()]
+
+
+def test_a_pipeline_of_your_steps_is_as_clean(default_stack: Synthesized, tmp_path: Path) -> None:
     # GIVEN the example project's app: its own steps, in an image with its code
     import importlib.util
 
@@ -210,9 +234,9 @@ def test_a_pipeline_of_your_steps_is_as_clean(tmp_path: Path) -> None:
         (c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]
     ]
     # AND the job roles are the same as the default pipeline's: a step gets no access of its own
-    roles = {
-        key: r["Properties"]["PolicyDocument"]
-        for key, r in assembly.get_stack_by_name(stack.stack_name).template["Resources"].items()
-        if r["Type"] == "AWS::IAM::Policy" and "JobB" in key
-    }
-    assert len(roles) == 1
+    # (both pipelines are the construct "Pipeline" of their stacks: the same logical IDs)
+    steps = Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
+    for job in DEFAULT_SPEC:
+        assert _job_role_policies(steps, job.key) == _job_role_policies(
+            default_stack.assertions, job.key
+        ), job.key
