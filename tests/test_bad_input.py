@@ -199,7 +199,10 @@ def test_a_saved_local_run_id_is_refused(state: Path) -> None:
     (state / "runs" / "kept").mkdir(parents=True)
     code, _, err = cli_in_process(None, "--local", "--run-id", "kept")
     assert code == 252
-    assert err.startswith("error: a local run 'kept' exists in ")
+    assert err == (
+        f"error: a local run 'kept' exists in {state / 'runs'}; pick another --run-id, "
+        "or continue it with `resume kept --local`\n"
+    )
     assert (state / "runs" / "kept").is_dir()  # what was there is left alone
 
 
