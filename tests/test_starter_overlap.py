@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from moto_batch import MotoBatch, moto_batch, stack_document
 
 from pipeline.backends.aws import AwsSession
@@ -158,7 +159,7 @@ class Starters:
         if not self._refused(job_id):
             return None
         body = json.dumps({"__type": "AccessDeniedException", "message": "injected"}).encode()
-        headers = {"x-amzn-ErrorType": "AccessDeniedException"}
+        headers = HTTPHeaders.from_dict({"x-amzn-ErrorType": "AccessDeniedException"})
         return AWSResponse(request.url, 403, headers, _Body(body))
 
     # --- what moto holds, as the harness shows it -----------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.exceptions import ConnectionClosedError
 from moto_batch import MotoBatch, moto_batch
 
@@ -50,7 +51,7 @@ class _Body:
 
 def _error_answer(url: str, status: int, code: str) -> AWSResponse:
     body = json.dumps({"__type": code, "message": "injected"}).encode()
-    return AWSResponse(url, status, {"x-amzn-ErrorType": code}, _Body(body))
+    return AWSResponse(url, status, HTTPHeaders.from_dict({"x-amzn-ErrorType": code}), _Body(body))
 
 
 class Faults:
