@@ -186,7 +186,7 @@ def test_jobs_receive_every_resource_name_through_the_environment(template: Temp
     # GIVEN each pipeline resource
     for resource in RESOURCES:
         # THEN every job definition names it in its variable, all the same resource of its kind
-        named = resource_given_to_jobs(template, resource.env)
+        named = Capture()
         template.all_resources_properties(
             "AWS::Batch::JobDefinition",
             {
@@ -197,7 +197,8 @@ def test_jobs_receive_every_resource_name_through_the_environment(template: Temp
                 }
             },
         )
-        assert named in template.find_resources(_KIND_TYPES[resource.kind]), resource.key
+        resources_of_its_kind = template.find_resources(_KIND_TYPES[resource.kind])
+        assert captured_id(named) in resources_of_its_kind, resource.key
     template.all_resources_properties(
         "AWS::Batch::JobDefinition",
         {
