@@ -128,8 +128,10 @@ class TriggerOutcome:
     """What :func:`start_triggered` did."""
 
     action: str
-    """STARTED; SKIPPED (a run was active); REFUSED (inputs, cost guard, pre-flight or a
-    failed submission; nothing is left running); DUPLICATE (this event's run exists)."""
+    """STARTED; SKIPPED (a run was active, or started at the same time); REFUSED (inputs, cost
+    guard, pre-flight, a failed submission, or a run ListJobs never listed); DUPLICATE (this
+    event's run exists, or another delivery of the event submitted it at the same time). What
+    was submitted and not STARTED is stopped, and ``reason`` names any job that could not be."""
     run_id: str
     trigger: Trigger
     reason: str | None = None
