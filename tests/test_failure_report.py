@@ -36,7 +36,8 @@ def _logs(aws: MotoBatch, job_ids: list[str]) -> Any:
     logs = boto3.client("logs", region_name=REGION)
     logs.create_log_group(logGroupName=LOG_GROUP)
     for job_id in job_ids:
-        stream = aws.backend._jobs[job_id].log_stream_name
+        (job,) = aws.batch.describe_jobs(jobs=[job_id])["jobs"]
+        stream = job["container"]["logStreamName"]  # the stream DescribeJobs names for it
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         now = int(time.time() * 1000)  # CloudWatch Logs rejects events older than 14 days
         logs.put_log_events(

@@ -208,8 +208,12 @@ def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
 
     def fail_b(parsed: dict[str, Any], **_: Any) -> None:
         if parsed.get("jobName") == "JobB":
-            aws.fail_child(parsed["jobId"], 1, "Essential container in task exited")
-            aws.backend._jobs[f"{parsed['jobId']}:1"].log_stream_name = "JobB/default/x"
+            aws.fail_child(
+                parsed["jobId"],
+                1,
+                "Essential container in task exited",
+                log_stream_name="JobB/default/x",
+            )
 
     aws.apply_stops()
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)

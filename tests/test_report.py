@@ -32,17 +32,6 @@ def aws() -> Iterator[MotoBatch]:
         yield harness
 
 
-def _times(job: Any, started: datetime, seconds: float) -> None:
-    """Give a moto job (or child) known start and stop times and one attempt."""
-    job.job_started_at = started
-    job.job_stopped_at = started + timedelta(seconds=seconds)
-    job.job_stopped = True
-    ms = int(started.timestamp() * 1000)
-    job.attempts = [
-        {"startedAt": ms, "stoppedAt": ms + int(seconds * 1000), "container": {}},
-    ]
-
-
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBatch) -> None:
     # GIVEN a run whose JobB and JobC have 500 children each (1,000), with known run times:
@@ -50,10 +39,9 @@ def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBat
     code, out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "500", "--json")
     assert code == 0, err
     ids = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
-    jobs = aws.backend._jobs
     for i in range(500):
-        _times(jobs[f"{ids['JobB']}:{i}"], T0, 60)
-        _times(jobs[f"{ids['JobC']}:{i}"], T0 + timedelta(minutes=2), 30)
+        aws.set_times(f"{ids['JobB']}:{i}", T0, 60)
+        aws.set_times(f"{ids['JobC']}:{i}", T0 + timedelta(minutes=2), 30)
     aws.count_calls()
     document = stack_document(aws.queue_arn, aws.definition_arns)
     # WHEN the report is collected
@@ -139,9 +127,12 @@ def test_diagnose_names_an_environment_at_its_maxvcpus(aws: MotoBatch) -> None:
 
 
 def test_diagnose_names_a_job_no_instance_type_fits(aws: MotoBatch) -> None:
-    # GIVEN a held run, and then its queue moved onto 16-vCPU instances (r6i.4xlarge), where
-    # JobB's 32 vCPUs never fit (pre-flight refuses this before a run; queues change later)
+    # GIVEN a held run whose JobA has succeeded, so JobB's children wait to be placed, and then
+    # its queue moved onto 16-vCPU instances (r6i.4xlarge), where JobB's 32 vCPUs never fit
+    # (pre-flight refuses this before a run; queues change later)
     run_id = _held_run(aws)
+    job_a = next(j for j in aws.parents() if j.job_name == "JobA")
+    aws.set_status(job_a.job_id, "SUCCEEDED")
     managed = aws.managed_queue("r6i.4xlarge")
     (environment,) = aws.batch.describe_job_queues(jobQueues=[managed])["jobQueues"][0][
         "computeEnvironmentOrder"
