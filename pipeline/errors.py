@@ -64,8 +64,9 @@ class ServiceError(PipelineError):
 
 
 class ChainError(ServiceError):
-    """SubmitJob failed for good part-way through a run; the jobs already submitted were
-    cancelled (``cancelled`` lists them) so nothing is left orphaned."""
+    """SubmitJob failed for good part-way through a run; the jobs already submitted
+    (``cancelled`` lists them) were stopped so nothing is left orphaned, and the message names
+    any AWS refused to stop, with the ``cancel`` command that stops them."""
 
     def __init__(self, message: str, *, failed_job: str, cancelled: list[str]) -> None:
         super().__init__(message)
