@@ -19,7 +19,7 @@ from local_batch import PYTHON, LocalBatchHarness, ManualClock, local_batch
 from pipeline.document import PipelineDocument
 from pipeline.local.batch.faults import Fault
 from pipeline.runs.chain import submit_pipeline
-from pipeline.runs.progress import describe_jobs
+from pipeline.runs.progress import JobProgress, describe_jobs
 from pipeline.runs.requests import run_config
 from pipeline.runs.watch import watch
 from pipeline.spec import DEFAULT_SPEC, RETRY_RULES
@@ -85,8 +85,20 @@ def _targets() -> PipelineDocument:
 
 def test_the_pipeline_runs_in_dependency_order(pipeline_batch: LocalBatchHarness) -> None:
     run = submit_pipeline(pipeline_batch.client, _targets(), run_config(array_size=4))
-    result = watch(pipeline_batch.client, run, interval=0.05)
+    arrays_seen: set[tuple[str, str]] = set()
+
+    def seen(progress: list[JobProgress]) -> None:
+        for job in progress:
+            if job.array_size:
+                active = job.children.get("STARTING", 0) + job.children.get("RUNNING", 0)
+                arrays_seen.add((job.status, "children running" if active else "-"))
+
+    result = watch(pipeline_batch.client, run, interval=0.05, on_poll=seen)
     assert result.succeeded
+    # an array parent is only SUBMITTED, PENDING, FAILED or SUCCEEDED, as on AWS Batch:
+    # PENDING while its children run
+    assert {status for status, _ in arrays_seen} <= {"SUBMITTED", "PENDING", "SUCCEEDED"}
+    assert ("PENDING", "children running") in arrays_seen
     assert [p.status for p in result.progress] == ["SUCCEEDED"] * 5
     assert result.progress[1].children == {
         "SUBMITTED": 0,

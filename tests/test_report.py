@@ -259,6 +259,30 @@ def test_watch_offers_diagnose_when_a_job_waits_too_long(
     ), err.getvalue()
 
 
+def test_an_array_parent_pending_while_its_children_run_is_shown_running() -> None:
+    from pipeline.cli.output import format_progress
+    from pipeline.runs.progress import JobProgress
+
+    def array(status: str, **children: int) -> JobProgress:
+        return JobProgress("JobB", "b", status, array_size=4, children=children)
+
+    # GIVEN parents as AWS Batch reports them: PENDING until every child has ended
+    line = format_progress(
+        [
+            array("PENDING", RUNNING=1, SUCCEEDED=1, PENDING=2),
+            array("PENDING", SUCCEEDED=1, RUNNABLE=3),
+            array("PENDING", RUNNABLE=4),
+            array("PENDING", PENDING=4),
+            array("FAILED", FAILED=1, SUCCEEDED=3),
+        ]
+    )
+    # THEN a person reads what the children do; an ended parent keeps its own status
+    assert line == (
+        "JobB RUNNING 1/4 done | JobB RUNNING 1/4 done | JobB RUNNABLE 0/4 done | "
+        "JobB PENDING 0/4 done | JobB FAILED 4/4 done, 1 failed"
+    )
+
+
 def test_the_hint_is_said_once_per_job_after_the_wait_given() -> None:
     from pipeline.cli.output import Output, runnable_hint
     from pipeline.runs.progress import JobProgress

@@ -42,7 +42,7 @@ def format_progress(progress: Sequence[JobProgress]) -> str:
     """``JobA SUCCEEDED | JobB RUNNING 9,412/10,000 done, 3 failed | JobC PENDING | ...``"""
     parts = []
     for job in progress:
-        text = f"{job.key} {job.status}"
+        text = f"{job.key} {job.shown_status}"
         if job.array_size:
             done = job.children.get("SUCCEEDED", 0) + job.children.get("FAILED", 0)
             text += f" {done:,}/{job.array_size:,} done"
@@ -66,7 +66,7 @@ def progress_printer(
     def on_poll(progress: Sequence[JobProgress]) -> None:
         nonlocal last_line, last_statuses, last_time
         line = format_progress(progress)
-        statuses = tuple(p.status for p in progress)
+        statuses = tuple(p.shown_status for p in progress)
         now = clock()
         if line == last_line or (statuses == last_statuses and now - last_time < every):
             return

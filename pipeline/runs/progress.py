@@ -63,6 +63,22 @@ class JobProgress:
         return self.status not in TERMINAL
 
     @property
+    def shown_status(self) -> str:
+        """The status a person reads: an array parent stays PENDING while its children run
+        (AWS Batch reports no other status for a parent until it ends), so an active array
+        shows RUNNING once a child has started, RUNNABLE while children wait to be placed."""
+        if not self.array_size or not self.is_active:
+            return self.status
+        children = self.children
+        if children.get("STARTING") or children.get("RUNNING"):
+            return "RUNNING"
+        if children.get("SUCCEEDED") or children.get("FAILED"):
+            return "RUNNING"  # between two children: some ended, none started yet
+        if children.get("RUNNABLE"):
+            return "RUNNABLE"
+        return self.status
+
+    @property
     def has_failed(self) -> bool:
         """Failed, or an array with a failed child (its parent fails once all children end,
         and every job after it would fail too)."""

@@ -120,18 +120,17 @@ class Job:
 
     @property
     def current_status(self) -> str:
-        """A leaf's own status; an array parent's from its children's counts."""
+        """A leaf's own status; an array parent's from its children's counts. As on AWS
+        Batch, a parent is only ever SUBMITTED, PENDING, FAILED or SUCCEEDED: PENDING from
+        the moment a child moves on, until every child has ended ("Array jobs", AWS Batch
+        User Guide); how far its children are is in ``statusSummary``."""
         if not self.children:
             return self.status
         counts = self.counts
         ended = counts.get("SUCCEEDED", 0) + counts.get("FAILED", 0)
         if ended == len(self.children):
             return "FAILED" if counts.get("FAILED") else "SUCCEEDED"
-        if ended or counts.get("STARTING") or counts.get("RUNNING"):
-            return "RUNNING"
-        if counts.get("RUNNABLE"):
-            return "RUNNABLE"
-        return "PENDING" if counts.get("PENDING") else "SUBMITTED"
+        return "SUBMITTED" if counts.get("SUBMITTED") == len(self.children) else "PENDING"
 
     @property
     def leaves(self) -> list[Job]:
