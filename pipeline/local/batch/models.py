@@ -380,9 +380,12 @@ class BatchBackend:
                 self._resolve(parent)
 
     def finish(self, job: Job, status: str, reason: str | None) -> None:
-        """End a leaf with ``status`` (its cores, if it ran, are the scheduler's to free)."""
+        """End a leaf with ``status`` (its cores, if it ran, are the scheduler's to free).
+        Only a job that started gets ``stoppedAt``: AWS Batch sets it when a job goes from
+        RUNNING to its end, so a job cancelled or failed on a dependency has none."""
         job.status_reason = reason
-        job.stopped_at = now_ms()
+        if job.started_at is not None:
+            job.stopped_at = now_ms()
         self.set_status(job, status)
 
     def attempt_started(self, job: Job, log_stream: str, task_id: str) -> None:
