@@ -262,21 +262,21 @@ def test_an_event_delivered_twice_starts_one_run(cloud: Cloud) -> None:
     assert cloud.messages() == []
 
 
-def test_of_two_racing_triggers_the_later_stops_itself(
-    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN a run that started a moment ago, which the second trigger's overlap check missed
+def test_of_two_racing_triggers_the_later_stops_itself(cloud: Cloud) -> None:
+    # GIVEN a run that started a moment ago, which the second trigger's overlap check missed:
+    # ListJobs shows it nothing until it submits (a listing that lags behind the rival)
     cloud.aws.hold_new_jobs("RUNNABLE")
     cloud.aws.apply_stops()
     rival = cloud.start(_upload("a/_READY", "e-1"))
-    real_list_runs = list_runs
-    calls = {"n": 0}
+    submitted: list[str] = []
 
-    def racing(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        return [] if calls["n"] == 1 else real_list_runs(*args, **kwargs)
+    def lagging(parsed: dict[str, Any], **_: Any) -> None:
+        if not submitted:
+            parsed["jobSummaryList"] = []
 
-    monkeypatch.setattr(triggers, "list_runs", racing)
+    events = cloud.aws.batch.meta.events
+    events.register("before-call.batch.SubmitJob", lambda **_: submitted.append("yes"))
+    events.register("after-call.batch.ListJobs", lagging)
     # WHEN the second trigger submits its chain
     late = cloud.start(_upload("b/_READY", "e-2"))
     # THEN it sees the earlier run, stops all of its own jobs and reports itself skipped
