@@ -60,6 +60,8 @@ from datetime import datetime
 from typing import Any
 
 import boto3
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 from botocore.config import Config
 from moto import mock_aws
 from moto.core.models import botocore_stubber
@@ -686,6 +688,28 @@ class MotoBatch:
                 computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
             )["jobQueueArn"]
         )
+
+
+class Sleeps(list[float]):
+    """An injected ``sleep``: records the waits instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+class _Body:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+def error_answer(url: str, status: int, code: str, message: str = "injected") -> AWSResponse:
+    """The HTTP answer of an AWS JSON-protocol error, for an ``intercept`` handler to
+    return: the client parses it as the service's own."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return AWSResponse(url, status, HTTPHeaders.from_dict({"x-amzn-ErrorType": code}), _Body(body))
 
 
 @contextmanager

@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
-from moto_batch import MotoBatch, moto_batch, stack_document
+from moto_batch import MotoBatch, Sleeps, error_answer, moto_batch, stack_document
 
 from pipeline.backends.aws import AwsSession
 from pipeline.runs.triggers import (
@@ -39,21 +38,6 @@ from pipeline.trigger_events import upload_event
 
 BUCKET_A = "pipeline-input-bucket"
 JOBS = [job.key for job in DEFAULT_SPEC]
-
-
-class Sleeps(list[float]):
-    """An injected ``sleep``: records the waits instead of waiting."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class _Body:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.body
 
 
 def upload(prefix: str, event_id: str, time: str = "2026-11-26T02:00:00Z") -> Trigger:
@@ -158,9 +142,7 @@ class Starters:
         self.sent[f"{operation} {job_id}"] += 1
         if not self._refused(job_id):
             return None
-        body = json.dumps({"__type": "AccessDeniedException", "message": "injected"}).encode()
-        headers = HTTPHeaders.from_dict({"x-amzn-ErrorType": "AccessDeniedException"})
-        return AWSResponse(request.url, 403, headers, _Body(body))
+        return error_answer(request.url, 403, "AccessDeniedException")
 
     # --- what moto holds, as the harness shows it -----------------------------------------------
 

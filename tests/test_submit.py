@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
-from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
+from moto_batch import STACK, MotoBatch, cli_in_process, error_answer, moto_batch
 
 from pipeline.cli.commands import main
 from pipeline.document import PipelineDocument
@@ -104,18 +104,9 @@ def _reject(job_name: str) -> Any:
     def handler(request: Any, event_name: str, **_: Any) -> AWSResponse | None:
         if not event_name.endswith("SubmitJob") or json.loads(request.body)["jobName"] != job_name:
             return None
-        body = json.dumps({"__type": "ClientException", "message": "injected"}).encode()
-        return AWSResponse(request.url, 400, {"x-amzn-ErrorType": "ClientException"}, _Raw(body))
+        return error_answer(request.url, 400, "ClientException")
 
     return handler
-
-
-class _Raw:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.body
 
 
 @pytest.mark.parametrize("failing", ["JobA", "JobB", "JobC", "JobD", "JobE"])
@@ -158,9 +149,7 @@ def test_throttled_submits_are_retried_and_succeed(aws: MotoBatch) -> None:
         attempts[name] = attempts.get(name, 0) + 1
         if attempts[name] > 1:
             return None
-        body = json.dumps({"__type": "TooManyRequestsException", "message": "Too Many Requests"})
-        headers = {"x-amzn-ErrorType": "TooManyRequestsException"}
-        return AWSResponse(request.url, 429, headers, _Raw(body.encode()))
+        return error_answer(request.url, 429, "TooManyRequestsException", "Too Many Requests")
 
     aws.intercept(throttle)
     # WHEN the run is submitted

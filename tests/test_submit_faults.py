@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
 from botocore.exceptions import ConnectionClosedError
-from moto_batch import MotoBatch, moto_batch
+from moto_batch import MotoBatch, Sleeps, error_answer, moto_batch
 
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_SERVICE, ChainError
@@ -32,26 +31,6 @@ from pipeline.runs.requests import RunConfig, run_config
 from pipeline.spec import DEFAULT_SPEC, DEPENDENCY_FAILED, RUN_TAG, TERMINAL
 
 JOBS = [job.key for job in DEFAULT_SPEC]
-
-
-class Sleeps(list[float]):
-    """An injected ``sleep``: records the backoff instead of waiting."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-class _Body:
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.body
-
-
-def _error_answer(url: str, status: int, code: str) -> AWSResponse:
-    body = json.dumps({"__type": code, "message": "injected"}).encode()
-    return AWSResponse(url, status, HTTPHeaders.from_dict({"x-amzn-ErrorType": code}), _Body(body))
 
 
 class Faults:
@@ -90,7 +69,7 @@ class Faults:
             if json.loads(request.body)["jobName"] != job_name or len(answered) >= times:
                 return None
             answered.append(job_name)
-            return _error_answer(request.url, status, code)
+            return error_answer(request.url, status, code)
 
         self._answers["SubmitJob"] = answer
 
@@ -132,7 +111,7 @@ class Faults:
 
         def answer(request: Any) -> AWSResponse | None:
             if json.loads(request.body)["jobId"] in job_ids():
-                return _error_answer(request.url, 403, "AccessDeniedException")
+                return error_answer(request.url, 403, "AccessDeniedException")
             return None
 
         self._answers["CancelJob"] = answer
