@@ -77,13 +77,18 @@ class World:
     def run_all(self, *, workers: int = 1) -> None:
         """A..D, then E."""
         self.run_until_e(workers=workers)
-        job_e.run(
+        self.run_e(recipient="ops@example.com")
+
+    def run_e(self, *, recipient: str | None = None) -> dict[str, Any]:
+        """JobE over the run's output bucket, as the deployed pipeline passes its
+        parameters; what it returns (what its program logs)."""
+        return job_e.run(
             self.s3,
             self.sns,
             self.dynamodb,
             self.ctx,
             source_bucket=self.ctx.output_bucket,
-            recipient="ops@example.com",
+            recipient=recipient,
             aggregate=self.steps.aggregate,
         )
 

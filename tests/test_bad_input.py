@@ -277,25 +277,13 @@ def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
 def test_jobe_run_twice_sends_one_notification_and_keeps_the_summary() -> None:
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs import job_e
-
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(20))
         world.run_until_e()
 
-        def run_e() -> dict[str, Any]:
-            return job_e.run(
-                world.s3,
-                world.sns,
-                world.dynamodb,
-                world.ctx,
-                source_bucket=world.ctx.output_bucket,
-                recipient=None,
-            )
-
-        first = run_e()
+        first = world.run_e()
         summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
-        second = run_e()
+        second = world.run_e()
         again = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
         notifications = world.notifications()
     assert (first["notified"], second["notified"]) == (True, False)
@@ -324,8 +312,6 @@ def test_jobe_publishes_once_however_its_attempts_overlap(
 
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs import job_e
-
     monkeypatch.setenv("AWS_BATCH_JOB_ID", "this-job")
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(6))
@@ -337,14 +323,7 @@ def test_jobe_publishes_once_however_its_attempts_overlap(
         key = contract.notified_key(world.ctx.run_id)
         world.s3.put_object(Bucket=world.ctx.output_bucket, Key=key, Body=json.dumps(marker))
         # WHEN JobE runs
-        result = job_e.run(
-            world.s3,
-            world.sns,
-            world.dynamodb,
-            world.ctx,
-            source_bucket=world.ctx.output_bucket,
-            recipient=None,
-        )
+        result = world.run_e()
         notifications = world.notifications()
         final = world.get_json(world.ctx.output_bucket, key)
     # THEN it publishes only where no one else did or is doing so
@@ -357,22 +336,11 @@ def test_jobe_that_fails_to_publish_gives_its_claim_up(monkeypatch: pytest.Monke
     from botocore.exceptions import ClientError
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs import job_e
     from pipeline.jobs.common import JobError
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(6))
         world.run_until_e()
-
-        def run_e() -> dict[str, Any]:
-            return job_e.run(
-                world.s3,
-                world.sns,
-                world.dynamodb,
-                world.ctx,
-                source_bucket=world.ctx.output_bucket,
-                recipient=None,
-            )
 
         # GIVEN a JobE whose publish is refused (a key policy that denies SNS, say)
         def refuse(**_: Any) -> None:
@@ -381,11 +349,11 @@ def test_jobe_that_fails_to_publish_gives_its_claim_up(monkeypatch: pytest.Monke
         monkeypatch.setenv("AWS_BATCH_JOB_ID", "first-job")
         world.sns.meta.events.register("before-call.sns.Publish", refuse)
         with pytest.raises(JobError, match="KMSAccessDenied"):
-            run_e()
+            world.run_e()
         world.sns.meta.events.unregister("before-call.sns.Publish", refuse)
         # WHEN the cause is fixed and the run resumed (a new JobE job, at once)
         monkeypatch.setenv("AWS_BATCH_JOB_ID", "resumed-job")
-        result = run_e()
+        result = world.run_e()
         # THEN the resumed JobE publishes
         assert result["notified"] is True
         assert len(world.notifications()) == 1

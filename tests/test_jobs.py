@@ -183,14 +183,7 @@ def test_a_tampered_output_fails_the_right_check_naming_the_key() -> None:
         report = world.get_json(world.ctx.output_bucket, contract.report_key(world.ctx.run_id, 4))
         # AND JobE refuses to clean up after a failed check
         with pytest.raises(JobError, match="check 4 \\(memory stage complete\\) did not pass"):
-            job_e.run(
-                world.s3,
-                world.sns,
-                world.dynamodb,
-                world.ctx,
-                source_bucket=world.ctx.output_bucket,
-                recipient=None,
-            )
+            world.run_e()
         assert world.keys(world.ctx.cpu_results_bucket) != []
     assert str(failure.value).startswith("check 4 (memory stage complete) failed with 1 problem")
     assert f"{output_key} for 'target file.txt' changed after JobC wrote it" in str(failure.value)
@@ -355,14 +348,7 @@ def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each()
         for step in range(contract.VALIDATION_STEPS):
             job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="d-1")
         # WHEN JobE summarizes the run
-        job_e.run(
-            world.s3,
-            world.sns,
-            world.dynamodb,
-            world.ctx,
-            source_bucket=world.ctx.output_bucket,
-            recipient=None,
-        )
+        world.run_e()
         summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
         timing_objects = world.keys(
             world.ctx.output_bucket, contract.run_prefix(world.ctx.run_id) + "timings/"

@@ -816,7 +816,6 @@ def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link(
 
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs import job_e
     from pipeline.jobs.common import run_main
 
     with jobs_world(array_size=2) as world:
@@ -829,14 +828,7 @@ def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link(
         with caplog.at_level(logging.DEBUG, logger="pipeline"):
             code = run_main(
                 "JobE",
-                lambda: job_e.run(
-                    world.s3,
-                    world.sns,
-                    world.dynamodb,
-                    world.ctx,
-                    source_bucket=world.ctx.output_bucket,
-                    recipient=None,
-                ),
+                world.run_e,
             )
         (notification,) = world.notifications()
     out, err = capfd.readouterr()
