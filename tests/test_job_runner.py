@@ -117,6 +117,20 @@ def test_a_rejects_reason_is_the_last_line_of_a_long_error_output(tmp_path: Path
         run_command(step, source, target)
 
 
+def test_a_failed_commands_last_20_lines_go_to_the_jobs_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a command that prints 30 lines, one not UTF-8, on its standard error and fails
+    source, target = _files(tmp_path)
+    step = Step.command("seq 29 >&2; printf 'bad \\377 byte\\n' >&2; exit 1 # {input} {output}")
+    with pytest.raises(ObjectRejectedError, match=r"^the command exited 1: bad \ufffd byte$"):
+        run_command(step, source, target)
+    # THEN its last 20 lines are in this job's log (standard error), marked as the command's
+    logged = capsys.readouterr()
+    assert logged.err.splitlines() == [f"  | {n}" for n in range(11, 30)] + ["  | bad \ufffd byte"]
+    assert logged.out == ""
+
+
 @pytest.mark.parametrize(
     ("printed", "returned"),
     [
