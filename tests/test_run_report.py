@@ -163,6 +163,40 @@ def test_the_report_as_json() -> None:
     assert failure["logTail"] == ["log of c:1"]
 
 
+def test_a_standard_jobs_whole_json_and_what_the_report_cost() -> None:
+    data = _report().as_json()
+    assert data["jobs"][0] == {
+        "job": "JobA",
+        "submission": 0,
+        "jobId": "a",
+        "status": "SUCCEEDED",
+        "arraySize": None,
+        "vcpus": 1,
+        "memoryMiB": 2048,
+        "waitSeconds": {"p50": 1.0, "p90": 1.0, "max": 1.0},
+        "runSeconds": {"p50": 4.0, "p90": 4.0, "max": 4.0},
+        "retries": 0,
+        "failed": 0,
+        "slowest": [{"index": None, "seconds": 4.0}],
+        # one run time: bins of a second from it
+        "histogram": {"edges": [4.0 + i for i in range(21)], "counts": [1] + [0] * 19},
+        "vcpuHours": 4 / 3600,
+        "gibHours": 4 * 2 / 3600,
+        "worstCaseVcpuHours": 3.0,
+        "worstCaseGibHours": 6.0,
+    }
+    assert sorted(data) == ["calls", "cost", "endedAt", "failures", "jobs", "runId", "startedAt"]
+    assert sorted(data["cost"]) == ["basis", "estimatedUsd", "instanceTypes", "perJob", "spot"]
+    # the calls it made: a ListJobs per job name and for the failed children, a DescribeJobs
+    # per job found, per 100 children and for the failed children, and the queue twice
+    assert data["calls"] == {
+        "list_jobs": 6,
+        "describe_jobs": 7,
+        "describe_job_queues": 2,
+        "describe_compute_environments": 2,
+    }
+
+
 def test_the_cost_is_priced_on_the_cheapest_fitting_type_at_one_childs_share() -> None:
     cost = _report().cost
     c6i = INSTANCE_TYPES["c6i.8xlarge"]
