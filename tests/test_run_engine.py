@@ -1,20 +1,17 @@
 """pipeline/runs/engine.py: every command as one code path over a backend session. The session
-here holds a small in-memory Batch with boto3's method names and shapes: jobs it accepted keep
-the status a test gives them."""
+here holds an in-memory Batch (tests/memory_batch.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 import pytest
+from memory_batch import Session
 
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError, SpecError
 from pipeline.runs import engine
-from pipeline.runs.progress import JobProgress, SubmittedJob
+from pipeline.runs.progress import JobProgress, SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunInputs, run_config
-from pipeline.spec import DEFAULT_SPEC, RUN_TAG
+from pipeline.spec import DEFAULT_SPEC
 
 DOCUMENT = PipelineDocument(
     "ProdQueue",
@@ -24,76 +21,7 @@ DOCUMENT = PipelineDocument(
 KEYS = ["JobA", "JobB", "JobC", "JobD", "JobE"]
 
 
-class MemoryBatch:
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.stops: list[tuple[str, str, str]] = []
-
-    def submit_job(self, **request: Any) -> dict[str, Any]:
-        job_id = f"{request['tags'][RUN_TAG]}-{request['jobName']}-{len(self.jobs)}"
-        self.jobs[job_id] = {
-            "jobId": job_id,
-            "jobName": request["jobName"],
-            "status": "SUBMITTED",
-            "createdAt": len(self.jobs),
-            "tags": dict(request["tags"]),
-            "parameters": dict(request.get("parameters") or {}),
-            "container": {"environment": request["containerOverrides"]["environment"]},
-            **(
-                {"arrayProperties": request["arrayProperties"]}
-                if "arrayProperties" in request
-                else {}
-            ),
-        }
-        return {"jobId": job_id, "jobName": request["jobName"]}
-
-    def set(self, run_id: str, **states: str) -> None:
-        for job in self.jobs.values():
-            if job["tags"][RUN_TAG] == run_id and job["jobName"] in states:
-                job["status"] = states[job["jobName"]]
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        return {"jobs": [self.jobs[j] for j in jobs if j in self.jobs]}
-
-    def list_jobs(self, **request: Any) -> dict[str, Any]:
-        if "arrayJobId" in request:
-            return {"jobSummaryList": []}
-        (name,) = request["filters"][0]["values"]
-        return {
-            "jobSummaryList": [
-                {"jobId": j["jobId"], "jobName": j["jobName"]}
-                for j in self.jobs.values()
-                if j["jobName"] == name
-            ]
-        }
-
-    def cancel_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self.stops.append(("cancel", jobId, reason))
-        return {}
-
-    def terminate_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self.stops.append(("terminate", jobId, reason))
-        return {}
-
-    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
-        return {"jobQueues": [{"jobQueueName": "ProdQueue", "computeEnvironmentOrder": []}]}
-
-    def describe_compute_environments(self, **_: Any) -> dict[str, Any]:
-        return {"computeEnvironments": []}
-
-
-@dataclass
-class Session:
-    batch: MemoryBatch = field(default_factory=MemoryBatch)
-    settle: bool = False
-    reads: list[str | None] = field(default_factory=list)
-
-    def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
-        self.reads.append(job_id)
-        return ["the last line"]
-
-
-def _started(session: Session, run_id: str = "r1", size: int = 4) -> Any:
+def _started(session: Session, run_id: str = "r1", size: int = 4) -> SubmittedRun:
     config = run_config(array_size=size, run_id=run_id)
     return engine.start(session, DOCUMENT, config, run_id_given=True)  # type: ignore[arg-type]
 
