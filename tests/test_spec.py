@@ -112,6 +112,8 @@ def test_sequential_needs_an_array_job() -> None:
 
 def test_at_most_twenty_dependencies() -> None:
     jobs = list(DEFAULT_SPEC.jobs)
+    jobs[4] = replace(jobs[4], depends_on=(Dependency(DependencyType.STANDARD, "JobD"),) * 20)
+    assert len(PipelineSpec(tuple(jobs)).job("JobE").depends_on) == 20
     jobs[4] = replace(jobs[4], depends_on=(Dependency(DependencyType.STANDARD, "JobD"),) * 21)
     with pytest.raises(SpecError, match="JobE has 21 dependencies; AWS Batch allows at most 20"):
         PipelineSpec(tuple(jobs))
