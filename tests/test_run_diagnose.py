@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
 from pipeline.document import PipelineDocument
@@ -41,6 +42,7 @@ class Queue:
         self.front = front
 
     def list_jobs(self, **request: Any) -> dict[str, Any]:
+        assert request["jobQueue"] == "ProdQueue"
         (name,) = request["filters"][0]["values"]
         return {
             "jobSummaryList": [
@@ -53,18 +55,26 @@ class Queue:
     def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
         return {"jobs": [self.jobs[j] for j in jobs]}
 
-    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
-        order = [{"computeEnvironment": e["computeEnvironmentName"]} for e in self.environments]
+    def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
+        assert jobQueues == ["ProdQueue"]
+        order = [
+            {"computeEnvironment": e.get("computeEnvironmentName", "ce-x")}
+            for e in self.environments
+        ]
         return {
             "jobQueues": [
                 {"jobQueueName": "ProdQueue", "computeEnvironmentOrder": order, **self.queue}
             ]
         }
 
-    def describe_compute_environments(self, **_: Any) -> dict[str, Any]:
+    def describe_compute_environments(self, *, computeEnvironments: list[str]) -> dict[str, Any]:  # noqa: N803
+        assert computeEnvironments == [
+            e.get("computeEnvironmentName", "ce-x") for e in self.environments
+        ]
         return {"computeEnvironments": self.environments}
 
-    def get_job_queue_snapshot(self, **_: Any) -> dict[str, Any]:
+    def get_job_queue_snapshot(self, *, jobQueue: str) -> dict[str, Any]:  # noqa: N803
+        assert jobQueue == "ProdQueue"
         if self.front is None:
             raise ClientError({"Error": {"Code": "ClientException", "Message": "no"}}, "Get")
         return {"frontOfQueue": {"jobs": [{"jobArn": arn} for arn in self.front]}}
@@ -210,3 +220,67 @@ def test_a_job_at_the_front_of_a_queue_with_a_problem_points_at_it() -> None:
         "position 1 of 1 at the front of the queue",
         "see the reasons above",
     )
+
+
+def test_each_finding_says_what_to_do() -> None:
+    # GIVEN a disabled queue, and an environment that is disabled, invalid without a reason,
+    # at its maxvCpus, nameless, and on Fargate Spot that reports a Spot failure
+    environment = _environment(
+        "ignored",
+        state="DISABLED",
+        status="INVALID",
+        resources={"maxvCpus": 8, "desiredvCpus": 8, "type": "FARGATE_SPOT"},
+    )
+    del environment["computeEnvironmentName"]
+    batch = Queue({"JobA": "RUNNABLE"}, queue={"state": "DISABLED"}, environments=[environment])
+    # WHEN the run is diagnosed
+    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+    # THEN each reason comes with its action
+    assert [(f.kind, f.reason, f.action) for f in findings] == [
+        (
+            "queue-disabled",
+            "job queue ProdQueue is DISABLED",
+            "enable it (UpdateJobQueue state=ENABLED)",
+        ),
+        (
+            "environment-disabled",
+            "compute environment ? is DISABLED",
+            "enable it (UpdateComputeEnvironment state=ENABLED)",
+        ),
+        (
+            "environment-invalid",
+            "compute environment ? is INVALID: no reason given",
+            "fix what the reason names (instance role, subnets, security groups, launch "
+            "template), then update the environment",
+        ),
+        (
+            "max-vcpus",
+            "compute environment ? is at its maxvCpus (8) with jobs running",
+            "wait for them, or raise maxvCpus (the max_vcpus prop)",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "found"),
+    [
+        ("FARGATE_SPOT", "Spot fleet request failed", True),
+        ("SPOT", "Insufficient capacity", True),
+        ("SPOT", "The instance role is missing", False),
+    ],
+)
+def test_spot_is_named_when_its_environment_says_capacity_or_spot(
+    kind: str, reason: str, found: bool
+) -> None:
+    batch = Queue(
+        {"JobA": "RUNNABLE"},
+        environments=[_environment("ce-1", statusReason=reason, resources={"type": kind})],
+    )
+    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+    expected = Finding(
+        "JobA",
+        "spot",
+        f"Spot capacity is unavailable to ce-1: {reason}",
+        "allow more instance types or subnets (Availability Zones), or run On-Demand",
+    )
+    assert findings == ([expected] if found else [])
