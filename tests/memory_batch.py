@@ -43,6 +43,7 @@ class MemoryBatch:
     def list_jobs(self, **request: Any) -> dict[str, Any]:
         if "arrayJobId" in request:
             return {"jobSummaryList": []}
+        assert request["jobQueue"] == "ProdQueue", "the pipeline's queue is ProdQueue"
         (name,) = request["filters"][0]["values"]
         return {
             "jobSummaryList": [

@@ -3,9 +3,12 @@ here holds an in-memory Batch (tests/memory_batch.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from memory_batch import Session
 
+from pipeline import contract
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError, SpecError
 from pipeline.runs import engine
@@ -114,7 +117,13 @@ def test_a_runs_status_is_its_jobs_together(states: dict[str, str], overall: str
     session.batch.set("r1", **states)
     outcome = engine.status(session, DOCUMENT, "r1")  # type: ignore[arg-type]
     assert outcome.status == overall
+    assert outcome.run_id == "r1"
     assert [j.key for j in outcome.jobs] == KEYS
+    # a failed run names its first failure and reports it, with its log's last line
+    failed = [key for key, state in states.items() if state == "FAILED"]
+    assert [f.job_key for f in outcome.failures] == failed
+    assert outcome.failure is None if not failed else outcome.failure.job_key == failed[0]
+    assert all(f.log_tail == ("the last line",) for f in outcome.failures)
     assert outcome.as_json()["progress"][0] == {
         "job": "JobA",
         "jobId": outcome.jobs[0].job_id,
@@ -157,17 +166,29 @@ def test_runs_are_listed_newest_first() -> None:
 
 
 def test_a_resume_keeps_the_runs_id_size_and_what_succeeded() -> None:
-    # GIVEN a run of 3 whose JobA succeeded and JobB failed
+    # GIVEN a run of 3 with a recipient and an input prefix, whose JobA succeeded and JobB failed
     session = Session()
-    _started(session, "r1", size=3)
+    config = replace(
+        run_config(array_size=3, run_id="r1", recipient="a@example.com"),
+        environment={contract.INPUT_PREFIX: "in/"},
+    )
+    engine.start(session, DOCUMENT, config)  # type: ignore[arg-type]
     session.batch.set(
         "r1", JobA="SUCCEEDED", JobB="FAILED", JobC="FAILED", JobD="FAILED", JobE="FAILED"
     )
     # WHEN its resume is planned without a size
     resume = engine.plan_resume_run(session, DOCUMENT, "r1", RunInputs(), failed_only=False)  # type: ignore[arg-type]
-    # THEN it keeps JobA and the run's id and size
+    # THEN it keeps JobA and the run's id, size, recipient and input prefix
     assert list(resume.plan.keep) == ["JobA"]
     assert (resume.config.run_id, resume.config.array_size) == ("r1", 3)
+    assert resume.config.parameters["Recipient"] == "a@example.com"
+    assert dict(resume.config.environment) == {contract.INPUT_PREFIX: "in/"}
+    # AND a failed-only resume asks Batch for the failed children (none listed: whole jobs)
+    failed_only = engine.plan_resume_run(session, DOCUMENT, "r1", RunInputs(), failed_only=True)  # type: ignore[arg-type]
+    assert (failed_only.plan.keep, failed_only.plan.reruns) == (
+        {"JobA": resume.plan.keep["JobA"]},
+        {},
+    )
     # AND another run id, or a resume above the cost guard, is refused
     with pytest.raises(RunStateError, match="resume keeps the run's id"):
         engine.plan_resume_run(session, DOCUMENT, "r1", RunInputs(run_id="r2"), failed_only=False)  # type: ignore[arg-type]

@@ -78,6 +78,7 @@ class RunBatch:
             failed = [j for j in self.jobs if j.startswith(f"{request['arrayJobId']}:")]
             failed = [j for j in failed if self.jobs[j]["status"] == "FAILED"]
             return {"jobSummaryList": [{"jobId": j} for j in failed]}
+        assert request["jobQueue"] == "ProdQueue"
         (name,) = request["filters"][0]["values"]
         return {
             "jobSummaryList": [
@@ -96,10 +97,12 @@ class RunBatch:
             described.append(job)
         return {"jobs": described}
 
-    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
+    def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
+        assert jobQueues == ["ProdQueue"]
         return {"jobQueues": [{"computeEnvironmentOrder": [{"computeEnvironment": "ce"}]}]}
 
-    def describe_compute_environments(self, **_: Any) -> dict[str, Any]:
+    def describe_compute_environments(self, *, computeEnvironments: list[str]) -> dict[str, Any]:  # noqa: N803
+        assert computeEnvironments == ["ce"]
         resources = {"maxvCpus": 256, "instanceTypes": list(self.types)}
         if self.spot:
             resources["type"] = "SPOT"
