@@ -168,7 +168,11 @@ def test_spec_and_package_import_without_aws_cdk() -> None:
 def test_a_dependency_on_a_job_must_name_it() -> None:
     # GIVEN a STANDARD or N_TO_N dependency without the job it waits for, THEN it is refused
     for kind in (DependencyType.STANDARD, DependencyType.N_TO_N):
-        with pytest.raises(SpecError, match="every other dependency names one"):
+        with pytest.raises(
+            SpecError,
+            match=r"^a SEQUENTIAL dependency names no job and every other dependency names one; "
+            rf"got type={kind.value} on=None$",
+        ):
             Dependency(kind)
 
 
@@ -179,7 +183,9 @@ def test_an_access_to_an_unknown_resource_is_refused() -> None:
 
 def test_listing_a_bucket_is_an_access_of_its_own() -> None:
     # GIVEN s3:ListBucket together with an object action on a bucket, THEN it is refused
-    with pytest.raises(SpecError, match="s3:ListBucket is a bucket action; give it an Access"):
+    with pytest.raises(
+        SpecError, match=r"^s3:ListBucket is a bucket action; give it an Access of its own$"
+    ):
         Access("input_bucket", ("s3:ListBucket", "s3:GetObject"))
     # WHEN it stands alone THEN the access lists the bucket; object actions do not
     assert Access("input_bucket", ("s3:ListBucket",)).lists_bucket
