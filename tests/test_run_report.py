@@ -295,3 +295,64 @@ def test_progress_is_said_at_most_once_a_second_and_at_the_end() -> None:
     assert lines[0] == "collected 10/10,000 jobs"
     assert lines[-1] == "collected 10,000/10,000 jobs"
     assert len(lines) < 1000
+
+
+# --- a resumed run, and a large array --------------------------------------------------------
+
+
+def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first_size() -> None:
+    # GIVEN the run above (JobB of 2), whose JobB was submitted again later for one child,
+    # read with the deployed pipeline's default size (10,000)
+    batch = RunBatch()
+    batch.jobs["b2"] = _job("b2", "JobB", 30_000, (31_000, 33_000))
+    document = PipelineDocument("ProdQueue", DOCUMENT.job_definitions)
+    report = collect(batch, document, "r1")  # type: ignore[arg-type]
+    # THEN every submission is there, oldest first, the later one labelled as a resume's
+    assert [(j.label, j.submission) for j in report.jobs] == [
+        ("JobA", 0),
+        ("JobB", 0),
+        ("JobC", 0),
+        ("JobB (resume 1)", 1),
+    ]
+    # AND the worst case is the run's, at the size it was first submitted with (2)
+    assert report.worst_case["JobB"] == (384.0, 48.0)
+
+
+class LargeArray:
+    """JobA, and a JobB of 150 children, each run for 1 s."""
+
+    def __init__(self) -> None:
+        self.jobs = {"a": _job("a", "JobA", 0, (0, 1_000))}
+        self.jobs["b"] = _job("b", "JobB", 0, arrayProperties={"size": 150})
+        for i in range(150):
+            self.jobs[f"b:{i}"] = _job(
+                f"b:{i}", "JobB", 0, (2_000, 3_000), arrayProperties={"index": i}
+            )
+        self.calls: list[int] = []
+
+    def list_jobs(self, **request: Any) -> dict[str, Any]:
+        (name,) = request["filters"][0]["values"]
+        return {
+            "jobSummaryList": [
+                {"jobId": i, "jobName": name} for i in ("a", "b") if self.jobs[i]["jobName"] == name
+            ]
+        }
+
+    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
+        assert len(jobs) <= 100
+        self.calls.append(len(jobs))
+        return {"jobs": [self.jobs[j] for j in jobs]}
+
+    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
+        return {"jobQueues": [{"computeEnvironmentOrder": []}]}
+
+
+def test_a_large_arrays_children_are_read_a_hundred_at_a_time() -> None:
+    batch = LargeArray()
+    described: list[tuple[int, int]] = []
+    report = collect(batch, DOCUMENT, "r1", on_progress=lambda d, t: described.append((d, t)))  # type: ignore[arg-type]
+    job_b = report.jobs[1]
+    assert [c.index for c in job_b.children] == list(range(150))
+    assert described == [(101, 151), (151, 151)]
+    assert batch.calls[-2:] == [100, 50]
+    assert report.cost is None  # a queue with no priced instance types
