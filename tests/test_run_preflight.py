@@ -96,8 +96,8 @@ def test_every_job_fitting_an_instance_type_passes() -> None:
 
 
 def test_a_job_no_instance_type_fits_is_refused_naming_the_roomiest() -> None:
-    # GIVEN a queue of 32-vCPU, 64-GiB instances only: JobC's 32 GiB fit, JobB's 32 vCPUs fit
-    batch = QueueBatch((256, ["c6i.8xlarge"]))
+    # GIVEN a queue of 2-vCPU, 8-GiB and 32-vCPU, 64-GiB instances: every job fits the latter
+    batch = QueueBatch((256, ["m6i.large", "c6i.8xlarge"]))
     check_fit(SPEC, batch, "q")  # type: ignore[arg-type]
     # WHEN JobB asks for 33 vCPUs THEN it is refused, naming the roomiest type
     bigger = SPEC.with_overrides({"JobB": {"vcpus": 33}})

@@ -307,7 +307,29 @@ def test_steps_other_than_the_deployed_are_refused_and_the_deployed_accepted() -
     other = PipelineSteps(
         cpu=Step.command("gzip -c {input} > {output}"), memory=DEFAULT_STEPS.memory
     )
-    with pytest.raises(SpecError, match="--steps name other steps than") as error:
+    with pytest.raises(
+        SpecError, match=r"^--steps name other steps than .* or deploy them$"
+    ) as error:
         resolve_run(DOCUMENT, RunInputs(steps=other))
     assert error.value.field == "steps"
     assert resolve_run(DOCUMENT, RunInputs(steps=DEFAULT_STEPS)).spec.steps == DEFAULT_STEPS
+
+
+def test_run_config_refuses_a_run_id_batch_would_not_take() -> None:
+    with pytest.raises(SpecError) as error:
+        run_config(array_size=2, run_id="-starts-with-a-dash")
+    assert error.value.field == "run_id"
+    assert str(error.value) == (
+        "run_id '-starts-with-a-dash' must be 1-63 letters, digits or '-', starting with a "
+        "letter or digit"
+    )
+
+
+def test_a_run_runs_the_deployed_jobs_and_the_source_bucket_given() -> None:
+    # GIVEN a pipeline deployed with JobB on 16 vCPUs
+    document = replace(DOCUMENT, spec=DEFAULT_SPEC.with_overrides({"JobB": {"vcpus": 16}}))
+    # WHEN a run gives its own SourceBucket
+    config = resolve_run(document, RunInputs(source_bucket="s3://given"))
+    # THEN the run's JobB is the deployed one, and the given bucket wins over the default
+    assert config.spec.job("JobB").vcpus == 16
+    assert config.parameters["SourceBucket"] == "s3://given"
