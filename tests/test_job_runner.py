@@ -218,6 +218,12 @@ def test_an_object_is_staged_as_listed(s3: Any, tmp_path: Path) -> None:
     assert (tmp_path / "a").read_bytes() == b"hello"
 
 
+def test_an_object_listed_without_an_etag_is_staged_unpinned(s3: Any, tmp_path: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="in/b.txt", Body=b"unpinned")
+    download(s3, BUCKET, "in/b.txt", 8, "", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"unpinned"
+
+
 def test_an_object_overwritten_since_it_was_listed_is_not_staged(s3: Any, tmp_path: Path) -> None:
     # GIVEN an object listed with one ETag, then overwritten
     s3.put_object(Bucket=BUCKET, Key="in/a.txt", Body=b"first")
