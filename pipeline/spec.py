@@ -25,7 +25,6 @@ from pipeline.errors import SpecError
 from pipeline.limits import (
     MAX_ATTEMPTS,
     MAX_DEPENDENCIES,
-    MAX_EVALUATE_ON_EXIT,
     MIN_TIMEOUT_SECONDS,
     batch_pattern_matches,
     check_array_size,
@@ -512,8 +511,6 @@ class PipelineSpec:
 
     def validate(self) -> None:
         """Check the rules AWS Batch applies at SubmitJob, before anything is submitted."""
-        if len(RETRY_RULES) > MAX_EVALUATE_ON_EXIT:
-            raise SpecError(f"AWS Batch takes at most {MAX_EVALUATE_ON_EXIT} evaluateOnExit rules")
         seen: dict[str, JobSpec] = {}
         for job in self.jobs:
             if job.key in seen:

@@ -14,7 +14,7 @@ import pytest
 from pipeline import contract
 from pipeline.contract import EXIT_TRANSIENT, RUN_PREFIX_PATTERN
 from pipeline.errors import SpecError
-from pipeline.limits import check_array_size, check_email
+from pipeline.limits import MAX_EVALUATE_ON_EXIT, check_array_size, check_email
 from pipeline.spec import (
     DEFAULT_ARRAY_SIZE,
     DEFAULT_SPEC,
@@ -234,6 +234,8 @@ def test_retry_rules_retry_infrastructure_and_transient_failures_only(
 
 
 def test_retry_rules_as_registered() -> None:
+    # AWS Batch takes at most five evaluateOnExit entries
+    assert len(RETRY_RULES) <= MAX_EVALUATE_ON_EXIT == 5
     assert [rule.as_evaluate_on_exit() for rule in RETRY_RULES] == [
         {"action": "RETRY", "onStatusReason": "Host EC2*"},
         {"action": "RETRY", "onReason": "CannotPullContainerError:*"},
@@ -373,7 +375,11 @@ def test_overrides_change_the_named_jobs_deployable_fields_only() -> None:
 
 
 def test_an_override_of_another_field_or_job_is_refused() -> None:
-    with pytest.raises(SpecError, match="JobB: array_size, module cannot be overridden; only"):
+    with pytest.raises(
+        SpecError,
+        match=r"^JobB: array_size, module cannot be overridden; only command, environment, "
+        r"memory_mib, retry_attempts, timeout_seconds, vcpus$",
+    ):
         DEFAULT_SPEC.with_overrides({"JobB": {"array_size": 4, "module": "x"}})
     with pytest.raises(SpecError, match="unknown job 'JobX'"):
         DEFAULT_SPEC.with_overrides({"JobX": {"vcpus": 2}})
