@@ -214,13 +214,13 @@ def test_an_object_too_large_for_the_scratch_space_fails_the_child_saying_what_t
 def test_an_object_is_staged_as_listed(s3: Any, tmp_path: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="in/a.txt", Body=b"hello")
     etag = s3.head_object(Bucket=BUCKET, Key="in/a.txt")["ETag"].strip('"')
-    download(s3, BUCKET, "in/a.txt", 5, etag, tmp_path / "a")
+    download(s3, BUCKET, "in/a.txt", etag, tmp_path / "a")
     assert (tmp_path / "a").read_bytes() == b"hello"
 
 
 def test_an_object_listed_without_an_etag_is_staged_unpinned(s3: Any, tmp_path: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="in/b.txt", Body=b"unpinned")
-    download(s3, BUCKET, "in/b.txt", 8, "", tmp_path / "b")
+    download(s3, BUCKET, "in/b.txt", "", tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == b"unpinned"
 
 
@@ -231,15 +231,9 @@ def test_an_object_overwritten_since_it_was_listed_is_not_staged(s3: Any, tmp_pa
     s3.put_object(Bucket=BUCKET, Key="in/a.txt", Body=b"second")
     # WHEN it is staged THEN the child fails naming the object, not processing the new version
     with pytest.raises(JobError, match=r"input 'in/a.txt' changed after JobA listed it"):
-        download(s3, BUCKET, "in/a.txt", 5, listed, tmp_path / "a")
+        download(s3, BUCKET, "in/a.txt", listed, tmp_path / "a")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="download() hands IfMatch to boto3's managed transfer, which refuses it as an "
-    "extra argument: an object of MULTIPART_THRESHOLD bytes or more is never staged",
-)
 def test_a_large_object_is_staged_whole_and_pinned_to_its_listed_etag(
     s3: Any, tmp_path: Path
 ) -> None:
@@ -248,17 +242,17 @@ def test_a_large_object_is_staged_whole_and_pinned_to_its_listed_etag(
     s3.put_object(Bucket=BUCKET, Key="in/big", Body=body)
     etag = s3.head_object(Bucket=BUCKET, Key="in/big")["ETag"].strip('"')
     # WHEN it is staged THEN it arrives whole
-    download(s3, BUCKET, "in/big", len(body), etag, tmp_path / "big")
+    download(s3, BUCKET, "in/big", etag, tmp_path / "big")
     assert (tmp_path / "big").read_bytes() == body
     # AND once overwritten, it is refused as a small one is
     s3.put_object(Bucket=BUCKET, Key="in/big", Body=body[::-1])
     with pytest.raises(JobError, match=r"input 'in/big' changed after JobA listed it"):
-        download(s3, BUCKET, "in/big", len(body), etag, tmp_path / "big")
+        download(s3, BUCKET, "in/big", etag, tmp_path / "big")
 
 
 def test_another_s3_error_is_not_taken_for_a_changed_object(s3: Any, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="NoSuchKey") as error:
-        download(s3, BUCKET, "in/gone", 5, "abc", tmp_path / "gone")
+        download(s3, BUCKET, "in/gone", "abc", tmp_path / "gone")
     assert not isinstance(error.value, JobError)
 
 

@@ -63,7 +63,7 @@ def process_shard(
             ref = ObjectRef(obj["key"], obj["size"], obj.get("etag", ""))
             entry: dict[str, Any] = {"key": ref.key, "size": ref.size, "etag": ref.etag}
             with reporting(f"download {s3_url(ctx.input_bucket, ref.key)}"):
-                download(s3, ctx.input_bucket, ref.key, ref.size, ref.etag, staged.source)
+                download(s3, ctx.input_bucket, ref.key, ref.etag, staged.source)
             try:
                 facts = caller(staged.source, staged.target, ref)
             except ObjectRejectedError as rejected:

@@ -208,16 +208,14 @@ def _pool(workers: int) -> Executor:
 # --- staging ----------------------------------------------------------------------------------
 
 
-def download(s3: S3Client, bucket: str, key: str, size: int, etag: str, path: Path) -> None:
-    """Stream an object to ``path`` exactly as it was listed: every GET carries ``IfMatch``
+def download(s3: S3Client, bucket: str, key: str, etag: str, path: Path) -> None:
+    """Stream an object to ``path`` exactly as it was listed: one GET that carries ``IfMatch``
     with the listed ETag, so an object overwritten since fails with PreconditionFailed instead
-    of being processed in its new form. Large objects go through boto3's managed transfer
-    (parallel ranged GETs); below its multipart threshold a single streamed GET does."""
+    of being processed in its new form. Whatever the size, a single streamed GET: boto3's
+    managed transfer refuses ``IfMatch`` as an extra argument, and without it the ranged GETs
+    could not be pinned to the version JobA listed."""
     pinned = {"IfMatch": f'"{etag}"'} if etag else {}
     try:
-        if size >= MULTIPART_THRESHOLD:
-            s3.download_file(bucket, key, str(path), ExtraArgs=pinned, Config=TRANSFER_CONFIG)
-            return
         body = (
             s3.get_object(Bucket=bucket, Key=key, IfMatch=pinned["IfMatch"])
             if pinned
