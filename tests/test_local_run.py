@@ -202,7 +202,7 @@ def _resumed_to_the_end(tmp_path: Path, run_id: str) -> None:
     status = run_cli(tmp_path, "status", run_id, "--local", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"run {run_id} ")
-    (tmp_path / "hold").unlink()
+    (tmp_path / "hold").unlink(missing_ok=True)  # the held steps, where the run has them
     resumed = run_cli(tmp_path, "resume", run_id, "--local", "--json", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout)["local"]["summary"]
