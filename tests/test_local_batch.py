@@ -269,6 +269,7 @@ def test_list_jobs_by_name_and_describe_limit(pipeline_batch: LocalBatchHarness)
         pipeline_batch.client.describe_jobs(jobs=["x"] * 101)
 
 
+@pytest.mark.slow  # a 250-child array run through: about 2 s
 def test_list_jobs_pages_as_aws_does(tmp_path: Path, records: Path) -> None:
     with local_batch(tmp_path / "work") as batch:
         _recording(batch, "One", records)
