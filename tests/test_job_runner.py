@@ -5,6 +5,8 @@ what a command's exit says, and the order of the results. S3 is moto's, in this 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,37 @@ def test_a_command_runs_beside_its_input_with_the_steps_environment(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
+def test_a_shell_commands_paths_are_quoted_whatever_their_names(tmp_path: Path) -> None:
+    # GIVEN an input in a folder whose name a shell would split and expand
+    folder = tmp_path / "it's a $HOME; `x`"
+    folder.mkdir()
+    source, target = _files(folder, "payload")
+    # WHEN a shell command step names them THEN each path reaches the command as one word
+    assert run_command(Step.command("cp {input} {output}"), source, target) is None
+    assert target.read_text() == "payload"
+
+
+def test_a_commands_arguments_take_the_paths_inside_them_unquoted(tmp_path: Path) -> None:
+    # GIVEN a command with no shell, whose arguments carry the paths inside other text
+    folder = tmp_path / "a b"
+    folder.mkdir()
+    source, target = _files(folder, "x")
+    step = Step.command(
+        [
+            "sh",
+            "-c",
+            'printf "%s|%s" "$1" "$2" > "$3"',
+            "sh",
+            "in={input}",
+            "{output}.unused",
+            "{output}",
+        ]
+    )
+    # THEN each argument is formatted as text, with no quoting added
+    run_command(step, source, target)
+    assert target.read_text() == f"in={source}|{target}.unused"
+
+
 def test_a_command_that_exits_non_zero_without_a_word_says_so(tmp_path: Path) -> None:
     source, target = _files(tmp_path)
     with pytest.raises(ObjectRejectedError, match=r"^the command exited 4: no output$"):
@@ -167,6 +200,39 @@ def test_a_step_caller_turns_a_transient_command_into_a_transient_job(tmp_path: 
     with pytest.raises(TransientJobError, match="'key-1': the command exited 75"):
         caller(source, target, ObjectRef("key-1", 1, "e"))
     caller.close()
+
+
+def test_python_steps_run_in_a_pool_of_workers_that_close_leaves_none_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a Python step that rejects one object and describes the other, in a 2-worker pool
+    (tmp_path / "pooled.py").write_text(
+        "def step(source, target, obj):\n"
+        "    if source.read_text() == 'bad':\n"
+        "        raise ValueError('unreadable header')\n"
+        "    target.write_text(source.read_text())\n"
+        "    return {'pid': __import__('os').getpid()}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the workers are fresh interpreters
+    caller = StepCaller(Step.python("pooled:step"), workers=2)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    try:
+        # WHEN it runs on both
+        facts = caller(*_files(good, "fine"), ObjectRef("good", 4, "e"))
+        with pytest.raises(ObjectRejectedError, match=r"^ValueError: unreadable header$"):
+            caller(*_files(bad, "bad"), ObjectRef("bad", 3, "e"))
+        # THEN the work ran in another process, and its output and facts came back
+        assert facts is not None
+        assert facts["pid"] != os.getpid()
+        assert (good / "out").read_text() == "fine"
+        assert multiprocessing.active_children()
+    finally:
+        caller.close()
+    # AND closing the caller leaves no worker behind
+    assert multiprocessing.active_children() == []
 
 
 # --- what a step returns --------------------------------------------------------------------
