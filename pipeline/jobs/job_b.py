@@ -24,7 +24,6 @@ from pipeline.jobs.common import (
     cpu_allowance,
     get_json,
     job_main,
-    put_json,
     reporting,
     s3_url,
 )
@@ -36,6 +35,7 @@ from pipeline.jobs.runner import (
     download,
     for_each,
     free_space,
+    keep_record,
     load_step,
     scratch_slots,
     upload,
@@ -99,18 +99,17 @@ def run(
         workers = 1
     # An empty shard (more children than objects) needs no scratch space and no workers.
     entries = process_shard(s3, ctx, step, objects, workers) if objects else []
-    entries.sort(key=lambda e: e["key"])
-    record: dict[str, Any] = {
-        "run_id": ctx.run_id,
-        "shard": index,
-        "step": step.label,
-        "objects": entries,
-        contract.READ_RECORD: manifest,
-    }
-    if started is not None:
-        record["seconds"] = round(clock() - started, 3)
-    put_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index), record)
-    done = [e for e in entries if "rejected" not in e]
+    done = keep_record(
+        s3,
+        ctx.cpu_results_bucket,
+        contract.cpu_index_key(ctx.run_id, index),
+        ctx=ctx,
+        index=index,
+        step=step,
+        entries=entries,
+        read=manifest,
+        seconds=None if started is None else clock() - started,
+    )
     return {
         "shard": index,
         "objects": len(done),

@@ -26,7 +26,6 @@ from pipeline.jobs.common import (
     array_index,
     get_json,
     job_main,
-    put_json,
     reporting,
     s3_url,
 )
@@ -36,6 +35,7 @@ from pipeline.jobs.runner import (
     Staged,
     StepCaller,
     for_each,
+    keep_record,
     load_step,
     upload,
 )
@@ -104,18 +104,17 @@ def run(
     write_items(
         dynamodb, ctx.metadata_table, [e.pop("item") for e in entries if "item" in e], sleep=sleep
     )
-    entries.sort(key=lambda e: e["key"])
-    record: dict[str, Any] = {
-        "run_id": ctx.run_id,
-        "shard": index,
-        "step": step.label,
-        "objects": entries,
-        contract.READ_RECORD: cpu_index,
-    }
-    if started is not None:
-        record["seconds"] = round(clock() - started, 3)
-    put_json(s3, ctx.memory_results_bucket, contract.memory_index_key(ctx.run_id, index), record)
-    done = [e for e in entries if "rejected" not in e]
+    done = keep_record(
+        s3,
+        ctx.memory_results_bucket,
+        contract.memory_index_key(ctx.run_id, index),
+        ctx=ctx,
+        index=index,
+        step=step,
+        entries=entries,
+        read=cpu_index,
+        seconds=None if started is None else clock() - started,
+    )
     return {"shard": index, "objects": len(done), "rejected": len(entries) - len(done)}
 
 

@@ -28,7 +28,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from pipeline import contract
-from pipeline.jobs.common import JobError, TransientJobError
+from pipeline.jobs.common import JobError, RunContext, TransientJobError, put_json
 from pipeline.steps import EXIT_TRANSIENT, ObjectRef, Step, TransientStepError
 
 if TYPE_CHECKING:
@@ -298,6 +298,35 @@ def for_each(
         return [one(n) for n in numbered]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(one, numbered))
+
+
+def keep_record(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    *,
+    ctx: RunContext,
+    index: int,
+    step: Step,
+    entries: list[dict[str, Any]],
+    read: dict[str, Any],
+    seconds: float | None,
+) -> list[dict[str, Any]]:
+    """Write a stage child's record: its entries in key order, the record it read (for
+    JobD's checks) and, when known, its seconds (for JobE's summary). Returns the entries
+    done, those not rejected."""
+    entries.sort(key=lambda e: e["key"])
+    record: dict[str, Any] = {
+        "run_id": ctx.run_id,
+        "shard": index,
+        "step": step.label,
+        "objects": entries,
+        contract.READ_RECORD: read,
+    }
+    if seconds is not None:
+        record["seconds"] = round(seconds, 3)
+    put_json(s3, bucket, key, record)
+    return [e for e in entries if "rejected" not in e]
 
 
 def free_space(folder: Path) -> int:
