@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ from pipeline.spec import (
     DEFAULT_SPEC,
     DEPENDENCY_FAILED,
     RESOURCES,
+    RUN_TAG,
     TERMINAL,
     JobSpec,
     PipelineSpec,
@@ -547,6 +549,14 @@ class MotoBatch:
                 ]
         return sorted(self._described(ids), key=lambda j: j.detail.get("createdAt") or 0)
 
+    def run_jobs(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Job key -> the jobs of that key tagged with run ``run_id`` (parents), oldest first."""
+        found: dict[str, list[dict[str, Any]]] = {job.key: [] for job in DEFAULT_SPEC}
+        for job in self.parents():
+            if (job.detail.get("tags") or {}).get(RUN_TAG) == run_id:
+                found[job.job_name].append(dict(job.detail))
+        return found
+
     def jobs(self) -> list[ListedJob]:
         """Every job, each array parent followed by its children (listed by ``arrayJobId``)."""
         found: list[ListedJob] = []
@@ -703,6 +713,22 @@ class _Body:
 
     def stream(self, **_: Any) -> Iterator[bytes]:
         yield self.body
+
+
+def lag_listings(client: Any, hidden: int) -> None:
+    """ListJobs through ``client`` leaves a job out of the first ``hidden`` listings that would
+    show it, as an index that catches up after the job is accepted; it is listed from then on."""
+    listed: Counter[str] = Counter()
+
+    def lag(parsed: dict[str, Any], **_: Any) -> None:
+        shown = []
+        for summary in parsed.get("jobSummaryList", []):
+            listed[summary["jobId"]] += 1
+            if listed[summary["jobId"]] > hidden:
+                shown.append(summary)
+        parsed["jobSummaryList"] = shown
+
+    client.meta.events.register("after-call.batch.ListJobs", lag)
 
 
 def error_answer(url: str, status: int, code: str, message: str = "injected") -> AWSResponse:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from moto_batch import MotoBatch, Sleeps, error_answer, moto_batch, stack_document
+from moto_batch import MotoBatch, Sleeps, error_answer, lag_listings, moto_batch, stack_document
 
 from pipeline.backends.aws import AwsSession
 from pipeline.runs.triggers import (
@@ -106,19 +106,8 @@ class Starters:
     # --- what the service does -----------------------------------------------------------------
 
     def listing_lag(self, hidden: int) -> None:
-        """ListJobs leaves a job out of the first ``hidden`` listings that would show it, as an
-        index that catches up after the job is accepted; the job is listed from then on."""
-        listed: Counter[str] = Counter()
-
-        def lag(parsed: dict[str, Any], **_: Any) -> None:
-            shown = []
-            for summary in parsed.get("jobSummaryList", []):
-                listed[summary["jobId"]] += 1
-                if listed[summary["jobId"]] > hidden:
-                    shown.append(summary)
-            parsed["jobSummaryList"] = shown
-
-        self.aws.batch.meta.events.register("after-call.batch.ListJobs", lag)
+        """ListJobs lags ``hidden`` listings behind (see :func:`moto_batch.lag_listings`)."""
+        lag_listings(self.aws.batch, hidden)
 
     def same_created_at(self) -> None:
         """DescribeJobs reports one ``createdAt`` for every job: runs submitted within the same
@@ -148,11 +137,7 @@ class Starters:
 
     def jobs_of(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """Job key -> the run's jobs of that key, oldest first."""
-        found: dict[str, list[dict[str, Any]]] = {key: [] for key in JOBS}
-        for job in self.aws.parents():
-            if (job.detail.get("tags") or {}).get(RUN_TAG) == run_id:
-                found[job.job_name].append(dict(job.detail))
-        return found
+        return self.aws.run_jobs(run_id)
 
     def active(self) -> dict[str, dict[str, int]]:
         """Run id -> job key -> how many of the run's jobs of that key have not ended, for the

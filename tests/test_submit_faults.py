@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
-from moto_batch import MotoBatch, Sleeps, error_answer, moto_batch
+from moto_batch import MotoBatch, Sleeps, error_answer, lag_listings, moto_batch
 
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_SERVICE, ChainError
 from pipeline.runs.chain import RECONCILE_ATTEMPTS, submit_pipeline
 from pipeline.runs.requests import RunConfig, run_config
-from pipeline.spec import DEFAULT_SPEC, DEPENDENCY_FAILED, RUN_TAG, TERMINAL
+from pipeline.spec import DEFAULT_SPEC, DEPENDENCY_FAILED, TERMINAL
 
 JOBS = [job.key for job in DEFAULT_SPEC]
 
@@ -92,19 +92,8 @@ class Faults:
         self.client.meta.events.register("after-call.batch.SubmitJob", reset)
 
     def listing_lag(self, hidden: int) -> None:
-        """ListJobs leaves a job out of the first ``hidden`` listings that would show it, as an
-        index that catches up after the job is accepted; the job is listed from then on."""
-        listed: Counter[str] = Counter()
-
-        def lag(parsed: dict[str, Any], **_: Any) -> None:
-            shown = []
-            for summary in parsed.get("jobSummaryList", []):
-                listed[summary["jobId"]] += 1
-                if listed[summary["jobId"]] > hidden:
-                    shown.append(summary)
-            parsed["jobSummaryList"] = shown
-
-        self.client.meta.events.register("after-call.batch.ListJobs", lag)
+        """ListJobs lags ``hidden`` listings behind (see :func:`moto_batch.lag_listings`)."""
+        lag_listings(self.client, hidden)
 
     def refuse_stops(self, job_ids: Callable[[], set[str]]) -> None:
         """CancelJob and TerminateJob are refused (403) for the jobs ``job_ids()`` names."""
@@ -121,11 +110,7 @@ class Faults:
 
     def of_run(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """Job key -> the run's jobs of that key, oldest first."""
-        found: dict[str, list[dict[str, Any]]] = {key: [] for key in JOBS}
-        for job in self.aws.parents():
-            if (job.detail.get("tags") or {}).get(RUN_TAG) == run_id:
-                found[job.job_name].append(dict(job.detail))
-        return found
+        return self.aws.run_jobs(run_id)
 
     def active(self, run_id: str) -> dict[str, list[str]]:
         """Job key -> IDs of the run's jobs of that key that have not ended."""
