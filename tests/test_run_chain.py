@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from memory_batch import MemoryBatch
 
 from pipeline.document import PipelineDocument
 from pipeline.errors import ChainError
@@ -20,14 +21,14 @@ from pipeline.spec import DEFAULT_SPEC
 DOCUMENT = PipelineDocument("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
 
 
-class RecordingBatch:
+class RecordingBatch(MemoryBatch):
     """Accepts SubmitJob (refusing the job names in ``refuse``), describes what it accepted as
     SUBMITTED, and records the stops."""
 
     def __init__(self, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self.refuse = refuse
         self.submitted: list[dict[str, Any]] = []
-        self.stops: list[tuple[str, str, str]] = []
 
     def submit_job(self, **request: Any) -> dict[str, Any]:
         if request["jobName"] in self.refuse:
@@ -47,14 +48,6 @@ class RecordingBatch:
 
     def list_jobs(self, **_: Any) -> dict[str, Any]:
         return {"jobSummaryList": []}
-
-    def cancel_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self.stops.append(("cancel", jobId, reason))
-        return {}
-
-    def terminate_job(self, *, jobId: str, reason: str) -> dict[str, Any]:  # noqa: N803
-        self.stops.append(("terminate", jobId, reason))
-        return {}
 
 
 def test_each_job_is_submitted_in_order_depending_on_the_ids_before_it() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from memory_batch import MemoryBatch
 
 from pipeline.document import PipelineDocument
 from pipeline.runs.diagnose import Finding, diagnose, waiting_jobs
@@ -17,7 +18,7 @@ from pipeline.spec import DEFAULT_SPEC, RUN_TAG
 DOCUMENT = PipelineDocument("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
 
 
-class Queue:
+class Queue(MemoryBatch):
     """A run's jobs in ``states`` on a queue with these environments and front of queue."""
 
     def __init__(
@@ -28,6 +29,7 @@ class Queue:
         environments: list[dict[str, Any]] | None = None,
         front: list[str] | None = None,
     ) -> None:
+        super().__init__()
         self.jobs = {
             f"id-{key}": {
                 "jobId": f"id-{key}",
@@ -40,20 +42,6 @@ class Queue:
         self.environments = environments or []
         self.queue = queue or {}
         self.front = front
-
-    def list_jobs(self, **request: Any) -> dict[str, Any]:
-        assert request["jobQueue"] == "ProdQueue"
-        (name,) = request["filters"][0]["values"]
-        return {
-            "jobSummaryList": [
-                {"jobId": j["jobId"], "jobName": j["jobName"]}
-                for j in self.jobs.values()
-                if j["jobName"] == name
-            ]
-        }
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        return {"jobs": [self.jobs[j] for j in jobs]}
 
     def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
         assert jobQueues == ["ProdQueue"]
