@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +24,28 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 REPO = Path(__file__).resolve().parents[1]
 CDK_CONTEXT: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+
+
+@contextmanager
+def served(cwd: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """``python -m pipeline.local serve --with-pipeline`` in a session of its own, in ``cwd``
+    with ``env``; yields what it printed when ready (endpoint, region, credentials) and stops
+    it on the way out."""
+    services = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.local", "serve", "--with-pipeline", "--json"],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert services.stdout is not None
+        yield json.loads(services.stdout.readline())
+    finally:
+        services.terminate()
+        services.wait(timeout=60)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import served
 
 pytestmark = pytest.mark.slow
 
@@ -88,18 +89,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     folder = tmp_path_factory.mktemp("served")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(folder / "none")
-    services = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local", "serve", "--with-pipeline", "--json"],
-        cwd=folder,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert services.stdout is not None
-        ready = json.loads(services.stdout.readline())
+    with served(folder, env) as ready:
         env.update(
             AWS_ENDPOINT_URL=ready["endpoint"],
             AWS_DEFAULT_REGION=ready["region"],
@@ -107,9 +97,6 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             **ready["credentials"],
         )
         yield env
-    finally:
-        services.terminate()
-        services.wait(timeout=60)
 
 
 def aws(env: dict[str, str], *args: str, cwd: Path | None = None) -> Any:

@@ -14,7 +14,6 @@ checkout); mermaid blocks are diagrams, checked to be flowcharts.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from conftest import REPO, served
 
 pytestmark = pytest.mark.slow
 
@@ -81,18 +80,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         AWS_CONFIG_FILE=str(root / "none"),
         AWS_SHARED_CREDENTIALS_FILE=str(root / "none"),
     )
-    services = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local", "serve", "--with-pipeline", "--json"],
-        cwd=root,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert services.stdout is not None
-        ready = json.loads(services.stdout.readline())
+    with served(root, env) as ready:
         env.update(
             AWS_ENDPOINT_URL=ready["endpoint"],
             AWS_DEFAULT_REGION=ready["region"],
@@ -100,9 +88,6 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         )
         _stand_in_stack(ready["endpoint"])
         yield root, env
-    finally:
-        services.terminate()
-        services.wait(timeout=60)
 
 
 def _stand_in_stack(endpoint: str) -> None:
