@@ -32,6 +32,7 @@ import boto3  # noqa: E402
 from jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_inputs  # noqa: E402
 
 from pipeline import contract  # noqa: E402
+from pipeline.batch_facts import ARRAY_INDEX_VARIABLE  # noqa: E402
 from pipeline.jobs import job_a, job_b, job_c, job_d, job_e  # noqa: E402
 
 
@@ -50,7 +51,7 @@ def job_environment(world: World, index: int | None = None) -> Iterator[None]:
         contract.MAX_OBJECT_BYTES: str(ctx.max_object_bytes),
     }
     if index is not None:
-        values[contract.ARRAY_INDEX] = str(index)
+        values[ARRAY_INDEX_VARIABLE] = str(index)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batch_facts import DependencyType
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.spec import (
     DEFAULT_SPEC,
     RESOURCES,
     Dependency,
-    DependencyType,
     JobSpec,
     PipelineResource,
     PipelineSpec,

@@ -32,8 +32,6 @@ says, so the default does not promise more than a task role's session usually la
 WORKERS = "PIPELINE_WORKERS"
 """Optional cap on JobB's process pool; by default it is the container's CPU allowance."""
 
-ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
-"""Set by AWS Batch in each array child."""
 INPUT_PREFIX = "PIPELINE_INPUT_PREFIX"
 """Only BucketA's objects under this S3 prefix are the run's inputs (default: the whole
 bucket). A run started by an upload lists the prefix of its :data:`READY_MARKER`."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.spec import DEPENDENCY_FAILED
+from pipeline.batch_facts import DEPENDENCY_FAILED
 
 
 def failure_event_pattern(queue_arn: str) -> dict[str, Any]:

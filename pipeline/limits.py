@@ -1,5 +1,6 @@
-"""What AWS Batch (and AWS) accepts: the limits that shape the pipeline, and checks of values
-against them that raise :class:`pipeline.errors.SpecError` with a one-line message.
+"""Checks of the values a user gives against what AWS accepts (an array size, an email
+address, a name prefix), each raising :class:`pipeline.errors.SpecError` with a one-line
+message. AWS Batch's own limits are in :mod:`pipeline.batch_facts`.
 
 Plain data: no aws-cdk-lib or boto3 import.
 """
@@ -8,27 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.batch_facts import MAX_ARRAY_SIZE, MIN_ARRAY_SIZE
 from pipeline.errors import SpecError
-
-MIN_ARRAY_SIZE = 2
-"""Smallest array size AWS Batch accepts (a size of 1 is rejected by SubmitJob)."""
-MAX_ARRAY_SIZE = 10_000
-"""Largest array size AWS Batch accepts."""
-MAX_DEPENDENCIES = 20
-"""Most ``dependsOn`` entries a single job may have."""
-MAX_EVALUATE_ON_EXIT = 5
-"""Most ``retryStrategy.evaluateOnExit`` entries a job definition may have."""
-
-MIN_TIMEOUT_SECONDS = 60
-"""AWS Batch's smallest attempt duration (``timeout.attemptDurationSeconds``)."""
-MAX_ATTEMPTS = 10
-"""AWS Batch's largest ``retryStrategy.attempts``."""
-
-
-def batch_pattern_matches(pattern: str, value: str) -> bool:
-    """AWS Batch's patterns (evaluate-on-exit, ListJobs name filters): whole, or a prefix when
-    the pattern ends in '*'."""
-    return value.startswith(pattern[:-1]) if pattern.endswith("*") else value == pattern
 
 
 def check_array_size(size: object, what: str = "array size") -> int:

@@ -16,30 +16,27 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 from pipeline import contract
-from pipeline.contract import RUN_PREFIX_PATTERN, VALIDATION_STEPS
-from pipeline.errors import SpecError
-from pipeline.limits import (
+from pipeline.batch_facts import (
+    CANNOT_PULL_CONTAINER,
+    HOST_TERMINATED_PATTERN,
     MAX_ATTEMPTS,
     MAX_DEPENDENCIES,
     MIN_TIMEOUT_SECONDS,
-    batch_pattern_matches,
-    check_array_size,
+    DependencyType,
+    RetryRule,
 )
+from pipeline.contract import RUN_PREFIX_PATTERN, VALIDATION_STEPS
+from pipeline.errors import SpecError
+from pipeline.limits import check_array_size
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
 QUEUE_NAME = "ProdQueue"
 """The job queue's name in the workflow; a pipeline's ``name_prefix`` is put in front of it."""
-
-TERMINAL = frozenset({"SUCCEEDED", "FAILED"})
-"""The job states AWS Batch never leaves."""
-DEPENDENCY_FAILED = "Dependent Job failed"
-"""Batch's status reason for a job that never ran because a job it depends on failed."""
 
 SOURCE_BUCKET = "SourceBucket"
 RECIPIENT = "Recipient"
@@ -49,17 +46,6 @@ JOB_USER_ID = 10001
 """The uid every job container runs as (job definitions set ``user``; the default image's
 Dockerfile creates it). The hosts' firewall rejects instance-metadata requests from any uid but
 root, so a job, whatever its image, cannot read the instance role's credentials."""
-
-
-class DependencyType(StrEnum):
-    """How a job waits for another (``dependsOn[].type`` in SubmitJob)."""
-
-    STANDARD = "STANDARD"
-    """Wait for the whole job, every array child included (no ``type`` in the request)."""
-    N_TO_N = "N_TO_N"
-    """Child *i* waits for child *i* of the other array job; both arrays have the same size."""
-    SEQUENTIAL = "SEQUENTIAL"
-    """Child *k* waits for child *k-1* of the same array job; names no other job."""
 
 
 @dataclass(frozen=True)
@@ -77,49 +63,11 @@ class Dependency:
             )
 
 
-@dataclass(frozen=True)
-class RetryRule:
-    """One ``retryStrategy.evaluateOnExit`` entry. Batch applies the first that matches; when
-    none matches, it retries. A pattern is matched whole, or as a prefix when it ends in '*';
-    a field the attempt does not have (no exit code after a lost host) matches nothing."""
-
-    action: str
-    """RETRY or EXIT."""
-    on_status_reason: str | None = None
-    on_reason: str | None = None
-    on_exit_code: str | None = None
-
-    def matches(
-        self, *, status_reason: str | None, reason: str | None, exit_code: int | None
-    ) -> bool:
-        checks = (
-            (self.on_status_reason, status_reason),
-            (self.on_reason, reason),
-            (self.on_exit_code, None if exit_code is None else str(exit_code)),
-        )
-        return all(
-            pattern is None or (value is not None and batch_pattern_matches(pattern, value))
-            for pattern, value in checks
-        )
-
-    def as_evaluate_on_exit(self) -> dict[str, str]:
-        """The rule as RegisterJobDefinition takes it (``retryStrategy.evaluateOnExit[]``)."""
-        entry = {"action": self.action}
-        for key, value in (
-            ("onStatusReason", self.on_status_reason),
-            ("onReason", self.on_reason),
-            ("onExitCode", self.on_exit_code),
-        ):
-            if value is not None:
-                entry[key] = value
-        return entry
-
-
 RETRY_RULES: tuple[RetryRule, ...] = (
     # The host went away (a Spot reclaim: "Host EC2 (instance i-...) terminated."): retry.
-    RetryRule("RETRY", on_status_reason="Host EC2*"),
+    RetryRule("RETRY", on_status_reason=HOST_TERMINATED_PATTERN),
     # The image could not be pulled on a fresh instance: retry.
-    RetryRule("RETRY", on_reason="CannotPullContainerError:*"),
+    RetryRule("RETRY", on_reason=f"{CANNOT_PULL_CONTAINER}:*"),
     # The program met a transient failure (throttling, 5xx, timeouts) beyond its own retries.
     RetryRule("RETRY", on_exit_code=str(contract.EXIT_TRANSIENT)),
     # The program's own failure: retrying would fail the same way.

@@ -43,11 +43,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline import contract
+from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
 from pipeline.errors import SpecError
 
 STEPS_VERSION = 1
-EXIT_TRANSIENT = 75
-"""A command step's exit code for a transient failure: the child is retried."""
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 ROLES = ("cpu", "memory", "aggregate", "check")
 """What a step is for, and so the arguments its function takes."""
@@ -176,7 +175,9 @@ class Step:
                 )
         else:
             raise SpecError(f"a step is python or command; got {self.kind!r}")
-        reserved = sorted(name for name, _ in self.environment if name.startswith("AWS_BATCH_"))
+        reserved = sorted(
+            name for name, _ in self.environment if name.startswith(RESERVED_VARIABLE_PREFIX)
+        )
         if reserved:
             raise SpecError(f"{role} step sets {reserved[0]}, which AWS Batch sets itself")
 

@@ -67,6 +67,7 @@ from botocore.config import Config
 from moto import mock_aws
 from moto.core.models import botocore_stubber
 
+from pipeline.batch_facts import DEPENDENCY_FAILED, TERMINAL
 from pipeline.document import (
     DOCUMENT_OUTPUT,
     QUEUE_NAME_OUTPUT,
@@ -74,15 +75,7 @@ from pipeline.document import (
     PipelineDocument,
 )
 from pipeline.local.batch.jobs import ARRAY_CHILD_FAILED
-from pipeline.spec import (
-    DEFAULT_SPEC,
-    DEPENDENCY_FAILED,
-    RESOURCES,
-    RUN_TAG,
-    TERMINAL,
-    JobSpec,
-    PipelineSpec,
-)
+from pipeline.spec import DEFAULT_SPEC, RESOURCES, RUN_TAG, JobSpec, PipelineSpec
 
 REGION = "us-east-1"
 STACK = "ArrayJobPipeline"

@@ -248,11 +248,17 @@ def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
 
 
 def test_the_retry_rules_retry_the_transient_code_and_nothing_else() -> None:
-    from pipeline.local.batch.models import action_for
+    from pipeline.batch_facts import retry_action
 
-    assert action_for(RETRY_RULES, "Essential container in task exited", 75) == "RETRY"
-    assert action_for(RETRY_RULES, "Essential container in task exited", 1) == "EXIT"
-    assert action_for(RETRY_RULES, "Essential container in task exited", 2) == "EXIT"
+    assert retry_action(
+        RETRY_RULES, status_reason="Essential container in task exited", exit_code=75
+    ) == "RETRY"
+    assert retry_action(
+        RETRY_RULES, status_reason="Essential container in task exited", exit_code=1
+    ) == "EXIT"
+    assert retry_action(
+        RETRY_RULES, status_reason="Essential container in task exited", exit_code=2
+    ) == "EXIT"
 
 
 def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:

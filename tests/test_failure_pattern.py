@@ -27,8 +27,8 @@ import pytest
 from conftest import Synthesized, resolve
 from moto import mock_aws
 
+from pipeline.batch_facts import DEPENDENCY_FAILED
 from pipeline.failure_events import failure_event_pattern
-from pipeline.spec import DEPENDENCY_FAILED
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from pipeline.batch_facts import DEPENDENCY_FAILED
 from pipeline.runs.failures import (
     REPORT_PAGE,
     Failure,
@@ -24,7 +25,6 @@ from pipeline.runs.failures import (
     index_ranges,
 )
 from pipeline.runs.progress import JobProgress
-from pipeline.spec import DEPENDENCY_FAILED
 
 
 class FailedChildrenBatch:

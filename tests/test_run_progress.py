@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT
 from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import RunStateError
 from pipeline.runs.progress import (
-    DESCRIBE_LIMIT,
     JobProgress,
     RunSummary,
     SubmittedJob,
@@ -74,7 +74,7 @@ def test_jobs_are_described_a_hundred_at_a_time_in_the_order_asked() -> None:
     # WHEN they are described
     progress = describe_jobs(batch, ids)  # type: ignore[arg-type]
     # THEN three calls of 100, 100 and 50 IDs; the known ones, in order, with their keys
-    assert [len(c) for c in batch.describe_calls] == [DESCRIBE_LIMIT, DESCRIBE_LIMIT, 50]
+    assert [len(c) for c in batch.describe_calls] == [DESCRIBE_JOBS_LIMIT, DESCRIBE_JOBS_LIMIT, 50]
     assert [p.key for p in progress] == [k for k in ids if k != "k7"]
     assert progress[0].job_id == "id-0"
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from pipeline import contract
+from pipeline.batch_facts import MAX_EVALUATE_ON_EXIT, DependencyType, RetryRule
 from pipeline.contract import EXIT_TRANSIENT, RUN_PREFIX_PATTERN
 from pipeline.errors import SpecError
-from pipeline.limits import MAX_EVALUATE_ON_EXIT, check_array_size, check_email
+from pipeline.limits import check_array_size, check_email
 from pipeline.spec import (
     DEFAULT_ARRAY_SIZE,
     DEFAULT_SPEC,
@@ -22,9 +23,7 @@ from pipeline.spec import (
     RETRY_RULES,
     Access,
     Dependency,
-    DependencyType,
     PipelineSpec,
-    RetryRule,
     check_resources,
     prefixed,
 )

@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSResponse
 from moto_batch import MotoBatch, Sleeps, error_answer, lag_listings, moto_batch, stack_document
 
 from pipeline.backends.aws import AwsSession
+from pipeline.batch_facts import TERMINAL
 from pipeline.runs.triggers import (
     DUPLICATE,
     REFUSED,
@@ -33,7 +34,7 @@ from pipeline.runs.triggers import (
     start_triggered,
     trigger_from_event,
 )
-from pipeline.spec import DEFAULT_SPEC, RUN_TAG, TERMINAL
+from pipeline.spec import DEFAULT_SPEC, RUN_TAG
 from pipeline.trigger_events import upload_event
 
 BUCKET_A = "pipeline-input-bucket"

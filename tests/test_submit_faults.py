@@ -24,11 +24,12 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 from moto_batch import MotoBatch, Sleeps, error_answer, lag_listings, moto_batch
 
+from pipeline.batch_facts import DEPENDENCY_FAILED, TERMINAL
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_SERVICE, ChainError
 from pipeline.runs.chain import RECONCILE_ATTEMPTS, submit_pipeline
 from pipeline.runs.requests import RunConfig, run_config
-from pipeline.spec import DEFAULT_SPEC, DEPENDENCY_FAILED, TERMINAL
+from pipeline.spec import DEFAULT_SPEC
 
 JOBS = [job.key for job in DEFAULT_SPEC]
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aws_cdk import Duration
 from aws_cdk import aws_ecs as ecs
 
+from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
 from pipeline.constructs.jobs import JobOverride
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import InstanceType
@@ -102,7 +103,7 @@ def check_props(props: Mapping[str, Any], *, default_max_vcpus: int) -> None:
     ):
         raise PipelineConfigError(f"trigger_max_vcpu_hours must be a number above 0; got {limit!r}")
     for key, override in dict(props.get("job_overrides", {})).items():
-        reserved = sorted(n for n in override.environment if n.startswith("AWS_BATCH_"))
+        reserved = sorted(n for n in override.environment if n.startswith(RESERVED_VARIABLE_PREFIX))
         if reserved:
             raise PipelineConfigError(
                 f"job_overrides: {key} sets {', '.join(reserved)}; AWS_BATCH_* variables are "

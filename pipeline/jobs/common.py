@@ -23,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline import contract
+from pipeline.batch_facts import ARRAY_INDEX_VARIABLE, JOB_ID_VARIABLE
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -148,11 +149,11 @@ def run_id_of(env: Mapping[str, str], describe_job: Callable[[str], Mapping[str,
     given = env.get(contract.RUN_ID, "")
     if given:
         return given
-    job_id = env.get("AWS_BATCH_JOB_ID", "").split(":")[0]
+    job_id = env.get(JOB_ID_VARIABLE, "").split(":")[0]
     if not job_id:
         raise JobError(
             f"environment variable {contract.RUN_ID} is not set and this is not an AWS Batch "
-            "job (no AWS_BATCH_JOB_ID) to find the run from; submit runs with "
+            f"job (no {JOB_ID_VARIABLE}) to find the run from; submit runs with "
             "`python -m pipeline.submit`, which sets it"
         )
     for _ in range(MAX_CHAIN):
@@ -190,7 +191,7 @@ def array_index(env: Mapping[str, str] | None = None, *, size: int | None = None
     ``PIPELINE_INDEX_MAP`` listing the original indices: child k does original index map[k].
     """
     env = os.environ if env is None else env
-    raw = env.get(contract.ARRAY_INDEX, "")
+    raw = env.get(ARRAY_INDEX_VARIABLE, "")
     mapped = env.get(contract.INDEX_MAP, "")
     if mapped:
         try:
@@ -203,14 +204,14 @@ def array_index(env: Mapping[str, str] | None = None, *, size: int | None = None
             index = originals[int(raw)]
         else:
             raise JobError(
-                f"{contract.ARRAY_INDEX}={raw!r} does not select one of {contract.INDEX_MAP}="
+                f"{ARRAY_INDEX_VARIABLE}={raw!r} does not select one of {contract.INDEX_MAP}="
                 f"{mapped!r}"
             )
     elif raw.isdigit():
         index = int(raw)
     else:
         raise JobError(
-            f"{contract.ARRAY_INDEX} is {raw!r}; this program runs as an array child, whose "
+            f"{ARRAY_INDEX_VARIABLE} is {raw!r}; this program runs as an array child, whose "
             "index AWS Batch sets"
         )
     if size is not None and index >= size:

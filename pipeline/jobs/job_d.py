@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
+from pipeline.batch_facts import JOB_ID_VARIABLE
 from pipeline.jobs.common import (
     JobError,
     JobRun,
@@ -343,7 +344,7 @@ def main() -> int:
         step = array_index(size=contract.VALIDATION_STEPS)
         job.timing_index = step
         # Children's IDs are "<JobD's ID>:<index>": the shard view is this JobD's.
-        job_id = os.environ.get("AWS_BATCH_JOB_ID", "").rpartition(":")[0] or None
+        job_id = os.environ.get(JOB_ID_VARIABLE, "").rpartition(":")[0] or None
         result = run(
             job.client("s3"),
             job.client("dynamodb"),

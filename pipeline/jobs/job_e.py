@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
+from pipeline.batch_facts import JOB_ID_VARIABLE
 from pipeline.jobs.common import (
     JobError,
     JobRun,
@@ -146,7 +147,7 @@ def run(
 
 
 def _this_job() -> str:
-    return os.environ.get("AWS_BATCH_JOB_ID", "")
+    return os.environ.get(JOB_ID_VARIABLE, "")
 
 
 CLAIM_SECONDS = 900

@@ -28,8 +28,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from pipeline import contract
+from pipeline.contract import EXIT_TRANSIENT
 from pipeline.jobs.common import JobError, RunContext, TransientJobError, put_json
-from pipeline.steps import EXIT_TRANSIENT, ObjectRef, Step, TransientStepError
+from pipeline.steps import ObjectRef, Step, TransientStepError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from pipeline.batch_facts import DEPENDENCY_FAILED
 from pipeline.runs.progress import JobProgress, child_index
-from pipeline.spec import DEPENDENCY_FAILED
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient

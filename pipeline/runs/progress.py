@@ -10,14 +10,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT, TERMINAL
 from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import RunStateError
-from pipeline.spec import RUN_TAG, STARTED_BY_TAG, TERMINAL, PipelineSpec
+from pipeline.spec import RUN_TAG, STARTED_BY_TAG, PipelineSpec
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi, JobDetailTypeDef
 
-DESCRIBE_LIMIT = 100
 """DescribeJobs takes at most 100 job IDs per call."""
 
 
@@ -113,8 +113,8 @@ def describe_jobs(batch: BatchApi, job_ids: Mapping[str, str]) -> list[JobProgre
     by_id = {job_id: key for key, job_id in job_ids.items()}
     found: dict[str, JobProgress] = {}
     ids = list(by_id)
-    for start in range(0, len(ids), DESCRIBE_LIMIT):
-        response = batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])
+    for start in range(0, len(ids), DESCRIBE_JOBS_LIMIT):
+        response = batch.describe_jobs(jobs=ids[start : start + DESCRIBE_JOBS_LIMIT])
         for job in response["jobs"]:
             found[job["jobId"]] = JobProgress.from_description(by_id[job["jobId"]], job)
     return [found[job_id] for job_id in ids if job_id in found]
@@ -284,8 +284,8 @@ def _parent_ids(batch: BatchApi, queue: str, job_name: str) -> list[str]:
 
 def _described(batch: BatchApi, ids: list[str]) -> list[JobDetailTypeDef]:
     found: list[JobDetailTypeDef] = []
-    for start in range(0, len(ids), DESCRIBE_LIMIT):
-        found += batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]
+    for start in range(0, len(ids), DESCRIBE_JOBS_LIMIT):
+        found += batch.describe_jobs(jobs=ids[start : start + DESCRIBE_JOBS_LIMIT])["jobs"]
     return found
 
 
@@ -302,7 +302,7 @@ def leaf_attempts(
         (parent,) = batch.describe_jobs(jobs=[job.job_id])["jobs"]
         size = (parent.get("arrayProperties") or {}).get("size")
         ids = [f"{job.job_id}:{i}" for i in range(size)] if size else [job.job_id]
-        for start in range(0, len(ids), DESCRIBE_LIMIT):
-            for leaf in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]:
+        for start in range(0, len(ids), DESCRIBE_JOBS_LIMIT):
+            for leaf in batch.describe_jobs(jobs=ids[start : start + DESCRIBE_JOBS_LIMIT])["jobs"]:
                 found[job.key].append([dict(a) for a in leaf.get("attempts") or []])
     return found

@@ -14,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT, DependencyType
 from pipeline.document import PipelineDocument
 from pipeline.instances import PRICE_DATE, PRICE_REGION, InstanceType
 from pipeline.runs.failures import FailureGroup, failure_report
 from pipeline.runs.preflight import queue_instance_types, worst_case
-from pipeline.runs.progress import DESCRIBE_LIMIT, JobProgress, find_run_history
-from pipeline.spec import DependencyType, PipelineSpec
+from pipeline.runs.progress import JobProgress, find_run_history
+from pipeline.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi, JobDetailTypeDef, LogReader
@@ -266,8 +267,8 @@ def collect(
         children: list[ChildRecord] = []
         if job.array_size:
             ids = [f"{job.job_id}:{i}" for i in range(job.array_size)]
-            for start in range(0, len(ids), DESCRIBE_LIMIT):
-                page = counted.describe_jobs(jobs=ids[start : start + DESCRIBE_LIMIT])["jobs"]
+            for start in range(0, len(ids), DESCRIBE_JOBS_LIMIT):
+                page = counted.describe_jobs(jobs=ids[start : start + DESCRIBE_JOBS_LIMIT])["jobs"]
                 children += [ChildRecord.from_description(d) for d in page]
                 described += len(page)
                 if on_progress:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, cast
 
 from pipeline import contract
+from pipeline.batch_facts import DependencyType
 from pipeline.contract import (
     INDEX_MAP,
     INPUT_PREFIX,
@@ -33,7 +34,6 @@ from pipeline.spec import (
     RUN_SETTINGS,
     RUN_TAG,
     SOURCE_BUCKET,
-    DependencyType,
     JobSpec,
     PipelineSpec,
 )

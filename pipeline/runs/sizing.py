@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batch_facts import DependencyType
 from pipeline.errors import SpecError
 from pipeline.instances import (
     DEFAULT_CPU_INSTANCE_TYPES,
@@ -24,7 +25,7 @@ from pipeline.instances import (
     INSTANCE_TYPES,
     InstanceType,
 )
-from pipeline.spec import DependencyType, JobSpec, PipelineSpec
+from pipeline.spec import JobSpec, PipelineSpec
 
 if TYPE_CHECKING:
     from pipeline.runs.api import BatchApi

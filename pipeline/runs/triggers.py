@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.batch_facts import TERMINAL
 from pipeline.contract import READY_MARKER, marker_prefix
 from pipeline.document import PipelineDocument
 from pipeline.errors import ChainError, PipelineError, RunStateError, SpecError
@@ -43,7 +44,7 @@ from pipeline.runs.progress import (
     list_runs,
 )
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import RUN_TAG, STARTED_BY_TAG, TERMINAL
+from pipeline.spec import RUN_TAG, STARTED_BY_TAG
 from pipeline.trigger_events import SCHEDULE, UPLOAD
 
 Notify = Callable[[str, str], None]

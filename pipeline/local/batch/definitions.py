@@ -14,8 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.batch_facts import (
+    MAX_ATTEMPTS,
+    MAX_EVALUATE_ON_EXIT,
+    MIN_ATTEMPTS,
+    MIN_TIMEOUT_SECONDS,
+    RetryRule,
+)
 from pipeline.local.batch.errors import BatchClientError
-from pipeline.spec import RetryRule
 
 DEFAULT_LOG_GROUP = "/aws/batch/job"
 """Where AWS Batch sends a job's output when its definition names no log group."""
@@ -196,9 +202,6 @@ def retry_rules(strategy: Mapping[str, Any] | None) -> tuple[RetryRule, ...]:
     )
 
 
-MAX_EVALUATE_ON_EXIT = 5
-
-
 class Registry:
     """Compute environments, job queues and job definitions by name, ARN and revision."""
 
@@ -330,11 +333,15 @@ class Registry:
                 f"retryStrategy.evaluateOnExit has more than {MAX_EVALUATE_ON_EXIT} entries"
             )
         attempts = strategy.get("attempts")
-        if attempts is not None and not 1 <= int(attempts) <= 10:
-            raise BatchClientError("retryStrategy.attempts must be between 1 and 10")
+        if attempts is not None and not MIN_ATTEMPTS <= int(attempts) <= MAX_ATTEMPTS:
+            raise BatchClientError(
+                f"retryStrategy.attempts must be between {MIN_ATTEMPTS} and {MAX_ATTEMPTS}"
+            )
         timeout = (request.get("timeout") or {}).get("attemptDurationSeconds")
-        if timeout is not None and int(timeout) < 60:
-            raise BatchClientError("timeout.attemptDurationSeconds must be at least 60 seconds")
+        if timeout is not None and int(timeout) < MIN_TIMEOUT_SECONDS:
+            raise BatchClientError(
+                f"timeout.attemptDurationSeconds must be at least {MIN_TIMEOUT_SECONDS} seconds"
+            )
         revisions = self.definitions.setdefault(name, [])
         revision = len(revisions) + 1
         definition = JobDefinition(

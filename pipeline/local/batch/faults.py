@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-TIMEOUT_REASON = "Job attempt duration exceeded timeout"
-HOST_TERMINATED = "Host EC2 (instance i-0local) terminated."
+from pipeline.batch_facts import host_terminated
+
+LOCAL_INSTANCE = "i-0local"
+"""The one instance every local job runs on, as status reasons name it."""
+HOST_TERMINATED = host_terminated(LOCAL_INSTANCE)
 
 
 class FaultError(ValueError):

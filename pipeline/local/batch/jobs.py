@@ -11,15 +11,18 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.batch_facts import (
+    ARRAY_CHILD_FAILED,
+    DEPENDENCY_FAILED,
+    STATUSES,
+    TERMINAL,
+    RetryRule,
+)
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, resources_of, retry_rules
 from pipeline.local.batch.faults import Fault
-from pipeline.spec import DEPENDENCY_FAILED, TERMINAL, RetryRule
 
 if TYPE_CHECKING:
     from pipeline.local.batch.processes import Forked
-
-STATUSES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
-ARRAY_CHILD_FAILED = "Array Child Job failed"
 
 
 @dataclass(frozen=True)

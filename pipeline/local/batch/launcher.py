@@ -60,6 +60,7 @@ REHEARSED: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
 """The clients the job programs make, and the calls they make most, made here once (see
 :func:`preload`)."""
 STOP_GRACE_SECONDS = 2.0
+"""How long a job asked to stop may take before it is killed (AWS Batch gives 30 s)."""
 
 
 def preload() -> None:

@@ -23,19 +23,26 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from pipeline.limits import MAX_ARRAY_SIZE, MAX_DEPENDENCIES, MIN_ARRAY_SIZE, batch_pattern_matches
+from pipeline.batch_facts import (
+    DEPENDENCY_FAILED,
+    DESCRIBE_JOBS_LIMIT,
+    LIST_JOBS_LIMIT,
+    MAX_ARRAY_SIZE,
+    MAX_DEPENDENCIES,
+    MIN_ARRAY_SIZE,
+    TERMINAL,
+    pattern_matches,
+    retry_action,
+)
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
 from pipeline.local.batch.errors import BatchClientError
 from pipeline.local.batch.faults import Fault, FaultKey
 from pipeline.local.batch.jobs import Job, Resolved
-from pipeline.spec import DEPENDENCY_FAILED, TERMINAL, RetryRule
 
 SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
 """Why a job that was running when the local services stopped failed. It reads as a lost
 host, which is what it is, and the pipeline's retry rules treat it as one."""
 NEVER_STARTED = "Cancelled: the local services stopped before the job started"
-DESCRIBE_LIMIT = 100
-LIST_LIMIT = 1000
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 Record = Callable[[str, dict[str, Any]], None]
@@ -57,16 +64,6 @@ class Placement(Protocol):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def action_for(
-    rules: tuple[RetryRule, ...], status_reason: str | None, exit_code: int | None
-) -> str:
-    """What the first matching rule says; RETRY when none matches (AWS Batch's rule)."""
-    for rule in rules:
-        if rule.matches(status_reason=status_reason, reason=None, exit_code=exit_code):
-            return rule.action
-    return "RETRY"
 
 
 class BatchBackend:
@@ -201,8 +198,8 @@ class BatchBackend:
 
     def describe_jobs(self, request: dict[str, Any]) -> dict[str, Any]:
         wanted = list(request.get("jobs") or [])
-        if len(wanted) > DESCRIBE_LIMIT:
-            raise BatchClientError(f"Maximum number of jobs supported is {DESCRIBE_LIMIT}")
+        if len(wanted) > DESCRIBE_JOBS_LIMIT:
+            raise BatchClientError(f"Maximum number of jobs supported is {DESCRIBE_JOBS_LIMIT}")
         with self.lock:
             return {"jobs": [self.jobs[j].describe() for j in wanted if j in self.jobs]}
 
@@ -218,8 +215,8 @@ class BatchBackend:
                 status = request.get("jobStatus") or "RUNNING"
                 candidates = [j for j in candidates if j.current_status == status]
             size = int(request.get("maxResults") or 100)
-            if not 1 <= size <= LIST_LIMIT:
-                raise BatchClientError(f"maxResults must be from 1 to {LIST_LIMIT}")
+            if not 1 <= size <= LIST_JOBS_LIMIT:
+                raise BatchClientError(f"maxResults must be from 1 to {LIST_JOBS_LIMIT}")
             start = int(request.get("nextToken") or 0)
             page = candidates[start : start + size]
             response: dict[str, Any] = {"jobSummaryList": [j.summary() for j in page]}
@@ -425,7 +422,10 @@ class BatchBackend:
         retry = (
             retriable
             and job.attempt < job.resolved.attempts
-            and action_for(job.resolved.retry_rules, status_reason, exit_code) == "RETRY"
+            and retry_action(
+                job.resolved.retry_rules, status_reason=status_reason, exit_code=exit_code
+            )
+            == "RETRY"
         )
         if retry:
             job.status_reason = status_reason
@@ -542,14 +542,12 @@ def _filtered(jobs: list[Job], entry: Mapping[str, Any]) -> list[Job]:
     name = entry.get("name")
     values = [str(v) for v in entry.get("values") or []]
     if name == "JOB_NAME":
-        return [j for j in jobs if any(batch_pattern_matches(v, j.name) for v in values)]
+        return [j for j in jobs if any(pattern_matches(v, j.name) for v in values)]
     if name == "JOB_DEFINITION":
         return [
             j
             for j in jobs
-            if any(
-                v == j.definition.arn or batch_pattern_matches(v, j.definition.name) for v in values
-            )
+            if any(v == j.definition.arn or pattern_matches(v, j.definition.name) for v in values)
         ]
     if name == "BEFORE_CREATED_AT":
         return [j for j in jobs if all(j.created_at < int(v) for v in values)]

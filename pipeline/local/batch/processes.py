@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-STOP_GRACE_SECONDS = 2.0
-"""How long a job asked to stop may take before it is killed (AWS Batch gives 30 s)."""
+from pipeline.local.batch.launcher import STOP_GRACE_SECONDS
 
 
 class Forked:

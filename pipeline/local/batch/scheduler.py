@@ -25,13 +25,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.batch_facts import (
+    ARRAY_INDEX_VARIABLE,
+    CANNOT_START_CONTAINER,
+    ESSENTIAL_CONTAINER_EXITED,
+    JOB_ATTEMPT_VARIABLE,
+    JOB_ID_VARIABLE,
+    QUEUE_NAME_VARIABLE,
+    TIMEOUT_REASON,
+)
 from pipeline.contract import WORKERS
 from pipeline.local.batch.definitions import JobQueue, ceil_vcpus
-from pipeline.local.batch.faults import HOST_TERMINATED, TIMEOUT_REASON
+from pipeline.local.batch.faults import HOST_TERMINATED
 from pipeline.local.batch.jobs import Job
+from pipeline.local.batch.launcher import STOP_GRACE_SECONDS
 from pipeline.local.batch.models import BatchBackend
 from pipeline.local.batch.processes import (
-    STOP_GRACE_SECONDS,
     Forked,
     ForkServer,
     JobProcess,
@@ -41,8 +50,6 @@ from pipeline.local.batch.processes import (
     start_process,
 )
 
-EXITED = "Essential container in task exited"
-CANNOT_START = "CannotStartContainerError"
 LogShipper = Callable[[str, str, Path, bool], None]
 """(log group, log stream, log file, whether the attempt failed) -> None: where an attempt's
 output goes when it ends."""
@@ -169,15 +176,15 @@ class Scheduler:
         environment = {
             **self.environment,
             **resolved.environment,
-            "AWS_BATCH_JOB_ID": job.job_id,
-            "AWS_BATCH_JOB_ATTEMPT": str(job.attempt + 1),
-            "AWS_BATCH_JQ_NAME": job.queue.name,
+            JOB_ID_VARIABLE: job.job_id,
+            JOB_ATTEMPT_VARIABLE: str(job.attempt + 1),
+            QUEUE_NAME_VARIABLE: job.queue.name,
             "TMPDIR": str(scratch),
             # The cores it may use, where the system cannot pin a process to them.
             WORKERS: str(len(job.cores)),
         }
         if job.index is not None:
-            environment["AWS_BATCH_JOB_ARRAY_INDEX"] = str(job.index)
+            environment[ARRAY_INDEX_VARIABLE] = str(job.index)
         attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
         self._attempts[job.job_id] = attempt
         self._running[job.job_id] = job
@@ -185,7 +192,7 @@ class Scheduler:
         try:
             job.process = self._start(command, environment, log, job.cores)
         except OSError as error:
-            self._end(job, None, f"{CANNOT_START}: {error.strerror or error}")
+            self._end(job, None, f"{CANNOT_START_CONTAINER}: {error.strerror or error}")
             return
         timeout = resolved.timeout_seconds
         job.deadline = self.clock() + timeout if timeout else None
@@ -235,7 +242,7 @@ class Scheduler:
             if isinstance(process, Forked) and process.lost:
                 self._end(job, None, HOST_TERMINATED)  # the fork server died: a lost host
                 continue
-            self._end(job, code, None if code == 0 else EXITED)
+            self._end(job, code, None if code == 0 else ESSENTIAL_CONTAINER_EXITED)
 
     def _ask_to_stop(
         self, job: Job, attempt: _Attempt, reason: str, *, timed_out: bool = False
