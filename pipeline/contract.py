@@ -186,7 +186,7 @@ READ_RECORD = "read"
 """The field of a shard record that holds, unchanged, the record its writer read: JobB's index
 holds the manifest, JobC's record holds JobB's index (and so the manifest too). JobD reads
 the JobC records only, and knows each copy for the stored object when the MD5 of its bytes
-(the pipeline's one serialization, ``pipeline.jobs.common.dumps``) is the stored object's ETag,
+(the pipeline's one serialization, ``pipeline.jobs.bucket_io.dumps``) is the stored object's ETag,
 which it lists. The S3 API Reference (Object, ETag): "Objects created by the PUT Object, POST
 Object, or Copy operation, or through the AWS Management Console, and are encrypted by SSE-S3
 or plaintext, have ETags that are an MD5 digest of their object data"; BucketB and BucketC

@@ -53,7 +53,7 @@ def start_from_event(
         batch, queue=settings.queue, arns=settings.job_definitions
     )
     outcome = start_triggered(
-        AwsSession(batch),
+        AwsSession(batch, document),
         document,
         trigger,
         notify=notify,

@@ -14,7 +14,8 @@ from moto import mock_aws
 
 from pipeline import contract
 from pipeline.jobs import job_a, job_b, job_c, job_d, job_e
-from pipeline.jobs.common import S3_CONFIG, RunContext
+from pipeline.jobs.aws_calls import S3_CONFIG
+from pipeline.jobs.run_context import RunContext
 from pipeline.local.sample import ODD_KEYS as ODD_KEYS
 from pipeline.local.sample import sample_objects
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
-from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler
 from pipeline.local.services import in_process_clients
@@ -24,7 +24,7 @@ TERMINAL = ("SUCCEEDED", "FAILED")
 
 @dataclass
 class LocalBatchHarness:
-    backend: BatchBackend
+    backend: LocalBatch
     scheduler: Scheduler
     client: Any
     """A boto3 Batch client whose requests go to the engine in this process."""
@@ -121,7 +121,7 @@ def local_batch(
     timeouts with ``clock``."""
     import os
 
-    backend = BatchBackend(Place("123456789012", "us-east-1"), faults=faults)
+    backend = LocalBatch(Place("123456789012", "us-east-1"), faults=faults)
     service = BatchService(backend)
     client = in_process_clients(service, ("batch",))["batch"]
     client.create_compute_environment(computeEnvironmentName="local", type="UNMANAGED")

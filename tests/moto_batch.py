@@ -74,7 +74,7 @@ from pipeline.document import (
     QUEUE_OUTPUT,
     PipelineDocument,
 )
-from pipeline.local.batch.jobs import ARRAY_CHILD_FAILED
+from pipeline.local.batch.job import ARRAY_CHILD_FAILED
 from pipeline.spec import DEFAULT_SPEC, RESOURCES, RUN_TAG, JobSpec, PipelineSpec
 
 REGION = "us-east-1"

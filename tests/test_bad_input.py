@@ -150,7 +150,7 @@ def test_the_workflows_own_source_bucket_is_accepted() -> None:
     ],
 )
 def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> None:
-    from pipeline.jobs.common import JobError
+    from pipeline.jobs.aws_calls import JobError
     from pipeline.jobs.job_e import parse_source_bucket
     from pipeline.runs.requests import run_config
 
@@ -233,7 +233,7 @@ def test_closed_stdout_ends_quietly() -> None:
 
 def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
     from pipeline.jobs import job_c
-    from pipeline.jobs.common import run_main
+    from pipeline.jobs.program import run_main
 
     class Throttled:
         def batch_write_item(self, **request: Any) -> dict[str, Any]:
@@ -250,15 +250,18 @@ def test_throttling_beyond_the_budget_exits_with_the_transient_code() -> None:
 def test_the_retry_rules_retry_the_transient_code_and_nothing_else() -> None:
     from pipeline.batch_facts import retry_action
 
-    assert retry_action(
-        RETRY_RULES, status_reason="Essential container in task exited", exit_code=75
-    ) == "RETRY"
-    assert retry_action(
-        RETRY_RULES, status_reason="Essential container in task exited", exit_code=1
-    ) == "EXIT"
-    assert retry_action(
-        RETRY_RULES, status_reason="Essential container in task exited", exit_code=2
-    ) == "EXIT"
+    assert (
+        retry_action(RETRY_RULES, status_reason="Essential container in task exited", exit_code=75)
+        == "RETRY"
+    )
+    assert (
+        retry_action(RETRY_RULES, status_reason="Essential container in task exited", exit_code=1)
+        == "EXIT"
+    )
+    assert (
+        retry_action(RETRY_RULES, status_reason="Essential container in task exited", exit_code=2)
+        == "EXIT"
+    )
 
 
 def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
@@ -342,7 +345,7 @@ def test_jobe_that_fails_to_publish_gives_its_claim_up(monkeypatch: pytest.Monke
     from botocore.exceptions import ClientError
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs.common import JobError
+    from pipeline.jobs.aws_calls import JobError
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(6))

@@ -16,7 +16,7 @@ import pytest
 from moto import mock_aws
 
 from pipeline import contract
-from pipeline.jobs.common import JobError, TransientJobError
+from pipeline.jobs.aws_calls import JobError, TransientJobError
 from pipeline.jobs.runner import (
     FACTS_LIMIT,
     MULTIPART_THRESHOLD,

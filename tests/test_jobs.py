@@ -15,7 +15,9 @@ from jobs_world import World, jobs_world, sample_inputs
 
 from pipeline import contract
 from pipeline.jobs import job_a, job_b, job_c, job_d, job_e
-from pipeline.jobs.common import JobError, RunContext, array_index, cpu_allowance
+from pipeline.jobs.aws_calls import JobError
+from pipeline.jobs.program import cpu_allowance
+from pipeline.jobs.run_context import RunContext, array_index
 
 # --- each job alone ----------------------------------------------------------------------------
 

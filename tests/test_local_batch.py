@@ -384,17 +384,17 @@ def test_a_client_is_reused_only_in_the_same_client_environment(
 ) -> None:
     # The fork server makes the job programs' clients before forking; a child reuses one only
     # when its endpoint, credentials and region are those the client was made with.
-    from pipeline.jobs import common
+    from pipeline.jobs import aws_calls
 
-    monkeypatch.setattr(common, "_clients", {})
+    monkeypatch.setattr(aws_calls, "_clients", {})
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    first = common.make_client("s3")
-    assert common.make_client("s3") is first
+    first = aws_calls.make_client("s3")
+    assert aws_calls.make_client("s3") is first
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
-    other = common.make_client("s3")
+    other = aws_calls.make_client("s3")
     assert other is not first
     assert other.meta.endpoint_url == "http://127.0.0.1:2"
 

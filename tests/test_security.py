@@ -816,7 +816,7 @@ def test_job_e_logs_the_s3_url_and_only_the_message_carries_the_link(
 
     from jobs_world import jobs_world, sample_inputs
 
-    from pipeline.jobs.common import run_main
+    from pipeline.jobs.program import run_main
 
     with jobs_world(array_size=2) as world:
         world.put_inputs(sample_inputs(12))

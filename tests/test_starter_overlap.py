@@ -55,7 +55,7 @@ class Starters:
         self.document = stack_document(
             aws.queue_arn, aws.definition_arns, DEFAULT_SPEC.with_array_size(3)
         )
-        self.session = AwsSession(aws.batch)
+        self.session = AwsSession(aws.batch, self.document)
         self.published: list[tuple[str, str]] = []
         self.sleeps = Sleeps()
         self.sent: Counter[str] = Counter()

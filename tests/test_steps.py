@@ -15,7 +15,7 @@ from moto_batch import cli_in_process
 from pipeline import contract
 from pipeline.errors import SpecError
 from pipeline.jobs import job_d
-from pipeline.jobs.common import JobError, TransientJobError
+from pipeline.jobs.aws_calls import JobError, TransientJobError
 from pipeline.jobs.runner import ObjectRejectedError, StepCaller, run_command
 from pipeline.spec import DEFAULT_SPEC
 from pipeline.steps import (

@@ -318,8 +318,8 @@ def test_a_resume_keeps_the_runs_input_prefix(cloud: Cloud) -> None:
     # WHEN it is resumed from the command line's engine code
     from pipeline.backends.aws import AwsSession
 
-    session = AwsSession(cloud.aws.batch)
     document = cloud.document()
+    session = AwsSession(cloud.aws.batch, document)
     resume = plan_resume_run(session, document, result["runId"], RunInputs(), failed_only=False)
     run = submit(session, document, resume.config, plan=resume.plan)
     # THEN the jobs submitted again list the same prefix

@@ -93,10 +93,10 @@ class AwsSession:
     client, a log reader, when failures are reported) and the pipeline's document."""
 
     batch: BatchApi
+    document: PipelineDocument
     logs: CloudWatchLogsClient | None = None
     log_group: str | None = None
     settle: bool = False
-    document: PipelineDocument | None = None
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
         from pipeline.runs.failures import cloudwatch_log_reader
@@ -109,7 +109,6 @@ class AwsSession:
         """The run's configuration from the deployed pipeline, cost-guarded."""
         from pipeline.runs import engine
 
-        assert self.document is not None
         return engine.plan_run(self.document, inputs, max_vcpu_hours=max_vcpu_hours)
 
     def start(
@@ -123,7 +122,6 @@ class AwsSession:
         """Pre-flight, then the chain (see :func:`pipeline.runs.engine.start`)."""
         from pipeline.runs import engine
 
-        assert self.document is not None
         return engine.start(
             self,
             self.document,
@@ -227,4 +225,4 @@ class AwsBackend:
     def session(self, *, run_id: str | None = None, mode: Mode = "read") -> Iterator[AwsSession]:
         """A session on the deployed pipeline (``run_id`` and ``mode`` matter locally)."""
         document = self.document()
-        yield AwsSession(self.aws.batch, self.aws.logs, document.log_group, document=document)
+        yield AwsSession(self.aws.batch, document, self.aws.logs, document.log_group)

@@ -106,7 +106,6 @@ class LocalSession(AwsSession):
     on_progress: Callable[[str], None] = lambda _text: None
 
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
-        assert self.document is not None
         # A trigger applies the cost guard itself, and publishes a refusal, as on AWS.
         guard = None if self.options.trigger else max_vcpu_hours
         return engine.plan_run(self.document, inputs, max_vcpu_hours=guard)
@@ -130,7 +129,6 @@ class LocalSession(AwsSession):
         which starts, skips or refuses the run and publishes why to the topic."""
         from pipeline.runs.triggers import STARTED, start_triggered
 
-        assert self.document is not None
         trigger = local_trigger(self.options, self.document)
         if trigger.kind == "upload":
             self.clients["s3"].put_object(
@@ -139,7 +137,7 @@ class LocalSession(AwsSession):
 
         def notify(subject: str, message: str) -> None:
             self.clients["sns"].publish(
-                TopicArn=self.document.resources["notification_topic"],  # type: ignore[union-attr]
+                TopicArn=self.document.resources["notification_topic"],
                 Subject=subject,
                 Message=message,
             )
@@ -410,10 +408,10 @@ class LocalBackend:
         document = replace(document, source="the local services")
         return LocalSession(
             clients["batch"],
+            document,
             clients["logs"],
             document.log_group,
             settle=True,
-            document=document,
             clients=clients,
             services=services,
             run_dir=folder,

@@ -28,7 +28,7 @@ class FinishedRun(Protocol):
     def batch(self) -> BatchApi: ...
 
     @property
-    def document(self) -> PipelineDocument | None: ...
+    def document(self) -> PipelineDocument: ...
 
     @property
     def run_dir(self) -> Path | None: ...
@@ -51,7 +51,6 @@ def finish_local(
 ) -> tuple[RunOutcome, list[str]]:
     from dataclasses import replace
 
-    assert session.document is not None
     assert session.run_dir is not None
     attempts = leaf_attempts(session.batch, run.jobs)
     retries = {
@@ -129,7 +128,6 @@ def _relinked(message: str, endpoint: str, summary: Path) -> str:
 
 
 def _summary(session: FinishedRun, run_id: str) -> dict[str, Any]:
-    assert session.document is not None
     bucket = session.document.resources["output_bucket"]
     body = session.clients["s3"].get_object(Bucket=bucket, Key=contract.summary_key(run_id))
     return dict(json.loads(body["Body"].read()))
@@ -139,7 +137,6 @@ def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
     """The run's report, summary and rejects (the output bucket's run folder) into
     ``target/RUN_ID``, and the memory step's outputs under ``outputs/``, each at its input's
     key (see :func:`output_paths`), with ``outputs.json`` mapping keys to files."""
-    assert session.document is not None
     s3 = session.clients["s3"]
     prefix = contract.run_prefix(run_id)
     destination = target / run_id
@@ -163,7 +160,6 @@ def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
 
 def _outputs_by_key(session: FinishedRun, run_id: str) -> dict[str, str]:
     """Input key -> the BucketC key of its output, from the run's table items."""
-    assert session.document is not None
     found: dict[str, str] = {}
     pages = (
         session.clients["dynamodb"]

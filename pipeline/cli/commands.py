@@ -75,7 +75,6 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
     assert options.run_id is not None
     inputs = options.inputs.checked()
     with backend.session(run_id=options.run_id, mode="resume") as session:
-        assert session.document is not None
         resume = engine.plan_resume_run(
             session,
             session.document,
@@ -146,7 +145,6 @@ def _after_submit(
 
 def command_status(options: Options, output: Output, backend: Backend) -> int:
     with backend.session(run_id=options.run_id) as session:
-        assert session.document is not None
         if options.run_id is None:
             runs = engine.list_runs(session, session.document, limit=options.limit)
             print_runs(output, runs, backend.where)
@@ -158,7 +156,6 @@ def command_status(options: Options, output: Output, backend: Backend) -> int:
 def command_cancel(options: Options, output: Output, backend: Backend) -> int:
     assert options.run_id is not None
     with backend.session(run_id=options.run_id) as session:
-        assert session.document is not None
         actions = engine.cancel(session, session.document, options.run_id)
     text = (
         "\n".join(f"{key}: {action}" for key, action in actions)
@@ -175,7 +172,6 @@ def command_report(options: Options, output: Output, backend: Backend) -> int:
     assert options.run_id is not None
     html_path = _html_path(options.html) if options.html else None
     with backend.session(run_id=options.run_id) as session:
-        assert session.document is not None
         report = collect(
             session.batch,
             session.document,
@@ -208,7 +204,6 @@ def command_diagnose(options: Options, output: Output, backend: Backend) -> int:
 
     assert options.run_id is not None
     with backend.session(run_id=options.run_id) as session:
-        assert session.document is not None
         findings = diagnose(session.batch, session.document, options.run_id)
     text = "\n".join(f"{f.job}: {f.reason}; {f.action}" for f in findings) or (
         f"run {options.run_id} has no job waiting to be placed"

@@ -3,7 +3,7 @@ the ArrayJobPipeline that composes them."""
 
 from pipeline.constructs.compute import PipelineCompute
 from pipeline.constructs.image import job_image
-from pipeline.constructs.jobs import JobOverride, PipelineJobs
+from pipeline.constructs.job_definitions import JobOverride, PipelineJobs
 from pipeline.constructs.network import PipelineNetwork
 from pipeline.constructs.pipeline import ArrayJobPipeline, ArrayJobPipelineProps
 from pipeline.constructs.storage import PipelineStorage

@@ -22,7 +22,7 @@ from pipeline.constructs.checkov import apply_checkov_skips
 from pipeline.constructs.compute import PipelineCompute
 from pipeline.constructs.encryption import PipelineKey
 from pipeline.constructs.failure_rule import FailureNotifications
-from pipeline.constructs.jobs import JobOverride, PipelineJobs
+from pipeline.constructs.job_definitions import JobOverride, PipelineJobs
 from pipeline.constructs.nag import (
     GRANT_WILDCARD_REASON,
     INLINE_POLICY_REASON,

@@ -11,7 +11,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_ecs as ecs
 
 from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
-from pipeline.constructs.jobs import JobOverride
+from pipeline.constructs.job_definitions import JobOverride
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import InstanceType
 from pipeline.spec import PipelineSpec

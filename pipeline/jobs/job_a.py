@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from pipeline import contract
-from pipeline.jobs.common import RunContext, in_threads, job_main, list_objects, put_json
+from pipeline.jobs.bucket_io import list_objects, put_json
+from pipeline.jobs.program import in_threads, job_main
+from pipeline.jobs.run_context import RunContext
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,16 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
-from pipeline.jobs.common import (
-    JobRun,
-    RunContext,
-    array_index,
-    cpu_allowance,
-    get_json,
-    job_main,
-    reporting,
-    s3_url,
-)
+from pipeline.jobs.aws_calls import reporting
+from pipeline.jobs.bucket_io import get_json, s3_url
+from pipeline.jobs.program import JobRun, cpu_allowance, job_main
+from pipeline.jobs.run_context import RunContext, array_index
 from pipeline.jobs.runner import (
     POOL_THRESHOLD,
     ObjectRejectedError,

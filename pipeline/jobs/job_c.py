@@ -19,17 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
-from pipeline.jobs.common import (
-    JobRun,
-    RunContext,
-    TransientJobError,
-    array_index,
-    get_json,
-    job_main,
-    reporting,
-    s3_url,
-)
+from pipeline.jobs.aws_calls import TransientJobError, reporting
+from pipeline.jobs.bucket_io import get_json, s3_url
 from pipeline.jobs.items import ItemError, item_of
+from pipeline.jobs.program import JobRun, job_main
+from pipeline.jobs.run_context import RunContext, array_index
 from pipeline.jobs.runner import (
     ObjectRejectedError,
     Staged,

@@ -19,17 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.batch_facts import JOB_ID_VARIABLE
-from pipeline.jobs.common import (
-    JobError,
-    JobRun,
-    RunContext,
-    array_index,
-    job_main,
-    list_objects,
-    put_json,
-)
+from pipeline.jobs.aws_calls import JobError
+from pipeline.jobs.bucket_io import list_objects, put_json
 from pipeline.jobs.items import attributes_of, decimals
 from pipeline.jobs.job_a import check as check_listed_object
+from pipeline.jobs.program import JobRun, job_main
+from pipeline.jobs.run_context import RunContext, array_index
 from pipeline.jobs.run_view import MalformedRecordError, RunView, need
 from pipeline.steps import DEFAULT_STEPS, Step
 

@@ -18,23 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.batch_facts import JOB_ID_VARIABLE
-from pipeline.jobs.common import (
-    JobError,
-    JobRun,
-    RunContext,
-    TransientJobError,
+from pipeline.jobs.aws_calls import JobError, TransientJobError, reporting
+from pipeline.jobs.bucket_io import (
     create_json,
     delete_prefix,
     get_json,
     get_json_if_exists,
-    in_threads,
-    job_main,
     list_objects,
     put_json,
-    reporting,
     s3_url,
 )
 from pipeline.jobs.items import attributes_of, plain
+from pipeline.jobs.program import JobRun, in_threads, job_main
+from pipeline.jobs.run_context import RunContext
 from pipeline.jobs.run_view import RunView
 from pipeline.jobs.runner import ObjectRejectedError, checked_mapping, load_step
 from pipeline.steps import Step, TransientStepError

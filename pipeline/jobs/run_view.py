@@ -15,16 +15,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
-from pipeline.jobs.common import (
-    RunContext,
-    dumps,
-    get_json,
-    get_json_if_exists,
-    in_threads,
-    list_objects,
-    put_json,
-    reporting,
-)
+from pipeline.jobs.aws_calls import reporting
+from pipeline.jobs.bucket_io import dumps, get_json, get_json_if_exists, list_objects, put_json
+from pipeline.jobs.program import in_threads
+from pipeline.jobs.run_context import RunContext
 from pipeline.steps import StepRecord
 
 if TYPE_CHECKING:

@@ -29,7 +29,9 @@ from botocore.exceptions import ClientError
 
 from pipeline import contract
 from pipeline.contract import EXIT_TRANSIENT
-from pipeline.jobs.common import JobError, RunContext, TransientJobError, put_json
+from pipeline.jobs.aws_calls import JobError, TransientJobError
+from pipeline.jobs.bucket_io import put_json
+from pipeline.jobs.run_context import RunContext
 from pipeline.steps import ObjectRef, Step, TransientStepError
 
 if TYPE_CHECKING:

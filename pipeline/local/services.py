@@ -29,7 +29,7 @@ from pipeline.local import resources
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
 from pipeline.local.batch.journal import Journal, JournalError, replay
-from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
 from pipeline.local.moto_app import WsgiApp, moto_application
@@ -196,7 +196,7 @@ class LocalServices:
         # moto keeps its services' state per process: start from none (moto's reset API).
         call_app(moto, {"REQUEST_METHOD": "POST", "PATH_INFO": "/moto-api/reset"}, b"")
         direct = in_process_clients(moto, ("s3", "dynamodb", "sns", "sqs", "logs", "events"))
-        self.backend = BatchBackend(
+        self.backend = LocalBatch(
             Place(resources.ACCOUNT, resources.REGION),
             faults=self.faults,
             on_event=lambda detail: _put_event(direct["events"], detail),

@@ -2,7 +2,7 @@
 responses.
 
 - :mod:`.definitions`  compute environments, job queues, job definitions and revisions
-- :mod:`.jobs`         a job, resolved against its definition, described as the API does
+- :mod:`.job`          a job, resolved against its definition, described as the API does
 - :mod:`.models`       the API's operations and the jobs' state machine
 - :mod:`.scheduler`    which jobs start when, and what becomes of their processes
 - :mod:`.processes`    starting and stopping job processes
@@ -10,5 +10,5 @@ responses.
 - :mod:`.faults`       failures to inject into attempts
 - :mod:`.journal`      the state on disk, appended as it changes
 - :mod:`.responses`    the REST-JSON wire protocol
-- :mod:`.errors`       the errors it answers with
+- :mod:`.exceptions`   the errors it answers with
 """

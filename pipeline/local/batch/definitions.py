@@ -21,7 +21,7 @@ from pipeline.batch_facts import (
     MIN_TIMEOUT_SECONDS,
     RetryRule,
 )
-from pipeline.local.batch.errors import BatchClientError
+from pipeline.local.batch.exceptions import BatchClientError
 
 DEFAULT_LOG_GROUP = "/aws/batch/job"
 """Where AWS Batch sends a job's output when its definition names no log group."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.models import LocalBatch
 
 REGISTRY_CALLS = (
     "CreateComputeEnvironment",
@@ -102,7 +102,7 @@ def records(path: Path) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def replay(backend: BatchBackend, path: Path, call: Any) -> None:
+def replay(backend: LocalBatch, path: Path, call: Any) -> None:
     """Rebuild ``backend``'s registry and jobs from the journal at ``path``; ``call(operation,
     request)`` applies a registry call. Jobs come back as they were, without running. Every
     line is read before any is applied, so a damaged journal changes nothing."""

@@ -33,7 +33,10 @@ from typing import Any, NoReturn
 PRELOADED = (
     "boto3",
     "botocore.session",
-    "pipeline.jobs.common",
+    "pipeline.jobs.aws_calls",
+    "pipeline.jobs.bucket_io",
+    "pipeline.jobs.program",
+    "pipeline.jobs.run_context",
     "pipeline.jobs.job_a",
     "pipeline.jobs.job_b",
     "pipeline.jobs.job_c",
@@ -65,7 +68,7 @@ STOP_GRACE_SECONDS = 2.0
 
 def preload() -> None:
     """Import the programs and their libraries, and make the clients they make
-    (``pipeline.jobs.common.make_client``) in this process's environment, which is the jobs'
+    (``pipeline.jobs.aws_calls.make_client``) in this process's environment, which is the jobs'
     (the endpoint and credentials). A child asking for the same client in the same client
     environment gets it instead of building one; a client holds no connection until used,
     and none is used here, so every child opens its own."""
@@ -75,7 +78,7 @@ def preload() -> None:
         with contextlib.suppress(ImportError):  # a fork server for other programs still works
             importlib.import_module(module)
     with contextlib.suppress(Exception):
-        from pipeline.jobs.common import make_client
+        from pipeline.jobs.aws_calls import make_client
 
         for service, calls in REHEARSED.items():
             rehearse(make_client(service), calls)

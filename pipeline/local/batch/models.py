@@ -35,9 +35,9 @@ from pipeline.batch_facts import (
     retry_action,
 )
 from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
-from pipeline.local.batch.errors import BatchClientError
+from pipeline.local.batch.exceptions import BatchClientError
 from pipeline.local.batch.faults import Fault, FaultKey
-from pipeline.local.batch.jobs import Job, Resolved
+from pipeline.local.batch.job import Job, Resolved
 
 SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
 """Why a job that was running when the local services stopped failed. It reads as a lost
@@ -66,7 +66,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class BatchBackend:
+class LocalBatch:
     """AWS Batch's API over the jobs this endpoint holds. Thread-safe: every operation holds
     ``lock``, which the scheduler also holds while it starts and reaps jobs."""
 

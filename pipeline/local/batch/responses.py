@@ -16,9 +16,9 @@ from functools import cache
 from typing import Any
 from urllib.parse import parse_qs
 
-from pipeline.local.batch.errors import BatchClientError, BatchError, UnknownOperationError
+from pipeline.local.batch.exceptions import BatchClientError, BatchError, UnknownOperationError
 from pipeline.local.batch.journal import REGISTRY_CALLS, Journal
-from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.models import LocalBatch
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 TAGS_PATH = "/v1/tags/"
@@ -41,7 +41,7 @@ class BatchService:
     """The operations this endpoint serves, by name; each takes and returns the request and
     response JSON of the API. Registry changes are journaled (see :mod:`.journal`)."""
 
-    def __init__(self, backend: BatchBackend, journal: Journal | None = None) -> None:
+    def __init__(self, backend: LocalBatch, journal: Journal | None = None) -> None:
         self.backend = backend
         self.journal = journal
         registry = backend.registry

@@ -37,9 +37,9 @@ from pipeline.batch_facts import (
 from pipeline.contract import WORKERS
 from pipeline.local.batch.definitions import JobQueue, ceil_vcpus
 from pipeline.local.batch.faults import HOST_TERMINATED
-from pipeline.local.batch.jobs import Job
+from pipeline.local.batch.job import Job
 from pipeline.local.batch.launcher import STOP_GRACE_SECONDS
-from pipeline.local.batch.models import BatchBackend
+from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.processes import (
     Forked,
     ForkServer,
@@ -73,11 +73,11 @@ class _Attempt:
 
 
 class Scheduler:
-    """Starts and reaps the jobs of a :class:`BatchBackend` on a thread of its own."""
+    """Starts and reaps the jobs of a :class:`LocalBatch` on a thread of its own."""
 
     def __init__(
         self,
-        backend: BatchBackend,
+        backend: LocalBatch,
         *,
         environment: Mapping[str, str],
         work: Path,
@@ -277,7 +277,7 @@ class Scheduler:
 
     def close(self) -> None:
         """Stop scheduling, ask every running job to stop, kill what is left after the grace,
-        and end every job that has not ended (see :meth:`BatchBackend.end_unfinished`)."""
+        and end every job that has not ended (see :meth:`LocalBatch.end_unfinished`)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
