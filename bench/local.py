@@ -44,7 +44,7 @@ from typing import Any
 
 from pipeline.backends.local import LocalBackend
 from pipeline.local.batch.processes import ForkServer, available_cores
-from pipeline.local.resources import job_environment
+from pipeline.local.deployment import job_environment
 from pipeline.local.server import STATS_PATH
 from pipeline.runs import engine
 from pipeline.runs.requests import RunInputs, new_run_id

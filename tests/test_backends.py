@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
 
-from pipeline.backends.local import runs_dir
+from pipeline.local.run_folder import runs_dir
 
 pytestmark = pytest.mark.slow
 

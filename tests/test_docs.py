@@ -96,7 +96,7 @@ def _stand_in_stack(endpoint: str) -> None:
     import boto3
     from moto_batch import stack_template
 
-    from pipeline.local.resources import local_document
+    from pipeline.local.deployment import local_document
 
     document = local_document()
     cloudformation = boto3.client(

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from pipeline.local.resources import resource_names
+from pipeline.local.deployment import resource_names
 from pipeline.local.server import STATS_PATH, make_server
 from pipeline.local.services import LocalServices
 

@@ -190,7 +190,7 @@ def test_a_document_reads_back_equal() -> None:
 
 def test_the_local_services_register_what_their_document_deploys() -> None:
     from pipeline.local.batch.definitions import JobDefinition
-    from pipeline.local.resources import job_definition_request, local_document
+    from pipeline.local.deployment import job_definition_request, local_document
 
     document = local_document()
     for job in document.spec:

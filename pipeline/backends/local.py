@@ -12,9 +12,7 @@ its outputs) is here, and named in the docs' list of what differs by backend.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,9 +25,16 @@ from typing import Any
 from pipeline import contract
 from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
-from pipeline.backends.local_services import Services
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_LOCAL, ConfigurationError, RunStateError, SpecError
+from pipeline.local.run_folder import (
+    PRIVATE_FOLDER,
+    RunFolder,
+    private_folder,
+    run_folders,
+    runs_dir,
+)
+from pipeline.local.services_process import ServicesProcess
 from pipeline.runs import engine
 from pipeline.runs.progress import SubmittedJob, SubmittedRun
 from pipeline.runs.requests import RunConfig, RunInputs, new_run_id
@@ -37,21 +42,6 @@ from pipeline.runs.resume import ResumePlan
 from pipeline.runs.sizing import Capacity
 from pipeline.spec import QUEUE_NAME
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
-
-STATE_DIR_ENV = "PIPELINE_LOCAL_STATE_DIR"
-ENDPOINT_FILE = "endpoint.json"
-LOCK_FILE = "lock"
-BATCH_JOURNAL = "batch.jsonl"
-RUN_FILE = "run.json"
-
-
-def state_root() -> Path:
-    """$PIPELINE_LOCAL_STATE_DIR, else ~/.local/state/array-job-pipeline."""
-    return Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".local/state/array-job-pipeline")
-
-
-def runs_dir() -> Path:
-    return state_root() / "runs"
 
 
 @dataclass(frozen=True)
@@ -80,12 +70,15 @@ class LocalOptions:
         return "schedule" if self.on_schedule else None
 
 
-def endpoint_clients(endpoint: str, region: str) -> dict[str, Any]:
-    """The clients of the AWS path, pointed at the local services."""
+def endpoint_clients(endpoint: str, region: str, credentials: Mapping[str, str]) -> dict[str, Any]:
+    """The clients of the AWS path, pointed at the local services and signing with their
+    credentials."""
     import boto3
 
     session = boto3.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=region
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        region_name=region,
     )
     clients: dict[str, Any] = {
         "batch": session.client("batch", endpoint_url=endpoint, config=batch_config())
@@ -100,7 +93,7 @@ class LocalSession(AwsSession):
     """A session on the local services: the AWS session, and what only a local run has."""
 
     clients: Mapping[str, Any] = field(default_factory=dict)
-    services: Services | None = None
+    services: ServicesProcess | None = None
     run_dir: Path | None = None
     options: LocalOptions = field(default_factory=LocalOptions)
     on_progress: Callable[[str], None] = lambda _text: None
@@ -239,7 +232,7 @@ class LocalBackend:
         return self.options.steps or DEFAULT_STEPS
 
     def dry_run_document(self) -> tuple[PipelineDocument, str | None]:
-        from pipeline.local.resources import local_document
+        from pipeline.local.deployment import local_document
 
         return local_document(steps=self.steps), None
 
@@ -255,7 +248,7 @@ class LocalBackend:
         have), ``--output`` can be written, and each ``--inject`` names a job and a child
         that exists in this run."""
         from pipeline.local.batch.faults import FaultError, InjectedFault
-        from pipeline.local.resources import LOCAL_ARRAY_SIZE, local_document
+        from pipeline.local.deployment import LOCAL_ARRAY_SIZE, local_document
 
         document = local_document(steps=self.steps)
         if self.options.trigger is None:
@@ -264,23 +257,19 @@ class LocalBackend:
             writable_folder(self.options.output_dir, "--output")
         spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE, self.steps).spec
         keys = [j.key for j in spec]
+        shape = (
+            f"must look like JobB:3=exit:2 (a job of {', '.join(keys)}, an optional child "
+            "index, and exit:CODE, host-terminated or timeout)"
+        )
         for text in self.options.inject:
             try:
                 injected = InjectedFault.parse(text)
             except FaultError as error:
-                if " must look like " in str(error):
-                    raise SpecError(
-                        f"--inject {text!r} must look like JobB:3=exit:2 (a job of "
-                        f"{', '.join(keys)}, an optional child index, and exit:CODE, "
-                        "host-terminated or timeout)"
-                    ) from None
+                if error.part == "target":
+                    raise SpecError(f"--inject {text!r} {shape}") from None
                 raise SpecError(f"--inject {text!r}: {error}") from None
             if injected.job not in keys:
-                raise SpecError(
-                    f"--inject {text!r} must look like JobB:3=exit:2 (a job of "
-                    f"{', '.join(keys)}, an optional child index, and exit:CODE, "
-                    "host-terminated or timeout)"
-                )
+                raise SpecError(f"--inject {text!r} {shape}")
             size = spec.job(injected.job).array_size
             if injected.index is not None and size is None:
                 raise SpecError(
@@ -296,7 +285,7 @@ class LocalBackend:
     def new_run_id(self, inputs: RunInputs) -> str:
         """The run id a new run will have: a trigger's (made from its event) or the user's."""
         if self.options.trigger is not None:
-            from pipeline.local.resources import local_document
+            from pipeline.local.deployment import local_document
 
             document = local_document(steps=self.steps)
             self._trigger = self._trigger or local_trigger(self.options, document)
@@ -310,58 +299,57 @@ class LocalBackend:
         it runs). Without a run id, every saved run's jobs, to list them."""
         require_local_services()
         if run_id is None:
-            folders = sorted(d for d in _run_folders() if (d / BATCH_JOURNAL).is_file())
-            history = [f"--history={folder}" for folder in folders]
+            folders = [f for f in run_folders() if f.batch_journal.is_file()]
+            history = [f"--history={folder.path}" for folder in folders]
             with self._services(["--read-only", "--with-pipeline", *history], None) as session:
                 assert session.services is not None
                 for name, why in (session.services.ready.get("damaged") or {}).items():
                     self.on_progress(f"note: run {name} is left out: {why}")
                 yield session
             return
-        folder = runs_dir() / run_id
+        folder = RunFolder.of(run_id)
         if mode == "new":
             yield from self._new_run(folder)
             return
-        if not (folder / BATCH_JOURNAL).is_file():
+        if not folder.batch_journal.is_file():
             raise RunStateError(
-                f"no local run {run_id!r} in {folder.parent}; `status --local` lists them"
+                f"no local run {run_id!r} in {folder.path.parent}; `status --local` lists them"
             )
-        live = live_endpoint(folder)
+        live = folder.live_services()
         if live is not None:
             if mode == "resume":
                 raise RunStateError(
                     f"run {run_id} is still running in another command; wait for it, or stop "
                     f"it with `cancel {run_id} --local`"
                 )
-            yield self._open(live, folder, None)
+            endpoint, credentials = live
+            yield self._open(endpoint, credentials, folder, None)
             return
-        arguments = ["--with-pipeline", f"--state-dir={folder}"]
+        arguments = ["--with-pipeline", f"--state-dir={folder.path}"]
         if mode == "read":
             arguments.append("--read-only")
-        log = folder / "services.log" if mode != "read" else None
+        log = folder.services_log if mode != "read" else None
         with self._services(arguments, folder, log) as session:
             yield session
 
-    def _new_run(self, folder: Path) -> Iterator[LocalSession]:
-        folder.parent.mkdir(parents=True, exist_ok=True)
+    def _new_run(self, folder: RunFolder) -> Iterator[LocalSession]:
+        private_folder(folder.path.parent)
         try:
-            folder.mkdir()
+            folder.path.mkdir(mode=PRIVATE_FOLDER)
         except FileExistsError:
             run_id = folder.name
             raise RunStateError(
-                f"a local run {run_id!r} exists in {folder.parent}; pick another --run-id, "
+                f"a local run {run_id!r} exists in {folder.path.parent}; pick another --run-id, "
                 f"or continue it with `resume {run_id} --local`"
             ) from None
+        arguments = ["--with-pipeline", f"--state-dir={folder.path}"]
         if self.options.steps is not None:
-            from pipeline.local.resources import save_steps
-
-            save_steps(folder, self.options.steps)
-        arguments = ["--with-pipeline", f"--state-dir={folder}"]
+            arguments.append(f"--steps={steps_argument(self.options.steps)}")
         if self.options.input_dir is not None:
             arguments.append(f"--input={self.options.input_dir}")
         arguments += [f"--inject={fault}" for fault in self.options.inject]
         try:
-            with self._services(arguments, folder, folder / "services.log") as session:
+            with self._services(arguments, folder, folder.services_log) as session:
                 assert session.services is not None
                 ready = session.services.ready
                 seeded = ready.get("seeded") or {}
@@ -374,22 +362,19 @@ class LocalBackend:
                     self.on_progress(f"  not seeded: {name}: {reason}")
                 yield session
         except BaseException:
-            if (
-                not (folder / BATCH_JOURNAL).is_file()
-                or not (folder / BATCH_JOURNAL).stat().st_size
-            ):
-                _remove_tree(folder)  # nothing was submitted: the id is free again
+            if not folder.holds_a_run():
+                _remove_tree(folder.path)  # nothing was submitted: the id is free again
             raise
 
     @contextmanager
     def _services(
-        self, arguments: list[str], folder: Path | None, log: Path | None = None
+        self, arguments: list[str], folder: RunFolder | None, log: Path | None = None
     ) -> Iterator[LocalSession]:
         from botocore.exceptions import EndpointConnectionError
 
-        services = Services(arguments, log)
+        services = ServicesProcess(arguments, log)
         try:
-            yield self._open(services.endpoint, folder, services)
+            yield self._open(services.endpoint, services.credentials, folder, services)
         except EndpointConnectionError as error:
             # A request found nobody at the port: the services are ending (or have ended);
             # say why, as the watcher would a moment later.
@@ -399,11 +384,17 @@ class LocalBackend:
         finally:
             services.close()
 
-    def _open(self, endpoint: str, folder: Path | None, services: Services | None) -> LocalSession:
-        from pipeline.local.resources import REGION
+    def _open(
+        self,
+        endpoint: str,
+        credentials: Mapping[str, str],
+        folder: RunFolder | None,
+        services: ServicesProcess | None,
+    ) -> LocalSession:
+        from pipeline.local.deployment import REGION
         from pipeline.runs.discovery import document_from_job_definitions
 
-        clients = endpoint_clients(endpoint, REGION)
+        clients = endpoint_clients(endpoint, REGION, credentials)
         document = document_from_job_definitions(clients["batch"], queue=QUEUE_NAME)
         document = replace(document, source="the local services")
         return LocalSession(
@@ -414,32 +405,18 @@ class LocalBackend:
             settle=True,
             clients=clients,
             services=services,
-            run_dir=folder,
+            run_dir=folder.path if folder is not None else None,
             options=self.options,
             on_progress=self.on_progress,
         )
 
 
-def _run_folders() -> list[Path]:
-    root = runs_dir()
-    return [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+def steps_argument(steps: PipelineSteps) -> str:
+    """``serve --steps``'s value for steps already loaded here: their JSON, with the folders
+    their modules were imported from (the services import nothing to learn them)."""
+    from pipeline.local.deployment import saved_steps_json
 
-
-def live_endpoint(folder: Path) -> str | None:
-    """The endpoint of the services running ``folder``'s run now, if any: their lock is held."""
-    lock = folder / LOCK_FILE
-    if not lock.exists():
-        return None
-    with lock.open("ab") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            try:
-                return str(json.loads((folder / ENDPOINT_FILE).read_text())["endpoint"])
-            except (OSError, ValueError, KeyError):
-                return None
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    return json.dumps(saved_steps_json(steps), separators=(",", ":"))
 
 
 def _remove_tree(folder: Path) -> None:
@@ -471,16 +448,16 @@ def prune_runs(run_ids: Sequence[str], *, older_than_days: float | None) -> list
         raise SpecError("name the runs to remove, or give --older-than DAYS")
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
     removed: list[str] = []
-    for folder in sorted(_run_folders()):
+    for folder in run_folders():
         named = folder.name in run_ids
-        journal = folder / BATCH_JOURNAL
-        changed = journal.stat().st_mtime if journal.exists() else folder.stat().st_mtime
+        journal = folder.batch_journal
+        changed = journal.stat().st_mtime if journal.exists() else folder.path.stat().st_mtime
         old = cutoff is not None and changed < cutoff
         if not (named or old):
             continue
-        if live_endpoint(folder) is not None:
+        if folder.in_use():
             raise RunStateError(f"run {folder.name} is running; stop it before removing it")
-        _remove_tree(folder)
+        _remove_tree(folder.path)
         removed.append(folder.name)
     unknown = [r for r in run_ids if r not in removed]
     if unknown:

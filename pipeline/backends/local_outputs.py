@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline import contract
 from pipeline.failure_events import RUN_ID_PLACEHOLDER
-from pipeline.local.resources import FAILURES_QUEUE, NOTIFICATIONS_QUEUE, write_json
+from pipeline.local.deployment import FAILURES_QUEUE, NOTIFICATIONS_QUEUE
+from pipeline.local.run_folder import RunFolder, write_json
 from pipeline.runs.progress import SubmittedRun, leaf_attempts
 
 if TYPE_CHECKING:
@@ -58,13 +59,13 @@ def finish_local(
         for key, leaves in attempts.items()
     }
     retries = {key: reasons for key, reasons in retries.items() if reasons}
-    folder = session.run_dir
+    folder = RunFolder(session.run_dir)
     local: dict[str, Any] = {
         "attempts": {key: sum(len(leaf) for leaf in leaves) for key, leaves in attempts.items()},
         "retries": retries,
         "notSeeded": dict(session.not_seeded),
-        "savedTo": str(folder),
-        "logs": str(folder / "logs"),
+        "savedTo": str(folder.path),
+        "logs": str(folder.logs),
     }
     lines = [
         f"{job}: {count} attempt{'s' * (count > 1)} retried ({reason})"
@@ -79,10 +80,10 @@ def finish_local(
         ]
         local.update(notifications=notices)
         lines += [f"failure notification: {n}" for n in notices]
-        lines += ["", f"logs of every attempt: {folder / 'logs'}", f"run saved in {folder}"]
+        lines += ["", f"logs of every attempt: {folder.logs}", f"run saved in {folder.path}"]
         return replace(outcome, local=local), lines
     summary = _summary(session, run.run_id)
-    kept = folder / "summary.json"
+    kept = folder.summary_file
     write_json(kept, summary)
     copied = None
     if session.output_dir is not None:
@@ -95,7 +96,7 @@ def finish_local(
         for m in _messages(session, NOTIFICATIONS_QUEUE)
     ]
     local.update(summary=summary, notifications=messages, copiedTo=copied)
-    lines += _success_text(summary, messages, copied, folder)
+    lines += _success_text(summary, messages, copied, folder.path)
     return replace(outcome, local=local), lines
 
 

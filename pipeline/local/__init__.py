@@ -5,7 +5,9 @@ talks to unchanged (``python -m pipeline.local serve``).
 - :mod:`.batch`       AWS Batch: the API, the jobs' state machine, scheduling, processes
 - :mod:`.server`      the HTTP endpoint, the request dispatcher, the S3/DynamoDB journal
 - :mod:`.services`    the services assembled, with their state folder
-- :mod:`.resources`   the pipeline as the local services deploy it
+- :mod:`.deployment`  the pipeline as the local services deploy it, and what it hands the engine
+- :mod:`.run_folder`  a local run's folder: the one module that names its files
+- :mod:`.services_process` the services as a child process of a command, started and watched
 - :mod:`.sample`      the generated sample and ``--input DIR``
 - :mod:`.moto_app`    the one module that names moto's own modules
 

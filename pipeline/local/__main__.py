@@ -18,9 +18,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LOCAL, EXIT_OK, SpecError
+
+if TYPE_CHECKING:
+    from pipeline.steps import PipelineSteps
 
 PROG = "python -m pipeline.local"
 
@@ -60,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--steps",
         metavar="MODULE:NAME",
-        help="with --with-pipeline: the PipelineSteps object the job definitions run (default: "
-        "a --state-dir's own, else the library's)",
+        help="with --with-pipeline: the PipelineSteps object the job definitions run, or "
+        "their JSON as a run keeps them (default: a --state-dir's own, else the library's)",
     )
     serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
     serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
@@ -94,7 +97,6 @@ def serve(args: argparse.Namespace) -> int:
         )
     from pipeline.local.batch.journal import JournalError
     from pipeline.local.services import LocalServices, StateInUseError
-    from pipeline.steps import load_steps
 
     services = LocalServices(
         port=args.port,
@@ -105,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
         history=[Path(h) for h in args.history],
         faults=faults,
         vcpus=args.vcpus,
-        steps=load_steps(args.steps) if args.steps else None,
+        steps=_steps(args.steps) if args.steps else None,
     )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -131,6 +133,21 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {services.fatal}", file=sys.stderr, flush=True)
         return EXIT_LOCAL
     return EXIT_OK
+
+
+def _steps(value: str) -> tuple[PipelineSteps, list[str]]:
+    """``--steps``: ``MODULE:NAME`` imported here, or the JSON a run keeps its steps as."""
+    from pipeline.local.deployment import import_roots, steps_from_json
+    from pipeline.steps import load_steps
+
+    if value.lstrip().startswith("{"):
+        try:
+            saved = json.loads(value)
+        except ValueError as error:
+            raise SpecError(f"--steps is not JSON: {error}") from None
+        return steps_from_json(saved, "--steps")
+    steps = load_steps(value)
+    return steps, import_roots(steps)
 
 
 def _until_stdin_closes(stop: threading.Event) -> None:

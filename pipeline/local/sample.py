@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from pipeline.errors import SpecError
-from pipeline.local.resources import LOCAL_MAX_OBJECT_BYTES
+from pipeline.local.deployment import LOCAL_MAX_OBJECT_BYTES
 
 LOCAL_SAMPLE_OBJECTS = 300
 

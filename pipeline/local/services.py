@@ -12,7 +12,6 @@ the state lives as long as the services.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.errors import SpecError
-from pipeline.local import resources
+from pipeline.local import deployment
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
 from pipeline.local.batch.journal import Journal, JournalError, replay
@@ -33,6 +32,7 @@ from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
 from pipeline.local.moto_app import WsgiApp, moto_application
+from pipeline.local.run_folder import RunFolder
 from pipeline.local.server import (
     Dispatcher,
     ServiceJournal,
@@ -41,11 +41,6 @@ from pipeline.local.server import (
     make_server,
 )
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps, describe_steps
-
-BATCH_JOURNAL = "batch.jsonl"
-SERVICES_JOURNAL = "services.journal"
-ENDPOINT_FILE = "endpoint.json"
-LOCK_FILE = "lock"
 
 
 class StateInUseError(Exception):
@@ -88,7 +83,7 @@ def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
         return answer(request.url, status, answered_headers, payload)
 
     session = boto3.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=resources.REGION
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=deployment.REGION
     )
     clients = {}
     for service in services:
@@ -151,7 +146,7 @@ class LocalServices:
         history: Sequence[Path] = (),
         faults: Mapping[FaultKey, Fault] | None = None,
         vcpus: int | None = None,
-        steps: PipelineSteps | None = None,
+        steps: tuple[PipelineSteps, Sequence[str]] | None = None,
     ) -> None:
         self.port = port
         self.state_dir = state_dir
@@ -162,8 +157,9 @@ class LocalServices:
         self.faults = dict(faults or {})
         self.vcpus = vcpus
         self.steps = steps
-        """The steps the pipeline runs (default: a state folder's own, else the library's);
-        given with a state folder, they are kept there for the next start."""
+        """The steps the pipeline runs and the folders their modules import from (default:
+        a state folder's own, else the library's); given with a state folder, they are kept
+        there for the next start."""
         self.endpoint = ""
         self.fresh = True
         self.damaged: dict[str, str] = {}
@@ -181,10 +177,12 @@ class LocalServices:
             raise
 
     def _start(self) -> None:
+        folder = RunFolder(self.state_dir) if self.state_dir is not None else None
         state = self.state_dir
-        if state is not None and not self.read_only:
-            state.mkdir(parents=True, exist_ok=True)
-            self._lock(state)
+        if folder is not None and not self.read_only:
+            self._lock_file = folder.hold()
+            if self._lock_file is None:
+                raise StateInUseError(f"{state} is in use by another command's local services")
         work = (
             state
             if state is not None and not self.read_only
@@ -197,7 +195,7 @@ class LocalServices:
         call_app(moto, {"REQUEST_METHOD": "POST", "PATH_INFO": "/moto-api/reset"}, b"")
         direct = in_process_clients(moto, ("s3", "dynamodb", "sns", "sqs", "logs", "events"))
         self.backend = LocalBatch(
-            Place(resources.ACCOUNT, resources.REGION),
+            Place(deployment.ACCOUNT, deployment.REGION),
             faults=self.faults,
             on_event=lambda detail: _put_event(direct["events"], detail),
         )
@@ -206,35 +204,35 @@ class LocalServices:
         self.server = make_server(self.dispatcher, self.port)
         self.endpoint = f"http://127.0.0.1:{self.server.port}"
         self._closers.append(self.server.server_close)
-        steps, roots = self._steps(state)
-        document = resources.local_document(steps=steps)
+        steps, roots = self._steps(folder)
+        document = deployment.local_document(steps=steps)
         if self.with_pipeline:
-            resources.deploy(self.batch.call, direct, document)
+            deployment.deploy(self.batch.call, direct, document)
         shipper = LogShipper(direct["logs"])
         self.dispatcher.before_logs = shipper.flush
-        for folder in self.history:  # other runs, to list: a damaged one is left out, said why
+        for other in map(RunFolder, self.history):  # to list: a damaged one is left out, said why
             try:
-                self._replay(folder, moto, shipper, batch_only=True)
+                self._replay(other, moto, shipper, batch_only=True)
             except (JournalError, KeyError, TypeError, ValueError) as error:
-                why = f"{folder / BATCH_JOURNAL} holds a record this version cannot read"
-                self.damaged[folder.name] = (
+                why = f"{other.batch_journal} holds a record this version cannot read"
+                self.damaged[other.name] = (
                     str(error) if isinstance(error, JournalError) else f"{why} ({error!r})"
                 )
-        if state is not None:
-            self._replay(state, moto, shipper, batch_only=False)
-        if state is not None and not self.read_only:
-            self.dispatcher.journal = ServiceJournal(state / SERVICES_JOURNAL, self._state_lost)
-            journal = Journal(state / BATCH_JOURNAL, self._state_lost)
+        if folder is not None:
+            self._replay(folder, moto, shipper, batch_only=False)
+        if folder is not None and not self.read_only:
+            self.dispatcher.journal = ServiceJournal(folder.services_journal, self._state_lost)
+            journal = Journal(folder.batch_journal, self._state_lost)
             self.backend.on_record = journal.append_record
             self.batch.journal = journal
             self._closers += [self.dispatcher.journal.close, journal.close]
         if self.with_pipeline and self.fresh and self.inputs is not None:
             journaled = in_process_clients(self.dispatcher, ("s3",))
-            resources.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
+            deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
         if not self.read_only:
             self.scheduler = Scheduler(
                 self.backend,
-                environment=resources.job_environment(self.endpoint, roots),
+                environment=deployment.job_environment(self.endpoint, roots),
                 work=work,
                 vcpu_budget=self.vcpus,
                 ship_log=lambda group, stream, path, failed: shipper.ship(
@@ -245,10 +243,9 @@ class LocalServices:
         thread = threading.Thread(target=self.server.serve_forever, name="server", daemon=True)
         thread.start()
         self._closers.append(self.server.shutdown)
-        if state is not None and not self.read_only:
-            endpoint_file = state / ENDPOINT_FILE
-            resources.write_json(endpoint_file, {"endpoint": self.endpoint, "pid": os.getpid()})
-            self._closers.append(lambda: endpoint_file.unlink(missing_ok=True))
+        if folder is not None and not self.read_only:
+            folder.announce(self.endpoint, os.getpid(), dict(deployment.CREDENTIALS))
+            self._closers.append(folder.withdraw)
 
     def _state_lost(self, message: str) -> None:
         """The run's state cannot be written (a full disk): stop, saying why, rather than run
@@ -258,38 +255,28 @@ class LocalServices:
             self.fatal = message
             os.kill(os.getpid(), signal.SIGTERM)  # serve stops the services and says why
 
-    def _steps(self, state: Path | None) -> tuple[PipelineSteps, list[str]]:
-        saved = resources.saved_steps(state) if state is not None else None
+    def _steps(self, folder: RunFolder | None) -> tuple[PipelineSteps, list[str]]:
+        saved = deployment.saved_steps(folder) if folder is not None else None
         if self.steps is None:
             return saved or (DEFAULT_STEPS, [])
-        if saved is not None and saved[0] != self.steps:
+        steps, roots = self.steps
+        if saved is not None and saved[0] != steps:
             raise SpecError(
-                f"{state} holds a run of other steps ({describe_steps(saved[0])}); it runs "
-                "them again: leave out --steps"
+                f"{folder and folder.path} holds a run of other steps "
+                f"({describe_steps(saved[0])}); it runs them again: leave out --steps"
             )
-        if state is not None and not self.read_only:
-            resources.save_steps(state, self.steps)
-        return self.steps, resources.import_roots(self.steps)
-
-    def _lock(self, state: Path) -> None:
-        handle = (state / LOCK_FILE).open("ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise StateInUseError(
-                f"{state} is in use by another command's local services"
-            ) from None
-        self._lock_file = handle
+        if folder is not None and not self.read_only:
+            deployment.save_steps(folder, steps, roots)
+        return steps, list(roots)
 
     def _replay(
-        self, folder: Path, moto: WsgiApp, shipper: LogShipper, *, batch_only: bool
+        self, folder: RunFolder, moto: WsgiApp, shipper: LogShipper, *, batch_only: bool
     ) -> None:
-        batch_journal = folder / BATCH_JOURNAL
-        if batch_journal.exists() and batch_journal.stat().st_size:
+        batch_journal = folder.batch_journal
+        if folder.holds_a_run():
             self.fresh = False
         if not batch_only:
-            for environ, body in journaled_requests(folder / SERVICES_JOURNAL):
+            for environ, body in journaled_requests(folder.services_journal):
                 self.fresh = False
                 call_app(moto, environ, body)
         replay(self.backend, batch_journal, self.batch.replay)
@@ -297,7 +284,7 @@ class LocalServices:
             if leaf.status == "FAILED" and leaf.attempts:
                 for number, attempt in enumerate(leaf.attempts, start=1):
                     stream = (attempt.get("container") or {}).get("logStreamName")
-                    path = log_path(folder, leaf, number)
+                    path = log_path(folder.path, leaf, number)
                     if stream and path.exists():
                         shipper.ship(leaf.definition.log_place()[0], stream, path, now=True)
 
@@ -305,8 +292,8 @@ class LocalServices:
         """What a client needs to use the services, as ``serve --json`` prints it."""
         return {
             "endpoint": self.endpoint,
-            "region": resources.REGION,
-            "credentials": dict(resources.CREDENTIALS),
+            "region": deployment.REGION,
+            "credentials": dict(deployment.CREDENTIALS),
             "vcpus": self.scheduler.vcpu_budget if not self.read_only else None,
             "stateDir": str(self.state_dir) if self.state_dir else None,
             "fresh": self.fresh,

@@ -22,7 +22,12 @@ HOST_TERMINATED = host_terminated(LOCAL_INSTANCE)
 
 
 class FaultError(ValueError):
-    """A fault that cannot be parsed; the message says what a good one looks like."""
+    """A fault that cannot be parsed; the message says what a good one looks like.
+    ``part`` says which part is wrong: ``target`` (``JOB[:INDEX]=``) or ``fault``."""
+
+    def __init__(self, message: str, *, part: str) -> None:
+        super().__init__(message)
+        self.part = part
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ class Fault:
         if text.startswith("exit:") and text[5:].isdigit() and 0 < int(text[5:]) < 256:
             return cls("exit", int(text[5:]))
         raise FaultError(
-            f"fault {text!r} must be exit:CODE (CODE from 1 to 255), host-terminated or timeout"
+            f"fault {text!r} must be exit:CODE (CODE from 1 to 255), host-terminated or timeout",
+            part="fault",
         )
 
 
@@ -63,7 +69,8 @@ class InjectedFault:
         if not job or not what or (index and not index.isdigit()):
             raise FaultError(
                 f"{text!r} must look like JobB:3=exit:2 (a job name, an optional child index, "
-                "and exit:CODE, host-terminated or timeout)"
+                "and exit:CODE, host-terminated or timeout)",
+                part="target",
             )
         return cls(job, int(index) if index else None, Fault.parse(what))
 

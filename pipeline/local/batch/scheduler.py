@@ -55,10 +55,14 @@ LogShipper = Callable[[str, str, Path, bool], None]
 output goes when it ends."""
 
 
+LOGS_FOLDER = "logs"
+"""Where in its work folder the scheduler keeps every attempt's output."""
+
+
 def log_path(work: Path, job: Job, attempt: int) -> Path:
     """Where attempt ``attempt`` (from 1) of ``job`` writes its output."""
     where = job.name if job.index is None else f"{job.name}/{job.index:05d}"
-    return work / "logs" / where / f"{job.job_id.split(':')[0]}-{attempt}.log"
+    return work / LOGS_FOLDER / where / f"{job.job_id.split(':')[0]}-{attempt}.log"
 
 
 @dataclass

@@ -30,7 +30,7 @@ class ServicesError(LocalError):
     """The local services did not start, or stopped while a command used them."""
 
 
-class Services:
+class ServicesProcess:
     """A ``python -m pipeline.local serve`` process, stopped when this command ends (it also
     stops itself when this process dies: it watches its standard input)."""
 
@@ -51,6 +51,8 @@ class Services:
         self.log = log
         self.ready = self._handshake()
         self.endpoint = str(self.ready["endpoint"])
+        self.credentials = {str(k): str(v) for k, v in self.ready["credentials"].items()}
+        """How to sign requests to them (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``)."""
         self._closing = threading.Event()
         self._watch()
 

@@ -24,6 +24,7 @@ from pipeline.failure_events import (
     failure_event_pattern,
     message_template,
 )
+from pipeline.local.run_folder import RunFolder, write_json
 from pipeline.spec import (
     DEFAULT_SPEC,
     JOB_USER_ID,
@@ -138,35 +139,36 @@ def job_environment(endpoint: str, import_roots: Sequence[str] = ()) -> dict[str
     return env
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` as JSON, whole or not at all: a sibling temporary file, then
-    ``os.replace`` (atomic on POSIX), so a kill at any moment leaves the old file or the new."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2))
-    os.replace(temporary, path)
+def saved_steps_json(steps: PipelineSteps) -> dict[str, Any]:
+    """``steps`` as a run keeps them: their JSON and the folders their modules were imported
+    from (a job process adds those to its path to import them too)."""
+    return {"steps": steps.as_json(), "importRoots": import_roots(steps)}
 
 
-STEPS_FILE = "steps.json"
-"""A run's steps in its folder, and where their modules were imported from: the services
-deploy them for the run, and again when it is resumed."""
+def steps_from_json(saved: Any, where: str) -> tuple[PipelineSteps, list[str]]:
+    """The steps and import roots :func:`saved_steps_json` made; ``where`` names their
+    source in the error a damaged one raises."""
+    try:
+        return PipelineSteps.from_json(saved["steps"]), [str(r) for r in saved["importRoots"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise LocalError(f"{where} is damaged ({error}); the run's steps are unknown") from None
 
 
-def save_steps(folder: Path, steps: PipelineSteps) -> None:
+def save_steps(folder: RunFolder, steps: PipelineSteps, roots: Sequence[str]) -> None:
     """Keep ``steps`` (and where their modules are) as the steps of the run in ``folder``."""
-    saved = {"steps": steps.as_json(), "importRoots": import_roots(steps)}
-    write_json(folder / STEPS_FILE, saved)
+    write_json(folder.steps_file, {"steps": steps.as_json(), "importRoots": list(roots)})
 
 
-def saved_steps(folder: Path) -> tuple[PipelineSteps, list[str]] | None:
+def saved_steps(folder: RunFolder) -> tuple[PipelineSteps, list[str]] | None:
     """The steps kept in ``folder`` and their import roots; None for a run of the defaults."""
-    path = folder / STEPS_FILE
+    path = folder.steps_file
     if not path.is_file():
         return None
     try:
         saved = json.loads(path.read_text())
-        return PipelineSteps.from_json(saved["steps"]), [str(r) for r in saved["importRoots"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError) as error:
         raise LocalError(f"{path} is damaged ({error}); the run's steps are unknown") from None
+    return steps_from_json(saved, str(path))
 
 
 def import_roots(steps: PipelineSteps) -> list[str]:
