@@ -29,8 +29,8 @@ os.environ.update(
 )
 
 import boto3  # noqa: E402
-from jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_inputs  # noqa: E402
 
+from helpers.jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_inputs  # noqa: E402
 from pipeline import contract  # noqa: E402
 from pipeline.batch_facts import ARRAY_INDEX_VARIABLE  # noqa: E402
 from pipeline.jobs import job_a, job_b, job_c, job_d, job_e  # noqa: E402

@@ -20,8 +20,7 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
 )
 
-from moto_batch import moto_batch  # noqa: E402
-
+from helpers.moto_batch import moto_batch  # noqa: E402
 from pipeline.document import PipelineDocument  # noqa: E402
 from pipeline.runs.chain import submit_pipeline  # noqa: E402
 from pipeline.runs.progress import JobProgress  # noqa: E402

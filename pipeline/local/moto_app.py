@@ -5,7 +5,7 @@ moto serves S3, DynamoDB, SNS, SQS, CloudWatch Logs and EventBridge as one WSGI 
 (``DomainDispatcherApplication`` over ``create_backend_app``), behind werkzeug's server with
 moto's request handler (which keeps the spelling of S3 metadata headers with underscores).
 The local services put AWS Batch in front of that application and keep connections alive
-(see :mod:`pipeline.local.server`). ``tests/test_local_server.py`` checks that moto still
+(see :mod:`pipeline.local.server`). ``tests/engine/test_local_services.py`` checks that moto still
 assembles its server from these names and still has the function listed once here, and says
 so if a moto release changes them.
 """
