@@ -36,6 +36,10 @@ TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 such an attempt."""
 ESSENTIAL_CONTAINER_EXITED = "Essential container in task exited"
 """The status reason of an attempt whose container exited (with any exit code)."""
+OUT_OF_MEMORY = "OutOfMemoryError: Container killed due to memory usage"
+"""The status reason of an attempt killed for using more memory than it asked for; its exit
+code is 137 (SIGKILL)."""
+OUT_OF_MEMORY_EXIT_CODE = 137
 CANNOT_START_CONTAINER = "CannotStartContainerError"
 """The reason prefix of a container that could not be started."""
 CANNOT_PULL_CONTAINER = "CannotPullContainerError"

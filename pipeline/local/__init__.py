@@ -10,6 +10,7 @@ talks to unchanged (``python -m pipeline.local serve``).
 - :mod:`.services_process` the services as a child process of a command, started and watched
 - :mod:`.sample`      the generated sample and ``--input DIR``
 - :mod:`.moto_app`    the one module that names moto's own modules
+- :mod:`.warm_up`     what the engine's fork server loads and rehearses for the pipeline's jobs
 
 It needs moto (the ``[local]`` extra) only in the process that serves; nothing imports it at
 module level.

@@ -113,42 +113,6 @@ def journaled_requests(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
         position = end + 2 + length
 
 
-def call_app(
-    app: WsgiApp, environ: dict[str, Any], body: bytes
-) -> tuple[int, dict[str, str], bytes]:
-    """Call a WSGI application in this process; (status code, headers, body)."""
-    environ = {
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-        **environ,
-        "wsgi.input": io.BytesIO(body),
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    status: list[str] = []
-    headers: dict[str, str] = {}
-
-    def start_response(
-        line: str, given: list[tuple[str, str]], _exc_info: Any = None
-    ) -> Callable[[bytes], Any]:
-        status.append(line)
-        headers.update(given)
-        return lambda _data: None
-
-    answer = app(environ, start_response)
-    try:
-        payload = b"".join(answer)
-    finally:
-        getattr(answer, "close", lambda: None)()
-    return int(status[0].split(" ", 1)[0]), headers, payload
-
-
 class Dispatcher:
     """The services' one application: AWS Batch, moto, stats, and the S3/DynamoDB journal."""
 

@@ -23,74 +23,25 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline import contract
 from pipeline.errors import SpecError
 from pipeline.local import deployment
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey
+from pipeline.local.batch.in_process import call_app, in_process_clients
 from pipeline.local.batch.journal import Journal, JournalError, replay
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
 from pipeline.local.moto_app import WsgiApp, moto_application
 from pipeline.local.run_folder import RunFolder
-from pipeline.local.server import (
-    Dispatcher,
-    ServiceJournal,
-    call_app,
-    journaled_requests,
-    make_server,
-)
+from pipeline.local.server import Dispatcher, ServiceJournal, journaled_requests, make_server
+from pipeline.local.warm_up import PRELOADED, WARM_UP
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps, describe_steps
 
 
 class StateInUseError(Exception):
     """Another command's services hold this state folder."""
-
-
-def in_process_clients(app: WsgiApp, services: Sequence[str]) -> dict[str, Any]:
-    """boto3 clients whose requests go to ``app`` in this process, never over a socket."""
-    import boto3
-
-    from pipeline.local.answers import answer
-
-    def send(request: Any, **_: Any) -> Any:
-        from urllib.parse import unquote_to_bytes, urlsplit
-
-        url = urlsplit(request.url)
-        headers = {
-            str(name): value.decode() if isinstance(value, bytes) else str(value)
-            for name, value in request.headers.items()
-        }
-        body = request.body if isinstance(request.body, bytes) else (request.body or b"")
-        if hasattr(body, "read"):
-            body = body.read()
-        if isinstance(body, str):
-            body = body.encode()
-        environ = {
-            "REQUEST_METHOD": request.method,
-            "PATH_INFO": unquote_to_bytes(url.path or "/").decode("latin-1"),  # as WSGI has it
-            "QUERY_STRING": url.query,
-            "SERVER_NAME": url.hostname or "localhost",
-            "HTTP_HOST": url.netloc or "localhost",
-            "CONTENT_TYPE": headers.get("Content-Type", ""),
-            **{
-                "HTTP_" + name.upper().replace("-", "_"): value
-                for name, value in headers.items()
-                if name.lower() not in ("content-type", "content-length", "host")
-            },
-        }
-        status, answered_headers, payload = call_app(app, environ, body)
-        return answer(request.url, status, answered_headers, payload)
-
-    session = boto3.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=deployment.REGION
-    )
-    clients = {}
-    for service in services:
-        client = session.client(service, endpoint_url="http://localhost")  # type: ignore[call-overload]
-        client.meta.events.register_first("before-send", send)
-        clients[service] = client
-    return clients
 
 
 class LogShipper:
@@ -193,7 +144,12 @@ class LocalServices:
         moto = moto_application()
         # moto keeps its services' state per process: start from none (moto's reset API).
         call_app(moto, {"REQUEST_METHOD": "POST", "PATH_INFO": "/moto-api/reset"}, b"")
-        direct = in_process_clients(moto, ("s3", "dynamodb", "sns", "sqs", "logs", "events"))
+        direct = in_process_clients(
+            moto,
+            ("s3", "dynamodb", "sns", "sqs", "logs", "events"),
+            region=deployment.REGION,
+            credentials=deployment.CREDENTIALS,
+        )
         self.backend = LocalBatch(
             Place(deployment.ACCOUNT, deployment.REGION),
             faults=self.faults,
@@ -227,7 +183,12 @@ class LocalServices:
             self.batch.journal = journal
             self._closers += [self.dispatcher.journal.close, journal.close]
         if self.with_pipeline and self.fresh and self.inputs is not None:
-            journaled = in_process_clients(self.dispatcher, ("s3",))
+            journaled = in_process_clients(
+                self.dispatcher,
+                ("s3",),
+                region=deployment.REGION,
+                credentials=deployment.CREDENTIALS,
+            )
             deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
         if not self.read_only:
             self.scheduler = Scheduler(
@@ -238,6 +199,9 @@ class LocalServices:
                 ship_log=lambda group, stream, path, failed: shipper.ship(
                     group, stream, path, now=failed
                 ),
+                preload=PRELOADED,
+                warm_up=WARM_UP,
+                cores_variable=contract.WORKERS,
             )
             self._closers.append(self.scheduler.close)
         thread = threading.Thread(target=self.server.serve_forever, name="server", daemon=True)

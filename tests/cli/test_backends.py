@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from helpers.moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch
 from pipeline.local.run_folder import runs_dir
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
@@ -63,7 +63,7 @@ def assert_same_shape(aws: Any, local: Any, where: str = "") -> None:
         assert {aws, local} <= {"int", "float"} or aws == local, f"{where}: {aws} vs {local}"
 
 
-def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: MotoBatch) -> None:
+def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: EngineBatch) -> None:
     aws.count_calls()
     code, out, err = cli_in_process(
         aws, "--stack", STACK, "--dry-run", "--json", "--array-size", "2"
@@ -91,7 +91,7 @@ def test_dry_run_prints_the_same_five_requests_and_runs_nothing(aws: MotoBatch) 
         ]
 
 
-def test_max_vcpu_hours_refuses_the_same_way(aws: MotoBatch) -> None:
+def test_max_vcpu_hours_refuses_the_same_way(aws: EngineBatch) -> None:
     flags = ("--array-size", "2", "--max-vcpu-hours", "0.001")
     code, _, err = cli_in_process(aws, "--stack", STACK, *flags)
     local_code, _, local_err = cli_in_process(None, "--local", *flags)
@@ -104,7 +104,7 @@ def test_max_vcpu_hours_refuses_the_same_way(aws: MotoBatch) -> None:
     ("flag", "value"),
     [("--poll-interval", "0"), ("--poll-interval", "-1"), ("--max-vcpu-hours", "nan")],
 )
-def test_bad_numbers_are_refused_the_same_way(aws: MotoBatch, flag: str, value: str) -> None:
+def test_bad_numbers_are_refused_the_same_way(aws: EngineBatch, flag: str, value: str) -> None:
     code, _, err = cli_in_process(aws, "--stack", STACK, flag, value)
     local_code, _, local_err = cli_in_process(None, "--local", flag, value)
     assert (code, local_code) == (252, 252)
@@ -112,7 +112,9 @@ def test_bad_numbers_are_refused_the_same_way(aws: MotoBatch, flag: str, value: 
     assert "must be a finite number above 0" in err
 
 
-def test_a_watched_run_has_the_same_json_on_both(aws: MotoBatch, inputs: Path, state: Path) -> None:
+def test_a_watched_run_has_the_same_json_on_both(
+    aws: EngineBatch, inputs: Path, state: Path
+) -> None:
     code, out, err = cli_in_process(
         aws, "--stack", STACK, "--array-size", "2", "--watch", "--json", "--poll-interval", "0.01"
     )
@@ -129,13 +131,10 @@ def test_a_watched_run_has_the_same_json_on_both(aws: MotoBatch, inputs: Path, s
 
 
 def test_a_failed_run_and_its_status_have_the_same_json_on_both(
-    aws: MotoBatch, inputs: Path, state: Path
+    aws: EngineBatch, inputs: Path, state: Path
 ) -> None:
-    def fail_b(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("jobName") == "JobB":
-            aws.fail_child(parsed["jobId"], 1, "Essential container in task exited", exit_code=2)
-
-    aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
+    # GIVEN JobB's child 1 fails on both: the same fault, injected the same way
+    aws.inject("JobB:1=exit:2")
     flags = ("--array-size", "2", "--watch", "--json", "--run-id", "same-run")
     # (AWS first: a local run resets moto's state, which is per process)
     code, out, _ = cli_in_process(aws, "--stack", STACK, *flags, "--poll-interval", "0.01")

@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 
-from helpers.moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch
 from helpers.paths import REPO
 from helpers.synth import new_app
 from pipeline import contract
@@ -24,8 +24,8 @@ from pipeline.spec import RETRY_RULES
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
@@ -174,7 +174,7 @@ def test_the_source_bucket_rule_is_the_same_in_the_cli_and_in_jobe(url: str) -> 
         assert parse_source_bucket(url, "default") == source_bucket_name(url)
 
 
-def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: MotoBatch) -> None:
+def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: EngineBatch) -> None:
     aws.count_calls()
     code, _, err = cli_in_process(aws, "--stack", STACK, "--source-bucket", "s3://someone-elses")
     assert code == 252
@@ -184,7 +184,7 @@ def test_a_source_bucket_jobe_cannot_read_is_refused_before_submitting(aws: Moto
     assert "SubmitJob" not in aws.calls
 
 
-def test_a_run_id_in_use_is_refused_unless_resumed(aws: MotoBatch) -> None:
+def test_a_run_id_in_use_is_refused_unless_resumed(aws: EngineBatch) -> None:
     assert cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")[0] == 0
     aws.count_calls()
     code, _, err = cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--run-id", "taken")
@@ -266,7 +266,7 @@ def test_the_retry_rules_retry_the_transient_code_and_nothing_else() -> None:
 
 
 def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
-    from helpers.local_batch import local_batch
+    from helpers.batch import engine_with_processes
 
     marker = tmp_path / "tried"
     script = (
@@ -274,7 +274,7 @@ def test_local_batch_retries_a_transient_exit(tmp_path: Path) -> None:
         "sys.exit(0 if p.exists() else (p.touch() or 75))"
     )
     rules = [rule.as_evaluate_on_exit() for rule in RETRY_RULES]
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         batch.register(
             "flaky", (sys.executable, "-c", script, str(marker)), attempts=3, rules=rules
         )

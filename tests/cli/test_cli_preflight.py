@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
-from helpers.moto_batch import REGION, STACK, MotoBatch, cli_in_process, moto_batch
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch
 from pipeline.errors import SpecError
 from pipeline.runs.preflight import check_cost, worst_case
 from pipeline.spec import DEFAULT_SPEC
@@ -30,7 +29,7 @@ def test_dry_run_prints_the_worst_case_per_job_and_in_total() -> None:
 
 
 def test_max_vcpu_hours_refuses_an_expensive_run_before_any_submit() -> None:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         aws.count_calls()
         code, _, err = cli_in_process(
             aws, "--array-size", "100", "--max-vcpu-hours", "1000", "--stack", STACK
@@ -50,45 +49,15 @@ def test_a_run_within_the_limit_passes() -> None:
 
 
 @pytest.fixture
-def small_queue() -> Iterator[MotoBatch]:
+def small_queue() -> Iterator[EngineBatch]:
     """The pipeline's definitions, and a queue whose only instance type is r6i.xlarge."""
-    with moto_batch() as aws:
-        ec2 = boto3.client("ec2", region_name=REGION)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-        group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
-        iam = boto3.client("iam")
-        role = iam.list_roles()["Roles"][0]
-        profile = iam.create_instance_profile(InstanceProfileName="ecs-instance")
-        iam.add_role_to_instance_profile(
-            InstanceProfileName="ecs-instance", RoleName=role["RoleName"]
-        )
-        profile_arn = profile["InstanceProfile"]["Arn"]
-        environment = aws.batch.create_compute_environment(
-            computeEnvironmentName="Small",
-            type="MANAGED",
-            serviceRole=role["Arn"],
-            computeResources={
-                "type": "EC2",
-                "minvCpus": 0,
-                "maxvCpus": 64,
-                "instanceTypes": ["r6i.xlarge"],
-                "subnets": [subnet],
-                "securityGroupIds": [group],
-                "instanceRole": profile_arn,
-            },
-        )["computeEnvironmentArn"]
-        aws.batch.create_job_queue(
-            jobQueueName="SmallQueue",
-            state="ENABLED",
-            priority=1,
-            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
-        )
+    with engine_batch() as aws:
+        aws.managed_queue("r6i.xlarge", name="SmallQueue")
         yield aws
 
 
 def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
-    small_queue: MotoBatch,
+    small_queue: EngineBatch,
 ) -> None:
     small_queue.count_calls()
     code, _, err = cli_in_process(small_queue, "--queue", "SmallQueue", "--array-size", "4")
@@ -107,6 +76,6 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
     }
 
 
-def test_the_default_queue_layout_passes_the_fit_check(small_queue: MotoBatch) -> None:
+def test_the_default_queue_layout_passes_the_fit_check(small_queue: EngineBatch) -> None:
     code, _, err = cli_in_process(small_queue, "--queue", "ProdQueue", "--array-size", "4")
     assert code == 0, err

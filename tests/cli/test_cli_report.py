@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from helpers.moto_batch import REGION, STACK, MotoBatch, cli_in_process, moto_batch, stack_document
+from helpers.batch import REGION, STACK, EngineBatch, cli_in_process, engine_batch, stack_document
 from pipeline.backends.aws import Aws
 from pipeline.cli.commands import main
 from pipeline.runs.diagnose import diagnose
@@ -29,21 +29,24 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
-def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBatch) -> None:
+def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: EngineBatch) -> None:
     # GIVEN a run whose JobB and JobC have 500 children each (1,000), with known run times:
     # every JobB child 60 s at 32 vCPU, every JobC child 30 s at 1 vCPU / 32 GiB
+    aws.hold_new_jobs()
     code, out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "500", "--json")
     assert code == 0, err
     ids = {j["job"]: j["jobId"] for j in json.loads(out)["jobs"]}
+    aws.succeed(ids["JobA"])
     for i in range(500):
         aws.set_times(f"{ids['JobB']}:{i}", T0, 60)
         aws.set_times(f"{ids['JobC']}:{i}", T0 + timedelta(minutes=2), 30)
+    aws.run_at_once()
     aws.count_calls()
     document = stack_document(aws.queue_arn, aws.definition_arns)
     # WHEN the report is collected
@@ -61,7 +64,7 @@ def test_a_report_of_1000_children_costs_about_one_describe_per_100(aws: MotoBat
     assert job_b["worstCaseVcpuHours"] == pytest.approx(500 * 32 * 2 * 3)
 
 
-def test_the_cli_prints_progress_and_writes_the_html(aws: MotoBatch, tmp_path: Path) -> None:
+def test_the_cli_prints_progress_and_writes_the_html(aws: EngineBatch, tmp_path: Path) -> None:
     code, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
     page = tmp_path / "report.html"
@@ -78,21 +81,21 @@ def test_the_cli_prints_progress_and_writes_the_html(aws: MotoBatch, tmp_path: P
 # --- diagnose ---------------------------------------------------------------------------------
 
 
-def _held_run(aws: MotoBatch) -> str:
-    aws.hold_new_jobs("RUNNABLE")
+def _held_run(aws: EngineBatch) -> str:
+    aws.hold_new_jobs()
     code, out, err = cli_in_process(aws, "--stack", STACK, "--array-size", "2", "--json")
     assert code == 0, err
     return str(json.loads(out)["runId"])
 
 
-def _document(aws: MotoBatch) -> Any:
+def _document(aws: EngineBatch) -> Any:
     return stack_document(aws.queue_arn, aws.definition_arns)
 
 
-def _on_queue(aws: MotoBatch, queue: str) -> tuple[str, Any]:
+def _on_queue(aws: EngineBatch, queue: str) -> tuple[str, Any]:
     from dataclasses import replace
 
-    aws.hold_new_jobs("RUNNABLE")
+    aws.hold_new_jobs()
     document = replace(_document(aws), queue=queue)
     code, out, err = cli_in_process(
         aws, "--stack", STACK, "--queue", queue, "--array-size", "2", "--json"
@@ -101,7 +104,7 @@ def _on_queue(aws: MotoBatch, queue: str) -> tuple[str, Any]:
     return str(json.loads(out)["runId"]), document
 
 
-def test_diagnose_names_an_invalid_compute_environment(aws: MotoBatch) -> None:
+def test_diagnose_names_an_invalid_compute_environment(aws: EngineBatch) -> None:
     run_id = _held_run(aws)
 
     # moto reports every environment VALID; this one answers as an invalid one does
@@ -119,7 +122,7 @@ def test_diagnose_names_an_invalid_compute_environment(aws: MotoBatch) -> None:
     )
 
 
-def test_diagnose_names_an_environment_at_its_maxvcpus(aws: MotoBatch) -> None:
+def test_diagnose_names_an_environment_at_its_maxvcpus(aws: EngineBatch) -> None:
     queue = aws.managed_queue("c6i.8xlarge", desiredvCpus=64)
     run_id, document = _on_queue(aws, queue)
     findings = diagnose(aws.batch, document, run_id)
@@ -128,13 +131,13 @@ def test_diagnose_names_an_environment_at_its_maxvcpus(aws: MotoBatch) -> None:
     )
 
 
-def test_diagnose_names_a_job_no_instance_type_fits(aws: MotoBatch) -> None:
+def test_diagnose_names_a_job_no_instance_type_fits(aws: EngineBatch) -> None:
     # GIVEN a held run whose JobA has succeeded, so JobB's children wait to be placed, and then
     # its queue moved onto 16-vCPU instances (r6i.4xlarge), where JobB's 32 vCPUs never fit
     # (pre-flight refuses this before a run; queues change later)
     run_id = _held_run(aws)
     job_a = next(j for j in aws.parents() if j.job_name == "JobA")
-    aws.set_status(job_a.job_id, "SUCCEEDED")
+    aws.succeed(job_a.job_id)
     managed = aws.managed_queue("r6i.4xlarge")
     (environment,) = aws.batch.describe_job_queues(jobQueues=[managed])["jobQueues"][0][
         "computeEnvironmentOrder"
@@ -151,7 +154,7 @@ def test_diagnose_names_a_job_no_instance_type_fits(aws: MotoBatch) -> None:
     assert no_fit[0].reason.startswith("no instance type of the queue fits 32 vCPU and 4,096 MiB")
 
 
-def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: MotoBatch) -> None:
+def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: EngineBatch) -> None:
     run_id = _held_run(aws)
     job_a = next(j for j in aws.parents() if j.job_name == "JobA")
     # moto does not implement GetJobQueueSnapshot: the real response shape, through Stubber
@@ -196,7 +199,7 @@ def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: MotoBatch) -
     assert position[0].action.startswith("it waits behind 2 job(s)")
 
 
-def test_diagnose_cli(aws: MotoBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diagnose_cli(aws: EngineBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_id = _held_run(aws)
     code, out, err = cli_in_process(aws, "diagnose", run_id, "--stack", STACK, "--json")
     assert code == 0, err
@@ -218,7 +221,7 @@ def test_diagnose_cli(aws: MotoBatch, tmp_path: Path, monkeypatch: pytest.Monkey
     ],
 )
 def test_watch_offers_diagnose_when_a_job_waits_too_long(
-    aws: MotoBatch, slow_service: bool
+    aws: EngineBatch, slow_service: bool
 ) -> None:
     # GIVEN jobs that wait to be placed until the watch has said how to see why (or until it
     # has polled 2,000 times, and the test fails saying so): events, not a timer, so the
@@ -229,15 +232,14 @@ def test_watch_offers_diagnose_when_a_job_waits_too_long(
             aws.batch.meta.events.register(
                 f"before-call.batch.{operation}", lambda seconds=seconds, **_: time.sleep(seconds)
             )
-    aws.hold_new_jobs("RUNNABLE")
+    aws.hold_new_jobs()
     err = io.StringIO()
     polls: list[int] = []
 
     def release(**_: Any) -> None:
         polls.append(1)
         if "to be placed" in err.getvalue() or len(polls) > 2000:
-            for job in aws.parents():
-                aws.set_status(job.job_id, "SUCCEEDED")
+            aws.run_at_once()
 
     aws.batch.meta.events.register("after-call.batch.DescribeJobs", release)
     argv = ["--stack", STACK, "--array-size", "2", "--watch", "--poll-interval", "0.05"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from helpers.moto_batch import STACK, cli_in_process, moto_batch
+from helpers.batch import STACK, cli_in_process, engine_batch
 from pipeline.instances import INSTANCE_TYPES
 from pipeline.runs.sizing import Capacity, Environment, default_capacity, sizing
 from pipeline.spec import DEFAULT_SPEC
@@ -46,7 +46,7 @@ def test_this_machine_runs_what_its_cores_hold() -> None:
 
 
 def test_the_dry_run_shows_the_deployed_queues_sizing() -> None:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         # (the stack's own queue is on an unmanaged environment: nothing to size against)
         code, _, err = cli_in_process(aws, "--stack", STACK, "--dry-run")
         assert code == 0, err

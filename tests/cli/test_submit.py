@@ -1,4 +1,4 @@
-"""The submitter against moto's Batch API: requests, chaining, watching, faults, CLI."""
+"""The submitter against the engine's Batch API: requests, chaining, watching, faults, CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
-from helpers.moto_batch import STACK, MotoBatch, cli_in_process, error_answer, moto_batch
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch, error_answer
 from pipeline.cli.commands import main
 from pipeline.document import PipelineDocument
 from pipeline.runs.chain import submit_pipeline
@@ -21,16 +21,16 @@ from pipeline.spec import RUN_TAG, SUBMISSION_TAG
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
-def _targets(aws: MotoBatch) -> PipelineDocument:
+def _targets(aws: EngineBatch) -> PipelineDocument:
     return PipelineDocument(aws.queue_arn, aws.definition_arns)
 
 
-def _describe(aws: MotoBatch, job_id: str) -> dict[str, Any]:
+def _describe(aws: EngineBatch, job_id: str) -> dict[str, Any]:
     (job,) = aws.batch.describe_jobs(jobs=[job_id])["jobs"]
     return job
 
@@ -38,7 +38,7 @@ def _describe(aws: MotoBatch, job_id: str) -> dict[str, Any]:
 # --- the five requests -----------------------------------------------------------------------
 
 
-def test_submits_five_jobs_chained_as_the_workflow_says(aws: MotoBatch) -> None:
+def test_submits_five_jobs_chained_as_the_workflow_says(aws: EngineBatch) -> None:
     # GIVEN the requests as sent
     sent: list[dict[str, Any]] = []
     aws.batch.meta.events.register(
@@ -83,7 +83,7 @@ def test_submits_five_jobs_chained_as_the_workflow_says(aws: MotoBatch) -> None:
 
 @pytest.mark.parametrize("size", [10, pytest.param(10_000, marks=pytest.mark.slow)])
 def test_watch_costs_one_describe_call_per_poll_whatever_the_array_size(
-    aws: MotoBatch, size: int
+    aws: EngineBatch, size: int
 ) -> None:
     run = submit_pipeline(aws.batch, _targets(aws), run_config(array_size=size))
     aws.count_calls()
@@ -110,16 +110,13 @@ def _reject(job_name: str) -> Any:
 
 
 @pytest.mark.parametrize("failing", ["JobA", "JobB", "JobC", "JobD", "JobE"])
-def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: str) -> None:
+def test_failed_submit_leaves_no_job_of_the_run_behind(aws: EngineBatch, failing: str) -> None:
     # GIVEN jobs that stay queued (JobA starts running) and a SubmitJob that fails for good
-    aws.hold_new_jobs("RUNNABLE")
-    aws.apply_stops()
+    aws.hold_new_jobs()
     aws.intercept(_reject(failing))
     aws.batch.meta.events.register(
         "after-call.batch.SubmitJob",
-        lambda parsed, **_: (
-            aws.set_status(parsed["jobId"], "RUNNING") if parsed.get("jobName") == "JobA" else None
-        ),
+        lambda parsed, **_: aws.start(parsed["jobId"]) if parsed.get("jobName") == "JobA" else None,
     )
     aws.count_calls()
     # WHEN the CLI submits the run
@@ -138,7 +135,7 @@ def test_failed_submit_leaves_no_job_of_the_run_behind(aws: MotoBatch, failing: 
 
 
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
-def test_throttled_submits_are_retried_and_succeed(aws: MotoBatch) -> None:
+def test_throttled_submits_are_retried_and_succeed(aws: EngineBatch) -> None:
     # GIVEN every SubmitJob's first attempt is throttled
     attempts: dict[str, int] = {}
 
@@ -160,7 +157,7 @@ def test_throttled_submits_are_retried_and_succeed(aws: MotoBatch) -> None:
     assert len(run.jobs) == 5
 
 
-def test_lost_response_gives_exactly_one_job(aws: MotoBatch) -> None:
+def test_lost_response_gives_exactly_one_job(aws: EngineBatch) -> None:
     # GIVEN the first SubmitJob for JobB reaches the service but its response is lost
     lost: list[str] = []
     params: dict[str, Any] = {}
@@ -189,14 +186,20 @@ def test_lost_response_gives_exactly_one_job(aws: MotoBatch) -> None:
     assert _describe(aws, run.job_ids["JobC"])["dependsOn"][0]["jobId"] == lost[0]
 
 
-def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBatch) -> None:
+def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: EngineBatch) -> None:
     # GIVEN JobC's child 7 fails once submitted while its other children still run, so JobD
     # and JobE still wait (PENDING: JobC has not ended)
-    def fail_c(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("jobName") == "JobC":
-            aws.set_status(parsed["jobId"], "RUNNING")
-            aws.fail_child(parsed["jobId"], 7, "Essential container in task exited", exit_code=3)
+    ids: dict[str, str] = {}
 
+    def fail_c(parsed: dict[str, Any], **_: Any) -> None:
+        ids[parsed["jobName"]] = parsed["jobId"]
+        if parsed["jobName"] == "JobC":
+            aws.succeed(ids["JobA"])
+            aws.succeed(ids["JobB"])
+            aws.start(ids["JobC"])
+            aws.fail_child(ids["JobC"], 7, "Essential container in task exited", exit_code=3)
+
+    aws.hold_new_jobs()
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_c)
     # WHEN the run is submitted and watched
     code, _out, err = cli_in_process(
@@ -213,12 +216,8 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: MotoBat
     assert "python -m pipeline.submit cancel" in last  # what is still pending goes on
 
 
-def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
-    def fail_b(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("jobName") == "JobB":
-            aws.fail_child(parsed["jobId"], 0, "Host EC2 (instance i-0) terminated.")
-
-    aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
+def test_watch_json_reports_the_failure(aws: EngineBatch) -> None:
+    aws.inject("JobB:0=host-terminated")
     code, out, _ = cli_in_process(
         aws, "--stack", STACK, "--array-size", "3", "--watch", "--json", "--poll-interval", "0.01"
     )
@@ -230,15 +229,14 @@ def test_watch_json_reports_the_failure(aws: MotoBatch) -> None:
     assert data["failure"]["statusReason"].startswith("Host EC2")
 
 
-def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
+def test_resume_resubmits_only_what_did_not_succeed(aws: EngineBatch) -> None:
     # GIVEN a run whose JobC failed (so JobD and JobE failed on the dependency)
-    aws.hold_new_jobs("SUCCEEDED")
+    aws.inject("JobC:2=out-of-memory")
     code, out, _ = cli_in_process(
         aws, "--stack", STACK, "--array-size", "4", "--json", "--recipient", "ops@example.com"
     )
     first = json.loads(out)
     ids = {j["job"]: j["jobId"] for j in first["jobs"]}
-    aws.fail_child(ids["JobC"], 2, "OutOfMemoryError: Container killed due to memory usage")
     aws.count_calls()
     # WHEN the run is resumed
     code, out, err = cli_in_process(aws, "resume", first["runId"], "--stack", STACK, "--json")
@@ -258,8 +256,8 @@ def test_resume_resubmits_only_what_did_not_succeed(aws: MotoBatch) -> None:
     assert [p["jobId"] for p in json.loads(out)["progress"]] == list(resumed.values())
 
 
-def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
-    aws.hold_new_jobs("RUNNABLE")
+def test_resume_of_an_active_run_is_refused(aws: EngineBatch) -> None:
+    aws.hold_new_jobs()
     _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
     code, _, err = cli_in_process(aws, "resume", run_id, "--stack", STACK)
@@ -267,9 +265,8 @@ def test_resume_of_an_active_run_is_refused(aws: MotoBatch) -> None:
     assert err.startswith("error: the run is still active (JobA RUNNABLE")
 
 
-def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
-    aws.hold_new_jobs("RUNNABLE")
-    aws.apply_stops()
+def test_cancel_stops_every_active_job_of_the_run(aws: EngineBatch) -> None:
+    aws.hold_new_jobs()
     _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--json")
     run_id = json.loads(out)["runId"]
     code, out, _ = cli_in_process(aws, "cancel", run_id, "--stack", STACK, "--json")
@@ -280,13 +277,13 @@ def test_cancel_stops_every_active_job_of_the_run(aws: MotoBatch) -> None:
     assert aws.non_terminal() == []
 
 
-def test_status_of_an_unknown_run_says_so(aws: MotoBatch) -> None:
+def test_status_of_an_unknown_run_says_so(aws: EngineBatch) -> None:
     code, _, err = cli_in_process(aws, "status", "20260101T000000-abcdef", "--stack", STACK)
     assert code == 252
     assert err.startswith("error: no jobs of run '20260101T000000-abcdef' in queue")
 
 
-def test_status_without_a_run_id_lists_the_runs_newest_first(aws: MotoBatch) -> None:
+def test_status_without_a_run_id_lists_the_runs_newest_first(aws: EngineBatch) -> None:
     # GIVEN two runs submitted from the command line
     for run_id in ("20260101T000000-aaaaaa", "20260101T000100-bbbbbb"):
         code, _, err = cli_in_process(
@@ -341,7 +338,7 @@ def test_bad_input_is_one_line_exit_252_and_no_aws_call(argv: list[str], message
     assert "Traceback" not in err
 
 
-def test_unknown_stack(aws: MotoBatch) -> None:
+def test_unknown_stack(aws: EngineBatch) -> None:
     code, _, err = cli_in_process(aws, "--stack", "NoSuchStack")
     assert code == 254
     assert err.strip() == (
@@ -350,8 +347,8 @@ def test_unknown_stack(aws: MotoBatch) -> None:
     )
 
 
-def test_stack_without_the_pipeline_outputs(aws: MotoBatch) -> None:
-    from helpers.moto_batch import stack_template
+def test_stack_without_the_pipeline_outputs(aws: EngineBatch) -> None:
+    from helpers.batch import stack_template
 
     aws.cloudformation.create_stack(
         StackName="Partial",
@@ -492,15 +489,13 @@ def test_dry_run_without_json_prints_the_requests_and_calls_nothing() -> None:
     ],
 )
 def test_resume_failed_only_reruns_just_the_failed_children(
-    aws: MotoBatch, failed: list[int], expected_b: dict[str, Any]
+    aws: EngineBatch, failed: list[int], expected_b: dict[str, Any]
 ) -> None:
     # GIVEN a run whose JobB children `failed` failed, so did JobC's (N_TO_N) and JobD, JobE
-    aws.hold_new_jobs("SUCCEEDED")
+    aws.inject(*(f"JobB:{index}=exit:2" for index in failed))
     _, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "8", "--json")
     first = json.loads(out)
     ids = {j["job"]: j["jobId"] for j in first["jobs"]}
-    for index in failed:
-        aws.fail_child(ids["JobB"], index, "Essential container in task exited", exit_code=2)
     sent: list[dict[str, Any]] = []
     aws.batch.meta.events.register(
         "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))

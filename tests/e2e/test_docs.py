@@ -97,7 +97,7 @@ def _stand_in_stack(endpoint: str) -> None:
     pipeline: what `npx cdk deploy` would leave in an account."""
     import boto3
 
-    from helpers.moto_batch import stack_template
+    from helpers.batch import stack_template
     from pipeline.local.deployment import local_document
 
     document = local_document()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from helpers.moto_batch import (
-    MotoBatch,
+from helpers.batch import (
+    EngineBatch,
     cli_in_process,
-    moto_batch,
+    engine_batch,
     stack_document,
     stack_template,
     step_environment,
@@ -40,10 +40,10 @@ def overridden_stack(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture
-def deployed(overridden_stack: Synthesized) -> Iterator[MotoBatch]:
+def deployed(overridden_stack: Synthesized) -> Iterator[EngineBatch]:
     """moto's CloudFormation holding the synthesized outputs, references resolved to moto's
     queue and job definitions (moto cannot create the Batch resources themselves)."""
-    with moto_batch() as aws:
+    with engine_batch() as aws:
 
         def name(logical_id: str, attribute: str | None) -> str:
             if "Queue" in logical_id:
@@ -73,7 +73,7 @@ def _requirements(request: dict[str, Any]) -> dict[str, str]:
     return {r["type"]: r["value"] for r in request["containerOverrides"]["resourceRequirements"]}
 
 
-def test_dry_run_prints_what_the_stack_deployed(deployed: MotoBatch) -> None:
+def test_dry_run_prints_what_the_stack_deployed(deployed: EngineBatch) -> None:
     code, out, err = cli_in_process(
         deployed, "--stack", "Overridden", "--dry-run", "--json", "--array-size", "4"
     )
@@ -86,7 +86,7 @@ def test_dry_run_prints_what_the_stack_deployed(deployed: MotoBatch) -> None:
     assert "JobB: 4 x 16 vCPU / 8 GiB x 2 h x 3 = 384.0 vCPU-hours" in err
 
 
-def test_the_cost_guard_judges_the_deployed_resources(deployed: MotoBatch) -> None:
+def test_the_cost_guard_judges_the_deployed_resources(deployed: EngineBatch) -> None:
     # JobB at 16 vCPUs: 2 x 16 x 2 h x 3 = 192 vCPU-hours; at the default 32 it would be 384.
     # The rest of the run adds 2 x 1 x 2 x 3 (JobC) + 1 x 3 (JobA) + 10 x 0.5 x 3 (JobD)
     # + 0.25 x 3 (JobE) = 30.75, so 250 passes the deployed pipeline and refuses the default.
@@ -102,7 +102,7 @@ def test_the_cost_guard_judges_the_deployed_resources(deployed: MotoBatch) -> No
     assert "above --max-vcpu-hours 250" in err
 
 
-def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
+def test_pre_flight_judges_the_deployed_resources(deployed: EngineBatch) -> None:
     # GIVEN a queue whose only instance type has 16 vCPUs (r6i.4xlarge, 128 GiB)
     queue = deployed.managed_queue("r6i.4xlarge", "SmallQueue")
     # WHEN the overridden pipeline runs there, it passes pre-flight and is submitted
@@ -123,7 +123,7 @@ def test_pre_flight_judges_the_deployed_resources(deployed: MotoBatch) -> None:
     assert err.startswith("error: JobB needs 32 vCPU and 4,096 MiB, which no instance type")
 
 
-def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) -> None:
+def test_without_a_stack_the_registered_definitions_decide(deployed: EngineBatch) -> None:
     # GIVEN JobB registered again (a newer revision) with 8 vCPUs
     job_b = DEFAULT_SPEC.job("JobB")
     deployed.batch.register_job_definition(
@@ -169,7 +169,7 @@ def test_without_a_stack_the_registered_definitions_decide(deployed: MotoBatch) 
 def test_a_document_of_another_version_is_one_line_saying_what_to_do(
     version: int, message: str
 ) -> None:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         document = stack_document(aws.queue_arn, aws.definition_arns).as_json()
         document["version"] = version
         aws.cloudformation.create_stack(

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch
 from helpers.cli import run_cli
-from helpers.moto_batch import STACK, MotoBatch, cli_in_process, moto_batch
 from helpers.paths import REPO
 from helpers.synth import new_app
 from pipeline.local.sample import NOT_UTF8, read_input_dir
@@ -175,7 +175,7 @@ def test_grant_submit_jobs_covers_every_call_the_cli_makes(tmp_path: Path) -> No
         prefix = {"cloudwatch-logs": "logs"}.get(service, service)
         called.add(f"{prefix}:{operation}")
 
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         logs = _logs_client(aws)
         for client in (aws.batch, aws.cloudformation, logs):
             client.meta.events.register("before-call", record)
@@ -186,7 +186,7 @@ def test_grant_submit_jobs_covers_every_call_the_cli_makes(tmp_path: Path) -> No
     assert granted - called <= {"batch:TagResource"}  # tag-on-create: authorized, not called
 
 
-def _logs_client(aws: MotoBatch) -> Any:
+def _logs_client(aws: EngineBatch) -> Any:
     import boto3
 
     logs = boto3.client("logs", region_name="us-east-1")
@@ -195,7 +195,7 @@ def _logs_client(aws: MotoBatch) -> Any:
     return logs
 
 
-def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
+def _exercise_the_cli(aws: EngineBatch, logs: Any) -> None:
     from pipeline.backends.aws import Aws
     from pipeline.cli.commands import main
 
@@ -216,7 +216,6 @@ def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
                 log_stream_name="JobB/default/x",
             )
 
-    aws.apply_stops()
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
     assert (
         cli(
@@ -238,12 +237,12 @@ def _exercise_the_cli(aws: MotoBatch, logs: Any) -> None:
     assert cli("cancel", "granted", "--stack", STACK) == 0
     # a run named by its queue (its definitions are described), then cancelled while one job
     # runs and the others wait: CancelJob and TerminateJob
-    aws.hold_new_jobs("RUNNABLE")
+    aws.hold_new_jobs()
     assert cli("--queue", "ProdQueue", "--array-size", "2", "--run-id", "held") == 0
     # diagnose while it waits (moto answers GetJobQueueSnapshot with a 404: still recorded)
     assert cli("diagnose", "held", "--queue", "ProdQueue") == 0
     running = next(j for j in aws.parents() if j.job_name == "JobA" and j.status == "RUNNABLE")
-    aws.set_status(running.job_id, "RUNNING")
+    aws.start(running.job_id)
     assert cli("cancel", "held", "--queue", "ProdQueue") == 0
     assert cli("report", "granted", "--stack", STACK) == 0
 

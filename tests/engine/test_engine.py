@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers.local_batch import PYTHON, LocalBatchHarness, ManualClock, local_batch
+from helpers.batch import PYTHON, ManualClock, ProcessBatch, engine_with_processes
 from pipeline.document import PipelineDocument
 from pipeline.local.batch.faults import Fault
 from pipeline.runs.chain import submit_pipeline
@@ -28,7 +28,7 @@ RECORD = (
     "import json, os, sys, time; time.sleep(float(sys.argv[2]));"
     "open(sys.argv[1] + '/' + os.environ['AWS_BATCH_JOB_ID'].replace(':', '_') + '-' +"
     " os.environ['AWS_BATCH_JOB_ATTEMPT'], 'w').write(json.dumps({k: v for k, v in"
-    " os.environ.items() if k.startswith(('AWS_BATCH', 'PIPELINE', 'TMPDIR'))} |"
+    " os.environ.items() if k.startswith(('AWS_BATCH', 'PIPELINE', 'TMPDIR', 'CORES'))} |"
     " {'argv': sys.argv[1:]}));"
     "sys.exit(int(sys.argv[3]))"
 )
@@ -44,7 +44,7 @@ def records(tmp_path: Path) -> Path:
 
 
 def _recording(
-    batch: LocalBatchHarness,
+    batch: ProcessBatch,
     name: str,
     out: Path,
     *,
@@ -61,10 +61,10 @@ def _recording(
 
 
 @pytest.fixture
-def pipeline_batch(tmp_path: Path, records: Path) -> Iterator[LocalBatchHarness]:
+def pipeline_batch(tmp_path: Path, records: Path) -> Iterator[ProcessBatch]:
     """The pipeline's five definitions (names, sizes, retry rules from the spec), each running
     the recording command instead of the job program."""
-    with local_batch(tmp_path / "work", queue="ProdQueue") as batch:
+    with engine_with_processes(tmp_path / "work", queue="ProdQueue") as batch:
         for job in DEFAULT_SPEC:
             _recording(
                 batch,
@@ -83,7 +83,7 @@ def _targets() -> PipelineDocument:
     return PipelineDocument("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
 
 
-def test_the_pipeline_runs_in_dependency_order(pipeline_batch: LocalBatchHarness) -> None:
+def test_the_pipeline_runs_in_dependency_order(pipeline_batch: ProcessBatch) -> None:
     run = submit_pipeline(pipeline_batch.client, _targets(), run_config(array_size=4))
     arrays_seen: set[tuple[str, str]] = set()
 
@@ -125,7 +125,7 @@ def test_the_pipeline_runs_in_dependency_order(pipeline_batch: LocalBatchHarness
 
 
 def test_batch_variables_and_parameters_reach_the_command(
-    pipeline_batch: LocalBatchHarness, records: Path
+    pipeline_batch: ProcessBatch, records: Path
 ) -> None:
     config = run_config(array_size=2, source_bucket="s3://out-bucket", recipient="a@example.com")
     run = submit_pipeline(pipeline_batch.client, _targets(), config)
@@ -143,7 +143,7 @@ def test_batch_variables_and_parameters_reach_the_command(
 def test_a_failed_child_fails_its_dependents_as_batch_reports_it(
     tmp_path: Path, records: Path
 ) -> None:
-    with local_batch(
+    with engine_with_processes(
         tmp_path / "work", queue="ProdQueue", faults={("JobB", 2): Fault("exit", 2)}
     ) as batch:
         for job in DEFAULT_SPEC:
@@ -187,7 +187,7 @@ def test_a_failed_child_fails_its_dependents_as_batch_reports_it(
 def test_retries_follow_the_job_definition(
     tmp_path: Path, records: Path, fault: Fault, attempts: int, status: str
 ) -> None:
-    with local_batch(tmp_path / "work", vcpus=1, faults={("solo", None): fault}) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1, faults={("solo", None): fault}) as batch:
         _recording(batch, "Solo", records, attempts=3, rules=PIPELINE_RULES)
         job = batch.wait_for(batch.submit("solo", "Solo"))
     assert len(job["attempts"]) == attempts
@@ -201,7 +201,7 @@ def test_retries_follow_the_job_definition(
 def test_evaluate_on_exit_retries_the_exit_code_it_names(tmp_path: Path, records: Path) -> None:
     # GIVEN a definition that retries exit code 75 and exits on anything else
     rules = [{"action": "RETRY", "onExitCode": "75"}, {"action": "EXIT", "onExitCode": "*"}]
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         _recording(batch, "Transient", records, exit_code=75, attempts=3, rules=rules)
         _recording(batch, "Final", records, exit_code=2, attempts=3, rules=rules)
         transient = batch.wait_for(batch.submit("t", "Transient"))
@@ -213,7 +213,7 @@ def test_evaluate_on_exit_retries_the_exit_code_it_names(tmp_path: Path, records
 
 def test_a_real_timeout_stops_the_attempt(tmp_path: Path, records: Path) -> None:
     clock = ManualClock()
-    with local_batch(tmp_path / "work", vcpus=1, clock=clock) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1, clock=clock) as batch:
         _recording(batch, "Slow", records, seconds=3600, timeout=60)
         job_id = batch.submit("slow", "Slow", timeout={"attemptDurationSeconds": 60})
         batch.wait_for(job_id, ("RUNNING",))
@@ -227,7 +227,7 @@ def test_a_real_timeout_stops_the_attempt(tmp_path: Path, records: Path) -> None
 
 
 def test_cancel_leaves_running_jobs_and_terminate_stops_them(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         _recording(batch, "Slow", records, seconds=3600)
         running = batch.submit("a", "Slow")
         queued = batch.submit("b", "Slow")
@@ -248,7 +248,7 @@ def test_cancel_leaves_running_jobs_and_terminate_stops_them(tmp_path: Path, rec
 def test_a_job_larger_than_the_budget_runs_alone_with_all_of_it(
     tmp_path: Path, records: Path
 ) -> None:
-    with local_batch(tmp_path / "work", vcpus=2) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=2, cores_variable="CORES_GIVEN") as batch:
         _recording(batch, "Big", records, vcpus=32, seconds=0.2)
         parent = batch.submit("big", "Big", arrayProperties={"size": 3})
         batch.wait_for(parent)
@@ -256,10 +256,10 @@ def test_a_job_larger_than_the_budget_runs_alone_with_all_of_it(
     for earlier, later in itertools.pairwise(children):
         assert later["startedAt"] >= earlier["stoppedAt"]
     env = json.loads(next(records.glob("*_0-1")).read_text())
-    assert env["PIPELINE_WORKERS"] == "2"
+    assert env["CORES_GIVEN"] == "2"  # the variable its caller named, for where none is pinned
 
 
-def test_list_jobs_by_name_and_describe_limit(pipeline_batch: LocalBatchHarness) -> None:
+def test_list_jobs_by_name_and_describe_limit(pipeline_batch: ProcessBatch) -> None:
     run = submit_pipeline(pipeline_batch.client, _targets(), run_config(array_size=2))
     named = pipeline_batch.client.list_jobs(
         jobQueue="ProdQueue", filters=[{"name": "JOB_NAME", "values": ["JobC"]}]
@@ -271,7 +271,7 @@ def test_list_jobs_by_name_and_describe_limit(pipeline_batch: LocalBatchHarness)
 
 @pytest.mark.slow  # a 250-child array run through: about 2 s
 def test_list_jobs_pages_as_aws_does(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         _recording(batch, "One", records)
         parent = batch.submit("many", "One", arrayProperties={"size": 250})
         batch.wait_for(parent)
@@ -293,7 +293,7 @@ def test_a_timed_out_forked_child_and_its_own_children_are_stopped(tmp_path: Pat
         "time.sleep(3600)"
     )
     clock = ManualClock()
-    with local_batch(tmp_path / "work", vcpus=1, clock=clock) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1, clock=clock) as batch:
         batch.register("stuck", (PYTHON, "-c", script), timeout=60)
         job_id = batch.submit("stuck", "stuck")
         batch.wait_for(job_id, ("RUNNING",))
@@ -311,7 +311,7 @@ def test_a_timed_out_forked_child_and_its_own_children_are_stopped(tmp_path: Pat
 
 
 def test_without_its_fork_server_a_run_still_runs(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         fork_server = batch.scheduler.fork_server
         assert fork_server is not None
         fork_server.process.kill()
@@ -325,11 +325,11 @@ def test_without_its_fork_server_a_run_still_runs(tmp_path: Path, records: Path)
 
 def test_a_fork_server_that_dies_mid_run_is_a_lost_host(tmp_path: Path) -> None:
     rules = [rule.as_evaluate_on_exit() for rule in RETRY_RULES]
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         batch.register("long", (PYTHON, "-c", "import time; time.sleep(3600)"), rules=rules)
         job_id = batch.submit("long", "long")
         batch.wait_for(job_id, ("RUNNING",))
-        process = batch.backend.jobs[job_id].process
+        process = batch.engine.jobs[job_id].process
         assert process is not None
         assert batch.scheduler.fork_server is not None
         batch.scheduler.fork_server.process.kill()  # WHEN the fork server dies under a job
@@ -363,7 +363,7 @@ def test_a_stopped_job_is_asked_first_and_cleans_up(tmp_path: Path) -> None:
         "signal.signal(signal.SIGTERM, lambda *_: (p.unlink(), sys.exit(143)));"
         "p.write_text('x'); time.sleep(3600)"
     )
-    with local_batch(tmp_path / "work", vcpus=1) as batch:
+    with engine_with_processes(tmp_path / "work", vcpus=1) as batch:
         batch.register("polite", (PYTHON, "-c", script, str(own)))
         job_id = batch.submit("polite", "polite")
         batch.wait_for(job_id, ("RUNNING",))
@@ -405,7 +405,7 @@ def test_the_engine_runs_where_cpu_affinity_does_not_exist(
     # GIVEN a system without sched_getaffinity/sched_setaffinity (macOS)
     monkeypatch.delattr(os, "sched_getaffinity")
     monkeypatch.delattr(os, "sched_setaffinity")
-    with local_batch(tmp_path / "work", vcpus=None, fork=False) as batch:  # type: ignore[arg-type]
+    with engine_with_processes(tmp_path / "work", vcpus=None, fork=False) as batch:  # type: ignore[arg-type]
         _recording(batch, "one", records)
         job = batch.wait_for(batch.submit("one", "one"))
     assert job["status"] == "SUCCEEDED"
@@ -416,7 +416,7 @@ def test_the_engine_runs_where_cpu_affinity_does_not_exist(
 
 
 def test_job_definitions_have_revisions(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         first = _recording(batch, "d", records)
         second = _recording(batch, "d", records, exit_code=3)
         batch.client.deregister_job_definition(jobDefinition="d:2")
@@ -435,7 +435,7 @@ def test_job_definitions_have_revisions(tmp_path: Path, records: Path) -> None:
 def test_the_deprecated_vcpus_and_memory_overrides_are_mapped(
     tmp_path: Path, records: Path
 ) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         _recording(batch, "d", records)
         job_id = batch.submit("n", "d", containerOverrides={"vcpus": 4, "memory": 4096})
         job = batch.wait_for(job_id)
@@ -459,7 +459,7 @@ def test_the_deprecated_vcpus_and_memory_overrides_are_mapped(
 def test_bad_requests_are_refused_with_aws_error_codes(
     tmp_path: Path, records: Path, request_: dict[str, Any], message: str
 ) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         _recording(batch, "d", records)
         request = {"jobName": "n", "jobQueue": "Q", "jobDefinition": "d", **request_}
         with pytest.raises(ClientError) as raised:
@@ -471,7 +471,7 @@ def test_bad_requests_are_refused_with_aws_error_codes(
 def test_a_disabled_compute_environment_holds_jobs_and_a_disabled_queue_takes_none(
     tmp_path: Path, records: Path
 ) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         _recording(batch, "d", records)
         batch.client.update_compute_environment(computeEnvironment="local", state="DISABLED")
         held = batch.submit("held", "d")
@@ -486,7 +486,7 @@ def test_a_disabled_compute_environment_holds_jobs_and_a_disabled_queue_takes_no
 
 
 def test_tags_on_jobs_and_definitions(tmp_path: Path, records: Path) -> None:
-    with local_batch(tmp_path / "work") as batch:
+    with engine_with_processes(tmp_path / "work") as batch:
         definition = _recording(batch, "d", records)
         job_id = batch.submit("n", "d", tags={"team": "data"}, propagateTags=True)
         arn = batch.describe(job_id)["jobArn"]
@@ -500,7 +500,7 @@ def test_tags_on_jobs_and_definitions(tmp_path: Path, records: Path) -> None:
 
 
 def test_an_operation_the_endpoint_does_not_serve_is_named(tmp_path: Path) -> None:
-    with local_batch(tmp_path / "work") as batch, pytest.raises(ClientError) as raised:
+    with engine_with_processes(tmp_path / "work") as batch, pytest.raises(ClientError) as raised:
         batch.client.create_scheduling_policy(name="fair")
     assert raised.value.response["Error"]["Code"] == "UnknownOperationException"
     assert "CreateSchedulingPolicy" in raised.value.response["Error"]["Message"]

@@ -1,6 +1,6 @@
 """``python -m pipeline.submit`` as a user runs it: a process of its own, with no AWS
 configuration of the machine's and a local state folder of its own. The one subprocess
-harness of the command line (``moto_batch.cli_in_process`` runs it in this process)."""
+harness of the command line (``helpers.batch.cli_in_process`` runs it in this process)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from helpers.batch import cli_in_process, engine_batch
 from helpers.jobs_world import jobs_world, sample_inputs
-from helpers.moto_batch import cli_in_process
 from pipeline import contract
 from pipeline.errors import SpecError
 from pipeline.jobs import job_d
@@ -351,9 +351,9 @@ def test_steps_module_needs_no_cdk_or_boto3() -> None:
 
 
 def test_on_aws_steps_other_than_the_deployed_are_refused(usersteps: PipelineSteps) -> None:
-    from helpers.moto_batch import STACK, moto_batch
+    from helpers.batch import STACK
 
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         code, _, err = cli_in_process(aws, "--stack", STACK, "--steps", "usersteps:STEPS")
         assert code == 252
         assert err.startswith(

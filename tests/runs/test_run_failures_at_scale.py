@@ -1,4 +1,5 @@
-"""Failure reports on moto's Batch and CloudWatch Logs: 10,000 children, 37 failed two ways."""
+"""Failure reports on the engine's Batch and moto's CloudWatch Logs: 10,000 children, 37 failed
+two ways."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from helpers.moto_batch import REGION, MotoBatch, moto_batch
+from helpers.batch import REGION, EngineBatch, engine_batch
 from pipeline.document import PipelineDocument
 from pipeline.runs.chain import submit_pipeline
 from pipeline.runs.failures import cloudwatch_log_reader, failure_report, index_ranges
@@ -22,17 +23,12 @@ APP = "Essential container in task exited"
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
-def _fail(aws: MotoBatch, parent: str, indices: list[int], reason: str, code: int) -> None:
-    for index in indices:
-        aws.fail_child(parent, index, reason, exit_code=code)
-
-
-def _logs(aws: MotoBatch, job_ids: list[str]) -> Any:
+def _logs(aws: EngineBatch, job_ids: list[str]) -> Any:
     logs = boto3.client("logs", region_name=REGION)
     logs.create_log_group(logGroupName=LOG_GROUP)
     for job_id in job_ids:
@@ -63,20 +59,20 @@ def _counted(client: Any) -> dict[str, int]:
 
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 @pytest.mark.parametrize("extra_failures", [0, 150])
-def test_37_failures_in_two_groups(aws: MotoBatch, extra_failures: int) -> None:
+def test_37_failures_in_two_groups(aws: EngineBatch, extra_failures: int) -> None:
     # GIVEN a 10,000-child JobB with 20 children failing one way and 17 another
+    app_failures = [*range(100, 110), *range(200, 210)]
+    oom_failures = [*range(5000, 5015), 7777, 9999]
+    aws.inject(*(f"JobB:{i}=exit:1" for i in app_failures))
+    aws.inject(*(f"JobB:{i}=out-of-memory" for i in oom_failures))
+    # (a larger failure beyond the first page must not cost more calls)
+    aws.inject(*(f"JobB:{i}=exit:1" for i in range(1000, 1000 + extra_failures)))
     run = submit_pipeline(
         aws.batch,
         PipelineDocument(aws.queue_arn, aws.definition_arns),
         run_config(array_size=10_000),
     )
     parent = run.job_ids["JobB"]
-    app_failures = [*range(100, 110), *range(200, 210)]
-    oom_failures = [*range(5000, 5015), 7777, 9999]
-    _fail(aws, parent, app_failures, APP, 1)
-    _fail(aws, parent, oom_failures, OOM, 137)
-    # (a larger failure beyond the first page must not cost more calls)
-    _fail(aws, parent, list(range(1000, 1000 + extra_failures)), APP, 1)
     logs = _logs(aws, [f"{parent}:{app_failures[0]}", f"{parent}:{oom_failures[0]}"])
     progress = describe_jobs(aws.batch, {"JobB": parent})
     batch_calls, log_calls = _counted(aws.batch), _counted(logs)

@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 import pytest
 
-from helpers.moto_batch import REGION, MotoBatch, moto_batch, step_environment
+from helpers.batch import REGION, EngineBatch, engine_batch, step_environment
 from pipeline import contract
 from pipeline.contract import INPUT_PREFIX
 from pipeline.document import PipelineDocument
@@ -21,7 +21,14 @@ from pipeline.runs import triggers
 from pipeline.runs.engine import plan_resume_run, plan_run, submit
 from pipeline.runs.progress import list_runs
 from pipeline.runs.requests import RunInputs
-from pipeline.spec import DEFAULT_SPEC, PIPELINE_TAG, RESOURCES, RUN_TAG, STARTED_BY_TAG
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    PIPELINE_TAG,
+    RESOURCES,
+    RETRY_RULES,
+    RUN_TAG,
+    STARTED_BY_TAG,
+)
 from pipeline.starter import handler, start_from_event
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_event
 
@@ -93,14 +100,14 @@ def test_starter_settings_round_trip_through_the_environment() -> None:
     assert StarterSettings.from_env(settings.environment()) == settings
 
 
-# --- the handler against moto ------------------------------------------------------------------
+# --- the handler against the engine and moto's SNS -----------------------------------------
 
 
 class Cloud:
-    """moto's Batch with job definitions as the stack registers them (array size, resource
+    """The engine's Batch with job definitions as the stack registers them (array size, resource
     names and JobE's defaults in the definitions), and the topic, read through a queue."""
 
-    def __init__(self, aws: MotoBatch) -> None:
+    def __init__(self, aws: EngineBatch) -> None:
         self.aws = aws
         self.sns = boto3.client("sns", region_name=REGION)
         self.sqs = boto3.client("sqs", region_name=REGION)
@@ -130,7 +137,10 @@ class Cloud:
                     ],
                 },
                 timeout={"attemptDurationSeconds": job.timeout_seconds},
-                retryStrategy={"attempts": job.retry_attempts},
+                retryStrategy={
+                    "attempts": job.retry_attempts,
+                    "evaluateOnExit": [rule.as_evaluate_on_exit() for rule in RETRY_RULES],
+                },
             )["jobDefinitionArn"]
 
     def settings(self, **changes: Any) -> StarterSettings:
@@ -170,7 +180,7 @@ class Cloud:
 
 @pytest.fixture
 def cloud() -> Iterator[Cloud]:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         yield Cloud(aws)
 
 
@@ -224,7 +234,7 @@ def test_a_scheduled_run_lists_the_whole_bucket_and_status_finds_it(cloud: Cloud
 
 def test_a_trigger_skips_and_notifies_while_a_run_is_active(cloud: Cloud) -> None:
     # GIVEN a run still going (its jobs held in RUNNABLE)
-    cloud.aws.hold_new_jobs("RUNNABLE")
+    cloud.aws.hold_new_jobs()
     first = cloud.start(_upload("a/_READY", "e-1"))
     assert first["action"] == "STARTED"
     submitted = len(cloud.aws.parents())
@@ -255,7 +265,7 @@ def test_a_trigger_over_the_cost_guard_is_refused_with_a_notification(cloud: Clo
 
 
 def test_an_event_delivered_twice_starts_one_run(cloud: Cloud) -> None:
-    cloud.aws.hold_new_jobs("RUNNABLE")
+    cloud.aws.hold_new_jobs()
     assert cloud.start(_upload("a/_READY", "same"))["action"] == "STARTED"
     assert cloud.start(_upload("a/_READY", "same"))["action"] == "DUPLICATE"
     assert len(cloud.aws.parents()) == 5
@@ -265,8 +275,7 @@ def test_an_event_delivered_twice_starts_one_run(cloud: Cloud) -> None:
 def test_of_two_racing_triggers_the_later_stops_itself(cloud: Cloud) -> None:
     # GIVEN a run that started a moment ago, which the second trigger's overlap check missed:
     # ListJobs shows it nothing until it submits (a listing that lags behind the rival)
-    cloud.aws.hold_new_jobs("RUNNABLE")
-    cloud.aws.apply_stops()
+    cloud.aws.hold_new_jobs()
     rival = cloud.start(_upload("a/_READY", "e-1"))
     submitted: list[str] = []
 
@@ -312,9 +321,8 @@ def test_the_lambda_entry_point_reads_its_environment(
 
 def test_a_resume_keeps_the_runs_input_prefix(cloud: Cloud) -> None:
     # GIVEN an upload run whose JobB child failed
+    cloud.aws.inject("JobB:3=exit:1")
     result = cloud.start(_upload("incoming/x/_READY"))
-    ids = {j["job"]: j["jobId"] for j in result["jobs"]}
-    cloud.aws.fail_child(ids["JobB"], 3, "Essential container in task exited")
     # WHEN it is resumed from the command line's engine code
     from pipeline.backends.aws import AwsSession
 
@@ -373,7 +381,7 @@ def test_the_bundle_holds_the_engine_and_imports_without_cdk_or_moto(tmp_path: P
 
 def test_a_chain_still_being_submitted_counts_as_active(cloud: Cloud) -> None:
     # GIVEN another starter's chain that has reached only JobA so far
-    cloud.aws.hold_new_jobs("RUNNABLE")
+    cloud.aws.hold_new_jobs()
     cloud.aws.batch.submit_job(
         jobName="JobA",
         jobQueue=cloud.aws.queue_arn,

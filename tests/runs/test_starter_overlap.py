@@ -1,5 +1,5 @@
-"""The starter's overlap race, against moto's Batch: however two triggers interleave, a second
-run does not go on while one is active.
+"""The starter's overlap race, against the engine's Batch: however two triggers interleave, a
+second run does not go on while one is active.
 
 The starter's logic is :func:`pipeline.runs.triggers.start_triggered`, the Lambda handler's
 (``pipeline.starter``) and ``run --local --on-upload``'s. Two starters at once are two calls on
@@ -7,7 +7,7 @@ one client: the second runs inside a botocore hook of the first, at the moment t
 (before the first submits anything, or after its last SubmitJob and before it looks for
 rivals). What they share is what two Lambda invocations share, the service. ListJobs lag,
 equal ``createdAt`` times and a refused CancelJob are hooks on that client too; jobs are held
-RUNNABLE and stops take effect (``MotoBatch``). The starter's waits go through the ``sleep``
+RUNNABLE and stops take effect (``EngineBatch``). The starter's waits go through the ``sleep``
 it is given: nothing here waits.
 """
 
@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from helpers.moto_batch import (
-    MotoBatch,
+from helpers.batch import (
+    EngineBatch,
     Sleeps,
+    engine_batch,
     error_answer,
     lag_listings,
-    moto_batch,
     stack_document,
 )
 from pipeline.backends.aws import AwsSession
@@ -57,7 +57,7 @@ def upload(prefix: str, event_id: str, time: str = "2026-11-26T02:00:00Z") -> Tr
 class Starters:
     """Starters on one pipeline whose queue is moto's, and what they published."""
 
-    def __init__(self, aws: MotoBatch) -> None:
+    def __init__(self, aws: EngineBatch) -> None:
         self.aws = aws
         self.document = stack_document(
             aws.queue_arn, aws.definition_arns, DEFAULT_SPEC.with_array_size(3)
@@ -68,8 +68,7 @@ class Starters:
         self.sent: Counter[str] = Counter()
         """Stop requests sent, by ``<operation> <jobId>``."""
         self._refused: Callable[[str], bool] = lambda _job_id: False
-        aws.hold_new_jobs("RUNNABLE")
-        aws.apply_stops()
+        aws.hold_new_jobs()
         aws.intercept(self._answer)
 
     def start(self, trigger: Trigger) -> TriggerOutcome:
@@ -114,7 +113,7 @@ class Starters:
     # --- what the service does -----------------------------------------------------------------
 
     def listing_lag(self, hidden: int) -> None:
-        """ListJobs lags ``hidden`` listings behind (see :func:`moto_batch.lag_listings`)."""
+        """ListJobs lags ``hidden`` listings behind (see :func:`helpers.batch.lag_listings`)."""
         lag_listings(self.aws.batch, hidden)
 
     def same_created_at(self) -> None:
@@ -161,7 +160,7 @@ class Starters:
 
 @pytest.fixture
 def starters() -> Iterator[Starters]:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         yield Starters(aws)
 
 

@@ -1,13 +1,13 @@
-"""Lost SubmitJob answers on the AWS path, against moto's Batch: the chain leaves no orphaned job
-and no duplicate.
+"""Lost SubmitJob answers on the AWS path, against the engine's Batch: the chain leaves no
+orphaned job and no duplicate.
 
 SubmitJob has no idempotency token, so a request whose answer is lost may or may not have made
 a job. Each fault is put on the client the submitter is given, through botocore's event hooks:
-an error answer for a request moto never sees (``MotoBatch.intercept``), a connection reset
-once moto has accepted the job (an ``after-call`` hook that raises, so the client never learns
-the job's ID), ListJobs lag (an ``after-call`` hook that leaves a job out of its first
-listings) and a CancelJob that is refused. Jobs are held RUNNABLE (``hold_new_jobs``) and stops
-take effect (``apply_stops``), so what is left running shows. The submitter's backoff goes
+an error answer for a request the engine never sees (``EngineBatch.intercept``), a connection
+reset once the engine has accepted the job (an ``after-call`` hook that raises, so the client
+never learns the job's ID), ListJobs lag (an ``after-call`` hook that leaves a job out of its
+first listings) and a CancelJob that is refused. Jobs are held RUNNABLE (``hold_new_jobs``), so what
+is left running shows. The submitter's backoff goes
 through the ``sleep`` it is given: nothing here waits.
 """
 
@@ -23,7 +23,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 
-from helpers.moto_batch import MotoBatch, Sleeps, error_answer, lag_listings, moto_batch
+from helpers.batch import EngineBatch, Sleeps, engine_batch, error_answer, lag_listings
 from pipeline.batch_facts import DEPENDENCY_FAILED, TERMINAL
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_SERVICE, ChainError
@@ -37,7 +37,7 @@ JOBS = [job.key for job in DEFAULT_SPEC]
 class Faults:
     """Faults on the submitter's client (``aws.batch``), and what it sent."""
 
-    def __init__(self, aws: MotoBatch) -> None:
+    def __init__(self, aws: EngineBatch) -> None:
         self.aws = aws
         self.client = aws.batch
         self.sent: Counter[str] = Counter()
@@ -46,8 +46,7 @@ class Faults:
         self._answers: dict[str, Callable[[Any], AWSResponse | None]] = {}
         self.client.meta.events.register_first("before-send", self._count)
         aws.intercept(self._answer)
-        aws.hold_new_jobs("RUNNABLE")
-        aws.apply_stops()
+        aws.hold_new_jobs()
 
     def document(self) -> PipelineDocument:
         return PipelineDocument(self.aws.queue_arn, self.aws.definition_arns)
@@ -93,7 +92,7 @@ class Faults:
         self.client.meta.events.register("after-call.batch.SubmitJob", reset)
 
     def listing_lag(self, hidden: int) -> None:
-        """ListJobs lags ``hidden`` listings behind (see :func:`moto_batch.lag_listings`)."""
+        """ListJobs lags ``hidden`` listings behind (see :func:`helpers.batch.lag_listings`)."""
         lag_listings(self.client, hidden)
 
     def refuse_stops(self, job_ids: Callable[[], set[str]]) -> None:
@@ -127,7 +126,7 @@ class Faults:
 
 @pytest.fixture
 def faults() -> Iterator[Faults]:
-    with moto_batch() as aws:
+    with engine_batch() as aws:
         yield Faults(aws)
 
 

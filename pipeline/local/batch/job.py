@@ -106,8 +106,12 @@ class Job:
     exit_code: int | None = None
     log_stream: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
-    # --- scheduling state (not described) -----------------------------------------------------
+    stopped_by: str | None = None
+    """``CancelJob`` or ``TerminateJob`` when a stop ended the job (``isCancelled``,
+    ``isTerminated``)."""
     cancel_requested: str | None = None
+    """The reason of a CancelJob that waits for the job's dependencies to end."""
+    # --- scheduling state (not described) -----------------------------------------------------
     process: subprocess.Popen[bytes] | Forked | None = None
     cores: tuple[int, ...] = ()
     deadline: float | None = None
@@ -144,10 +148,13 @@ class Job:
         return self.current_status in TERMINAL
 
     def parent_reason(self) -> str | None:
-        """An ended array parent's status reason: a dependency failure when every failed
-        child never ran for that reason, else the failure of a child."""
+        """An ended array parent's status reason: the reason of a stop asked of the parent,
+        a dependency failure when every failed child never ran for that reason, else the
+        failure of a child."""
         if self.current_status != "FAILED":
             return None
+        if self.stopped_by is not None and self.status_reason:
+            return self.status_reason
         reasons = {c.status_reason for c in self.children if c.status == "FAILED"}
         return DEPENDENCY_FAILED if reasons == {DEPENDENCY_FAILED} else ARRAY_CHILD_FAILED
 
@@ -212,7 +219,14 @@ class Job:
             described["startedAt"] = self.started_at
         if self.stopped_at is not None:
             described["stoppedAt"] = self.stopped_at
+        described.update(self.stop_flags())
         return described
+
+    def stop_flags(self) -> dict[str, bool]:
+        """``isCancelled`` or ``isTerminated``, once a stop ended the job."""
+        if self.stopped_by is None or self.current_status != "FAILED":
+            return {}
+        return {"isTerminated" if self.stopped_by == "TerminateJob" else "isCancelled": True}
 
     def summary(self) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -239,4 +253,5 @@ class Job:
             summary["startedAt"] = self.started_at
         if self.stopped_at is not None:
             summary["stoppedAt"] = self.stopped_at
+        summary.update(self.stop_flags())
         return summary

@@ -1,5 +1,5 @@
-"""The fork server: one process that has imported the job programs and their libraries and
-forks one child per job attempt.
+"""The fork server: one process that has imported the modules its caller names (the job
+programs and their libraries) and forks one child per job attempt.
 
 A fresh interpreter per attempt pays Python's start-up and boto3's import (about a quarter
 of a second) before a few milliseconds of work; a fork of this process pays neither. Each
@@ -28,92 +28,38 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-PRELOADED = (
-    "boto3",
-    "botocore.session",
-    "pipeline.jobs.aws_calls",
-    "pipeline.jobs.bucket_io",
-    "pipeline.jobs.program",
-    "pipeline.jobs.run_context",
-    "pipeline.jobs.job_a",
-    "pipeline.jobs.job_b",
-    "pipeline.jobs.job_c",
-    "pipeline.jobs.job_d",
-    "pipeline.jobs.job_e",
-    "pipeline.jobs.runner",
-    "pipeline.jobs.default_steps",
-)
-REHEARSED: dict[str, tuple[tuple[str, dict[str, Any], int, bytes], ...]] = {
-    "s3": (
-        ("get_object", {"Bucket": "b", "Key": "k"}, 404, b"<Error><Code>NoSuchKey</Code></Error>"),
-        ("put_object", {"Bucket": "b", "Key": "k", "Body": b"{}"}, 200, b""),
-    ),
-    "dynamodb": (
-        (
-            "batch_write_item",
-            {"RequestItems": {"t": [{"PutRequest": {"Item": {"k": {"S": "v"}}}}]}},
-            200,
-            b'{"UnprocessedItems": {}}',
-        ),
-    ),
-    "sns": (),
-}
-"""The clients the job programs make, and the calls they make most, made here once (see
-:func:`preload`)."""
 STOP_GRACE_SECONDS = 2.0
 """How long a job asked to stop may take before it is killed (AWS Batch gives 30 s)."""
 
 
-def preload() -> None:
-    """Import the programs and their libraries, and make the clients they make
-    (``pipeline.jobs.aws_calls.make_client``) in this process's environment, which is the jobs'
-    (the endpoint and credentials). A child asking for the same client in the same client
-    environment gets it instead of building one; a client holds no connection until used,
-    and none is used here, so every child opens its own."""
+def preload(modules: Sequence[str], warm_up: str | None) -> None:
+    """Import ``modules`` (a job program, its libraries) and run ``warm_up`` (``"module:function"``,
+    the caller's preparation, in this process's environment, which is the jobs'): whatever they
+    build is shared with every child until the child writes to it."""
     import importlib
 
-    for module in PRELOADED:
+    for module in modules:
         with contextlib.suppress(ImportError):  # a fork server for other programs still works
             importlib.import_module(module)
-    with contextlib.suppress(Exception):
-        from pipeline.jobs.aws_calls import make_client
-
-        for service, calls in REHEARSED.items():
-            rehearse(make_client(service), calls)
-
-
-def rehearse(client: Any, calls: tuple[tuple[str, dict[str, Any], int, bytes], ...]) -> None:
-    """Make ``calls`` once, answered here (botocore's ``before-send`` event) instead of
-    sent: what a client builds on its first call of an operation (endpoint rules,
-    serializer, signer, parser) is then built once, here, and not in every child."""
-    from pipeline.local.answers import answer
-
-    answers: list[tuple[int, bytes]] = []
-
-    def canned(request: Any, **_: Any) -> Any:
-        status, body = answers[0]
-        return answer(request.url, status, {"ETag": '"r"'}, body)
-
-    client.meta.events.register_first("before-send", canned, unique_id="fork-server-rehearsal")
-    try:
-        for operation, parameters, status, body in calls:
-            answers[:] = [(status, body)]
-            with contextlib.suppress(Exception):
-                getattr(client, operation)(**parameters)
-    finally:
-        client.meta.events.unregister("before-send", unique_id="fork-server-rehearsal")
+    if warm_up:
+        module_name, _, function = warm_up.partition(":")
+        try:
+            getattr(importlib.import_module(module_name), function)()
+        except Exception:  # a preparation that fails costs speed, not correctness
+            traceback.print_exc()
 
 
-def run_program(argv: list[str]) -> int:
+def run_program(argv: list[str], preloaded: Sequence[str] = ()) -> int:
     """Run ``python -m MODULE ARGS`` or ``python -c CODE ARGS`` in this process, as the
     interpreter would; returns the exit code."""
     import runpy
 
     try:
         module = sys.modules.get(argv[2]) if argv[1] == "-m" else None
-        if module is not None and argv[2] in PRELOADED and hasattr(module, "main"):
+        if module is not None and argv[2] in preloaded and hasattr(module, "main"):
             # A preloaded program: run what its `if __name__ == "__main__"` guard runs,
             # without executing its module body again.
             sys.argv = [argv[2], *argv[3:]]
@@ -144,7 +90,9 @@ def set_affinity(cores: list[int]) -> None:
             os.sched_setaffinity(0, set(cores))
 
 
-def child(request: dict[str, Any], inherited: tuple[int, ...], notices: int) -> NoReturn:
+def child(
+    request: dict[str, Any], inherited: tuple[int, ...], notices: int, preloaded: Sequence[str]
+) -> NoReturn:
     """In the forked child: become the job's process, run it, tell its exit code on
     ``notices``, and never return."""
     code = 1
@@ -173,7 +121,7 @@ def child(request: dict[str, Any], inherited: tuple[int, ...], notices: int) -> 
         for entry in reversed(wanted.get("PYTHONPATH", "").split(os.pathsep)):
             if entry and entry not in sys.path:
                 sys.path.insert(0, entry)
-        code = run_program(request["argv"])
+        code = run_program(request["argv"], preloaded)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -204,8 +152,8 @@ def stop_all(pids: set[int]) -> None:
                 kill(pid, signal.SIGKILL)
 
 
-def serve() -> None:
-    preload()
+def serve(modules: Sequence[str] = (), warm_up: str | None = None) -> None:
+    preload(modules, warm_up)
     # Everything loaded so far is shared with every child until someone writes to it; a
     # garbage collection in a child would write to all of it (each object's GC header).
     # Frozen objects are left out of collections.
@@ -267,7 +215,7 @@ def serve() -> None:
                 out.flush()
                 pid = os.fork()
                 if pid == 0:
-                    child(request, (*wakeup, stdin, notices), notice_end)
+                    child(request, (*wakeup, stdin, notices), notice_end, modules)
                 running.add(pid)
                 try:
                     report({"pid": pid})
@@ -293,5 +241,16 @@ def serve() -> None:
                     return
 
 
+def main(argv: Sequence[str]) -> None:
+    """``python -m pipeline.local.batch.launcher [--preload MODULE]... [--warm-up MOD:FUNC]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.batch.launcher")
+    parser.add_argument("--preload", action="append", default=[], metavar="MODULE")
+    parser.add_argument("--warm-up", metavar="MODULE:FUNCTION")
+    args = parser.parse_args(argv)
+    serve(tuple(args.preload), args.warm_up)
+
+
 if __name__ == "__main__":
-    serve()
+    main(sys.argv[1:])

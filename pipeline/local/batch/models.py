@@ -30,6 +30,7 @@ from pipeline.batch_facts import (
     MAX_ARRAY_SIZE,
     MAX_DEPENDENCIES,
     MIN_ARRAY_SIZE,
+    STARTED,
     TERMINAL,
     pattern_matches,
     retry_action,
@@ -50,7 +51,9 @@ Record = Callable[[str, dict[str, Any]], None]
 
 
 class Placement(Protocol):
-    """What the state machine tells whoever starts jobs (:class:`.scheduler.Scheduler`)."""
+    """What the state machine tells whoever places jobs: the :class:`.scheduler.Scheduler`
+    (processes on this machine), or a caller driving the engine in its own process
+    (:mod:`.placements`)."""
 
     def enqueue(self, job: Job) -> None:
         """``job`` became RUNNABLE."""
@@ -60,10 +63,6 @@ class Placement(Protocol):
 
     def wake(self) -> None:
         """Something changed that may let a job start."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LocalBatch:
@@ -77,18 +76,25 @@ class LocalBatch:
         faults: Mapping[FaultKey, Fault] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_record: Record | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock`` (seconds since the epoch) stamps ``createdAt``, ``startedAt`` and
+        ``stoppedAt``."""
         self.place = place
+        self.clock = clock
         self.registry = Registry(place)
         self.faults = dict(faults or {})
         self.on_event = on_event
         self.on_record = on_record
-        self.scheduler: Placement | None = None
+        self.placement: Placement | None = None
         self.lock = threading.RLock()
         self.jobs: dict[str, Job] = {}
         self.order: list[Job] = []
         self._waiters: dict[str, list[Job]] = {}
         self._emitted: dict[str, str] = {}
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -157,7 +163,7 @@ class LocalBatch:
     ) -> Job:
         resolved = Resolved.of(definition, request)
         job_id = job_id or str(uuid.uuid4())
-        created = created or now_ms()
+        created = created or self.now_ms()
         job = Job(
             job_id=job_id,
             arn=self.place.arn(f"job/{job_id}"),
@@ -251,16 +257,27 @@ class LocalBatch:
             job = self.jobs.get(str(request.get("jobId")))
             if job is None:
                 raise BatchClientError(f"Job {request.get('jobId')} does not exist")
+            if job.children and not job.is_terminal:
+                job.stopped_by = "TerminateJob" if running_too else "CancelJob"
+                job.status_reason = reason
             for leaf in job.leaves:
                 if leaf.status in TERMINAL:
                     continue
-                if leaf.status in ("STARTING", "RUNNING"):
-                    if running_too and self.scheduler is not None:
-                        self.scheduler.stop(leaf, reason)
+                if leaf.status in STARTED:
+                    if running_too and self.placement is not None:
+                        leaf.stopped_by = "TerminateJob"
+                        self.placement.stop(leaf, reason)
                     continue  # CancelJob leaves started jobs running, as AWS does
+                if leaf.status == "PENDING" and leaf.unmet:
+                    # "A PENDING job is canceled after all dependency jobs are completed"
+                    # (CancelJob, AWS Batch API Reference): it fails when they have ended.
+                    leaf.cancel_requested = reason
+                    self._record_leaf(leaf)
+                    continue
+                leaf.stopped_by = "CancelJob"
                 self.finish(leaf, "FAILED", reason)
-        if self.scheduler is not None:
-            self.scheduler.wake()
+        if self.placement is not None:
+            self.placement.wake()
 
     def get_job_queue_snapshot(self, request: dict[str, Any]) -> dict[str, Any]:
         """The RUNNABLE jobs at the front of the queue, in the order they would start."""
@@ -273,7 +290,7 @@ class LocalBatch:
                 for leaf in job.leaves
                 if leaf.status == "RUNNABLE"
             ][:100]
-        return {"frontOfQueue": {"jobs": front, "lastUpdatedAt": now_ms()}}
+        return {"frontOfQueue": {"jobs": front, "lastUpdatedAt": self.now_ms()}}
 
     # --- tags -------------------------------------------------------------------------------
 
@@ -350,8 +367,14 @@ class LocalBatch:
                 continue
             if status == "SUCCEEDED":
                 waiter.unmet -= 1
-                if waiter.unmet == 0:
+                if waiter.unmet == 0 and waiter.cancel_requested is None:
                     self.set_status(waiter, "RUNNABLE")
+                elif waiter.unmet == 0:
+                    waiter.stopped_by = "CancelJob"
+                    self.finish(waiter, "FAILED", waiter.cancel_requested)
+            elif waiter.cancel_requested is not None:
+                waiter.stopped_by = "CancelJob"
+                self.finish(waiter, "FAILED", waiter.cancel_requested)
             else:
                 self.finish(waiter, "FAILED", DEPENDENCY_FAILED)
 
@@ -365,14 +388,14 @@ class LocalBatch:
             parent.counts[status] = parent.counts.get(status, 0) + 1
             if status == "STARTING" and parent.started_at is None:
                 parent.started_at = job.started_at
-        if status == "RUNNABLE" and self.scheduler is not None:
-            self.scheduler.enqueue(job)
+        if status == "RUNNABLE" and self.placement is not None:
+            self.placement.enqueue(job)
         self._emit(job if parent is None else parent)
         if status in TERMINAL:
             self._record_leaf(job)
             self._resolve(job)
             if parent is not None and parent.is_terminal:
-                parent.stopped_at = now_ms()
+                parent.stopped_at = self.now_ms()
                 self._emit(parent)
                 self._resolve(parent)
 
@@ -382,15 +405,15 @@ class LocalBatch:
         RUNNING to its end, so a job cancelled or failed on a dependency has none."""
         job.status_reason = reason
         if job.started_at is not None:
-            job.stopped_at = now_ms()
+            job.stopped_at = self.now_ms()
         self.set_status(job, status)
 
     def attempt_started(self, job: Job, log_stream: str, task_id: str) -> None:
-        job.started_at = job.started_at or now_ms()
+        job.started_at = job.started_at or self.now_ms()
         job.log_stream = log_stream
         job.attempts.append(
             {
-                "startedAt": now_ms(),
+                "startedAt": self.now_ms(),
                 "container": {
                     "logStreamName": log_stream,
                     "taskArn": self.place.arn(f"task/{task_id}").replace(":batch:", ":ecs:"),
@@ -412,7 +435,7 @@ class LocalBatch:
         """An attempt ended: the job succeeds, is retried (RUNNABLE again) or fails."""
         job.exit_code = exit_code
         attempt = job.attempts[-1]
-        attempt["stoppedAt"] = now_ms()
+        attempt["stoppedAt"] = self.now_ms()
         attempt["statusReason"] = status_reason
         if exit_code is not None:
             attempt["container"]["exitCode"] = exit_code
@@ -487,7 +510,8 @@ class LocalBatch:
         leaf = self.jobs.get(str(record["jobId"]))
         if leaf is not None:
             for name in LEAF_FIELDS:
-                setattr(leaf, name, record[name])
+                if name in record:
+                    setattr(leaf, name, record[name])
 
     def settle_restored(self) -> None:
         """After restoring: array parents' counts and times from their children, no event for
@@ -531,7 +555,11 @@ LEAF_FIELDS = (
     "attempts",
     "exit_code",
     "log_stream",
+    "stopped_by",
+    "cancel_requested",
 )
+"""A leaf's state as the journal keeps it; a field a record lacks (an older journal) keeps
+its default."""
 
 
 def leaf_record(leaf: Job) -> dict[str, Any]:

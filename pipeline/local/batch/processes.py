@@ -54,13 +54,24 @@ class ForkServer:
     about exits on a reader thread (``on_exit`` is called after each)."""
 
     def __init__(
-        self, environment: Mapping[str, str], log: Path, on_exit: Callable[[], None]
+        self,
+        environment: Mapping[str, str],
+        log: Path,
+        on_exit: Callable[[], None],
+        *,
+        preload: Sequence[str] = (),
+        warm_up: str | None = None,
     ) -> None:
+        """``preload`` (modules) and ``warm_up`` (``"module:function"``): what the fork server
+        imports and runs once, before its first fork (see :mod:`.launcher`)."""
         self._on_exit = on_exit
         log.parent.mkdir(parents=True, exist_ok=True)
+        options = [f"--preload={module}" for module in preload]
+        if warm_up:
+            options.append(f"--warm-up={warm_up}")
         with log.open("wb") as errors:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.local.batch.launcher"],
+                [sys.executable, "-m", "pipeline.local.batch.launcher", *options],
                 env=dict(environment),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

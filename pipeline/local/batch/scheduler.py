@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,6 @@ from pipeline.batch_facts import (
     QUEUE_NAME_VARIABLE,
     TIMEOUT_REASON,
 )
-from pipeline.contract import WORKERS
 from pipeline.local.batch.definitions import JobQueue, ceil_vcpus
 from pipeline.local.batch.faults import HOST_TERMINATED
 from pipeline.local.batch.job import Job
@@ -90,8 +89,15 @@ class Scheduler:
         ship_log: LogShipper | None = None,
         tick: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        preload: Sequence[str] = (),
+        warm_up: str | None = None,
+        cores_variable: str | None = None,
     ) -> None:
-        """``clock`` (seconds) measures the attempts' timeouts and the stop grace."""
+        """``clock`` (seconds) measures the attempts' timeouts and the stop grace.
+        ``preload`` and ``warm_up``: what the fork server loads and runs before its first
+        fork (the programs the caller's jobs run, see :mod:`.launcher`). ``cores_variable``:
+        a variable that tells each job how many cores it was given, for programs on systems
+        where a process cannot be pinned to them (none by default: AWS Batch sets none)."""
         self.backend = backend
         self.clock = clock
         self.vcpu_budget = vcpu_budget or available_cores()
@@ -107,10 +113,19 @@ class Scheduler:
         self._zombies: list[subprocess.Popen[bytes]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.cores_variable = cores_variable
         self.fork_server = (
-            ForkServer(self.environment, work / "fork-server.log", self._wake.set) if fork else None
+            ForkServer(
+                self.environment,
+                work / "fork-server.log",
+                self._wake.set,
+                preload=preload,
+                warm_up=warm_up,
+            )
+            if fork
+            else None
         )
-        backend.scheduler = self
+        backend.placement = self
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -167,9 +182,9 @@ class Scheduler:
         command = [_substitute(argument, resolved.parameters) for argument in resolved.command]
         if command and command[0] in ("python", "python3"):
             command[0] = sys.executable  # the image's Python is this machine's
-        if job.fault is not None and job.fault.kind == "exit" and job.attempt == 0:
+        if job.fault is not None and job.fault.exit_code is not None and job.attempt == 0:
             code = job.fault.exit_code
-            script = f"import sys; print('injected fault: exit {code}'); sys.exit({code})"
+            script = f"import sys; print('injected fault: {job.fault.kind}'); sys.exit({code})"
             command = [sys.executable, "-c", script]
         task_id = uuid.uuid4().hex
         log_group, prefix = job.definition.log_place()
@@ -184,9 +199,9 @@ class Scheduler:
             JOB_ATTEMPT_VARIABLE: str(job.attempt + 1),
             QUEUE_NAME_VARIABLE: job.queue.name,
             "TMPDIR": str(scratch),
-            # The cores it may use, where the system cannot pin a process to them.
-            WORKERS: str(len(job.cores)),
         }
+        if self.cores_variable:
+            environment[self.cores_variable] = str(len(job.cores))
         if job.index is not None:
             environment[ARRAY_INDEX_VARIABLE] = str(job.index)
         attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
@@ -223,12 +238,11 @@ class Scheduler:
             if process is None:
                 continue
             fault = job.fault if job.attempt == 1 else None
-            if fault is not None and fault.kind in ("host-terminated", "timeout"):
+            if fault is not None and fault.exit_code is None:
                 # The host goes away (or the clock runs out) whether or not the program was done.
                 self._kill(process)
-                timed_out = fault.kind == "timeout"
-                reason = TIMEOUT_REASON if timed_out else HOST_TERMINATED
-                self._end(job, None, reason, retriable=not timed_out)
+                code, reason, retriable = fault.outcome()
+                self._end(job, code, reason, retriable=retriable)
                 continue
             if attempt.stop_reason is None and job.deadline is not None and now > job.deadline:
                 self._ask_to_stop(job, attempt, TIMEOUT_REASON, timed_out=True)
@@ -245,6 +259,9 @@ class Scheduler:
                 continue
             if isinstance(process, Forked) and process.lost:
                 self._end(job, None, HOST_TERMINATED)  # the fork server died: a lost host
+                continue
+            if fault is not None and code != 0:  # the injected exit
+                self._end(job, code, fault.outcome()[1])
                 continue
             self._end(job, code, None if code == 0 else ESSENTIAL_CONTAINER_EXITED)
 

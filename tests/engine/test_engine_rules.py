@@ -1,6 +1,8 @@
-"""The moto harness's overlay is what a Batch client sees: the states a test sets reach
-DescribeJobs and ListJobs in the shapes botocore's model of the Batch API declares, with the
-semantics the harness documents (array parents, dependencies, stops)."""
+"""AWS Batch's rules, as the engine keeps them and a Batch client sees them: array parents,
+dependencies (STANDARD, N_TO_N, SEQUENTIAL), failures that reach dependents, retries, cancel and
+terminate, ListJobs pages; each response in the shape botocore's model of the Batch API
+declares. Every test is fast (the engine in process, jobs placed by the test) and fails when
+the rule it names is broken."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import botocore.session
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StringShape, StructureShape
 
-from helpers.moto_batch import MotoBatch, moto_batch
+from helpers.batch import EngineBatch, engine_batch
 
 REASON = "Essential container in task exited"
 BATCH_MODEL = botocore.session.get_session().get_service_model("batch")
@@ -23,8 +25,8 @@ ABSENT_UNTIL_STARTED = {("JobDetail", "startedAt")}
 
 
 @pytest.fixture
-def aws() -> Iterator[MotoBatch]:
-    with moto_batch() as harness:
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
         yield harness
 
 
@@ -84,29 +86,29 @@ def _problems(value: Any, shape: Shape, where: str) -> list[str]:
     return []
 
 
-def _submit(aws: MotoBatch, key: str, **request: Any) -> str:
+def _submit(aws: EngineBatch, key: str, **request: Any) -> str:
     job = aws.batch.submit_job(
         jobName=key, jobQueue=aws.queue_arn, jobDefinition=aws.definition_arns[key], **request
     )
     return str(job["jobId"])
 
 
-def _described(aws: MotoBatch, *job_ids: str) -> dict[str, dict[str, Any]]:
+def _described(aws: EngineBatch, *job_ids: str) -> dict[str, dict[str, Any]]:
     response = aws.batch.describe_jobs(jobs=list(job_ids))
     assert shape_problems("DescribeJobs", response) == []
     return {j["jobId"]: j for j in response["jobs"]}
 
 
-def _listed(aws: MotoBatch, **request: Any) -> list[dict[str, Any]]:
+def _listed(aws: EngineBatch, **request: Any) -> list[dict[str, Any]]:
     response = aws.batch.list_jobs(**request)
     assert shape_problems("ListJobs", response) == []
     return list(response["jobSummaryList"])
 
 
-def test_a_failed_child_is_what_describe_jobs_and_list_jobs_show(aws: MotoBatch) -> None:
-    # GIVEN a three-child array whose child 1 failed with exit code 2 (moto finished the others)
+def test_a_failed_child_is_what_describe_jobs_and_list_jobs_show(aws: EngineBatch) -> None:
+    # GIVEN a three-child array whose child 1 failed with exit code 2 (the others succeeded)
+    aws.inject("JobB:1=exit:2")
     parent = _submit(aws, "JobB", arrayProperties={"size": 3})
-    aws.fail_child(parent, 1, REASON, exit_code=2)
     # WHEN the client describes the parent and that child, and lists the children by status
     described = _described(aws, parent, f"{parent}:1")
     failed = _listed(aws, arrayJobId=parent, jobStatus="FAILED")
@@ -144,10 +146,10 @@ def test_a_failed_child_is_what_describe_jobs_and_list_jobs_show(aws: MotoBatch)
     ]
 
 
-def test_jobs_wait_pending_on_a_dependency_and_fail_when_it_fails(aws: MotoBatch) -> None:
+def test_jobs_wait_pending_on_a_dependency_and_fail_when_it_fails(aws: EngineBatch) -> None:
     # GIVEN queued jobs: a two-child array, a job that depends on it, and one each of its
     # children depends on child for child (N_TO_N)
-    aws.hold_new_jobs("RUNNABLE")
+    aws.hold_new_jobs()
     array = _submit(aws, "JobB", arrayProperties={"size": 2})
     paired = _submit(
         aws, "JobC", arrayProperties={"size": 2}, dependsOn=[{"jobId": array, "type": "N_TO_N"}]
@@ -177,7 +179,7 @@ def test_jobs_wait_pending_on_a_dependency_and_fail_when_it_fails(aws: MotoBatch
         "Dependent Job failed",
     )
     # WHEN child 1 succeeds
-    aws.set_status(f"{array}:1", "SUCCEEDED")
+    aws.succeed(f"{array}:1")
     # THEN the array has FAILED, child 1 of the N_TO_N array may run, and the job after the
     # array fails on it without having started
     jobs = _described(aws, array, f"{paired}:1", after)
@@ -195,13 +197,12 @@ def test_jobs_wait_pending_on_a_dependency_and_fail_when_it_fails(aws: MotoBatch
     assert "exitCode" not in jobs[after]["container"]
 
 
-def test_cancel_and_terminate_end_jobs_as_the_api_reference_says(aws: MotoBatch) -> None:
-    # GIVEN a running job and a job waiting for it, with the stops taking effect
-    aws.apply_stops()
-    aws.hold_new_jobs("RUNNABLE")
+def test_cancel_and_terminate_end_jobs_as_the_api_reference_says(aws: EngineBatch) -> None:
+    # GIVEN a running job and a job waiting for it
+    aws.hold_new_jobs()
     first = _submit(aws, "JobA")
     second = _submit(aws, "JobB", arrayProperties={"size": 2}, dependsOn=[{"jobId": first}])
-    aws.set_status(first, "RUNNING")
+    aws.start(first)
     # WHEN both are cancelled
     aws.batch.cancel_job(jobId=first, reason="stop")
     aws.batch.cancel_job(jobId=second, reason="stop")
