@@ -1,7 +1,7 @@
 """DescribeJobs calls per poll while watching a run, for array sizes 10, 1,000 and 10,000.
 
-Measured on moto's Batch API, side by side in one run: the jobs are held RUNNING for three
-polls, then released, and every Batch API call the watcher makes is counted. The goal is the
+Measured on the library's own Batch engine in process, side by side in one run: the jobs are
+held for three polls (JobA running, the rest waiting), then run to their end, and every Batch API call the watcher makes is counted. The goal is the
 same number of calls per poll whatever the array size (children are counted from the parent's
 statusSummary, never listed).
 
@@ -20,7 +20,7 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
 )
 
-from helpers.moto_batch import moto_batch  # noqa: E402
+from helpers.batch import engine_batch  # noqa: E402
 from pipeline.document import PipelineDocument  # noqa: E402
 from pipeline.runs.chain import submit_pipeline  # noqa: E402
 from pipeline.runs.progress import JobProgress  # noqa: E402
@@ -32,13 +32,14 @@ HELD_POLLS = 3
 
 def measure(size: int) -> tuple[int, int]:
     """(polls, Batch calls made by the watcher) for one run of ``size`` children."""
-    with moto_batch() as aws:
-        aws.hold_new_jobs("RUNNING")
+    with engine_batch() as aws:
+        aws.hold_new_jobs()
         run = submit_pipeline(
             aws.batch,
             PipelineDocument(aws.queue_arn, aws.definition_arns),
             run_config(array_size=size),
         )
+        aws.start(run.jobs[0].job_id)
         aws.count_calls()
         polls = 0
 
@@ -46,8 +47,8 @@ def measure(size: int) -> tuple[int, int]:
             nonlocal polls
             polls += 1
             if polls == HELD_POLLS:
-                for job in run.jobs:
-                    aws.set_status(job.job_id, "SUCCEEDED")
+                aws.succeed(run.jobs[0].job_id)
+                aws.run_at_once()
 
         result = watch(aws.batch, run, interval=0, on_poll=on_poll)
         assert result.succeeded
@@ -55,7 +56,7 @@ def measure(size: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    print("Batch API calls per watch poll (moto):")
+    print("Batch API calls per watch poll (the engine in process):")
     per_poll = {}
     for size in (10, 1_000, 10_000):
         polls, calls = measure(size)
