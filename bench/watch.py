@@ -1,9 +1,9 @@
 """DescribeJobs calls per poll while watching a run, for array sizes 10, 1,000 and 10,000.
 
 Measured on the library's own Batch engine in process, side by side in one run: the jobs are
-held for three polls (JobA running, the rest waiting), then run to their end, and every Batch API call the watcher makes is counted. The goal is the
-same number of calls per poll whatever the array size (children are counted from the parent's
-statusSummary, never listed).
+held for three polls (JobA running, the rest waiting), then run to their end, and every Batch
+API call the watcher makes is counted. The goal is the same number of calls per poll whatever
+the array size (children are counted from the parent's statusSummary, never listed).
 
     .venv/bin/python bench/watch.py
 """

@@ -14,7 +14,7 @@ import botocore.session
 import pytest
 from botocore.model import ListShape, MapShape, Shape, StringShape, StructureShape
 
-from helpers.batch import EngineBatch, engine_batch
+from helpers.batch import QUEUE, EngineBatch, engine_batch
 
 REASON = "Essential container in task exited"
 BATCH_MODEL = botocore.session.get_session().get_service_model("batch")
@@ -220,3 +220,141 @@ def test_cancel_and_terminate_end_jobs_as_the_api_reference_says(aws: EngineBatc
     assert (jobs[second]["status"], jobs[second]["statusReason"]) == ("FAILED", "stop")
     assert jobs[f"{second}:0"]["isCancelled"] is True
     assert "startedAt" not in jobs[f"{second}:0"]
+
+
+# --- one fast test per rule, each failing when the rule is broken --------------------------------
+
+
+def _statuses(aws: EngineBatch, *job_ids: str) -> list[str]:
+    jobs = _described(aws, *job_ids)
+    return [jobs[job_id]["status"] for job_id in job_ids]
+
+
+def test_n_to_n_pairs_child_i_with_child_i_only(aws: EngineBatch) -> None:
+    # GIVEN two three-child arrays, the second N_TO_N on the first, placed by the test
+    aws.hold_new_jobs()
+    first = _submit(aws, "JobB", arrayProperties={"size": 3})
+    paired = _submit(
+        aws, "JobC", arrayProperties={"size": 3}, dependsOn=[{"jobId": first, "type": "N_TO_N"}]
+    )
+    # WHEN only the first array's last child succeeds
+    aws.succeed(f"{first}:2")
+    # THEN exactly its partner may run; the others still wait for theirs
+    assert _statuses(aws, f"{paired}:0", f"{paired}:1", f"{paired}:2") == [
+        "PENDING",
+        "PENDING",
+        "RUNNABLE",
+    ]
+
+
+def test_sequential_children_run_one_after_another(aws: EngineBatch) -> None:
+    # GIVEN a three-child SEQUENTIAL array
+    aws.hold_new_jobs()
+    steps = _submit(aws, "JobD", arrayProperties={"size": 3}, dependsOn=[{"type": "SEQUENTIAL"}])
+    # THEN only the first child may run
+    assert _statuses(aws, f"{steps}:0", f"{steps}:1", f"{steps}:2") == [
+        "RUNNABLE",
+        "PENDING",
+        "PENDING",
+    ]
+    # WHEN it succeeds, THEN the next may run, and only the next
+    aws.succeed(f"{steps}:0")
+    assert _statuses(aws, f"{steps}:1", f"{steps}:2") == ["RUNNABLE", "PENDING"]
+    # WHEN that one fails, THEN the last fails on it without running
+    aws.fail(f"{steps}:1", REASON, 1)
+    last = _described(aws, f"{steps}:2")[f"{steps}:2"]
+    assert (last["status"], last["statusReason"]) == ("FAILED", "Dependent Job failed")
+    assert "startedAt" not in last
+
+
+def test_a_failed_dependency_fails_its_dependents_at_once(aws: EngineBatch) -> None:
+    # GIVEN a standard job and a two-child array waiting for it
+    aws.hold_new_jobs()
+    first = _submit(aws, "JobA")
+    after = _submit(aws, "JobB", arrayProperties={"size": 2}, dependsOn=[{"jobId": first}])
+    # WHEN the first job fails
+    aws.fail(first, REASON, 2)
+    # THEN the array and each child have failed already, naming the dependency, none started
+    jobs = _described(aws, after, f"{after}:0", f"{after}:1")
+    assert [(j["status"], j["statusReason"]) for j in jobs.values()] == [
+        ("FAILED", "Dependent Job failed")
+    ] * 3
+    assert not any("startedAt" in j for j in jobs.values())
+
+
+def test_list_jobs_pages_hold_max_results_each_and_every_job_once(aws: EngineBatch) -> None:
+    # GIVEN seven queued jobs
+    aws.hold_new_jobs()
+    ids = {_submit(aws, "JobA") for _ in range(7)}
+    # WHEN they are listed three at a time
+    pages: list[list[str]] = []
+    token: dict[str, str] = {}
+    while True:
+        page = aws.batch.list_jobs(jobQueue=QUEUE, jobStatus="RUNNABLE", maxResults=3, **token)
+        pages.append([s["jobId"] for s in page["jobSummaryList"]])
+        if "nextToken" not in page:
+            break
+        token = {"nextToken": page["nextToken"]}
+    # THEN the pages hold 3, 3 and 1 jobs, and every job is on exactly one of them
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert sorted(j for p in pages for j in p) == sorted(ids)
+
+
+def test_a_failed_attempt_is_retried_as_the_retry_strategy_says(aws: EngineBatch) -> None:
+    # GIVEN a job of three attempts whose rules retry exit code 75 and nothing else
+    definition = aws.reader.register_job_definition(
+        jobDefinitionName="retried",
+        type="container",
+        containerProperties={"image": "i", "command": ["true"], "vcpus": 1, "memory": 128},
+        retryStrategy={
+            "attempts": 3,
+            "evaluateOnExit": [
+                {"action": "RETRY", "onExitCode": "75"},
+                {"action": "EXIT", "onExitCode": "*"},
+            ],
+        },
+    )["jobDefinitionArn"]
+    aws.hold_new_jobs()
+    transient = aws.batch.submit_job(jobName="t", jobQueue=QUEUE, jobDefinition=definition)
+    final = aws.batch.submit_job(jobName="f", jobQueue=QUEUE, jobDefinition=definition)
+    # WHEN each fails once, one with the retried code and one with another
+    aws.fail(transient["jobId"], REASON, 75)
+    aws.fail(final["jobId"], REASON, 1)
+    # THEN the first is queued again for its second attempt, the second has failed
+    jobs = _described(aws, transient["jobId"], final["jobId"])
+    assert (jobs[transient["jobId"]]["status"], len(jobs[transient["jobId"]]["attempts"])) == (
+        "RUNNABLE",
+        1,
+    )
+    assert (jobs[final["jobId"]]["status"], len(jobs[final["jobId"]]["attempts"])) == (
+        "FAILED",
+        1,
+    )
+
+
+def test_a_timed_out_attempt_is_never_retried(aws: EngineBatch) -> None:
+    # GIVEN a job of three attempts whose first attempt runs out of time
+    definition = aws.reader.register_job_definition(
+        jobDefinitionName="slow",
+        type="container",
+        containerProperties={"image": "i", "command": ["true"], "vcpus": 1, "memory": 128},
+        retryStrategy={"attempts": 3},
+    )["jobDefinitionArn"]
+    aws.inject("slow=timeout")
+    # WHEN it is submitted
+    job = aws.batch.submit_job(jobName="slow", jobQueue=QUEUE, jobDefinition=definition)
+    # THEN it failed on its one attempt, as Batch never retries a timed-out attempt
+    described = _described(aws, job["jobId"])[job["jobId"]]
+    assert (described["status"], described["statusReason"]) == (
+        "FAILED",
+        "Job attempt duration exceeded timeout",
+    )
+    assert len(described["attempts"]) == 1
+
+
+def test_describe_jobs_takes_at_most_100_ids(aws: EngineBatch) -> None:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as error:
+        aws.batch.describe_jobs(jobs=[f"job-{i}" for i in range(101)])
+    assert error.value.response["Error"]["Code"] == "ClientException"

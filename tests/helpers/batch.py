@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,12 @@ from pipeline.document import (
 )
 from pipeline.local.batch.definitions import Place
 from pipeline.local.batch.faults import Fault, FaultKey, InjectedFault
-from pipeline.local.batch.in_process import IN_PROCESS, in_process_clients, sender
+from pipeline.local.batch.in_process import (
+    IN_PROCESS,
+    client_session,
+    in_process_clients,
+    sender,
+)
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.placements import CallerPlacement
 from pipeline.local.batch.responses import BatchService
@@ -80,13 +86,18 @@ class ManualClock:
         self.now = when.timestamp()
 
 
+@cache
+def _session() -> Any:
+    """One boto3 session for the tests' in-process clients: what botocore loads for a client
+    (models, endpoint rules) is loaded once per test process, not once per test."""
+    return client_session(REGION, CREDENTIALS)
+
+
 def batch_clients(engine: LocalBatch, count: int = 1, config: Config = FAST_RETRIES) -> list[Any]:
     """``count`` boto3 Batch clients whose requests the engine answers in this process."""
     service = BatchService(engine)
     return [
-        in_process_clients(
-            service, ("batch",), region=REGION, credentials=CREDENTIALS, config=config
-        )["batch"]
+        in_process_clients(service, ("batch",), session=_session(), config=config)["batch"]
         for _ in range(count)
     ]
 
@@ -412,7 +423,7 @@ def engine_batch(
             unique_id=IN_PROCESS,
         )
         queue_arn, definitions = register_pipeline(reader, spec)
-        cloudformation = boto3.client("cloudformation", region_name=REGION)
+        cloudformation = _session().client("cloudformation")
         cloudformation.create_stack(
             StackName=STACK, TemplateBody=stack_template(queue_arn, definitions)
         )

@@ -179,3 +179,46 @@ def test_no_module_imports_another_modules_private_names() -> None:
 def test_no_module_is_over_600_lines() -> None:
     long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}
+
+
+ENGINE = "pipeline.local.batch"
+ENGINE_MAY_IMPORT = {"pipeline.errors", "pipeline.batch_facts"}
+
+
+def engine_imports_outside() -> set[str]:
+    """What the engine's modules import of the library beyond itself, errors and the facts."""
+    return {
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        if module == ENGINE or module.startswith(f"{ENGINE}.")
+        for target in targets
+        if target not in ENGINE_MAY_IMPORT and not target.startswith(f"{ENGINE}.")
+    }
+
+
+def test_the_engine_imports_only_errors_and_the_batch_facts() -> None:
+    assert engine_imports_outside() == set()
+
+
+def test_an_engine_import_of_the_pipeline_would_be_found() -> None:
+    GRAPH["pipeline.local.batch.scheduler"].add("pipeline.contract")
+    try:
+        assert engine_imports_outside() == {
+            "pipeline.local.batch.scheduler imports pipeline.contract"
+        }
+    finally:
+        GRAPH["pipeline.local.batch.scheduler"].discard("pipeline.contract")
+
+
+def test_the_engine_knows_no_pipeline_name() -> None:
+    # GIVEN every source line of the engine package
+    engine = PACKAGE / "local" / "batch"
+    named = {
+        f"{path.name}:{number}: {line.strip()}"
+        for path in engine.glob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for name in ("PIPELINE_", "pipeline.jobs", "ProdQueue", "JobA", "JobB", "JobE")
+        if name in line
+    }
+    # THEN none names the pipeline's variables, programs, queue or jobs
+    assert named == set()

@@ -1,6 +1,6 @@
 """Failures to inject into job attempts, to see the retry rules and the failure path offline.
 
-``--inject JOB[:INDEX]=FAULT`` names a job by its name (``JobB``) and, for an array job, one
+``--inject JOB[:INDEX]=FAULT`` names a job by its name (``render``) and, for an array job, one
 child; the fault applies to that job's (or child's) first attempt:
 
 - ``exit:CODE``: the attempt exits with CODE, as a program's own error would;
@@ -89,7 +89,7 @@ class InjectedFault:
         job, _, index = target.partition(":")
         if not job or not what or (index and not index.isdigit()):
             raise FaultError(
-                f"{text!r} must look like JobB:3=exit:2 (a job name, an optional child index, "
+                f"{text!r} must look like render:3=exit:2 (a job name, an optional child index, "
                 "and exit:CODE, host-terminated, timeout or out-of-memory)",
                 part="target",
             )

@@ -115,27 +115,36 @@ def sender(app: WsgiApp) -> Callable[..., AWSResponse]:
     return send
 
 
-def in_process_clients(
-    app: WsgiApp,
-    services: Sequence[str],
-    *,
-    region: str,
-    credentials: Mapping[str, str],
-    config: Any = None,
-) -> dict[str, Any]:
-    """boto3 clients of ``services`` whose requests ``app`` answers in this process, signed
-    with ``credentials`` (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``)."""
+def client_session(region: str, credentials: Mapping[str, str]) -> Any:
+    """A boto3 session signing with ``credentials`` (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``): one for many clients, which then share what botocore loads."""
     import boto3  # lazy: the engine serves HTTP without importing boto3
 
-    session = boto3.Session(
+    return boto3.Session(
         aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
         region_name=region,
     )
+
+
+def in_process_clients(
+    app: WsgiApp,
+    services: Sequence[str],
+    *,
+    region: str = "",
+    credentials: Mapping[str, str] | None = None,
+    session: Any = None,
+    config: Any = None,
+) -> dict[str, Any]:
+    """boto3 clients of ``services`` whose requests ``app`` answers in this process, made by
+    ``session`` or, without one, by a session of ``region`` and ``credentials``."""
+    if session is None:
+        assert credentials is not None, "give a session, or a region and credentials"
+        session = client_session(region, credentials)
     clients = {}
     for service in services:
         client = session.client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=IN_PROCESS_ENDPOINT,
             config=config,
         )
