@@ -31,12 +31,10 @@ assumes a cost linear in N.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,8 @@ from typing import Any
 
 from pipeline.backends.local import LocalBackend
 from pipeline.local.batch.processes import ForkServer, available_cores
-from pipeline.local.deployment import job_environment
+from pipeline.local.deployment import REGION, job_environment
+from pipeline.local.guard import Credentials, signed_get
 from pipeline.local.server import STATS_PATH
 from pipeline.runs import engine
 from pipeline.runs.requests import RunInputs, new_run_id
@@ -72,8 +71,8 @@ def measure(array_size: int) -> Measured:
         outcome = engine.follow(session, run, interval=0.2)
         assert outcome.succeeded, outcome.failure
         seconds = time.monotonic() - started
-        with urllib.request.urlopen(session.endpoint + STATS_PATH, timeout=30) as answer:
-            stats = json.loads(answer.read())
+        assert session.services is not None
+        stats = signed_get(session.endpoint + STATS_PATH, session.services.credentials, REGION)
         jobs = _spans(session.batch, run.job_ids)
     return Measured(
         array_size,
@@ -100,7 +99,9 @@ def noop_job_seconds(count: int = 50) -> float:
     machinery every child pays, without the scheduler around it."""
     with tempfile.TemporaryDirectory() as scratch:
         server = ForkServer(
-            job_environment("http://127.0.0.1:9"), Path(scratch) / "fork-server.log", lambda: None
+            job_environment("http://127.0.0.1:9", Credentials.random().as_environment()),
+            Path(scratch) / "fork-server.log",
+            lambda: None,
         )
         try:
             total = 0.0

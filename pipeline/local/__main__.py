@@ -1,9 +1,13 @@
 """``python -m pipeline.local serve``: the local services on a loopback port.
 
     python -m pipeline.local serve --with-pipeline --port 4566
-    export AWS_ENDPOINT_URL=http://127.0.0.1:4566 AWS_ACCESS_KEY_ID=local \\
-        AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+    # it prints the export line to use: the endpoint and the services' own credentials
     aws batch describe-job-queues
+
+Every request must be signed (AWS Signature Version 4) with the services' credentials: new
+random ones each start, printed, and kept in the state folder while they run; or the ones
+given with --access-key-id/--secret-access-key (or PIPELINE_LOCAL_ACCESS_KEY_ID and
+PIPELINE_LOCAL_SECRET_ACCESS_KEY), for a test suite that needs to know them in advance.
 
 Ctrl-C or SIGTERM stops them, with every job they run; with ``--state-dir`` what happened is
 kept there and the next ``serve`` on that folder starts where this one stopped.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LOCAL, EXIT_OK, SpecError
+from pipeline.local.guard import ACCESS_KEY_ID_ENV, SECRET_ACCESS_KEY_ENV, Credentials
 
 if TYPE_CHECKING:
     from pipeline.steps import PipelineSteps
@@ -67,14 +73,40 @@ def build_parser() -> argparse.ArgumentParser:
         "their JSON as a run keeps them (default: a --state-dir's own, else the library's)",
     )
     serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
+    serve.add_argument(
+        "--access-key-id",
+        default=os.environ.get(ACCESS_KEY_ID_ENV),
+        help=f"the access key clients sign with (default: ${ACCESS_KEY_ID_ENV}, else random)",
+    )
+    serve.add_argument(
+        "--secret-access-key",
+        default=os.environ.get(SECRET_ACCESS_KEY_ENV),
+        help=f"its secret (default: ${SECRET_ACCESS_KEY_ENV}, else random)",
+    )
     serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
     serve.add_argument("--supervised", action="store_true", help="stop when standard input closes")
     serve.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
+    env = commands.add_parser(
+        "env",
+        help="print the export line for the services running on a state folder",
+        description="Print `export AWS_ENDPOINT_URL=... AWS_ACCESS_KEY_ID=... "
+        "AWS_SECRET_ACCESS_KEY=... AWS_DEFAULT_REGION=...` for the services that run on "
+        '--state-dir, for `eval "$(python -m pipeline.local env --state-dir DIR)"`.',
+    )
+    env.add_argument("--state-dir", metavar="DIR", required=True)
+    env.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait up to this long for the services to start (default: not at all)",
+    )
     serve.add_argument("--history", action="append", default=[], help=argparse.SUPPRESS)
     return parser
 
 
 def serve(args: argparse.Namespace) -> int:
+    os.umask(0o077)  # every file and folder the services make is the user's alone
     from pipeline.local import moto_app
     from pipeline.local.batch.faults import FaultError, fault_plan
     from pipeline.local.sample import read_input_dir, sample_objects
@@ -108,6 +140,7 @@ def serve(args: argparse.Namespace) -> int:
         faults=faults,
         vcpus=args.vcpus,
         steps=_steps(args.steps) if args.steps else None,
+        credentials=_credentials(args),
     )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -135,6 +168,21 @@ def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    """The credentials given, both parts or none; None for random ones."""
+    key, secret = args.access_key_id, args.secret_access_key
+    if not key and not secret:
+        return None
+    if not key or not secret:
+        raise SpecError(
+            "give both --access-key-id and --secret-access-key (or both environment variables), "
+            "or neither for random ones"
+        )
+    if len(key) < 16 or len(secret) < 16:
+        raise SpecError("--access-key-id and --secret-access-key need 16 characters or more")
+    return Credentials(key, secret)
+
+
 def _steps(value: str) -> tuple[PipelineSteps, list[str]]:
     """``--steps``: ``MODULE:NAME`` imported here, or the JSON a run keeps its steps as."""
     from pipeline.local.deployment import import_roots, steps_from_json
@@ -148,6 +196,32 @@ def _steps(value: str) -> tuple[PipelineSteps, list[str]]:
         return steps_from_json(saved, "--steps")
     steps = load_steps(value)
     return steps, import_roots(steps)
+
+
+def print_env(args: argparse.Namespace) -> int:
+    """``env``: the export line of the services on ``--state-dir``, once they announce
+    themselves (within ``--wait`` seconds)."""
+    import shlex
+    import time
+
+    from pipeline.local.deployment import REGION
+    from pipeline.local.run_folder import RunFolder
+
+    folder = RunFolder(Path(args.state_dir))
+    deadline = time.monotonic() + max(args.wait, 0)
+    while (live := folder.live_services()) is None:
+        if time.monotonic() >= deadline:
+            print(
+                f"error: no local services run on {args.state_dir}; start them with "
+                f"`python -m pipeline.local serve --state-dir {args.state_dir}`",
+                file=sys.stderr,
+            )
+            return EXIT_LOCAL
+        time.sleep(0.1)
+    endpoint, credentials = live
+    variables = {"AWS_ENDPOINT_URL": endpoint, **credentials, "AWS_DEFAULT_REGION": REGION}
+    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()))
+    return EXIT_OK
 
 
 def _until_stdin_closes(stop: threading.Event) -> None:
@@ -188,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "env":
+            return print_env(args)
         return serve(args)
     except SpecError as error:
         if args is not None:

@@ -54,7 +54,6 @@ NOTIFICATIONS_QUEUE = "notifications"
 FAILURES_QUEUE = "failure-notifications"
 """What the failure rule sends, captured by this queue."""
 FAILURE_RULE = "array-job-pipeline-job-failed"
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
 def resource_names(stack: str = STACK) -> dict[str, str]:
@@ -122,10 +121,12 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
     }
 
 
-def job_environment(endpoint: str, import_roots: Sequence[str] = ()) -> dict[str, str]:
+def job_environment(
+    endpoint: str, credentials: Mapping[str, str], import_roots: Sequence[str] = ()
+) -> dict[str, str]:
     """What every job process gets besides its job's own environment: this machine's
-    environment with AWS pointed at the local services, and this library and the steps'
-    modules (found under ``import_roots``) importable."""
+    environment with AWS pointed at the local services (and their ``credentials``), and this
+    library and the steps' modules (found under ``import_roots``) importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     package_parent = str(Path(__file__).resolve().parents[2])
     path = [package_parent, *import_roots, *env.get("PYTHONPATH", "").split(os.pathsep)]
@@ -134,7 +135,7 @@ def job_environment(endpoint: str, import_roots: Sequence[str] = ()) -> dict[str
         AWS_DEFAULT_REGION=REGION,
         AWS_EC2_METADATA_DISABLED="true",
         PYTHONPATH=os.pathsep.join(dict.fromkeys(p for p in path if p)),
-        **CREDENTIALS,
+        **credentials,
     )
     return env
 

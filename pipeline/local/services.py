@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -33,6 +34,7 @@ from pipeline.local.batch.journal import Journal, JournalError, replay
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path
+from pipeline.local.guard import Credentials, Door
 from pipeline.local.moto_app import WsgiApp, moto_application
 from pipeline.local.run_folder import RunFolder
 from pipeline.local.server import Dispatcher, ServiceJournal, journaled_requests, make_server
@@ -98,8 +100,11 @@ class LocalServices:
         faults: Mapping[FaultKey, Fault] | None = None,
         vcpus: int | None = None,
         steps: tuple[PipelineSteps, Sequence[str]] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.port = port
+        self.credentials = credentials or Credentials.random()
+        """The one access key the services accept (new random ones unless given)."""
         self.state_dir = state_dir
         self.with_pipeline = with_pipeline
         self.inputs = inputs
@@ -148,7 +153,7 @@ class LocalServices:
             moto,
             ("s3", "dynamodb", "sns", "sqs", "logs", "events"),
             region=deployment.REGION,
-            credentials=deployment.CREDENTIALS,
+            credentials=self.credentials.as_environment(),
         )
         self.backend = LocalBatch(
             Place(deployment.ACCOUNT, deployment.REGION),
@@ -157,7 +162,13 @@ class LocalServices:
         )
         self.batch = BatchService(self.backend)
         self.dispatcher = Dispatcher(moto, self.batch)
-        self.server = make_server(self.dispatcher, self.port)
+        door = Door(
+            self.dispatcher,
+            self.credentials,
+            lambda: int(self.server.port),
+            on_refused=_RefusalLog().note,
+        )
+        self.server = make_server(door, self.port)
         self.endpoint = f"http://127.0.0.1:{self.server.port}"
         self._closers.append(self.server.server_close)
         steps, roots = self._steps(folder)
@@ -187,13 +198,15 @@ class LocalServices:
                 self.dispatcher,
                 ("s3",),
                 region=deployment.REGION,
-                credentials=deployment.CREDENTIALS,
+                credentials=self.credentials.as_environment(),
             )
             deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
         if not self.read_only:
             self.scheduler = Scheduler(
                 self.backend,
-                environment=deployment.job_environment(self.endpoint, roots),
+                environment=deployment.job_environment(
+                    self.endpoint, self.credentials.as_environment(), roots
+                ),
                 work=work,
                 vcpu_budget=self.vcpus,
                 ship_log=lambda group, stream, path, failed: shipper.ship(
@@ -208,7 +221,7 @@ class LocalServices:
         thread.start()
         self._closers.append(self.server.shutdown)
         if folder is not None and not self.read_only:
-            folder.announce(self.endpoint, os.getpid(), dict(deployment.CREDENTIALS))
+            folder.announce(self.endpoint, os.getpid(), self.credentials.as_environment())
             self._closers.append(folder.withdraw)
 
     def _state_lost(self, message: str) -> None:
@@ -257,7 +270,7 @@ class LocalServices:
         return {
             "endpoint": self.endpoint,
             "region": deployment.REGION,
-            "credentials": dict(deployment.CREDENTIALS),
+            "credentials": self.credentials.as_environment(),
             "vcpus": self.scheduler.vcpu_budget if not self.read_only else None,
             "stateDir": str(self.state_dir) if self.state_dir else None,
             "fresh": self.fresh,
@@ -272,6 +285,24 @@ class LocalServices:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+
+
+class _RefusalLog:
+    """Says in the services' log which requests the door refused: the first ones each, then
+    one line per thousand, so a flood of them does not fill the disk."""
+
+    SAID = 20
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def note(self, why: str) -> None:
+        with self._lock:
+            self.count += 1
+            count = self.count
+        if count <= self.SAID or count % 1000 == 0:
+            print(f"refused request {count}: {why}", file=sys.stderr, flush=True)
 
 
 def _put_event(events: Any, detail: dict[str, Any]) -> None:

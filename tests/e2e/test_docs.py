@@ -88,11 +88,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
             AWS_DEFAULT_REGION=ready["region"],
             **ready["credentials"],
         )
-        _stand_in_stack(ready["endpoint"])
+        _stand_in_stack(ready["endpoint"], ready["credentials"])
         yield root, env
 
 
-def _stand_in_stack(endpoint: str) -> None:
+def _stand_in_stack(endpoint: str, credentials: dict[str, str]) -> None:
     """A stack named ArrayJobPipeline whose PipelineDocument output names the local services'
     pipeline: what `npx cdk deploy` would leave in an account."""
     import boto3
@@ -105,8 +105,8 @@ def _stand_in_stack(endpoint: str) -> None:
         "cloudformation",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
     )
     cloudformation.create_stack(
         StackName="ArrayJobPipeline",

@@ -36,8 +36,8 @@ def _s3(aws: LocalServices, config: Config | None = None) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=aws.endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id=aws.credentials.access_key_id,
+        aws_secret_access_key=aws.credentials.secret_access_key,
         region_name="us-east-1",
         config=config,
     )
@@ -65,7 +65,7 @@ def test_connections_are_kept_alive(aws: LocalServices) -> None:
     first_socket = connection.sock
     # WHEN two requests go over it
     for _ in range(2):
-        connection.request("GET", STATS_PATH)
+        connection.request("GET", STATS_PATH, headers=_signed_headers(aws, STATS_PATH))
         response = connection.getresponse()
         response.read()
         # THEN neither answer closes it: a job process's requests share one connection
@@ -228,11 +228,22 @@ def test_one_state_folder_is_served_by_one_services_at_a_time(tmp_path: Path) ->
         first.stop()
 
 
+def _signed_headers(aws: LocalServices, path: str) -> dict[str, str]:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=aws.endpoint + path)
+    credentials = Credentials(aws.credentials.access_key_id, aws.credentials.secret_access_key)
+    SigV4Auth(credentials, "batch", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
 def _client(aws: LocalServices, service: str) -> Any:
     return boto3.client(
         service,
         endpoint_url=aws.endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id=aws.credentials.access_key_id,
+        aws_secret_access_key=aws.credentials.secret_access_key,
         region_name="us-east-1",
     )

@@ -184,7 +184,8 @@ class Scheduler:
             command[0] = sys.executable  # the image's Python is this machine's
         if job.fault is not None and job.fault.exit_code is not None and job.attempt == 0:
             code = job.fault.exit_code
-            script = f"import sys; print('injected fault: {job.fault.kind}'); sys.exit({code})"
+            what = f"exit {code}" if job.fault.kind == "exit" else job.fault.kind
+            script = f"import sys; print('injected fault: {what}'); sys.exit({code})"
             command = [sys.executable, "-c", script]
         task_id = uuid.uuid4().hex
         log_group, prefix = job.definition.log_place()
