@@ -7,6 +7,7 @@ compute environment whose instance types and pricing model each test picks."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,16 @@ SPEC = DEFAULT_SPEC.with_array_size(2)
 DEFINITIONS = {j.key: j.definition_name for j in SPEC}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def aws() -> Iterator[EngineBatch]:
+    """One Batch for the module (its setup is most of a test's time): each run is on a queue
+    of its own, and the tests place every job."""
     with engine_batch() as harness:
-        harness.hold_new_jobs()  # the test places every job
+        harness.hold_new_jobs()
         yield harness
+
+
+_QUEUES = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def _run(aws: EngineBatch, *, spot: bool = False, types: tuple[str, ...] = ("c6i
     resources: dict[str, Any] = {"instanceTypes": list(types)}
     if spot:
         resources["type"] = "SPOT"
-    queue = aws.managed_queue(types[0], **resources)
+    queue = aws.managed_queue(types[0], name=f"Queue{next(_QUEUES)}", **resources)
     at(aws, 0)
     a = submit(aws, "JobA", run_id="r1", queue=queue)
     at(aws, 100)
@@ -100,8 +106,9 @@ def _run(aws: EngineBatch, *, spot: bool = False, types: tuple[str, ...] = ("c6i
     return Run(aws, PipelineDocument(queue, DEFINITIONS, spec=SPEC), a, b, c)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def run(aws: EngineBatch) -> Run:
+    """The run on c6i.8xlarge On-Demand, which the tests only read."""
     return _run(aws)
 
 
@@ -298,10 +305,11 @@ def test_progress_is_said_at_most_once_a_second_and_at_the_end() -> None:
 
 
 def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first_size(
-    run: Run,
+    aws: EngineBatch,
 ) -> None:
     # GIVEN the run above (JobB of 2), whose JobB was submitted again later for one child,
     # read with the deployed pipeline's default size (10,000)
+    run = _run(aws)
     at(run.aws, 30_000)
     again = submit(run.aws, "JobB", run_id="r1", queue=run.document.queue)
     at(run.aws, 31_000)
@@ -324,6 +332,7 @@ def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first
 def test_a_large_arrays_children_are_read_a_hundred_at_a_time(aws: EngineBatch) -> None:
     # GIVEN JobA, and a JobB of 150 children after it, each run for 1 s, on the pipeline's
     # queue (an UNMANAGED compute environment: no instance types to price)
+    at(aws, 0)
     job_a = submit(aws, "JobA", run_id="r1")
     job_b = submit(aws, "JobB", run_id="r1", size=150, depends_on=[{"jobId": job_a}])
     aws.succeed(job_a, seconds=1)

@@ -22,7 +22,7 @@ from pipeline.runs.chain import submit_pipeline
 from pipeline.runs.progress import JobProgress, find_run
 from pipeline.runs.requests import RunConfig, run_config
 from pipeline.runs.resume import ResumePlan, failed_indices, plan_resume, resume_plan
-from pipeline.spec import DEFAULT_SPEC, RUN_TAG
+from pipeline.spec import DEFAULT_SPEC
 
 SPEC = DEFAULT_SPEC.with_array_size(10)
 
@@ -33,17 +33,26 @@ def aws() -> Iterator[EngineBatch]:
         yield harness
 
 
-def _ended_run(
-    aws: EngineBatch, *faults: str, config: RunConfig | None = None
-) -> dict[str, JobProgress]:
-    """A run of the chain (arrays of 10 unless ``config`` says) whose jobs ran at once, the
-    first attempts ``faults`` names failing (the definitions have no retries); the run as
-    the command reads it back."""
+def _submitted(aws: EngineBatch, *faults: str, config: RunConfig | None = None) -> str:
+    """The chain (arrays of 10 unless ``config`` says), its first attempts that ``faults``
+    names failing (the definitions have no retries); its run ID. Its jobs run at once unless
+    the test holds them."""
     aws.inject(*faults)
     config = config or run_config(array_size=10)
     document = PipelineDocument(aws.queue_arn, aws.definition_arns, spec=SPEC)
-    submitted = submit_pipeline(aws.reader, document, config)
-    return find_run(aws.reader, aws.queue_arn, submitted.run_id, SPEC)
+    return submit_pipeline(aws.reader, document, config).run_id
+
+
+def _read(aws: EngineBatch, run_id: str) -> dict[str, JobProgress]:
+    """The run as the command reads it back."""
+    return find_run(aws.reader, aws.queue_arn, run_id, SPEC)
+
+
+def _ended_run(
+    aws: EngineBatch, *faults: str, config: RunConfig | None = None
+) -> dict[str, JobProgress]:
+    """A run of the chain whose jobs ran at once, ``faults`` failing (see :func:`_submitted`)."""
+    return _read(aws, _submitted(aws, *faults, config=config))
 
 
 def _ids(run: dict[str, JobProgress], *keys: str) -> dict[str, str]:
@@ -76,10 +85,10 @@ def test_a_run_still_active_or_all_succeeded_cannot_be_resumed(aws: EngineBatch)
     # until its children end), and a run that succeeded
     done = _ended_run(aws)
     aws.hold_new_jobs()
-    active = _ended_run(aws)
-    aws.succeed(active["JobA"].job_id)
-    aws.start(active["JobB"].job_id)
-    active = find_run(aws.reader, aws.queue_arn, active["JobA"].tags[RUN_TAG], SPEC)
+    run_id = _submitted(aws)
+    aws.succeed(aws.run_job(run_id, "JobA"))
+    aws.start(aws.run_job(run_id, "JobB"))
+    active = _read(aws, run_id)
     # THEN neither can be resumed, and the message says why
     pending = "JobB PENDING, JobC PENDING, JobD PENDING, JobE PENDING"
     with pytest.raises(RunStateError, match=rf"still active \({pending}\)"):
@@ -186,7 +195,7 @@ def test_a_run_without_jobe_or_sizes_carries_nothing_over(aws: EngineBatch) -> N
     # GIVEN a run of which only JobA was submitted, and failed
     aws.hold_new_jobs()
     aws.fail(submit(aws, "JobA", run_id="r1"))
-    run = find_run(aws.reader, aws.queue_arn, "r1", SPEC)
+    run = _read(aws, "r1")
     assert list(run) == ["JobA"]
     plan = plan_resume(aws.batch, run, SPEC, failed_only=False)
     assert (plan.array_size, plan.parameters, plan.environment) == (None, {}, {})
