@@ -156,13 +156,15 @@ def test_a_submitted_run_maps_its_keys_to_job_ids() -> None:
 
 def test_jobs_are_found_by_name_and_tag_on_every_page_parents_only(aws: EngineBatch) -> None:
     # GIVEN five JobB parents of two runs over three ListJobs pages of two, one of them an array
-    # whose children carry its name and tag, and a JobBig of the same run
+    # whose children carry its name and tag, and a JobBig and a jobb of the same run (Batch's
+    # JOB_NAME filter matches names without regard to case)
     small_pages(aws.batch, 2)
     parents = [
         submit(aws, "JobB", run_id="r1" if i % 2 else "r2", size=2 if i == 1 else None)
         for i in range(5)
     ]
     submit(aws, "JobB", run_id="r1", jobName="JobBig")
+    submit(aws, "JobB", run_id="r1", jobName="jobb")
     listings = sent(aws.batch, "ListJobs")
     # WHEN the jobs named JobB of run r1 are looked for
     found = find_jobs_by_name(aws.batch, QUEUE, "JobB", (RUN_TAG, "r1"))
@@ -173,7 +175,7 @@ def test_jobs_are_found_by_name_and_tag_on_every_page_parents_only(aws: EngineBa
 
 def test_a_runs_history_is_each_jobs_submissions_oldest_first(aws: EngineBatch) -> None:
     # GIVEN run r1's JobA, and two JobBs submitted in the reverse order of their creation times
-    # (so Batch lists them newest first), besides another run's JobB
+    # (listed newest first), besides another run's JobB
     at(aws, 1)
     a1 = submit(aws, "JobA", run_id="r1")
     at(aws, 30)
