@@ -1,5 +1,7 @@
 """See a run: the report (collected in about one DescribeJobs call per 100 children, usage
-from the children's real times), its HTML as a browser renders it, and `diagnose`."""
+from the children's real times), its HTML as a browser renders it, and `diagnose`, on the
+engine's Batch (:func:`helpers.batch.engine_batch`), whose GetJobQueueSnapshot answers with
+the jobs RUNNABLE at the front of the queue."""
 
 from __future__ import annotations
 
@@ -15,11 +17,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 
-from helpers.batch import REGION, STACK, EngineBatch, cli_in_process, engine_batch, stack_document
+from helpers.batch import STACK, EngineBatch, cli_in_process, engine_batch, stack_document
 from pipeline.backends.aws import Aws
 from pipeline.cli.commands import main
 from pipeline.runs.diagnose import diagnose
@@ -107,7 +107,8 @@ def _on_queue(aws: EngineBatch, queue: str) -> tuple[str, Any]:
 def test_diagnose_names_an_invalid_compute_environment(aws: EngineBatch) -> None:
     run_id = _held_run(aws)
 
-    # moto reports every environment VALID; this one answers as an invalid one does
+    # the engine reports every environment VALID (it places jobs itself); this one answers
+    # as an invalid one does
     def invalid(parsed: dict[str, Any], **_: Any) -> None:
         for environment in parsed["computeEnvironments"]:
             environment["status"] = "INVALID"
@@ -155,48 +156,35 @@ def test_diagnose_names_a_job_no_instance_type_fits(aws: EngineBatch) -> None:
 
 
 def test_diagnose_gives_the_position_at_the_front_of_the_queue(aws: EngineBatch) -> None:
+    # GIVEN two jobs waiting to be placed on the queue, then a held run whose JobA waits
+    # behind them (GetJobQueueSnapshot: the engine's queue as it is)
+    aws.hold_new_jobs()
+    ahead = [
+        str(
+            aws.reader.submit_job(
+                jobName=f"other-{n}",
+                jobQueue=aws.queue_arn,
+                jobDefinition=aws.definition_arns["JobA"],
+            )["jobId"]
+        )
+        for n in (1, 2)
+    ]
     run_id = _held_run(aws)
-    job_a = next(j for j in aws.parents() if j.job_name == "JobA")
-    # moto does not implement GetJobQueueSnapshot: the real response shape, through Stubber
-    snapshot_client = boto3.client("batch", region_name=REGION)
-    stubber = Stubber(snapshot_client)
-    stubber.add_response(
-        "get_job_queue_snapshot",
-        {
-            "frontOfQueue": {
-                "jobs": [
-                    {
-                        "jobArn": "arn:aws:batch:us-east-1:123456789012:job/other-1",
-                        "earliestTimeAtPosition": 1,
-                    },
-                    {
-                        "jobArn": "arn:aws:batch:us-east-1:123456789012:job/other-2",
-                        "earliestTimeAtPosition": 2,
-                    },
-                    {
-                        "jobArn": f"arn:aws:batch:us-east-1:123456789012:job/{job_a.job_id}",
-                        "earliestTimeAtPosition": 3,
-                    },
-                ],
-                "lastUpdatedAt": 3,
-            }
-        },
-        {"jobQueue": aws.queue_arn},
-    )
-
-    class WithSnapshot:
-        def __getattr__(self, name: str) -> Any:
-            if name == "get_job_queue_snapshot":
-                return snapshot_client.get_job_queue_snapshot
-            return getattr(aws.batch, name)
-
-    with stubber:
-        findings = diagnose(WithSnapshot(), _document(aws), run_id)  # type: ignore[arg-type]
+    # WHEN the run is diagnosed
+    findings = diagnose(aws.batch, _document(aws), run_id)
+    # THEN JobA is third at the front of the queue, behind the two
     position = [f for f in findings if f.kind == "queue-position"]
     assert [(f.job, f.reason) for f in position] == [
         ("JobA", "position 3 of 3 at the front of the queue")
     ]
     assert position[0].action.startswith("it waits behind 2 job(s)")
+    # AND once they have been placed, it is first
+    for job_id in ahead:
+        aws.start(job_id)
+    findings = diagnose(aws.batch, _document(aws), run_id)
+    assert [(f.job, f.reason) for f in findings if f.kind == "queue-position"] == [
+        ("JobA", "position 1 of 1 at the front of the queue")
+    ]
 
 
 def test_diagnose_cli(aws: EngineBatch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

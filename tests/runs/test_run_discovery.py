@@ -1,101 +1,126 @@
 """pipeline/runs/discovery.py: the deployed pipeline a run submits to, from a stack's published
-document or from the registered job definitions. Batch and CloudFormation here are small
-stand-ins with boto3's method names and shapes."""
+document or from the registered job definitions. The job definitions are registered on the
+engine's Batch (a bare :class:`~pipeline.local.batch.models.LocalBatch` behind a boto3 client,
+:func:`helpers.batch.batch_clients`), which numbers their revisions and pages
+DescribeJobDefinitions; pages of one definition are forced through a botocore hook, so that
+every page must be read. CloudFormation here is a small stand-in with boto3's method names and
+shapes (it is not Batch)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from helpers.batch import ACCOUNT, REGION, batch_clients
 from pipeline import contract
 from pipeline.document import DOCUMENT_OUTPUT, PipelineDocument
 from pipeline.errors import SpecError, TargetError
+from pipeline.local.batch.definitions import Place
+from pipeline.local.batch.models import LocalBatch
 from pipeline.runs.discovery import document_from_job_definitions, document_from_stack
 from pipeline.spec import DEFAULT_SPEC, prefixed
 from pipeline.steps import DEFAULT_STEPS
 
 
-def _definition(key: str, revision: int, prefix: str = "", **container: Any) -> dict[str, Any]:
-    """A registered definition of ``key`` as the stack registers it, with the steps."""
+@pytest.fixture
+def batch() -> Any:
+    """A Batch client of an engine of its own, whose DescribeJobDefinitions pages of a name's
+    revisions hold one revision each (by ARN, the five fit one page of the default 100)."""
+    (client,) = batch_clients(LocalBatch(Place(ACCOUNT, REGION)))
+
+    def one_a_page(params: dict[str, Any], **_: Any) -> None:
+        if "jobDefinitionName" in params:
+            params.setdefault("maxResults", 1)
+
+    client.meta.events.register("before-parameter-build.batch.DescribeJobDefinitions", one_a_page)
+    return client
+
+
+def _register(batch: Any, key: str, prefix: str = "", steps: bool = True, **fields: Any) -> str:
+    """RegisterJobDefinition of ``key``'s definition as the stack registers it (the run's size,
+    resource names and, with ``steps``, the steps in its environment), ``fields`` merged in
+    (``containerProperties`` into the container); its ARN."""
     job = DEFAULT_SPEC.job(key)
-    name = prefixed(prefix, job.definition_name)
     variables = {
         contract.ARRAY_SIZE: "4",
         contract.INPUT_BUCKET: "bucket-a",
         contract.OUTPUT_BUCKET: "bucket-out",
-        **(DEFAULT_STEPS.environment(job.step) if job.step else {}),
+        **(DEFAULT_STEPS.environment(job.step) if job.step and steps else {}),
     }
-    return {
-        "jobDefinitionName": name,
-        "jobDefinitionArn": f"arn:def/{name}:{revision}",
-        "revision": revision,
-        "containerProperties": {
-            "image": f"image-{key}",
-            "environment": [{"name": k, "value": v} for k, v in variables.items()],
-            "logConfiguration": {"options": {"awslogs-group": "/pipeline/jobs"}},
-            **container,
+    container = {
+        "image": f"image-{key}",
+        "environment": [{"name": k, "value": v} for k, v in variables.items()] if steps else [],
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {"awslogs-group": "/pipeline/jobs"},
         },
+        **fields.pop("containerProperties", {}),
     }
-
-
-class Definitions:
-    """DescribeJobDefinitions by name (one revision a page) or by ARN."""
-
-    def __init__(self, definitions: list[dict[str, Any]]) -> None:
-        self.definitions = definitions
-
-    def describe_job_definitions(self, **request: Any) -> dict[str, Any]:
-        if "jobDefinitions" in request:
-            found = [
-                d for d in self.definitions if d["jobDefinitionArn"] in request["jobDefinitions"]
-            ]
-            return {"jobDefinitions": found}
-        assert request["status"] == "ACTIVE"
-        named = [
-            d for d in self.definitions if d["jobDefinitionName"] == request["jobDefinitionName"]
-        ]
-        start = int(request.get("nextToken", 0))
-        page: dict[str, Any] = {"jobDefinitions": named[start : start + 1]}
-        if start + 1 < len(named):
-            page["nextToken"] = str(start + 1)
-        return page
-
-
-def _all(prefix: str = "", **overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    found = []
-    for job in DEFAULT_SPEC:
-        found += [
-            _definition(job.key, 1, prefix),
-            _definition(job.key, 2, prefix, **overrides.get(job.key, {})),
-        ]
-    return found
-
-
-def test_the_newest_revision_of_each_definition_decides() -> None:
-    # GIVEN two revisions of each definition, the newest giving JobB 16 vCPUs and 8 GiB, a
-    # timeout and attempts
-    batch = Definitions(
-        _all(
-            "dev",
-            JobB={
-                "resourceRequirements": [
-                    {"type": "VCPU", "value": "16"},
-                    {"type": "MEMORY", "value": "8192"},
-                ]
-            },
-        )
+    return str(
+        batch.register_job_definition(
+            jobDefinitionName=prefixed(prefix, job.definition_name),
+            type="container",
+            containerProperties=container,
+            **fields,
+        )["jobDefinitionArn"]
     )
-    batch.definitions[2]["timeout"] = {"attemptDurationSeconds": 900}
-    batch.definitions[3]["timeout"] = {"attemptDurationSeconds": 1800}
-    batch.definitions[3]["retryStrategy"] = {"attempts": 5}
+
+
+def _register_all(
+    batch: Any,
+    prefix: str = "",
+    *,
+    newest: Mapping[str, Mapping[str, Any]] | None = None,
+    skip: str | None = None,
+    steps: bool = True,
+) -> dict[str, list[str]]:
+    """Two revisions of each job's definition (but ``skip``'s), the newest with ``newest[key]``
+    merged in; key -> ARNs, oldest first."""
+    arns: dict[str, list[str]] = {}
+    for job in DEFAULT_SPEC:
+        if job.key != skip:
+            arns[job.key] = [
+                _register(batch, job.key, prefix, steps),
+                _register(batch, job.key, prefix, steps, **dict((newest or {}).get(job.key, {}))),
+            ]
+    return arns
+
+
+def test_the_newest_revision_of_each_definition_decides(batch: Any) -> None:
+    # GIVEN two revisions of each definition, the newest giving JobB 16 vCPUs and 8 GiB, a
+    # timeout and attempts (the older one had another timeout)
+    arns = _register_all(
+        batch,
+        "dev",
+        newest={
+            "JobB": {
+                "containerProperties": {
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "16"},
+                        {"type": "MEMORY", "value": "8192"},
+                    ]
+                },
+                "timeout": {"attemptDurationSeconds": 1800},
+                "retryStrategy": {"attempts": 5},
+            }
+        },
+    )
+    # (a third revision of JobA, deregistered: only ACTIVE revisions count)
+    batch.deregister_job_definition(
+        jobDefinition=_register(batch, "JobA", "dev", timeout={"attemptDurationSeconds": 900})
+    )
     # WHEN the pipeline is read from them
-    document = document_from_job_definitions(batch, prefix="dev")  # type: ignore[arg-type]
+    document = document_from_job_definitions(batch, prefix="dev")
     # THEN each job runs the newest revision, with what it registered
-    assert document.job_definitions["JobB"] == "arn:def/dev-JobB-CPU-Intensive-Processing:2"
+    assert document.job_definitions == {key: revisions[1] for key, revisions in arns.items()}
+    assert document.job_definitions["JobB"].endswith(
+        ":job-definition/dev-JobB-CPU-Intensive-Processing:2"
+    )
     assert document.definition_names["JobA"] == "dev-JobA-list-and-validate"
     job_b = document.spec.job("JobB")
     assert (job_b.vcpus, job_b.memory_mib, job_b.timeout_seconds, job_b.retry_attempts) == (
@@ -115,42 +140,41 @@ def test_the_newest_revision_of_each_definition_decides() -> None:
     assert document.source == "the registered job definitions"
 
 
-def test_the_deprecated_vcpus_and_memory_are_read_when_no_requirements_say() -> None:
-    batch = Definitions(_all(JobC={"vcpus": 2, "memory": 3000}))
-    job_c = document_from_job_definitions(batch).spec.job("JobC")  # type: ignore[arg-type]
+def test_the_deprecated_vcpus_and_memory_are_read_when_no_requirements_say(batch: Any) -> None:
+    _register_all(batch, newest={"JobC": {"containerProperties": {"vcpus": 2, "memory": 3000}}})
+    job_c = document_from_job_definitions(batch).spec.job("JobC")
     assert (job_c.vcpus, job_c.memory_mib) == (2, 3000)
 
 
-def test_a_queue_given_by_arn_is_tagged_by_its_name() -> None:
+def test_a_queue_given_by_arn_is_tagged_by_its_name(batch: Any) -> None:
+    _register_all(batch)
     queue = "arn:aws:batch:us-east-1:111122223333:job-queue/team-ProdQueue"
-    document = document_from_job_definitions(Definitions(_all()), queue=queue)  # type: ignore[arg-type]
+    document = document_from_job_definitions(batch, queue=queue)
     assert (document.queue, document.queue_name) == (queue, "team-ProdQueue")
 
 
-def test_a_missing_definition_names_itself_and_what_to_check() -> None:
-    batch = Definitions([d for d in _all() if "JobD" not in d["jobDefinitionName"]])
+def test_a_missing_definition_names_itself_and_what_to_check(batch: Any) -> None:
+    _register_all(batch, skip="JobD")
     with pytest.raises(TargetError, match="no ACTIVE job definition 'JobD-Sequential-Validation'"):
-        document_from_job_definitions(batch)  # type: ignore[arg-type]
+        document_from_job_definitions(batch)
 
 
-def test_definitions_deployed_without_steps_say_to_redeploy() -> None:
-    bare = _all()
-    for definition in bare:
-        definition["containerProperties"]["environment"] = []
+def test_definitions_deployed_without_steps_say_to_redeploy(batch: Any) -> None:
+    _register_all(batch, steps=False)
     with pytest.raises(SpecError, match="set no PIPELINE_STEP"):
-        document_from_job_definitions(Definitions(bare))  # type: ignore[arg-type]
+        document_from_job_definitions(batch)
 
 
-def test_exactly_the_revisions_named_are_read() -> None:
-    batch = Definitions(_all())
-    arns = {job.key: f"arn:def/{job.definition_name}:1" for job in DEFAULT_SPEC}
-    document = document_from_job_definitions(batch, arns=arns)  # type: ignore[arg-type]
+def test_exactly_the_revisions_named_are_read(batch: Any) -> None:
+    registered = _register_all(batch)
+    arns = {key: revisions[0] for key, revisions in registered.items()}
+    document = document_from_job_definitions(batch, arns=arns)
     assert document.job_definitions == arns
     with pytest.raises(TargetError, match="no job definition ARN for JobD, JobE"):
-        document_from_job_definitions(batch, arns={k: v for k, v in arns.items() if k < "JobD"})  # type: ignore[arg-type]
-    gone = {**arns, "JobC": "arn:def/JobC:9"}
-    with pytest.raises(TargetError, match="job definition arn:def/JobC:9 does not exist"):
-        document_from_job_definitions(batch, arns=gone)  # type: ignore[arg-type]
+        document_from_job_definitions(batch, arns={k: v for k, v in arns.items() if k < "JobD"})
+    gone = {**arns, "JobC": arns["JobC"].rsplit(":", 1)[0] + ":9"}
+    with pytest.raises(TargetError, match=f"job definition {gone['JobC']} does not exist"):
+        document_from_job_definitions(batch, arns=gone)
 
 
 # --- a stack's document ---------------------------------------------------------------------

@@ -1,13 +1,18 @@
 """pipeline/runs/progress.py: a run's jobs as Batch describes them, and finding runs again by
-their tags. The Batch here is a small stand-in with boto3's method names and shapes that pages
-ListJobs two summaries at a time and records every DescribeJobs call."""
+their tags, against the engine's Batch (:func:`helpers.batch.engine_batch`): jobs are
+submitted and placed by the test on its clock, ListJobs pages are made small where paging is
+the point (:func:`helpers.batch.small_pages`), and the DescribeJobs calls the code makes are
+recorded through a botocore hook."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from helpers.batch import EngineBatch, engine_batch, small_pages
+from helpers.engine_steps import at, ms, sent, sizes, submit
 from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT
 from pipeline.contract import INPUT_PREFIX
 from pipeline.errors import RunStateError
@@ -29,54 +34,30 @@ from pipeline.spec import DEFAULT_SPEC, RUN_TAG, STARTED_BY_TAG
 QUEUE = "ProdQueue"
 
 
-class PagedBatch:
-    """DescribeJobs of known jobs (at most 100 IDs a call, as Batch), ListJobs two at a time."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.describe_calls: list[list[str]] = []
-
-    def add(self, job_id: str, name: str, **fields: Any) -> dict[str, Any]:
-        job = {"jobId": job_id, "jobName": name, "status": "SUCCEEDED", **fields}
-        self.jobs[job_id] = job
-        return job
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        assert len(jobs) <= 100, "DescribeJobs takes at most 100 job IDs"
-        self.describe_calls.append(list(jobs))
-        return {"jobs": [self.jobs[j] for j in jobs if j in self.jobs]}
-
-    def list_jobs(self, **request: Any) -> dict[str, Any]:
-        assert request["jobQueue"] == QUEUE
-        (name,) = request["filters"][0]["values"]
-        summaries = [
-            {"jobId": j["jobId"], "jobName": j["jobName"]}
-            for j in self.jobs.values()
-            if j["jobName"].startswith(name)  # a prefix, as Batch's filter may match
-        ]
-        start = int(request.get("nextToken", 0))
-        page: dict[str, Any] = {"jobSummaryList": summaries[start : start + 2]}
-        if start + 2 < len(summaries):
-            page["nextToken"] = str(start + 2)
-        return page
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        harness.hold_new_jobs()  # each test places its jobs
+        yield harness
 
 
 # --- describing jobs ------------------------------------------------------------------------
 
 
-def test_jobs_are_described_a_hundred_at_a_time_in_the_order_asked() -> None:
-    # GIVEN 250 jobs, one of them unknown to Batch
-    batch = PagedBatch()
-    ids = {f"k{i}": f"id-{i}" for i in range(250)}
-    for key, job_id in ids.items():
-        if key != "k7":
-            batch.add(job_id, "JobB")
+def test_jobs_are_described_a_hundred_at_a_time_in_the_order_asked(aws: EngineBatch) -> None:
+    # GIVEN 250 jobs (the children of one array) asked for last child first, one of them
+    # unknown to Batch
+    parent = submit(aws, "JobB", size=250)
+    ids = {f"k{i}": f"{parent}:{249 - i}" for i in range(250)}
+    ids["k7"] = f"{parent}:250"  # no such child
+    calls = sent(aws.batch, "DescribeJobs")
     # WHEN they are described
-    progress = describe_jobs(batch, ids)  # type: ignore[arg-type]
-    # THEN three calls of 100, 100 and 50 IDs; the known ones, in order, with their keys
-    assert [len(c) for c in batch.describe_calls] == [DESCRIBE_JOBS_LIMIT, DESCRIBE_JOBS_LIMIT, 50]
+    progress = describe_jobs(aws.batch, ids)
+    # THEN three calls of 100, 100 and 50 IDs; the known ones, in the order asked, with their keys
+    assert sizes(calls) == [DESCRIBE_JOBS_LIMIT, DESCRIBE_JOBS_LIMIT, 50]
     assert [p.key for p in progress] == [k for k in ids if k != "k7"]
-    assert progress[0].job_id == "id-0"
+    assert [p.job_id for p in progress] == [ids[p.key] for p in progress]
+    assert progress[0].job_id == f"{parent}:249"
 
 
 def test_a_description_becomes_a_jobs_progress() -> None:
@@ -173,67 +154,106 @@ def test_a_submitted_run_maps_its_keys_to_job_ids() -> None:
 # --- finding jobs and runs by their tags ----------------------------------------------------
 
 
-def test_jobs_are_found_by_name_and_tag_on_every_page_parents_only() -> None:
-    # GIVEN five JobB parents over three ListJobs pages, a child, and a JobBig
-    batch = PagedBatch()
-    for i in range(5):
-        batch.add(f"b{i}", "JobB", tags={RUN_TAG: "r1" if i % 2 else "r2"})
-    batch.add("b1:0", "JobB", tags={RUN_TAG: "r1"})
-    batch.add("big", "JobBig", tags={RUN_TAG: "r1"})
+def test_jobs_are_found_by_name_and_tag_on_every_page_parents_only(aws: EngineBatch) -> None:
+    # GIVEN five JobB parents of two runs over three ListJobs pages of two, one of them an array
+    # whose children carry its name and tag, and a JobBig and a jobb of the same run (Batch's
+    # JOB_NAME filter matches names without regard to case)
+    small_pages(aws.batch, 2)
+    parents = [
+        submit(aws, "JobB", run_id="r1" if i % 2 else "r2", size=2 if i == 1 else None)
+        for i in range(5)
+    ]
+    submit(aws, "JobB", run_id="r1", jobName="JobBig")
+    submit(aws, "JobB", run_id="r1", jobName="jobb")
+    listings = sent(aws.batch, "ListJobs")
     # WHEN the jobs named JobB of run r1 are looked for
-    found = find_jobs_by_name(batch, QUEUE, "JobB", (RUN_TAG, "r1"))  # type: ignore[arg-type]
+    found = find_jobs_by_name(aws.batch, QUEUE, "JobB", (RUN_TAG, "r1"))
     # THEN the parents on every page that carry the tag, and nothing else
-    assert [j["jobId"] for j in found] == ["b1", "b3"]
+    assert [j["jobId"] for j in found] == [parents[1], parents[3]]
+    assert len(listings) == 3
 
 
-def test_a_runs_history_is_each_jobs_submissions_oldest_first() -> None:
-    batch = PagedBatch()
-    batch.add("a1", "JobA", createdAt=1, tags={RUN_TAG: "r1"})
-    batch.add("b2", "JobB", createdAt=30, tags={RUN_TAG: "r1"}, status="RUNNING")
-    batch.add("b1", "JobB", createdAt=20, tags={RUN_TAG: "r1"}, status="FAILED")
-    batch.add("b0", "JobB", createdAt=25, tags={RUN_TAG: "other"})
-    history = find_run_history(batch, QUEUE, "r1", DEFAULT_SPEC)  # type: ignore[arg-type]
+def test_a_runs_history_is_each_jobs_submissions_oldest_first(aws: EngineBatch) -> None:
+    # GIVEN run r1's JobA, and two JobBs submitted in the reverse order of their creation times
+    # (listed newest first), besides another run's JobB
+    at(aws, 1)
+    a1 = submit(aws, "JobA", run_id="r1")
+    at(aws, 30)
+    b2 = submit(aws, "JobB", run_id="r1")
+    aws.start(b2)
+    at(aws, 20)
+    b1 = submit(aws, "JobB", run_id="r1")
+    aws.fail(b1)
+    at(aws, 25)
+    submit(aws, "JobB", run_id="other")
+    # WHEN the run's history and its latest jobs are read
+    history = find_run_history(aws.batch, QUEUE, "r1", DEFAULT_SPEC)
+    latest = find_run(aws.batch, QUEUE, "r1", DEFAULT_SPEC)
+    # THEN each job's submissions oldest first, and the newest of each as the run's
     assert {k: [j.job_id for j in jobs] for k, jobs in history.items()} == {
-        "JobA": ["a1"],
-        "JobB": ["b1", "b2"],
+        "JobA": [a1],
+        "JobB": [b1, b2],
     }
-    latest = find_run(batch, QUEUE, "r1", DEFAULT_SPEC)  # type: ignore[arg-type]
-    assert {k: j.job_id for k, j in latest.items()} == {"JobA": "a1", "JobB": "b2"}
+    assert [j.status for j in history["JobB"]] == ["FAILED", "RUNNING"]
+    assert {k: j.job_id for k, j in latest.items()} == {"JobA": a1, "JobB": b2}
 
 
-def test_an_unknown_run_says_where_it_looked() -> None:
+def test_an_unknown_run_says_where_it_looked(aws: EngineBatch) -> None:
     with pytest.raises(RunStateError, match="no jobs of run 'r9' in queue ProdQueue; check"):
-        find_run(PagedBatch(), QUEUE, "r9", DEFAULT_SPEC)  # type: ignore[arg-type]
+        find_run(aws.batch, QUEUE, "r9", DEFAULT_SPEC)
 
 
 # --- listing runs ---------------------------------------------------------------------------
 
 
-def _run(batch: PagedBatch, run_id: str, at: int, a: str, e: str | None, **tags: str) -> None:
-    environment = [{"name": INPUT_PREFIX, "value": "in/"}] if tags.pop("prefixed", "") else []
-    batch.add(
-        f"{run_id}-a",
-        "JobA",
-        status=a,
-        createdAt=at,
-        tags={RUN_TAG: run_id, **tags},
-        container={"environment": environment},
+def _place(aws: EngineBatch, job_id: str, status: str) -> None:
+    """The held job ends as ``status`` (SUCCEEDED, FAILED), starts (RUNNING), or waits
+    to be placed (RUNNABLE)."""
+    if status == "SUCCEEDED":
+        aws.succeed(job_id)
+    elif status == "FAILED":
+        aws.fail(job_id)
+    elif status == "RUNNING":
+        aws.start(job_id)
+    else:
+        assert status == "RUNNABLE", status
+
+
+def _run(
+    aws: EngineBatch,
+    run_id: str,
+    when: int,
+    a: str,
+    e: str | None,
+    *,
+    prefix: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Run ``run_id``'s JobA, submitted at ``when`` (ms on the test's clock) and left ``a``,
+    and its JobE 5 ms later, left ``e`` (None: the chain never reached it)."""
+    at(aws, when)
+    environment = [{"name": INPUT_PREFIX, "value": prefix}] if prefix else []
+    job_a = submit(
+        aws, "JobA", run_id=run_id, tags=tags, containerOverrides={"environment": environment}
     )
+    _place(aws, job_a, a)
     if e is not None:
-        batch.add(f"{run_id}-e", "JobE", status=e, createdAt=at + 5, tags={RUN_TAG: run_id})
+        at(aws, when + 5)
+        _place(aws, submit(aws, "JobE", run_id=run_id), e)
 
 
-def test_runs_are_listed_newest_first_with_their_state() -> None:
-    # GIVEN runs that succeeded, failed, run, are still being submitted, or never reached JobE
-    batch = PagedBatch()
-    _run(batch, "done", 100, "SUCCEEDED", "SUCCEEDED", **{STARTED_BY_TAG: "schedule"})
-    _run(batch, "failed", 200, "SUCCEEDED", "FAILED")
-    _run(batch, "running", 300, "SUCCEEDED", "RUNNABLE", prefixed="yes")
-    _run(batch, "submitting", 400, "SUBMITTED", None)
-    _run(batch, "incomplete", 50, "SUCCEEDED", None)
-    batch.add("untagged", "JobA", createdAt=999)
+def test_runs_are_listed_newest_first_with_their_state(aws: EngineBatch) -> None:
+    # GIVEN runs that succeeded, failed, run, are still being submitted (JobA waits, no JobE
+    # yet), or never reached JobE, submitted out of the order of their times
+    _run(aws, "done", 100, "SUCCEEDED", "SUCCEEDED", tags={STARTED_BY_TAG: "schedule"})
+    _run(aws, "failed", 200, "SUCCEEDED", "FAILED")
+    _run(aws, "running", 300, "SUCCEEDED", "RUNNABLE", prefix="in/")
+    _run(aws, "submitting", 400, "RUNNABLE", None)
+    _run(aws, "incomplete", 50, "SUCCEEDED", None)
+    at(aws, 999)
+    submit(aws, "JobA")  # no run tag
     # WHEN they are listed
-    runs = list_runs(batch, QUEUE, DEFAULT_SPEC)  # type: ignore[arg-type]
+    runs = list_runs(aws.batch, QUEUE, DEFAULT_SPEC)
     # THEN newest first, each with its state, who started it and its input prefix
     assert [(r.run_id, r.status, r.started_by) for r in runs] == [
         ("submitting", "RUNNING", "command line"),
@@ -244,18 +264,22 @@ def test_runs_are_listed_newest_first_with_their_state() -> None:
     ]
     assert [r.input_prefix for r in runs] == [None, "in/", None, None, None]
     assert [r.is_active for r in runs] == [True, True, False, False, False]
-    assert [r.run_id for r in list_runs(batch, QUEUE, DEFAULT_SPEC, limit=2)] == [  # type: ignore[arg-type]
+    assert [r.run_id for r in list_runs(aws.batch, QUEUE, DEFAULT_SPEC, limit=2)] == [
         "submitting",
         "running",
     ]
 
 
-def test_a_resumed_runs_state_is_its_newest_jobes_and_its_start_its_first_joba() -> None:
-    batch = PagedBatch()
-    _run(batch, "r1", 100, "SUCCEEDED", "FAILED")
-    batch.add("r1-e2", "JobE", status="SUCCEEDED", createdAt=500, tags={RUN_TAG: "r1"})
-    (run,) = list_runs(batch, QUEUE, DEFAULT_SPEC)  # type: ignore[arg-type]
-    assert (run.status, run.created_at) == ("SUCCEEDED", 100)
+def test_a_resumed_runs_state_is_its_newest_jobes_and_its_start_its_first_joba(
+    aws: EngineBatch,
+) -> None:
+    # GIVEN a run whose JobE failed, and a resume's JobE that succeeded later
+    _run(aws, "r1", 100, "SUCCEEDED", "FAILED")
+    at(aws, 500)
+    aws.succeed(submit(aws, "JobE", run_id="r1"))
+    # THEN the run's state is the newest JobE's, its start its first JobA's creation
+    (run,) = list_runs(aws.batch, QUEUE, DEFAULT_SPEC)
+    assert (run.status, run.created_at) == ("SUCCEEDED", ms(100))
 
 
 def test_a_run_summary_as_json() -> None:
@@ -272,18 +296,32 @@ def test_a_run_summary_as_json() -> None:
 # --- every attempt of every child -----------------------------------------------------------
 
 
-def test_the_attempts_of_each_child_are_read_a_hundred_children_at_a_time() -> None:
-    # GIVEN an array of 150 children, a standard job and a job a resume kept
-    batch = PagedBatch()
-    batch.add("b", "JobB", arrayProperties={"size": 150})
+def test_the_attempts_of_each_child_are_read_a_hundred_children_at_a_time(
+    aws: EngineBatch,
+) -> None:
+    # GIVEN a JobA whose first attempt failed and was retried, an array of 150 children each
+    # run once on a log stream of its own, and a job a resume kept
+    job_a = submit(aws, "JobA", retryStrategy={"attempts": 2})
+    aws.fail(job_a, exit_code=1)
+    aws.succeed(job_a)
+    job_b = submit(aws, "JobB", size=150)
     for i in range(150):
-        batch.add(f"b:{i}", "JobB", attempts=[{"exitCode": i}])
-    batch.add("a", "JobA", attempts=[{"exitCode": 0}, {"exitCode": 1}])
-    jobs = [SubmittedJob("JobA", "a"), SubmittedJob("JobB", "b"), SubmittedJob("JobC", "c", True)]
+        aws.start(f"{job_b}:{i}", log_stream=f"child-{i}")
+    aws.succeed(job_b)
+    kept = submit(aws, "JobC")
+    aws.succeed(kept)
+    jobs = [
+        SubmittedJob("JobA", job_a),
+        SubmittedJob("JobB", job_b),
+        SubmittedJob("JobC", kept, True),
+    ]
+    calls = sent(aws.batch, "DescribeJobs")
     # WHEN their attempts are read
-    attempts = leaf_attempts(batch, jobs)  # type: ignore[arg-type]
+    attempts = leaf_attempts(aws.batch, jobs)
     # THEN each child's, in index order, in calls of at most 100; none for the kept job
-    assert attempts["JobA"] == [[{"exitCode": 0}, {"exitCode": 1}]]
-    assert attempts["JobB"] == [[{"exitCode": i}] for i in range(150)]
+    assert [[a["container"]["exitCode"] for a in leaf] for leaf in attempts["JobA"]] == [[1, 0]]
+    assert [[a["container"]["logStreamName"] for a in leaf] for leaf in attempts["JobB"]] == [
+        [f"child-{i}"] for i in range(150)
+    ]
     assert attempts["JobC"] == []
-    assert [len(c) for c in batch.describe_calls] == [1, 1, 1, 100, 50]
+    assert sizes(calls) == [1, 1, 1, 100, 50]

@@ -1,123 +1,120 @@
 """pipeline/runs/report.py: what a run did, from every child's description: waits from the
 moment each child was ready, run times, retries, failures, usage against the worst case, and
-the estimated cost. The run here is three jobs with times chosen so each figure can be worked
-out by hand (times in ms); Batch is a small stand-in with boto3's method names and shapes."""
+the estimated cost. The run is three jobs on the engine's Batch
+(:func:`helpers.batch.engine_batch`), placed by the test on its clock at times chosen so each
+figure can be worked out by hand (ms from the clock's start), on a queue of one managed
+compute environment whose instance types and pricing model each test picks."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from helpers.batch import EngineBatch, engine_batch
+from helpers.engine_steps import at, ms, sent, sizes, submit
 from pipeline.document import PipelineDocument
 from pipeline.instances import INSTANCE_TYPES
 from pipeline.runs.report import (
     Attempt,
     ChildRecord,
     JobRecord,
+    RunReport,
     collect,
     progress_reporter,
 )
-from pipeline.spec import DEFAULT_SPEC, RUN_TAG
+from pipeline.spec import DEFAULT_SPEC
 
 SPEC = DEFAULT_SPEC.with_array_size(2)
-DOCUMENT = PipelineDocument("ProdQueue", {j.key: j.definition_name for j in SPEC}, spec=SPEC)
+DEFINITIONS = {j.key: j.definition_name for j in SPEC}
 
 
-def _attempts(*spans: tuple[int, int]) -> list[dict[str, Any]]:
-    return [{"startedAt": start, "stoppedAt": stop, "statusReason": "ok"} for start, stop in spans]
+@pytest.fixture(scope="module")
+def aws() -> Iterator[EngineBatch]:
+    """One Batch for the module (its setup is most of a test's time): each run is on a queue
+    of its own, and the tests place every job."""
+    with engine_batch() as harness:
+        harness.hold_new_jobs()
+        yield harness
 
 
-def _job(
-    job_id: str, name: str, created: int, *spans: tuple[int, int], **fields: Any
-) -> dict[str, Any]:
-    return {
-        "jobId": job_id,
-        "jobName": name,
-        "status": "SUCCEEDED",
-        "createdAt": created,
-        "startedAt": spans[0][0] if spans else None,
-        "stoppedAt": spans[-1][1] if spans else None,
-        "attempts": _attempts(*spans),
-        "tags": {RUN_TAG: "r1"},
-        **fields,
-    }
+_QUEUES = itertools.count(1)
 
 
-class RunBatch:
+@dataclass(frozen=True)
+class Run:
+    """Run r1 on the engine: its jobs' IDs and the document it was submitted with."""
+
+    aws: EngineBatch
+    document: PipelineDocument
+    a: str
+    b: str
+    c: str
+
+    def report(self, **options: Any) -> RunReport:
+        return collect(self.aws.batch, self.document, "r1", **options)
+
+
+def _run(aws: EngineBatch, *, spot: bool = False, types: tuple[str, ...] = ("c6i.8xlarge",)) -> Run:
     """JobA (one attempt), JobB (two children, the second retried once) and JobC (N_TO_N on
-    JobB, its child 1 failed), on a queue of one instance type."""
-
-    def __init__(self, spot: bool = False, types: tuple[str, ...] = ("c6i.8xlarge",)) -> None:
-        self.spot = spot
-        self.types = types
-        jobs = [
-            _job("a", "JobA", 0, (1_000, 5_000)),
-            _job("b", "JobB", 100, arrayProperties={"size": 2}),
-            _job("b:0", "JobB", 100, (6_000, 16_000), arrayProperties={"index": 0}),
-            _job(
-                "b:1", "JobB", 100, (6_000, 10_000), (11_000, 21_000), arrayProperties={"index": 1}
-            ),
-            _job("c", "JobC", 200, status="FAILED", arrayProperties={"size": 2}),
-            _job("c:0", "JobC", 200, (17_000, 18_000), arrayProperties={"index": 0}),
-            _job(
-                "c:1",
-                "JobC",
-                200,
-                (22_000, 25_000),
-                arrayProperties={"index": 1},
-                status="FAILED",
-                statusReason="Essential container in task exited",
-                container={"exitCode": 3},
-            ),
-        ]
-        self.jobs = {j["jobId"]: j for j in jobs}
-
-    def list_jobs(self, **request: Any) -> dict[str, Any]:
-        if "arrayJobId" in request:
-            failed = [j for j in self.jobs if j.startswith(f"{request['arrayJobId']}:")]
-            failed = [j for j in failed if self.jobs[j]["status"] == "FAILED"]
-            return {"jobSummaryList": [{"jobId": j} for j in failed]}
-        assert request["jobQueue"] == "ProdQueue"
-        (name,) = request["filters"][0]["values"]
-        return {
-            "jobSummaryList": [
-                {"jobId": j["jobId"], "jobName": name}
-                for j in self.jobs.values()
-                if j["jobName"] == name
-            ]
-        }
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        described = []
-        for job_id in jobs:
-            job = dict(self.jobs[job_id])
-            if job_id == "c":  # the parent counts its children by status
-                job["arrayProperties"] = {"size": 2, "statusSummary": {"FAILED": 1, "SUCCEEDED": 1}}
-            described.append(job)
-        return {"jobs": described}
-
-    def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
-        assert jobQueues == ["ProdQueue"]
-        return {"jobQueues": [{"computeEnvironmentOrder": [{"computeEnvironment": "ce"}]}]}
-
-    def describe_compute_environments(self, *, computeEnvironments: list[str]) -> dict[str, Any]:  # noqa: N803
-        assert computeEnvironments == ["ce"]
-        resources = {"maxvCpus": 256, "instanceTypes": list(self.types)}
-        if self.spot:
-            resources["type"] = "SPOT"
-        return {
-            "computeEnvironments": [{"computeEnvironmentName": "ce", "computeResources": resources}]
-        }
+    JobB, its child 1 failed), as the chain submits them, on a queue of ``types``."""
+    resources: dict[str, Any] = {"instanceTypes": list(types)}
+    if spot:
+        resources["type"] = "SPOT"
+    queue = aws.managed_queue(types[0], name=f"Queue{next(_QUEUES)}", **resources)
+    at(aws, 0)
+    a = submit(aws, "JobA", run_id="r1", queue=queue)
+    at(aws, 100)
+    b = submit(
+        aws,
+        "JobB",
+        run_id="r1",
+        queue=queue,
+        size=2,
+        depends_on=[{"jobId": a}],
+        retryStrategy={"attempts": 2},
+    )
+    at(aws, 200)
+    c = submit(
+        aws, "JobC", run_id="r1", queue=queue, size=2, depends_on=[{"jobId": b, "type": "N_TO_N"}]
+    )
+    at(aws, 1_000)
+    aws.start(a)
+    at(aws, 5_000)
+    aws.succeed(a)  # JobB's children may run from here
+    at(aws, 6_000)
+    aws.start(b)
+    at(aws, 10_000)
+    aws.fail(f"{b}:1", exit_code=1)  # its first attempt: Batch retries it
+    at(aws, 11_000)
+    aws.start(f"{b}:1")
+    at(aws, 16_000)
+    aws.succeed(f"{b}:0")  # JobC's child 0 may run from here
+    at(aws, 17_000)
+    aws.start(f"{c}:0")
+    at(aws, 18_000)
+    aws.succeed(f"{c}:0")
+    at(aws, 21_000)
+    aws.succeed(f"{b}:1")  # JobC's child 1 may run from here
+    at(aws, 22_000)
+    aws.start(f"{c}:1")
+    at(aws, 25_000)
+    aws.fail(f"{c}:1", exit_code=3)
+    return Run(aws, PipelineDocument(queue, DEFINITIONS, spec=SPEC), a, b, c)
 
 
-def _report(batch: RunBatch | None = None, **options: Any) -> Any:
-    return collect(batch or RunBatch(), DOCUMENT, "r1", **options)  # type: ignore[arg-type]
+@pytest.fixture(scope="module")
+def run(aws: EngineBatch) -> Run:
+    """The run on c6i.8xlarge On-Demand, which the tests only read."""
+    return _run(aws)
 
 
-def test_every_job_of_the_run_and_each_child_is_read() -> None:
+def test_every_job_of_the_run_and_each_child_is_read(run: Run) -> None:
     described: list[tuple[int, int]] = []
-    report = _report(on_progress=lambda done, total: described.append((done, total)))
+    report = run.report(on_progress=lambda done, total: described.append((done, total)))
     assert [(j.key, j.status, j.array_size) for j in report.jobs] == [
         ("JobA", "SUCCEEDED", None),
         ("JobB", "SUCCEEDED", 2),
@@ -128,19 +125,19 @@ def test_every_job_of_the_run_and_each_child_is_read() -> None:
     assert report.calls["describe_jobs"] >= 4
 
 
-def test_each_child_waits_from_when_its_dependencies_let_it_run() -> None:
-    jobs = {j.key: j for j in _report().jobs}
+def test_each_child_waits_from_when_its_dependencies_let_it_run(run: Run) -> None:
+    jobs = {j.key: j for j in run.report().jobs}
     # JobA depends on nothing: ready when created (0), started at 1,000
     assert jobs["JobA"].children[0].wait_seconds == 1.0
     # JobB waits for the whole JobA (stopped at 5,000): both children start at 6,000
     assert [c.wait_seconds for c in jobs["JobB"].children] == [1.0, 1.0]
     # JobC child i waits for JobB child i: ready at 16,000 and 21,000, started 1 s later each
-    assert [c.ready_at for c in jobs["JobC"].children] == [16_000, 21_000]
+    assert [c.ready_at for c in jobs["JobC"].children] == [ms(16_000), ms(21_000)]
     assert [c.wait_seconds for c in jobs["JobC"].children] == [1.0, 1.0]
 
 
-def test_run_times_count_every_attempt_and_retries_are_counted() -> None:
-    jobs = {j.key: j for j in _report().jobs}
+def test_run_times_count_every_attempt_and_retries_are_counted(run: Run) -> None:
+    jobs = {j.key: j for j in run.report().jobs}
     assert [c.run_seconds for c in jobs["JobB"].children] == [10.0, 14.0]
     assert [c.retries for c in jobs["JobB"].children] == [0, 1]
     assert (jobs["JobB"].retries, jobs["JobB"].failed, jobs["JobC"].failed) == (1, 0, 1)
@@ -150,10 +147,10 @@ def test_run_times_count_every_attempt_and_retries_are_counted() -> None:
     assert [c.index for c in jobs["JobB"].slowest(1)] == [1]
 
 
-def test_the_report_as_json() -> None:
-    report = _report(read_log=lambda job_id, stream: [f"log of {job_id}"])
+def test_the_report_as_json(run: Run) -> None:
+    report = run.report(read_log=lambda job_id, stream: [f"log of {job_id}"])
     data = report.as_json()
-    assert (data["runId"], data["startedAt"], data["endedAt"]) == ("r1", 0, 25_000)
+    assert (data["runId"], data["startedAt"], data["endedAt"]) == ("r1", ms(0), ms(25_000))
     job_b = data["jobs"][1]
     assert job_b["runSeconds"] == {"p50": 12.0, "p90": 13.6, "max": 14.0}
     assert job_b["waitSeconds"] == {"p50": 1.0, "p90": 1.0, "max": 1.0}
@@ -163,15 +160,15 @@ def test_the_report_as_json() -> None:
     assert (job_b["worstCaseVcpuHours"], job_b["worstCaseGibHours"]) == (384.0, 48.0)
     (failure,) = data["failures"]
     assert (failure["job"], failure["indices"], failure["exitCode"]) == ("JobC", "1", 3)
-    assert failure["logTail"] == ["log of c:1"]
+    assert failure["logTail"] == [f"log of {run.c}:1"]
 
 
-def test_a_standard_jobs_whole_json_and_what_the_report_cost() -> None:
-    data = _report().as_json()
+def test_a_standard_jobs_whole_json_and_what_the_report_cost(run: Run) -> None:
+    data = run.report().as_json()
     assert data["jobs"][0] == {
         "job": "JobA",
         "submission": 0,
-        "jobId": "a",
+        "jobId": run.a,
         "status": "SUCCEEDED",
         "arraySize": None,
         "vcpus": 1,
@@ -200,8 +197,10 @@ def test_a_standard_jobs_whole_json_and_what_the_report_cost() -> None:
     }
 
 
-def test_the_cost_is_priced_on_the_cheapest_fitting_type_at_one_childs_share() -> None:
-    cost = _report().cost
+def test_the_cost_is_priced_on_the_cheapest_fitting_type_at_one_childs_share(run: Run) -> None:
+    report = run.report()
+    cost = report.cost
+    assert cost is not None
     c6i = INSTANCE_TYPES["c6i.8xlarge"]
     # JobB's child takes the whole instance (32 of 32 vCPUs) for 24 s
     assert cost.per_job["JobB"] == round(24 / 3600 * c6i.on_demand_usd_per_hour, 4)
@@ -212,24 +211,29 @@ def test_the_cost_is_priced_on_the_cheapest_fitting_type_at_one_childs_share() -
     assert cost.instance_types == dict.fromkeys(("JobA", "JobB", "JobC"), "c6i.8xlarge")
     assert not cost.spot
     assert "Spot" not in cost.basis
-    assert _report().as_json()["cost"]["estimatedUsd"] == cost.usd
+    assert report.as_json()["cost"]["estimatedUsd"] == cost.usd
 
 
-def test_a_spot_queue_is_said_to_cost_less() -> None:
-    cost = _report(RunBatch(spot=True)).cost
+def test_a_spot_queue_is_said_to_cost_less(aws: EngineBatch) -> None:
+    cost = _run(aws, spot=True).report().cost
+    assert cost is not None
     assert cost.spot
     assert cost.basis.endswith("; the queue runs on Spot, which usually costs much less")
 
 
-def test_no_cost_is_estimated_for_types_without_a_price() -> None:
-    assert _report(RunBatch(types=("optimal",))).cost is None
-    assert _report(RunBatch(types=("c6i.8xlarge", "optimal"))).cost is None
-    assert _report(RunBatch(types=("c6i.8xlarge", "optimal"))).as_json()["cost"] is None
+@pytest.mark.parametrize("types", [("optimal",), ("c6i.8xlarge", "optimal")])
+def test_no_cost_is_estimated_for_types_without_a_price(
+    aws: EngineBatch, types: tuple[str, ...]
+) -> None:
+    report = _run(aws, types=types).report()
+    assert report.cost is None
+    assert report.as_json()["cost"] is None
 
 
-def test_a_job_no_type_fits_is_not_priced() -> None:
+def test_a_job_no_type_fits_is_not_priced(aws: EngineBatch) -> None:
     # JobB's 32 vCPUs fit no m6i.2xlarge (8 vCPUs); JobA and JobC's children do
-    cost = _report(RunBatch(types=("m6i.2xlarge",))).cost
+    cost = _run(aws, types=("m6i.2xlarge",)).report().cost
+    assert cost is not None
     assert sorted(cost.per_job) == ["JobA"]
 
 
@@ -300,13 +304,20 @@ def test_progress_is_said_at_most_once_a_second_and_at_the_end() -> None:
 # --- a resumed run, and a large array --------------------------------------------------------
 
 
-def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first_size() -> None:
+def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first_size(
+    aws: EngineBatch,
+) -> None:
     # GIVEN the run above (JobB of 2), whose JobB was submitted again later for one child,
     # read with the deployed pipeline's default size (10,000)
-    batch = RunBatch()
-    batch.jobs["b2"] = _job("b2", "JobB", 30_000, (31_000, 33_000))
-    document = PipelineDocument("ProdQueue", DOCUMENT.job_definitions)
-    report = collect(batch, document, "r1")  # type: ignore[arg-type]
+    run = _run(aws)
+    at(run.aws, 30_000)
+    again = submit(run.aws, "JobB", run_id="r1", queue=run.document.queue)
+    at(run.aws, 31_000)
+    run.aws.start(again)
+    at(run.aws, 33_000)
+    run.aws.succeed(again)
+    document = PipelineDocument(run.document.queue, DEFINITIONS)
+    report = collect(run.aws.batch, document, "r1")
     # THEN every submission is there, oldest first, the later one labelled as a resume's
     assert [(j.label, j.submission) for j in report.jobs] == [
         ("JobA", 0),
@@ -318,41 +329,27 @@ def test_a_resumed_runs_submissions_are_labelled_and_its_worst_case_is_its_first
     assert report.worst_case["JobB"] == (384.0, 48.0)
 
 
-class LargeArray:
-    """JobA, and a JobB of 150 children, each run for 1 s."""
-
-    def __init__(self) -> None:
-        self.jobs = {"a": _job("a", "JobA", 0, (0, 1_000))}
-        self.jobs["b"] = _job("b", "JobB", 0, arrayProperties={"size": 150})
-        for i in range(150):
-            self.jobs[f"b:{i}"] = _job(
-                f"b:{i}", "JobB", 0, (2_000, 3_000), arrayProperties={"index": i}
-            )
-        self.calls: list[int] = []
-
-    def list_jobs(self, **request: Any) -> dict[str, Any]:
-        (name,) = request["filters"][0]["values"]
-        return {
-            "jobSummaryList": [
-                {"jobId": i, "jobName": name} for i in ("a", "b") if self.jobs[i]["jobName"] == name
-            ]
-        }
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        assert len(jobs) <= 100
-        self.calls.append(len(jobs))
-        return {"jobs": [self.jobs[j] for j in jobs]}
-
-    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
-        return {"jobQueues": [{"computeEnvironmentOrder": []}]}
-
-
-def test_a_large_arrays_children_are_read_a_hundred_at_a_time() -> None:
-    batch = LargeArray()
+def test_a_large_arrays_children_are_read_a_hundred_at_a_time(aws: EngineBatch) -> None:
+    # GIVEN JobA, and a JobB of 150 children after it, each run for 1 s, on the pipeline's
+    # queue (an UNMANAGED compute environment: no instance types to price)
+    at(aws, 0)
+    job_a = submit(aws, "JobA", run_id="r1")
+    job_b = submit(aws, "JobB", run_id="r1", size=150, depends_on=[{"jobId": job_a}])
+    aws.succeed(job_a, seconds=1)
+    aws.succeed(job_b, seconds=1)
+    calls = sent(aws.batch, "DescribeJobs")
     described: list[tuple[int, int]] = []
-    report = collect(batch, DOCUMENT, "r1", on_progress=lambda d, t: described.append((d, t)))  # type: ignore[arg-type]
-    job_b = report.jobs[1]
-    assert [c.index for c in job_b.children] == list(range(150))
+    # WHEN the report is collected
+    report = collect(
+        aws.batch,
+        PipelineDocument(aws.queue_arn, DEFINITIONS, spec=SPEC),
+        "r1",
+        on_progress=lambda d, t: described.append((d, t)),
+    )
+    # THEN every child, in index order, read in calls of 100 and 50
+    job_b_record = report.jobs[1]
+    assert [c.index for c in job_b_record.children] == list(range(150))
+    assert [c.run_seconds for c in job_b_record.children] == [1.0] * 150
     assert described == [(101, 151), (151, 151)]
-    assert batch.calls[-2:] == [100, 50]
+    assert sizes(calls)[-2:] == [100, 50]
     assert report.cost is None  # a queue with no priced instance types

@@ -1,71 +1,123 @@
-"""pipeline/runs/watch.py: following a run until it ends. The Batch here answers each poll
-with the next of a list of states; the waits go through the ``sleep`` it is given."""
+"""pipeline/runs/watch.py: following a run until it ends. The run is the chain as the command
+submits it (arrays of 2) on the engine's Batch (:func:`helpers.batch.engine_batch`), its jobs
+held until the test places them; each wait of the watch goes through the ``sleep`` it is
+given, which is where the test moves the run on, so the watch sees what Batch reports after
+each step (an array parent stays PENDING while its children run)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
 
-from pipeline.runs.progress import SubmittedJob, SubmittedRun
+import pytest
+
+from helpers.batch import EngineBatch, engine_batch
+from pipeline.document import PipelineDocument
+from pipeline.runs.chain import submit_pipeline
+from pipeline.runs.progress import SubmittedRun
+from pipeline.runs.requests import run_config
 from pipeline.runs.watch import watch
 
 
-class Polls:
-    """DescribeJobs answering each poll with the next of ``states`` (key -> status)."""
-
-    def __init__(self, *states: dict[str, str]) -> None:
-        self.states = list(states)
-        self.polls = 0
-
-    def describe_jobs(self, *, jobs: list[str]) -> dict[str, Any]:
-        state = self.states[min(self.polls, len(self.states) - 1)]
-        self.polls += 1
-        return {
-            "jobs": [
-                {"jobId": f"id-{key}", "status": status, "statusReason": "r"}
-                for key, status in state.items()
-            ]
-        }
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        harness.hold_new_jobs()  # the test places every job
+        yield harness
 
 
-RUN = SubmittedRun("r1", tuple(SubmittedJob(k, f"id-{k}") for k in ("JobA", "JobB", "JobE")))
+def _submitted(aws: EngineBatch) -> SubmittedRun:
+    document = PipelineDocument(aws.queue_arn, aws.definition_arns)
+    return submit_pipeline(aws.reader, document, run_config(array_size=2))
 
 
-def test_a_run_is_followed_until_its_last_job_succeeds() -> None:
-    batch = Polls(
-        {"JobA": "RUNNING", "JobB": "PENDING", "JobE": "PENDING"},
-        {"JobA": "SUCCEEDED", "JobB": "SUCCEEDED", "JobE": "RUNNING"},
-        {"JobA": "SUCCEEDED", "JobB": "SUCCEEDED", "JobE": "SUCCEEDED"},
-    )
-    sleeps: list[float] = []
+class Steps:
+    """The watch's ``sleep``: records each wait, then the run's next step happens."""
+
+    def __init__(self, *steps: Callable[[], None]) -> None:
+        self.steps = list(steps)
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        assert self.steps, "the watch waited once more than the run has steps"
+        self.steps.pop(0)()
+
+
+def test_a_run_is_followed_until_its_last_job_succeeds(aws: EngineBatch) -> None:
+    # GIVEN a run whose JobA runs; after the first wait every job but JobE has succeeded and
+    # JobE runs; after the second JobE has succeeded
+    run = _submitted(aws)
+    ids = run.job_ids
+    aws.start(ids["JobA"])
+
+    def up_to_jobe() -> None:
+        for key in ("JobA", "JobB", "JobC", "JobD"):
+            aws.succeed(ids[key])
+        aws.start(ids["JobE"])
+
+    steps = Steps(up_to_jobe, lambda: aws.succeed(ids["JobE"]))
     seen: list[list[str]] = []
+    # WHEN it is watched
     result = watch(
-        batch,  # type: ignore[arg-type]
-        RUN,
+        aws.batch,
+        run,
         interval=7.0,
-        sleep=sleeps.append,
+        sleep=steps,
         on_poll=lambda progress: seen.append([p.status for p in progress]),
     )
+    # THEN it succeeds after three polls, two waits of the interval apart
     assert result.succeeded
     assert result.failure is None
-    assert (batch.polls, sleeps) == (3, [7.0, 7.0])
-    assert seen[-1] == ["SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
+    assert steps.waits == [7.0, 7.0]
+    assert seen == [
+        ["RUNNING", "PENDING", "PENDING", "PENDING", "PENDING"],
+        ["SUCCEEDED"] * 4 + ["RUNNING"],
+        ["SUCCEEDED"] * 5,
+    ]
 
 
-def test_a_failed_job_ends_the_watch_at_once_naming_it() -> None:
-    batch = Polls({"JobA": "FAILED", "JobB": "PENDING", "JobE": "PENDING"})
-    result = watch(batch, RUN, sleep=lambda _: None)  # type: ignore[arg-type]
+def _child_failed_while_its_sibling_runs(aws: EngineBatch) -> SubmittedRun:
+    """A run whose JobA succeeded and whose JobB child 0 failed while child 1 still runs."""
+    run = _submitted(aws)
+    aws.succeed(run.job_ids["JobA"])
+    aws.start(run.job_ids["JobB"])
+    aws.fail_child(run.job_ids["JobB"], 0)
+    return run
+
+
+def test_a_failed_job_ends_the_watch_at_once_naming_it(aws: EngineBatch) -> None:
+    # GIVEN a run with a failed child, and jobs that have not ended
+    run = _child_failed_while_its_sibling_runs(aws)
+    polls: list[int] = []
+    waits = Steps()
+    # WHEN it is watched
+    result = watch(aws.batch, run, sleep=waits, on_poll=lambda progress: polls.append(1))
+    # THEN the first poll ends the watch, naming the failed child, though the run goes on
     assert not result.succeeded
     assert result.failure is not None
-    assert result.failure.job_key == "JobA"
-    assert batch.polls == 1
+    assert (result.failure.job_key, result.failure.child_index) == ("JobB", 0)
+    assert (len(polls), waits.waits) == (1, [])
+    assert any(p.is_active for p in result.progress)
 
 
-def test_settling_waits_for_every_job_to_end_before_reporting_a_failure() -> None:
-    batch = Polls(
-        {"JobA": "FAILED", "JobB": "RUNNING", "JobE": "PENDING"},
-        {"JobA": "FAILED", "JobB": "FAILED", "JobE": "FAILED"},
+def test_settling_waits_for_every_job_to_end_before_reporting_a_failure(aws: EngineBatch) -> None:
+    # GIVEN the same run, whose JobB child 1 then succeeds and whose jobs then run as they may
+    run = _child_failed_while_its_sibling_runs(aws)
+
+    def the_rest() -> None:
+        aws.succeed(f"{run.job_ids['JobB']}:1")
+        aws.run_at_once()
+
+    steps = Steps(the_rest)
+    polls: list[int] = []
+    # WHEN it is watched, settling
+    result = watch(
+        aws.batch, run, sleep=steps, settle=True, on_poll=lambda progress: polls.append(1)
     )
-    result = watch(batch, RUN, sleep=lambda _: None, settle=True)  # type: ignore[arg-type]
+    # THEN the failure is reported once every job has ended: JobB failed, and Batch failed
+    # the jobs after it
     assert not result.succeeded
-    assert batch.polls == 2
-    assert [p.status for p in result.progress] == ["FAILED", "FAILED", "FAILED"]
+    assert len(polls) == 2
+    assert [p.status for p in result.progress] == ["SUCCEEDED"] + ["FAILED"] * 4
+    assert result.failure is not None
+    assert result.failure.job_key == "JobB"
