@@ -108,7 +108,7 @@ class PipelineJobs(Construct):
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
-        plain_requests: bool = True,
+        plain_requests: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self._buckets = buckets
@@ -293,8 +293,8 @@ PLAIN_REQUESTS_REASON = (
     "Reference, Actions defined by AWS Batch: no resource type), so it is granted on *. A job "
     "calls it only when submitted without PIPELINE_RUN_ID (the User Guide's requests as "
     "written), to follow its dependsOn chain to JobA, whose job ID names the run. A synth-time "
-    "check fails if any other action on this role gets Resource *. Off with "
-    "plain_requests=False."
+    "check fails if any other action on this role gets Resource *. Only with "
+    "plain_requests=True (default False)."
 )
 
 

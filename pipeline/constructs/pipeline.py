@@ -147,9 +147,11 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     """Let jobs submitted without this library's run environment (the AWS Batch User Guide's
     five SubmitJob requests as written, from the AWS CLI or any SDK) find their run: each job
     follows its ``dependsOn`` chain to JobA, whose job ID names the run, with DescribeJobs. AWS
-    grants batch:DescribeJobs only on every job of the account and region, so each job role
-    can then read any job's description there, environment included: keep secrets out of job
-    environments (use Secrets Manager), or set False. Default: True."""
+    grants batch:DescribeJobs only on every job of the account and region, so with True every
+    job role (and any step, or a step a hostile input subverts) can read any Batch job's
+    description there, environment included. Default: False: runs come from ``python -m
+    pipeline.submit`` and the starter, which pass the run environment, and a plain request's
+    JobA fails, its log saying DescribeJobs was denied."""
     job_overrides: Mapping[str, JobOverride]
     """Per-job command, environment, vCPUs, memory or timeout, keyed by ``JobA``..``JobE``.
     Default: the values in ``pipeline/spec.py``."""
@@ -296,7 +298,7 @@ class ArrayJobPipeline(Construct):
             },
             log_retention=log_retention,
             removal_policy=removal_policy,
-            plain_requests=props.get("plain_requests", True),
+            plain_requests=props.get("plain_requests", False),
         )
         self.failure_notifications = FailureNotifications(
             self,

@@ -163,7 +163,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
 }
 
 
-# Every job may follow a plain request's dependsOn chain to its run (plain_requests=True):
+# With plain_requests=True every job may follow a plain request's dependsOn chain to its run:
 # DescribeJobs has no resource-level permissions, so it is granted on "*".
 _FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
 
@@ -172,8 +172,11 @@ _FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
 def test_job_role_grants_exactly_what_the_job_needs(
     default_stack: Synthesized, job_key: str
 ) -> None:
+    # GIVEN the stack with its default props (plain_requests off)
+    # WHEN the grants of the job's role are read
     granted = _permissions(default_stack, job_key)
-    assert granted == EXPECTED[job_key] | {_FIND_PLAIN_RUNS}
+    # THEN they are exactly what the job does: no batch:DescribeJobs on every job
+    assert granted == EXPECTED[job_key]
 
 
 def test_each_job_definition_has_its_own_role(default_stack: Synthesized) -> None:
@@ -254,19 +257,22 @@ def test_no_job_role_can_write_the_input_bucket(default_stack: Synthesized) -> N
         assert writes == set(), job_key
 
 
-def test_without_plain_requests_no_job_may_describe_jobs(tmp_path: Any) -> None:
+@pytest.mark.slow  # a synthesis of its own
+def test_plain_requests_give_every_job_describe_jobs_and_nothing_else(tmp_path: Any) -> None:
     import aws_cdk as cdk
 
     from helpers.synth import new_app, synthesize
     from pipeline import ArrayJobPipeline
 
+    # GIVEN a pipeline that lets the User Guide's requests as written find their run
     app = new_app(tmp_path)
-    stack = cdk.Stack(app, "Closed")
-    ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=False)
-    closed = synthesize(app, stack)
-    names = _readable_names(closed)
+    stack = cdk.Stack(app, "Plain")
+    ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=True)
+    plain = synthesize(app, stack)
+    names = _readable_names(plain)
+    # THEN each job role gets batch:DescribeJobs on every job, on top of its own grants
     for key in EXPECTED:
-        assert _permissions(closed, key, names) == EXPECTED[key]
+        assert _permissions(plain, key, names) == EXPECTED[key] | {_FIND_PLAIN_RUNS}
 
 
 def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path: Any) -> None:
@@ -276,11 +282,27 @@ def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path
     from helpers.synth import new_app
     from pipeline import ArrayJobPipeline
 
+    # GIVEN a pipeline whose job roles carry the acknowledged DescribeJobs on every job
     app = new_app(tmp_path)
     stack = cdk.Stack(app, "Widened")
-    pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10)
+    pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=True)
+    # WHEN another action on every resource is added to one of them
     pipeline.jobs.roles["JobB"].add_to_principal_policy(
         iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"])
     )
     with pytest.raises(Exception, match=r"grants s3:GetObject on every resource; its cdk-nag"):
         app.synth()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), (None, None)])
+def test_the_apps_context_turns_plain_requests_on_by_name_only(
+    value: str | None, expected: bool | None
+) -> None:
+    from pipeline.stacks.context import pipeline_props_from_context
+
+    # GIVEN the repository app's context, with or without pipeline:plainRequests
+    context = {} if value is None else {"pipeline:plainRequests": value}
+    # WHEN the props are read from it
+    props = pipeline_props_from_context(context.get)
+    # THEN plain requests are on only when the key says so (the construct's default is off)
+    assert props.get("plain_requests") == expected
