@@ -72,7 +72,8 @@ class RunStarter(Construct):
     - ``schedule``: an EventBridge Scheduler schedule (with its own role, allowed to invoke
       this function only) whose input is :func:`pipeline.trigger_events.schedule_event`;
     - ``run_on_upload``: BucketA's events go to EventBridge, and a rule sends the starter each
-      created object named ``_READY`` (one run per marker, listing the marker's prefix).
+      created object named ``_READY`` (one run per marker, listing the marker's prefix);
+    - neither: the function alone, for the principals ``grant_start_runs`` lets invoke it.
 
     A start the function does not make (overlap, cost guard, pre-flight) is published to
     ``topic``; an unexpected error goes to ``topic`` as the invocation's failure destination
@@ -103,9 +104,9 @@ class RunStarter(Construct):
         if max_vcpu_hours is None:
             Annotations.of(scope).add_warning_v2(
                 "array-job-pipeline:uncapped-triggers",
-                "run_schedule/run_on_upload without trigger_max_vcpu_hours: a triggered run "
-                "starts whatever its worst case (children x vCPUs x timeout x attempts; "
-                "`python -m pipeline.submit run --dry-run` prints it); set "
+                "run_schedule/run_on_upload/grant_start_runs without trigger_max_vcpu_hours: a "
+                "run the starter starts runs whatever its worst case (children x vCPUs x "
+                "timeout x attempts; `python -m pipeline.submit run --dry-run` prints it); set "
                 "trigger_max_vcpu_hours to refuse runs above a cost you accept",
             )
         self.log_group = logs.LogGroup(
@@ -152,7 +153,7 @@ class RunStarter(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            description="Starts array-job pipeline runs on a schedule or upload",
+            description="Starts array-job pipeline runs as deployed (schedule, upload, grantees)",
             runtime=RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             handler=f"{HANDLER_MODULE}.handler",

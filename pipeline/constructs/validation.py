@@ -87,13 +87,6 @@ def check_props(props: Mapping[str, Any], *, default_max_vcpus: int) -> None:
             "intermediate_expiration must be at least 1 day (S3 lifecycle expiration is in "
             f"whole days); got {expiration.to_seconds():g} seconds"
         )
-    triggered = props.get("run_schedule") is not None or props.get("run_on_upload", False)
-    for name in ("allow_overlapping_runs", "trigger_max_vcpu_hours"):
-        if name in props and not triggered:
-            raise PipelineConfigError(
-                f"{name} applies to runs a trigger starts; add run_schedule or "
-                "run_on_upload, or remove it"
-            )
     limit = props.get("trigger_max_vcpu_hours")
     if limit is not None and (
         isinstance(limit, bool)
