@@ -21,7 +21,7 @@ from constructs import Construct, IValidation
 
 from pipeline.constructs import grants
 from pipeline.constructs.checkov import apply_checkov_skips
-from pipeline.constructs.compute import PipelineCompute
+from pipeline.constructs.compute import DEFAULT_MACHINE_IMAGE_TYPE, PipelineCompute
 from pipeline.constructs.encryption import PipelineKey
 from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.job_definitions import JobOverride, PipelineJobs
@@ -82,6 +82,11 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     selection (private with egress) in a VPC you bring."""
     max_vcpus: int
     """Upper bound of each compute environment. Default: 256. Must cover the largest job."""
+    machine_image_type: batch.EcsMachineImageType
+    """The ECS-optimized AMI family Batch launches instances from (the compute environments'
+    Ec2Configuration ``imageType``); Batch takes that family's latest AMI and moves to newer
+    ones with its managed updates. Default: ``ECS_AL2023`` (Amazon Linux 2's standard support
+    ended on 2026-06-30; an ``ECS_AL2`` type warns at synth)."""
     spot: bool
     """Run on Spot with the SPOT_CAPACITY_OPTIMIZED allocation strategy. Default: On-Demand
     with BEST_FIT_PROGRESSIVE. Spot reclaims are retried by every job's retry strategy."""
@@ -248,6 +253,7 @@ class ArrayJobPipeline(Construct):
                     "memory_instance_types", DEFAULT_MEMORY_INSTANCE_TYPES
                 ),
                 runnable_timeout=props.get("runnable_timeout", DEFAULT_RUNNABLE_TIMEOUT),
+                machine_image_type=props.get("machine_image_type", DEFAULT_MACHINE_IMAGE_TYPE),
             )
         except UnknownInstanceTypeError as error:
             raise PipelineConfigError(

@@ -74,6 +74,41 @@ def test_the_launch_template_installs_the_metadata_block_at_boot(
     assert "169.254.170.2" not in text
 
 
+def test_every_compute_environment_pins_amazon_linux_2023(stack: Synthesized) -> None:
+    template = stack.assertions
+    # GIVEN the compute environments behind the queue
+    template.resource_count_is("AWS::Batch::ComputeEnvironment", 2)
+    # THEN each launches the ECS-optimized Amazon Linux 2023 AMI, not whatever Batch chooses
+    template.all_resources_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": {"Ec2Configuration": Match.exact([{"ImageType": "ECS_AL2023"}])}},
+    )
+
+
+@pytest.mark.slow  # a synthesis of its own
+def test_the_ami_family_is_a_prop_and_amazon_linux_2_warns(tmp_path: Path) -> None:
+    import aws_cdk as cdk
+    from aws_cdk import aws_batch as batch
+    from aws_cdk.assertions import Annotations
+
+    from pipeline import ArrayJobPipeline
+
+    # GIVEN a pipeline that asks for Amazon Linux 2
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Old")
+    ArrayJobPipeline(
+        stack, "P", array_size=10, machine_image_type=batch.EcsMachineImageType.ECS_AL2
+    )
+    # THEN both compute environments launch it, and synthesis says its support ended
+    Template.from_stack(stack).all_resources_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": {"Ec2Configuration": [{"ImageType": "ECS_AL2"}]}},
+    )
+    Annotations.from_stack(stack).has_warning(
+        "/Old/P/Compute", Match.string_like_regexp("Amazon Linux 2's standard support ended")
+    )
+
+
 _PROBE = """
 import os, socket, sys
 for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
@@ -106,15 +141,33 @@ def _stubs(folder: Path, **behaviour: str) -> Path:
     return folder
 
 
+_BACKENDS = {"nf_tables": "nft", "legacy": "legacy"}
+"""iptables' two backends: nftables (Amazon Linux 2023's iptables, the AMI the compute
+environments pin) and the legacy one (Amazon Linux 2's), as ``iptables -V`` names them."""
+
+
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 @pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(c) for c in ("unshare", "iptables", "ip6tables")),
-    reason="needs root, unshare and iptables/ip6tables (scripts/dev setup installs iptables)",
+    os.geteuid() != 0
+    or not all(
+        shutil.which(c)
+        for c in (
+            "unshare",
+            *(f"{t}-{b}" for t in ("iptables", "ip6tables") for b in ("nft", "legacy")),
+        )
+    ),
+    reason="needs root, unshare and both iptables backends (scripts/dev setup installs iptables)",
 )
-def test_the_boothook_keeps_every_uid_but_root_from_the_metadata_service(tmp_path: Path) -> None:
-    # GIVEN a network namespace whose loopback carries both metadata addresses, and the
-    # systemctl and poweroff the hook would call on failure recorded instead of run
+@pytest.mark.parametrize("backend", sorted(_BACKENDS))
+def test_the_boothook_keeps_every_uid_but_root_from_the_metadata_service(
+    tmp_path: Path, backend: str
+) -> None:
+    # GIVEN a network namespace whose loopback carries both metadata addresses, iptables and
+    # ip6tables of one backend, and the systemctl and poweroff the hook would call on failure
+    # recorded instead of run
     stubs = _stubs(tmp_path / "stubs", systemctl="0", poweroff="0")
+    for command in ("iptables", "ip6tables"):
+        (stubs / command).symlink_to(shutil.which(f"{command}-{_BACKENDS[backend]}") or "")
     hook = tmp_path / "hook.sh"
     hook.write_text(IMDS_BLOCK_SCRIPT)
     probe = tmp_path / "probe.py"
@@ -126,6 +179,8 @@ ip -6 addr add {IMDS_IPV6_ADDRESS}/128 dev lo nodad
 bash {hook}
 bash {hook}
 {sys.executable} {probe} {IMDS_ADDRESS} {IMDS_IPV6_ADDRESS}
+iptables -V
+ip6tables -V
 iptables -S OUTPUT
 ip6tables -S OUTPUT
 """
@@ -139,6 +194,8 @@ ip6tables -S OUTPUT
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    # (the hook's iptables and ip6tables were this backend's)
+    assert sum(line.endswith(f"({backend})") for line in lines) == 2, lines
     # THEN root reaches the metadata service over IPv4 and IPv6, the job uid reaches neither
     assert f"{IMDS_ADDRESS} 0 reached" in lines
     assert f"{IMDS_IPV6_ADDRESS} 0 reached" in lines
