@@ -28,6 +28,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from pipeline.constructs.encryption import via_s3
 from pipeline.constructs.nag import (
     GRANT_WILDCARD_REASON,
     INLINE_POLICY_REASON,
@@ -40,7 +41,8 @@ from pipeline.contract import RUN_PREFIX_PATTERN
 
 
 def read_output_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
-    """List and read ``runs/*`` of the output bucket."""
+    """List and read ``runs/*`` of the output bucket, and (a bucket brought with a KMS key)
+    decrypt its objects through S3 only."""
     return [
         iam.PolicyStatement(
             actions=["s3:ListBucket"],
@@ -50,6 +52,7 @@ def read_output_statements(bucket: s3.IBucket) -> list[iam.PolicyStatement]:
         iam.PolicyStatement(
             actions=["s3:GetObject"], resources=[bucket.arn_for_objects(RUN_PREFIX_PATTERN)]
         ),
+        *via_s3(bucket, writes=False),
     ]
 
 

@@ -26,6 +26,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct, IValidation
 
 from pipeline import contract
+from pipeline.constructs.encryption import via_dynamodb, via_s3, via_sns
 from pipeline.constructs.image import default_job_image
 from pipeline.constructs.nag import (
     INLINE_POLICY_REASON,
@@ -166,31 +167,18 @@ class PipelineJobs(Construct):
             statements = [self._statement(access) for access in job.access]
             for statement in statements:
                 role.add_to_principal_policy(statement)
-            if _publishes(job) and getattr(topic, "master_key", None) is not None:
-                encryption_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
-            if _uses_table(job) and table.encryption_key is not None:
-                # DynamoDB uses the table's key on the caller's behalf ("How Amazon DynamoDB
-                # uses AWS KMS", AWS KMS Developer Guide); named actions, through DynamoDB only.
-                role.add_to_principal_policy(
-                    iam.PolicyStatement(
-                        actions=[
-                            "kms:Decrypt",
-                            "kms:Encrypt",
-                            "kms:GenerateDataKey",
-                            "kms:DescribeKey",
-                        ],
-                        resources=[table.encryption_key.key_arn],
-                        conditions={
-                            "StringEquals": {
-                                "kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com"
-                            }
-                        },
-                    )
-                )
+            # Keys are used through the service that needs them, held to its resource where
+            # the service documents an encryption context (see pipeline/constructs/encryption.py).
+            key_statements = [
+                *(via_sns(topic) if _publishes(job) else []),
+                *(via_dynamodb(table) if _uses_table(job) else []),
+                *self._bucket_keys(job.access),
+            ]
+            for statement in key_statements:
+                role.add_to_principal_policy(statement)
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             if plain_requests:
                 _allow_finding_plain_runs(role)
-            self._grant_keys(statements, role)
             self.roles[job.key] = role
             self.definitions[job.key] = batch.EcsJobDefinition(
                 self,
@@ -245,18 +233,20 @@ class PipelineJobs(Construct):
             resources=[bucket.arn_for_objects(access.prefix or "*")],
         )
 
-    def _grant_keys(self, statements: list[iam.PolicyStatement], role: iam.IRole) -> None:
-        """Buckets brought with their own KMS key need key grants too (S3-managed ones do not),
-        and only for the buckets this job's statements name."""
-        keyed = [b for b in self._buckets.values() if b.encryption_key is not None]
-        if not keyed:
-            return
-        stack = Stack.of(self)
-        named = {str(stack.resolve(r)) for st in statements for r in st.resources}
-        for bucket in keyed:
-            bucket_arn = str(stack.resolve(bucket.bucket_arn))
-            if any(bucket_arn in r for r in named):
-                bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
+    def _bucket_keys(self, accesses: Sequence[Access]) -> list[iam.PolicyStatement]:
+        """Buckets brought with a KMS key need key statements too (S3-managed ones do not),
+        and only for the buckets this job touches: decrypt to read, and generate data keys
+        where the job writes."""
+        found: list[iam.PolicyStatement] = []
+        for key, bucket in self._buckets.items():
+            touching = [a for a in accesses if a.resource == key]
+            if touching and bucket.encryption_key is not None:
+                writes = any(action in _WRITES for a in touching for action in a.actions)
+                found += via_s3(bucket, writes=writes)
+        return found
+
+
+_WRITES = frozenset({"s3:PutObject", "s3:AbortMultipartUpload"})
 
 
 def job_images(spec: PipelineSpec, default: ecs.ContainerImage) -> dict[str, ecs.ContainerImage]:

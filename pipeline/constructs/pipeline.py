@@ -308,6 +308,7 @@ class ArrayJobPipeline(Construct):
             notification_email=email,
             rule=props.get("failure_notifications", True),
             removal_policy=removal_policy,
+            topic_arn_for_key_policy=self.storage.topic_arn_for_key_policy,
         )
         self._starter_props = {
             "input_bucket_owned": props.get("existing_input_bucket") is None,
@@ -388,13 +389,8 @@ class ArrayJobPipeline(Construct):
         cdk-nag acknowledgement of their object wildcard is on that policy only: a wildcard
         the grantee has from elsewhere is still reported. Returns that policy (None for other
         principals, which get the statements on their own policy, unacknowledged)."""
-        bucket = self.storage.output_bucket
-        policy = self._grant(
-            grantee, "ReadOutput", grants.read_output_statements(bucket), grants.READ_OUTPUT_REASON
-        )
-        if bucket.encryption_key is not None:
-            bucket.encryption_key.grant_decrypt(grantee)
-        return policy
+        statements = grants.read_output_statements(self.storage.output_bucket)
+        return self._grant(grantee, "ReadOutput", statements, grants.READ_OUTPUT_REASON)
 
     def grant_start_runs(self, grantee: iam.IGrantable) -> iam.Policy | None:
         """Let ``grantee`` start runs of the pipeline as deployed, and nothing else: invoke the

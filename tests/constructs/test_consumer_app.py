@@ -340,3 +340,76 @@ def test_a_second_pipeline_with_the_same_prefix_is_refused(tmp_path: Path) -> No
         PipelineConfigError, match="name_prefix 'team' is already used by Twice/One"
     ):
         ArrayJobPipeline(stack, "Two", name_prefix="team")
+
+
+def test_the_dead_letter_statement_of_the_key_names_the_pipelines_topic(
+    consumer: Synthesized,
+) -> None:
+    template = consumer.assertions
+    # GIVEN the ad hoc pipeline's notification topic (it has an email subscription, whose
+    # undeliverable mail SNS writes to the encrypted dead-letter queue), its name and its key
+    topic = Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": Match.string_like_regexp("^adhoc-"),
+            "ContainerProperties": {
+                "Environment": Match.array_with(
+                    [{"Name": NOTIFICATION_TOPIC_ARN, "Value": {"Ref": topic}}]
+                )
+            },
+        },
+    )
+    name, key = Capture(), Capture()
+    consumer.resource(captured_id(topic)).has_resource_properties(
+        "AWS::SNS::Topic",
+        {"TopicName": {"Fn::Join": ["", name]}, "KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]}},
+    )
+    topic_arn = [
+        "arn:",
+        {"Ref": "AWS::Partition"},
+        ":sns:",
+        {"Ref": "AWS::Region"},
+        ":",
+        {"Ref": "AWS::AccountId"},
+        ":",
+        *name.as_array(),
+    ]
+    # THEN the key lets SNS use it for that topic of this account only, not every topic
+    consumer.resource(captured_id(key)).has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": Match.exact({"Service": "sns.amazonaws.com"}),
+                                "Condition": Match.exact(
+                                    {
+                                        "StringEquals": {
+                                            "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+                                        },
+                                        "ArnEquals": {
+                                            "aws:SourceArn": {"Fn::Join": ["", topic_arn]}
+                                        },
+                                    }
+                                ),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+    template.resource_properties_count_is(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Principal": {"Service": "sns.amazonaws.com"}})]
+                )
+            }
+        },
+        1,
+    )

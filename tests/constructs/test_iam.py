@@ -86,26 +86,46 @@ def _permissions(
             resources = statement["Resource"]
             for action in [actions] if isinstance(actions, str) else actions:
                 for resource in resources if isinstance(resources, list) else [resources]:
-                    condition = json.dumps(statement.get("Condition", {}), sort_keys=True)
+                    condition = json.dumps(
+                        _named(statement.get("Condition", {}), names), sort_keys=True
+                    )
                     triples.add((action, _name(resource, names), condition))
     return triples
 
 
+def _named(value: Any, names: Mapping[str, str]) -> Any:
+    """A condition with each reference to a pipeline resource (``{"Ref": logical ID}``) as
+    the resource's readable name."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in names:
+            return names[value["Ref"]]
+        return {k: _named(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v, names) for v in value]
+    return value
+
+
 _RUNS_ONLY = json.dumps({"StringLike": {"s3:prefix": ["runs/*"]}})
-_VIA_DYNAMODB = json.dumps(
-    {
-        "StringEquals": {
-            "kms:ViaService": {
-                "Fn::Join": ["", ["dynamodb.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]
-            }
-        }
-    },
-    sort_keys=True,
-)
+
+
+def _via(service: str, **context: str) -> str:
+    """A condition: the key used through ``service`` (kms:ViaService) in this region, with
+    these encryption context values."""
+    region = {"Fn::Join": ["", [f"{service}.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+    keys = {f"kms:EncryptionContext:{k.replace('__', ':')}": v for k, v in context.items()}
+    return json.dumps({"StringEquals": {"kms:ViaService": region, **keys}}, sort_keys=True)
+
+
+# DynamoDB's documented encryption context names the table; DescribeKey carries none.
 _TABLE_KEY = {
-    (action, "Key", _VIA_DYNAMODB)
-    for action in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+    *(
+        (action, "Key", _via("dynamodb", aws__dynamodb__tableName="Table"))
+        for action in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+    ),
+    ("kms:DescribeKey", "Key", _via("dynamodb")),
 }
+# A publisher's use of the topic's key, through SNS only.
+_TOPIC_KEY = {(action, "Key", _via("sns")) for action in ("kms:Decrypt", "kms:GenerateDataKey")}
 
 EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     "JobA": {
@@ -157,8 +177,7 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),
         ("sns:Publish", "Topic", "{}"),
-        ("kms:Decrypt", "Key", "{}"),
-        ("kms:GenerateDataKey", "Key", "{}"),
+        *_TOPIC_KEY,
     },
 }
 

@@ -6,6 +6,7 @@ hide nobody else's findings, and checkov clean."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from helpers.synth import (
 )
 from pipeline.constructs.checkov import CHECKOV_SKIPS
 from pipeline.constructs.compute import IMDS_ADDRESS, IMDS_BLOCK_SCRIPT, IMDS_IPV6_ADDRESS
-from pipeline.contract import INPUT_BUCKET, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
+from pipeline.contract import INPUT_BUCKET, METADATA_TABLE, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
 from pipeline.spec import BUCKET_KEYS, JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG, RESOURCES
 
 
@@ -474,6 +475,41 @@ def test_the_key_lets_each_service_act_only_as_documented(stack: Synthesized) ->
     ):
         template.resource_count_is(type_, count)
         template.all_resources_properties(type_, {encrypted_by: key_arn})
+
+
+def _key_uses(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of every identity policy in ``template`` that allows a KMS action."""
+    found = []
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            if any(
+                a.startswith("kms:") for a in ([actions] if isinstance(actions, str) else actions)
+            ):
+                found.append(statement)
+    return found
+
+
+def test_every_key_use_by_a_role_goes_through_a_service(stack: Synthesized) -> None:
+    # GIVEN every statement of the stack's roles that lets them use a KMS key (the table's
+    # users and JobE, which publishes to the encrypted topic)
+    uses = _key_uses(stack.template)
+    assert len(uses) >= 3
+    # THEN each holds the key to the service that uses it on the role's behalf
+    for statement in uses:
+        conditions = statement.get("Condition", {})
+        via = {**conditions.get("StringEquals", {}), **conditions.get("StringLike", {})}
+        assert "kms:ViaService" in via, statement
+    # AND DynamoDB's cryptographic uses are held to this pipeline's table by its documented
+    # encryption context (DescribeKey has none)
+    table = resource_given_to_jobs(stack.assertions, METADATA_TABLE)
+    for statement in uses:
+        if "kms:Decrypt" in statement["Action"] and "dynamodb" in json.dumps(statement):
+            assert statement["Condition"]["StringEquals"][
+                "kms:EncryptionContext:aws:dynamodb:tableName"
+            ] == {"Ref": table}
 
 
 def test_the_execution_role_trusts_only_this_accounts_ecs_tasks(

@@ -372,6 +372,20 @@ def test_the_starter_role_is_held_to_this_pipelines_queue_definitions_and_tag(
     )
 
 
+def test_the_starter_uses_the_topics_key_through_sns_only(ingest: Synthesized) -> None:
+    template = ingest.assertions
+    # GIVEN what the policies attached to the nightly starter's role allow with KMS keys
+    statements = _statements_of(template, _starter_role(ingest, "nightly"))
+    key_uses = [s for s in statements if str(s["Action"]).count("kms:")]
+    # THEN it may decrypt and generate data keys (to publish to the encrypted topic, itself
+    # and as its failure destination) through SNS in this region, and nothing else
+    assert key_uses, statements
+    sns_here = {"Fn::Join": ["", ["sns.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+    for statement in key_uses:
+        assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert statement["Condition"] == {"StringEquals": {"kms:ViaService": sns_here}}
+
+
 def test_the_starter_is_told_its_pipeline_and_is_not_retried(ingest: Synthesized) -> None:
     template = ingest.assertions
     # GIVEN the nightly pipeline's starter, notification topic and the key of that topic
