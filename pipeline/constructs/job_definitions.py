@@ -148,6 +148,7 @@ class PipelineJobs(Construct):
             **{r.env: resource_values[r.key] for r in RESOURCES},
             contract.ARRAY_SIZE: str(spec.array_size),
             "AWS_DEFAULT_REGION": Aws.REGION,
+            "TMPDIR": SCRATCH,  # where tempfile, and most tools a step runs, write
         }
         self.parameter_defaults: dict[str, dict[str, str]] = {
             job.key: {p: default_parameters[p] for p in job.parameters if p in default_parameters}
@@ -197,6 +198,10 @@ class PipelineJobs(Construct):
                     # Non-root, whatever the image says: the hosts' firewall keeps every uid
                     # but root from the instance metadata service (see compute.py).
                     user=str(JOB_USER_ID),
+                    # Nothing a job runs can change its image: the root filesystem is read-only
+                    # and the one writable place is the scratch tmpfs (see scratch_tmpfs).
+                    readonly_root_filesystem=True,
+                    linux_parameters=scratch_tmpfs(self, f"{job.key}Scratch", job.memory_mib),
                     logging=ecs.LogDriver.aws_logs(stream_prefix=job.key, log_group=self.log_group),
                 ),
                 parameters=self.parameter_defaults[job.key],
@@ -247,6 +252,40 @@ class PipelineJobs(Construct):
 
 
 _WRITES = frozenset({"s3:PutObject", "s3:AbortMultipartUpload"})
+
+
+SCRATCH = "/tmp"
+"""The one writable path of a job container: the jobs stage objects only under ``TMPDIR``."""
+SCRATCH_MOUNT_OPTIONS = ("rw", "exec", "nosuid", "nodev")
+"""Stated, not left to the host's Docker. No setuid programs or devices there; ``exec``
+because a step may run a tool it unpacks in scratch, and ``noexec`` would be no boundary for
+code that already runs as the job (any step can run Python)."""
+
+
+def scratch_size_mib(memory_mib: int) -> int:
+    """The scratch tmpfs of a job with ``memory_mib``: half of it. A tmpfs lives in memory and
+    what is written there counts against the container's memory limit, so the job's own
+    processes keep the other half; the runner stages at most 80% of the free scratch at once
+    and refuses, naming the object, one that does not fit (raise the job's memory with
+    ``job_overrides`` for larger objects)."""
+    return max(1, memory_mib // 2)
+
+
+def scratch_tmpfs(scope: Construct, construct_id: str, memory_mib: int) -> batch.LinuxParameters:
+    """``/tmp`` as a tmpfs for an EC2 job (AWS Batch's ``linuxParameters.tmpfs``, "Tmpfs",
+    AWS Batch API Reference). Batch supports no tmpfs on Fargate ("This object isn't
+    applicable to jobs that are running on Fargate resources"), where a job's writable
+    storage is the task's ephemeral storage instead: every job definition here is an EC2 one,
+    on the pipeline's EC2 compute environments."""
+    parameters = batch.LinuxParameters(scope, construct_id)
+    parameters.add_tmpfs(
+        batch.Tmpfs(
+            container_path=SCRATCH,
+            size=Size.mebibytes(scratch_size_mib(memory_mib)),
+            mount_options=[batch.TmpfsMountOption(o.upper()) for o in SCRATCH_MOUNT_OPTIONS],
+        )
+    )
+    return parameters
 
 
 def job_images(spec: PipelineSpec, default: ecs.ContainerImage) -> dict[str, ecs.ContainerImage]:

@@ -11,7 +11,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_ecs as ecs
 
 from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
-from pipeline.constructs.job_definitions import JobOverride
+from pipeline.constructs.job_definitions import SCRATCH, JobOverride
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import InstanceType
 from pipeline.spec import PipelineSpec
@@ -101,6 +101,11 @@ def check_props(props: Mapping[str, Any], *, default_max_vcpus: int) -> None:
             raise PipelineConfigError(
                 f"job_overrides: {key} sets {', '.join(reserved)}; AWS_BATCH_* variables are "
                 "set by AWS Batch itself"
+            )
+        if "TMPDIR" in override.environment:
+            raise PipelineConfigError(
+                f"job_overrides: {key} sets TMPDIR; a job's root filesystem is read-only and "
+                f"its one writable place is {SCRATCH} (a tmpfs), which TMPDIR names: remove it"
             )
 
 

@@ -30,7 +30,14 @@ from helpers.synth import (
 from pipeline.constructs.checkov import CHECKOV_SKIPS
 from pipeline.constructs.compute import IMDS_ADDRESS, IMDS_BLOCK_SCRIPT, IMDS_IPV6_ADDRESS
 from pipeline.contract import INPUT_BUCKET, METADATA_TABLE, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
-from pipeline.spec import BUCKET_KEYS, JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG, RESOURCES
+from pipeline.spec import (
+    BUCKET_KEYS,
+    DEFAULT_SPEC,
+    JOB_TAG_KEYS,
+    JOB_USER_ID,
+    PIPELINE_TAG,
+    RESOURCES,
+)
 
 
 @pytest.fixture(
@@ -238,6 +245,33 @@ def test_every_job_runs_as_the_uid_the_rule_rejects(stack: Synthesized) -> None:
     dockerfile = (REPO / "job_images" / "Dockerfile").read_text()
     assert f"USER {JOB_USER_ID}\n" in dockerfile
     assert f"--uid {JOB_USER_ID} " in dockerfile
+
+
+def test_every_job_runs_on_a_read_only_root_with_a_tmpfs_for_scratch(stack: Synthesized) -> None:
+    template = stack.assertions
+    definitions = template.find_resources("AWS::Batch::JobDefinition")
+    assert len(definitions) == len(DEFAULT_SPEC.jobs)
+    for definition in definitions.values():
+        container = definition["Properties"]["ContainerProperties"]
+        memory = next(
+            int(r["Value"]) for r in container["ResourceRequirements"] if r["Type"] == "MEMORY"
+        )
+        # THEN nothing a job runs can change its image: the root filesystem is read-only ...
+        assert container["ReadonlyRootFilesystem"] is True
+        # ... and the one writable place is /tmp, a tmpfs of half the job's memory, without
+        # setuid programs or devices, which TMPDIR names to the job and its tools
+        assert container["LinuxParameters"] == {
+            "Tmpfs": [
+                {
+                    "ContainerPath": "/tmp",
+                    "Size": memory // 2,
+                    "MountOptions": ["rw", "exec", "nosuid", "nodev"],
+                }
+            ]
+        }
+        assert {"Name": "TMPDIR", "Value": "/tmp"} in container["Environment"]
+        assert "Volumes" not in container
+        assert "MountPoints" not in container
 
 
 _JOB_FAILED = {"EventPattern": {"source": ["aws.batch"], "detail": {"status": ["FAILED"]}}}
