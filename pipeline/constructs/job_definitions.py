@@ -266,8 +266,8 @@ def scratch_size_mib(memory_mib: int) -> int:
     """The scratch tmpfs of a job with ``memory_mib``: half of it. A tmpfs lives in memory and
     what is written there counts against the container's memory limit, so the job's own
     processes keep the other half; the runner stages at most 80% of the free scratch at once
-    and refuses, naming the object, one that does not fit (raise the job's memory with
-    ``job_overrides`` for larger objects)."""
+    and fails a child whose largest object does not fit, saying how much scratch it needs
+    (raise the job's memory with ``job_overrides`` for larger objects)."""
     return max(1, memory_mib // 2)
 
 
