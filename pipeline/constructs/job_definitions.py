@@ -36,6 +36,7 @@ from pipeline.constructs.nag import (
 )
 from pipeline.spec import (
     JOB_USER_ID,
+    QUEUE_NAME,
     RESOURCES,
     RETRY_RULES,
     Access,
@@ -126,11 +127,17 @@ class PipelineJobs(Construct):
         """Job key -> its image: its step's, else the pipeline's (see :func:`job_images`)."""
         # One execution role: it only pulls the image and writes to the log group, which is the
         # same for every job. What a job may touch is in its own job role below.
+        # The pipeline's roles share an IAM path of its own, which its job definitions' role
+        # ARNs carry: `--queue` discovery, which has no stack to compare with, refuses a
+        # revision whose roles are not on it (pipeline/runs/discovery.py). Making a role on
+        # this path takes iam:CreateRole on it, far more than registering a job definition.
+        role_path = job_role_path(prefixed(name_prefix, QUEUE_NAME))
         self.execution_role = iam.Role(
             self,
             "ExecutionRole",
             assumed_by=_ecs_tasks(),
             description="Pulls the job image and writes job logs for the array-job pipeline",
+            path=role_path,
         )
         Validations.of(self.execution_role).acknowledge(
             Acknowledgment(
@@ -163,6 +170,7 @@ class PipelineJobs(Construct):
                 f"{job.key}Role",
                 assumed_by=_ecs_tasks(),
                 description=f"Job role of {job.definition_name}: {job.description}",
+                path=role_path,
             )
             acknowledge_nist(role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
             statements = [self._statement(access) for access in job.access]
@@ -252,6 +260,17 @@ class PipelineJobs(Construct):
 
 
 _WRITES = frozenset({"s3:PutObject", "s3:AbortMultipartUpload"})
+
+
+ROLE_PATH_ROOT = "/array-job-pipeline/"
+
+
+def job_role_path(queue_name: str) -> str:
+    """The IAM path of a pipeline's job roles and execution role: the library's, then the
+    pipeline's queue name (``/array-job-pipeline/ProdQueue/``). ``--queue`` discovery checks
+    the same path (``pipeline.runs.discovery``); a test registers what the stack registers and
+    sees discovery accept it."""
+    return f"{ROLE_PATH_ROOT}{queue_name}/"
 
 
 SCRATCH = "/tmp"
