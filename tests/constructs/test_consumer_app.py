@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -413,3 +414,53 @@ def test_the_dead_letter_statement_of_the_key_names_the_pipelines_topic(
         },
         1,
     )
+
+
+def _references(value: Any) -> set[str]:
+    """The logical IDs a policy value refers to (``Ref``, ``Fn::GetAtt``), pseudo parameters
+    left out."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return set() if value["Ref"].startswith("AWS::") else {value["Ref"]}
+        if set(value) == {"Fn::GetAtt"}:
+            return {value["Fn::GetAtt"][0]}
+        return {r for v in value.values() for r in _references(v)}
+    if isinstance(value, list):
+        return {r for v in value for r in _references(v)}
+    return set()
+
+
+def test_each_pipelines_roles_reach_every_run_of_it_and_nothing_of_another(
+    consumer: Synthesized,
+) -> None:
+    template = consumer.assertions
+    resources = consumer.template["Resources"]
+    for prefix, construct_id in (("nightly", "Nightly"), ("adhoc", "AdHoc")):
+        # GIVEN the job roles of one pipeline of the app
+        for job in DEFAULT_SPEC:
+            role = Capture()
+            template.has_resource_properties(
+                "AWS::Batch::JobDefinition",
+                {
+                    "JobDefinitionName": f"{prefix}-{job.definition_name}",
+                    "ContainerProperties": {"JobRoleArn": {"Fn::GetAtt": [role, "Arn"]}},
+                },
+            )
+            policies = template.find_resources(
+                "AWS::IAM::Policy",
+                {"Properties": {"Roles": Match.array_with([{"Ref": captured_id(role)}])}},
+            )
+            statements = [
+                s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]
+            ]
+            # THEN everything they may touch is that pipeline's own ...
+            touched = _references([s["Resource"] for s in statements])
+            assert touched, job.key
+            foreign = {t for t in touched if not t.startswith(construct_id)}
+            assert foreign == set(), (prefix, job.key, foreign)
+            assert all(resources[t]["Type"] != "AWS::IAM::Role" for t in touched)
+            # ... and no object grant is held to one run: runs/* is every run of it
+            objects = [
+                json.dumps(s["Resource"]) for s in statements if "s3:GetObject" in s["Action"]
+            ]
+            assert all("/runs/*" in o or o.endswith('/*"]]}') for o in objects), objects
