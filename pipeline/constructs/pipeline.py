@@ -178,12 +178,14 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     so one upload of any size makes one run. Turns on BucketA's EventBridge notifications.
     Default: False."""
     allow_overlapping_runs: bool
-    """Let a trigger start a run while an earlier run is still active. Default: False: the
-    trigger skips its run and publishes why to the topic."""
+    """Let the starter (a trigger, or a principal of :meth:`ArrayJobPipeline.grant_start_runs`)
+    start a run while an earlier run is still active. Default: False: the starter skips its
+    run and publishes why to the topic. Needs a starter (checked at synth)."""
     trigger_max_vcpu_hours: float
-    """Refuse (and publish why) a triggered run whose worst case (children x vCPUs x timeout x
-    attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no limit,
-    and synthesis warns that triggered runs are uncapped."""
+    """Refuse (and publish why) a run the starter starts whose worst case (children x vCPUs x
+    timeout x attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no
+    limit, and synthesis warns that the starter's runs are uncapped. Needs a starter (checked
+    at synth)."""
 
 
 _PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)
