@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import Acknowledgment, Annotations, Duration, Validations
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from pipeline.instances import InstanceType, lookup
+
+DEFAULT_MACHINE_IMAGE_TYPE = batch.EcsMachineImageType.ECS_AL2023
+"""The ECS-optimized AMI family the compute environments launch (their Ec2Configuration
+``imageType``). Pinned rather than left to Batch, whose default has been Amazon Linux 2, whose
+standard support ended on 2026-06-30; Amazon Linux 2023's ``iptables`` is the nftables-backed
+one, which the boothook below is tested against, as is the legacy one of Amazon Linux 2."""
+_AMAZON_LINUX_2 = (batch.EcsMachineImageType.ECS_AL2, batch.EcsMachineImageType.ECS_AL2_NVIDIA)
 
 IMDS_ADDRESS = "169.254.169.254"
 IMDS_IPV6_ADDRESS = "fd00:ec2::254"
@@ -70,8 +77,21 @@ class PipelineCompute(Construct):
         cpu_instance_types: Sequence[str],
         memory_instance_types: Sequence[str],
         runnable_timeout: Duration,
+        machine_image_type: batch.EcsMachineImageType = DEFAULT_MACHINE_IMAGE_TYPE,
     ) -> None:
+        """
+        :param machine_image_type: the ECS-optimized AMI family of the instances. Default:
+            ``ECS_AL2023`` (see :data:`DEFAULT_MACHINE_IMAGE_TYPE`); an Amazon Linux 2 type
+            warns at synth.
+        """
         super().__init__(scope, construct_id)
+        if machine_image_type in _AMAZON_LINUX_2:
+            Annotations.of(self).add_warning_v2(
+                "array-job-pipeline:amazon-linux-2",
+                f"machine_image_type {machine_image_type.value}: Amazon Linux 2's standard "
+                "support ended on 2026-06-30; use ECS_AL2023 (the default) unless a step needs "
+                "Amazon Linux 2",
+            )
         user_data = ec2.MultipartUserData()
         user_data.add_part(
             ec2.MultipartBody.from_raw_body(
@@ -119,6 +139,9 @@ class PipelineCompute(Construct):
                     else batch.AllocationStrategy.BEST_FIT_PROGRESSIVE
                 ),
                 launch_template=launch_template,
+                # Batch picks the latest AMI of this family (and, with the update below, moves
+                # to newer ones); without an image type it would choose the family itself.
+                images=[batch.EcsMachineImage(image_type=machine_image_type)],
                 # Managed updates replace instances gradually instead of all at once.
                 replace_compute_environment=False,
                 terminate_on_update=False,

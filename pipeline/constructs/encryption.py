@@ -10,8 +10,11 @@ the AWS-managed SNS key, so the topics need one anyway, and the others then cost
 from __future__ import annotations
 
 from aws_cdk import Aws, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 
@@ -54,3 +57,89 @@ class PipelineKey(Construct):
                 },
             )
         )
+
+
+# --- key use through a service ------------------------------------------------------------------
+#
+# Every identity-policy statement of this library that lets a principal use a KMS key does so
+# only through the service that uses the key on the principal's behalf (kms:ViaService, "AWS
+# KMS condition keys", AWS KMS Developer Guide: Amazon S3, Amazon SNS and Amazon DynamoDB are
+# among the services that support it), and names the service's encryption context where the
+# service documents one. A principal holding these statements cannot call kms:Decrypt on the
+# key itself, for another service's data, or (S3, DynamoDB) for another bucket's or table's.
+
+
+def _via(service: str) -> dict[str, str]:
+    return {"kms:ViaService": f"{service}.{Aws.REGION}.amazonaws.com"}
+
+
+def via_sns(topic: sns.ITopic) -> list[iam.PolicyStatement]:
+    """What a publisher to ``topic`` needs of its key, if it has one: Amazon SNS generates and
+    decrypts the message's data key with the publisher's permissions ("Key management",
+    Amazon SNS Developer Guide: kms:GenerateDataKey and kms:Decrypt). SNS documents no
+    encryption context for it, so the statement names the key and the service only."""
+    key = topic.master_key
+    if key is None:
+        return []
+    return [
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": _via("sns")},
+        )
+    ]
+
+
+def via_dynamodb(table: dynamodb.ITable) -> list[iam.PolicyStatement]:
+    """What a reader or writer of ``table`` needs of its customer-managed key, if it has one.
+    DynamoDB calls AWS KMS with an encryption context of the table's name and the account
+    (``aws:dynamodb:tableName``, ``aws:dynamodb:subscriberId``; "How Amazon DynamoDB uses AWS
+    KMS", AWS KMS Developer Guide), so the cryptographic actions are held to this table;
+    DescribeKey carries no encryption context and is held to DynamoDB only."""
+    key = table.encryption_key
+    if key is None:
+        return []
+    return [
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            resources=[key.key_arn],
+            conditions={
+                "StringEquals": {
+                    **_via("dynamodb"),
+                    "kms:EncryptionContext:aws:dynamodb:tableName": table.table_name,
+                }
+            },
+        ),
+        iam.PolicyStatement(
+            actions=["kms:DescribeKey"],
+            resources=[key.key_arn],
+            conditions={"StringEquals": _via("dynamodb")},
+        ),
+    ]
+
+
+def via_s3(bucket: s3.IBucket, *, writes: bool) -> list[iam.PolicyStatement]:
+    """What a reader (and, ``writes``, a writer) of ``bucket`` needs of its KMS key, if it has
+    one (SSE-KMS): S3 decrypts and generates data keys with the caller's permissions, with the
+    object's ARN as encryption context (``aws:s3:arn``), or the bucket's with an S3 Bucket Key
+    ("Using server-side encryption with AWS KMS keys (SSE-KMS)", Amazon S3 User Guide:
+    "Encryption context"). The service is matched in any Region (``s3.*``): a bucket brought
+    from another Region is encrypted under a key of that Region."""
+    key = bucket.encryption_key
+    if key is None:
+        return []
+    return [
+        iam.PolicyStatement(
+            actions=["kms:Decrypt", *(["kms:GenerateDataKey"] if writes else [])],
+            resources=[key.key_arn],
+            conditions={
+                "StringLike": {"kms:ViaService": "s3.*.amazonaws.com"},
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:s3:arn": [
+                        bucket.bucket_arn,
+                        bucket.arn_for_objects("*"),
+                    ]
+                },
+            },
+        )
+    ]

@@ -62,7 +62,13 @@ class FailureNotifications(Construct):
         notification_email: str | None = None,
         rule: bool = True,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        topic_arn_for_key_policy: str | None = None,
     ) -> None:
+        """
+        :param topic_arn_for_key_policy: ``topic``'s ARN, built without a reference to the
+            topic resource when the topic is encrypted with ``encryption_key`` (the key policy
+            names it). Default: ``topic.topic_arn``.
+        """
         super().__init__(scope, construct_id)
         # `aws sqs receive-message --queue-url <DeadLetterQueueUrl output>` shows what waits.
         self.dead_letters = sqs.Queue(
@@ -151,8 +157,11 @@ class FailureNotifications(Construct):
         if notification_email:
             # An email SNS could not deliver goes to the dead-letter queue too (an SNS
             # redrive policy; CDK adds the queue policy statement for this topic only). SNS
-            # writes it encrypted under the key: the key policy lets SNS do so for topics of
-            # this account (naming the topic would be a cycle: key -> topic -> key).
+            # writes it encrypted under the key, as its service principal for the topic: the
+            # key policy lets it do so for this topic only (Amazon SQS Developer Guide, "Amazon
+            # SQS Key management", "Configure KMS permissions for AWS services": the sending
+            # service's principal, with aws:SourceArn and aws:SourceAccount against confused
+            # deputies).
             topic.add_subscription(
                 subscriptions.EmailSubscription(
                     notification_email, dead_letter_queue=self.dead_letters
@@ -161,17 +170,13 @@ class FailureNotifications(Construct):
             self.alarm_topic.add_subscription(subscriptions.EmailSubscription(notification_email))
             encryption_key.add_to_resource_policy(
                 iam.PolicyStatement(
-                    sid="AllowThisAccountsTopicsToDeadLetterEncrypted",
+                    sid="AllowTheTopicToDeadLetterEncrypted",
                     principals=[iam.ServicePrincipal("sns.amazonaws.com")],
                     actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                     resources=["*"],
                     conditions={
                         "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
-                        "ArnLike": {
-                            "aws:SourceArn": stack.format_arn(
-                                service="sns", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME
-                            )
-                        },
+                        "ArnEquals": {"aws:SourceArn": topic_arn_for_key_policy or topic.topic_arn},
                     },
                 )
             )

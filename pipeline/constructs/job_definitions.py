@@ -26,6 +26,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct, IValidation
 
 from pipeline import contract
+from pipeline.constructs.encryption import via_dynamodb, via_s3, via_sns
 from pipeline.constructs.image import default_job_image
 from pipeline.constructs.nag import (
     INLINE_POLICY_REASON,
@@ -35,6 +36,7 @@ from pipeline.constructs.nag import (
 )
 from pipeline.spec import (
     JOB_USER_ID,
+    QUEUE_NAME,
     RESOURCES,
     RETRY_RULES,
     Access,
@@ -108,7 +110,7 @@ class PipelineJobs(Construct):
         default_parameters: Mapping[str, str],
         log_retention: logs.RetentionDays,
         removal_policy: RemovalPolicy,
-        plain_requests: bool = True,
+        plain_requests: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self._buckets = buckets
@@ -125,11 +127,17 @@ class PipelineJobs(Construct):
         """Job key -> its image: its step's, else the pipeline's (see :func:`job_images`)."""
         # One execution role: it only pulls the image and writes to the log group, which is the
         # same for every job. What a job may touch is in its own job role below.
+        # The pipeline's roles share an IAM path of its own, which its job definitions' role
+        # ARNs carry: `--queue` discovery, which has no stack to compare with, refuses a
+        # revision whose roles are not on it (pipeline/runs/discovery.py). Making a role on
+        # this path takes iam:CreateRole on it, far more than registering a job definition.
+        role_path = job_role_path(prefixed(name_prefix, QUEUE_NAME))
         self.execution_role = iam.Role(
             self,
             "ExecutionRole",
             assumed_by=_ecs_tasks(),
             description="Pulls the job image and writes job logs for the array-job pipeline",
+            path=role_path,
         )
         Validations.of(self.execution_role).acknowledge(
             Acknowledgment(
@@ -147,6 +155,7 @@ class PipelineJobs(Construct):
             **{r.env: resource_values[r.key] for r in RESOURCES},
             contract.ARRAY_SIZE: str(spec.array_size),
             "AWS_DEFAULT_REGION": Aws.REGION,
+            "TMPDIR": SCRATCH,  # where tempfile, and most tools a step runs, write
         }
         self.parameter_defaults: dict[str, dict[str, str]] = {
             job.key: {p: default_parameters[p] for p in job.parameters if p in default_parameters}
@@ -161,36 +170,24 @@ class PipelineJobs(Construct):
                 f"{job.key}Role",
                 assumed_by=_ecs_tasks(),
                 description=f"Job role of {job.definition_name}: {job.description}",
+                path=role_path,
             )
             acknowledge_nist(role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
             statements = [self._statement(access) for access in job.access]
             for statement in statements:
                 role.add_to_principal_policy(statement)
-            if _publishes(job) and getattr(topic, "master_key", None) is not None:
-                encryption_key.grant(role, "kms:Decrypt", "kms:GenerateDataKey")  # to publish
-            if _uses_table(job) and table.encryption_key is not None:
-                # DynamoDB uses the table's key on the caller's behalf ("How Amazon DynamoDB
-                # uses AWS KMS", AWS KMS Developer Guide); named actions, through DynamoDB only.
-                role.add_to_principal_policy(
-                    iam.PolicyStatement(
-                        actions=[
-                            "kms:Decrypt",
-                            "kms:Encrypt",
-                            "kms:GenerateDataKey",
-                            "kms:DescribeKey",
-                        ],
-                        resources=[table.encryption_key.key_arn],
-                        conditions={
-                            "StringEquals": {
-                                "kms:ViaService": f"dynamodb.{Aws.REGION}.amazonaws.com"
-                            }
-                        },
-                    )
-                )
+            # Keys are used through the service that needs them, held to its resource where
+            # the service documents an encryption context (see pipeline/constructs/encryption.py).
+            key_statements = [
+                *(via_sns(topic) if _publishes(job) else []),
+                *(via_dynamodb(table) if _uses_table(job) else []),
+                *self._bucket_keys(job.access),
+            ]
+            for statement in key_statements:
+                role.add_to_principal_policy(statement)
             acknowledge_wildcards(role, statements, OBJECT_WILDCARD_REASON)
             if plain_requests:
                 _allow_finding_plain_runs(role)
-            self._grant_keys(statements, role)
             self.roles[job.key] = role
             self.definitions[job.key] = batch.EcsJobDefinition(
                 self,
@@ -209,6 +206,10 @@ class PipelineJobs(Construct):
                     # Non-root, whatever the image says: the hosts' firewall keeps every uid
                     # but root from the instance metadata service (see compute.py).
                     user=str(JOB_USER_ID),
+                    # Nothing a job runs can change its image: the root filesystem is read-only
+                    # and the one writable place is the scratch tmpfs (see scratch_tmpfs).
+                    readonly_root_filesystem=True,
+                    linux_parameters=scratch_tmpfs(self, f"{job.key}Scratch", job.memory_mib),
                     logging=ecs.LogDriver.aws_logs(stream_prefix=job.key, log_group=self.log_group),
                 ),
                 parameters=self.parameter_defaults[job.key],
@@ -245,18 +246,65 @@ class PipelineJobs(Construct):
             resources=[bucket.arn_for_objects(access.prefix or "*")],
         )
 
-    def _grant_keys(self, statements: list[iam.PolicyStatement], role: iam.IRole) -> None:
-        """Buckets brought with their own KMS key need key grants too (S3-managed ones do not),
-        and only for the buckets this job's statements name."""
-        keyed = [b for b in self._buckets.values() if b.encryption_key is not None]
-        if not keyed:
-            return
-        stack = Stack.of(self)
-        named = {str(stack.resolve(r)) for st in statements for r in st.resources}
-        for bucket in keyed:
-            bucket_arn = str(stack.resolve(bucket.bucket_arn))
-            if any(bucket_arn in r for r in named):
-                bucket.encryption_key.grant_encrypt_decrypt(role)  # type: ignore[union-attr]
+    def _bucket_keys(self, accesses: Sequence[Access]) -> list[iam.PolicyStatement]:
+        """Buckets brought with a KMS key need key statements too (S3-managed ones do not),
+        and only for the buckets this job touches: decrypt to read, and generate data keys
+        where the job writes."""
+        found: list[iam.PolicyStatement] = []
+        for key, bucket in self._buckets.items():
+            touching = [a for a in accesses if a.resource == key]
+            if touching and bucket.encryption_key is not None:
+                writes = any(action in _WRITES for a in touching for action in a.actions)
+                found += via_s3(bucket, writes=writes)
+        return found
+
+
+_WRITES = frozenset({"s3:PutObject", "s3:AbortMultipartUpload"})
+
+
+ROLE_PATH_ROOT = "/array-job-pipeline/"
+
+
+def job_role_path(queue_name: str) -> str:
+    """The IAM path of a pipeline's job roles and execution role: the library's, then the
+    pipeline's queue name (``/array-job-pipeline/ProdQueue/``). ``--queue`` discovery checks
+    the same path (``pipeline.runs.discovery``); a test registers what the stack registers and
+    sees discovery accept it."""
+    return f"{ROLE_PATH_ROOT}{queue_name}/"
+
+
+SCRATCH = "/tmp"
+"""The one writable path of a job container: the jobs stage objects only under ``TMPDIR``."""
+SCRATCH_MOUNT_OPTIONS = ("rw", "exec", "nosuid", "nodev")
+"""Stated, not left to the host's Docker. No setuid programs or devices there; ``exec``
+because a step may run a tool it unpacks in scratch, and ``noexec`` would be no boundary for
+code that already runs as the job (any step can run Python)."""
+
+
+def scratch_size_mib(memory_mib: int) -> int:
+    """The scratch tmpfs of a job with ``memory_mib``: half of it. A tmpfs lives in memory and
+    what is written there counts against the container's memory limit, so the job's own
+    processes keep the other half; the runner stages at most 80% of the free scratch at once
+    and fails a child whose largest object does not fit, saying how much scratch it needs
+    (raise the job's memory with ``job_overrides`` for larger objects)."""
+    return max(1, memory_mib // 2)
+
+
+def scratch_tmpfs(scope: Construct, construct_id: str, memory_mib: int) -> batch.LinuxParameters:
+    """``/tmp`` as a tmpfs for an EC2 job (AWS Batch's ``linuxParameters.tmpfs``, "Tmpfs",
+    AWS Batch API Reference). Batch supports no tmpfs on Fargate ("This object isn't
+    applicable to jobs that are running on Fargate resources"), where a job's writable
+    storage is the task's ephemeral storage instead: every job definition here is an EC2 one,
+    on the pipeline's EC2 compute environments."""
+    parameters = batch.LinuxParameters(scope, construct_id)
+    parameters.add_tmpfs(
+        batch.Tmpfs(
+            container_path=SCRATCH,
+            size=Size.mebibytes(scratch_size_mib(memory_mib)),
+            mount_options=[batch.TmpfsMountOption(o.upper()) for o in SCRATCH_MOUNT_OPTIONS],
+        )
+    )
+    return parameters
 
 
 def job_images(spec: PipelineSpec, default: ecs.ContainerImage) -> dict[str, ecs.ContainerImage]:
@@ -293,8 +341,8 @@ PLAIN_REQUESTS_REASON = (
     "Reference, Actions defined by AWS Batch: no resource type), so it is granted on *. A job "
     "calls it only when submitted without PIPELINE_RUN_ID (the User Guide's requests as "
     "written), to follow its dependsOn chain to JobA, whose job ID names the run. A synth-time "
-    "check fails if any other action on this role gets Resource *. Off with "
-    "plain_requests=False."
+    "check fails if any other action on this role gets Resource *. Only with "
+    "plain_requests=True (default False)."
 )
 
 

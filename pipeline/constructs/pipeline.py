@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, TypeVar, Unpack
 
+import jsii
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_dynamodb as dynamodb
@@ -16,22 +17,15 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
-from constructs import Construct
+from constructs import Construct, IValidation
 
+from pipeline.constructs import grants
 from pipeline.constructs.checkov import apply_checkov_skips
-from pipeline.constructs.compute import PipelineCompute
+from pipeline.constructs.compute import DEFAULT_MACHINE_IMAGE_TYPE, PipelineCompute
 from pipeline.constructs.encryption import PipelineKey
 from pipeline.constructs.failure_rule import FailureNotifications
 from pipeline.constructs.job_definitions import JobOverride, PipelineJobs
-from pipeline.constructs.nag import (
-    GRANT_WILDCARD_REASON,
-    INLINE_POLICY_REASON,
-    OBJECT_WILDCARD_REASON,
-    acknowledge_nist,
-    acknowledge_wildcards,
-)
 from pipeline.constructs.network import PipelineNetwork
-from pipeline.constructs.permissions import run_statements
 from pipeline.constructs.providers import drop_redundant_provider_dependencies
 from pipeline.constructs.run_starter import RunStarter
 from pipeline.constructs.storage import PipelineStorage
@@ -42,7 +36,6 @@ from pipeline.constructs.validation import (
     checked_steps,
     config_check,
 )
-from pipeline.contract import RUN_PREFIX_PATTERN
 from pipeline.document import PipelineDocument
 from pipeline.errors import PipelineConfigError
 from pipeline.instances import (
@@ -89,6 +82,11 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     selection (private with egress) in a VPC you bring."""
     max_vcpus: int
     """Upper bound of each compute environment. Default: 256. Must cover the largest job."""
+    machine_image_type: batch.EcsMachineImageType
+    """The ECS-optimized AMI family Batch launches instances from (the compute environments'
+    Ec2Configuration ``imageType``); Batch takes that family's latest AMI and moves to newer
+    ones with its managed updates. Default: ``ECS_AL2023`` (Amazon Linux 2's standard support
+    ended on 2026-06-30; an ``ECS_AL2`` type warns at synth)."""
     spot: bool
     """Run on Spot with the SPOT_CAPACITY_OPTIMIZED allocation strategy. Default: On-Demand
     with BEST_FIT_PROGRESSIVE. Spot reclaims are retried by every job's retry strategy."""
@@ -147,9 +145,11 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     """Let jobs submitted without this library's run environment (the AWS Batch User Guide's
     five SubmitJob requests as written, from the AWS CLI or any SDK) find their run: each job
     follows its ``dependsOn`` chain to JobA, whose job ID names the run, with DescribeJobs. AWS
-    grants batch:DescribeJobs only on every job of the account and region, so each job role
-    can then read any job's description there, environment included: keep secrets out of job
-    environments (use Secrets Manager), or set False. Default: True."""
+    grants batch:DescribeJobs only on every job of the account and region, so with True every
+    job role (and any step, or a step a hostile input subverts) can read any Batch job's
+    description there, environment included. Default: False: runs come from ``python -m
+    pipeline.submit`` and the starter, which pass the run environment, and a plain request's
+    JobA fails, its log saying DescribeJobs was denied."""
     job_overrides: Mapping[str, JobOverride]
     """Per-job command, environment, vCPUs, memory or timeout, keyed by ``JobA``..``JobE``.
     Default: the values in ``pipeline/spec.py``."""
@@ -178,12 +178,14 @@ class ArrayJobPipelineProps(TypedDict, total=False):
     so one upload of any size makes one run. Turns on BucketA's EventBridge notifications.
     Default: False."""
     allow_overlapping_runs: bool
-    """Let a trigger start a run while an earlier run is still active. Default: False: the
-    trigger skips its run and publishes why to the topic."""
+    """Let the starter (a trigger, or a principal of :meth:`ArrayJobPipeline.grant_start_runs`)
+    start a run while an earlier run is still active. Default: False: the starter skips its
+    run and publishes why to the topic. Needs a starter (checked at synth)."""
     trigger_max_vcpu_hours: float
-    """Refuse (and publish why) a triggered run whose worst case (children x vCPUs x timeout x
-    attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no limit,
-    and synthesis warns that triggered runs are uncapped."""
+    """Refuse (and publish why) a run the starter starts whose worst case (children x vCPUs x
+    timeout x attempts) exceeds this many vCPU-hours, as ``--max-vcpu-hours`` does. Default: no
+    limit, and synthesis warns that the starter's runs are uncapped. Needs a starter (checked
+    at synth)."""
 
 
 _PROP_NAMES = frozenset(ArrayJobPipelineProps.__annotations__)
@@ -253,6 +255,7 @@ class ArrayJobPipeline(Construct):
                     "memory_instance_types", DEFAULT_MEMORY_INSTANCE_TYPES
                 ),
                 runnable_timeout=props.get("runnable_timeout", DEFAULT_RUNNABLE_TIMEOUT),
+                machine_image_type=props.get("machine_image_type", DEFAULT_MACHINE_IMAGE_TYPE),
             )
         except UnknownInstanceTypeError as error:
             raise PipelineConfigError(
@@ -296,7 +299,7 @@ class ArrayJobPipeline(Construct):
             },
             log_retention=log_retention,
             removal_policy=removal_policy,
-            plain_requests=props.get("plain_requests", True),
+            plain_requests=props.get("plain_requests", False),
         )
         self.failure_notifications = FailureNotifications(
             self,
@@ -307,28 +310,22 @@ class ArrayJobPipeline(Construct):
             notification_email=email,
             rule=props.get("failure_notifications", True),
             removal_policy=removal_policy,
+            topic_arn_for_key_policy=self.storage.topic_arn_for_key_policy,
         )
+        self._starter_props = {
+            "input_bucket_owned": props.get("existing_input_bucket") is None,
+            "allow_overlap": props.get("allow_overlapping_runs", False),
+            "max_vcpu_hours": props.get("trigger_max_vcpu_hours"),
+            "log_retention": log_retention,
+            "removal_policy": removal_policy,
+        }
         self.starter: RunStarter | None = None
+        """The starter function and its triggers: made by ``run_schedule``, ``run_on_upload``
+        or :meth:`grant_start_runs`; None until one of them asks for it."""
         schedule = props.get("run_schedule")
         if schedule is not None or props.get("run_on_upload", False):
-            self.starter = RunStarter(
-                self,
-                "Starter",
-                queue=self.queue,
-                queue_name=prefixed(self.name_prefix, QUEUE_NAME),
-                job_definitions=self.job_definitions,
-                input_bucket=self.storage.buckets["input_bucket"],
-                input_bucket_owned=props.get("existing_input_bucket") is None,
-                topic=self.storage.topic,
-                encryption_key=self.encryption.key,
-                schedule=schedule,
-                run_on_upload=props.get("run_on_upload", False),
-                allow_overlap=props.get("allow_overlapping_runs", False),
-                max_vcpu_hours=props.get("trigger_max_vcpu_hours"),
-                dead_letter_queue=self.failure_notifications.dead_letters,
-                log_retention=log_retention,
-                removal_policy=removal_policy,
-            )
+            self._add_starter(schedule=schedule, run_on_upload=props.get("run_on_upload", False))
+        self.node.add_validation(_StarterPropsUsed(self, props))
         drop_redundant_provider_dependencies(Stack.of(self))
         apply_checkov_skips(self)
 
@@ -388,32 +385,29 @@ class ArrayJobPipeline(Construct):
 
     def grant_read_output(self, grantee: iam.IGrantable) -> iam.Policy | None:
         """Let ``grantee`` list and read the runs' reports, rejects and summaries in the
-        output bucket (``runs/*`` only).
+        output bucket (``runs/*`` only), and nothing else.
 
         For a role, user or group the statements go into a policy of their own, and the
         cdk-nag acknowledgement of their object wildcard is on that policy only: a wildcard
         the grantee has from elsewhere is still reported. Returns that policy (None for other
         principals, which get the statements on their own policy, unacknowledged)."""
-        bucket = self.storage.output_bucket
-        policy = self._grant(
-            grantee,
-            "ReadOutput",
-            [
-                iam.PolicyStatement(
-                    actions=["s3:ListBucket"],
-                    resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [RUN_PREFIX_PATTERN]}},
-                ),
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[bucket.arn_for_objects(RUN_PREFIX_PATTERN)],
-                ),
-            ],
-            OBJECT_WILDCARD_REASON,
+        statements = grants.read_output_statements(self.storage.output_bucket)
+        return self._grant(grantee, "ReadOutput", statements, grants.READ_OUTPUT_REASON)
+
+    def grant_start_runs(self, grantee: iam.IGrantable) -> iam.Policy | None:
+        """Let ``grantee`` start runs of the pipeline as deployed, and nothing else: invoke the
+        starter function (made here if no trigger made it), which submits the five
+        job-definition revisions the stack registered with the deployed defaults, its
+        pre-flight, overlap rule and ``trigger_max_vcpu_hours``. The event the grantee sends
+        chooses when a run starts (and, an upload event, which prefix of BucketA it lists),
+        never a command, image, environment or role: this is the grant for people who should
+        run the pipeline but not run code of their own as its job roles (which
+        :meth:`grant_submit_jobs` amounts to). Returns the policy (see
+        :meth:`grant_read_output`)."""
+        starter = self._add_starter(schedule=None, run_on_upload=False)
+        return self._grant(
+            grantee, "StartRuns", grants.start_runs_statements(starter.function), None
         )
-        if bucket.encryption_key is not None:
-            bucket.encryption_key.grant_decrypt(grantee)
-        return policy
 
     def grant_submit_jobs(self, grantee: iam.IGrantable) -> iam.Policy | None:
         """Let ``grantee`` do what ``python -m pipeline.submit`` does with this pipeline:
@@ -425,70 +419,77 @@ class ArrayJobPipeline(Construct):
         Submitting is limited to this stack's queue and the exact job-definition revisions it
         deployed; cancelling and terminating to jobs carrying this pipeline's
         ``array-pipeline:pipeline`` tag, which the submitter sets on every job (and which the
-        grantee cannot put on a job another pipeline tagged). Note that
-        SubmitJob with container overrides lets the grantee run any command under the job
-        roles: grant it to whom you would let run code with those roles' permissions.
-        Returns the policy holding the statements (see :meth:`grant_read_output`)."""
-        stack = Stack.of(self)
-        queue_name = prefixed(self.name_prefix, QUEUE_NAME)
-        # The exact revisions this stack deployed, as the starter has: a revision registered
-        # later under the same name (one without `user`, say, whose jobs would run as root)
-        # is not submittable under this grant.
-        definition_arns = [d.job_definition_arn for d in self.job_definitions.values()]
-        return self._grant(
-            grantee,
-            "SubmitJobs",
-            [
-                *run_statements(self.queue, queue_name, definition_arns),
-                # diagnose: the job's position at the front of this queue.
-                iam.PolicyStatement(
-                    actions=["batch:GetJobQueueSnapshot"], resources=[self.queue.job_queue_arn]
-                ),
-                iam.PolicyStatement(
-                    actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]
-                ),
-                iam.PolicyStatement(
-                    actions=["logs:GetLogEvents"],
-                    resources=[self.log_group.log_group_arn],
-                ),
-            ],
-            GRANT_WILDCARD_REASON,
+        grantee cannot put on a job another pipeline tagged). But SubmitJob has no condition
+        key that restricts container overrides: the grantee can run any command as any of the
+        five job roles (read all of BucketA, forge any run's records and summary, delete
+        every run's intermediates, publish anything to the topic). Grant it only to whom you
+        would let run code with those roles; :meth:`grant_start_runs` starts runs without
+        that power. Returns the policy holding the statements (see
+        :meth:`grant_read_output`)."""
+        statements = grants.submit_jobs_statements(
+            self.queue,
+            prefixed(self.name_prefix, QUEUE_NAME),
+            # The exact revisions this stack deployed, as the starter has: a revision
+            # registered later under the same name (one without `user`, say, whose jobs would
+            # run as root) is not submittable under this grant.
+            [d.job_definition_arn for d in self.job_definitions.values()],
+            self.log_group,
+            Stack.of(self),
         )
+        return self._grant(grantee, "SubmitJobs", statements, grants.SUBMIT_JOBS_REASON)
 
     def _grant(
         self,
         grantee: iam.IGrantable,
         purpose: str,
         statements: list[iam.PolicyStatement],
-        reason: str,
+        reason: str | None,
     ) -> iam.Policy | None:
-        principal = grantee.grant_principal
-        holders = {
-            "roles": [principal] if _has(principal, "role_name") else [],
-            "users": [principal] if _has(principal, "user_name") else [],
-            "groups": [principal] if _has(principal, "group_name") else [],
-        }
-        if not any(holders.values()):
-            for statement in statements:
-                principal.add_to_principal_policy(statement)
-            return None
         self._grants += 1
-        policy = iam.Policy(
+        return grants.attach(self, f"{purpose}Grant{self._grants}", grantee, statements, reason)
+
+    def _add_starter(
+        self, *, schedule: scheduler.ScheduleExpression | None, run_on_upload: bool
+    ) -> RunStarter:
+        """The starter, made once: by the triggers while the construct is built, or by the
+        first :meth:`grant_start_runs`."""
+        if self.starter is not None:
+            return self.starter
+        self.starter = RunStarter(
             self,
-            f"{purpose}Grant{self._grants}",
-            statements=statements,
-            **holders,  # type: ignore[arg-type]
+            "Starter",
+            queue=self.queue,
+            queue_name=prefixed(self.name_prefix, QUEUE_NAME),
+            job_definitions=self.job_definitions,
+            input_bucket=self.storage.buckets["input_bucket"],
+            topic=self.storage.topic,
+            encryption_key=self.encryption.key,
+            schedule=schedule,
+            run_on_upload=run_on_upload,
+            dead_letter_queue=self.failure_notifications.dead_letters,
+            **self._starter_props,  # type: ignore[arg-type]
         )
-        acknowledge_wildcards(policy, statements, reason)
-        acknowledge_nist(policy, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
-        return policy
+        apply_checkov_skips(self)
+        return self.starter
 
 
-def _has(principal: object, attribute: str) -> bool:
-    try:
-        return getattr(principal, attribute, None) is not None
-    except Exception:  # jsii raises for attributes an interface proxy does not have
-        return False
+@jsii.implements(IValidation)
+class _StarterPropsUsed:
+    """``allow_overlapping_runs`` and ``trigger_max_vcpu_hours`` rule the runs the starter
+    starts; a pipeline that has none (no trigger, no ``grant_start_runs``) would ignore them."""
+
+    def __init__(self, pipeline: ArrayJobPipeline, props: Mapping[str, object]) -> None:
+        self.pipeline = pipeline
+        self.names = [n for n in ("allow_overlapping_runs", "trigger_max_vcpu_hours") if n in props]
+
+    def validate(self) -> list[str]:
+        if self.pipeline.starter is not None:
+            return []
+        return [
+            f"{name} applies to runs the starter starts; add run_schedule or run_on_upload, "
+            "call grant_start_runs, or remove it"
+            for name in self.names
+        ]
 
 
 def _check_prop_names(props: Mapping[str, object]) -> None:

@@ -38,7 +38,6 @@ from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
@@ -47,6 +46,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from pipeline.constructs.encryption import via_sns
 from pipeline.constructs.nag import INLINE_POLICY_REASON, acknowledge_nist, acknowledge_wildcards
 from pipeline.constructs.permissions import run_statements
 from pipeline.contract import READY_MARKER
@@ -72,7 +72,8 @@ class RunStarter(Construct):
     - ``schedule``: an EventBridge Scheduler schedule (with its own role, allowed to invoke
       this function only) whose input is :func:`pipeline.trigger_events.schedule_event`;
     - ``run_on_upload``: BucketA's events go to EventBridge, and a rule sends the starter each
-      created object named ``_READY`` (one run per marker, listing the marker's prefix).
+      created object named ``_READY`` (one run per marker, listing the marker's prefix);
+    - neither: the function alone, for the principals ``grant_start_runs`` lets invoke it.
 
     A start the function does not make (overlap, cost guard, pre-flight) is published to
     ``topic``; an unexpected error goes to ``topic`` as the invocation's failure destination
@@ -103,9 +104,9 @@ class RunStarter(Construct):
         if max_vcpu_hours is None:
             Annotations.of(scope).add_warning_v2(
                 "array-job-pipeline:uncapped-triggers",
-                "run_schedule/run_on_upload without trigger_max_vcpu_hours: a triggered run "
-                "starts whatever its worst case (children x vCPUs x timeout x attempts; "
-                "`python -m pipeline.submit run --dry-run` prints it); set "
+                "run_schedule/run_on_upload/grant_start_runs without trigger_max_vcpu_hours: a "
+                "run the starter starts runs whatever its worst case (children x vCPUs x "
+                "timeout x attempts; `python -m pipeline.submit run --dry-run` prints it); set "
                 "trigger_max_vcpu_hours to refuse runs above a cost you accept",
             )
         self.log_group = logs.LogGroup(
@@ -131,8 +132,15 @@ class RunStarter(Construct):
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[f"{self.log_group.log_group_arn}:*"],
         )
+        # It publishes to the topic (why a run was not started) and so does Lambda, with this
+        # role, for a failed asynchronous invocation (the on-failure destination); the topic's
+        # key is used through SNS only (see pipeline/constructs/encryption.py).
+        publish = [
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]),
+            *via_sns(topic),
+        ]
         self.policy = iam.Policy(
-            self, "Policy", statements=[*runs, logs_statement], roles=[self.role]
+            self, "Policy", statements=[*runs, logs_statement, *publish], roles=[self.role]
         )
         acknowledge_wildcards(self.policy, runs, STARTER_WILDCARD_REASON)
         acknowledge_wildcards(
@@ -152,7 +160,7 @@ class RunStarter(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            description="Starts array-job pipeline runs on a schedule or upload",
+            description="Starts array-job pipeline runs as deployed (schedule, upload, grantees)",
             runtime=RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
             handler=f"{HANDLER_MODULE}.handler",
@@ -172,16 +180,7 @@ class RunStarter(Construct):
             environment_encryption=encryption_key,
             log_group=self.log_group,
             retry_attempts=0,
-            on_failure=destinations.SnsDestination(topic),
-        )
-        topic.grant_publish(self.role)
-        Validations.of(self.role).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
-                reason="CDK's Topic.grantPublish (here and for the failure destination) lets "
-                "the role encrypt messages for the pipeline's topic with its one key: "
-                "kms:GenerateDataKey* on that key only.",
-            )
+            on_failure=_TopicDestination(topic),
         )
         self._order_after_policies()
         acknowledge_nist(self.role, "IAMNoInlinePolicy", INLINE_POLICY_REASON)
@@ -283,13 +282,29 @@ class RunStarter(Construct):
         W3005), and a node dependency cannot be removed: the DependsOn is written here."""
         function_resource = self.function.node.default_child
         assert isinstance(function_resource, CfnResource)
-        policies = [self.policy.node.default_child, self.role.node.try_find_child("DefaultPolicy")]
+        default_policy = self.role.node.try_find_child("DefaultPolicy")  # if CDK made one
+        policies = [self.policy.node.default_child, *([default_policy] if default_policy else [])]
         logical_ids = []
         for policy in policies:
             resource = policy.node.default_child if isinstance(policy, iam.Policy) else policy
             assert isinstance(resource, CfnResource)
             logical_ids.append(resource.logical_id)
         function_resource.add_override("DependsOn", logical_ids)
+
+
+@jsii.implements(lambda_.IDestination)
+class _TopicDestination:
+    """Like aws_lambda_destinations.SnsDestination, without its Topic.grantPublish, which
+    would give the role the topic key's kms:Decrypt and kms:GenerateDataKey* outside SNS: the
+    starter's policy already lets it publish, and use the key through SNS only."""
+
+    def __init__(self, topic: sns.ITopic) -> None:
+        self.topic = topic
+
+    def bind(
+        self, scope: Construct, fn: lambda_.IFunction, *, type: lambda_.DestinationType
+    ) -> lambda_.DestinationConfig:
+        return lambda_.DestinationConfig(destination=self.topic.topic_arn)
 
 
 def _logical_id(function: lambda_.Function) -> str:

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from aws_cdk import (
+    Acknowledgment,
+    ArnFormat,
+    Aws,
+    Duration,
+    Names,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -231,8 +240,15 @@ class PipelineStorage(Construct):
         self.encryption_key = encryption_key
         if existing_topic is not None:
             self.topic: sns.ITopic = existing_topic
+            self.topic_arn_for_key_policy = existing_topic.topic_arn
         else:
             check_locked("topic_props", topic_props or {}, _LOCKED_TOPIC_PROPS)
+            # A name known at synth (the stack's name and the construct's path), so the key's
+            # policy can name this topic: the topic is encrypted with the key, and a key
+            # policy referring to the topic resource would be a dependency cycle.
+            topic_name = (topic_props or {}).get("topic_name") or (
+                f"{Aws.STACK_NAME}-{Names.unique_resource_name(self, max_length=100)}-Notifications"
+            )
             # Under the pipeline's key: EventBridge (the failure notifications) cannot publish
             # to a topic encrypted with the AWS-managed SNS key.
             self.topic = sns.Topic(
@@ -243,8 +259,14 @@ class PipelineStorage(Construct):
                     "enforce_ssl": True,
                     "master_key": encryption_key,
                     **(topic_props or {}),
+                    "topic_name": topic_name,
                 },
             )
+            self.topic_arn_for_key_policy = Stack.of(self).format_arn(
+                service="sns", resource=topic_name, arn_format=ArnFormat.NO_RESOURCE_NAME
+            )
+        """The topic's ARN without a reference to the topic resource (for a topic made here),
+        for the key policy."""
 
     def resource_values(self) -> dict[str, str]:
         """Name or ARN of each spec resource, keyed as in ``pipeline.spec.RESOURCES``."""

@@ -11,7 +11,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_ecs as ecs
 
 from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
-from pipeline.constructs.job_definitions import JobOverride
+from pipeline.constructs.job_definitions import SCRATCH, JobOverride
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import InstanceType
 from pipeline.spec import PipelineSpec
@@ -87,13 +87,6 @@ def check_props(props: Mapping[str, Any], *, default_max_vcpus: int) -> None:
             "intermediate_expiration must be at least 1 day (S3 lifecycle expiration is in "
             f"whole days); got {expiration.to_seconds():g} seconds"
         )
-    triggered = props.get("run_schedule") is not None or props.get("run_on_upload", False)
-    for name in ("allow_overlapping_runs", "trigger_max_vcpu_hours"):
-        if name in props and not triggered:
-            raise PipelineConfigError(
-                f"{name} applies to runs a trigger starts; add run_schedule or "
-                "run_on_upload, or remove it"
-            )
     limit = props.get("trigger_max_vcpu_hours")
     if limit is not None and (
         isinstance(limit, bool)
@@ -108,6 +101,11 @@ def check_props(props: Mapping[str, Any], *, default_max_vcpus: int) -> None:
             raise PipelineConfigError(
                 f"job_overrides: {key} sets {', '.join(reserved)}; AWS_BATCH_* variables are "
                 "set by AWS Batch itself"
+            )
+        if "TMPDIR" in override.environment:
+            raise PipelineConfigError(
+                f"job_overrides: {key} sets TMPDIR; a job's root filesystem is read-only and "
+                f"its one writable place is {SCRATCH} (a tmpfs), which TMPDIR names: remove it"
             )
 
 

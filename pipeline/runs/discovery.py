@@ -4,13 +4,14 @@
   (one DescribeStacks call);
 - ``--queue``/``--job-definition-prefix`` without a stack: the newest ACTIVE revision of each
   job definition (one DescribeJobDefinitions call per job), so the resources, timeouts and
-  attempts of a run are those registered, not this library's defaults.
+  attempts of a run are those registered, not this library's defaults; with ``verify``, a
+  revision that is not what this library registers is refused (:func:`check_registered`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -20,6 +21,7 @@ from pipeline.document import DOCUMENT_OUTPUT, DocumentError, PipelineDocument
 from pipeline.errors import TargetError
 from pipeline.spec import (
     DEFAULT_SPEC,
+    JOB_USER_ID,
     QUEUE_NAME,
     RESOURCES,
     prefixed,
@@ -71,18 +73,28 @@ def document_from_job_definitions(
     queue: str | None = None,
     prefix: str = "",
     arns: Mapping[str, str] | None = None,
+    verify: bool = False,
 ) -> PipelineDocument:
     """The pipeline as its registered job definitions say (newest ACTIVE revision of each,
     or exactly the revisions ``arns`` names, job key -> ARN, in one call): resources,
     timeout, attempts, parameter defaults, and the array size and resource names the stack
-    put in their environment."""
+    put in their environment.
+
+    ``verify`` (the command line's ``--queue`` path, where no stack says which revisions it
+    registered): refuse, with :class:`TargetError` naming the revision and pointing to
+    ``--stack``, any newest revision that is not what this library registers (see
+    :func:`check_registered`). Not with ``arns``: those are the revisions a stack registered
+    (the starter's)."""
     if arns is not None:
         definitions = _definitions_by_arn(batch, arns)
     else:
-        definitions = {
-            job.key: _newest_definition(batch, prefixed(prefix, job.definition_name))
+        revisions = {
+            job.key: _active_revisions(batch, prefixed(prefix, job.definition_name))
             for job in DEFAULT_SPEC
         }
+        if verify:
+            check_registered(revisions, prefixed(prefix, QUEUE_NAME))
+        definitions = {key: max(found, key=_revision) for key, found in revisions.items()}
     overrides: dict[str, dict[str, float | int]] = {}
     environment: dict[str, str] = {}
     by_role: dict[str, dict[str, str]] = {}
@@ -149,7 +161,76 @@ def _definitions_by_arn(
     return {job.key: found[arns[job.key]] for job in DEFAULT_SPEC}
 
 
-def _newest_definition(batch: BatchApi, name: str) -> JobDefinitionTypeDef:
+ROLE_PATH_ROOT = "/array-job-pipeline/"
+"""The IAM path under which a stack of this library makes a pipeline's job roles and execution
+role, then the pipeline's queue name (``job_role_path`` in ``pipeline.constructs``, which the
+tests hold to this)."""
+
+
+def check_registered(
+    revisions: Mapping[str, Sequence[JobDefinitionTypeDef]], pipeline: str
+) -> None:
+    """Refuse (:class:`TargetError`, one line naming the revision and pointing to ``--stack``)
+    the newest ACTIVE revision of a job definition unless it is what this library's stack
+    registers for the pipeline whose queue is ``pipeline``:
+
+    - the only ACTIVE revision of its name: CloudFormation deregisters the revision a stack
+      update replaces, so a second ACTIVE one was registered outside the stack (whatever its
+      image), or a deployment is under way;
+    - ``user`` 10001, the uid the hosts' firewall keeps from the instance metadata service
+      (without it a job runs as the image's user, often root); not ``privileged``; a read-only
+      root filesystem;
+    - a job role and an execution role on the pipeline's IAM path (``ROLE_PATH_ROOT`` and the
+      queue name), which only someone allowed to create roles there can make.
+
+    What it cannot tell without the stack: a revision copied field by field, roles included,
+    with another image, by someone allowed both to register it and to deregister the stack's
+    own. ``--stack`` submits exactly the revisions the stack registered."""
+    path = f"{ROLE_PATH_ROOT}{pipeline}/"
+    for job in DEFAULT_SPEC:
+        found = revisions[job.key]
+        newest = max(found, key=_revision)
+        problems = _unlike_the_library(newest, path)
+        if len(found) > 1:
+            others = sorted(_revision(d) for d in found if d is not newest)
+            listed = ", ".join(str(r) for r in others)
+            problems.insert(
+                0,
+                f"{len(found)} revisions are ACTIVE (also {listed}): the stack keeps one, so "
+                "one was registered outside it, or a deployment is under way",
+            )
+        if problems:
+            raise TargetError(
+                f"job definition {newest['jobDefinitionArn']} is not what array-job-pipeline "
+                f"registers: {'; '.join(problems)}; pass --stack with the PipelineStack's name, "
+                "which submits exactly the revisions the stack registered"
+            )
+
+
+def _unlike_the_library(definition: JobDefinitionTypeDef, role_path: str) -> list[str]:
+    container: Any = definition.get("containerProperties") or {}
+    problems = []
+    user = str(container.get("user") or "")
+    if user != str(JOB_USER_ID):
+        runs_as = f"user {user!r}" if user else "the image's user (often root)"
+        problems.append(f"it runs as {runs_as}, not {JOB_USER_ID}")
+    if container.get("privileged"):
+        problems.append("it is privileged")
+    if container.get("readonlyRootFilesystem") is not True:
+        problems.append("its root filesystem is writable")
+    for field, what in (("jobRoleArn", "job role"), ("executionRoleArn", "execution role")):
+        arn = str(container.get(field) or "")
+        if f":role{role_path}" not in arn:
+            named = arn or "none"
+            problems.append(f"its {what} ({named}) is not on the pipeline's path {role_path}")
+    return problems
+
+
+def _revision(definition: JobDefinitionTypeDef) -> int:
+    return int(definition["revision"])
+
+
+def _active_revisions(batch: BatchApi, name: str) -> list[JobDefinitionTypeDef]:
     found: list[JobDefinitionTypeDef] = []
     token: str | None = None
     while True:
@@ -167,7 +248,7 @@ def _newest_definition(batch: BatchApi, name: str) -> JobDefinitionTypeDef:
             f"no ACTIVE job definition {name!r}; check --job-definition-prefix and --region, or "
             "pass --stack with the PipelineStack's name"
         )
-    return max(found, key=lambda d: d["revision"])
+    return found
 
 
 def _resources(container: Any) -> dict[str, float | int]:

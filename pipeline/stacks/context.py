@@ -47,6 +47,8 @@ def pipeline_props_from_context(get: Callable[[str], Any]) -> ArrayJobPipelinePr
             raise PipelineConfigError(
                 f"context pipeline:triggerMaxVcpuHours must be a number; got {limit!r}"
             ) from None
+    if (plain := get("pipeline:plainRequests")) not in (None, ""):
+        props["plain_requests"] = _bool("pipeline:plainRequests", plain)
     destroy = get("pipeline:destroyDataOnDelete")
     if destroy not in (None, "") and _bool("pipeline:destroyDataOnDelete", destroy):
         props["removal_policy"] = RemovalPolicy.DESTROY

@@ -66,3 +66,9 @@ class PipelineStack(Stack):
             notifications.alarm_topic.topic_arn,
             "Topic the Undelivered alarm publishes to: subscribe whoever must hear of it",
         )
+        if p.starter is not None:
+            output(
+                "StarterFunctionName",
+                p.starter.function.function_name,
+                "Starts a run as deployed (aws lambda invoke); grant_start_runs lets it",
+            )

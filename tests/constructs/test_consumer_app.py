@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +341,126 @@ def test_a_second_pipeline_with_the_same_prefix_is_refused(tmp_path: Path) -> No
         PipelineConfigError, match="name_prefix 'team' is already used by Twice/One"
     ):
         ArrayJobPipeline(stack, "Two", name_prefix="team")
+
+
+def test_the_dead_letter_statement_of_the_key_names_the_pipelines_topic(
+    consumer: Synthesized,
+) -> None:
+    template = consumer.assertions
+    # GIVEN the ad hoc pipeline's notification topic (it has an email subscription, whose
+    # undeliverable mail SNS writes to the encrypted dead-letter queue), its name and its key
+    topic = Capture()
+    template.has_resource_properties(
+        "AWS::Batch::JobDefinition",
+        {
+            "JobDefinitionName": Match.string_like_regexp("^adhoc-"),
+            "ContainerProperties": {
+                "Environment": Match.array_with(
+                    [{"Name": NOTIFICATION_TOPIC_ARN, "Value": {"Ref": topic}}]
+                )
+            },
+        },
+    )
+    name, key = Capture(), Capture()
+    consumer.resource(captured_id(topic)).has_resource_properties(
+        "AWS::SNS::Topic",
+        {"TopicName": {"Fn::Join": ["", name]}, "KmsMasterKeyId": {"Fn::GetAtt": [key, "Arn"]}},
+    )
+    topic_arn = [
+        "arn:",
+        {"Ref": "AWS::Partition"},
+        ":sns:",
+        {"Ref": "AWS::Region"},
+        ":",
+        {"Ref": "AWS::AccountId"},
+        ":",
+        *name.as_array(),
+    ]
+    # THEN the key lets SNS use it for that topic of this account only, not every topic
+    consumer.resource(captured_id(key)).has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": Match.exact({"Service": "sns.amazonaws.com"}),
+                                "Condition": Match.exact(
+                                    {
+                                        "StringEquals": {
+                                            "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+                                        },
+                                        "ArnEquals": {
+                                            "aws:SourceArn": {"Fn::Join": ["", topic_arn]}
+                                        },
+                                    }
+                                ),
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+    template.resource_properties_count_is(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Principal": {"Service": "sns.amazonaws.com"}})]
+                )
+            }
+        },
+        1,
+    )
+
+
+def _references(value: Any) -> set[str]:
+    """The logical IDs a policy value refers to (``Ref``, ``Fn::GetAtt``), pseudo parameters
+    left out."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return set() if value["Ref"].startswith("AWS::") else {value["Ref"]}
+        if set(value) == {"Fn::GetAtt"}:
+            return {value["Fn::GetAtt"][0]}
+        return {r for v in value.values() for r in _references(v)}
+    if isinstance(value, list):
+        return {r for v in value for r in _references(v)}
+    return set()
+
+
+def test_each_pipelines_roles_reach_every_run_of_it_and_nothing_of_another(
+    consumer: Synthesized,
+) -> None:
+    template = consumer.assertions
+    resources = consumer.template["Resources"]
+    for prefix, construct_id in (("nightly", "Nightly"), ("adhoc", "AdHoc")):
+        # GIVEN the job roles of one pipeline of the app
+        for job in DEFAULT_SPEC:
+            role = Capture()
+            template.has_resource_properties(
+                "AWS::Batch::JobDefinition",
+                {
+                    "JobDefinitionName": f"{prefix}-{job.definition_name}",
+                    "ContainerProperties": {"JobRoleArn": {"Fn::GetAtt": [role, "Arn"]}},
+                },
+            )
+            policies = template.find_resources(
+                "AWS::IAM::Policy",
+                {"Properties": {"Roles": Match.array_with([{"Ref": captured_id(role)}])}},
+            )
+            statements = [
+                s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]
+            ]
+            # THEN everything they may touch is that pipeline's own ...
+            touched = _references([s["Resource"] for s in statements])
+            assert touched, job.key
+            foreign = {t for t in touched if not t.startswith(construct_id)}
+            assert foreign == set(), (prefix, job.key, foreign)
+            assert all(resources[t]["Type"] != "AWS::IAM::Role" for t in touched)
+            # ... and no object grant is held to one run: runs/* is every run of it
+            objects = [
+                json.dumps(s["Resource"]) for s in statements if "s3:GetObject" in s["Action"]
+            ]
+            assert all("/runs/*" in o or o.endswith('/*"]]}') for o in objects), objects

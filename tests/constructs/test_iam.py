@@ -86,26 +86,46 @@ def _permissions(
             resources = statement["Resource"]
             for action in [actions] if isinstance(actions, str) else actions:
                 for resource in resources if isinstance(resources, list) else [resources]:
-                    condition = json.dumps(statement.get("Condition", {}), sort_keys=True)
+                    condition = json.dumps(
+                        _named(statement.get("Condition", {}), names), sort_keys=True
+                    )
                     triples.add((action, _name(resource, names), condition))
     return triples
 
 
+def _named(value: Any, names: Mapping[str, str]) -> Any:
+    """A condition with each reference to a pipeline resource (``{"Ref": logical ID}``) as
+    the resource's readable name."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in names:
+            return names[value["Ref"]]
+        return {k: _named(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v, names) for v in value]
+    return value
+
+
 _RUNS_ONLY = json.dumps({"StringLike": {"s3:prefix": ["runs/*"]}})
-_VIA_DYNAMODB = json.dumps(
-    {
-        "StringEquals": {
-            "kms:ViaService": {
-                "Fn::Join": ["", ["dynamodb.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]
-            }
-        }
-    },
-    sort_keys=True,
-)
+
+
+def _via(service: str, **context: str) -> str:
+    """A condition: the key used through ``service`` (kms:ViaService) in this region, with
+    these encryption context values."""
+    region = {"Fn::Join": ["", [f"{service}.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+    keys = {f"kms:EncryptionContext:{k.replace('__', ':')}": v for k, v in context.items()}
+    return json.dumps({"StringEquals": {"kms:ViaService": region, **keys}}, sort_keys=True)
+
+
+# DynamoDB's documented encryption context names the table; DescribeKey carries none.
 _TABLE_KEY = {
-    (action, "Key", _VIA_DYNAMODB)
-    for action in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+    *(
+        (action, "Key", _via("dynamodb", aws__dynamodb__tableName="Table"))
+        for action in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")
+    ),
+    ("kms:DescribeKey", "Key", _via("dynamodb")),
 }
+# A publisher's use of the topic's key, through SNS only.
+_TOPIC_KEY = {(action, "Key", _via("sns")) for action in ("kms:Decrypt", "kms:GenerateDataKey")}
 
 EXPECTED: dict[str, set[tuple[str, str, str]]] = {
     "JobA": {
@@ -157,13 +177,12 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:GetObject", "Output/runs/*", "{}"),
         ("s3:PutObject", "Output/runs/*", "{}"),
         ("sns:Publish", "Topic", "{}"),
-        ("kms:Decrypt", "Key", "{}"),
-        ("kms:GenerateDataKey", "Key", "{}"),
+        *_TOPIC_KEY,
     },
 }
 
 
-# Every job may follow a plain request's dependsOn chain to its run (plain_requests=True):
+# With plain_requests=True every job may follow a plain request's dependsOn chain to its run:
 # DescribeJobs has no resource-level permissions, so it is granted on "*".
 _FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
 
@@ -172,8 +191,11 @@ _FIND_PLAIN_RUNS = ("batch:DescribeJobs", "*", "{}")
 def test_job_role_grants_exactly_what_the_job_needs(
     default_stack: Synthesized, job_key: str
 ) -> None:
+    # GIVEN the stack with its default props (plain_requests off)
+    # WHEN the grants of the job's role are read
     granted = _permissions(default_stack, job_key)
-    assert granted == EXPECTED[job_key] | {_FIND_PLAIN_RUNS}
+    # THEN they are exactly what the job does: no batch:DescribeJobs on every job
+    assert granted == EXPECTED[job_key]
 
 
 def test_each_job_definition_has_its_own_role(default_stack: Synthesized) -> None:
@@ -254,19 +276,22 @@ def test_no_job_role_can_write_the_input_bucket(default_stack: Synthesized) -> N
         assert writes == set(), job_key
 
 
-def test_without_plain_requests_no_job_may_describe_jobs(tmp_path: Any) -> None:
+@pytest.mark.slow  # a synthesis of its own
+def test_plain_requests_give_every_job_describe_jobs_and_nothing_else(tmp_path: Any) -> None:
     import aws_cdk as cdk
 
     from helpers.synth import new_app, synthesize
     from pipeline import ArrayJobPipeline
 
+    # GIVEN a pipeline that lets the User Guide's requests as written find their run
     app = new_app(tmp_path)
-    stack = cdk.Stack(app, "Closed")
-    ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=False)
-    closed = synthesize(app, stack)
-    names = _readable_names(closed)
+    stack = cdk.Stack(app, "Plain")
+    ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=True)
+    plain = synthesize(app, stack)
+    names = _readable_names(plain)
+    # THEN each job role gets batch:DescribeJobs on every job, on top of its own grants
     for key in EXPECTED:
-        assert _permissions(closed, key, names) == EXPECTED[key]
+        assert _permissions(plain, key, names) == EXPECTED[key] | {_FIND_PLAIN_RUNS}
 
 
 def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path: Any) -> None:
@@ -276,11 +301,27 @@ def test_another_action_on_every_resource_of_a_job_role_fails_synthesis(tmp_path
     from helpers.synth import new_app
     from pipeline import ArrayJobPipeline
 
+    # GIVEN a pipeline whose job roles carry the acknowledged DescribeJobs on every job
     app = new_app(tmp_path)
     stack = cdk.Stack(app, "Widened")
-    pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10)
+    pipeline = ArrayJobPipeline(stack, "Pipeline", array_size=10, plain_requests=True)
+    # WHEN another action on every resource is added to one of them
     pipeline.jobs.roles["JobB"].add_to_principal_policy(
         iam.PolicyStatement(actions=["s3:GetObject"], resources=["*"])
     )
     with pytest.raises(Exception, match=r"grants s3:GetObject on every resource; its cdk-nag"):
         app.synth()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False), (None, None)])
+def test_the_apps_context_turns_plain_requests_on_by_name_only(
+    value: str | None, expected: bool | None
+) -> None:
+    from pipeline.stacks.context import pipeline_props_from_context
+
+    # GIVEN the repository app's context, with or without pipeline:plainRequests
+    context = {} if value is None else {"pipeline:plainRequests": value}
+    # WHEN the props are read from it
+    props = pipeline_props_from_context(context.get)
+    # THEN plain requests are on only when the key says so (the construct's default is off)
+    assert props.get("plain_requests") == expected

@@ -6,6 +6,7 @@ hide nobody else's findings, and checkov clean."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,8 +29,15 @@ from helpers.synth import (
 )
 from pipeline.constructs.checkov import CHECKOV_SKIPS
 from pipeline.constructs.compute import IMDS_ADDRESS, IMDS_BLOCK_SCRIPT, IMDS_IPV6_ADDRESS
-from pipeline.contract import INPUT_BUCKET, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
-from pipeline.spec import BUCKET_KEYS, JOB_TAG_KEYS, JOB_USER_ID, PIPELINE_TAG, RESOURCES
+from pipeline.contract import INPUT_BUCKET, METADATA_TABLE, NOTIFICATION_TOPIC_ARN, OUTPUT_BUCKET
+from pipeline.spec import (
+    BUCKET_KEYS,
+    DEFAULT_SPEC,
+    JOB_TAG_KEYS,
+    JOB_USER_ID,
+    PIPELINE_TAG,
+    RESOURCES,
+)
 
 
 @pytest.fixture(
@@ -74,6 +82,41 @@ def test_the_launch_template_installs_the_metadata_block_at_boot(
     assert "169.254.170.2" not in text
 
 
+def test_every_compute_environment_pins_amazon_linux_2023(stack: Synthesized) -> None:
+    template = stack.assertions
+    # GIVEN the compute environments behind the queue
+    template.resource_count_is("AWS::Batch::ComputeEnvironment", 2)
+    # THEN each launches the ECS-optimized Amazon Linux 2023 AMI, not whatever Batch chooses
+    template.all_resources_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": {"Ec2Configuration": Match.exact([{"ImageType": "ECS_AL2023"}])}},
+    )
+
+
+@pytest.mark.slow  # a synthesis of its own
+def test_the_ami_family_is_a_prop_and_amazon_linux_2_warns(tmp_path: Path) -> None:
+    import aws_cdk as cdk
+    from aws_cdk import aws_batch as batch
+    from aws_cdk.assertions import Annotations
+
+    from pipeline import ArrayJobPipeline
+
+    # GIVEN a pipeline that asks for Amazon Linux 2
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Old")
+    ArrayJobPipeline(
+        stack, "P", array_size=10, machine_image_type=batch.EcsMachineImageType.ECS_AL2
+    )
+    # THEN both compute environments launch it, and synthesis says its support ended
+    Template.from_stack(stack).all_resources_properties(
+        "AWS::Batch::ComputeEnvironment",
+        {"ComputeResources": {"Ec2Configuration": [{"ImageType": "ECS_AL2"}]}},
+    )
+    Annotations.from_stack(stack).has_warning(
+        "/Old/P/Compute", Match.string_like_regexp("Amazon Linux 2's standard support ended")
+    )
+
+
 _PROBE = """
 import os, socket, sys
 for family, address in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
@@ -106,15 +149,33 @@ def _stubs(folder: Path, **behaviour: str) -> Path:
     return folder
 
 
+_BACKENDS = {"nf_tables": "nft", "legacy": "legacy"}
+"""iptables' two backends: nftables (Amazon Linux 2023's iptables, the AMI the compute
+environments pin) and the legacy one (Amazon Linux 2's), as ``iptables -V`` names them."""
+
+
 @pytest.mark.slow  # a few seconds: in the full suite, not the fast loop
 @pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(c) for c in ("unshare", "iptables", "ip6tables")),
-    reason="needs root, unshare and iptables/ip6tables (scripts/dev setup installs iptables)",
+    os.geteuid() != 0
+    or not all(
+        shutil.which(c)
+        for c in (
+            "unshare",
+            *(f"{t}-{b}" for t in ("iptables", "ip6tables") for b in ("nft", "legacy")),
+        )
+    ),
+    reason="needs root, unshare and both iptables backends (scripts/dev setup installs iptables)",
 )
-def test_the_boothook_keeps_every_uid_but_root_from_the_metadata_service(tmp_path: Path) -> None:
-    # GIVEN a network namespace whose loopback carries both metadata addresses, and the
-    # systemctl and poweroff the hook would call on failure recorded instead of run
+@pytest.mark.parametrize("backend", sorted(_BACKENDS))
+def test_the_boothook_keeps_every_uid_but_root_from_the_metadata_service(
+    tmp_path: Path, backend: str
+) -> None:
+    # GIVEN a network namespace whose loopback carries both metadata addresses, iptables and
+    # ip6tables of one backend, and the systemctl and poweroff the hook would call on failure
+    # recorded instead of run
     stubs = _stubs(tmp_path / "stubs", systemctl="0", poweroff="0")
+    for command in ("iptables", "ip6tables"):
+        (stubs / command).symlink_to(shutil.which(f"{command}-{_BACKENDS[backend]}") or "")
     hook = tmp_path / "hook.sh"
     hook.write_text(IMDS_BLOCK_SCRIPT)
     probe = tmp_path / "probe.py"
@@ -126,6 +187,8 @@ ip -6 addr add {IMDS_IPV6_ADDRESS}/128 dev lo nodad
 bash {hook}
 bash {hook}
 {sys.executable} {probe} {IMDS_ADDRESS} {IMDS_IPV6_ADDRESS}
+iptables -V
+ip6tables -V
 iptables -S OUTPUT
 ip6tables -S OUTPUT
 """
@@ -139,6 +202,8 @@ ip6tables -S OUTPUT
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    # (the hook's iptables and ip6tables were this backend's)
+    assert sum(line.endswith(f"({backend})") for line in lines) == 2, lines
     # THEN root reaches the metadata service over IPv4 and IPv6, the job uid reaches neither
     assert f"{IMDS_ADDRESS} 0 reached" in lines
     assert f"{IMDS_IPV6_ADDRESS} 0 reached" in lines
@@ -180,6 +245,33 @@ def test_every_job_runs_as_the_uid_the_rule_rejects(stack: Synthesized) -> None:
     dockerfile = (REPO / "job_images" / "Dockerfile").read_text()
     assert f"USER {JOB_USER_ID}\n" in dockerfile
     assert f"--uid {JOB_USER_ID} " in dockerfile
+
+
+def test_every_job_runs_on_a_read_only_root_with_a_tmpfs_for_scratch(stack: Synthesized) -> None:
+    template = stack.assertions
+    definitions = template.find_resources("AWS::Batch::JobDefinition")
+    assert len(definitions) == len(DEFAULT_SPEC.jobs)
+    for definition in definitions.values():
+        container = definition["Properties"]["ContainerProperties"]
+        memory = next(
+            int(r["Value"]) for r in container["ResourceRequirements"] if r["Type"] == "MEMORY"
+        )
+        # THEN nothing a job runs can change its image: the root filesystem is read-only ...
+        assert container["ReadonlyRootFilesystem"] is True
+        # ... and the one writable place is /tmp, a tmpfs of half the job's memory, without
+        # setuid programs or devices, which TMPDIR names to the job and its tools
+        assert container["LinuxParameters"] == {
+            "Tmpfs": [
+                {
+                    "ContainerPath": "/tmp",
+                    "Size": memory // 2,
+                    "MountOptions": ["rw", "exec", "nosuid", "nodev"],
+                }
+            ]
+        }
+        assert {"Name": "TMPDIR", "Value": "/tmp"} in container["Environment"]
+        assert "Volumes" not in container
+        assert "MountPoints" not in container
 
 
 _JOB_FAILED = {"EventPattern": {"source": ["aws.batch"], "detail": {"status": ["FAILED"]}}}
@@ -417,6 +509,41 @@ def test_the_key_lets_each_service_act_only_as_documented(stack: Synthesized) ->
     ):
         template.resource_count_is(type_, count)
         template.all_resources_properties(type_, {encrypted_by: key_arn})
+
+
+def _key_uses(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of every identity policy in ``template`` that allows a KMS action."""
+    found = []
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            if any(
+                a.startswith("kms:") for a in ([actions] if isinstance(actions, str) else actions)
+            ):
+                found.append(statement)
+    return found
+
+
+def test_every_key_use_by_a_role_goes_through_a_service(stack: Synthesized) -> None:
+    # GIVEN every statement of the stack's roles that lets them use a KMS key (the table's
+    # users and JobE, which publishes to the encrypted topic)
+    uses = _key_uses(stack.template)
+    assert len(uses) >= 3
+    # THEN each holds the key to the service that uses it on the role's behalf
+    for statement in uses:
+        conditions = statement.get("Condition", {})
+        via = {**conditions.get("StringEquals", {}), **conditions.get("StringLike", {})}
+        assert "kms:ViaService" in via, statement
+    # AND DynamoDB's cryptographic uses are held to this pipeline's table by its documented
+    # encryption context (DescribeKey has none)
+    table = resource_given_to_jobs(stack.assertions, METADATA_TABLE)
+    for statement in uses:
+        if "kms:Decrypt" in statement["Action"] and "dynamodb" in json.dumps(statement):
+            assert statement["Condition"]["StringEquals"][
+                "kms:EncryptionContext:aws:dynamodb:tableName"
+            ] == {"Ref": table}
 
 
 def test_the_execution_role_trusts_only_this_accounts_ecs_tasks(

@@ -372,6 +372,20 @@ def test_the_starter_role_is_held_to_this_pipelines_queue_definitions_and_tag(
     )
 
 
+def test_the_starter_uses_the_topics_key_through_sns_only(ingest: Synthesized) -> None:
+    template = ingest.assertions
+    # GIVEN what the policies attached to the nightly starter's role allow with KMS keys
+    statements = _statements_of(template, _starter_role(ingest, "nightly"))
+    key_uses = [s for s in statements if str(s["Action"]).count("kms:")]
+    # THEN it may decrypt and generate data keys (to publish to the encrypted topic, itself
+    # and as its failure destination) through SNS in this region, and nothing else
+    assert key_uses, statements
+    sns_here = {"Fn::Join": ["", ["sns.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+    for statement in key_uses:
+        assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert statement["Condition"] == {"StringEquals": {"kms:ViaService": sns_here}}
+
+
 def test_the_starter_is_told_its_pipeline_and_is_not_retried(ingest: Synthesized) -> None:
     template = ingest.assertions
     # GIVEN the nightly pipeline's starter, notification topic and the key of that topic
@@ -413,11 +427,6 @@ def test_the_starter_is_told_its_pipeline_and_is_not_retried(ingest: Synthesized
 @pytest.mark.parametrize(
     ("props", "message"),
     [
-        (
-            {"allow_overlapping_runs": True},
-            "allow_overlapping_runs applies to runs a trigger starts",
-        ),
-        ({"trigger_max_vcpu_hours": 10}, "trigger_max_vcpu_hours applies to runs a trigger"),
         ({"run_on_upload": True, "trigger_max_vcpu_hours": 0}, "must be a number above 0"),
         ({"run_on_upload": True, "trigger_max_vcpu_hours": True}, "must be a number above 0"),
     ],
@@ -430,6 +439,34 @@ def test_trigger_props_that_cannot_work_are_refused(props: dict[str, Any], messa
     stack = cdk.Stack(cdk.App())
     with pytest.raises(PipelineConfigError, match=message):
         ArrayJobPipeline(stack, "P", **props)
+
+
+@pytest.mark.parametrize("name", ["allow_overlapping_runs", "trigger_max_vcpu_hours"])
+def test_a_starter_prop_without_a_starter_fails_validation_naming_it(name: str) -> None:
+    import aws_cdk as cdk
+
+    from pipeline import ArrayJobPipeline
+
+    # GIVEN a pipeline with a prop that rules the starter's runs, and no trigger
+    stack = cdk.Stack(cdk.App())
+    value = {"allow_overlapping_runs": True, "trigger_max_vcpu_hours": 10.0}[name]
+    pipeline = ArrayJobPipeline(stack, "P", **{name: value})  # type: ignore[arg-type]
+    # WHEN it is validated, as synthesis does
+    errors = pipeline.node.validate()
+    # THEN the prop is named, with what would make it count
+    assert errors == [
+        f"{name} applies to runs the starter starts; add run_schedule or run_on_upload, "
+        "call grant_start_runs, or remove it"
+    ]
+    # AND once grant_start_runs makes the starter, it counts
+    pipeline.grant_start_runs(iam_role(stack))
+    assert pipeline.node.validate() == []
+
+
+def iam_role(stack: Any) -> Any:
+    from aws_cdk import aws_iam as iam
+
+    return iam.Role(stack, "Operator", assumed_by=iam.AccountRootPrincipal())
 
 
 def test_upload_runs_with_a_bucket_brought_in_say_what_to_turn_on(tmp_path: Path) -> None:

@@ -112,6 +112,11 @@ BAD_PROPS = [
         r"^job_overrides: JobB sets AWS_BATCH_JOB_ID; AWS_BATCH_\* variables are set by",
     ),
     (
+        {"job_overrides": {"JobC": JobOverride(environment={"TMPDIR": "/var/tmp"})}},
+        r"^job_overrides: JobC sets TMPDIR; a job's root filesystem is read-only and its one "
+        r"writable place is /tmp \(a tmpfs\), which TMPDIR names: remove it$",
+    ),
+    (
         {"intermediate_expiration": cdk.Duration.hours(0)},
         r"^intermediate_expiration must be at least 1 day",
     ),
