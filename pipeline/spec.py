@@ -225,6 +225,36 @@ def _list(bucket: str, prefix: str | None = None) -> Access:
     return Access(bucket, ("s3:ListBucket",), prefix)
 
 
+SCRATCH = "/tmp"
+"""The one writable path of a job container: the jobs stage objects only under ``TMPDIR``."""
+SCRATCH_MOUNT_OPTIONS = ("rw", "exec", "nosuid", "nodev")
+"""Stated, not left to the host's Docker. No setuid programs or devices there; ``exec``
+because a step may run a tool it unpacks in scratch, and ``noexec`` would be no boundary for
+code that already runs as the job (any step can run Python)."""
+
+
+def scratch_size_mib(memory_mib: int) -> int:
+    """The scratch tmpfs of a job with ``memory_mib``: half of it. A tmpfs lives in memory and
+    what is written there counts against the container's memory limit, so the job's own
+    processes keep the other half; the runner stages at most 80% of the free scratch at once
+    and fails a child whose largest object does not fit, saying how much scratch it needs
+    (raise the job's memory with ``job_overrides`` for larger objects)."""
+    return max(1, memory_mib // 2)
+
+
+ROLE_PATH_ROOT = "/array-job-pipeline/"
+"""The IAM path under which a stack of this library makes a pipeline's job roles and
+execution role, followed by the pipeline's queue name (see :func:`job_role_path`): ``--queue``
+discovery checks that a revision's roles are there, which only someone allowed to create
+roles on that path can arrange."""
+
+
+def job_role_path(queue_name: str) -> str:
+    """The IAM path of a pipeline's job roles and execution role
+    (``/array-job-pipeline/ProdQueue/``)."""
+    return f"{ROLE_PATH_ROOT}{queue_name}/"
+
+
 RUN_TAG = "array-pipeline:run-id"
 """Tag the submitter puts on every job of a run (propagated to children) to find it again."""
 PIPELINE_TAG = "array-pipeline:pipeline"

@@ -209,8 +209,13 @@ class AwsBackend:
         if target.stack:
             document = document_from_stack(self.aws.cloudformation, target.stack)
             return replace(document, queue=target.queue) if target.queue else document
+        # Without the stack's document, refuse revisions this library did not register
+        # (another image, role or user): see pipeline.runs.discovery.
         return document_from_job_definitions(
-            self.aws.batch, queue=target.queue, prefix=target.job_definition_prefix
+            self.aws.batch,
+            queue=target.queue,
+            prefix=target.job_definition_prefix,
+            verify=True,
         )
 
     def new_run_id(self, inputs: RunInputs) -> str:

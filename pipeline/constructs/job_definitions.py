@@ -39,10 +39,14 @@ from pipeline.spec import (
     QUEUE_NAME,
     RESOURCES,
     RETRY_RULES,
+    SCRATCH,
+    SCRATCH_MOUNT_OPTIONS,
     Access,
     JobSpec,
     PipelineSpec,
+    job_role_path,
     prefixed,
+    scratch_size_mib,
 )
 
 
@@ -260,34 +264,6 @@ class PipelineJobs(Construct):
 
 
 _WRITES = frozenset({"s3:PutObject", "s3:AbortMultipartUpload"})
-
-
-ROLE_PATH_ROOT = "/array-job-pipeline/"
-
-
-def job_role_path(queue_name: str) -> str:
-    """The IAM path of a pipeline's job roles and execution role: the library's, then the
-    pipeline's queue name (``/array-job-pipeline/ProdQueue/``). ``--queue`` discovery checks
-    the same path (``pipeline.runs.discovery``); a test registers what the stack registers and
-    sees discovery accept it."""
-    return f"{ROLE_PATH_ROOT}{queue_name}/"
-
-
-SCRATCH = "/tmp"
-"""The one writable path of a job container: the jobs stage objects only under ``TMPDIR``."""
-SCRATCH_MOUNT_OPTIONS = ("rw", "exec", "nosuid", "nodev")
-"""Stated, not left to the host's Docker. No setuid programs or devices there; ``exec``
-because a step may run a tool it unpacks in scratch, and ``noexec`` would be no boundary for
-code that already runs as the job (any step can run Python)."""
-
-
-def scratch_size_mib(memory_mib: int) -> int:
-    """The scratch tmpfs of a job with ``memory_mib``: half of it. A tmpfs lives in memory and
-    what is written there counts against the container's memory limit, so the job's own
-    processes keep the other half; the runner stages at most 80% of the free scratch at once
-    and fails a child whose largest object does not fit, saying how much scratch it needs
-    (raise the job's memory with ``job_overrides`` for larger objects)."""
-    return max(1, memory_mib // 2)
 
 
 def scratch_tmpfs(scope: Construct, construct_id: str, memory_mib: int) -> batch.LinuxParameters:

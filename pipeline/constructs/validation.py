@@ -11,10 +11,10 @@ from aws_cdk import Duration
 from aws_cdk import aws_ecs as ecs
 
 from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
-from pipeline.constructs.job_definitions import SCRATCH, JobOverride
+from pipeline.constructs.job_definitions import JobOverride
 from pipeline.errors import PipelineConfigError, SpecError
 from pipeline.instances import InstanceType
-from pipeline.spec import PipelineSpec
+from pipeline.spec import SCRATCH, PipelineSpec
 from pipeline.steps import PipelineSteps
 
 _T = TypeVar("_T")

@@ -260,8 +260,9 @@ def scratch_slots(largest: int, free: int, wanted: int) -> int:
     if slots < 1:
         raise JobError(
             f"the largest object of this shard ({largest:,} bytes) needs about "
-            f"{2 * largest:,} bytes of scratch space and {free:,} are free; give the "
-            "compute environments' launch template a larger root volume"
+            f"{2 * largest:,} bytes of scratch space and {free:,} are free; scratch is a "
+            "tmpfs of half the job's memory: raise the job's memory (job_overrides "
+            "memory_mib), or reject objects this large (max_object_bytes)"
         )
     return min(wanted, slots)
 

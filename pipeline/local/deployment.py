@@ -32,8 +32,11 @@ from pipeline.spec import (
     RECIPIENT,
     RESOURCES,
     RETRY_RULES,
+    SCRATCH,
+    SCRATCH_MOUNT_OPTIONS,
     SOURCE_BUCKET,
     JobSpec,
+    scratch_size_mib,
 )
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
@@ -95,6 +98,7 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
         **document.resource_env,
         contract.ARRAY_SIZE: str(document.spec.array_size),
         contract.MAX_OBJECT_BYTES: str(LOCAL_MAX_OBJECT_BYTES),
+        "TMPDIR": SCRATCH,
         **document.spec.environment_of(job),
     }
     return {
@@ -107,6 +111,18 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
             "resourceRequirements": job.resource_requirements(),
             "environment": [{"name": k, "value": v} for k, v in environment.items()],
             "user": str(JOB_USER_ID),
+            # As the stack registers them; recorded here, since a local job runs as a process
+            # whose TMPDIR is a scratch folder of its own.
+            "readonlyRootFilesystem": True,
+            "linuxParameters": {
+                "tmpfs": [
+                    {
+                        "containerPath": SCRATCH,
+                        "size": scratch_size_mib(job.memory_mib),
+                        "mountOptions": list(SCRATCH_MOUNT_OPTIONS),
+                    }
+                ]
+            },
             "logConfiguration": {
                 "logDriver": "awslogs",
                 "options": {"awslogs-group": LOG_GROUP, "awslogs-stream-prefix": job.key},

@@ -24,6 +24,7 @@ from pipeline.spec import (
     JOB_USER_ID,
     QUEUE_NAME,
     RESOURCES,
+    job_role_path,
     prefixed,
 )
 from pipeline.steps import PipelineSteps
@@ -161,12 +162,6 @@ def _definitions_by_arn(
     return {job.key: found[arns[job.key]] for job in DEFAULT_SPEC}
 
 
-ROLE_PATH_ROOT = "/array-job-pipeline/"
-"""The IAM path under which a stack of this library makes a pipeline's job roles and execution
-role, then the pipeline's queue name (``job_role_path`` in ``pipeline.constructs``, which the
-tests hold to this)."""
-
-
 def check_registered(
     revisions: Mapping[str, Sequence[JobDefinitionTypeDef]], pipeline: str
 ) -> None:
@@ -180,13 +175,14 @@ def check_registered(
     - ``user`` 10001, the uid the hosts' firewall keeps from the instance metadata service
       (without it a job runs as the image's user, often root); not ``privileged``; a read-only
       root filesystem;
-    - a job role and an execution role on the pipeline's IAM path (``ROLE_PATH_ROOT`` and the
-      queue name), which only someone allowed to create roles there can make.
+    - a job role and an execution role on the pipeline's IAM path
+      (:func:`pipeline.spec.job_role_path`), which only someone allowed to create roles there
+      can make.
 
     What it cannot tell without the stack: a revision copied field by field, roles included,
     with another image, by someone allowed both to register it and to deregister the stack's
     own. ``--stack`` submits exactly the revisions the stack registered."""
-    path = f"{ROLE_PATH_ROOT}{pipeline}/"
+    path = job_role_path(pipeline)
     for job in DEFAULT_SPEC:
         found = revisions[job.key]
         newest = max(found, key=_revision)

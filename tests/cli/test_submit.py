@@ -521,3 +521,27 @@ def test_resume_failed_only_reruns_just_the_failed_children(
     assert d_request["arrayProperties"] == {"size": 10}
     assert d_request["dependsOn"] == [{"jobId": resumed["JobC"]}, {"type": "SEQUENTIAL"}]
     assert f"JobB for children {', '.join(map(str, failed))} only" in err
+
+
+def test_queue_discovery_refuses_a_revision_this_library_did_not_register(
+    aws: EngineBatch,
+) -> None:
+    # GIVEN a newer JobB revision someone registered by hand: running as root, no roles
+    aws.reader.register_job_definition(
+        jobDefinitionName="JobB-CPU-Intensive-Processing",
+        type="container",
+        containerProperties={"image": "someone/else", "vcpus": 32, "memory": 4096},
+    )
+    aws.count_calls()
+    # WHEN a run is started by queue, without the stack
+    code, _, err = cli_in_process(aws, "--queue", "ProdQueue", "--array-size", "2")
+    # THEN it is refused in one line naming the revision and pointing to --stack, and
+    # nothing was submitted
+    assert code == 254
+    assert err.startswith(
+        "error: job definition arn:aws:batch:us-east-1:123456789012:job-definition/"
+        "JobB-CPU-Intensive-Processing:2 is not what array-job-pipeline registers: "
+    )
+    assert "pass --stack with the PipelineStack's name" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "SubmitJob" not in aws.calls

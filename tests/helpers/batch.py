@@ -56,7 +56,15 @@ from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.placements import CallerPlacement
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler
-from pipeline.spec import DEFAULT_SPEC, RESOURCES, RUN_TAG, JobSpec, PipelineSpec
+from pipeline.spec import (
+    DEFAULT_SPEC,
+    JOB_USER_ID,
+    RESOURCES,
+    RUN_TAG,
+    JobSpec,
+    PipelineSpec,
+    job_role_path,
+)
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -375,8 +383,10 @@ class EngineBatch:
 
 def register_pipeline(client: Any, spec: PipelineSpec = DEFAULT_SPEC) -> tuple[str, dict[str, str]]:
     """ProdQueue on an unmanaged compute environment and the spec's five job definitions, as
-    a stack registers them (without a retry strategy: a failed attempt fails its job);
-    (queue ARN, job key -> definition ARN)."""
+    a stack registers them (the user, a read-only root, roles on the pipeline's IAM path;
+    without a retry strategy: a failed attempt fails its job); (queue ARN, job key ->
+    definition ARN)."""
+    roles = f"arn:aws:iam::{ACCOUNT}:role{job_role_path(QUEUE)}"
     environment = client.create_compute_environment(
         computeEnvironmentName="Unmanaged", type="UNMANAGED", state="ENABLED"
     )["computeEnvironmentArn"]
@@ -397,6 +407,10 @@ def register_pipeline(client: Any, spec: PipelineSpec = DEFAULT_SPEC) -> tuple[s
                 "command": list(job.command),
                 "resourceRequirements": job.resource_requirements(),
                 "environment": step_environment(job, spec),
+                "user": str(JOB_USER_ID),
+                "readonlyRootFilesystem": True,
+                "jobRoleArn": f"{roles}{job.key}Role",
+                "executionRoleArn": f"{roles}ExecutionRole",
             },
         )["jobDefinitionArn"]
     return str(queue_arn), definitions

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from helpers.local_batch import LocalBatchHarness, local_batch
+from helpers.batch import ProcessBatch as LocalBatchHarness
+from helpers.batch import engine_with_processes as local_batch
 from pipeline import contract
 from pipeline.errors import TargetError
 from pipeline.runs.discovery import document_from_job_definitions
