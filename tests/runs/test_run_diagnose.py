@@ -1,87 +1,65 @@
 """pipeline/runs/diagnose.py: why a run's jobs wait in RUNNABLE, one finding per reason, from
 the queue, its compute environments, the instance types and the front of the queue. The Batch
-here is a small stand-in with boto3's method names and shapes."""
+is the engine's (tests/helpers/batch.py): a run is submitted to ProdQueue and held there, the
+queue is moved onto compute environments made for the test (tests/helpers/queues.py), and
+DescribeJobQueues, DescribeComputeEnvironments and GetJobQueueSnapshot are the engine's answers.
+An environment's health (INVALID, a Spot capacity reason), which the engine does not model, is
+put on its answer as AWS reports it (``report_health``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from botocore.exceptions import ClientError
 
-from helpers.memory_batch import MemoryBatch
+from helpers.batch import EngineBatch, engine_batch
+from helpers.queues import managed_environment, report_health
 from pipeline.document import PipelineDocument
+from pipeline.runs.chain import submit_pipeline
 from pipeline.runs.diagnose import Finding, diagnose, waiting_jobs
-from pipeline.runs.progress import JobProgress
-from pipeline.spec import DEFAULT_SPEC, RUN_TAG
+from pipeline.runs.progress import JobProgress, SubmittedRun
+from pipeline.runs.requests import run_config
+from pipeline.spec import DEFAULT_SPEC
 
 DOCUMENT = PipelineDocument("ProdQueue", {j.key: j.definition_name for j in DEFAULT_SPEC})
+NOTHING_WRONG = (
+    "it waits behind 0 job(s) of higher priority or earlier submission; nothing is wrong"
+)
 
 
-class Queue(MemoryBatch):
-    """A run's jobs in ``states`` on a queue with these environments and front of queue."""
-
-    def __init__(
-        self,
-        states: dict[str, str],
-        *,
-        queue: dict[str, Any] | None = None,
-        environments: list[dict[str, Any]] | None = None,
-        front: list[str] | None = None,
-    ) -> None:
-        super().__init__()
-        self.jobs = {
-            f"id-{key}": {
-                "jobId": f"id-{key}",
-                "jobName": key,
-                "status": status,
-                "tags": {RUN_TAG: "r1"},
-            }
-            for key, status in states.items()
-        }
-        self.environments = environments or []
-        self.queue = queue or {}
-        self.front = front
-
-    def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
-        assert jobQueues == ["ProdQueue"]
-        order = [
-            {"computeEnvironment": e.get("computeEnvironmentName", "ce-x")}
-            for e in self.environments
-        ]
-        return {
-            "jobQueues": [
-                {"jobQueueName": "ProdQueue", "computeEnvironmentOrder": order, **self.queue}
-            ]
-        }
-
-    def describe_compute_environments(self, *, computeEnvironments: list[str]) -> dict[str, Any]:  # noqa: N803
-        assert computeEnvironments == [
-            e.get("computeEnvironmentName", "ce-x") for e in self.environments
-        ]
-        return {"computeEnvironments": self.environments}
-
-    def get_job_queue_snapshot(self, *, jobQueue: str) -> dict[str, Any]:  # noqa: N803
-        assert jobQueue == "ProdQueue"
-        if self.front is None:
-            raise ClientError({"Error": {"Code": "ClientException", "Message": "no"}}, "Get")
-        return {"frontOfQueue": {"jobs": [{"jobArn": arn} for arn in self.front]}}
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        yield harness
 
 
-def _environment(name: str, **fields: Any) -> dict[str, Any]:
-    resources = fields.pop("resources", {})
-    return {
-        "computeEnvironmentName": name,
-        "state": "ENABLED",
-        "status": "VALID",
-        "computeResources": {
-            "maxvCpus": 256,
-            "desiredvCpus": 0,
-            "instanceTypes": ["r6i.8xlarge"],
-            **resources,
-        },
-        **fields,
-    }
+def _run(aws: EngineBatch, run_id: str = "r1") -> SubmittedRun:
+    """A run of two children in ProdQueue, its jobs held where the engine puts them: JobA
+    RUNNABLE, the rest PENDING on it."""
+    aws.hold_new_jobs()
+    config = run_config(array_size=2, run_id=run_id)
+    return submit_pipeline(aws.batch, DOCUMENT, config, sleep=lambda _: None)
+
+
+def _on(aws: EngineBatch, *environments: str) -> None:
+    """ProdQueue moves onto these compute environments (ARNs), in that order."""
+    aws.reader.update_job_queue(
+        jobQueue="ProdQueue",
+        computeEnvironmentOrder=[
+            {"order": order, "computeEnvironment": arn}
+            for order, arn in enumerate(environments, start=1)
+        ],
+    )
+
+
+def _disable_queue(aws: EngineBatch) -> None:
+    aws.reader.update_job_queue(jobQueue="ProdQueue", state="DISABLED")
+
+
+def _position(job: str, position: int, of: int, action: str = NOTHING_WRONG) -> Finding:
+    return Finding(
+        job, "queue-position", f"position {position} of {of} at the front of the queue", action
+    )
 
 
 def test_jobs_waiting_are_runnable_ones_and_arrays_with_runnable_children() -> None:
@@ -94,135 +72,140 @@ def test_jobs_waiting_are_runnable_ones_and_arrays_with_runnable_children() -> N
     assert [j.key for j in waiting_jobs(run)] == ["JobB", "JobC"]
 
 
-def test_a_run_with_nothing_waiting_has_no_findings() -> None:
-    assert diagnose(Queue({"JobA": "RUNNING"}), DOCUMENT, "r1") == []  # type: ignore[arg-type]
+def test_a_run_with_nothing_waiting_has_no_findings(aws: EngineBatch) -> None:
+    # GIVEN a run whose JobA runs (the rest wait on it, PENDING), and another run's JobA
+    # waiting to be placed
+    _run(aws, "other")
+    run = _run(aws)
+    aws.start(run.job_ids["JobA"])
+    # THEN nothing of the run waits to be placed
+    assert diagnose(aws.batch, DOCUMENT, "r1") == []
 
 
-def test_a_disabled_queue_and_environment_are_named_with_what_to_do() -> None:
-    batch = Queue(
-        {"JobA": "RUNNABLE"},
-        queue={"state": "DISABLED"},
-        environments=[_environment("ce-1", state="DISABLED")],
-    )
-    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+def test_a_disabled_queue_and_environment_are_named_with_what_to_do(aws: EngineBatch) -> None:
+    # GIVEN a run whose JobA waits to be placed, and then its queue and the queue's compute
+    # environment disabled
+    _on(aws, managed_environment(aws.reader, "ce-1"))
+    _run(aws)
+    _disable_queue(aws)
+    aws.reader.update_compute_environment(computeEnvironment="ce-1", state="DISABLED")
+    # WHEN the run is diagnosed
+    findings = diagnose(aws.batch, DOCUMENT, "r1")
+    # THEN both are named, with what to do, and JobA's place in the queue points at them
     assert [(f.job, f.kind) for f in findings] == [
         ("JobA", "queue-disabled"),
         ("JobA", "environment-disabled"),
+        ("JobA", "queue-position"),
     ]
     assert findings[0].reason == "job queue ProdQueue is DISABLED"
     assert findings[1].action == "enable it (UpdateComputeEnvironment state=ENABLED)"
+    assert findings[2].action == "see the reasons above"
 
 
-def test_an_invalid_environment_says_its_reason() -> None:
-    batch = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", status="INVALID", statusReason="bad role")],
-    )
-    (finding,) = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+def test_an_invalid_environment_says_its_reason(aws: EngineBatch) -> None:
+    _on(aws, managed_environment(aws.reader, "ce-1"))
+    report_health(aws.batch, "ce-1", "INVALID", "bad role")
+    _run(aws)
+    finding, position = diagnose(aws.batch, DOCUMENT, "r1")
     assert (finding.kind, finding.reason) == (
         "environment-invalid",
         "compute environment ce-1 is INVALID: bad role",
     )
+    assert position == _position("JobA", 1, 1, "see the reasons above")
 
 
-def test_an_environment_at_its_maxvcpus_is_named_below_it_not() -> None:
-    full = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", resources={"maxvCpus": 64, "desiredvCpus": 64})],
-    )
-    (finding,) = diagnose(full, DOCUMENT, "r1")  # type: ignore[arg-type]
+def test_an_environment_at_its_maxvcpus_is_named_below_it_not(aws: EngineBatch) -> None:
+    # GIVEN a run waiting on an environment whose desired vCPUs reached its maxvCpus
+    _on(aws, managed_environment(aws.reader, "ce-1", max_vcpus=64, desiredvCpus=64))
+    _run(aws)
+    finding, _ = diagnose(aws.batch, DOCUMENT, "r1")
     assert finding.reason == "compute environment ce-1 is at its maxvCpus (64) with jobs running"
-    room = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", resources={"maxvCpus": 64, "desiredvCpus": 63})],
+    # WHEN the environment has room again THEN only the job's place in the queue is left
+    aws.reader.update_compute_environment(
+        computeEnvironment="ce-1", computeResources={"desiredvCpus": 63}
     )
-    assert diagnose(room, DOCUMENT, "r1") == []  # type: ignore[arg-type]
+    assert diagnose(aws.batch, DOCUMENT, "r1") == [_position("JobA", 1, 1)]
 
 
-def test_spot_capacity_is_named_only_for_spot_environments_saying_so() -> None:
+def test_spot_capacity_is_named_only_for_spot_environments_saying_so(aws: EngineBatch) -> None:
+    # GIVEN a queue on a Spot and an On-Demand environment, both reporting a capacity shortage
     reason = "Insufficient capacity for the requested Spot instances"
-    spot = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", statusReason=reason, resources={"type": "SPOT"})],
-    )
-    (finding,) = diagnose(spot, DOCUMENT, "r1")  # type: ignore[arg-type]
+    spot = managed_environment(aws.reader, "ce-1", type="SPOT")
+    on_demand = managed_environment(aws.reader, "ce-2", type="EC2")
+    _on(aws, spot, on_demand)
+    report_health(aws.batch, "ce-1", "VALID", reason)
+    report_health(aws.batch, "ce-2", "VALID", reason)
+    _run(aws)
+    # WHEN the run is diagnosed THEN only the Spot environment is named
+    finding, _ = diagnose(aws.batch, DOCUMENT, "r1")
     assert (finding.kind, finding.reason) == (
         "spot",
         f"Spot capacity is unavailable to ce-1: {reason}",
     )
-    on_demand = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", statusReason=reason, resources={"type": "EC2"})],
-    )
-    assert diagnose(on_demand, DOCUMENT, "r1") == []  # type: ignore[arg-type]
 
 
-def test_a_job_no_instance_type_fits_is_named_with_the_types() -> None:
+def test_a_job_no_instance_type_fits_is_named_with_the_types(aws: EngineBatch) -> None:
     # GIVEN JobB (32 vCPUs) waiting on a queue of 16- and 8-vCPU instances, THEN it fits none
-    batch = Queue(
-        {"JobB": "RUNNABLE"},
-        environments=[
-            _environment("ce-1", resources={"instanceTypes": ["r6i.4xlarge", "r6i.2xlarge"]})
-        ],
-    )
-    (finding,) = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+    _on(aws, managed_environment(aws.reader, "ce-1", ["r6i.4xlarge", "r6i.2xlarge"]))
+    run = _run(aws)
+    aws.succeed(run.job_ids["JobA"])
+    finding, position = diagnose(aws.batch, DOCUMENT, "r1")
     assert finding.kind == "no-fit"
     assert finding.reason == (
         "no instance type of the queue fits 32 vCPU and 4,096 MiB (types: r6i.2xlarge, r6i.4xlarge)"
     )
+    assert (position.job, position.reason) == ("JobB", "position 1 of 2 at the front of the queue")
 
 
-def test_a_job_at_the_front_of_a_healthy_queue_is_told_nothing_is_wrong() -> None:
-    batch = Queue(
-        {"JobA": "RUNNABLE", "JobC": "RUNNABLE"},
-        environments=[_environment("ce-1")],
-        front=["arn:job/other", "arn:job/id-JobC", "arn:job/id-JobA:3"],
-    )
-    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+def test_a_job_at_the_front_of_a_healthy_queue_is_told_nothing_is_wrong(aws: EngineBatch) -> None:
+    # GIVEN another run's JobA waiting to be placed, then a run whose JobA succeeded and whose
+    # JobB child 0 succeeded: JobB's child 1 and JobC's child 0 wait behind the other JobA
+    _on(aws, managed_environment(aws.reader, "ce-1"))
+    _run(aws, "other")
+    run = _run(aws)
+    aws.succeed(run.job_ids["JobA"])
+    aws.succeed(f"{run.job_ids['JobB']}:0")
+    # WHEN the run is diagnosed
+    findings = diagnose(aws.batch, DOCUMENT, "r1")
+    # THEN each waiting job is told its place at the front of the queue, and that nothing is
+    # wrong
     assert [(f.job, f.reason) for f in findings] == [
-        ("JobA", "position 3 of 3 at the front of the queue"),
-        ("JobC", "position 2 of 3 at the front of the queue"),
+        ("JobB", "position 2 of 3 at the front of the queue"),
+        ("JobC", "position 3 of 3 at the front of the queue"),
     ]
     assert findings[1].action == (
-        "it waits behind 1 job(s) of higher priority or earlier submission; nothing is wrong"
+        "it waits behind 2 job(s) of higher priority or earlier submission; nothing is wrong"
     )
     assert findings[1].as_json() == {
         "job": "JobC",
         "kind": "queue-position",
-        "reason": "position 2 of 3 at the front of the queue",
+        "reason": "position 3 of 3 at the front of the queue",
         "action": findings[1].action,
     }
 
 
-def test_a_job_at_the_front_of_a_queue_with_a_problem_points_at_it() -> None:
-    batch = Queue(
-        {"JobA": "RUNNABLE"},
-        queue={"state": "DISABLED"},
-        environments=[_environment("ce-1")],
-        front=["arn:job/id-JobA"],
-    )
-    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
-    assert findings[-1] == Finding(
-        "JobA",
-        "queue-position",
-        "position 1 of 1 at the front of the queue",
-        "see the reasons above",
-    )
+def test_a_job_at_the_front_of_a_queue_with_a_problem_points_at_it(aws: EngineBatch) -> None:
+    _on(aws, managed_environment(aws.reader, "ce-1"))
+    _run(aws)
+    _disable_queue(aws)
+    findings = diagnose(aws.batch, DOCUMENT, "r1")
+    assert findings[-1] == _position("JobA", 1, 1, "see the reasons above")
 
 
-def test_each_finding_says_what_to_do() -> None:
+def test_each_finding_says_what_to_do(aws: EngineBatch) -> None:
     # GIVEN a disabled queue, and an environment that is disabled, invalid without a reason,
-    # at its maxvCpus, nameless, and on Fargate Spot that reports a Spot failure
-    environment = _environment(
-        "ignored",
-        state="DISABLED",
-        status="INVALID",
-        resources={"maxvCpus": 8, "desiredvCpus": 8, "type": "FARGATE_SPOT"},
+    # at its maxvCpus, and on Fargate Spot without a Spot failure
+    _on(
+        aws,
+        managed_environment(
+            aws.reader, "ce-1", max_vcpus=8, desiredvCpus=8, type="FARGATE_SPOT", state="DISABLED"
+        ),
     )
-    del environment["computeEnvironmentName"]
-    batch = Queue({"JobA": "RUNNABLE"}, queue={"state": "DISABLED"}, environments=[environment])
+    report_health(aws.batch, "ce-1", "INVALID", None)
+    _run(aws)
+    _disable_queue(aws)
     # WHEN the run is diagnosed
-    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+    findings = diagnose(aws.batch, DOCUMENT, "r1")
     # THEN each reason comes with its action
     assert [(f.kind, f.reason, f.action) for f in findings] == [
         (
@@ -232,19 +215,24 @@ def test_each_finding_says_what_to_do() -> None:
         ),
         (
             "environment-disabled",
-            "compute environment ? is DISABLED",
+            "compute environment ce-1 is DISABLED",
             "enable it (UpdateComputeEnvironment state=ENABLED)",
         ),
         (
             "environment-invalid",
-            "compute environment ? is INVALID: no reason given",
+            "compute environment ce-1 is INVALID: no reason given",
             "fix what the reason names (instance role, subnets, security groups, launch "
             "template), then update the environment",
         ),
         (
             "max-vcpus",
-            "compute environment ? is at its maxvCpus (8) with jobs running",
+            "compute environment ce-1 is at its maxvCpus (8) with jobs running",
             "wait for them, or raise maxvCpus (the max_vcpus prop)",
+        ),
+        (
+            "queue-position",
+            "position 1 of 1 at the front of the queue",
+            "see the reasons above",
         ),
     ]
 
@@ -258,17 +246,20 @@ def test_each_finding_says_what_to_do() -> None:
     ],
 )
 def test_spot_is_named_when_its_environment_says_capacity_or_spot(
-    kind: str, reason: str, found: bool
+    aws: EngineBatch, kind: str, reason: str, found: bool
 ) -> None:
-    batch = Queue(
-        {"JobA": "RUNNABLE"},
-        environments=[_environment("ce-1", statusReason=reason, resources={"type": kind})],
-    )
-    findings = diagnose(batch, DOCUMENT, "r1")  # type: ignore[arg-type]
+    _on(aws, managed_environment(aws.reader, "ce-1", type=kind))
+    report_health(aws.batch, "ce-1", "VALID", reason)
+    _run(aws)
+    findings = diagnose(aws.batch, DOCUMENT, "r1")
     expected = Finding(
         "JobA",
         "spot",
         f"Spot capacity is unavailable to ce-1: {reason}",
         "allow more instance types or subnets (Availability Zones), or run On-Demand",
     )
-    assert findings == ([expected] if found else [])
+    assert findings == (
+        [expected, _position("JobA", 1, 1, "see the reasons above")]
+        if found
+        else [_position("JobA", 1, 1)]
+    )

@@ -1,14 +1,18 @@
 """pipeline/runs/preflight.py: the worst-case cost a run is held to, and the fit of every job on
-the queue's instance types, judged before the first SubmitJob. Instance types and queues are
-made up here, so each limit shows."""
+the queue's instance types, judged before the first SubmitJob. The queues are made on the
+engine's Batch (tests/helpers/batch.py), with compute environments of chosen instance types
+and maxvCpus (tests/helpers/queues.py), so each limit shows; pre-flight reads them through
+DescribeJobQueues and DescribeComputeEnvironments as on AWS."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
+from helpers.batch import EngineBatch, engine_batch
+from helpers.queues import job_queue, managed_environment
 from pipeline.errors import SpecError
 from pipeline.runs.preflight import (
     TRIGGER_GUARD,
@@ -61,44 +65,39 @@ def test_a_run_at_its_limit_passes_and_one_above_is_refused_naming_the_limit() -
     assert error.value.field == "max_vcpu_hours"
 
 
-class QueueBatch:
-    """One queue whose compute environments have these (maxvCpus, instance types)."""
-
-    def __init__(self, *environments: tuple[int, list[str]]) -> None:
-        self.environments = environments
-
-    def describe_job_queues(self, **_: Any) -> dict[str, Any]:
-        order = [{"computeEnvironment": f"ce-{i}"} for i in range(len(self.environments))]
-        return {"jobQueues": [{"computeEnvironmentOrder": order}]}
-
-    def describe_compute_environments(self, **_: Any) -> dict[str, Any]:
-        return {
-            "computeEnvironments": [
-                {
-                    "computeEnvironmentName": f"ce-{i}",
-                    "computeResources": {"maxvCpus": most, "instanceTypes": types},
-                }
-                for i, (most, types) in enumerate(self.environments)
-            ]
-        }
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        yield harness
 
 
-def test_a_queues_types_are_known_unknown_and_its_largest_maxvcpus() -> None:
-    batch = QueueBatch((64, ["c6i.8xlarge", "optimal"]), (256, ["r6i.8xlarge"]))
-    known, unknown, most = queue_instance_types(batch, "q")  # type: ignore[arg-type]
+def _queue(aws: EngineBatch, *environments: tuple[int, Sequence[str]]) -> str:
+    """A queue named q on compute environments ce-0, ce-1, ... of these (maxvCpus, instance
+    types), in that order."""
+    arns = [
+        managed_environment(aws.reader, f"ce-{i}", types, max_vcpus=most)
+        for i, (most, types) in enumerate(environments)
+    ]
+    job_queue(aws.reader, "q", *arns)
+    return "q"
+
+
+def test_a_queues_types_are_known_unknown_and_its_largest_maxvcpus(aws: EngineBatch) -> None:
+    queue = _queue(aws, (64, ["c6i.8xlarge", "optimal"]), (256, ["r6i.8xlarge"]))
+    known, unknown, most = queue_instance_types(aws.batch, queue)
     assert [k.name for k in known] == ["c6i.8xlarge", "r6i.8xlarge"]
     assert (unknown, most) == (["optimal"], 256)
 
 
-def test_every_job_fitting_an_instance_type_passes() -> None:
-    batch = QueueBatch((256, ["c6i.8xlarge"]), (256, ["r6i.2xlarge"]))
-    check_fit(SPEC, batch, "q")  # type: ignore[arg-type]
+def test_every_job_fitting_an_instance_type_passes(aws: EngineBatch) -> None:
+    queue = _queue(aws, (256, ["c6i.8xlarge"]), (256, ["r6i.2xlarge"]))
+    check_fit(SPEC, aws.batch, queue)
 
 
-def test_a_job_no_instance_type_fits_is_refused_naming_the_roomiest() -> None:
+def test_a_job_no_instance_type_fits_is_refused_naming_the_roomiest(aws: EngineBatch) -> None:
     # GIVEN a queue of 2-vCPU, 8-GiB and 32-vCPU, 64-GiB instances: every job fits the latter
-    batch = QueueBatch((256, ["m6i.large", "c6i.8xlarge"]))
-    check_fit(SPEC, batch, "q")  # type: ignore[arg-type]
+    queue = _queue(aws, (256, ["m6i.large", "c6i.8xlarge"]))
+    check_fit(SPEC, aws.batch, queue)
     # WHEN JobB asks for 33 vCPUs THEN it is refused, naming the roomiest type
     bigger = SPEC.with_overrides({"JobB": {"vcpus": 33}})
     with pytest.raises(
@@ -106,19 +105,23 @@ def test_a_job_no_instance_type_fits_is_refused_naming_the_roomiest() -> None:
         match=r"JobB needs 33 vCPU and 4,096 MiB, which no instance type of q fits "
         r"\(roomiest: c6i.8xlarge, 32 vCPU",
     ):
-        check_fit(bigger, batch, "q")  # type: ignore[arg-type]
+        check_fit(bigger, aws.batch, queue)
 
 
-def test_a_queue_with_types_this_library_does_not_know_is_not_judged_by_type() -> None:
+def test_a_queue_with_types_this_library_does_not_know_is_not_judged_by_type(
+    aws: EngineBatch,
+) -> None:
     bigger = SPEC.with_overrides({"JobB": {"vcpus": 33}})
-    check_fit(bigger, QueueBatch((256, ["c6i.8xlarge", "optimal"])), "q")  # type: ignore[arg-type]
+    check_fit(bigger, aws.batch, _queue(aws, (256, ["c6i.8xlarge", "optimal"])))
 
 
-def test_a_job_needing_more_vcpus_than_the_environments_allow_is_refused() -> None:
-    batch = QueueBatch((16, ["optimal"]))
+def test_a_job_needing_more_vcpus_than_the_environments_allow_is_refused(
+    aws: EngineBatch,
+) -> None:
+    queue = _queue(aws, (16, ["optimal"]))
     with pytest.raises(
         SpecError, match="JobB needs 32 vCPUs but q's compute environments allow at most 16"
     ):
-        check_fit(SPEC, batch, "q")  # type: ignore[arg-type]
+        check_fit(SPEC, aws.batch, queue)
     fits = replace(SPEC, jobs=tuple(replace(j, vcpus=min(j.vcpus, 16)) for j in SPEC.jobs))
-    check_fit(fits, batch, "q")  # type: ignore[arg-type]
+    check_fit(fits, aws.batch, queue)

@@ -1,13 +1,23 @@
 """pipeline/runs/sizing.py: how many children of a run's arrays run at once on a queue's compute
 environments (or on this machine), the waves that makes and the worst case in hours. Instance
-types are made up here, so the arithmetic shows."""
+types are made up here, so the arithmetic shows; a deployed queue is read from the engine's
+Batch (tests/helpers/batch.py), with compute environments made as a stack makes them
+(tests/helpers/queues.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from helpers.batch import EngineBatch, engine_batch
+from helpers.queues import (
+    described_environments,
+    job_queue,
+    managed_environment,
+    unmanaged_environment,
+)
 from pipeline.errors import SpecError
 from pipeline.instances import DEFAULT_MAX_VCPUS, InstanceType
 from pipeline.runs.sizing import (
@@ -138,56 +148,52 @@ def test_the_default_capacity_is_the_constructs_two_environments() -> None:
 # --- a deployed queue -----------------------------------------------------------------------
 
 
-class QueueBatch:
-    def __init__(self, queues: list[dict[str, Any]], environments: list[dict[str, Any]]) -> None:
-        self.queues = queues
-        self.environments = environments
-        self.asked: list[list[str]] = []
-
-    def describe_job_queues(self, *, jobQueues: list[str]) -> dict[str, Any]:  # noqa: N803
-        return {"jobQueues": self.queues}
-
-    def describe_compute_environments(
-        self,
-        *,
-        computeEnvironments: list[str],  # noqa: N803
-    ) -> dict[str, Any]:
-        self.asked.append(computeEnvironments)
-        return {"computeEnvironments": self.environments}
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        yield harness
 
 
-def test_a_queues_environments_are_read_with_the_types_this_library_knows() -> None:
-    batch = QueueBatch(
-        [
-            {
-                "computeEnvironmentOrder": [
-                    {"computeEnvironment": "arn:ce/a"},
-                    {"computeEnvironment": "arn:ce/b"},
-                ]
-            }
-        ],
-        [
-            {
-                "computeEnvironmentName": "a",
-                "computeResources": {"maxvCpus": 96, "instanceTypes": ["c6i.8xlarge", "optimal"]},
-            },
-            {"computeEnvironmentName": "unmanaged"},
-            {"computeEnvironmentName": "zero", "computeResources": {"maxvCpus": 0}},
-        ],
-    )
-    (environment,) = queue_environments(batch, "ProdQueue")  # type: ignore[arg-type]
-    assert batch.asked == [["arn:ce/a", "arn:ce/b"]]
+def test_a_queues_environments_are_read_with_the_types_this_library_knows(
+    aws: EngineBatch,
+) -> None:
+    # GIVEN a queue on a managed environment of a known and an unknown type, an unmanaged
+    # one, and a managed one of maxvCpus 0
+    environments = [
+        managed_environment(aws.reader, "a", ["c6i.8xlarge", "optimal"], max_vcpus=96),
+        unmanaged_environment(aws.reader, "unmanaged"),
+        managed_environment(aws.reader, "zero", ["c6i.8xlarge"], max_vcpus=0),
+    ]
+    queue = job_queue(aws.reader, "Sized", *environments)
+    asked = described_environments(aws.batch)
+    # WHEN its environments are read
+    (environment,) = queue_environments(aws.batch, queue)
+    # THEN in one DescribeComputeEnvironments for the queue's environments; only the one with
+    # a maxvCpus to size against counts, with the types this library knows and the others
+    assert asked == [environments]
     assert (environment.name, environment.max_vcpus) == ("a", 96)
     assert [t.name for t in environment.instance_types] == ["c6i.8xlarge"]
     assert environment.unknown_types == ("optimal",)
 
 
-def test_a_queue_without_environments_asks_for_none() -> None:
-    batch = QueueBatch([{"computeEnvironmentOrder": []}], [])
-    assert queue_environments(batch, "ProdQueue") == []  # type: ignore[arg-type]
-    assert batch.asked == []
+def test_a_queue_without_environments_asks_for_none(aws: EngineBatch) -> None:
+    # GIVEN a queue AWS describes with no compute environments (a SageMaker Training queue has
+    # service environments instead); the engine makes only queues on compute environments, so
+    # its answer is given that queue's shape; the account has another queue's environment
+    job_queue(aws.reader, "Other", managed_environment(aws.reader, "elsewhere", max_vcpus=64))
+
+    def no_environments(parsed: dict[str, Any], **_: Any) -> None:
+        for queue in parsed["jobQueues"]:
+            queue["computeEnvironmentOrder"] = []
+
+    aws.batch.meta.events.register("after-call.batch.DescribeJobQueues", no_environments)
+    asked = described_environments(aws.batch)
+    # WHEN its environments are read THEN there are none, and no DescribeComputeEnvironments
+    # is sent (without names it would describe every environment of the account)
+    assert queue_environments(aws.batch, aws.queue_arn) == []
+    assert asked == []
 
 
-def test_a_queue_that_does_not_exist_says_what_to_check() -> None:
+def test_a_queue_that_does_not_exist_says_what_to_check(aws: EngineBatch) -> None:
     with pytest.raises(SpecError, match="job queue Nope does not exist; check --stack/--queue"):
-        queue_environments(QueueBatch([], []), "Nope")  # type: ignore[arg-type]
+        queue_environments(aws.batch, "Nope")

@@ -1,18 +1,21 @@
 """pipeline/runs/triggers.py: what a trigger event asks for, and whether the starter starts,
-skips or refuses its run. The Batch is an in-memory one (tests/helpers/memory_batch.py): a
-run's jobs stay SUBMITTED (active) until a test ends them; the waits go through an injected
-``sleep``."""
+skips or refuses its run. The Batch is the engine's (tests/helpers/batch.py), behind the
+session the starter gets on AWS (:class:`pipeline.backends.aws.AwsSession`): a run's jobs stay
+active where a test holds them, and succeed as they are submitted where it does not; the
+waits go through an injected ``sleep``."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from helpers.memory_batch import Session
+from helpers.batch import EngineBatch, engine_batch
 from pipeline import contract
+from pipeline.backends.aws import AwsSession
 from pipeline.document import PipelineDocument
 from pipeline.runs import engine
 from pipeline.runs.requests import run_config
@@ -121,46 +124,66 @@ class Notes(list[tuple[str, str]]):
         self.append((subject, message))
 
 
-def _start(session: Session, event: dict[str, Any] = NIGHTLY, **options: Any) -> Any:
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        yield harness
+
+
+@pytest.fixture
+def session(aws: EngineBatch) -> AwsSession:
+    return AwsSession(aws.batch, DOCUMENT)
+
+
+def _start(session: AwsSession, event: dict[str, Any] = NIGHTLY, **options: Any) -> Any:
     notes = Notes()
     trigger = trigger_from_event(event, input_bucket="bucket-a")
     outcome = start_triggered(
-        session,  # type: ignore[arg-type]
-        DOCUMENT,
-        trigger,
-        notify=notes,
-        sleep=lambda _: None,
-        **options,
+        session, DOCUMENT, trigger, notify=notes, sleep=lambda _: None, **options
     )
     return outcome, notes
 
 
-def test_a_trigger_starts_its_run_tagged_with_what_started_it() -> None:
-    session = Session()
+def test_a_trigger_starts_its_run_tagged_with_what_started_it(
+    aws: EngineBatch, session: AwsSession
+) -> None:
     event = upload_event("bucket-a", "incoming/_READY", "e-1", "2026-11-26T02:00:00Z")
     outcome, notes = _start(session, event)
     assert outcome.action == STARTED
     assert [j.key for j in outcome.jobs] == ["JobA", "JobB", "JobC", "JobD", "JobE"]
     assert notes == []
-    for job in session.batch.jobs.values():
-        assert job["tags"][STARTED_BY_TAG] == UPLOAD
-        variables = {e["name"]: e["value"] for e in job["container"]["environment"]}
+    jobs = aws.jobs()
+    assert [j.job_id for j in jobs if ":" not in j.job_id] == [j.job_id for j in outcome.jobs]
+    for job in jobs:
+        # (an array's children carry its tags: they are propagated)
+        assert job.detail["tags"][STARTED_BY_TAG] == UPLOAD
+        variables = {e["name"]: e["value"] for e in job.detail["container"]["environment"]}
         assert variables[contract.INPUT_PREFIX] == "incoming/"
 
 
-def test_an_event_delivered_again_starts_nothing_and_says_nothing() -> None:
-    session = Session()
+def test_an_event_delivered_again_starts_nothing_and_says_nothing(
+    aws: EngineBatch, session: AwsSession
+) -> None:
+    # GIVEN a trigger's run, still going
+    aws.hold_new_jobs()
     _start(session)
+    # WHEN the same event comes again THEN nothing more is submitted, and nothing published
     outcome, notes = _start(session)
     assert (outcome.action, outcome.reason) == (DUPLICATE, "this event's run was already started")
     assert notes == []
-    assert len(session.batch.jobs) == 5
+    assert len(aws.parents()) == 5
+    # AND so once that run has ended
+    aws.run_at_once()
+    assert _start(session)[0].action == DUPLICATE
+    assert len(aws.parents()) == 5
 
 
-def test_a_trigger_while_a_run_is_active_is_skipped_and_published() -> None:
+def test_a_trigger_while_a_run_is_active_is_skipped_and_published(
+    aws: EngineBatch, session: AwsSession
+) -> None:
     # GIVEN a run from the command line, still going
-    session = Session()
-    engine.start(session, DOCUMENT, run_config(array_size=2, run_id="busy"))  # type: ignore[arg-type]
+    aws.hold_new_jobs()
+    engine.start(session, DOCUMENT, run_config(array_size=2, run_id="busy"))
     # WHEN the schedule fires THEN its run is skipped, naming the active one, and published
     outcome, notes = _start(session)
     assert outcome.action == SKIPPED
@@ -170,17 +193,24 @@ def test_a_trigger_while_a_run_is_active_is_skipped_and_published() -> None:
     assert message.startswith(
         f"The schedule run {outcome.run_id} (schedule Stack/Nightly) was skipped: run busy"
     )
-    assert len(session.batch.jobs) == 5
+    assert len(aws.parents()) == 5
     # AND when runs may overlap, it starts
     assert _start(session, allow_overlap=True)[0].action == STARTED
+    assert len(aws.parents()) == 10
+    # AND once the runs have ended, the next schedule's run starts
+    aws.run_at_once()
+    assert aws.non_terminal() == []
+    later = schedule_event("Stack/Nightly", "x-2", "2026-11-27T02:00:00Z")
+    assert _start(session, later)[0].action == STARTED
 
 
-def test_a_trigger_over_the_cost_guard_is_refused_and_published() -> None:
-    session = Session()
+def test_a_trigger_over_the_cost_guard_is_refused_and_published(
+    aws: EngineBatch, session: AwsSession
+) -> None:
     outcome, notes = _start(session, max_vcpu_hours=10)
     assert outcome.action == REFUSED
     assert "above the triggers' limit of 10" in outcome.reason
     ((subject, message),) = notes
     assert subject == "array-job pipeline: schedule run not started"
     assert "was not started: the run's worst case is" in message
-    assert session.batch.jobs == {}
+    assert aws.parents() == []
