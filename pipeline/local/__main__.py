@@ -16,6 +16,7 @@ kept there and the next ``serve`` on that folder starts where this one stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace) -> int:
     os.umask(0o077)  # every file and folder the services make is the user's alone
+    if (short := _open_files_short()) is not None:
+        return _fail(args, short, EXIT_LOCAL)
     from pipeline.local import moto_app
     from pipeline.local.batch.faults import FaultError, fault_plan
     from pipeline.local.sample import read_input_dir, sample_objects
@@ -166,6 +169,29 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {services.fatal}", file=sys.stderr, flush=True)
         return EXIT_LOCAL
     return EXIT_OK
+
+
+MIN_OPEN_FILES = 256
+"""File descriptors the services need at the least: connections, job logs, journals."""
+
+
+def _open_files_short() -> str | None:
+    """Raise this process's open-file limit toward 4,096 where the hard limit allows; why
+    the services cannot run when it stays under :data:`MIN_OPEN_FILES` (None: they can)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+    if soft >= MIN_OPEN_FILES:
+        return None
+    return (
+        f"the open-file limit is {soft} (ulimit -n), and the local services need "
+        f"{MIN_OPEN_FILES} or more: raise it with `ulimit -n 1024` and start again"
+    )
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:

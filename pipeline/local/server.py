@@ -16,6 +16,7 @@ drained by construction and the connection can be kept.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import threading
@@ -121,6 +122,8 @@ class Dispatcher:
         self.batch = batch
         self.journal: ServiceJournal | None = None
         self.before_logs: Callable[[], None] = lambda: None
+        self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
+        """What ``/_pipeline/health`` answers."""
         """Called before each CloudWatch Logs request (job logs are shipped then)."""
         self.requests = 0
         self.seconds = 0.0
@@ -131,7 +134,7 @@ class Dispatcher:
         if path == STATS_PATH:
             return self._answer(start_response, self.stats())
         if path == HEALTH_PATH:
-            return self._answer(start_response, {"status": "ok"})
+            return self._answer(start_response, self.health())
         started = time.perf_counter()
         try:
             service = signing_service(environ)
@@ -174,9 +177,13 @@ class Dispatcher:
         return [body]
 
 
-def make_server(app: WsgiApp, port: int = 0) -> BaseWSGIServer:
+def make_server(
+    app: WsgiApp, port: int = 0, *, on_exhausted: Callable[[str], None] | None = None
+) -> BaseWSGIServer:
     """A threaded server of ``app`` on loopback ``port`` (0: a free one), connections kept
-    alive; call its ``serve_forever``."""
+    alive; call its ``serve_forever``. ``on_exhausted(why)`` is told when it cannot accept a
+    connection for want of file descriptors (the accept loop would otherwise retry in
+    silence as fast as it can)."""
     from werkzeug.serving import make_server as werkzeug_server
 
     class KeptAlive(request_handler()):  # type: ignore[misc]
@@ -247,4 +254,25 @@ def make_server(app: WsgiApp, port: int = 0) -> BaseWSGIServer:
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """No line per request: thousands nobody reads."""
 
-    return werkzeug_server("127.0.0.1", port, app, threaded=True, request_handler=KeptAlive)
+    server = werkzeug_server("127.0.0.1", port, app, threaded=True, request_handler=KeptAlive)
+    accept = server.get_request
+
+    def get_request() -> tuple[Any, Any]:
+        try:
+            return accept()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE) and on_exhausted is not None:
+                on_exhausted(f"cannot accept connections: {error.strerror} ({open_files()})")
+                time.sleep(0.1)  # until the services stop: no busy loop meanwhile
+            raise
+
+    server.get_request = get_request  # type: ignore[method-assign]
+    return server
+
+
+def open_files() -> str:
+    """This process's open-file limit, as `ulimit -n` says it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"ulimit -n is {soft}, at most {hard}"

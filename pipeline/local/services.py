@@ -33,7 +33,7 @@ from pipeline.local.batch.in_process import call_app, in_process_clients
 from pipeline.local.batch.journal import Journal, JournalError, replay
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
-from pipeline.local.batch.scheduler import Scheduler, log_path
+from pipeline.local.batch.scheduler import Scheduler, log_path, print_crash, supervised
 from pipeline.local.guard import Credentials, Door
 from pipeline.local.moto_app import WsgiApp, moto_application
 from pipeline.local.run_folder import RunFolder
@@ -56,6 +56,7 @@ class LogShipper:
         self.logs = logs
         self._pending: list[tuple[str, str, Path]] = []
         self._lock = threading.Lock()
+        self._failed = False
 
     def ship(self, group: str, stream: str, path: Path, *, now: bool = False) -> None:
         if now:
@@ -68,10 +69,29 @@ class LogShipper:
         with self._lock:
             pending, self._pending = self._pending, []
         for item in pending:
-            with contextlib.suppress(OSError):  # a log not shipped is still in its file
+            try:
                 self._put(*item)
+            except Exception as error:  # a log not shipped is still in its file
+                self._note(error)
+
+    def _note(self, error: Exception) -> None:
+        if not self._failed:
+            self._failed = True
+            print(
+                f"note: a job log could not be put into CloudWatch Logs "
+                f"({type(error).__name__}: {error}); every log stays on disk",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _put(self, group: str, stream: str, path: Path) -> None:
+        try:
+            self._put_once(group, stream, path)
+        except self.logs.exceptions.ResourceNotFoundException:
+            # The group or stream was deleted meanwhile (a client may delete it): once more.
+            self._put_once(group, stream, path)
+
+    def _put_once(self, group: str, stream: str, path: Path) -> None:
         with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
             self.logs.create_log_group(logGroupName=group)
         with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
@@ -162,13 +182,14 @@ class LocalServices:
         )
         self.batch = BatchService(self.backend)
         self.dispatcher = Dispatcher(moto, self.batch)
+        self.dispatcher.health = self.health
         door = Door(
             self.dispatcher,
             self.credentials,
             lambda: int(self.server.port),
             on_refused=_RefusalLog().note,
         )
-        self.server = make_server(door, self.port)
+        self.server = make_server(door, self.port, on_exhausted=self._state_lost)
         self.endpoint = f"http://127.0.0.1:{self.server.port}"
         self._closers.append(self.server.server_close)
         steps, roots = self._steps(folder)
@@ -215,14 +236,34 @@ class LocalServices:
                 preload=PRELOADED,
                 warm_up=WARM_UP,
                 cores_variable=contract.WORKERS,
+                on_crash=self._crashed,
             )
             self._closers.append(self.scheduler.close)
-        thread = threading.Thread(target=self.server.serve_forever, name="server", daemon=True)
+        thread = threading.Thread(
+            target=supervised("server", self.server.serve_forever, self._crashed),
+            name="server",
+            daemon=True,
+        )
         thread.start()
         self._closers.append(self.server.shutdown)
         if folder is not None and not self.read_only:
             folder.announce(self.endpoint, os.getpid(), self.credentials.as_environment())
             self._closers.append(folder.withdraw)
+
+    def _crashed(self, thread: str, error: BaseException) -> None:
+        """A thread of the services died of an error nobody expected: say so with the
+        traceback, answer health as failing, and stop, rather than freeze while looking well.
+        ``serve`` then exits 255 saying why."""
+        print_crash(thread, error)
+        self._state_lost(
+            f"the local services' {thread} thread failed: {type(error).__name__}: {error}"
+        )
+
+    def health(self) -> dict[str, Any]:
+        """What ``/_pipeline/health`` answers: ``ok``, or ``failing`` and why."""
+        if self.fatal is not None:
+            return {"status": "failing", "reason": self.fatal}
+        return {"status": "ok"}
 
     def _state_lost(self, message: str) -> None:
         """The run's state cannot be written (a full disk): stop, saying why, rather than run

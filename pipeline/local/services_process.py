@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from pipeline.errors import EXIT_LOCAL, LocalError, RunStateError
 
 STARTUP_SECONDS = 120
 STOP_SECONDS = 30
+STOPPED_SECONDS = 10
+"""How long the services may stay stopped by a signal before the command ends them."""
 
 
 class ServicesError(LocalError):
@@ -49,6 +52,7 @@ class ServicesProcess:
             if log is not None:
                 errors.close()  # type: ignore[union-attr]
         self.log = log
+        self.stopped_by_signal = False
         self.ready = self._handshake()
         self.endpoint = str(self.ready["endpoint"])
         self.credentials = {str(k): str(v) for k, v in self.ready["credentials"].items()}
@@ -74,12 +78,33 @@ class ServicesProcess:
             if not self._closing.is_set():
                 os.kill(os.getpid(), signal.SIGUSR1)
 
+        def watch_stopped() -> None:
+            # A process stopped by a signal (SIGSTOP) answers nothing and never ends: after
+            # STOPPED_SECONDS the services are ended, and the command says why.
+            stopped_since: float | None = None
+            while not self._closing.wait(1) and self.process.poll() is None:
+                if not process_stopped(self.process.pid):
+                    stopped_since = None
+                    continue
+                stopped_since = stopped_since or time.monotonic()
+                if time.monotonic() - stopped_since >= STOPPED_SECONDS:
+                    self.stopped_by_signal = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.process.pid, signal.SIGKILL)
+                    return
+
         threading.Thread(target=watch, name="services-watch", daemon=True).start()
+        threading.Thread(target=watch_stopped, name="services-stopped", daemon=True).start()
 
     def stopped_error(self) -> ServicesError:
         """What to say when the services have stopped under this command."""
         code = self.process.poll()
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        if self.stopped_by_signal:
+            how = (
+                f"they were stopped by a signal (SIGSTOP) for {STOPPED_SECONDS} s, pid "
+                f"{self.process.pid}, and this command ended them"
+            )
         if self.log is None:
             return ServicesError(f"the local services stopped ({how}: {self.last_words()})")
         run_id = self.log.parent.name  # the run's folder holds the services' log
@@ -139,3 +164,13 @@ class ServicesProcess:
         previous = getattr(self, "_previous", None)
         if previous is not None:
             signal.signal(signal.SIGUSR1, previous)
+
+
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (state ``T`` in ``/proc/PID/stat``, on
+    Linux; elsewhere never said)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["T"]

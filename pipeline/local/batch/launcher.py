@@ -6,7 +6,8 @@ of a second) before a few milliseconds of work; a fork of this process pays neit
 child is still a process of its own: its own session and process group (so a stop reaches
 it and whatever it started), its own environment, CPU affinity, log file and exit code.
 
-Protocol, JSON lines: the endpoint writes ``{"argv", "env", "log", "cores"}`` to stdin; the
+Protocol, JSON lines: the endpoint writes ``{"argv", "env", "log", "cores", "exec"}`` to stdin
+(``exec``: the child execs ``argv`` instead of running it as Python here); the
 fork server answers each with ``{"pid"}`` once the child exists, and later ``{"exited": pid,
 "code"}`` (a negative code is the signal that ended it, as ``Popen.returncode`` has it). A
 child tells its exit code on a pipe as it exits, so its exit is reported before the kernel
@@ -104,7 +105,7 @@ def child(
         for fd in inherited:
             os.close(fd)
         set_affinity(request.get("cores") or [])
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
@@ -117,6 +118,14 @@ def child(
         for name, value in wanted.items():
             if os.environ.get(name) != value:
                 os.environ[name] = value
+        if request.get("exec"):
+            # Any other program: this process becomes it, a child of the fork server still,
+            # so it is stopped with the services however they end.
+            import shutil
+
+            argv = request["argv"]
+            code = 127  # as a shell says a command it cannot find
+            os.execve(shutil.which(argv[0], path=wanted.get("PATH")) or argv[0], argv, wanted)
         # As a new interpreter would: the job's PYTHONPATH (where its steps' modules are).
         for entry in reversed(wanted.get("PYTHONPATH", "").split(os.pathsep)):
             if entry and entry not in sys.path:

@@ -61,6 +61,7 @@ class ForkServer:
         *,
         preload: Sequence[str] = (),
         warm_up: str | None = None,
+        on_crash: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         """``preload`` (modules) and ``warm_up`` (``"module:function"``): what the fork server
         imports and runs once, before its first fork (see :mod:`.launcher`)."""
@@ -82,17 +83,40 @@ class ForkServer:
         self._early: dict[int, int] = {}
         self._pids: queue.Queue[int] = queue.Queue()
         self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name="fork-server", daemon=True)
+
+        def read() -> None:
+            try:
+                self._read()
+            except BaseException as error:
+                if on_crash is None:
+                    raise
+                on_crash("fork-server reader", error)
+
+        self._reader = threading.Thread(target=read, name="fork-server", daemon=True)
         self._reader.start()
 
     def launch(
-        self, argv: Sequence[str], env: Mapping[str, str], log: Path, cores: Sequence[int]
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        log: Path,
+        cores: Sequence[int],
+        *,
+        exec_program: bool = False,
     ) -> Forked:
-        """A fork running ``argv``; OSError when the fork server is gone or does not answer."""
+        """A fork running ``argv`` (a Python program run in the fork, or with
+        ``exec_program`` any program the fork becomes); OSError when the fork server is
+        gone or does not answer."""
         assert self.process.stdin is not None
         if self.process.poll() is not None:
             raise OSError(f"the fork server exited with {self.process.returncode}")
-        request = {"argv": list(argv), "env": dict(env), "log": str(log), "cores": list(cores)}
+        request = {
+            "argv": list(argv),
+            "env": dict(env),
+            "log": str(log),
+            "cores": list(cores),
+            "exec": exec_program,
+        }
         try:
             self.process.stdin.write(json.dumps(request).encode() + b"\n")
             self.process.stdin.flush()

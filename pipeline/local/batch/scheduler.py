@@ -49,6 +49,8 @@ from pipeline.local.batch.processes import (
     start_process,
 )
 
+Crash = Callable[[str, BaseException], None]
+"""(thread, error) -> None: a thread of the engine died of an error it did not expect."""
 LogShipper = Callable[[str, str, Path, bool], None]
 """(log group, log stream, log file, whether the attempt failed) -> None: where an attempt's
 output goes when it ends."""
@@ -92,12 +94,17 @@ class Scheduler:
         preload: Sequence[str] = (),
         warm_up: str | None = None,
         cores_variable: str | None = None,
+        on_crash: Crash | None = None,
     ) -> None:
         """``clock`` (seconds) measures the attempts' timeouts and the stop grace.
         ``preload`` and ``warm_up``: what the fork server loads and runs before its first
         fork (the programs the caller's jobs run, see :mod:`.launcher`). ``cores_variable``:
         a variable that tells each job how many cores it was given, for programs on systems
-        where a process cannot be pinned to them (none by default: AWS Batch sets none)."""
+        where a process cannot be pinned to them (none by default: AWS Batch sets none).
+        ``on_crash(thread, error)``: told when a thread of the scheduler dies of an error it
+        did not expect, after which nothing is scheduled (default: the traceback on
+        standard error); its caller decides what the services do then."""
+        self.on_crash: Crash = on_crash or print_crash
         self.backend = backend
         self.clock = clock
         self.vcpu_budget = vcpu_budget or available_cores()
@@ -113,6 +120,7 @@ class Scheduler:
         self._zombies: list[subprocess.Popen[bytes]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._ship_failed = False
         self.cores_variable = cores_variable
         self.fork_server = (
             ForkServer(
@@ -121,12 +129,15 @@ class Scheduler:
                 self._wake.set,
                 preload=preload,
                 warm_up=warm_up,
+                on_crash=self.on_crash,
             )
             if fork
             else None
         )
         backend.placement = self
-        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread = threading.Thread(
+            target=supervised("scheduler", self._run, self.on_crash), name="scheduler", daemon=True
+        )
         self._thread.start()
 
     # --- what the backend tells it --------------------------------------------------------------
@@ -220,9 +231,13 @@ class Scheduler:
     def _start(
         self, command: list[str], environment: dict[str, str], log: Path, cores: tuple[int, ...]
     ) -> JobProcess:
-        if self.fork_server is not None and forkable(command):
+        # Every job process is a child of the fork server, which stops them all when the
+        # services end, however they end (its standard input closes).
+        if self.fork_server is not None:
             try:
-                return self.fork_server.launch(command, environment, log, cores)
+                return self.fork_server.launch(
+                    command, environment, log, cores, exec_program=not forkable(command)
+                )
             except OSError:
                 # Without its fork server a run still runs: a fresh process per attempt from
                 # now on (the fork server's own log says why it stopped).
@@ -291,9 +306,25 @@ class Scheduler:
         self._running.pop(job.job_id, None)
         attempt = self._attempts.pop(job.job_id)
         shutil.rmtree(attempt.scratch, ignore_errors=True)
-        if self.ship_log is not None and attempt.log.exists():
-            self.ship_log(attempt.log_group, attempt.log_stream, attempt.log, exit_code != 0)
+        self._ship(attempt, failed=exit_code != 0)
         self.backend.attempt_ended(job, exit_code, reason, retriable=retriable)
+
+    def _ship(self, attempt: _Attempt, *, failed: bool) -> None:
+        """Hand an attempt's log to ``ship_log``. A log that cannot be shipped stays on disk,
+        and scheduling goes on: the failure is said once on standard error."""
+        if self.ship_log is None or not attempt.log.exists():
+            return
+        try:
+            self.ship_log(attempt.log_group, attempt.log_stream, attempt.log, failed)
+        except Exception as error:
+            if not self._ship_failed:
+                self._ship_failed = True
+                print(
+                    f"note: job logs could not be shipped ({type(error).__name__}: {error}); "
+                    f"they stay in {self.work / LOGS_FOLDER}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -320,8 +351,7 @@ class Scheduler:
                 attempt = self._attempts.pop(job.job_id, None)
                 if attempt is not None:
                     shutil.rmtree(attempt.scratch, ignore_errors=True)
-                    if self.ship_log is not None and attempt.log.exists():
-                        self.ship_log(attempt.log_group, attempt.log_stream, attempt.log, True)
+                    self._ship(attempt, failed=True)
             self._running.clear()
             self.backend.end_unfinished()
         if self.fork_server is not None:
@@ -335,3 +365,28 @@ def _substitute(argument: str, parameters: Mapping[str, str]) -> str:
     if argument.startswith("Ref::") and argument[5:] in parameters:
         return parameters[argument[5:]]
     return argument
+
+
+def print_crash(thread: str, error: BaseException) -> None:
+    """Say on standard error, with the traceback, that ``thread`` died of ``error``."""
+    import traceback
+
+    print(
+        f"error: the engine's {thread} thread failed: {type(error).__name__}: {error}",
+        file=sys.stderr,
+        flush=True,
+    )
+    traceback.print_exception(error, file=sys.stderr)
+
+
+def supervised(thread: str, target: Callable[[], None], on_crash: Crash) -> Callable[[], None]:
+    """``target``, for a thread: an error it does not handle goes to ``on_crash``, never to
+    a silent end of the thread."""
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as error:
+            on_crash(thread, error)
+
+    return run
