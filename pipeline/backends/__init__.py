@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from pipeline.runs.resume import ResumePlan
     from pipeline.runs.sizing import Capacity
 
-Mode = Literal["new", "resume", "read"]
-"""What a session is for: a new run, resuming a run, or looking at runs."""
+Mode = Literal["new", "resume", "read", "stop"]
+"""What a session is for: a new run, resuming a run, looking at runs, or stopping one."""
 
 
 class RunSession(Protocol):
@@ -41,6 +41,21 @@ class RunSession(Protocol):
     def document(self) -> PipelineDocument: ...
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
+
+    def interrupted(self, run_id: str) -> bool:
+        """Whether ``run_id`` was stopped with what ran it (a local run's services), so its
+        jobs that have not ended wait for a resume rather than run."""
+        ...
+
+    def outputs_lost(self, run_id: str) -> bool:
+        """Whether what ``run_id``'s jobs wrote is gone while its jobs are kept (a local run
+        whose saved buckets and table were lost), so a resume must start it again."""
+        ...
+
+    def continues_interrupted(self, run_id: str) -> bool:
+        """Whether this session, opened to resume ``run_id``, goes on with its unfinished jobs
+        where they stopped (so a resume follows them rather than submitting again)."""
+        ...
 
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
         """The run's configuration from the deployed pipeline, cost-guarded."""

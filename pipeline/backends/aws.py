@@ -105,6 +105,16 @@ class AwsSession:
             return []
         return cloudwatch_log_reader(self.logs, self.log_group)(job_id, log_stream)
 
+    def interrupted(self, run_id: str) -> bool:
+        """On AWS, nothing stops a run but a stop: its jobs go on without this command."""
+        return False
+
+    def continues_interrupted(self, run_id: str) -> bool:
+        return False
+
+    def outputs_lost(self, run_id: str) -> bool:
+        return False
+
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
         """The run's configuration from the deployed pipeline, cost-guarded."""
         from pipeline.runs import engine

@@ -159,6 +159,25 @@ class LocalSession(AwsSession):
                 on_submitted(job)
         return SubmittedRun(outcome.run_id, outcome.jobs)
 
+    revived: bool = False
+    """The session's services started on a run whose services had stopped, and go on with
+    its unfinished jobs."""
+
+    def interrupted(self, run_id: str) -> bool:
+        """A saved run no services run now: its unfinished jobs wait for a resume."""
+        folder = RunFolder.of(run_id)
+        return folder.holds_a_run() and not folder.in_use()
+
+    def outputs_lost(self, run_id: str) -> bool:
+        """The run's jobs are saved but its buckets and table are not (``services.journal``
+        is missing or empty): nothing they wrote can be kept."""
+        folder = RunFolder.of(run_id)
+        journal = folder.services_journal
+        return folder.holds_a_run() and (not journal.is_file() or journal.stat().st_size == 0)
+
+    def continues_interrupted(self, run_id: str) -> bool:
+        return self.revived and self.run_dir is not None and self.run_dir.name == run_id
+
     @property
     def endpoint(self) -> str:
         return self.services.endpoint if self.services is not None else ""
@@ -328,8 +347,11 @@ class LocalBackend:
         arguments = ["--with-pipeline", f"--state-dir={folder.path}"]
         if mode == "read":
             arguments.append("--read-only")
+        if mode == "stop":  # the run is being stopped: what it had queued must not start
+            arguments.append("--hold-jobs")
         log = folder.services_log if mode != "read" else None
         with self._services(arguments, folder, log) as session:
+            session.revived = mode == "resume"
             yield session
 
     def _new_run(self, folder: RunFolder) -> Iterator[LocalSession]:

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING
@@ -36,6 +37,7 @@ from pipeline.errors import (
     SpecError,
 )
 from pipeline.runs import engine
+from pipeline.runs.progress import INTERRUPTED
 
 if TYPE_CHECKING:
     from pipeline.backends import Backend, RunSession
@@ -75,13 +77,38 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
     assert options.run_id is not None
     inputs = options.inputs.checked()
     with backend.session(run_id=options.run_id, mode="resume") as session:
+        lost = session.outputs_lost(options.run_id)
+        left = (
+            engine.unfinished(session, session.document, options.run_id)
+            if session.continues_interrupted(options.run_id) and not lost
+            else None
+        )
+        if left is not None:
+            # Its services stopped under it (killed, Ctrl-C): they go on where it stopped,
+            # and what then did not succeed is submitted again, as for any run.
+            output.progress(
+                f"run {options.run_id}: going on where it stopped (attempts that were running "
+                "were lost with their host, and are retried as their retry strategy says)"
+            )
+            outcome = _follow(options, output, backend, session, left)
+            if outcome.succeeded:
+                return _finished(output, backend, session, left, outcome)
+        if lost:
+            output.progress(
+                f"run {options.run_id}: what its jobs wrote is gone (its saved buckets and "
+                "table are missing): every job runs again"
+            )
+            if unended := engine.unfinished(session, session.document, options.run_id):
+                engine.cancel(session, session.document, options.run_id)
+                engine.follow(session, unended, interval=backend.default_poll_interval)
         resume = engine.plan_resume_run(
             session,
             session.document,
             options.run_id,
             inputs,
-            failed_only=options.failed_only,
+            failed_only=options.failed_only and not lost,
             max_vcpu_hours=options.max_vcpu_hours,
+            from_start=lost,
         )
         output.progress(f"run {options.run_id}: {resume.plan.describe()}")
         run = session.start(
@@ -114,6 +141,15 @@ def _after_submit(
             outcome.as_json(),
         )
         return EXIT_OK
+    outcome = _follow(options, output, backend, session, run)
+    return _finished(output, backend, session, run, outcome)
+
+
+def _follow(
+    options: Options, output: Output, backend: Backend, session: RunSession, run: SubmittedRun
+) -> engine.RunOutcome:
+    """Follow ``run`` to its end, printing its progress and, when jobs wait long to be
+    placed, how to see why."""
     printer = progress_printer(output)
     hint = runnable_hint(output, run.run_id, backend.where, options.diagnose_after)
 
@@ -122,7 +158,18 @@ def _after_submit(
         hint(progress)
 
     interval = options.poll_interval or backend.default_poll_interval
-    outcome = engine.follow(session, run, interval=interval, on_poll=on_poll)
+    return engine.follow(session, run, interval=interval, on_poll=on_poll)
+
+
+def _finished(
+    output: Output,
+    backend: Backend,
+    session: RunSession,
+    run: SubmittedRun,
+    outcome: engine.RunOutcome,
+) -> int:
+    """A followed run's end: what the backend adds, the outcome, and the exit code (a
+    failure is :class:`JobFailedError` with the commands that go on from it)."""
     outcome, extra = session.finish(run, outcome)
     print_outcome(output, outcome, extra)
     if outcome.succeeded:
@@ -146,16 +193,28 @@ def _after_submit(
 def command_status(options: Options, output: Output, backend: Backend) -> int:
     with backend.session(run_id=options.run_id) as session:
         if options.run_id is None:
-            runs = engine.list_runs(session, session.document, limit=options.limit)
+            runs = [
+                replace(run, status=INTERRUPTED)
+                if run.is_active and session.interrupted(run.run_id)
+                else run
+                for run in engine.list_runs(session, session.document, limit=options.limit)
+            ]
             print_runs(output, runs, backend.where)
             return EXIT_OK
-        print_outcome(output, engine.status(session, session.document, options.run_id))
+        outcome = engine.status(session, session.document, options.run_id)
+        if outcome.status == "RUNNING" and session.interrupted(options.run_id):
+            outcome = replace(outcome, status=INTERRUPTED)
+            output.progress(
+                f"run {options.run_id} was interrupted (its local services stopped); go on "
+                f"with `python -m pipeline.submit resume {options.run_id} {backend.where}`"
+            )
+        print_outcome(output, outcome)
     return EXIT_OK
 
 
 def command_cancel(options: Options, output: Output, backend: Backend) -> int:
     assert options.run_id is not None
-    with backend.session(run_id=options.run_id) as session:
+    with backend.session(run_id=options.run_id, mode="stop") as session:
         actions = engine.cancel(session, session.document, options.run_id)
     text = (
         "\n".join(f"{key}: {action}" for key, action in actions)

@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--json", action="store_true", help="print the endpoint as one JSON line")
     serve.add_argument("--supervised", action="store_true", help="stop when standard input closes")
     serve.add_argument("--read-only", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--hold-jobs", action="store_true", help=argparse.SUPPRESS)
     env = commands.add_parser(
         "env",
         help="print the export line for the services running on a state folder",
@@ -139,6 +140,7 @@ def serve(args: argparse.Namespace) -> int:
         with_pipeline=args.with_pipeline,
         inputs=inputs,
         read_only=args.read_only,
+        hold_jobs=args.hold_jobs,
         history=[Path(h) for h in args.history],
         faults=faults,
         vcpus=args.vcpus,

@@ -116,6 +116,7 @@ class LocalServices:
         with_pipeline: bool = False,
         inputs: Mapping[str, bytes] | None = None,
         read_only: bool = False,
+        hold_jobs: bool = False,
         history: Sequence[Path] = (),
         faults: Mapping[FaultKey, Fault] | None = None,
         vcpus: int | None = None,
@@ -129,6 +130,9 @@ class LocalServices:
         self.with_pipeline = with_pipeline
         self.inputs = inputs
         self.read_only = read_only
+        self.hold_jobs = hold_jobs
+        """Keep the state and answer every request, but place no job (a run is being
+        cancelled: what it had queued must not start first)."""
         self.history = list(history)
         self.faults = dict(faults or {})
         self.vcpus = vcpus
@@ -214,6 +218,7 @@ class LocalServices:
             self.backend.on_record = journal.append_record
             self.batch.journal = journal
             self._closers += [self.dispatcher.journal.close, journal.close]
+            self.backend.continue_restored()  # journaled: what the restart did to each job
         if self.with_pipeline and self.fresh and self.inputs is not None:
             journaled = in_process_clients(
                 self.dispatcher,
@@ -222,7 +227,8 @@ class LocalServices:
                 credentials=self.credentials.as_environment(),
             )
             deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
-        if not self.read_only:
+        self.scheduler: Scheduler | None = None
+        if not self.read_only and not self.hold_jobs:
             self.scheduler = Scheduler(
                 self.backend,
                 environment=deployment.job_environment(
@@ -312,7 +318,7 @@ class LocalServices:
             "endpoint": self.endpoint,
             "region": deployment.REGION,
             "credentials": self.credentials.as_environment(),
-            "vcpus": self.scheduler.vcpu_budget if not self.read_only else None,
+            "vcpus": self.scheduler.vcpu_budget if self.scheduler is not None else None,
             "stateDir": str(self.state_dir) if self.state_dir else None,
             "fresh": self.fresh,
             "damaged": dict(self.damaged),

@@ -286,6 +286,15 @@ def _overall(progress: Sequence[JobProgress], jobs: int) -> str:
     return "RUNNING"
 
 
+def unfinished(session: Session, document: PipelineDocument, run_id: str) -> SubmittedRun | None:
+    """The run's newest jobs when one of them has not ended, else None."""
+    run = find_run(session.batch, document.queue, run_id, document.spec)
+    progress = [run[j.key] for j in document.spec if j.key in run]
+    if not any(p.is_active for p in progress):
+        return None
+    return SubmittedRun(run_id, tuple(SubmittedJob(p.key, p.job_id) for p in progress))
+
+
 def list_runs(
     session: Session, document: PipelineDocument, *, limit: int | None = None
 ) -> list[RunSummary]:
@@ -313,13 +322,17 @@ def plan_resume_run(
     *,
     failed_only: bool,
     max_vcpu_hours: float | None = None,
+    from_start: bool = False,
 ) -> Resume:
     """What resuming ``run_id`` keeps and re-submits, with the run's own size and parameters
-    unless the user gives others, checked by the cost guard."""
+    unless the user gives others, checked by the cost guard; with ``from_start`` (what its
+    jobs wrote is gone), every job is submitted again."""
     if inputs.run_id not in (None, run_id):
         raise RunStateError("resume keeps the run's id; give no other run id")
     run = find_run(session.batch, document.queue, run_id, document.spec)
-    plan = plan_resume(session.batch, run, document.spec, failed_only=failed_only)
+    plan = plan_resume(
+        session.batch, run, document.spec, failed_only=failed_only, from_start=from_start
+    )
     config = plan_run(
         document,
         replace(inputs, run_id=run_id),

@@ -165,6 +165,10 @@ def child_index(description: Mapping[str, Any]) -> int | None:
     return index
 
 
+INTERRUPTED = "INTERRUPTED"
+"""A local run's status when the services that ran it stopped before it ended."""
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """One run in a queue, as ``status`` without a run id lists it."""
@@ -173,7 +177,8 @@ class RunSummary:
     status: str
     """RUNNING while its first JobA or its newest JobE has not ended (so also while its chain
     is being submitted), else its JobE's SUCCEEDED or FAILED; INCOMPLETE when the chain never
-    reached JobE (a submission that failed, and was stopped)."""
+    reached JobE (a submission that failed, and was stopped); INTERRUPTED, for a local run,
+    when its services stopped before it ended (``resume`` goes on with it)."""
     created_at: int
     """When its first job was submitted (ms since the epoch)."""
     started_by: str

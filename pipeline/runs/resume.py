@@ -39,11 +39,21 @@ class ResumePlan:
 
 
 def plan_resume(
-    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec, *, failed_only: bool
+    batch: BatchApi,
+    run: Mapping[str, JobProgress],
+    spec: PipelineSpec,
+    *,
+    failed_only: bool,
+    from_start: bool = False,
 ) -> ResumePlan:
     """How to resume ``run``: from its first job that did not succeed, or, with
-    ``failed_only``, re-running only the failed children of JobB and JobC first."""
-    if failed_only:
+    ``failed_only``, re-running only the failed children of JobB and JobC first; with
+    ``from_start`` (what its jobs wrote is gone), every job again."""
+    keep: dict[str, str]
+    reruns: dict[str, list[int]]
+    if from_start:
+        keep, reruns = {}, {}
+    elif failed_only:
         keep, reruns = failed_only_plan(batch, run, spec)
     else:
         keep, reruns = resume_plan(run, spec), {}

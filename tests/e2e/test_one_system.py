@@ -12,10 +12,10 @@ import pytest
 from helpers.batch import (
     EngineBatch,
     cli_in_process,
+    container_as_the_stack_registers,
     engine_batch,
     stack_document,
     stack_template,
-    step_environment,
 )
 from helpers.synth import Synthesized, new_app, resolve, synthesize
 from pipeline.document import DOCUMENT_OUTPUT, VERSION, PipelineDocument
@@ -124,21 +124,21 @@ def test_pre_flight_judges_the_deployed_resources(deployed: EngineBatch) -> None
 
 
 def test_without_a_stack_the_registered_definitions_decide(deployed: EngineBatch) -> None:
-    # GIVEN JobB registered again (a newer revision) with 8 vCPUs
+    # GIVEN JobB deployed again with 8 vCPUs: a new revision, the old one deregistered (as
+    # CloudFormation replaces a job definition)
     job_b = DEFAULT_SPEC.job("JobB")
     deployed.batch.register_job_definition(
         jobDefinitionName=job_b.definition_name,
         type="container",
-        containerProperties={
-            "image": "job-image:latest",
-            "command": list(job_b.command),
-            "resourceRequirements": [
+        containerProperties=container_as_the_stack_registers(
+            job_b,
+            resourceRequirements=[
                 {"type": "VCPU", "value": "8"},
                 {"type": "MEMORY", "value": "2048"},
             ],
-            "environment": step_environment(job_b),
-        },
+        ),
     )
+    deployed.batch.deregister_job_definition(jobDefinition=deployed.definition_arns["JobB"])
     sent: list[dict[str, Any]] = []
     deployed.batch.meta.events.register(
         "before-parameter-build.batch.SubmitJob", lambda params, **_: sent.append(dict(params))

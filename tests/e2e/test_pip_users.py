@@ -207,15 +207,21 @@ def _exercise_the_cli(aws: EngineBatch, logs: Any) -> None:
 
         return main(list(argv), connector=connector, stdout=io.StringIO(), stderr=io.StringIO())
 
+    ids: dict[str, str] = {}
+
     def fail_b(parsed: dict[str, Any], **_: Any) -> None:
-        if parsed.get("jobName") == "JobB":
+        ids[parsed["jobName"]] = parsed["jobId"]
+        if parsed["jobName"] == "JobB":
+            aws.succeed(ids["JobA"])
             aws.fail_child(
                 parsed["jobId"],
                 1,
                 "Essential container in task exited",
                 log_stream_name="JobB/default/x",
             )
+            aws.run_at_once()
 
+    aws.hold_new_jobs()
     aws.batch.meta.events.register("after-call.batch.SubmitJob", fail_b)
     assert (
         cli(
@@ -239,7 +245,7 @@ def _exercise_the_cli(aws: EngineBatch, logs: Any) -> None:
     # runs and the others wait: CancelJob and TerminateJob
     aws.hold_new_jobs()
     assert cli("--queue", "ProdQueue", "--array-size", "2", "--run-id", "held") == 0
-    # diagnose while it waits (moto answers GetJobQueueSnapshot with a 404: still recorded)
+    # diagnose while it waits (GetJobQueueSnapshot among its calls)
     assert cli("diagnose", "held", "--queue", "ProdQueue") == 0
     running = next(j for j in aws.parents() if j.job_name == "JobA" and j.status == "RUNNABLE")
     aws.start(running.job_id)

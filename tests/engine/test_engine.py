@@ -135,6 +135,8 @@ def test_batch_variables_and_parameters_reach_the_command(
     assert child["AWS_BATCH_JOB_ATTEMPT"] == "1"
     assert child["AWS_BATCH_JQ_NAME"] == "ProdQueue"
     assert child["AWS_BATCH_JOB_ID"] == f"{run.job_ids['JobC']}:1"
+    assert child["AWS_BATCH_JOB_ARRAY_SIZE"] == "2"
+    assert child["AWS_BATCH_CE_NAME"] == "local"
     assert child["PIPELINE_RUN_ID"] == config.run_id
     assert child["argv"][0] == str(records)  # Ref::Out substituted
     assert not Path(child["TMPDIR"]).exists()  # its scratch folder went with the attempt
@@ -276,11 +278,15 @@ def test_list_jobs_pages_as_aws_does(tmp_path: Path, records: Path) -> None:
         parent = batch.submit("many", "One", arrayProperties={"size": 250})
         batch.wait_for(parent)
         pages = batch.client.get_paginator("list_jobs").paginate(
-            arrayJobId=parent, jobStatus="SUCCEEDED"
+            arrayJobId=parent, jobStatus="SUCCEEDED", PaginationConfig={"PageSize": 100}
         )
         sizes = [len(page["jobSummaryList"]) for page in pages]
+        whole = batch.client.list_jobs(arrayJobId=parent, jobStatus="SUCCEEDED")
         default = batch.client.list_jobs(arrayJobId=parent)["jobSummaryList"]
-    assert sizes == [100, 100, 50]  # ListJobs' default page is 100
+    assert sizes == [100, 100, 50]
+    # without maxResults, a page by status holds up to 1,000 ("When --job-status is used,
+    # Batch returns up to 1000 values", ListJobs, AWS Batch API Reference)
+    assert (len(whole["jobSummaryList"]), "nextToken" in whole) == (250, False)
     assert default == []  # without a status or filter, ListJobs lists RUNNING jobs only
 
 

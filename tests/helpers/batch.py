@@ -386,7 +386,7 @@ def register_pipeline(client: Any, spec: PipelineSpec = DEFAULT_SPEC) -> tuple[s
     a stack registers them (the user, a read-only root, roles on the pipeline's IAM path;
     without a retry strategy: a failed attempt fails its job); (queue ARN, job key ->
     definition ARN)."""
-    roles = f"arn:aws:iam::{ACCOUNT}:role{job_role_path(QUEUE)}"
+
     environment = client.create_compute_environment(
         computeEnvironmentName="Unmanaged", type="UNMANAGED", state="ENABLED"
     )["computeEnvironmentArn"]
@@ -402,18 +402,28 @@ def register_pipeline(client: Any, spec: PipelineSpec = DEFAULT_SPEC) -> tuple[s
             jobDefinitionName=job.definition_name,
             type="container",
             parameters={p: "" for p in job.parameters},
-            containerProperties={
-                "image": "job-image:latest",
-                "command": list(job.command),
-                "resourceRequirements": job.resource_requirements(),
-                "environment": step_environment(job, spec),
-                "user": str(JOB_USER_ID),
-                "readonlyRootFilesystem": True,
-                "jobRoleArn": f"{roles}{job.key}Role",
-                "executionRoleArn": f"{roles}ExecutionRole",
-            },
+            containerProperties=container_as_the_stack_registers(job, spec),
         )["jobDefinitionArn"]
     return str(queue_arn), definitions
+
+
+def container_as_the_stack_registers(
+    job: JobSpec, spec: PipelineSpec = DEFAULT_SPEC, **changes: Any
+) -> dict[str, Any]:
+    """``containerProperties`` of ``job`` as a PipelineStack registers them (its user, a
+    read-only root, roles on the pipeline's IAM path), with ``changes``."""
+    roles = f"arn:aws:iam::{ACCOUNT}:role{job_role_path(QUEUE)}"
+    return {
+        "image": "job-image:latest",
+        "command": list(job.command),
+        "resourceRequirements": job.resource_requirements(),
+        "environment": step_environment(job, spec),
+        "user": str(JOB_USER_ID),
+        "readonlyRootFilesystem": True,
+        "jobRoleArn": f"{roles}{job.key}Role",
+        "executionRoleArn": f"{roles}ExecutionRole",
+        **changes,
+    }
 
 
 @contextmanager

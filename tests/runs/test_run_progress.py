@@ -168,23 +168,24 @@ def test_jobs_are_found_by_name_and_tag_on_every_page_parents_only(aws: EngineBa
     listings = sent(aws.batch, "ListJobs")
     # WHEN the jobs named JobB of run r1 are looked for
     found = find_jobs_by_name(aws.batch, QUEUE, "JobB", (RUN_TAG, "r1"))
-    # THEN the parents on every page that carry the tag, and nothing else
-    assert [j["jobId"] for j in found] == [parents[1], parents[3]]
+    # THEN the parents on every page that carry the tag, and nothing else, as Batch lists
+    # them (newest first)
+    assert [j["jobId"] for j in found] == [parents[3], parents[1]]
     assert len(listings) == 3
 
 
 def test_a_runs_history_is_each_jobs_submissions_oldest_first(aws: EngineBatch) -> None:
-    # GIVEN run r1's JobA, and two JobBs submitted in the reverse order of their creation times
-    # (listed newest first), besides another run's JobB
+    # GIVEN run r1's JobA, and two JobBs, which ListJobs lists newest first (as Batch lists a
+    # filter's results), besides another run's JobB
     at(aws, 1)
     a1 = submit(aws, "JobA", run_id="r1")
-    at(aws, 30)
-    b2 = submit(aws, "JobB", run_id="r1")
-    aws.start(b2)
     at(aws, 20)
     b1 = submit(aws, "JobB", run_id="r1")
     aws.fail(b1)
     at(aws, 25)
+    b2 = submit(aws, "JobB", run_id="r1")
+    aws.start(b2)
+    at(aws, 30)
     submit(aws, "JobB", run_id="other")
     # WHEN the run's history and its latest jobs are read
     history = find_run_history(aws.batch, QUEUE, "r1", DEFAULT_SPEC)
@@ -244,12 +245,12 @@ def _run(
 
 def test_runs_are_listed_newest_first_with_their_state(aws: EngineBatch) -> None:
     # GIVEN runs that succeeded, failed, run, are still being submitted (JobA waits, no JobE
-    # yet), or never reached JobE, submitted out of the order of their times
+    # yet), or never reached JobE
+    _run(aws, "incomplete", 50, "SUCCEEDED", None)
     _run(aws, "done", 100, "SUCCEEDED", "SUCCEEDED", tags={STARTED_BY_TAG: "schedule"})
     _run(aws, "failed", 200, "SUCCEEDED", "FAILED")
     _run(aws, "running", 300, "SUCCEEDED", "RUNNABLE", prefix="in/")
     _run(aws, "submitting", 400, "RUNNABLE", None)
-    _run(aws, "incomplete", 50, "SUCCEEDED", None)
     at(aws, 999)
     submit(aws, "JobA")  # no run tag
     # WHEN they are listed

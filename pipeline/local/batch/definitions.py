@@ -15,11 +15,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.batch_facts import (
-    MAX_ATTEMPTS,
-    MAX_EVALUATE_ON_EXIT,
-    MIN_ATTEMPTS,
-    MIN_TIMEOUT_SECONDS,
     RetryRule,
+)
+from pipeline.local.batch.checks import (
+    check_compute_environment,
+    check_environment,
+    check_name,
+    check_queue_environments,
+    check_retry_strategy,
+    check_tags,
+    check_timeout,
+    check_vcpu_bounds,
 )
 from pipeline.local.batch.exceptions import BatchClientError
 
@@ -46,10 +52,20 @@ class ComputeEnvironment:
     state: str = "ENABLED"
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        """What it launches: EC2, SPOT, FARGATE or FARGATE_SPOT (an unmanaged one: EC2)."""
+        return str((self.request.get("computeResources") or {}).get("type") or "EC2")
+
     def describe(self) -> dict[str, Any]:
         described = {
             "computeEnvironmentName": self.name,
             "computeEnvironmentArn": self.arn,
+            # Every environment places its jobs on one ECS cluster; here, this machine.
+            "ecsClusterArn": self.arn.replace(":batch:", ":ecs:").replace(
+                "compute-environment/", "cluster/AWSBatch-"
+            ),
+            "containerOrchestrationType": "ECS",
             "type": self.request.get("type", "MANAGED"),
             "state": self.state,
             "status": "VALID",
@@ -214,6 +230,7 @@ class Registry:
     # --- compute environments -----------------------------------------------------------------
 
     def create_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
+        check_compute_environment(request)
         name = _required(request, "computeEnvironmentName")
         if name in self.environments:
             raise BatchClientError(f"Object already exists: compute environment {name}")
@@ -241,11 +258,29 @@ class Registry:
         if "computeResources" in request:
             resources = dict(environment.request.get("computeResources") or {})
             resources.update(request["computeResources"])
+            check_vcpu_bounds(resources)
             environment.request["computeResources"] = resources
         return {
             "computeEnvironmentName": environment.name,
             "computeEnvironmentArn": environment.arn,
         }
+
+    def delete_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
+        """As AWS Batch deletes one: "you must set its state to DISABLED ... and
+        disassociate it from any job queues" first (DeleteComputeEnvironment)."""
+        environment = self.environment(_required(request, "computeEnvironment"))
+        if environment.state != "DISABLED":
+            raise BatchClientError(
+                f"Compute environment {environment.name} must be DISABLED before it is deleted"
+            )
+        using = sorted(q.name for q in self.queues.values() if environment in q.environments)
+        if using:
+            raise BatchClientError(
+                f"Compute environment {environment.name} is still used by job queue "
+                f"{', '.join(using)}; remove it from their computeEnvironmentOrder first"
+            )
+        del self.environments[environment.name]
+        return {}
 
     def describe_compute_environments(self, request: dict[str, Any]) -> dict[str, Any]:
         wanted = request.get("computeEnvironments")
@@ -267,7 +302,8 @@ class Registry:
     # --- job queues -----------------------------------------------------------------------------
 
     def create_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = _required(request, "jobQueueName")
+        name = check_name(request.get("jobQueueName"), "jobQueueName")
+        check_tags(request.get("tags"))
         if name in self.queues:
             raise BatchClientError(f"Object already exists: job queue {name}")
         queue = JobQueue(
@@ -283,10 +319,10 @@ class Registry:
         return {"jobQueueName": name, "jobQueueArn": queue.arn}
 
     def _ordered_environments(self, order: Sequence[Mapping[str, Any]]) -> list[ComputeEnvironment]:
-        if not order:
-            raise BatchClientError("computeEnvironmentOrder must name at least one environment")
         ranked = sorted(order, key=lambda entry: int(entry.get("order", 0)))
-        return [self.environment(str(entry["computeEnvironment"])) for entry in ranked]
+        environments = [self.environment(str(entry["computeEnvironment"])) for entry in ranked]
+        check_queue_environments([e.kind for e in environments])
+        return environments
 
     def queue(self, reference: str) -> JobQueue:
         name = reference.rsplit("/", 1)[-1]
@@ -304,6 +340,15 @@ class Registry:
         if request.get("computeEnvironmentOrder"):
             queue.environments = self._ordered_environments(request["computeEnvironmentOrder"])
         return {"jobQueueName": queue.name, "jobQueueArn": queue.arn}
+
+    def delete_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
+        """As AWS Batch deletes one: "You must first disable submissions for a queue with
+        the UpdateJobQueue operation" (DeleteJobQueue). Its jobs are the caller's to end."""
+        queue = self.queue(_required(request, "jobQueue"))
+        if queue.state != "DISABLED":
+            raise BatchClientError(f"Job queue {queue.name} must be DISABLED before it is deleted")
+        del self.queues[queue.name]
+        return {}
 
     def describe_job_queues(self, request: dict[str, Any]) -> dict[str, Any]:
         wanted = request.get("jobQueues")
@@ -325,23 +370,14 @@ class Registry:
                 f"job definition type {request.get('type')!r} is not served locally; "
                 "register a container job definition"
             )
-        if not (request.get("containerProperties") or {}).get("image"):
+        container = request.get("containerProperties") or {}
+        if not container.get("image"):
             raise BatchClientError("containerProperties.image is required")
-        strategy = request.get("retryStrategy") or {}
-        if len(strategy.get("evaluateOnExit") or []) > MAX_EVALUATE_ON_EXIT:
-            raise BatchClientError(
-                f"retryStrategy.evaluateOnExit has more than {MAX_EVALUATE_ON_EXIT} entries"
-            )
-        attempts = strategy.get("attempts")
-        if attempts is not None and not MIN_ATTEMPTS <= int(attempts) <= MAX_ATTEMPTS:
-            raise BatchClientError(
-                f"retryStrategy.attempts must be between {MIN_ATTEMPTS} and {MAX_ATTEMPTS}"
-            )
-        timeout = (request.get("timeout") or {}).get("attemptDurationSeconds")
-        if timeout is not None and int(timeout) < MIN_TIMEOUT_SECONDS:
-            raise BatchClientError(
-                f"timeout.attemptDurationSeconds must be at least {MIN_TIMEOUT_SECONDS} seconds"
-            )
+        check_name(name, "jobDefinitionName")
+        check_retry_strategy(request.get("retryStrategy"))
+        check_timeout(request.get("timeout"))
+        check_environment(container.get("environment"), "containerProperties")
+        check_tags(request.get("tags"))
         revisions = self.definitions.setdefault(name, [])
         revision = len(revisions) + 1
         definition = JobDefinition(
@@ -435,13 +471,13 @@ def _page(items: Sequence[Any], request: Mapping[str, Any]) -> tuple[list[Any], 
     """A page of ``items`` as AWS Batch pages its listings: ``maxResults`` (default 100) from
     the position ``nextToken`` names; a ``nextToken`` when more are left."""
     size = int(request.get("maxResults") or PAGE)
-    start = _token(request.get("nextToken"))
+    start = page_token(request.get("nextToken"))
     end = start + max(size, 1)
     token = {"nextToken": str(end)} if end < len(items) else {}
     return list(items[start:end]), token
 
 
-def _token(value: object) -> int:
+def page_token(value: object) -> int:
     if value in (None, ""):
         return 0
     if not str(value).isdigit():

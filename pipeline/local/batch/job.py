@@ -35,6 +35,8 @@ class Resolved:
     memory_mib: int
     attempts: int
     retry_rules: tuple[RetryRule, ...]
+    retry_strategy: dict[str, Any]
+    """The ``retryStrategy`` in force (SubmitJob's, else the definition's), as given."""
     timeout_seconds: int | None
     parameters: dict[str, str]
 
@@ -71,6 +73,7 @@ class Resolved:
             memory_mib=memory,
             attempts=int((strategy or {}).get("attempts") or 1),
             retry_rules=retry_rules(strategy),
+            retry_strategy={"attempts": 1, **(strategy or {})},
             timeout_seconds=int(timeout) if timeout else definition.timeout_seconds,
             parameters={**definition.parameters, **(request.get("parameters") or {})},
         )
@@ -181,7 +184,7 @@ class Job:
             "status": status,
             "attempts": [dict(a) for a in self.attempts],
             "createdAt": self.created_at,
-            "retryStrategy": {"attempts": self.resolved.attempts},
+            "retryStrategy": dict(self.resolved.retry_strategy),
             "dependsOn": list(request.get("dependsOn", [])),
             "jobDefinition": self.definition.arn,
             "parameters": dict(self.resolved.parameters),
@@ -192,7 +195,19 @@ class Job:
         if self.resolved.timeout_seconds:
             described["timeout"] = {"attemptDurationSeconds": self.resolved.timeout_seconds}
         container: dict[str, Any] = {
-            "image": self.definition.container.get("image", ""),
+            # What AWS Batch answers for what a definition leaves out, then the definition's
+            # own container properties (image, user, roles, log configuration, ...), then
+            # what this job runs with once SubmitJob's overrides are applied.
+            "volumes": [],
+            "mountPoints": [],
+            "ulimits": [],
+            "secrets": [],
+            "networkInterfaces": [],
+            **{
+                key: value
+                for key, value in self.definition.container.items()
+                if key not in ("vcpus", "memory")
+            },
             "command": list(self.resolved.command),
             "environment": self.container_environment(),
             "resourceRequirements": self.resolved.resource_requirements(),

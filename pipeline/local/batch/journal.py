@@ -24,8 +24,10 @@ from pipeline.local.batch.models import LocalBatch
 REGISTRY_CALLS = (
     "CreateComputeEnvironment",
     "UpdateComputeEnvironment",
+    "DeleteComputeEnvironment",
     "CreateJobQueue",
     "UpdateJobQueue",
+    "DeleteJobQueue",
     "RegisterJobDefinition",
     "DeregisterJobDefinition",
     "TagResource",

@@ -16,7 +16,6 @@ journal), each state change of a standard job or array parent to ``on_event`` (E
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -26,25 +25,22 @@ from typing import Any, Protocol
 from pipeline.batch_facts import (
     DEPENDENCY_FAILED,
     DESCRIBE_JOBS_LIMIT,
+    LIST_JOBS_FILTERED_LIMIT,
     LIST_JOBS_LIMIT,
-    MAX_ARRAY_SIZE,
-    MAX_DEPENDENCIES,
-    MIN_ARRAY_SIZE,
     STARTED,
     TERMINAL,
     pattern_matches,
     retry_action,
 )
-from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry
+from pipeline.local.batch.checks import check_submit_job, check_tags
+from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Registry, page_token
 from pipeline.local.batch.exceptions import BatchClientError
-from pipeline.local.batch.faults import Fault, FaultKey
+from pipeline.local.batch.faults import HOST_TERMINATED, Fault, FaultKey
 from pipeline.local.batch.job import Job, Resolved
 
-SERVICES_STOPPED = "Host EC2 (instance i-0local) terminated: the local services stopped"
-"""Why a job that was running when the local services stopped failed. It reads as a lost
-host, which is what it is, and the pipeline's retry rules treat it as one."""
-NEVER_STARTED = "Cancelled: the local services stopped before the job started"
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+LOST_WITH_THE_SERVICES = HOST_TERMINATED
+"""Why an attempt that ran when the services stopped ended: its host went away, as AWS Batch
+says of an instance lost under a job, and retry strategies retry it as such."""
 
 Record = Callable[[str, dict[str, Any]], None]
 """(kind, record) -> None: the journal of what happened."""
@@ -91,6 +87,7 @@ class LocalBatch:
         self.jobs: dict[str, Job] = {}
         self.order: list[Job] = []
         self._waiters: dict[str, list[Job]] = {}
+        self._last_created = 0
         self._emitted: dict[str, str] = {}
 
     def now_ms(self) -> int:
@@ -99,12 +96,7 @@ class LocalBatch:
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit_job(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = str(request.get("jobName") or "")
-        if not _JOB_NAME.fullmatch(name):
-            raise BatchClientError(
-                f"jobName {name!r} must be 1-128 letters, numbers, hyphens or underscores, "
-                "starting with a letter or number"
-            )
+        size = check_submit_job(request)
         with self.lock:
             queue = self.registry.queue(str(request.get("jobQueue") or ""))
             if queue.state != "ENABLED":
@@ -112,11 +104,6 @@ class LocalBatch:
                     f"Job Queue {queue.name} is DISABLED and cannot accept new jobs"
                 )
             definition = self.registry.definition(str(request.get("jobDefinition") or ""))
-            size = (request.get("arrayProperties") or {}).get("size")
-            if size is not None and not MIN_ARRAY_SIZE <= int(size) <= MAX_ARRAY_SIZE:
-                raise BatchClientError(
-                    f"Array size must be between {MIN_ARRAY_SIZE} and {MAX_ARRAY_SIZE}; got {size}"
-                )
             self._check_dependencies(request, size)
             job = self._new_job(request, queue, definition, size)
             self._add(job)
@@ -127,20 +114,10 @@ class LocalBatch:
         return {"jobArn": job.arn, "jobName": job.name, "jobId": job.job_id}
 
     def _check_dependencies(self, request: Mapping[str, Any], size: int | None) -> None:
-        depends_on = list(request.get("dependsOn") or [])
-        if len(depends_on) > MAX_DEPENDENCIES:
-            raise BatchClientError(
-                f"A job can depend on at most {MAX_DEPENDENCIES} jobs; got {len(depends_on)}"
-            )
-        for dependency in depends_on:
+        """The jobs a request depends on exist, and an N_TO_N partner has its size."""
+        for dependency in request.get("dependsOn") or []:
             kind = dependency.get("type", "STANDARD")
-            if kind not in ("STANDARD", "N_TO_N", "SEQUENTIAL"):
-                raise BatchClientError(f"Dependency type {kind!r} is not valid")
             if kind == "SEQUENTIAL":
-                if size is None:
-                    raise BatchClientError("A SEQUENTIAL dependency needs an array job")
-                if dependency.get("jobId"):
-                    raise BatchClientError("A SEQUENTIAL dependency names no jobId")
                 continue
             other = self.jobs.get(str(dependency.get("jobId")))
             if other is None:
@@ -163,7 +140,11 @@ class LocalBatch:
     ) -> Job:
         resolved = Resolved.of(definition, request)
         job_id = job_id or str(uuid.uuid4())
-        created = created or self.now_ms()
+        if created is None:
+            # Jobs are created in the order they are submitted, whatever this machine's clock
+            # does meanwhile (set back, say): a later job is never older than an earlier one.
+            created = max(self.now_ms(), self._last_created + 1)
+        self._last_created = max(self._last_created, created)
         job = Job(
             job_id=job_id,
             arn=self.place.arn(f"job/{job_id}"),
@@ -173,7 +154,7 @@ class LocalBatch:
             request=request,
             resolved=resolved,
             created_at=created,
-            tags=dict(request.get("tags") or {}),
+            tags=check_tags(request.get("tags")),
         )
         job.children = [
             Job(
@@ -213,17 +194,28 @@ class LocalBatch:
         with self.lock:
             candidates = self._listed(request)
             filters = request.get("filters") or []
-            if filters:
-                for entry in filters:
-                    candidates = _filtered(candidates, entry)
+            limit = LIST_JOBS_LIMIT
+            if len(filters) > 1:
+                raise BatchClientError("Only one filter can be used at a time")
+            if filters and not request.get("arrayJobId"):
+                # "The results are sorted by the createdAt field, with the most recent jobs
+                # being first" (ListJobs, AWS Batch API Reference); up to 100 a page.
+                submitted = {job.job_id: number for number, job in enumerate(self.order)}
+                candidates = sorted(
+                    _filtered(candidates, filters[0]),
+                    key=lambda j: (j.created_at, submitted.get(j.job_id, 0)),
+                    reverse=True,
+                )
+                limit = LIST_JOBS_FILTERED_LIMIT
             else:
                 # Without a filter, ListJobs lists one status, RUNNING unless another is given.
                 status = request.get("jobStatus") or "RUNNING"
                 candidates = [j for j in candidates if j.current_status == status]
-            size = int(request.get("maxResults") or 100)
-            if not 1 <= size <= LIST_JOBS_LIMIT:
-                raise BatchClientError(f"maxResults must be from 1 to {LIST_JOBS_LIMIT}")
-            start = int(request.get("nextToken") or 0)
+            size = int(request.get("maxResults") or limit)
+            if size < 1:
+                raise BatchClientError("maxResults must be at least 1")
+            size = min(size, limit)
+            start = page_token(request.get("nextToken"))
             page = candidates[start : start + size]
             response: dict[str, Any] = {"jobSummaryList": [j.summary() for j in page]}
             if start + size < len(candidates):
@@ -279,6 +271,20 @@ class LocalBatch:
         if self.placement is not None:
             self.placement.wake()
 
+    def delete_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
+        """DeleteJobQueue: once DISABLED, the queue goes, and "all jobs in the queue are
+        eventually terminated" (AWS Batch API Reference): here at once."""
+        with self.lock:
+            queue = self.registry.queue(str(request.get("jobQueue") or ""))
+            if queue.state == "DISABLED":
+                for job in self.order:
+                    if job.queue is queue and not job.is_terminal:
+                        self._stop(
+                            {"jobId": job.job_id, "reason": "the job queue was deleted"},
+                            running_too=True,
+                        )
+            return self.registry.delete_job_queue(request)
+
     def get_job_queue_snapshot(self, request: dict[str, Any]) -> dict[str, Any]:
         """The RUNNABLE jobs at the front of the queue, in the order they would start."""
         with self.lock:
@@ -305,7 +311,8 @@ class LocalBatch:
 
     def tag_resource(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            self._tags(str(request.get("resourceArn"))).update(request.get("tags") or {})
+            tags = self._tags(str(request.get("resourceArn")))
+            tags.update(check_tags({**tags, **(request.get("tags") or {})}))
         return {}
 
     def untag_resource(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -515,8 +522,9 @@ class LocalBatch:
 
     def settle_restored(self) -> None:
         """After restoring: array parents' counts and times from their children, no event for
-        what happened before, and every job that had not ended ended (see
-        :meth:`end_unfinished`)."""
+        what happened before. Jobs stay as they were: a restart continues them with
+        :meth:`continue_restored`, a look at them (read only) shows them as they were."""
+        self._last_created = max((job.created_at for job in self.order), default=0)
         for job in self.order:
             if job.children:
                 job.counts = {}
@@ -527,24 +535,28 @@ class LocalBatch:
                 stops = [c.stopped_at for c in job.children if c.stopped_at is not None]
                 job.stopped_at = max(stops) if stops and job.is_terminal else None
             self._emitted[job.job_id] = job.current_status
-        self.end_unfinished()
+
+    def continue_restored(self) -> None:
+        """The services start again where they stopped, as AWS Batch goes on after an
+        instance is lost: an attempt that was running when they stopped ended with its host
+        (``Host EC2 (instance ...) terminated.``), and is retried if the job's retry strategy
+        says so, else fails; jobs that waited for others wait again, and jobs that were
+        queued are queued again (the placement takes every RUNNABLE job when it attaches)."""
+        with self.lock:
+            for leaf in list(self.leaves()):
+                if leaf.status in STARTED and leaf.attempts:
+                    self.attempt_ended(leaf, None, LOST_WITH_THE_SERVICES)
+                elif leaf.status in STARTED:  # placed, no attempt begun: queued again
+                    self.set_status(leaf, "RUNNABLE")
+            for leaf in list(self.leaves()):
+                if leaf.status in ("SUBMITTED", "PENDING"):
+                    leaf.unmet = 0
+                    self._wire(leaf)
 
     def leaves(self) -> Iterator[Job]:
         """Jobs that run: array children and standard jobs, in submission order."""
         for job in self.order:
             yield from job.leaves
-
-    def end_unfinished(self) -> None:
-        """The services are stopping: every job that has not ended fails, a started one as
-        a lost host (the scheduler has stopped its process), the others as cancelled."""
-        with self.lock:
-            for leaf in list(self.leaves()):
-                if leaf.status in TERMINAL:
-                    continue
-                if leaf.status in ("STARTING", "RUNNING") and leaf.attempts:
-                    self.attempt_ended(leaf, None, SERVICES_STOPPED, retriable=False)
-                else:
-                    self.finish(leaf, "FAILED", NEVER_STARTED)
 
 
 LEAF_FIELDS = (
@@ -569,16 +581,21 @@ def leaf_record(leaf: Job) -> dict[str, Any]:
 def _filtered(jobs: list[Job], entry: Mapping[str, Any]) -> list[Job]:
     name = entry.get("name")
     values = [str(v) for v in entry.get("values") or []]
-    if name == "JOB_NAME":
-        return [j for j in jobs if any(pattern_matches(v, j.name) for v in values)]
+    if name == "JOB_NAME":  # "a case-insensitive match for the job name"
+        return [j for j in jobs if any(pattern_matches(v.lower(), j.name.lower()) for v in values)]
     if name == "JOB_DEFINITION":
         return [
             j
             for j in jobs
             if any(v == j.definition.arn or pattern_matches(v, j.definition.name) for v in values)
         ]
-    if name == "BEFORE_CREATED_AT":
-        return [j for j in jobs if all(j.created_at < int(v) for v in values)]
-    if name == "AFTER_CREATED_AT":
-        return [j for j in jobs if all(j.created_at > int(v) for v in values)]
+    if name in ("BEFORE_CREATED_AT", "AFTER_CREATED_AT"):
+        if not all(v.isdigit() for v in values):
+            raise BatchClientError(f"{name} takes milliseconds since the epoch; got {values}")
+        before = name == "BEFORE_CREATED_AT"
+        return [
+            j
+            for j in jobs
+            if all((j.created_at < int(v)) if before else (j.created_at > int(v)) for v in values)
+        ]
     raise BatchClientError(f"filter {name!r} is not valid")

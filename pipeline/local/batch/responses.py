@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import parse_qs
 
+from pipeline.local.batch.checks import check_types
 from pipeline.local.batch.exceptions import BatchClientError, BatchError, UnknownOperationError
 from pipeline.local.batch.journal import REGISTRY_CALLS, Journal
 from pipeline.local.batch.models import LocalBatch
@@ -57,9 +58,11 @@ class BatchService:
             "ListTagsForResource": backend.list_tags_for_resource,
             "CreateComputeEnvironment": registry.create_compute_environment,
             "UpdateComputeEnvironment": registry.update_compute_environment,
+            "DeleteComputeEnvironment": registry.delete_compute_environment,
             "DescribeComputeEnvironments": registry.describe_compute_environments,
             "CreateJobQueue": registry.create_job_queue,
             "UpdateJobQueue": registry.update_job_queue,
+            "DeleteJobQueue": backend.delete_job_queue,
             "DescribeJobQueues": registry.describe_job_queues,
             "RegisterJobDefinition": registry.register_job_definition,
             "DeregisterJobDefinition": registry.deregister_job_definition,
@@ -77,6 +80,7 @@ class BatchService:
                 f"The local AWS Batch endpoint does not serve {operation}; it serves "
                 f"{', '.join(self.served)}"
             )
+        check_types(operation, request)
         with self.backend.lock:
             response = handler(request)
             if self.journal is not None and operation in REGISTRY_CALLS:
@@ -114,6 +118,8 @@ class BatchService:
             request: dict[str, Any] = json.loads(raw) if raw.strip() else {}
         except ValueError:
             raise BatchClientError("The request body is not JSON") from None
+        if not isinstance(request, dict):
+            raise BatchClientError("The request body must be a JSON object")
         if path.startswith(TAGS_PATH):
             arn = path[len(TAGS_PATH) :]
             request["resourceArn"] = arn

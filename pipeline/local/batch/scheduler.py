@@ -27,7 +27,9 @@ from pathlib import Path
 
 from pipeline.batch_facts import (
     ARRAY_INDEX_VARIABLE,
+    ARRAY_SIZE_VARIABLE,
     CANNOT_START_CONTAINER,
+    COMPUTE_ENVIRONMENT_VARIABLE,
     ESSENTIAL_CONTAINER_EXITED,
     JOB_ATTEMPT_VARIABLE,
     JOB_ID_VARIABLE,
@@ -135,6 +137,9 @@ class Scheduler:
             else None
         )
         backend.placement = self
+        for leaf in backend.leaves():  # jobs queued before it attached (a restart's)
+            if leaf.status == "RUNNABLE":
+                self.enqueue(leaf)
         self._thread = threading.Thread(
             target=supervised("scheduler", self._run, self.on_crash), name="scheduler", daemon=True
         )
@@ -216,6 +221,10 @@ class Scheduler:
             environment[self.cores_variable] = str(len(job.cores))
         if job.index is not None:
             environment[ARRAY_INDEX_VARIABLE] = str(job.index)
+        if job.parent is not None:
+            environment[ARRAY_SIZE_VARIABLE] = str(len(job.parent.children))
+        placed_on = [e for e in job.queue.environments if e.state == "ENABLED"]
+        environment[COMPUTE_ENVIRONMENT_VARIABLE] = (placed_on or job.queue.environments)[0].name
         attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
         self._attempts[job.job_id] = attempt
         self._running[job.job_id] = job
@@ -329,8 +338,9 @@ class Scheduler:
     # --- the end --------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop scheduling, ask every running job to stop, kill what is left after the grace,
-        and end every job that has not ended (see :meth:`LocalBatch.end_unfinished`)."""
+        """Stop scheduling, ask every running job to stop and kill what is left after the
+        grace. Jobs are left as they were: started on the same state again, the engine goes
+        on with them (see :meth:`LocalBatch.continue_restored`)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=10)
@@ -353,7 +363,7 @@ class Scheduler:
                     shutil.rmtree(attempt.scratch, ignore_errors=True)
                     self._ship(attempt, failed=True)
             self._running.clear()
-            self.backend.end_unfinished()
+            self.backend.placement = None
         if self.fork_server is not None:
             self.fork_server.close()
         for zombie in self._zombies:

@@ -1,0 +1,193 @@
+"""The engine's API as clients meet it: AWS Batch's answers to malformed requests (400
+``ClientException`` with a message, never a 500), its validation of SubmitJob,
+CreateComputeEnvironment and CreateJobQueue, deleting queues and environments with AWS's
+preconditions, and the fields and variables AWS documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers.batch import QUEUE, EngineBatch, engine_batch
+from pipeline.local.batch.in_process import call_app
+from pipeline.local.batch.responses import BatchService
+
+
+@pytest.fixture
+def aws() -> Iterator[EngineBatch]:
+    with engine_batch() as harness:
+        yield harness
+
+
+def _raw(aws: EngineBatch, path: str, body: bytes) -> tuple[int, dict[str, str], Any]:
+    """A request as any client may send it, malformed or not: no client-side checks."""
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "CONTENT_TYPE": "application/json"}
+    status, headers, answer = call_app(BatchService(aws.engine), environ, body)
+    return status, headers, json.loads(answer)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/v1/listjobs", b'{"jobQueue": "ProdQueue", "nextToken": "not-a-token"}', "nextToken"),
+        ("/v1/listjobs", b'{"jobQueue": "ProdQueue", "maxResults": "ten"}', "maxResults"),
+        ("/v1/describejobs", b'{"jobs": "one-id"}', "jobs"),
+        ("/v1/describejobs", b"[1, 2]", "must be a JSON object"),
+        ("/v1/describejobs", b"{not json", "not JSON"),
+        (
+            "/v1/submitjob",
+            b'{"jobName": "a", "jobQueue": "ProdQueue", "jobDefinition": "JobA-list-and-validate",'
+            b' "arrayProperties": {"size": "3"}}',
+            "arrayProperties.size",
+        ),
+        ("/v1/submitjob", b'{"jobName": "a"}', "jobQueue"),
+    ],
+)
+def test_a_malformed_request_is_a_400_client_exception_naming_what_is_wrong(
+    aws: EngineBatch, path: str, body: bytes, says: str
+) -> None:
+    status, headers, answer = _raw(aws, path, body)
+    assert status == 400
+    assert headers["x-amzn-ErrorType"] == answer["__type"] == "ClientException"
+    assert says in answer["message"]
+
+
+def _refused(call: Any, **request: Any) -> str:
+    with pytest.raises(ClientError) as error:
+        call(**request)
+    assert error.value.response["Error"]["Code"] == "ClientException"
+    return str(error.value.response["Error"]["Message"])
+
+
+def _submit(aws: EngineBatch, **request: Any) -> str:
+    base = {"jobName": "a", "jobQueue": QUEUE, "jobDefinition": "JobA-list-and-validate"}
+    return _refused(aws.batch.submit_job, **{**base, **request})
+
+
+@pytest.mark.parametrize(
+    ("request_", "says"),
+    [
+        ({"timeout": {"attemptDurationSeconds": 5}}, "at least 60 seconds"),
+        ({"retryStrategy": {"attempts": 50}}, "between 1 and 10"),
+        ({"retryStrategy": {"attempts": 2, "evaluateOnExit": [{"action": "RETRY"}] * 6}}, "5"),
+        ({"tags": {"aws:owner": "me"}}, "aws: prefix is reserved"),
+        ({"tags": {f"k{i}": "v" for i in range(51)}}, "at most 50 tags"),
+        (
+            {"containerOverrides": {"environment": [{"name": "AWS_BATCH_JOB_ID", "value": "x"}]}},
+            "reserved",
+        ),
+        ({"arrayProperties": {"size": 1}}, "between 2 and 10000"),
+        ({"dependsOn": [{"type": "N_TO_N"}]}, "names the jobId"),
+        ({"jobName": "-starts-badly"}, "letters, numbers"),
+    ],
+)
+def test_submit_job_refuses_what_aws_batch_refuses(
+    aws: EngineBatch, request_: dict[str, Any], says: str
+) -> None:
+    assert says in _submit(aws, **request_)
+
+
+def _environment(name: str, kind: str = "EC2", **resources: Any) -> dict[str, Any]:
+    return {
+        "computeEnvironmentName": name,
+        "type": "MANAGED",
+        "computeResources": {
+            "type": kind,
+            "maxvCpus": 16,
+            "subnets": ["subnet-1"],
+            "securityGroupIds": ["sg-1"],
+            **resources,
+        },
+    }
+
+
+def test_compute_environments_are_refused_as_aws_batch_refuses_them(aws: EngineBatch) -> None:
+    create = aws.batch.create_compute_environment
+    assert "needs computeResources" in _refused(
+        create, computeEnvironmentName="bare", type="MANAGED"
+    )
+    assert "minvCpus (32) must not be above maxvCpus (16)" in _refused(
+        create, **_environment("upside-down", minvCpus=32)
+    )
+
+
+def test_a_queue_orders_at_most_three_environments_of_one_kind(aws: EngineBatch) -> None:
+    for name, kind in [
+        ("e1", "EC2"),
+        ("e2", "SPOT"),
+        ("e3", "EC2"),
+        ("e4", "EC2"),
+        ("f", "FARGATE"),
+    ]:
+        aws.batch.create_compute_environment(**_environment(name, kind))
+    create = aws.batch.create_job_queue
+
+    def order(*names: str) -> list[dict[str, Any]]:
+        return [{"order": i, "computeEnvironment": n} for i, n in enumerate(names, start=1)]
+
+    assert "1 to 3" in _refused(
+        create,
+        jobQueueName="four",
+        priority=1,
+        computeEnvironmentOrder=order("e1", "e2", "e3", "e4"),
+    )
+    assert "mixes EC2 and Fargate" in _refused(
+        create, jobQueueName="mixed", priority=1, computeEnvironmentOrder=order("e1", "f")
+    )
+    assert create(jobQueueName="three", priority=1, computeEnvironmentOrder=order("e1", "e2", "e3"))
+
+
+def test_queues_and_environments_are_deleted_once_disabled_and_unused(aws: EngineBatch) -> None:
+    # GIVEN a queue on one environment, with a job waiting in it
+    aws.hold_new_jobs()
+    aws.batch.create_compute_environment(**_environment("scratch"))
+    aws.batch.create_job_queue(
+        jobQueueName="scratch-queue",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": "scratch"}],
+    )
+    waiting = aws.batch.submit_job(
+        jobName="w", jobQueue="scratch-queue", jobDefinition="JobA-list-and-validate"
+    )["jobId"]
+    # THEN neither goes while enabled, nor the environment while a queue uses it
+    assert "must be DISABLED" in _refused(aws.batch.delete_job_queue, jobQueue="scratch-queue")
+    aws.batch.update_compute_environment(computeEnvironment="scratch", state="DISABLED")
+    assert "still used by job queue scratch-queue" in _refused(
+        aws.batch.delete_compute_environment, computeEnvironment="scratch"
+    )
+    # WHEN the queue is disabled and deleted, THEN its job ended, and the environment can go
+    aws.batch.update_job_queue(jobQueue="scratch-queue", state="DISABLED")
+    aws.batch.delete_job_queue(jobQueue="scratch-queue")
+    aws.batch.delete_compute_environment(computeEnvironment="scratch")
+    assert aws.describe(waiting)["status"] == "FAILED"
+    names = [q["jobQueueName"] for q in aws.batch.describe_job_queues()["jobQueues"]]
+    assert names == [QUEUE]
+    environments = aws.batch.describe_compute_environments()["computeEnvironments"]
+    assert "scratch" not in [e["computeEnvironmentName"] for e in environments]
+
+
+def test_a_job_is_described_with_its_definitions_fields_and_its_retry_rules(
+    aws: EngineBatch,
+) -> None:
+    job = aws.batch.submit_job(
+        jobName="described",
+        jobQueue=QUEUE,
+        jobDefinition="JobA-list-and-validate",
+        retryStrategy={"attempts": 2, "evaluateOnExit": [{"action": "EXIT", "onExitCode": "1"}]},
+    )
+    described = aws.describe(job["jobId"])
+    assert described["retryStrategy"] == {
+        "attempts": 2,
+        "evaluateOnExit": [{"action": "EXIT", "onExitCode": "1"}],
+    }
+    container = described["container"]
+    assert container["user"] == "10001"
+    assert container["jobRoleArn"].endswith("JobARole")
+    assert container["readonlyRootFilesystem"] is True
+    assert container["volumes"] == []
+    environment = aws.batch.describe_compute_environments()["computeEnvironments"][0]
+    assert environment["ecsClusterArn"].startswith("arn:aws:ecs:us-east-1:")
