@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from helpers.cli import run_cli, start_cli
+from helpers.processes import run_processes
 
 pytestmark = pytest.mark.slow
 
@@ -112,25 +113,6 @@ def test_bad_local_input_is_one_line(tmp_path: Path, args: list[str], message: s
     assert result.returncode == 252
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def run_processes(endpoint: str, state: Path) -> list[str]:
-    """Every process of the local run whose services listen at ``endpoint``: the services
-    (their command line names the run's state folder) and whatever carries the endpoint in
-    its environment, which every job process and the fork server do."""
-    found = []
-    mark = f"AWS_ENDPOINT_URL={endpoint}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            environment = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if mark in environment or ("pipeline.local serve" in cmdline and str(state) in cmdline):
-            found.append(f"{entry.name}: {cmdline[:120]}")
-    return found
 
 
 def _until(condition: Any, what: str, seconds: float = 30) -> None:

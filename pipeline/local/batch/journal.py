@@ -45,38 +45,50 @@ class StateWriteError(OSError):
 
 
 class AppendOnlyFile:
-    """A file that only grows by whole records, flushed as written. A record that cannot be
-    written whole (a full disk) is cut back off, nothing is written after it, and
-    ``on_broken(message)`` is told once: the state is then what it was before that record."""
+    """A file that only grows by whole records, each handed to the operating system as it is
+    appended (no buffer of this process holds one: a kill of the process loses none). A
+    record that cannot be written whole (a full disk) is cut back off, nothing is written
+    after it, and ``on_broken(message)`` is told once: the file is then what it was before
+    that record, so what is appended after the next start follows whole records only. The
+    file is the user's alone (0600). What the operating system holds reaches the disk by
+    :meth:`close`, and within the system's own write-back otherwise: a power cut may lose the
+    last seconds, never break a record that was whole."""
 
     def __init__(self, path: Path, on_broken: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.on_broken = on_broken or (lambda _message: None)
         self.broken: str | None = None
         self._lock = threading.Lock()
-        self._file = path.open("ab")
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        os.fchmod(self._fd, 0o600)
 
     def append(self, data: bytes) -> None:
         with self._lock:
-            if self.broken is not None:
-                raise StateWriteError(self.broken)
-            start = self._file.tell()
+            if self.broken is not None or self._fd is None:
+                raise StateWriteError(self.broken or f"{self.path} is closed")
+            start = os.lseek(self._fd, 0, os.SEEK_END)
             try:
-                self._file.write(data)
-                self._file.flush()
+                view = memoryview(data)
+                while view:  # a write may take part of the record: the rest follows
+                    view = view[os.write(self._fd, view) :]
             except OSError as error:
                 self.broken = f"the run's state cannot be written to {self.path}: {error.strerror}"
                 with contextlib.suppress(OSError):
-                    self._file.truncate(start)
+                    os.ftruncate(self._fd, start)
                 self.on_broken(self.broken)
                 raise StateWriteError(self.broken) from error
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(OSError):
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        with contextlib.suppress(OSError):
-            self._file.close()
+        with self._lock:
+            if self._fd is None:
+                return
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 class Journal(AppendOnlyFile):

@@ -29,7 +29,6 @@ from pipeline.batch_facts import (
     LIST_JOBS_LIMIT,
     STARTED,
     TERMINAL,
-    pattern_matches,
     retry_action,
 )
 from pipeline.local.batch.checks import check_submit_job, check_tags
@@ -37,6 +36,7 @@ from pipeline.local.batch.definitions import JobDefinition, JobQueue, Place, Reg
 from pipeline.local.batch.exceptions import BatchClientError
 from pipeline.local.batch.faults import HOST_TERMINATED, Fault, FaultKey
 from pipeline.local.batch.job import Job, Resolved
+from pipeline.local.batch.listing import filtered
 
 LOST_WITH_THE_SERVICES = HOST_TERMINATED
 """Why an attempt that ran when the services stopped ended: its host went away, as AWS Batch
@@ -202,7 +202,7 @@ class LocalBatch:
                 # being first" (ListJobs, AWS Batch API Reference); up to 100 a page.
                 submitted = {job.job_id: number for number, job in enumerate(self.order)}
                 candidates = sorted(
-                    _filtered(candidates, filters[0]),
+                    filtered(candidates, filters[0]),
                     key=lambda j: (j.created_at, submitted.get(j.job_id, 0)),
                     reverse=True,
                 )
@@ -576,26 +576,3 @@ its default."""
 
 def leaf_record(leaf: Job) -> dict[str, Any]:
     return {"jobId": leaf.job_id, **{name: getattr(leaf, name) for name in LEAF_FIELDS}}
-
-
-def _filtered(jobs: list[Job], entry: Mapping[str, Any]) -> list[Job]:
-    name = entry.get("name")
-    values = [str(v) for v in entry.get("values") or []]
-    if name == "JOB_NAME":  # "a case-insensitive match for the job name"
-        return [j for j in jobs if any(pattern_matches(v.lower(), j.name.lower()) for v in values)]
-    if name == "JOB_DEFINITION":
-        return [
-            j
-            for j in jobs
-            if any(v == j.definition.arn or pattern_matches(v, j.definition.name) for v in values)
-        ]
-    if name in ("BEFORE_CREATED_AT", "AFTER_CREATED_AT"):
-        if not all(v.isdigit() for v in values):
-            raise BatchClientError(f"{name} takes milliseconds since the epoch; got {values}")
-        before = name == "BEFORE_CREATED_AT"
-        return [
-            j
-            for j in jobs
-            if all((j.created_at < int(v)) if before else (j.created_at > int(v)) for v in values)
-        ]
-    raise BatchClientError(f"filter {name!r} is not valid")
