@@ -394,7 +394,10 @@ class LocalBackend:
     ) -> Iterator[LocalSession]:
         from botocore.exceptions import EndpointConnectionError
 
-        services = ServicesProcess(arguments, log)
+        from pipeline.local.deployment import REGION
+
+        # A local run's region is the local deployment's, whatever this shell's is.
+        services = ServicesProcess([*arguments, f"--region={REGION}"], log)
         try:
             yield self._open(services.endpoint, services.credentials, folder, services)
         except EndpointConnectionError as error:

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LOCAL, EXIT_OK, SpecError
+from pipeline.limits import check_array_size
+from pipeline.local.deployment import LOCAL_ARRAY_SIZE, REGION
 from pipeline.local.guard import ACCESS_KEY_ID_ENV, SECRET_ACCESS_KEY_ENV, Credentials
 
 if TYPE_CHECKING:
@@ -74,6 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         "their JSON as a run keeps them (default: a --state-dir's own, else the library's)",
     )
     serve.add_argument("--vcpus", type=int, help="the vCPU budget (default: this machine's cores)")
+    serve.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or REGION,
+        help="the region the services answer for (default: $AWS_REGION, $AWS_DEFAULT_REGION, "
+        f"else {REGION})",
+    )
+    serve.add_argument(
+        "--array-size",
+        type=int,
+        default=LOCAL_ARRAY_SIZE,
+        help=f"with --with-pipeline: the array size of JobB and JobC (default {LOCAL_ARRAY_SIZE})",
+    )
     serve.add_argument(
         "--access-key-id",
         default=os.environ.get(ACCESS_KEY_ID_ENV),
@@ -146,6 +161,8 @@ def serve(args: argparse.Namespace) -> int:
         vcpus=args.vcpus,
         steps=_steps(args.steps) if args.steps else None,
         credentials=_credentials(args),
+        region=_region(args.region),
+        array_size=check_array_size(args.array_size, "--array-size"),
     )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -196,6 +213,12 @@ def _open_files_short() -> str | None:
     )
 
 
+def _region(value: str) -> str:
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+        raise SpecError(f"--region {value!r} is not a region name like us-east-1")
+    return value
+
+
 def _credentials(args: argparse.Namespace) -> Credentials | None:
     """The credentials given, both parts or none; None for random ones."""
     key, secret = args.access_key_id, args.secret_access_key
@@ -232,7 +255,6 @@ def print_env(args: argparse.Namespace) -> int:
     import shlex
     import time
 
-    from pipeline.local.deployment import REGION
     from pipeline.local.run_folder import RunFolder
 
     folder = RunFolder(Path(args.state_dir))
@@ -247,7 +269,8 @@ def print_env(args: argparse.Namespace) -> int:
             return EXIT_LOCAL
         time.sleep(0.1)
     endpoint, credentials = live
-    variables = {"AWS_ENDPOINT_URL": endpoint, **credentials, "AWS_DEFAULT_REGION": REGION}
+    region = folder.region() or REGION
+    variables = {"AWS_ENDPOINT_URL": endpoint, **credentials, "AWS_DEFAULT_REGION": region}
     print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()))
     return EXIT_OK
 

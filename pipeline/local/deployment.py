@@ -41,6 +41,7 @@ from pipeline.spec import (
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 REGION = "us-east-1"
+"""The local deployment's region unless its services are started for another one."""
 ACCOUNT = "123456789012"
 """moto's default account: every local ARN carries it."""
 STACK = "arrayjobpipeline"
@@ -59,29 +60,32 @@ FAILURES_QUEUE = "failure-notifications"
 FAILURE_RULE = "array-job-pipeline-job-failed"
 
 
-def resource_names(stack: str = STACK) -> dict[str, str]:
+def resource_names(stack: str = STACK, region: str = REGION) -> dict[str, str]:
     """Names (and the topic's ARN) of the local buckets, table and topic, derived from the
     stack name as CloudFormation derives the deployed ones (without its random suffix)."""
     names = {r.key: f"{stack}-{r.key.replace('_', '-')}-local" for r in RESOURCES}
-    names["notification_topic"] = f"arn:aws:sns:{REGION}:{ACCOUNT}:{names['notification_topic']}"
+    names["notification_topic"] = f"arn:aws:sns:{region}:{ACCOUNT}:{names['notification_topic']}"
     return names
 
 
-def arn(resource: str) -> str:
-    return f"arn:aws:batch:{REGION}:{ACCOUNT}:{resource}"
+def arn(resource: str, region: str = REGION) -> str:
+    return f"arn:aws:batch:{region}:{ACCOUNT}:{resource}"
 
 
 def local_document(
-    array_size: int = LOCAL_ARRAY_SIZE, steps: PipelineSteps = DEFAULT_STEPS
+    array_size: int = LOCAL_ARRAY_SIZE,
+    steps: PipelineSteps = DEFAULT_STEPS,
+    region: str = REGION,
 ) -> PipelineDocument:
     """The local deployment as a document: the spec's jobs (running ``steps``) and resources,
-    the workflow's names, the local buckets, table and topic. Pure; no services needed."""
-    names = resource_names()
+    the workflow's names, the local buckets, table and topic, in ``region``. Pure; no
+    services needed."""
+    names = resource_names(region=region)
     spec = DEFAULT_SPEC.with_array_size(array_size).with_steps(steps)
     return PipelineDocument(
-        queue=arn(f"job-queue/{QUEUE_NAME}"),
+        queue=arn(f"job-queue/{QUEUE_NAME}", region),
         queue_name=QUEUE_NAME,
-        job_definitions={j.key: arn(f"job-definition/{j.definition_name}:1") for j in spec},
+        job_definitions={j.key: arn(f"job-definition/{j.definition_name}:1", region) for j in spec},
         definition_names={j.key: j.definition_name for j in spec},
         spec=spec,
         parameters={"JobE": {SOURCE_BUCKET: f"s3://{names['output_bucket']}", RECIPIENT: ""}},
@@ -138,7 +142,10 @@ def job_definition_request(job: JobSpec, document: PipelineDocument) -> dict[str
 
 
 def job_environment(
-    endpoint: str, credentials: Mapping[str, str], import_roots: Sequence[str] = ()
+    endpoint: str,
+    credentials: Mapping[str, str],
+    import_roots: Sequence[str] = (),
+    region: str = REGION,
 ) -> dict[str, str]:
     """What every job process gets besides its job's own environment: this machine's
     environment with AWS pointed at the local services (and their ``credentials``), and this
@@ -148,7 +155,7 @@ def job_environment(
     path = [package_parent, *import_roots, *env.get("PYTHONPATH", "").split(os.pathsep)]
     env.update(
         AWS_ENDPOINT_URL=endpoint,
-        AWS_DEFAULT_REGION=REGION,
+        AWS_DEFAULT_REGION=region,
         AWS_EC2_METADATA_DISABLED="true",
         PYTHONPATH=os.pathsep.join(dict.fromkeys(p for p in path if p)),
         **credentials,
@@ -236,9 +243,16 @@ def deploy(batch: BatchCall, clients: Mapping[str, Any], document: PipelineDocum
         batch("RegisterJobDefinition", job_definition_request(job, document))
     names = document.resources
     s3, sqs = clients["s3"], clients["sqs"]
+    region = s3.meta.region_name
+    # S3 takes a location constraint for every region but us-east-1 (CreateBucket).
+    where = (
+        {}
+        if region == "us-east-1"
+        else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    )
     for resource in RESOURCES:
         if resource.kind == "bucket":
-            s3.create_bucket(Bucket=names[resource.key])
+            s3.create_bucket(Bucket=names[resource.key], **where)
     clients["dynamodb"].create_table(
         TableName=names["metadata_table"],
         KeySchema=[

@@ -399,9 +399,14 @@ class Door:
         credentials: Credentials,
         port: Callable[[], int],
         *,
+        batch_region: str | None = None,
         on_refused: Callable[[str], None] = lambda _why: None,
     ) -> None:
+        """``batch_region``: the one region the AWS Batch behind the door answers for; a
+        Batch request signed for another is refused, rather than answered with another
+        region's ARNs."""
         self.app = app
+        self.batch_region = batch_region
         self.credentials = credentials
         self.port = port
         self.on_refused = on_refused
@@ -466,7 +471,15 @@ class Door:
             )
         with self._lock:
             issued = dict(self.issued)
-        return verify(environ, body, self.credentials, issued=issued).service
+        signed = verify(environ, body, self.credentials, issued=issued)
+        if signed.service == "batch" and self.batch_region not in (None, signed.region):
+            raise RefusedError(
+                "InvalidRegionException",
+                f"these local services serve AWS Batch in {self.batch_region}, and the request "
+                f"is signed for {signed.region}: set AWS_DEFAULT_REGION={self.batch_region}, or "
+                f"start them with --region {signed.region}",
+            )
+        return signed.service
 
 
 def _refusal(

@@ -148,10 +148,17 @@ class RunFolder:
             return None
         return handle
 
-    def announce(self, endpoint: str, pid: int, credentials: dict[str, str]) -> None:
-        """Where the services holding the folder listen, and how to sign requests to them."""
+    def announce(self, endpoint: str, pid: int, credentials: dict[str, str], region: str) -> None:
+        """Where the services holding the folder listen, for which region, and how to sign
+        requests to them."""
         write_json(self.credentials_file, credentials)
-        write_json(self.endpoint_file, {"endpoint": endpoint, "pid": pid})
+        write_json(self.endpoint_file, {"endpoint": endpoint, "pid": pid, "region": region})
+
+    def region(self) -> str | None:
+        """The region the services announced, if they did."""
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return str(json.loads(self.endpoint_file.read_text())["region"])
+        return None
 
     def withdraw(self) -> None:
         """The services are stopping: nobody listens at the announced endpoint any more."""

@@ -122,8 +122,15 @@ class LocalServices:
         vcpus: int | None = None,
         steps: tuple[PipelineSteps, Sequence[str]] | None = None,
         credentials: Credentials | None = None,
+        region: str = deployment.REGION,
+        array_size: int = deployment.LOCAL_ARRAY_SIZE,
     ) -> None:
         self.port = port
+        self.region = region
+        """The region the services answer for: AWS Batch's ARNs, the pipeline's resources
+        and the job logs are in it."""
+        self.array_size = array_size
+        """With the pipeline: the array size its job definitions set (JobB and JobC)."""
         self.credentials = credentials or Credentials.random()
         """The one access key the services accept (new random ones unless given)."""
         self.state_dir = state_dir
@@ -176,11 +183,11 @@ class LocalServices:
         direct = in_process_clients(
             moto,
             ("s3", "dynamodb", "sns", "sqs", "logs", "events"),
-            region=deployment.REGION,
+            region=self.region,
             credentials=self.credentials.as_environment(),
         )
         self.backend = LocalBatch(
-            Place(deployment.ACCOUNT, deployment.REGION),
+            Place(deployment.ACCOUNT, self.region),
             faults=self.faults,
             on_event=lambda detail: _put_event(direct["events"], detail),
         )
@@ -191,13 +198,14 @@ class LocalServices:
             self.dispatcher,
             self.credentials,
             lambda: int(self.server.port),
+            batch_region=self.region,
             on_refused=_RefusalLog().note,
         )
         self.server = make_server(door, self.port, on_exhausted=self._state_lost)
         self.endpoint = f"http://127.0.0.1:{self.server.port}"
         self._closers.append(self.server.server_close)
         steps, roots = self._steps(folder)
-        document = deployment.local_document(steps=steps)
+        document = deployment.local_document(self.array_size, steps, self.region)
         if self.with_pipeline:
             deployment.deploy(self.batch.call, direct, document)
         shipper = LogShipper(direct["logs"])
@@ -223,7 +231,7 @@ class LocalServices:
             journaled = in_process_clients(
                 self.dispatcher,
                 ("s3",),
-                region=deployment.REGION,
+                region=self.region,
                 credentials=self.credentials.as_environment(),
             )
             deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
@@ -232,7 +240,7 @@ class LocalServices:
             self.scheduler = Scheduler(
                 self.backend,
                 environment=deployment.job_environment(
-                    self.endpoint, self.credentials.as_environment(), roots
+                    self.endpoint, self.credentials.as_environment(), roots, self.region
                 ),
                 work=work,
                 vcpu_budget=self.vcpus,
@@ -253,7 +261,9 @@ class LocalServices:
         thread.start()
         self._closers.append(self.server.shutdown)
         if folder is not None and not self.read_only:
-            folder.announce(self.endpoint, os.getpid(), self.credentials.as_environment())
+            folder.announce(
+                self.endpoint, os.getpid(), self.credentials.as_environment(), self.region
+            )
             self._closers.append(folder.withdraw)
 
     def _crashed(self, thread: str, error: BaseException) -> None:
@@ -316,7 +326,7 @@ class LocalServices:
         """What a client needs to use the services, as ``serve --json`` prints it."""
         return {
             "endpoint": self.endpoint,
-            "region": deployment.REGION,
+            "region": self.region,
             "credentials": self.credentials.as_environment(),
             "vcpus": self.scheduler.vcpu_budget if self.scheduler is not None else None,
             "stateDir": str(self.state_dir) if self.state_dir else None,

@@ -262,3 +262,21 @@ def test_the_door_reads_a_body_once_and_hands_it_on_whole() -> None:
     environ["wsgi.input"] = io.BytesIO(body)
     call_app(Door(app, CREDENTIALS, lambda: PORT), environ, body)
     assert seen == [b'{"jobQueues": ["ProdQueue"]}']
+
+
+def test_a_batch_request_for_another_region_is_refused_naming_both() -> None:
+    # GIVEN a door in front of AWS Batch for us-east-1, and a request signed for eu-west-1
+    request = AWSRequest(method="POST", url=ENDPOINT + "/v1/describejobqueues", data=b"{}")
+    request.headers["Content-Type"] = "application/json"
+    SigV4Auth(
+        BotoCredentials(CREDENTIALS.access_key_id, CREDENTIALS.secret_access_key),
+        "batch",
+        "eu-west-1",
+    ).add_auth(request)
+    behind = Behind()
+    door = Door(behind, CREDENTIALS, lambda: PORT, batch_region="us-east-1")
+    # WHEN it reaches the door, THEN it is refused saying which region is served
+    status, _, answer = call_app(door, *_environ(request))
+    assert status == 403
+    assert "serve AWS Batch in us-east-1" in json.loads(answer)["message"]
+    assert behind.reached == []

@@ -247,3 +247,29 @@ def _client(aws: LocalServices, service: str) -> Any:
         aws_secret_access_key=aws.credentials.secret_access_key,
         region_name="us-east-1",
     )
+
+
+def test_the_pipeline_is_deployed_in_the_region_and_at_the_size_asked(tmp_path: Path) -> None:
+    # GIVEN services for eu-west-1 whose pipeline has arrays of 5
+    services = LocalServices(with_pipeline=True, inputs={}, region="eu-west-1", array_size=5)
+    services.start()
+    try:
+        batch = boto3.client(
+            "batch",
+            endpoint_url=services.endpoint,
+            aws_access_key_id=services.credentials.access_key_id,
+            aws_secret_access_key=services.credentials.secret_access_key,
+            region_name="eu-west-1",
+        )
+        definitions = batch.describe_job_definitions(
+            jobDefinitionName="JobB-CPU-Intensive-Processing"
+        )
+        queue = batch.describe_job_queues()["jobQueues"][0]
+    finally:
+        services.stop()
+    # THEN ARNs are the region's, and JobB's definition sets the size
+    (job_b,) = definitions["jobDefinitions"]
+    assert job_b["jobDefinitionArn"].startswith("arn:aws:batch:eu-west-1:")
+    assert queue["jobQueueArn"].startswith("arn:aws:batch:eu-west-1:")
+    environment = {e["name"]: e["value"] for e in job_b["containerProperties"]["environment"]}
+    assert environment["PIPELINE_ARRAY_SIZE"] == "5"
