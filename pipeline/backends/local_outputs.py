@@ -4,9 +4,12 @@ its summary and the SNS message (or the failure notifications), copies of its ou
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,9 +89,12 @@ def finish_local(
     kept = folder.summary_file
     write_json(kept, summary)
     copied = None
+    not_copied: dict[str, str] = {}
     if session.output_dir is not None:
-        copied = str(_copy_outputs(session, run.run_id, session.output_dir))
+        copied = str(_copy_outputs(session, run.run_id, session.output_dir, not_copied))
         kept = Path(copied) / "summary.json"
+        local["notCopied"] = not_copied
+        lines += [f"not copied: {key}: {why}" for key, why in not_copied.items()]
     # JobE's link points at the services, which stop with this command: the summary's file
     # stands in for it.
     messages = [
@@ -134,29 +140,38 @@ def _summary(session: FinishedRun, run_id: str) -> dict[str, Any]:
     return dict(json.loads(body["Body"].read()))
 
 
-def _copy_outputs(session: FinishedRun, run_id: str, target: Path) -> Path:
+def _copy_outputs(
+    session: FinishedRun, run_id: str, target: Path, not_copied: dict[str, str]
+) -> Path:
     """The run's report, summary and rejects (the output bucket's run folder) into
     ``target/RUN_ID``, and the memory step's outputs under ``outputs/``, each at its input's
-    key (see :func:`output_paths`), with ``outputs.json`` mapping keys to files."""
+    key (see :func:`output_paths`), with ``outputs.json`` mapping keys to files. Nothing is
+    written outside ``target``: a key that is not a plain relative path is written under a
+    name made of its digest, and a symbolic link already in ``target`` is never followed (the
+    file it stands for is not copied, and ``not_copied`` says why)."""
     s3 = session.clients["s3"]
     prefix = contract.run_prefix(run_id)
-    destination = target / run_id
     bucket = session.document.resources["output_bucket"]
+    results = session.document.resources["memory_results_bucket"]
+    copies: list[tuple[str, str, str]] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
-            path = destination / obj["Key"][len(prefix) :]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, obj["Key"], str(path))
+            relative = obj["Key"][len(prefix) :]
+            name = (
+                relative if plain_path(relative) else f"by-digest/{contract.key_digest(relative)}"
+            )
+            copies.append((bucket, obj["Key"], name))
     outputs = _outputs_by_key(session, run_id)
     paths = output_paths(list(outputs))
-    for key, relative in paths.items():
-        path = destination / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        s3.download_file(
-            session.document.resources["memory_results_bucket"], outputs[key], str(path)
-        )
-    write_json(destination / "outputs.json", paths)
-    return destination
+    copies += [(results, outputs[key], relative) for key, relative in paths.items()]
+    for source_bucket, key, relative in copies:
+        try:
+            body = s3.get_object(Bucket=source_bucket, Key=key)["Body"]
+            write_inside(target, f"{run_id}/{relative}", body.iter_chunks())
+        except OSError as error:
+            not_copied[key] = f"{target / run_id / relative}: {error.strerror or error}"
+    write_inside(target, f"{run_id}/outputs.json", [json.dumps(paths, indent=2).encode()])
+    return target / run_id
 
 
 def _outputs_by_key(session: FinishedRun, run_id: str) -> dict[str, str]:
@@ -185,16 +200,51 @@ def output_paths(keys: list[str]) -> dict[str, str]:
     ``/``, a part too long for a file name, or a name that is also another key's folder)."""
     folders = {"/".join(k.split("/")[:n]) for k in keys for n in range(1, k.count("/") + 1)}
 
-    def plain(key: str) -> bool:
-        parts = key.split("/")
-        return key not in folders and all(
-            p not in ("", ".", "..") and "\0" not in p and len(p.encode()) <= 255 for p in parts
-        )
-
     return {
-        key: f"outputs/{key}" if plain(key) else f"outputs-by-digest/{contract.key_digest(key)}"
+        key: f"outputs/{key}"
+        if key not in folders and plain_path(key)
+        else f"outputs-by-digest/{contract.key_digest(key)}"
         for key in sorted(keys)
     }
+
+
+def plain_path(key: str) -> bool:
+    """Whether ``key`` names a file below a folder as it is: relative, no ``.`` or ``..``
+    or empty part, no NUL, each part short enough for a file name."""
+    return all(
+        p not in ("", ".", "..") and "\0" not in p and len(p.encode()) <= 255
+        for p in key.split("/")
+    )
+
+
+def write_inside(root: Path, relative: str, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``root/relative``, never outside ``root``: each folder is made
+    or opened relative to the one before it, refusing a symbolic link at every step
+    (``O_NOFOLLOW``), so a link already in ``root`` cannot send the file elsewhere.
+    ``relative`` must be a plain path (:func:`plain_path`)."""
+    if not plain_path(relative):
+        raise OSError(errno.EINVAL, "not a plain relative path", relative)
+    *folders, name = relative.split("/")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for folder in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o755, dir_fd=fd)
+            inner = os.open(folder, flags | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        out = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=fd,
+        )
+        with os.fdopen(out, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+    finally:
+        os.close(fd)
 
 
 def _success_text(

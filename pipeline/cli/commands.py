@@ -21,6 +21,7 @@ from pipeline.cli.output import (
     print_dry_run,
     print_outcome,
     print_runs,
+    printable,
     progress_printer,
     runnable_hint,
 )
@@ -295,12 +296,16 @@ COMMANDS: dict[str, Callable[[Options, Output, Backend], int]] = {
 @contextlib.contextmanager
 def _stops_as_interrupts() -> Iterator[None]:
     """SIGTERM and SIGHUP (a closed terminal) end a command like Ctrl-C: whatever it started
-    is stopped on the way out."""
+    is stopped on the way out. A command started to outlive its terminal (``nohup``, which
+    ignores SIGHUP) keeps ignoring it."""
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = {n: signal.signal(n, interrupt) for n in (signal.SIGTERM, signal.SIGHUP)}
+    stops = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops.append(signal.SIGHUP)
+    previous = {n: signal.signal(n, interrupt) for n in stops}
     try:
         yield
     finally:
@@ -331,7 +336,9 @@ def main(
     err = stderr or sys.stderr
 
     def fail(message: str, code: int) -> int:
-        print(f"error: {message}", file=err)
+        # A terminal that was closed cannot be told: the exit code still says what happened.
+        with contextlib.suppress(OSError, ValueError):
+            print(f"error: {printable(message)}", file=err, flush=True)
         return code
 
     try:
@@ -365,7 +372,8 @@ def main(
     except BotoCoreError as error:
         return fail(str(error), backend.unreachable_exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=err)
+        with contextlib.suppress(OSError, ValueError):  # the terminal may be gone (SIGHUP)
+            print("interrupted", file=err, flush=True)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`... --json | head`): end quietly, and keep Python

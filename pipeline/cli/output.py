@@ -3,7 +3,9 @@ as the AWS CLI does, so ``... --json > result.json`` holds exactly the result.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,14 +30,28 @@ class Output:
     err: IO[str]
 
     def progress(self, text: str) -> None:
-        print(text, file=self.err, flush=True)
+        # Progress is for a person: if nobody can be told any more (a closed terminal), the
+        # command goes on and its exit code says how it ended.
+        with contextlib.suppress(OSError, ValueError):
+            print(printable(text), file=self.err, flush=True)
 
     def result(self, text: str, data: Any) -> None:
         if self.as_json:
             json.dump(data, self.out, indent=2, default=str)
             self.out.write("\n")
         else:
-            print(text, file=self.out)
+            print(printable(text), file=self.out)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences that move the
+    cursor, rewrite the title or colour what follows, carriage returns that overwrite a
+    line) from a log, a key or a reason are written as escapes (``\\x1b``); newlines and
+    tabs stay."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def format_progress(progress: Sequence[JobProgress]) -> str:
