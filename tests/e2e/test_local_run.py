@@ -501,3 +501,72 @@ def test_a_second_run_with_the_same_id_is_refused_while_the_first_runs(tmp_path:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _held_run(tmp_path: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """A local run whose JobB holds, with its output going where ``popen`` says."""
+    import sys
+
+    from helpers.cli import cli_env
+
+    (tmp_path / "heldsteps.py").write_text(HELD_STEPS)
+    (tmp_path / "hold").touch()
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.submit", "--local", "--steps", "heldsteps:STEPS"],
+        cwd=tmp_path,
+        env=cli_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
+
+
+def _until_jobs_run(tmp_path: Path) -> None:
+    runs = tmp_path / "state" / "runs"
+    _until(
+        lambda: (
+            any((folder / "logs" / "JobB").is_dir() for folder in runs.iterdir() if folder.is_dir())
+            if runs.is_dir()
+            else False
+        ),
+        "JobB did not start",
+        60,
+    )
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_ends_the_command_130_and_its_run_is_kept(tmp_path: Path) -> None:
+    import pty
+
+    # GIVEN a run whose progress goes to a terminal
+    main, terminal = pty.openpty()
+    process = _held_run(tmp_path, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    _until_jobs_run(tmp_path)
+    # WHEN the terminal goes away (its reader closes, the command is hung up on)
+    os.close(main)
+    process.send_signal(signal.SIGHUP)
+    # THEN it ends as interrupted, though nothing could be written any more, and its run
+    # is there to be seen
+    assert process.wait(timeout=60) == 130
+    (run,) = (tmp_path / "state" / "runs").iterdir()
+    status = run_cli(tmp_path, "status", run.name, "--local", cwd=tmp_path)
+    assert f"run {run.name} INTERRUPTED" in status.stdout, status.stderr
+
+
+@pytest.mark.slow
+def test_nohup_keeps_a_run_going_when_its_terminal_hangs_up(tmp_path: Path) -> None:
+    # GIVEN a run started as nohup starts it (SIGHUP ignored)
+    process = _held_run(
+        tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    _until_jobs_run(tmp_path)
+    # WHEN it is hung up on, THEN it goes on
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    assert process.poll() is None
+    # AND it still stops when asked to
+    process.terminate()
+    assert process.wait(timeout=60) == 130
