@@ -47,6 +47,11 @@ class RunSession(Protocol):
         jobs that have not ended wait for a resume rather than run."""
         ...
 
+    def notes(self, run_id: str) -> list[str]:
+        """Lines a look at ``run_id`` adds to what Batch says (a local run's left-out
+        inputs)."""
+        ...
+
     def outputs_lost(self, run_id: str) -> bool:
         """Whether what ``run_id``'s jobs wrote is gone while its jobs are kept (a local run
         whose saved buckets and table were lost), so a resume must start it again."""

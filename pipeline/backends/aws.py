@@ -115,6 +115,10 @@ class AwsSession:
     def outputs_lost(self, run_id: str) -> bool:
         return False
 
+    def notes(self, run_id: str) -> list[str]:
+        """Nothing more than Batch says."""
+        return []
+
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
         """The run's configuration from the deployed pipeline, cost-guarded."""
         from pipeline.runs import engine

@@ -26,7 +26,7 @@ from pipeline import contract
 from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
 from pipeline.document import PipelineDocument
-from pipeline.errors import EXIT_LOCAL, ConfigurationError, RunStateError, SpecError
+from pipeline.errors import EXIT_LOCAL, ConfigurationError, LocalError, RunStateError, SpecError
 from pipeline.local.run_folder import (
     PRIVATE_FOLDER,
     RunFolder,
@@ -184,8 +184,17 @@ class LocalSession(AwsSession):
 
     @property
     def not_seeded(self) -> Mapping[str, str]:
+        """The input files the run left out, and why: as its services said when they seeded
+        it, or as its folder keeps them."""
         ready = self.services.ready if self.services is not None else {}
-        return dict(ready.get("notSeeded") or {})
+        if ready.get("notSeeded"):
+            return dict(ready["notSeeded"])
+        return RunFolder(self.run_dir).not_seeded() if self.run_dir is not None else {}
+
+    def notes(self, run_id: str) -> list[str]:
+        """What a look at a saved run adds: the input files it left out."""
+        left_out = RunFolder.of(run_id).not_seeded()
+        return [f"not seeded: {name}: {why}" for name, why in left_out.items()]
 
     @property
     def output_dir(self) -> Path | None:
@@ -318,7 +327,7 @@ class LocalBackend:
         it runs). Without a run id, every saved run's jobs, to list them."""
         require_local_services()
         if run_id is None:
-            folders = [f for f in run_folders() if f.batch_journal.is_file()]
+            folders = [f for f in run_folders() if f.holds_a_run()]
             history = [f"--history={folder.path}" for folder in folders]
             with self._services(["--read-only", "--with-pipeline", *history], None) as session:
                 assert session.services is not None
@@ -330,7 +339,13 @@ class LocalBackend:
         if mode == "new":
             yield from self._new_run(folder)
             return
-        if not folder.batch_journal.is_file():
+        if folder.lost_its_jobs():
+            raise LocalError(
+                f"the saved run {run_id!r} is damaged: its jobs' journal "
+                f"({folder.batch_journal}) is missing; remove the run with "
+                f"`prune {run_id} --local`"
+            )
+        if not folder.holds_a_run():
             raise RunStateError(
                 f"no local run {run_id!r} in {folder.path.parent}; `status --local` lists them"
             )
@@ -356,6 +371,8 @@ class LocalBackend:
 
     def _new_run(self, folder: RunFolder) -> Iterator[LocalSession]:
         private_folder(folder.path.parent)
+        if folder.path.is_dir() and folder.abandoned():
+            _remove_tree(folder.path)  # killed while it started: the id is free again
         try:
             folder.path.mkdir(mode=PRIVATE_FOLDER)
         except FileExistsError:
@@ -467,27 +484,31 @@ def require_local_services() -> None:
 
 def prune_runs(run_ids: Sequence[str], *, older_than_days: float | None) -> list[str]:
     """Remove the named saved local runs and those last changed more than
-    ``older_than_days`` ago; a run whose services are running is left alone. Returns the
-    runs removed."""
+    ``older_than_days`` ago. Every named run is checked before any is removed: an unknown
+    one, or one whose services are running, is refused and nothing is removed. A run found
+    running among the old ones is left alone. Returns the runs removed."""
     if not run_ids and older_than_days is None:
         raise SpecError("name the runs to remove, or give --older-than DAYS")
     cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
-    removed: list[str] = []
-    for folder in run_folders():
-        named = folder.name in run_ids
+    folders = {folder.name: folder for folder in run_folders()}
+    unknown = [r for r in run_ids if r not in folders]
+    if unknown:
+        raise RunStateError(f"no local run {unknown[0]!r} in {runs_dir()}; nothing was removed")
+    running = [r for r in run_ids if folders[r].in_use()]
+    if running:
+        raise RunStateError(
+            f"run {running[0]} is running; stop it before removing it (nothing was removed)"
+        )
+    chosen = [folders[r] for r in run_ids]
+    for folder in folders.values():
         journal = folder.batch_journal
         changed = journal.stat().st_mtime if journal.exists() else folder.path.stat().st_mtime
         old = cutoff is not None and changed < cutoff
-        if not (named or old):
-            continue
-        if folder.in_use():
-            raise RunStateError(f"run {folder.name} is running; stop it before removing it")
+        if old and folder not in chosen and not folder.in_use():
+            chosen.append(folder)
+    for folder in chosen:
         _remove_tree(folder.path)
-        removed.append(folder.name)
-    unknown = [r for r in run_ids if r not in removed]
-    if unknown:
-        raise RunStateError(f"no local run {unknown[0]!r} in {runs_dir()}")
-    return removed
+    return sorted(folder.name for folder in chosen)
 
 
 def writable_folder(folder: Path, flag: str) -> Path:

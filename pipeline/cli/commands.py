@@ -203,6 +203,8 @@ def command_status(options: Options, output: Output, backend: Backend) -> int:
             print_runs(output, runs, backend.where)
             return EXIT_OK
         outcome = engine.status(session, session.document, options.run_id)
+        for note in session.notes(options.run_id):
+            output.progress(note)
         if outcome.status == "RUNNING" and session.interrupted(options.run_id):
             outcome = replace(outcome, status=INTERRUPTED)
             output.progress(

@@ -147,6 +147,7 @@ def serve(args: argparse.Namespace) -> int:
             read_input_dir(Path(args.input)) if args.input else (sample_objects(), {})
         )
     from pipeline.local.batch.journal import JournalError
+    from pipeline.local.run_folder import RunFolder, write_json
     from pipeline.local.services import LocalServices, StateInUseError
 
     services = LocalServices(
@@ -178,6 +179,8 @@ def serve(args: argparse.Namespace) -> int:
             "objects": len(inputs or {}),
             "bytes": sum(len(b) for b in (inputs or {}).values()),
         }
+        if args.state_dir and services.fresh and not_seeded:  # kept with the run
+            write_json(RunFolder(Path(args.state_dir)).not_seeded_file, not_seeded)
         _announce(args, {**services.handshake(), "seeded": seeded, "notSeeded": not_seeded})
         if args.supervised:
             threading.Thread(target=_until_stdin_closes, args=(stop,), daemon=True).start()

@@ -11,7 +11,8 @@ local run (the command, and the services it starts with ``serve --state-dir``).
 - ``steps.json``: the run's steps, when they are not the library's;
 - ``services.log``: what the services said;
 - ``logs/``: every attempt's output, as the engine lays it out (:func:`.batch.scheduler.log_path`);
-- ``summary.json``: the run's summary, once it succeeded.
+- ``summary.json``: the run's summary, once it succeeded;
+- ``not-seeded.json``: the input files it left out, and why.
 
 The folder and everything in it are the user's alone: folders 0700, files 0600, whatever
 the umask (job logs and journals hold inputs, outputs and credentials).
@@ -38,6 +39,7 @@ CREDENTIALS_FILE = "credentials.json"
 STEPS_FILE = "steps.json"
 SERVICES_LOG = "services.log"
 SUMMARY_FILE = "summary.json"
+NOT_SEEDED_FILE = "not-seeded.json"
 PRIVATE_FOLDER = 0o700
 PRIVATE_FILE = 0o600
 
@@ -129,10 +131,34 @@ class RunFolder:
     def summary_file(self) -> Path:
         return self.path / SUMMARY_FILE
 
+    @property
+    def not_seeded_file(self) -> Path:
+        """The input files the run left out, with why (a run of ``--input DIR``)."""
+        return self.path / NOT_SEEDED_FILE
+
+    def not_seeded(self) -> dict[str, str]:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            return {str(k): str(v) for k, v in json.loads(self.not_seeded_file.read_text()).items()}
+        return {}
+
     def holds_a_run(self) -> bool:
         """Whether a job was ever submitted here (the Batch journal has a record)."""
         journal = self.batch_journal
         return journal.is_file() and journal.stat().st_size > 0
+
+    def lost_its_jobs(self) -> bool:
+        """Whether the folder kept a run's data but its Batch journal is gone: the services
+        always make that journal when they start, so a folder with state and no journal
+        lost it."""
+        if self.batch_journal.exists():
+            return False
+        journal = self.services_journal
+        return (journal.is_file() and journal.stat().st_size > 0) or self.logs.is_dir()
+
+    def abandoned(self) -> bool:
+        """A folder of a run that never submitted a job (its command was killed while it
+        started) and that no services hold: it is nobody's run."""
+        return not self.holds_a_run() and not self.lost_its_jobs() and not self.in_use()
 
     # --- the services' side ---------------------------------------------------------------------
 

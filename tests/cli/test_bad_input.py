@@ -196,8 +196,16 @@ def test_a_run_id_in_use_is_refused_unless_resumed(aws: EngineBatch) -> None:
     assert "SubmitJob" not in aws.calls
 
 
+def _saved_run(state: Path, run_id: str) -> Path:
+    """A folder as a run that submitted a job leaves it (its Batch journal has a record)."""
+    folder = state / "runs" / run_id
+    folder.mkdir(parents=True)
+    (folder / "batch.jsonl").write_text('{"kind": "call"}\n')
+    return folder
+
+
 def test_a_saved_local_run_id_is_refused(state: Path) -> None:
-    (state / "runs" / "kept").mkdir(parents=True)
+    _saved_run(state, "kept")
     code, _, err = cli_in_process(None, "--local", "--run-id", "kept")
     assert code == 252
     assert err == (
@@ -205,6 +213,33 @@ def test_a_saved_local_run_id_is_refused(state: Path) -> None:
         "or continue it with `resume kept --local`\n"
     )
     assert (state / "runs" / "kept").is_dir()  # what was there is left alone
+
+
+def test_prune_removes_nothing_when_one_named_run_is_unknown(state: Path) -> None:
+    kept = _saved_run(state, "kept")
+    code, _, err = cli_in_process(None, "prune", "kept", "missing", "--local")
+    assert code == 252
+    assert err == f"error: no local run 'missing' in {state / 'runs'}; nothing was removed\n"
+    assert kept.is_dir()
+    # AND naming only runs that exist removes them
+    code, _out, err = cli_in_process(None, "prune", "kept", "--local")
+    assert code == 0, err
+    assert not kept.exists()
+
+
+def test_a_run_whose_jobs_journal_is_lost_is_called_damaged(state: Path) -> None:
+    # GIVEN a run folder that kept its buckets' journal and logs but lost its Batch journal
+    folder = state / "runs" / "lost"
+    (folder / "logs").mkdir(parents=True)
+    (folder / "services.journal").write_text('{"kind": "put"}\n')
+    # THEN a look at it, or a resume, is one line with exit code 255 naming the way out
+    for command in ("status", "resume"):
+        code, _, err = cli_in_process(None, command, "lost", "--local")
+        assert code == 255, err
+        assert err == (
+            f"error: the saved run 'lost' is damaged: its jobs' journal "
+            f"({folder / 'batch.jsonl'}) is missing; remove the run with `prune lost --local`\n"
+        )
 
 
 def test_closed_stdout_ends_quietly() -> None:

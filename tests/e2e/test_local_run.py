@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -570,3 +571,27 @@ def test_nohup_keeps_a_run_going_when_its_terminal_hangs_up(tmp_path: Path) -> N
     # AND it still stops when asked to
     process.terminate()
     assert process.wait(timeout=60) == 130
+
+
+def test_a_run_killed_while_it_started_leaves_its_id_free(tmp_path: Path) -> None:
+    # GIVEN the folder a run killed at start-up leaves: made, but no job ever submitted
+    abandoned = tmp_path / "state" / "runs" / "again"
+    abandoned.mkdir(parents=True)
+    (abandoned / "credentials.json").write_text("{}")
+    # WHEN a run is started with that id, THEN it runs there
+    run = _run(tmp_path, "--local", "--array-size", "2", "--run-id", "again")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (abandoned / "summary.json").is_file()
+    # AND serving its folder without the pipeline the run used is one line naming the flag
+    served = subprocess.run(
+        [sys.executable, "-m", "pipeline.local", "serve", "--state-dir", str(abandoned)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert served.returncode == 255, served.stderr
+    assert served.stderr.startswith("error: ")
+    assert served.stderr.count("\n") == 1
+    assert "--with-pipeline" in served.stderr

@@ -46,9 +46,15 @@ def test_a_local_run_reports_unseeded_names_and_the_size_limit(tmp_path: Path, s
     (folder / "big.bin").write_bytes(b"\x02" * 2_500_000)
     with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "wb") as bad:
         bad.write(b"x\n")
-    code, out, err = cli_in_process(None, "--local", "--array-size", "2", "--input", str(folder))
+    code, out, err = cli_in_process(
+        None, "--local", "--array-size", "2", "--input", str(folder), "--run-id", "seeded"
+    )
     assert code == 0, err[-2000:]
     assert "not seeded: caf\\xe9.txt: name is not valid UTF-8" in out
+    # AND a later look at the run still says what it left out
+    code, out, err = cli_in_process(None, "status", "seeded", "--local")
+    assert code == 0, err[-2000:]
+    assert "not seeded: caf\\xe9.txt: name is not valid UTF-8" in out + err
     assert (
         "1 rejected over the local limit of 1,048,576 bytes; raise it with --max-object-bytes N"
         in out

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.local.batch.exceptions import BatchClientError
 from pipeline.local.batch.models import LocalBatch
 
 REGISTRY_CALLS = (
@@ -127,7 +128,14 @@ def replay(backend: LocalBatch, path: Path, call: Any) -> None:
             if kind == "call":
                 call(record["operation"], record["request"])
             elif kind == "job":
-                backend.restore_job(record)
+                try:
+                    backend.restore_job(record)
+                except BatchClientError as error:
+                    raise JournalError(
+                        f"{path} holds a job whose queue or job definition these services do "
+                        f"not have ({error.message}); start them as they were started for it "
+                        "(for a run of the pipeline: with --with-pipeline)"
+                    ) from None
             elif kind == "leaf":
                 backend.restore_leaf(record)
         backend.settle_restored()
