@@ -279,7 +279,11 @@ def print_env(args: argparse.Namespace) -> int:
 
 
 def _until_stdin_closes(stop: threading.Event) -> None:
-    sys.stdin.buffer.read()
+    # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds the buffer's
+    # lock, and the interpreter aborts (SIGABRT) when it finds the lock held at exit.
+    with contextlib.suppress(OSError):
+        while os.read(sys.stdin.fileno(), 65536):
+            pass
     stop.set()
 
 

@@ -1,7 +1,9 @@
 """The local services left running, and what goes wrong around them: they are killed with
 SIGKILL mid-array and leave no job process behind, and started again on the same state they
 finish the array, an interrupted attempt retried as AWS retries one lost with its host; a
-client deleting the job log group while a 300-child array fails does not freeze them."""
+client deleting the job log group while a 300-child array fails does not freeze them; a thread
+that dies, a stopped server and too few file descriptors each end the command in front in one
+line, exit code 255, never a silent wait."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 
-from helpers.cli import cli_env
+from helpers.cli import cli_env, run_cli, start_cli
 from helpers.processes import run_processes
 
 pytestmark = pytest.mark.slow  # each test runs the services and real job processes
@@ -201,3 +203,87 @@ def test_a_deleted_log_group_does_not_stop_the_services(tmp_path: Path) -> None:
         assert server.poll() is None
     # AND every log is kept on disk
     assert len(list((state / "logs").rglob("*.log"))) >= 301
+
+
+def test_a_thread_that_dies_ends_the_run_in_one_line_naming_the_log(tmp_path: Path) -> None:
+    # GIVEN a saved run with a failed child, whose logs folder is then replaced by a file
+    failed = run_cli(
+        tmp_path, "--local", "--array-size", "2", "--run-id", "r", "--inject", "JobB:1=exit:2"
+    )
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    folder = tmp_path / "state" / "runs" / "r"
+    for path in sorted((folder / "logs").rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    (folder / "logs").rmdir()
+    (folder / "logs").write_text("not a folder\n")
+    # WHEN it is resumed, THEN the scheduler's death ends the command at once: exit 255, one
+    # line naming the error and the services' log, which holds the traceback
+    started = time.monotonic()
+    resumed = run_cli(tmp_path, "resume", "r", "--local", timeout=120)
+    assert resumed.returncode == 255, resumed.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    last = resumed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the local services stopped while this command used them")
+    assert "scheduler thread failed: NotADirectoryError" in last
+    assert f"their log: {folder / 'services.log'}" in last
+    assert "Traceback (most recent call last)" in (folder / "services.log").read_text()
+    assert "Traceback" not in resumed.stderr
+
+
+def test_a_stopped_server_is_ended_and_said(tmp_path: Path) -> None:
+    # GIVEN a local run under way
+    command = start_cli(tmp_path, "--local", "--array-size", "200", "--run-id", "s")
+    assert command.stderr is not None
+    said = [command.stderr.readline()]
+    while "services at" not in said[-1]:  # the command has its services' handshake
+        said.append(command.stderr.readline())
+        assert said[-1], said
+    endpoint = tmp_path / "state" / "runs" / "s" / "endpoint.json"
+    pid = json.loads(endpoint.read_text())["pid"]
+    # WHEN its services are stopped by a signal (SIGSTOP), THEN the command ends them and
+    # exits 255 saying so, within seconds of the limit, and nothing of them is left
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _, err = command.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    assert command.returncode == 255, err[-2000:]
+    assert "stopped by a signal (SIGSTOP)" in err.strip().splitlines()[-1]
+    _until(lambda: not _alive(pid), "the stopped services are gone", 10)
+
+
+def test_too_few_file_descriptors_is_one_line(tmp_path: Path) -> None:
+    import resource
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    served = subprocess.run(
+        [sys.executable, "-m", "pipeline.local", "serve", f"--state-dir={tmp_path / 'state'}"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=few_files,
+    )
+    assert served.returncode == 255, served.stderr
+    assert served.stderr == (
+        "error: the open-file limit is 64 (ulimit -n), and the local services need 256 or "
+        "more: raise it with `ulimit -n 1024` and start again\n"
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)
+
+
+def _state(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/status").read_text()
+    return ""
