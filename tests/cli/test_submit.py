@@ -545,3 +545,24 @@ def test_queue_discovery_refuses_a_revision_this_library_did_not_register(
     assert "pass --stack with the PipelineStack's name" in err
     assert len(err.strip().splitlines()) == 1
     assert "SubmitJob" not in aws.calls
+
+
+def test_a_clock_set_back_before_a_resume_changes_nothing(aws: EngineBatch) -> None:
+    # GIVEN a failed run, and this machine's clock then set back a day
+    aws.inject("JobB:1=exit:2")
+    code, out, _ = cli_in_process(aws, "--stack", STACK, "--array-size", "4", "--watch", "--json")
+    assert code == 1
+    run_id = json.loads(out)["runId"]
+    aws.clock.advance(-86400)
+    # WHEN it is resumed and succeeds
+    code, _, err = cli_in_process(
+        aws, "resume", run_id, "--stack", STACK, "--failed-only", "--watch"
+    )
+    assert code == 0, err
+    # THEN the run is SUCCEEDED: its jobs are ordered as they were submitted, not by the clock
+    code, out, err = cli_in_process(aws, "status", run_id, "--stack", STACK, "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "SUCCEEDED"
+    code, out, err = cli_in_process(aws, "resume", run_id, "--stack", STACK)
+    assert code == 252, err
+    assert err == "error: every job of the run succeeded; there is nothing to resume\n"
