@@ -10,6 +10,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -249,3 +250,15 @@ def test_another_user_can_read_neither_the_credentials_nor_the_journals(
         )
         assert tried.returncode != 0, (path, tried.stdout)
         assert "Permission denied" in tried.stderr
+
+
+def test_the_services_listen_on_loopback_only(served: dict[str, Any]) -> None:
+    # GIVEN the address the services print, 127.0.0.1
+    endpoint = urlsplit(served["endpoint"])
+    assert endpoint.hostname == "127.0.0.1"
+    # THEN the port answers there, and nowhere else: Linux delivers all of 127.0.0.0/8 over
+    # the loopback interface, so a socket bound to every address would answer 127.0.0.2 too
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=5):
+        pass
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", endpoint.port), timeout=5)
