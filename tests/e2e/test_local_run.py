@@ -594,4 +594,7 @@ def test_a_run_killed_while_it_started_leaves_its_id_free(tmp_path: Path) -> Non
     assert served.returncode == 255, served.stderr
     assert served.stderr.startswith("error: ")
     assert served.stderr.count("\n") == 1
-    assert "--with-pipeline" in served.stderr
+    assert "holds a job whose queue or job definition these services do not have" in served.stderr
+    assert served.stderr.rstrip().endswith(
+        "; start them as they were started for it (for a run of the pipeline: with --with-pipeline)"
+    )
