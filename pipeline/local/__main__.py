@@ -23,7 +23,8 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +165,7 @@ def serve(args: argparse.Namespace) -> int:
         credentials=_credentials(args),
         region=_region(args.region),
         array_size=check_array_size(args.array_size, "--array-size"),
+        on_seeding=_seeding_progress(args),
     )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -276,6 +278,31 @@ def print_env(args: argparse.Namespace) -> int:
     variables = {"AWS_ENDPOINT_URL": endpoint, **credentials, "AWS_DEFAULT_REGION": region}
     print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items()))
     return EXIT_OK
+
+
+SEEDING_NOTE_SECONDS = 1.0
+"""How often seeding says how far it is, once it has taken this long."""
+
+
+def _seeding_progress(args: argparse.Namespace) -> Callable[[int, int], None]:
+    """What to tell while BucketA is seeded: nothing for the first second, then a line a
+    second; to the command that started the services (``--supervised``), a JSON line
+    ``{"progress"}`` before the handshake, which it shows; otherwise a line on stderr."""
+    started = last = time.monotonic()
+
+    def note(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < SEEDING_NOTE_SECONDS or now - started < SEEDING_NOTE_SECONDS:
+            return
+        last = now
+        text = f"seeding BucketA: {done:,} of {total:,} objects"
+        if args.supervised:
+            print(json.dumps({"progress": text}), flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    return note
 
 
 def _until_stdin_closes(stop: threading.Event) -> None:

@@ -294,9 +294,3 @@ def _queue_arn(sqs: Any, name: str) -> str:
             "QueueArn"
         ]
     )
-
-
-def seed(s3: Any, bucket: str, objects: Mapping[str, bytes]) -> None:
-    """Put the run's input objects into BucketA."""
-    for key, body in objects.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=body)

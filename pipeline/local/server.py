@@ -4,7 +4,8 @@ services (moto), with connections kept alive, and a journal of what changed S3 a
 A request goes to AWS Batch when its signature names the service ``batch`` (every SDK and the
 AWS CLI sign Batch requests); everything else goes to moto, which tells the services apart
 the same way. ``GET /_pipeline/stats`` answers with the requests served, the seconds spent
-on them and the server's CPU time; ``GET /_pipeline/health`` with ``ok``.
+on them and the server's CPU time; ``GET /_pipeline/health`` with ``ok``; ``POST
+/_pipeline/objects`` with a batch of S3 objects (:mod:`.objects`).
 
 How it serves: one thread per connection (werkzeug's ``ThreadedWSGIServer``), which reads a
 request whole, runs the application and writes the answer, then waits for the next request
@@ -28,6 +29,7 @@ from urllib.parse import parse_qs
 
 from pipeline.local.batch.journal import AppendOnlyFile
 from pipeline.local.moto_app import WsgiApp, request_handler
+from pipeline.local.objects import OBJECTS_PATH, batch_request, objects_answer
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
@@ -49,18 +51,25 @@ DYNAMODB_WRITES = frozenset(
 _KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "SERVER_NAME")
 
 
-def signing_service(environ: dict[str, Any]) -> str | None:
-    """The service a SigV4 request is signed for (header or presigned URL), or None."""
+def credential_scope(environ: dict[str, Any]) -> list[str]:
+    """The parts of a SigV4 request's credential (header or presigned URL): access key id,
+    day, region, service, ``aws4_request``; empty when it has none."""
     authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
     if "Credential=" in authorization:
         scope = authorization.split("Credential=", 1)[1].split(",", 1)[0]
     else:
         credential = parse_qs(str(environ.get("QUERY_STRING", ""))).get("X-Amz-Credential")
         if not credential:
-            return None
+            return []
         scope = credential[0]
     parts = scope.split("/")
-    return parts[3] if len(parts) >= 5 else None
+    return parts if len(parts) >= 5 else []
+
+
+def signing_service(environ: dict[str, Any]) -> str | None:
+    """The service a SigV4 request is signed for (header or presigned URL), or None."""
+    scope = credential_scope(environ)
+    return scope[3] if scope else None
 
 
 class ServiceJournal(AppendOnlyFile):
@@ -135,6 +144,8 @@ class Dispatcher:
             return self._answer(start_response, self.stats())
         if path == HEALTH_PATH:
             return self._answer(start_response, self.health())
+        if path == OBJECTS_PATH:
+            return self._objects(environ, start_response)
         started = time.perf_counter()
         try:
             service = signing_service(environ)
@@ -170,10 +181,27 @@ class Dispatcher:
                 "cpu_seconds": time.process_time(),
             }
 
+    def _objects(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """A batch of S3 objects in one answer, read as the caller's S3 GETs would be."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self._answer(
+                start_response, {"message": "POST a batch"}, "405 Method Not Allowed"
+            )
+        try:
+            bucket, keys = batch_request(environ["wsgi.input"].read())
+        except ValueError as error:
+            return self._answer(start_response, {"message": str(error)}, "400 Bad Request")
+        access_key_id, _, region, *_ = credential_scope(environ) or ["", "", ""]
+        answer = objects_answer(self.moto, bucket, keys, region=region, access_key_id=access_key_id)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return list(answer)
+
     @staticmethod
-    def _answer(start_response: Callable[..., Any], data: dict[str, Any]) -> list[bytes]:
+    def _answer(
+        start_response: Callable[..., Any], data: dict[str, Any], status: str = "200 OK"
+    ) -> list[bytes]:
         body = json.dumps(data).encode()
-        start_response("200 OK", [("Content-Type", "application/json")])
+        start_response(status, [("Content-Type", "application/json")])
         return [body]
 
 

@@ -36,6 +36,7 @@ from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path, print_crash, supervised
 from pipeline.local.guard import Credentials, Door
 from pipeline.local.moto_app import WsgiApp, moto_application
+from pipeline.local.objects import put_objects
 from pipeline.local.run_folder import RunFolder
 from pipeline.local.server import Dispatcher, ServiceJournal, journaled_requests, make_server
 from pipeline.local.warm_up import PRELOADED, WARM_UP
@@ -124,6 +125,7 @@ class LocalServices:
         credentials: Credentials | None = None,
         region: str = deployment.REGION,
         array_size: int = deployment.LOCAL_ARRAY_SIZE,
+        on_seeding: Callable[[int, int], None] | None = None,
     ) -> None:
         self.port = port
         self.region = region
@@ -143,6 +145,8 @@ class LocalServices:
         self.history = list(history)
         self.faults = dict(faults or {})
         self.vcpus = vcpus
+        self.on_seeding = on_seeding or (lambda _done, _total: None)
+        """Told (objects put, objects to put) as BucketA is seeded."""
         self.steps = steps
         """The steps the pipeline runs and the folders their modules import from (default:
         a state folder's own, else the library's); given with a state folder, they are kept
@@ -150,9 +154,9 @@ class LocalServices:
         self.endpoint = ""
         self.fresh = True
         self.damaged: dict[str, str] = {}
+        """Runs of ``history`` left out, by folder name: why their state cannot be read."""
         self.fatal: str | None = None
         """Why the services stopped themselves (their state could not be written)."""
-        """Runs of ``history`` left out, by folder name: why their state cannot be read."""
         self._closers: list[Callable[[], None]] = []
         self._lock_file: IO[bytes] | None = None
 
@@ -228,13 +232,17 @@ class LocalServices:
             self._closers += [self.dispatcher.journal.close, journal.close]
             self.backend.continue_restored()  # journaled: what the restart did to each job
         if self.with_pipeline and self.fresh and self.inputs is not None:
-            journaled = in_process_clients(
+            # Straight to the application (journaled), not through a client and the network:
+            # one request each is most of a small object's cost.
+            total = len(self.inputs)
+            put_objects(
                 self.dispatcher,
-                ("s3",),
+                document.resources["input_bucket"],
+                self.inputs,
                 region=self.region,
-                credentials=self.credentials.as_environment(),
+                access_key_id=self.credentials.access_key_id,
+                progress=lambda done: self.on_seeding(done, total),
             )
-            deployment.seed(journaled["s3"], document.resources["input_bucket"], self.inputs)
         self.scheduler: Scheduler | None = None
         if not self.read_only and not self.hold_jobs:
             self.scheduler = Scheduler(

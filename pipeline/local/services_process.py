@@ -115,13 +115,19 @@ class ServicesProcess:
         )
 
     def _handshake(self) -> dict[str, Any]:
+        """What the services say when they are ready; the progress lines they say before
+        (seeding) go to stderr, and each gives them another :data:`STARTUP_SECONDS`."""
         assert self.process.stdout is not None
-        readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
-        line = self.process.stdout.readline() if readable else b""
-        if not line:
-            self.close()
-            raise ServicesError(f"the local services did not start: {self.last_words()}")
-        ready: dict[str, Any] = json.loads(line)
+        while True:
+            readable, _, _ = select.select([self.process.stdout], [], [], STARTUP_SECONDS)
+            line = self.process.stdout.readline() if readable else b""
+            if not line:
+                self.close()
+                raise ServicesError(f"the local services did not start: {self.last_words()}")
+            ready: dict[str, Any] = json.loads(line)
+            if "progress" not in ready:
+                break
+            print(str(ready["progress"]), file=sys.stderr, flush=True)
         if "error" in ready:
             self.close()
             if ready.get("exitCode") == EXIT_LOCAL:
