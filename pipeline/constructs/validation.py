@@ -49,9 +49,9 @@ def checked_steps(steps: PipelineSteps, image: ecs.ContainerImage | None) -> Pip
             continue
         if step.kind == "python" and not str(step.target).startswith("pipeline."):
             raise SpecError(
-                f"steps: the {role} step {step.label!r} is not in the library's image; give it "
-                "an image with your code (Step.python(..., image=ecs.ContainerImage.from_asset("
-                "...))) or pass image= to ArrayJobPipeline"
+                f"steps: the {role} step {step.label!r} is not in the library's image; build one "
+                "with your code, image = job_image(scope, code=[...]), and give it to the steps "
+                "with STEPS.with_image(image) (or to this step with Step.python(..., image=...))"
             )
     return steps
 

@@ -51,7 +51,7 @@ def process_shard(
         threads = scratch_slots(
             max((o["size"] for o in objects), default=0), free_space(scratch), max(2, workers + 1)
         )
-        caller = StepCaller(step, workers=workers)
+        caller = StepCaller(step, workers=workers, stage="cpu")
 
         def process(_number: int, obj: dict[str, Any], staged: Staged) -> dict[str, Any]:
             ref = ObjectRef(obj["key"], obj["size"], obj.get("etag", ""))

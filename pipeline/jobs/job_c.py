@@ -60,7 +60,7 @@ def run(
     ``started`` (a reading of ``clock``) is given, for JobE's summary."""
     cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
     done_by_cpu = [e for e in cpu_index["objects"] if "rejected" not in e]
-    caller = StepCaller(step, workers=1)
+    caller = StepCaller(step, workers=1, stage="memory")
 
     def process(_number: int, entry: dict[str, Any], staged: Staged) -> dict[str, Any]:
         ref = ObjectRef(entry["key"], entry["size"], entry.get("etag", ""))

@@ -57,11 +57,14 @@ class RunView:
         shard_view: str | None = None,
         checks: Sequence[str] = (),
         max_rejected_share: float = 1.0,
+        allow_empty_runs: bool = False,
     ) -> None:
         self.s3, self.dynamodb, self.ctx = s3, dynamodb, ctx
         self.checks = tuple(checks)
         """References of the steps' own checks."""
         self.max_rejected_share = max_rejected_share
+        self.allow_empty_runs = allow_empty_runs
+        """Whether a run that processed no object may pass."""
         self.prefix = contract.run_prefix(ctx.run_id)
         self.shard_view = shard_view
         """BucketB key of the shard view this JobD shares between its checks (None: read the
