@@ -47,6 +47,7 @@ from typing import Any
 from pipeline import contract
 from pipeline.batch_facts import RESERVED_VARIABLE_PREFIX
 from pipeline.errors import SpecError
+from pipeline.step_imports import contents_of, missing_from
 
 STEPS_VERSION = 1
 _REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -173,8 +174,10 @@ class Step:
     def check(self, role: str, *, load: bool = True) -> None:
         """Refuse, in one line, a step that cannot work as ``role``: a reference that is not
         ``module:function``, does not import or takes the wrong arguments (``load``: import
-        it), a command template without ``{input}``. (Its resources are checked with the job
-        that runs it: :meth:`pipeline.spec.PipelineSpec.with_steps`.)"""
+        it), whose code imports a module its image (one made by ``job_image``) does not hold,
+        a command template without ``{input}`` or with a misspelled placeholder. (Its
+        resources are checked with the job that runs it:
+        :meth:`pipeline.spec.PipelineSpec.with_steps`.)"""
         if self.kind == "python":
             reference = str(self.target)
             if not _REFERENCE.fullmatch(reference):
@@ -183,6 +186,13 @@ class Step:
                 )
             if load:
                 _check_signature(self.load(role), reference, role)
+                contents = contents_of(self.image)
+                if contents is not None:
+                    for missing in missing_from(reference, contents):
+                        raise SpecError(
+                            f"{role} step {reference!r} imports {missing.name} (in "
+                            f"{missing.where}), which its image does not have: {missing.fix()}"
+                        )
         elif self.kind == "command":
             if role in ("aggregate", "check"):
                 raise SpecError(f"the {role} step must be a Python step, not a command")
@@ -300,7 +310,7 @@ class PipelineSteps:
         if self.aggregate is not None:
             self.aggregate.check("aggregate", load=load)
         for reference in self.checks:
-            Step.python(reference).check("check", load=load)
+            Step.python(reference, image=self.checks_image).check("check", load=load)
         share = self.max_rejected_share
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
             raise SpecError(f"max_rejected_share must be from 0 to 1; got {share!r}")
@@ -355,6 +365,34 @@ class PipelineSteps:
             memory=given(self.memory) or self.memory,
             aggregate=given(self.aggregate),
         )
+
+    @property
+    def checks_image(self) -> Any:
+        """The image JobD runs the checks in: the memory step's, else the CPU step's."""
+        return self.memory.image or self.cpu.image
+
+    def import_notes(self) -> list[str]:
+        """One line per module a Python step's code imports that its image would not hold
+        once deployed (a step without an image: one with only this library), for a run on
+        this machine, where the step finds it. Steps in an image made another way than
+        ``job_image`` are not read: what such an image holds is not known."""
+        named = [
+            (r, s)
+            for r, s in (("cpu", self.cpu), ("memory", self.memory), ("aggregate", self.aggregate))
+            if s is not None and s.kind == "python"
+        ]
+        named += [("check", Step.python(c, image=self.checks_image)) for c in self.checks]
+        notes: dict[str, str] = {}
+        for role, step in named:
+            if step.image is not None and contents_of(step.image) is None:
+                continue
+            for missing in missing_from(str(step.target), contents_of(step.image)):
+                notes.setdefault(
+                    missing.name,
+                    f"note: the {role} step {step.label!r} imports {missing.name}, which this "
+                    f"machine has; deployed, its image needs it too: {missing.fix()}",
+                )
+        return list(notes.values())
 
     def step_for(self, role: str) -> Step | None:
         """The step a job of ``role`` runs (``cpu``, ``memory``, ``aggregate``)."""

@@ -253,6 +253,8 @@ class LocalBackend:
         document = local_document(steps=self.steps)
         if self.options.trigger is None:
             engine.plan_run(document, inputs, max_vcpu_hours=max_vcpu_hours)
+        for note in local_step_notes(self.steps):
+            self.on_progress(note)
         if self.options.output_dir is not None:
             writable_folder(self.options.output_dir, "--output")
         spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE, self.steps).spec
@@ -409,6 +411,19 @@ class LocalBackend:
             options=self.options,
             on_progress=self.on_progress,
         )
+
+
+def local_step_notes(steps: PipelineSteps) -> list[str]:
+    """What a run on this machine does not show of the steps once deployed, one line each:
+    a module their code imports that their image would lack, and a ``memory_mib`` this
+    system cannot hold a step to."""
+    from pipeline.jobs.step_calls import memory_limit_method, not_enforced_note
+
+    notes = steps.import_notes()
+    if memory_limit_method() is None:
+        declared = [s.memory_mib for s in (steps.cpu, steps.memory, steps.aggregate) if s]
+        notes += [not_enforced_note(mib) for mib in sorted({m for m in declared if m})]
+    return notes
 
 
 def steps_argument(steps: PipelineSteps) -> str:
