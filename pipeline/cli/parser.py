@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from pipeline.runs.requests import RunInputs
 from pipeline.steps import load_steps
 
 PROG = "python -m pipeline.submit"
+SCRIPT = "array-job-pipeline"
+"""The same command line, as the console script the package installs."""
 COMMANDS = ("run", "status", "cancel", "resume", "report", "diagnose", "prune")
 DEFAULT_DIAGNOSE_AFTER = 600.0
 
@@ -219,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     parser = _Parser(
-        prog=PROG,
+        prog=SCRIPT if Path(sys.argv[0]).name == SCRIPT else PROG,
         description="Submit, watch, cancel, resume, report on and diagnose runs of the array-job "
         "pipeline.",
         epilog=EPILOG,

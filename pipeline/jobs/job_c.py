@@ -79,7 +79,7 @@ def run(
                 "output_md5": _md5(staged.target),
                 "output_size": staged.target.stat().st_size,
             }
-            item = item_of(ctx.run_id, index, ref.key, output, attributes)
+            item = item_of(ctx.run_id, index, ref.key, output, attributes, entry.get("facts"))
         except ItemError as not_an_item:
             return {"key": ref.key, "rejected": f"memory step: {not_an_item}"}
         except ObjectRejectedError as rejected:

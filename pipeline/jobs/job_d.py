@@ -21,7 +21,7 @@ from pipeline import contract
 from pipeline.batch_facts import JOB_ID_VARIABLE
 from pipeline.jobs.aws_calls import JobError
 from pipeline.jobs.bucket_io import list_objects, put_json
-from pipeline.jobs.items import attributes_of, decimals
+from pipeline.jobs.items import attributes_of, cpu_facts_of, decimals
 from pipeline.jobs.job_a import check as check_listed_object
 from pipeline.jobs.program import JobRun, job_main
 from pipeline.jobs.run_context import RunContext, array_index
@@ -232,7 +232,8 @@ def items_per_object(view: RunView, result: CheckResult) -> None:
 
 
 def items_match_the_step(view: RunView, result: CheckResult) -> None:
-    """Each item holds exactly the attributes the memory step returned for its object."""
+    """Each item holds exactly the attributes the memory step returned for its object, and
+    the facts the CPU step returned for it."""
     for key, entry in view.memory_entries.items():
         item = view.items.get(key)
         if "rejected" in entry or item is None:
@@ -245,6 +246,9 @@ def items_match_the_step(view: RunView, result: CheckResult) -> None:
                 name for name in held if held[name] != reported.get(name)
             )
             result.fail(f"{key!r}: the item's {differing[0]!r} is not what the step returned")
+        facts = decimals(dict((view.cpu_entries.get(key) or {}).get("facts") or {}))
+        if cpu_facts_of(item) != facts:
+            result.fail(f"{key!r}: the item's cpu_facts are not what the CPU step returned")
 
 
 def stage_counts_match(view: RunView, result: CheckResult) -> None:

@@ -28,7 +28,7 @@ from pipeline.jobs.bucket_io import (
     put_json,
     s3_url,
 )
-from pipeline.jobs.items import attributes_of, plain
+from pipeline.jobs.items import CPU_FACTS, attributes_of, cpu_facts_of, plain
 from pipeline.jobs.program import JobRun, in_threads, job_main
 from pipeline.jobs.run_context import RunContext
 from pipeline.jobs.run_view import RunView
@@ -217,12 +217,18 @@ def _summarize(
 
 
 def _aggregate(view: RunView, step: Step) -> Any:
-    """The aggregate step over the run's items (the memory step's attributes, with ``key``),
-    read from the table one page at a time as the step asks for them."""
+    """The aggregate step over the run's items (the memory step's attributes, with ``key``
+    and the CPU step's ``cpu_facts`` when it returned any), read from the table one page at
+    a time as the step asks for them."""
 
     def items() -> Iterator[dict[str, Any]]:
         for key, item in view.item_pages():
-            yield {**plain(attributes_of(item)), "key": key}
+            facts = cpu_facts_of(item)
+            yield {
+                **plain(attributes_of(item)),
+                "key": key,
+                **({CPU_FACTS: plain(facts)} if facts else {}),
+            }
 
     function = step.load("aggregate")
     try:
