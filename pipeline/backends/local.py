@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline import contract
 from pipeline.backends import Mode
@@ -42,6 +42,9 @@ from pipeline.runs.resume import ResumePlan
 from pipeline.runs.sizing import Capacity
 from pipeline.spec import QUEUE_NAME
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
+
+if TYPE_CHECKING:
+    from pipeline.runs.logs import AttemptLog
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,15 @@ class LocalSession(AwsSession):
             if on_submitted:
                 on_submitted(job)
         return SubmittedRun(outcome.run_id, outcome.jobs)
+
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log from the run's folder, where the services write it as it runs
+        (the cursor is a byte offset; a last line not yet ended is left for the next read)."""
+        if self.run_dir is None:
+            return super().read_attempt(attempt, cursor=cursor, tail=tail)
+        return read_log_file(attempt_log_file(self.run_dir, attempt), cursor=cursor, tail=tail)
 
     @property
     def endpoint(self) -> str:
@@ -411,6 +423,49 @@ class LocalBackend:
             options=self.options,
             on_progress=self.on_progress,
         )
+
+
+@dataclass(frozen=True)
+class _AttemptOf:
+    """What the engine's log layout reads of a job: its name, index and ID."""
+
+    name: str
+    index: int | None
+    job_id: str
+
+
+def attempt_log_file(run_dir: Path, attempt: AttemptLog) -> Path:
+    """Where the local services write ``attempt``'s log in the run's folder (the engine's
+    layout, :func:`pipeline.local.batch.scheduler.log_path`, under ``RunFolder.logs``)."""
+    from pipeline.local.batch.job import Job
+    from pipeline.local.batch.scheduler import log_path
+
+    job = _AttemptOf(attempt.job, attempt.index, attempt.job_id)
+    # log_path reads only these three fields of the engine's Job.
+    return log_path(RunFolder(run_dir).path, cast("Job", job), attempt.attempt)
+
+
+TAIL_BYTES = 64 * 1024
+
+
+def read_log_file(
+    path: Path, *, cursor: Any = None, tail: int | None = None
+) -> tuple[list[str], Any]:
+    """Lines of a log file after byte ``cursor`` (None: the start), only whole ones; or its
+    last ``tail`` lines. Returns them and the offset to read on from."""
+    offset = int(cursor or 0)
+    try:
+        with path.open("rb") as reader:
+            if tail is not None:
+                reader.seek(max(0, path.stat().st_size - TAIL_BYTES))
+                text = reader.read().decode(errors="replace")
+                return text.splitlines()[-tail:], cursor
+            reader.seek(offset)
+            data = reader.read()
+    except FileNotFoundError:
+        return [], cursor
+    whole = data[: data.rfind(b"\n") + 1]
+    return whole.decode(errors="replace").splitlines(), offset + len(whole)
 
 
 def local_step_notes(steps: PipelineSteps) -> list[str]:

@@ -14,8 +14,10 @@ from typing import IO, TYPE_CHECKING
 
 from pipeline.backends.aws import AwsBackend, Connector, connect
 from pipeline.backends.local import LocalBackend
+from pipeline.cli.logs import command_logs, logs_command
 from pipeline.cli.output import (
     Output,
+    busy_hint,
     format_run_report,
     print_dry_run,
     print_outcome,
@@ -110,27 +112,33 @@ def _after_submit(
         outcome = engine.submitted(run)
         output.result(
             f"submitted run {run.run_id}\nfollow it with: python -m pipeline.submit status "
-            f"{run.run_id} {backend.where}",
+            f"{run.run_id} {backend.where}\nread a job's log with: "
+            f"{logs_command(run.run_id, backend.where)}",
             outcome.as_json(),
         )
         return EXIT_OK
     printer = progress_printer(output)
     hint = runnable_hint(output, run.run_id, backend.where, options.diagnose_after)
+    busy = busy_hint(output, lambda p: engine.busy(session, session.document, p))
 
     def on_poll(progress: Sequence[JobProgress]) -> None:
         printer(progress)
         hint(progress)
+        busy(progress)
 
     interval = options.poll_interval or backend.default_poll_interval
     outcome = engine.follow(session, run, interval=interval, on_poll=on_poll)
     outcome, extra = session.finish(run, outcome)
-    print_outcome(output, outcome, extra)
+    print_outcome(output, outcome, extra, backend.where)
     if outcome.succeeded:
+        output.progress(f"read a job's log with `{logs_command(outcome.run_id, backend.where)}`")
         return EXIT_OK
     assert outcome.failure is not None
+    failed = outcome.failure.log_name
     hints = [
+        f"its log: `{logs_command(outcome.run_id, backend.where, failed)}`",
         f"re-run what failed with `python -m pipeline.submit resume {outcome.run_id} "
-        f"--failed-only {backend.where}`"
+        f"--failed-only {backend.where}`",
     ]
     if any(p.is_active for p in outcome.progress):  # the rest goes on without this command
         hints.insert(
@@ -149,7 +157,9 @@ def command_status(options: Options, output: Output, backend: Backend) -> int:
             runs = engine.list_runs(session, session.document, limit=options.limit)
             print_runs(output, runs, backend.where)
             return EXIT_OK
-        print_outcome(output, engine.status(session, session.document, options.run_id))
+        print_outcome(
+            output, engine.status(session, session.document, options.run_id), where=backend.where
+        )
     return EXIT_OK
 
 
@@ -230,6 +240,7 @@ COMMANDS: dict[str, Callable[[Options, Output, Backend], int]] = {
     "report": command_report,
     "diagnose": command_diagnose,
     "prune": command_prune,
+    "logs": command_logs,
 }
 
 

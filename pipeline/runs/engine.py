@@ -23,6 +23,7 @@ from pipeline.errors import RunStateError, SpecError
 from pipeline.runs.api import BatchApi
 from pipeline.runs.chain import stop, submit_pipeline
 from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
+from pipeline.runs.logs import AttemptLog, BusyChild, busy_children
 from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
 from pipeline.runs.progress import (
     JobProgress,
@@ -46,6 +47,7 @@ __all__ = [
     "RunInputs",
     "RunOutcome",
     "Session",
+    "busy",
     "cancel",
     "dry_run",
     "follow",
@@ -74,6 +76,12 @@ class Session(Protocol):
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
 
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log (see :class:`pipeline.runs.logs.AttemptReader`)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DryRun:
@@ -101,6 +109,8 @@ class RunOutcome:
     local: Mapping[str, Any] | None = None
     """What only a local run has (summary, notifications, attempts, where files are); None on
     AWS."""
+    busy: tuple[BusyChild, ...] = ()
+    """Children of a running run that have been on one object a minute or more."""
 
     @property
     def succeeded(self) -> bool:
@@ -115,6 +125,7 @@ class RunOutcome:
             "failure": self.failure.as_json() if self.failure else None,
             "failures": [g.as_json() for g in self.failures],
             "local": dict(self.local) if self.local is not None else None,
+            "busy": [b.as_json() for b in self.busy],
         }
 
 
@@ -268,14 +279,25 @@ def status(session: Session, document: PipelineDocument, run_id: str) -> RunOutc
     progress = [run[j.key] for j in document.spec if j.key in run]
     failure = first_failure(session.batch, progress)
     groups = failure_report(session.batch, progress, read_log=session.read_log)
+    overall = _overall(progress, len(document.spec.jobs))
     return RunOutcome(
         run_id,
-        _overall(progress, len(document.spec.jobs)),
+        overall,
         tuple(SubmittedJob(p.key, p.job_id) for p in progress),
         tuple(progress),
         failure,
         tuple(groups),
+        busy=tuple(busy(session, document, progress)) if overall == "RUNNING" else (),
     )
+
+
+def busy(
+    session: Session, document: PipelineDocument, progress: Sequence[JobProgress]
+) -> list[BusyChild]:
+    """Children of the jobs that run steps that have been on one object a minute or more,
+    and which object (see :func:`pipeline.runs.logs.busy_children`)."""
+    keys = [job.key for job in document.spec if job.step in ("cpu", "memory")]
+    return busy_children(session.batch, progress, session.read_attempt, keys=keys)
 
 
 def _overall(progress: Sequence[JobProgress], jobs: int) -> str:

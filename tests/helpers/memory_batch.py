@@ -77,3 +77,9 @@ class Session:
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
         self.reads.append(job_id)
         return ["the last line"]
+
+    def read_attempt(
+        self, attempt: Any, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        self.reads.append(attempt.job_id)
+        return [], cursor

@@ -231,5 +231,6 @@ def test_an_outcome_as_json() -> None:
         "failure": None,
         "failures": [],
         "local": {"folder": "/tmp/x"},
+        "busy": [],
     }
     assert not outcome.succeeded
