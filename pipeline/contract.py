@@ -52,6 +52,15 @@ CHECKS = "PIPELINE_CHECKS"
 """JobD: the steps' checks, a JSON list of references."""
 MAX_REJECTED_SHARE = "PIPELINE_MAX_REJECTED_SHARE"
 """JobD: the share of listed objects that may be rejected before the run fails (0 to 1)."""
+RETRY_REJECTED = "PIPELINE_RETRY_REJECTED"
+"""Set by ``resume --rejected`` on every job it submits: the retry's token. JobB and JobC run
+the steps again on their shard's rejected objects only (keeping every other entry), JobD
+checks the run as it then stands, and JobE writes the summary anew (once per token)."""
+RETRIED = "retried"
+"""The field of a shard record's entry that a retry of the rejected objects made: its token."""
+MEMORY_BEFORE = "memory_before"
+"""The field of a retry's JobB record holding the shard's JobC entries as they were, for the
+JobC after it to keep those it does not redo."""
 ALLOW_EMPTY_RUNS = "PIPELINE_ALLOW_EMPTY_RUNS"
 """JobD: ``true`` lets a run that processed no object succeed (unset: such a run fails)."""
 
@@ -225,10 +234,10 @@ def summary_key(run_id: str) -> str:
     return f"{run_prefix(run_id)}summary.json"
 
 
-def notified_key(run_id: str) -> str:
+def notified_key(run_id: str, retry: str = "") -> str:
     """Output bucket: written once JobE's notification was published, so a retried or
-    re-run JobE does not send it again."""
-    return f"{run_prefix(run_id)}notified.json"
+    re-run JobE does not send it again (one per retry of the rejected objects)."""
+    return f"{run_prefix(run_id)}notified{'-' + retry if retry else ''}.json"
 
 
 def shard_views_prefix(run_id: str) -> str:

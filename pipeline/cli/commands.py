@@ -84,8 +84,10 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
             inputs,
             failed_only=options.failed_only,
             max_vcpu_hours=options.max_vcpu_hours,
+            rejected=options.rejected,
         )
-        output.progress(f"run {options.run_id}: {resume.plan.describe()}")
+        what = "retrying its rejected objects: " if options.rejected else ""
+        output.progress(f"run {options.run_id}: {what}{resume.plan.describe()}")
         run = session.start(
             resume.config, plan=resume.plan, on_submitted=_submitted(output, options.run_id)
         )

@@ -168,7 +168,10 @@ def _why_nothing(view: RunView, listed: int) -> str:
 
 def cpu_stage_complete(view: RunView, result: CheckResult) -> None:
     """Every object of a shard has its JobB entry, of the size listed, and every result JobB
-    kept is in BucketB with the size recorded."""
+    kept is in BucketB with the size recorded (in a retry of the rejected objects of a run
+    whose JobE removed the intermediates: every result this retry kept)."""
+    retry = view.ctx.retry_rejected
+    removed = bool(retry) and view.intermediates_removed
     for key, (_, listed) in view.manifested.items():
         result.checked += 1
         entry = view.cpu_entries.get(key)
@@ -184,6 +187,8 @@ def cpu_stage_complete(view: RunView, result: CheckResult) -> None:
             continue
         result_key = need(entry, "result_key", f"JobB entry of {key!r}")
         stored = view.cpu_results.get(result_key)
+        if stored is None and removed and entry.get(contract.RETRIED) != retry:
+            continue  # kept from before the retry; JobE removed its result with the rest
         if stored is None:
             result.fail(f"JobB result {result_key} for {key!r} is missing")
         elif stored["Size"] != need(entry, "result_size", f"JobB entry of {key!r}"):

@@ -84,13 +84,17 @@ def run(
             )
     # Idempotent: a JobE run again (a retried attempt, a resumed run) finds the summary and
     # the notification marker of the run that got that far, and neither rewrites the summary
-    # (its counts would change once the intermediates are gone) nor notifies twice.
+    # (its counts would change once the intermediates are gone) nor notifies twice. A retry
+    # of the run's rejected objects writes it anew, once per retry, and notifies once more.
     key = contract.summary_key(ctx.run_id)
     summary = get_json_if_exists(s3, source_bucket, key)
-    if summary is None:
+    retry = ctx.retry_rejected
+    if summary is None or (retry and summary.get("retry") != retry):
         summary = _summarize(s3, dynamodb, ctx, reports, aggregate)
+        if retry:
+            summary["retry"] = retry
         put_json(s3, source_bucket, key, summary)
-    notified = contract.notified_key(ctx.run_id)
+    notified = contract.notified_key(ctx.run_id, retry)
     if not _claim_notification(s3, source_bucket, notified):
         return {"summary": s3_url(source_bucket, key), "removed": 0, "notified": False}
     with reporting(f"presign {s3_url(source_bucket, key)}"):

@@ -193,10 +193,11 @@ def keep_record(
     entries: list[dict[str, Any]],
     read: dict[str, Any],
     seconds: float | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Write a stage child's record: its entries in key order, the record it read (for
-    JobD's checks) and, when known, its seconds (for JobE's summary). Returns the entries
-    done, those not rejected."""
+    JobD's checks), ``extra`` fields, and, when known, its seconds (for JobE's summary).
+    Returns the entries done, those not rejected."""
     entries.sort(key=lambda e: e["key"])
     record: dict[str, Any] = {
         "run_id": ctx.run_id,
@@ -204,6 +205,7 @@ def keep_record(
         "step": step.label,
         "objects": entries,
         contract.READ_RECORD: read,
+        **(extra or {}),
     }
     if seconds is not None:
         record["seconds"] = round(seconds, 3)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from pipeline.contract import source_bucket_name
+from pipeline.contract import RETRY_REJECTED, source_bucket_name
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError, SpecError
 from pipeline.runs.api import BatchApi
@@ -36,6 +36,7 @@ from pipeline.runs.progress import (
 from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
+from pipeline.runs.retry import plan_rejected, retry_token
 from pipeline.runs.sizing import Capacity, JobSizing, sizing
 from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SOURCE_BUCKET
@@ -335,13 +336,18 @@ def plan_resume_run(
     *,
     failed_only: bool,
     max_vcpu_hours: float | None = None,
+    rejected: bool = False,
 ) -> Resume:
     """What resuming ``run_id`` keeps and re-submits, with the run's own size and parameters
-    unless the user gives others, checked by the cost guard."""
+    unless the user gives others, checked by the cost guard. ``rejected``: the current steps
+    run again on the run's rejected objects only (see :mod:`pipeline.runs.retry`)."""
     if inputs.run_id not in (None, run_id):
         raise RunStateError("resume keeps the run's id; give no other run id")
     run = find_run(session.batch, document.queue, run_id, document.spec)
-    plan = plan_resume(session.batch, run, document.spec, failed_only=failed_only)
+    if rejected:
+        plan = plan_rejected(run_id, run, document.spec)
+    else:
+        plan = plan_resume(session.batch, run, document.spec, failed_only=failed_only)
     config = plan_run(
         document,
         replace(inputs, run_id=run_id),
@@ -350,4 +356,7 @@ def plan_resume_run(
         previous_parameters=plan.parameters,
         previous_environment=plan.environment,
     )
+    if rejected:
+        retry = {RETRY_REJECTED: retry_token()}
+        config = replace(config, environment={**config.environment, **retry})
     return Resume(plan, config)
