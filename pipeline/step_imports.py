@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +220,9 @@ def missing_from(reference: str, contents: ImageContents | None) -> list[Missing
     ``contents`` would not hold (None: an image with nothing but the library), in the order
     found: not the standard library, this library, its dependencies, the image's code or
     its requirements."""
+    # Here, not at the top: the job programs and every step's worker import this module.
+    from importlib.metadata import packages_distributions
+
     module = reference.split(":", 1)[0]
     contents = contents or ImageContents()
     wanted = imports_of(module, contents.code)

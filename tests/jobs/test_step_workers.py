@@ -104,16 +104,16 @@ def test_an_awk_template_with_braces_runs_as_written() -> None:
 
 
 def test_a_step_that_hangs_on_one_object_is_stopped_and_the_run_goes_on(work: str) -> None:
-    # GIVEN a step with a 2-second limit per object, and one object it hangs on
+    # GIVEN a step with a 1-second limit per object, and one object it hangs on
     steps = PipelineSteps(
-        cpu=Step.python(f"{work}:count", object_timeout=2), memory=Step.python(f"{work}:keep")
+        cpu=Step.python(f"{work}:count", object_timeout=1), memory=Step.python(f"{work}:keep")
     ).check()
     inputs = {**_fine(5), "stuck.txt": b"HANG forever"}
     # WHEN a run runs it
     summary, rejects = _run(steps, inputs)
     # THEN that object is rejected for its time, and every other one is processed
     assert rejects == [
-        {"key": "stuck.txt", "reason": "cpu step: timed out after 2 s", "stage": "cpu"}
+        {"key": "stuck.txt", "reason": "cpu step: timed out after 1 s", "stage": "cpu"}
     ]
     assert summary["objects"] == {"listed": 6, "processed": 5, "rejected": 1}
 
