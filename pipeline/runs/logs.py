@@ -85,41 +85,45 @@ class AttemptReader(Protocol):
 
 
 def attempts_of(description: Mapping[str, Any], key: str) -> list[AttemptLog]:
-    """Each attempt of a described job, oldest first; the one running now last."""
+    """Each attempt of a described job, oldest first; the one running now last. An attempt
+    listed without ``stoppedAt`` is the running one (the engine lists it; a job whose running
+    attempt is not listed yet gets it from its ``container``)."""
     index = child_index(description)
+    status = description["status"]
+    running = status in ("STARTING", "RUNNING")
     found = []
-    ended = description.get("attempts") or []
-    for number, attempt in enumerate(ended, start=1):
+    listed = description.get("attempts") or []
+    for number, attempt in enumerate(listed, start=1):
         container = attempt.get("container") or {}
         code = container.get("exitCode")
+        current = running and not attempt.get("stoppedAt")
         found.append(
             AttemptLog(
                 key,
                 description["jobId"],
                 index,
                 number,
-                "SUCCEEDED" if code == 0 else "FAILED",
+                status if current else "SUCCEEDED" if code == 0 else "FAILED",
                 code,
                 attempt.get("statusReason") or container.get("reason"),
                 container.get("logStreamName"),
+                current=current,
             )
         )
-    status = description["status"]
-    if status in ("STARTING", "RUNNING"):
-        container = description.get("container") or {}
+    container = description.get("container") or {}
+    if running and not any(a.current for a in found):
         found.append(
             AttemptLog(
                 key,
                 description["jobId"],
                 index,
-                len(ended) + 1,
+                len(listed) + 1,
                 status,
                 log_stream=container.get("logStreamName"),
                 current=True,
             )
         )
-    elif status in TERMINAL and not ended and description.get("startedAt"):
-        container = description.get("container") or {}
+    elif status in TERMINAL and not listed and description.get("startedAt"):
         found.append(
             AttemptLog(
                 key,

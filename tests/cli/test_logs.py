@@ -163,3 +163,39 @@ def test_status_names_the_object_a_long_running_child_is_on(aws: EngineBatch) ->
             "since": float(f"{since:.0f}"),
         }
     ]
+
+
+def test_follow_prints_a_running_childs_log_as_it_grows_until_it_ends(aws: EngineBatch) -> None:
+    # GIVEN a run whose JobB child 0 runs, with one line in its log so far
+    aws.hold_new_jobs()
+    code, _, err = _cli(aws, None, "--stack", STACK, "--array-size", "2", "--run-id", RUN)
+    assert code == 0, err
+    aws.succeed(aws.run_job(RUN, "JobA"))
+    child = f"{aws.run_job(RUN, 'JobB')}:0"
+    aws.start(child, log_stream=STREAM)
+    logs = boto3.client("logs", region_name=REGION)
+    group = document_from_stack(aws.cloudformation, STACK).log_group
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName=STREAM)
+
+    def say(message: str) -> None:
+        event = {"timestamp": int(time.time() * 1000), "message": message}
+        logs.put_log_events(logGroupName=group, logStreamName=STREAM, logEvents=[event])
+
+    say("one")
+    reads: list[int] = []
+
+    def later(**_: Any) -> None:
+        reads.append(1)
+        if len(reads) == 2:  # once its log was read to the end, it writes more, then ends
+            say("two")
+            aws.placement.end(child, 0)
+
+    logs.meta.events.register("after-call.logs.GetLogEvents", later)
+    # WHEN its log is followed
+    code, out, err = _cli(
+        aws, logs, "logs", RUN, "JobB:0", "--follow", "--poll-interval", "0.01", "--stack", STACK
+    )
+    # THEN the lines come as they were written, and the command ends with the child
+    assert code == 0, err
+    assert out.splitlines() == ["--- JobB:0 attempt 1 (RUNNING) ---", "one", "two"]
