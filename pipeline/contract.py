@@ -9,6 +9,7 @@ third-party imports, nothing of the library's own.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 # --- environment ------------------------------------------------------------------------------
@@ -51,6 +52,17 @@ CHECKS = "PIPELINE_CHECKS"
 """JobD: the steps' checks, a JSON list of references."""
 MAX_REJECTED_SHARE = "PIPELINE_MAX_REJECTED_SHARE"
 """JobD: the share of listed objects that may be rejected before the run fails (0 to 1)."""
+RETRY_REJECTED = "PIPELINE_RETRY_REJECTED"
+"""Set by ``resume --rejected`` on every job it submits: the retry's token. JobB and JobC run
+the steps again on their shard's rejected objects only (keeping every other entry), JobD
+checks the run as it then stands, and JobE writes the summary anew (once per token)."""
+RETRIED = "retried"
+"""The field of a shard record's entry that a retry of the rejected objects made: its token."""
+MEMORY_BEFORE = "memory_before"
+"""The field of a retry's JobB record holding the shard's JobC entries as they were, for the
+JobC after it to keep those it does not redo."""
+ALLOW_EMPTY_RUNS = "PIPELINE_ALLOW_EMPTY_RUNS"
+"""JobD: ``true`` lets a run that processed no object succeed (unset: such a run fails)."""
 
 DEFAULT_MAX_OBJECT_BYTES = 5 * 1024**3
 DEFAULT_LINK_EXPIRY_SECONDS = 6 * 3600
@@ -222,10 +234,10 @@ def summary_key(run_id: str) -> str:
     return f"{run_prefix(run_id)}summary.json"
 
 
-def notified_key(run_id: str) -> str:
+def notified_key(run_id: str, retry: str = "") -> str:
     """Output bucket: written once JobE's notification was published, so a retried or
-    re-run JobE does not send it again."""
-    return f"{run_prefix(run_id)}notified.json"
+    re-run JobE does not send it again (one per retry of the rejected objects)."""
+    return f"{run_prefix(run_id)}notified{'-' + retry if retry else ''}.json"
 
 
 def shard_views_prefix(run_id: str) -> str:
@@ -238,3 +250,39 @@ def timing_key(run_id: str, job: str, index: int | None) -> str:
     stay byte-identical when a child runs twice."""
     suffix = "" if index is None else f"-{index:05d}"
     return f"{run_prefix(run_id)}timings/{job}{suffix}.json"
+
+
+# --- what a job's log says of an object a step is slow on ----------------------------------------
+# The runner writes these lines; ``status`` and the watch read them back (the last ones of a
+# running child's log) to say which object a long-running child is on.
+
+SLOW_OBJECT_AFTER_SECONDS = 60
+"""An object a step has been on this long is named in the job's log, and then in progress."""
+_SLOW_OBJECT = re.compile(r"^(\w+) step: on (\".*\") since (\d+(?:\.\d+)?) \(")
+_OBJECT_DONE = re.compile(r"^(\w+) step: done with (\".*\") after ")
+
+
+def slow_object_line(stage: str, key: str, since: float, seconds: float) -> str:
+    """The runner's line for an object its step has been on since ``since`` (epoch seconds)."""
+    return f"{stage} step: on {json.dumps(key)} since {since:.0f} ({seconds:.0f} s so far)"
+
+
+def object_done_line(stage: str, key: str, seconds: float) -> str:
+    """The runner's line when an object it named as slow is done (or rejected)."""
+    return f"{stage} step: done with {json.dumps(key)} after {seconds:.0f} s"
+
+
+def slow_object(lines: list[str]) -> tuple[str, str, float] | None:
+    """(stage, key, since) of the object a log's lines last named as slow and not yet done,
+    or None."""
+    done: set[str] = set()
+    for line in reversed(lines):
+        text = line.strip()
+        finished = _OBJECT_DONE.match(text)
+        if finished:
+            done.add(finished.group(2))
+            continue
+        slow = _SLOW_OBJECT.match(text)
+        if slow and slow.group(2) not in done:
+            return slow.group(1), str(json.loads(slow.group(2))), float(slow.group(3))
+    return None

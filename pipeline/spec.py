@@ -312,9 +312,14 @@ PIPELINE_JOBS: tuple[JobSpec, ...] = (
             Access("input_bucket", ("s3:GetObject",)),
             Access(
                 "cpu_results_bucket",
-                ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
+                # DeleteObject: a retry of the rejected objects removes the result of one
+                # rejected again
+                ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"),
                 RUN_PREFIX_PATTERN,
             ),
+            # a retry of the rejected objects reads the shard's JobC record (what the memory
+            # step rejected, and the shard's records once JobE removed BucketB's)
+            Access("memory_results_bucket", ("s3:GetObject",), RUN_PREFIX_PATTERN),
         ),
     ),
     JobSpec(

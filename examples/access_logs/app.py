@@ -22,6 +22,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def build(app: cdk.App) -> PipelineStack:
+    # No requirements= and no system_packages=: the steps import only the standard library and
+    # this library (synthesis reads their imports and would refuse another module), and the
+    # CPU step's gzip is in every Debian image.
     image = job_image(app, code=[HERE / "access_logs"])
     return PipelineStack(
         app,

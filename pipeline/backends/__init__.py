@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from pipeline.document import PipelineDocument
     from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import RunOutcome
+    from pipeline.runs.logs import AttemptLog
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
@@ -60,6 +61,13 @@ class RunSession(Protocol):
     def continues_interrupted(self, run_id: str) -> bool:
         """Whether this session, opened to resume ``run_id``, goes on with its unfinished jobs
         where they stopped (so a resume follows them rather than submitting again)."""
+        ...
+
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log: lines after ``cursor`` (or its last ``tail``), and the cursor
+        to read on from (see :class:`pipeline.runs.logs.AttemptReader`)."""
         ...
 
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline.backends import Mode
     from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import RunOutcome
+    from pipeline.runs.logs import AttemptLog
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
     from pipeline.runs.requests import RunConfig, RunInputs
     from pipeline.runs.resume import ResumePlan
@@ -118,6 +119,18 @@ class AwsSession:
     def notes(self, run_id: str) -> list[str]:
         """Nothing more than Batch says."""
         return []
+
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log, from the CloudWatch Logs stream Batch reports for it."""
+        from pipeline.runs.logs import cloudwatch_attempt_reader
+
+        if self.logs is None or not self.log_group:
+            return [], cursor
+        return cloudwatch_attempt_reader(self.logs, self.log_group)(
+            attempt, cursor=cursor, tail=tail
+        )
 
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
         """The run's configuration from the deployed pipeline, cost-guarded."""

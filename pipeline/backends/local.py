@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline import contract
 from pipeline.backends import Mode
@@ -42,6 +42,9 @@ from pipeline.runs.resume import ResumePlan
 from pipeline.runs.sizing import Capacity
 from pipeline.spec import QUEUE_NAME
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps
+
+if TYPE_CHECKING:
+    from pipeline.runs.logs import AttemptLog
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,15 @@ class LocalSession(AwsSession):
     def continues_interrupted(self, run_id: str) -> bool:
         return self.revived and self.run_dir is not None and self.run_dir.name == run_id
 
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log from the run's folder, where the services write it as it runs
+        (the cursor is a byte offset; a last line not yet ended is left for the next read)."""
+        if self.run_dir is None:
+            return super().read_attempt(attempt, cursor=cursor, tail=tail)
+        return read_log_file(attempt_log_file(self.run_dir, attempt), cursor=cursor, tail=tail)
+
     @property
     def endpoint(self) -> str:
         return self.services.endpoint if self.services is not None else ""
@@ -281,6 +293,8 @@ class LocalBackend:
         document = local_document(steps=self.steps)
         if self.options.trigger is None:
             engine.plan_run(document, inputs, max_vcpu_hours=max_vcpu_hours)
+        for note in local_step_notes(self.steps):
+            self.on_progress(note)
         if self.options.output_dir is not None:
             writable_folder(self.options.output_dir, "--output")
         spec = local_document(inputs.array_size or LOCAL_ARRAY_SIZE, self.steps).spec
@@ -451,6 +465,62 @@ class LocalBackend:
             options=self.options,
             on_progress=self.on_progress,
         )
+
+
+@dataclass(frozen=True)
+class _AttemptOf:
+    """What the engine's log layout reads of a job: its name, index and ID."""
+
+    name: str
+    index: int | None
+    job_id: str
+
+
+def attempt_log_file(run_dir: Path, attempt: AttemptLog) -> Path:
+    """Where the local services write ``attempt``'s log in the run's folder (the engine's
+    layout, :func:`pipeline.local.batch.scheduler.log_path`, under ``RunFolder.logs``)."""
+    from pipeline.local.batch.job import Job
+    from pipeline.local.batch.scheduler import log_path
+
+    job = _AttemptOf(attempt.job, attempt.index, attempt.job_id)
+    # log_path reads only these three fields of the engine's Job.
+    return log_path(RunFolder(run_dir).path, cast("Job", job), attempt.attempt)
+
+
+TAIL_BYTES = 64 * 1024
+
+
+def read_log_file(
+    path: Path, *, cursor: Any = None, tail: int | None = None
+) -> tuple[list[str], Any]:
+    """Lines of a log file after byte ``cursor`` (None: the start), only whole ones; or its
+    last ``tail`` lines. Returns them and the offset to read on from."""
+    offset = int(cursor or 0)
+    try:
+        with path.open("rb") as reader:
+            if tail is not None:
+                reader.seek(max(0, path.stat().st_size - TAIL_BYTES))
+                text = reader.read().decode(errors="replace")
+                return text.splitlines()[-tail:], cursor
+            reader.seek(offset)
+            data = reader.read()
+    except FileNotFoundError:
+        return [], cursor
+    whole = data[: data.rfind(b"\n") + 1]
+    return whole.decode(errors="replace").splitlines(), offset + len(whole)
+
+
+def local_step_notes(steps: PipelineSteps) -> list[str]:
+    """What a run on this machine does not show of the steps once deployed, one line each:
+    a module their code imports that their image would lack, and a ``memory_mib`` this
+    system cannot hold a step to."""
+    from pipeline.jobs.step_calls import memory_limit_method, not_enforced_note
+
+    notes = steps.import_notes()
+    if memory_limit_method() is None:
+        declared = [s.memory_mib for s in (steps.cpu, steps.memory, steps.aggregate) if s]
+        notes += [not_enforced_note(mib) for mib in sorted({m for m in declared if m})]
+    return notes
 
 
 def steps_argument(steps: PipelineSteps) -> str:

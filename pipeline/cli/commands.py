@@ -15,8 +15,10 @@ from typing import IO, TYPE_CHECKING
 
 from pipeline.backends.aws import AwsBackend, Connector, connect
 from pipeline.backends.local import LocalBackend
+from pipeline.cli.logs import command_logs, logs_command
 from pipeline.cli.output import (
     Output,
+    busy_hint,
     format_run_report,
     print_dry_run,
     print_outcome,
@@ -35,6 +37,7 @@ from pipeline.errors import (
     EXIT_SERVICE,
     JobFailedError,
     PipelineError,
+    RunStateError,
     SpecError,
 )
 from pipeline.runs import engine
@@ -79,6 +82,12 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
     inputs = options.inputs.checked()
     with backend.session(run_id=options.run_id, mode="resume") as session:
         lost = session.outputs_lost(options.run_id)
+        if lost and options.rejected:
+            raise RunStateError(
+                f"run {options.run_id}'s outputs are gone (its saved buckets and table are "
+                f"missing), so its rejected objects cannot be told apart: resume it without "
+                "--rejected to run it again from the start"
+            )
         left = (
             engine.unfinished(session, session.document, options.run_id)
             if session.continues_interrupted(options.run_id) and not lost
@@ -110,8 +119,10 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
             failed_only=options.failed_only and not lost,
             max_vcpu_hours=options.max_vcpu_hours,
             from_start=lost,
+            rejected=options.rejected,
         )
-        output.progress(f"run {options.run_id}: {resume.plan.describe()}")
+        what = "retrying its rejected objects: " if options.rejected else ""
+        output.progress(f"run {options.run_id}: {what}{resume.plan.describe()}")
         run = session.start(
             resume.config, plan=resume.plan, on_submitted=_submitted(output, options.run_id)
         )
@@ -138,7 +149,8 @@ def _after_submit(
         outcome = engine.submitted(run)
         output.result(
             f"submitted run {run.run_id}\nfollow it with: python -m pipeline.submit status "
-            f"{run.run_id} {backend.where}",
+            f"{run.run_id} {backend.where}\nread a job's log with: "
+            f"{logs_command(run.run_id, backend.where)}",
             outcome.as_json(),
         )
         return EXIT_OK
@@ -153,10 +165,12 @@ def _follow(
     placed, how to see why."""
     printer = progress_printer(output)
     hint = runnable_hint(output, run.run_id, backend.where, options.diagnose_after)
+    busy = busy_hint(output, lambda p: engine.busy(session, session.document, p))
 
     def on_poll(progress: Sequence[JobProgress]) -> None:
         printer(progress)
         hint(progress)
+        busy(progress)
 
     interval = options.poll_interval or backend.default_poll_interval
     return engine.follow(session, run, interval=interval, on_poll=on_poll)
@@ -172,13 +186,16 @@ def _finished(
     """A followed run's end: what the backend adds, the outcome, and the exit code (a
     failure is :class:`JobFailedError` with the commands that go on from it)."""
     outcome, extra = session.finish(run, outcome)
-    print_outcome(output, outcome, extra)
+    print_outcome(output, outcome, extra, backend.where)
     if outcome.succeeded:
+        output.progress(f"read a job's log with `{logs_command(outcome.run_id, backend.where)}`")
         return EXIT_OK
     assert outcome.failure is not None
+    failed = outcome.failure.log_name
     hints = [
+        f"its log: `{logs_command(outcome.run_id, backend.where, failed)}`",
         f"re-run what failed with `python -m pipeline.submit resume {outcome.run_id} "
-        f"--failed-only {backend.where}`"
+        f"--failed-only {backend.where}`",
     ]
     if any(p.is_active for p in outcome.progress):  # the rest goes on without this command
         hints.insert(
@@ -211,7 +228,7 @@ def command_status(options: Options, output: Output, backend: Backend) -> int:
                 f"run {options.run_id} was interrupted (its local services stopped); go on "
                 f"with `python -m pipeline.submit resume {options.run_id} {backend.where}`"
             )
-        print_outcome(output, outcome)
+        print_outcome(output, outcome, where=backend.where)
     return EXIT_OK
 
 
@@ -292,6 +309,7 @@ COMMANDS: dict[str, Callable[[Options, Output, Backend], int]] = {
     "report": command_report,
     "diagnose": command_diagnose,
     "prune": command_prune,
+    "logs": command_logs,
 }
 
 

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipeline.runs.engine import DryRun, RunOutcome
     from pipeline.runs.failures import FailureGroup
+    from pipeline.runs.logs import BusyChild
     from pipeline.runs.progress import JobProgress, RunSummary
     from pipeline.runs.report import RunReport
 
@@ -92,18 +93,55 @@ def progress_printer(
     return on_poll
 
 
+BUSY_LOOK_EVERY = 30.0
+"""Seconds between two looks at which object long-running children are on (each look reads
+a few logs)."""
+
+
+def busy_hint(
+    output: Output,
+    look: Callable[[Sequence[JobProgress]], Sequence[BusyChild]],
+    *,
+    every: float = BUSY_LOOK_EVERY,
+    clock: Clock = time.monotonic,
+) -> Callable[[Sequence[JobProgress]], None]:
+    """A watch callback that, at most every ``every`` seconds while children run, says once
+    per child and object which object a child has been on for a minute or more (``look``
+    finds them: see :func:`pipeline.runs.engine.busy`)."""
+    told: set[tuple[str, str]] = set()
+    last = [clock()]
+
+    def check(progress: Sequence[JobProgress]) -> None:
+        now = clock()
+        running = any(p.children.get("RUNNING") for p in progress)
+        if not running or now - last[0] < every:
+            return
+        last[0] = now
+        for child in look(progress):
+            if (child.name, child.key) not in told:
+                told.add((child.name, child.key))
+                output.progress(f"{child.describe(time.time())}, running")
+
+    return check
+
+
 def runnable_hint(
     output: Output, run_id: str, where: str, after_seconds: float, *, clock: Clock = time.monotonic
 ) -> Callable[[Sequence[JobProgress]], None]:
     """A watch callback that says, once per job, how to see why it has waited more than
-    ``after_seconds`` to be placed (RUNNABLE, or an array with RUNNABLE children)."""
+    ``after_seconds`` to be placed (RUNNABLE, or an array with RUNNABLE children and none
+    running: children that wait while others of theirs run wait for those, not to be
+    placed)."""
     since: dict[str, float] = {}
     told: set[str] = set()
 
     def check(progress: Sequence[JobProgress]) -> None:
         now = clock()
         for job in progress:
-            waiting = job.status == "RUNNABLE" or bool(job.children.get("RUNNABLE"))
+            started = job.children.get("STARTING") or job.children.get("RUNNING")
+            waiting = job.status == "RUNNABLE" or (
+                bool(job.children.get("RUNNABLE")) and not started
+            )
             if not waiting:
                 since.pop(job.key, None)
                 continue
@@ -122,16 +160,18 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def format_failures(groups: Sequence[FailureGroup]) -> list[str]:
-    """The failure report: one block per group of children that failed the same way, then
-    one line for the jobs that never ran because of it."""
+def format_failures(groups: Sequence[FailureGroup], run_id: str = "", where: str = "") -> list[str]:
+    """The failure report: one block per group of children that failed the same way (the
+    ``logs`` command that prints one's log, and its last lines), then one line for the jobs
+    that never ran because of it."""
     lines = []
     for group in groups:
         if group.not_run:
             continue
         lines.append(f"  {group.describe()}")
-        if group.log_stream:
-            lines.append(f"    log {group.log_stream}, last lines:")
+        if run_id:
+            command = f"python -m pipeline.submit logs {run_id} {group.log_name} {where}".rstrip()
+            lines.append(f"    its log: `{command}`; last lines:")
         lines += [f"    | {line}" for line in group.log_tail]
     not_run = [group.where() for group in groups if group.not_run]
     if not_run:
@@ -139,8 +179,11 @@ def format_failures(groups: Sequence[FailureGroup]) -> list[str]:
     return lines
 
 
-def print_outcome(output: Output, outcome: RunOutcome, extra: Sequence[str] = ()) -> None:
-    """A watched run's end, a run's status: JSON, or text on stdout."""
+def print_outcome(
+    output: Output, outcome: RunOutcome, extra: Sequence[str] = (), where: str = ""
+) -> None:
+    """A watched run's end, a run's status: JSON, or text on stdout; ``where`` (the
+    backend's flags) completes the ``logs`` commands it names."""
     if output.as_json:
         output.result("", outcome.as_json())
         return
@@ -149,10 +192,16 @@ def print_outcome(output: Output, outcome: RunOutcome, extra: Sequence[str] = ()
         lines[0] += f": {outcome.failure.describe()}"
     for p in outcome.progress:
         lines.append(f"  {p.key:<5} {p.job_id}  {format_progress([p]).split(' ', 1)[1]}")
+    now = time.time()
+    lines += [f"  {busy.describe(now)}" for busy in outcome.busy]
     if extra:
         lines += ["", *extra]
     if outcome.failures:
-        lines += ["", "failure report:", *format_failures(outcome.failures)]
+        lines += [
+            "",
+            "failure report:",
+            *format_failures(outcome.failures, outcome.run_id, where),
+        ]
     output.result("\n".join(lines), None)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from pipeline.runs.requests import RunInputs
 from pipeline.steps import load_steps
 
 PROG = "python -m pipeline.submit"
-COMMANDS = ("run", "status", "cancel", "resume", "report", "diagnose", "prune")
+SCRIPT = "array-job-pipeline"
+"""The same command line, as the console script the package installs."""
+COMMANDS = ("run", "status", "cancel", "resume", "report", "diagnose", "prune", "logs")
 DEFAULT_DIAGNOSE_AFTER = 600.0
 
 EPILOG = """\
@@ -74,6 +77,12 @@ class Options:
     html: Path | None = None
     older_than_days: float | None = None
     prune_ids: tuple[str, ...] = ()
+    job: str | None = None
+    """``logs``: the job (``JobA``) or array child (``JobB:3``) whose log to print."""
+    follow: bool = False
+    """``logs``: keep printing the log until the job ends."""
+    rejected: bool = False
+    """``resume``: run the current steps again on the run's rejected objects only."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -122,6 +131,9 @@ class Options:
             limit=value("limit", 20),
             html=Path(args.html) if value("html") else None,
             older_than_days=value("older_than"),
+            job=value("job"),
+            follow=bool(value("follow", False)),
+            rejected=bool(value("rejected", False)),
         )
         options.check()
         return options
@@ -130,6 +142,13 @@ class Options:
         """Refuse, in one line, flags that do not go together."""
         if self.limit < 1:
             raise SpecError(f"--limit must be at least 1; got {self.limit}")
+        if self.follow and self.json:
+            raise SpecError("--follow prints a log as it grows; drop --json")
+        if self.rejected and self.failed_only:
+            raise SpecError(
+                "--rejected and --failed-only are two resumes; resume what failed first, then "
+                "the rejected objects"
+            )
         target = self.target
         if self.local:
             given = [
@@ -219,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
     parser = _Parser(
-        prog=PROG,
+        prog=SCRIPT if Path(sys.argv[0]).name == SCRIPT else PROG,
         description="Submit, watch, cancel, resume, report on and diagnose runs of the array-job "
         "pipeline.",
         epilog=EPILOG,
@@ -287,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run only the failed children of JobB/JobC (their successful outputs are kept), "
         "then JobD and JobE",
     )
+    resume.add_argument(
+        "--rejected",
+        action="store_true",
+        help="run the current steps again on the run's rejected objects only (those a step "
+        "rejected), then bring its outputs, items, aggregate and summary up to date",
+    )
     resume.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     _add_run_options(resume, sizes=False)
 
@@ -302,6 +327,26 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose", "why a run's jobs wait in RUNNABLE: one line per likely reason, with what to do"
     )
     diagnose.add_argument("run_id", metavar="RUN_ID")
+
+    logs = command("logs", "print a job's log: a standard job's, or an array child's")
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument(
+        "job",
+        metavar="JOB[:INDEX]",
+        nargs="?",
+        help="the job (JobA) or array child (JobB:3); without it, the run's jobs and how to "
+        "name them",
+    )
+    logs.add_argument(
+        "--follow", action="store_true", help="keep printing the log until the job ends"
+    )
+    logs.add_argument(
+        "--poll-interval",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="with --follow: default: 10 (0.2 with --local)",
+    )
 
     prune = command("prune", "--local: remove saved local runs (their folders and logs)")
     prune.add_argument("run_id", metavar="RUN_ID", nargs="*", help="these runs (default: none)")

@@ -38,20 +38,24 @@ def apply_overrides(spec: PipelineSpec, overrides: Mapping[str, JobOverride]) ->
 
 
 def checked_steps(steps: PipelineSteps, image: ecs.ContainerImage | None) -> PipelineSteps:
-    """``steps`` if they can work: each imports with the right signature, and a step of your
-    own runs in an image that has it (its own, or the pipeline's ``image``)."""
+    """``steps`` if they can work: each imports with the right signature, a step of your
+    own runs in an image that has it (its own, or the pipeline's ``image``), and what its
+    code imports is in that image (when ``job_image`` made it: see
+    :mod:`pipeline.step_imports`)."""
     if not isinstance(steps, PipelineSteps):
         raise SpecError(f"steps must be a PipelineSteps object; got {type(steps).__name__}")
     steps.check()
+    if image is not None:
+        steps.with_image(image).check()  # the steps without an image of their own, in it
     parts = (("cpu", steps.cpu), ("memory", steps.memory), ("aggregate", steps.aggregate))
     for role, step in parts:
         if step is None or step.image is not None or image is not None:
             continue
         if step.kind == "python" and not str(step.target).startswith("pipeline."):
             raise SpecError(
-                f"steps: the {role} step {step.label!r} is not in the library's image; give it "
-                "an image with your code (Step.python(..., image=ecs.ContainerImage.from_asset("
-                "...))) or pass image= to ArrayJobPipeline"
+                f"steps: the {role} step {step.label!r} is not in the library's image; build one "
+                "with your code, image = job_image(scope, code=[...]), and give it to the steps "
+                "with STEPS.with_image(image) (or to this step with Step.python(..., image=...))"
             )
     return steps
 

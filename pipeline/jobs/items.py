@@ -1,5 +1,6 @@
-"""An object's DynamoDB item: the memory step's attributes beside the pipeline's own, typed for
-DynamoDB on the way in and back to plain values on the way out."""
+"""An object's DynamoDB item: the memory step's attributes beside the pipeline's own (the CPU
+step's facts among them, as ``cpu_facts``), typed for DynamoDB on the way in and back to plain
+values on the way out."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ RESERVED = frozenset(
         "output_key",
         "output_md5",
         "output_size",
+        "cpu_facts",
     }
 )
 """The attributes of an object's item that are the pipeline's own, not the step's."""
+CPU_FACTS = "cpu_facts"
+"""The item's attribute holding what the CPU step returned for the object (a map; left out
+when it returned nothing)."""
 
 
 class ItemError(ValueError):
@@ -38,9 +43,15 @@ def decimals(value: Any) -> Any:
 
 
 def item_of(
-    run_id: str, shard: int, key: str, output: Mapping[str, Any], attributes: Mapping[str, Any]
+    run_id: str,
+    shard: int,
+    key: str,
+    output: Mapping[str, Any],
+    attributes: Mapping[str, Any],
+    cpu_facts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An object's item: the step's attributes and the pipeline's own, typed for DynamoDB."""
+    """An object's item: the memory step's attributes and the pipeline's own (with the CPU
+    step's facts), typed for DynamoDB."""
     from boto3.dynamodb.types import TypeSerializer
 
     taken = sorted(RESERVED & set(attributes))
@@ -49,6 +60,8 @@ def item_of(
     serializer = TypeSerializer()
     try:
         typed = {name: serializer.serialize(decimals(value)) for name, value in attributes.items()}
+        if cpu_facts:
+            typed[CPU_FACTS] = serializer.serialize(decimals(dict(cpu_facts)))
     except (TypeError, ValueError) as error:
         raise ItemError(f"an attribute DynamoDB cannot hold: {error}") from None
     return {
@@ -72,6 +85,14 @@ def attributes_of(item: Mapping[str, Any]) -> dict[str, Any]:
         for name, value in item.items()
         if name not in RESERVED
     }
+
+
+def cpu_facts_of(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The CPU step's facts an item holds (numbers as Decimal); empty when it holds none."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    held = item.get(CPU_FACTS)
+    return dict(TypeDeserializer().deserialize(held)) if held else {}
 
 
 def plain(value: Any) -> Any:

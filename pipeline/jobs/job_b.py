@@ -20,6 +20,7 @@ from pipeline import contract
 from pipeline.jobs.aws_calls import reporting
 from pipeline.jobs.bucket_io import get_json, s3_url
 from pipeline.jobs.program import JobRun, cpu_allowance, job_main
+from pipeline.jobs.retry import shard_before
 from pipeline.jobs.run_context import RunContext, array_index
 from pipeline.jobs.runner import (
     POOL_THRESHOLD,
@@ -51,7 +52,7 @@ def process_shard(
         threads = scratch_slots(
             max((o["size"] for o in objects), default=0), free_space(scratch), max(2, workers + 1)
         )
-        caller = StepCaller(step, workers=workers)
+        caller = StepCaller(step, workers=workers, stage="cpu")
 
         def process(_number: int, obj: dict[str, Any], staged: Staged) -> dict[str, Any]:
             ref = ObjectRef(obj["key"], obj["size"], obj.get("etag", ""))
@@ -86,13 +87,34 @@ def run(
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The CPU stage over shard ``index``; its record carries the child's seconds when
-    ``started`` (a reading of ``clock``) is given, for JobE's summary."""
-    manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
-    objects = manifest["objects"]
+    ``started`` (a reading of ``clock``) is given, for JobE's summary. In a retry of the
+    run's rejected objects (``ctx.retry_rejected``), only those of the shard run again (see
+    :mod:`pipeline.jobs.retry`)."""
+    kept: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    if ctx.retry_rejected:
+        before = shard_before(s3, ctx, index)
+        redo = before.rejected()
+        if not redo:
+            return {"shard": index, "objects": 0, "rejected": 0, "retried": 0}
+        manifest = before.manifest
+        objects = [o for o in manifest["objects"] if o["key"] in redo]
+        kept = [e for e in before.cpu_record["objects"] if e["key"] not in redo]
+        extra = {contract.MEMORY_BEFORE: {"objects": before.memory_entries}}
+    else:
+        manifest = get_json(s3, ctx.cpu_results_bucket, contract.manifest_key(ctx.run_id, index))
+        objects = manifest["objects"]
     if sum(o["size"] for o in objects) < POOL_THRESHOLD:
         workers = 1
     # An empty shard (more children than objects) needs no scratch space and no workers.
     entries = process_shard(s3, ctx, step, objects, workers) if objects else []
+    if ctx.retry_rejected:
+        for entry in entries:
+            entry[contract.RETRIED] = ctx.retry_rejected
+            if "rejected" in entry:  # a result of an earlier pass would be an orphan
+                key = contract.cpu_result_key(ctx.run_id, entry["key"])
+                with reporting(f"DeleteObject {s3_url(ctx.cpu_results_bucket, key)}"):
+                    s3.delete_object(Bucket=ctx.cpu_results_bucket, Key=key)
     done = keep_record(
         s3,
         ctx.cpu_results_bucket,
@@ -100,10 +122,14 @@ def run(
         ctx=ctx,
         index=index,
         step=step,
-        entries=entries,
+        entries=[*kept, *entries],
         read=manifest,
         seconds=None if started is None else clock() - started,
+        extra=extra,
     )
+    if ctx.retry_rejected:
+        redone = [e for e in entries if "rejected" not in e]
+        return {"shard": index, "retried": len(entries), "objects": len(redone)}
     return {
         "shard": index,
         "objects": len(done),

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import contract
 from pipeline.jobs.aws_calls import TransientJobError, reporting
-from pipeline.jobs.bucket_io import get_json, s3_url
+from pipeline.jobs.bucket_io import get_json, get_json_if_exists, s3_url
 from pipeline.jobs.items import ItemError, item_of
 from pipeline.jobs.program import JobRun, job_main
+from pipeline.jobs.retry import redone_by_cpu
 from pipeline.jobs.run_context import RunContext, array_index
 from pipeline.jobs.runner import (
     ObjectRejectedError,
@@ -57,10 +58,23 @@ def run(
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
     """The memory stage over shard ``index``; its record carries the child's seconds when
-    ``started`` (a reading of ``clock``) is given, for JobE's summary."""
-    cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
-    done_by_cpu = [e for e in cpu_index["objects"] if "rejected" not in e]
-    caller = StepCaller(step, workers=1)
+    ``started`` (a reading of ``clock``) is given, for JobE's summary. In a retry of the
+    run's rejected objects (``ctx.retry_rejected``), only the objects the retry's JobB redid
+    and did run again (see :mod:`pipeline.jobs.retry`)."""
+    kept: list[dict[str, Any]] = []
+    if ctx.retry_rejected:
+        cpu_index = get_json_if_exists(
+            s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index)
+        )
+        redone, done_by_cpu = redone_by_cpu(cpu_index or {"objects": []}, ctx.retry_rejected)
+        if cpu_index is None or not redone:
+            return {"shard": index, "objects": 0, "retried": 0}
+        before = cpu_index.get(contract.MEMORY_BEFORE) or {"objects": []}
+        kept = [e for e in before["objects"] if e["key"] not in redone]
+    else:
+        cpu_index = get_json(s3, ctx.cpu_results_bucket, contract.cpu_index_key(ctx.run_id, index))
+        done_by_cpu = [e for e in cpu_index["objects"] if "rejected" not in e]
+    caller = StepCaller(step, workers=1, stage="memory")
 
     def process(_number: int, entry: dict[str, Any], staged: Staged) -> dict[str, Any]:
         ref = ObjectRef(entry["key"], entry["size"], entry.get("etag", ""))
@@ -79,7 +93,7 @@ def run(
                 "output_md5": _md5(staged.target),
                 "output_size": staged.target.stat().st_size,
             }
-            item = item_of(ctx.run_id, index, ref.key, output, attributes)
+            item = item_of(ctx.run_id, index, ref.key, output, attributes, entry.get("facts"))
         except ItemError as not_an_item:
             return {"key": ref.key, "rejected": f"memory step: {not_an_item}"}
         except ObjectRejectedError as rejected:
@@ -105,11 +119,11 @@ def run(
         ctx=ctx,
         index=index,
         step=step,
-        entries=entries,
+        entries=[*kept, *entries],
         read=cpu_index,
         seconds=None if started is None else clock() - started,
     )
-    return {"shard": index, "objects": len(done), "rejected": len(entries) - len(done)}
+    return {"shard": index, "objects": len(done), "rejected": len(entries) + len(kept) - len(done)}
 
 
 def _md5(path: Path) -> str:

@@ -21,7 +21,7 @@ from pipeline import contract
 from pipeline.batch_facts import JOB_ID_VARIABLE
 from pipeline.jobs.aws_calls import JobError
 from pipeline.jobs.bucket_io import list_objects, put_json
-from pipeline.jobs.items import attributes_of, decimals
+from pipeline.jobs.items import attributes_of, cpu_facts_of, decimals
 from pipeline.jobs.job_a import check as check_listed_object
 from pipeline.jobs.program import JobRun, job_main
 from pipeline.jobs.run_context import RunContext, array_index
@@ -125,7 +125,8 @@ def inputs_accounted_for(view: RunView, result: CheckResult) -> None:
 
 def rejects_have_reasons(view: RunView, result: CheckResult) -> None:
     """Each rejected object (by JobA or by a step) says why, JobA's count matches its
-    listing, and the run rejected no larger a share than its steps allow."""
+    listing, the run rejected no larger a share than its steps allow, and it processed an
+    object at all (unless its steps allow a run that processes none)."""
     for reject in [*view.listing_rejects, *view.stage_rejects]:
         result.checked += 1
         if not str(reject.get("reason", "")).strip():
@@ -143,11 +144,34 @@ def rejects_have_reasons(view: RunView, result: CheckResult) -> None:
             f"{rejected} of {listed} objects were rejected, more than the steps' "
             f"max_rejected_share of {share:g}"
         )
+    processed = sum("rejected" not in e for e in view.memory_entries.values())
+    if not processed and not view.allow_empty_runs:
+        result.fail(f"the run processed no object: {_why_nothing(view, listed)}")
+
+
+def _why_nothing(view: RunView, listed: int) -> str:
+    """Why a run processed nothing, and what to do about it, in one line."""
+    allow = "or let such runs succeed with PipelineSteps(allow_empty_runs=True)"
+    if not listed:
+        where = f"under {view.ctx.input_prefix!r}" if view.ctx.input_prefix else "in BucketA"
+        return f"no object was listed {where}; check the input, {allow}"
+    rejects = [*view.stage_rejects, *view.listing_rejects]
+    first = rejects[0] if rejects else {"key": "?", "reason": "?"}
+    said = f"all {listed} listed objects were rejected, first {first['key']!r}: {first['reason']}"
+    if view.stage_rejects:
+        return (
+            f"{said}; fix the steps and re-run what they rejected with `python -m "
+            f"pipeline.submit resume {view.ctx.run_id} --rejected`, {allow}"
+        )
+    return f"{said}; {allow}"
 
 
 def cpu_stage_complete(view: RunView, result: CheckResult) -> None:
     """Every object of a shard has its JobB entry, of the size listed, and every result JobB
-    kept is in BucketB with the size recorded."""
+    kept is in BucketB with the size recorded (in a retry of the rejected objects of a run
+    whose JobE removed the intermediates: every result this retry kept)."""
+    retry = view.ctx.retry_rejected
+    removed = bool(retry) and view.intermediates_removed
     for key, (_, listed) in view.manifested.items():
         result.checked += 1
         entry = view.cpu_entries.get(key)
@@ -163,6 +187,8 @@ def cpu_stage_complete(view: RunView, result: CheckResult) -> None:
             continue
         result_key = need(entry, "result_key", f"JobB entry of {key!r}")
         stored = view.cpu_results.get(result_key)
+        if stored is None and removed and entry.get(contract.RETRIED) != retry:
+            continue  # kept from before the retry; JobE removed its result with the rest
         if stored is None:
             result.fail(f"JobB result {result_key} for {key!r} is missing")
         elif stored["Size"] != need(entry, "result_size", f"JobB entry of {key!r}"):
@@ -211,7 +237,8 @@ def items_per_object(view: RunView, result: CheckResult) -> None:
 
 
 def items_match_the_step(view: RunView, result: CheckResult) -> None:
-    """Each item holds exactly the attributes the memory step returned for its object."""
+    """Each item holds exactly the attributes the memory step returned for its object, and
+    the facts the CPU step returned for it."""
     for key, entry in view.memory_entries.items():
         item = view.items.get(key)
         if "rejected" in entry or item is None:
@@ -224,6 +251,9 @@ def items_match_the_step(view: RunView, result: CheckResult) -> None:
                 name for name in held if held[name] != reported.get(name)
             )
             result.fail(f"{key!r}: the item's {differing[0]!r} is not what the step returned")
+        facts = decimals(dict((view.cpu_entries.get(key) or {}).get("facts") or {}))
+        if cpu_facts_of(item) != facts:
+            result.fail(f"{key!r}: the item's cpu_facts are not what the CPU step returned")
 
 
 def stage_counts_match(view: RunView, result: CheckResult) -> None:
@@ -305,9 +335,10 @@ def run(
     validation_job_id: str | None = None,
     checks: Sequence[str] = DEFAULT_STEPS.checks,
     max_rejected_share: float = DEFAULT_STEPS.max_rejected_share,
+    allow_empty_runs: bool = DEFAULT_STEPS.allow_empty_runs,
 ) -> CheckResult:
-    """Check ``step`` of the run; ``checks`` and ``max_rejected_share`` are the steps' (JobD's
-    definition sets them)."""
+    """Check ``step`` of the run; ``checks``, ``max_rejected_share`` and ``allow_empty_runs``
+    are the steps' (JobD's definition sets them)."""
     check = CHECKS[step]
     result = CheckResult(step, check.__name__.replace("_", " "))
     view = None
@@ -321,6 +352,7 @@ def run(
             shard_view=view,
             checks=checks,
             max_rejected_share=max_rejected_share,
+            allow_empty_runs=allow_empty_runs,
         )
         check(run_view, result)
     except MalformedRecordError as malformed:
@@ -348,6 +380,7 @@ def main() -> int:
             validation_job_id=job_id,
             checks=json.loads(os.environ.get(contract.CHECKS) or "[]"),
             max_rejected_share=float(os.environ.get(contract.MAX_REJECTED_SHARE) or 1.0),
+            allow_empty_runs=os.environ.get(contract.ALLOW_EMPTY_RUNS) == "true",
         )
         return {"check": result.name, "checked": result.checked}
 

@@ -28,7 +28,7 @@ from pipeline.jobs.bucket_io import (
     put_json,
     s3_url,
 )
-from pipeline.jobs.items import attributes_of, plain
+from pipeline.jobs.items import CPU_FACTS, attributes_of, cpu_facts_of, plain
 from pipeline.jobs.program import JobRun, in_threads, job_main
 from pipeline.jobs.run_context import RunContext
 from pipeline.jobs.run_view import RunView
@@ -84,13 +84,17 @@ def run(
             )
     # Idempotent: a JobE run again (a retried attempt, a resumed run) finds the summary and
     # the notification marker of the run that got that far, and neither rewrites the summary
-    # (its counts would change once the intermediates are gone) nor notifies twice.
+    # (its counts would change once the intermediates are gone) nor notifies twice. A retry
+    # of the run's rejected objects writes it anew, once per retry, and notifies once more.
     key = contract.summary_key(ctx.run_id)
     summary = get_json_if_exists(s3, source_bucket, key)
-    if summary is None:
+    retry = ctx.retry_rejected
+    if summary is None or (retry and summary.get("retry") != retry):
         summary = _summarize(s3, dynamodb, ctx, reports, aggregate)
+        if retry:
+            summary["retry"] = retry
         put_json(s3, source_bucket, key, summary)
-    notified = contract.notified_key(ctx.run_id)
+    notified = contract.notified_key(ctx.run_id, retry)
     if not _claim_notification(s3, source_bucket, notified):
         return {"summary": s3_url(source_bucket, key), "removed": 0, "notified": False}
     with reporting(f"presign {s3_url(source_bucket, key)}"):
@@ -217,12 +221,18 @@ def _summarize(
 
 
 def _aggregate(view: RunView, step: Step) -> Any:
-    """The aggregate step over the run's items (the memory step's attributes, with ``key``),
-    read from the table one page at a time as the step asks for them."""
+    """The aggregate step over the run's items (the memory step's attributes, with ``key``
+    and the CPU step's ``cpu_facts`` when it returned any), read from the table one page at
+    a time as the step asks for them."""
 
     def items() -> Iterator[dict[str, Any]]:
         for key, item in view.item_pages():
-            yield {**plain(attributes_of(item)), "key": key}
+            facts = cpu_facts_of(item)
+            yield {
+                **plain(attributes_of(item)),
+                "key": key,
+                **({CPU_FACTS: plain(facts)} if facts else {}),
+            }
 
     function = step.load("aggregate")
     try:

@@ -32,6 +32,9 @@ class RunContext:
     input_prefix: str = ""
     """Only BucketA's objects under this prefix are the run's inputs."""
     link_expiry_seconds: int = contract.DEFAULT_LINK_EXPIRY_SECONDS
+    retry_rejected: str = ""
+    """The token of a retry of the run's rejected objects (``resume --rejected``), if this
+    job is one's."""
 
     @classmethod
     def from_env(
@@ -77,6 +80,7 @@ class RunContext:
                 number(contract.LINK_EXPIRY_SECONDS, contract.DEFAULT_LINK_EXPIRY_SECONDS),
                 contract.MAX_LINK_EXPIRY_SECONDS,
             ),
+            retry_rejected=env.get(contract.RETRY_REJECTED, ""),
         )
 
 

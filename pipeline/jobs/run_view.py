@@ -57,11 +57,14 @@ class RunView:
         shard_view: str | None = None,
         checks: Sequence[str] = (),
         max_rejected_share: float = 1.0,
+        allow_empty_runs: bool = False,
     ) -> None:
         self.s3, self.dynamodb, self.ctx = s3, dynamodb, ctx
         self.checks = tuple(checks)
         """References of the steps' own checks."""
         self.max_rejected_share = max_rejected_share
+        self.allow_empty_runs = allow_empty_runs
+        """Whether a run that processed no object may pass."""
         self.prefix = contract.run_prefix(ctx.run_id)
         self.shard_view = shard_view
         """BucketB key of the shard view this JobD shares between its checks (None: read the
@@ -116,23 +119,36 @@ class RunView:
             put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, shards)
         return shards
 
+    @cached_property
+    def intermediates_removed(self) -> bool:
+        """Whether the run's JobE already ran (its summary is written), and so removed the
+        run's BucketB intermediates: a retry of its rejected objects checks the run from the
+        copies the JobC records hold, and without the results of objects it did not redo."""
+        summary = contract.summary_key(self.ctx.run_id)
+        return get_json_if_exists(self.s3, self.ctx.output_bucket, summary) is not None
+
     def _stored_or_read(
         self, held: list[Any | None], prefix: str, key: Callable[[str, int], str]
     ) -> list[Any | None]:
         """Each shard's BucketB record under ``prefix``: the copy ``held`` for it when that is
         the stored object byte for byte (its MD5 is the ETag the listing gives), otherwise
-        the stored object, read (None when there is none)."""
+        the stored object, read (None when there is none). Once the run's JobE removed the
+        intermediates, a held copy stands for a stored object that is gone."""
         etags = {
             obj["Key"]: obj["ETag"].strip('"')
             for obj in list_objects(self.s3, self.ctx.cpu_results_bucket, prefix)
         }
         records = list(held)
+        removed = bool(self.ctx.retry_rejected) and self.intermediates_removed
         unmatched = [
             shard
             for shard, copy in enumerate(held)
             if copy is None
-            or hashlib.md5(dumps(copy), usedforsecurity=False).hexdigest()
-            != etags.get(key(self.ctx.run_id, shard))
+            or (
+                hashlib.md5(dumps(copy), usedforsecurity=False).hexdigest()
+                != etags.get(key(self.ctx.run_id, shard))
+                and not (removed and key(self.ctx.run_id, shard) not in etags)
+            )
         ]
         read = in_threads(
             lambda shard: get_json_if_exists(

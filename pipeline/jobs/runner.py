@@ -1,9 +1,10 @@
 """The step runner: everything around a step but the step itself.
 
 For each object of a stage it stages the input to local disk (a pinned, streamed read), calls
-the step (a Python function, in this process or a process pool; or a command), keeps what the
-step wrote and returned, and records the object as done or rejected. A step that raises, or a
-command that exits non-zero, rejects its object with the message; a transient failure
+the step in a worker process (a Python function or a command: see :mod:`.workers`), keeps
+what the step wrote and returned, and records the object as done or rejected. A step that
+raises, a command that exits non-zero, a step past its ``object_timeout`` and a step that
+kills its worker reject that object with the reason; a transient failure
 (:class:`pipeline.steps.TransientStepError`, or exit code 75) fails the whole child with the
 transient exit code, which its retry strategy retries.
 """
@@ -11,15 +12,10 @@ transient exit code, which its retry strategy retries.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import shlex
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,28 +24,35 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from pipeline import contract
-from pipeline.contract import EXIT_TRANSIENT
-from pipeline.jobs.aws_calls import JobError, TransientJobError
+from pipeline.jobs.aws_calls import JobError
 from pipeline.jobs.bucket_io import put_json
 from pipeline.jobs.run_context import RunContext
-from pipeline.steps import ObjectRef, Step, TransientStepError
+from pipeline.jobs.step_calls import (
+    FACTS_LIMIT,
+    ObjectRejectedError,
+    checked_mapping,
+    run_command,
+)
+from pipeline.jobs.workers import StepWorkers
+from pipeline.steps import ObjectRef, Step
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = [
+    "FACTS_LIMIT",
+    "ObjectRejectedError",
+    "StepCaller",
+    "checked_mapping",
+    "run_command",
+]
+
 CHUNK = 1024 * 1024
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 POOL_THRESHOLD = 16 * 1024 * 1024
-"""Below this many bytes in a shard, Python steps run in this process: starting a pool of
-worker interpreters costs more than a few megabytes of work."""
+"""Below this many bytes in a shard, a Python step gets one worker: starting more
+interpreters costs more than a few megabytes of work."""
 TRANSFER_CONFIG = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4)
-FACTS_LIMIT = 64 * 1024
-"""Most bytes of JSON a step may return for one object: facts and attributes are records'
-and items' fields, not data."""
-
-
-class ObjectRejectedError(Exception):
-    """The step could not do its work on this object; the message says why."""
 
 
 def load_step(variable: str = contract.STEP) -> Step:
@@ -66,146 +69,21 @@ def load_step(variable: str = contract.STEP) -> Step:
 # --- calling a step ---------------------------------------------------------------------------
 
 
-def call_python(reference: str, source: str, target: str, obj: ObjectRef) -> Any:
-    """In this process or a pool's worker: the step's function on one object."""
-    function = Step.python(reference).load()
-    return function(Path(source), Path(target), obj)
-
-
-def run_command(step: Step, source: Path, target: Path) -> Any:
-    """A command step on one object. Its standard output is the output when the template has
-    no ``{output}``; otherwise, a JSON object it prints is what it returns. Its standard error
-    goes to a file beside the output (bounded memory whatever it prints); on a failure its
-    last lines go to this job's log and its last line into the reject's reason."""
-    paths = {"input": str(source), "output": str(target)}
-    writes_output = "{output}" in step.label
-    command: str | list[str]
-    if isinstance(step.target, str):
-        command = step.target.format(**{k: shlex.quote(v) for k, v in paths.items()})
-    else:
-        command = [argument.format(**paths) for argument in step.target]
-    printed = target.with_name(target.name + ".stdout")
-    errors = target.with_name(target.name + ".stderr")
-    try:
-        with (printed if writes_output else target).open("wb") as out, errors.open("wb") as err:
-            finished = subprocess.run(
-                command,
-                shell=isinstance(command, str),
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **dict(step.environment)},
-                cwd=source.parent,
-                check=False,
-            )
-        if finished.returncode != 0:
-            tail = _tail(errors)
-            for line in tail[-20:]:
-                print(f"  | {line}", file=sys.stderr)
-            said = tail[-1] if tail else ""
-            if finished.returncode == EXIT_TRANSIENT:
-                raise TransientStepError(said or "the command exited 75")
-            raise ObjectRejectedError(
-                f"the command exited {finished.returncode}: {said or 'no output'}"
-            )
-        if not target.exists():
-            raise ObjectRejectedError("the command wrote no output")
-        return _printed_mapping(printed) if writes_output else None
-    finally:
-        printed.unlink(missing_ok=True)
-        errors.unlink(missing_ok=True)
-
-
-def _tail(path: Path, size: int = 8192) -> list[str]:
-    """The last lines of ``path`` (its last ``size`` bytes), blank ones left out."""
-    with path.open("rb") as reader:
-        reader.seek(max(0, path.stat().st_size - size))
-        text = reader.read().decode(errors="replace")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _printed_mapping(path: Path) -> Any:
-    """A JSON object the command printed, if what it printed is one (and small)."""
-    if path.stat().st_size > FACTS_LIMIT:
-        return None
-    try:
-        printed = json.loads(path.read_bytes() or b"null")
-    except ValueError:
-        return None
-    return printed if isinstance(printed, dict) else None
-
-
 class StepCaller:
-    """Calls one step on one staged object; Python steps in a pool of ``workers`` processes
-    when there is enough work for one."""
+    """Calls one step on one staged object, in a worker process (see
+    :mod:`pipeline.jobs.workers`): at most ``workers`` objects at once, each held to the
+    step's ``object_timeout``; a worker that dies or times out rejects its object only.
+    ``stage`` (``cpu``, ``memory``) names the step in the job's log."""
 
-    def __init__(self, step: Step, *, workers: int) -> None:
+    def __init__(self, step: Step, *, workers: int, stage: str = "cpu") -> None:
         self.step = step
-        self.pool = _pool(workers if step.kind == "python" else 1)
-        self.commands = threading.BoundedSemaphore(max(1, workers))
-        """Commands at once: as many as the child has CPUs for (JobC: one)."""
+        self.workers = StepWorkers(step, workers=workers, stage=stage)
 
     def __call__(self, source: Path, target: Path, obj: ObjectRef) -> Mapping[str, Any] | None:
-        try:
-            if self.step.kind == "command":
-                with self.commands:
-                    returned = run_command(self.step, source, target)
-            else:
-                future = self.pool.submit(
-                    call_python, str(self.step.target), str(source), str(target), obj
-                )
-                returned = future.result()
-        except (TransientStepError, TransientJobError) as error:
-            raise TransientJobError(f"{obj.key!r}: {error}") from error
-        except ObjectRejectedError:
-            raise
-        except Exception as error:  # the step's own failure: this object is rejected
-            raise ObjectRejectedError(f"{type(error).__name__}: {error}") from error
-        return checked_mapping(returned)
+        return self.workers.call(source, target, obj)
 
     def close(self) -> None:
-        self.pool.shutdown()
-
-
-def checked_mapping(returned: Any) -> Mapping[str, Any] | None:
-    """What a step returned, if it is a small JSON mapping (or nothing)."""
-    if returned is None:
-        return None
-    if not isinstance(returned, Mapping):
-        raise ObjectRejectedError(f"the step returned a {type(returned).__name__}, not a mapping")
-    try:
-        size = len(json.dumps(returned, sort_keys=True))
-    except (TypeError, ValueError) as error:
-        raise ObjectRejectedError(f"the step returned what JSON cannot hold: {error}") from None
-    if size > FACTS_LIMIT:
-        raise ObjectRejectedError(
-            f"the step returned {size:,} bytes of JSON; at most {FACTS_LIMIT:,}"
-        )
-    return dict(returned)
-
-
-class _InlineExecutor(Executor):
-    """One worker: run in the calling thread, one task at a time (so one CPU), with no
-    process to start."""
-
-    def __init__(self) -> None:
-        self._one_at_a_time = threading.Lock()
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        future: Future[Any] = Future()
-        with self._one_at_a_time:
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:  # re-raised by .result() in the caller
-                future.set_exception(error)
-        return future
-
-
-def _pool(workers: int) -> Executor:
-    if workers <= 1:
-        return _InlineExecutor()
-    # spawn, not fork: the I/O threads are already running when workers start.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.workers.close()
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -315,10 +193,11 @@ def keep_record(
     entries: list[dict[str, Any]],
     read: dict[str, Any],
     seconds: float | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Write a stage child's record: its entries in key order, the record it read (for
-    JobD's checks) and, when known, its seconds (for JobE's summary). Returns the entries
-    done, those not rejected."""
+    JobD's checks), ``extra`` fields, and, when known, its seconds (for JobE's summary).
+    Returns the entries done, those not rejected."""
     entries.sort(key=lambda e: e["key"])
     record: dict[str, Any] = {
         "run_id": ctx.run_id,
@@ -326,6 +205,7 @@ def keep_record(
         "step": step.label,
         "objects": entries,
         contract.READ_RECORD: read,
+        **(extra or {}),
     }
     if seconds is not None:
         record["seconds"] = round(seconds, 3)

@@ -17,12 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from pipeline.contract import source_bucket_name
+from pipeline.contract import RETRY_REJECTED, source_bucket_name
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError, SpecError
 from pipeline.runs.api import BatchApi
 from pipeline.runs.chain import stop, submit_pipeline
 from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
+from pipeline.runs.logs import AttemptLog, BusyChild, busy_children
 from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
 from pipeline.runs.progress import (
     JobProgress,
@@ -35,6 +36,7 @@ from pipeline.runs.progress import (
 from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
 from pipeline.runs.resume import ResumePlan, plan_resume
+from pipeline.runs.retry import plan_rejected, retry_token
 from pipeline.runs.sizing import Capacity, JobSizing, sizing
 from pipeline.runs.watch import watch
 from pipeline.spec import RUN_TAG, SOURCE_BUCKET
@@ -46,6 +48,7 @@ __all__ = [
     "RunInputs",
     "RunOutcome",
     "Session",
+    "busy",
     "cancel",
     "dry_run",
     "follow",
@@ -74,6 +77,12 @@ class Session(Protocol):
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
 
+    def read_attempt(
+        self, attempt: AttemptLog, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        """An attempt's log (see :class:`pipeline.runs.logs.AttemptReader`)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DryRun:
@@ -101,6 +110,8 @@ class RunOutcome:
     local: Mapping[str, Any] | None = None
     """What only a local run has (summary, notifications, attempts, where files are); None on
     AWS."""
+    busy: tuple[BusyChild, ...] = ()
+    """Children of a running run that have been on one object a minute or more."""
 
     @property
     def succeeded(self) -> bool:
@@ -115,6 +126,7 @@ class RunOutcome:
             "failure": self.failure.as_json() if self.failure else None,
             "failures": [g.as_json() for g in self.failures],
             "local": dict(self.local) if self.local is not None else None,
+            "busy": [b.as_json() for b in self.busy],
         }
 
 
@@ -268,14 +280,25 @@ def status(session: Session, document: PipelineDocument, run_id: str) -> RunOutc
     progress = [run[j.key] for j in document.spec if j.key in run]
     failure = first_failure(session.batch, progress)
     groups = failure_report(session.batch, progress, read_log=session.read_log)
+    overall = _overall(progress, len(document.spec.jobs))
     return RunOutcome(
         run_id,
-        _overall(progress, len(document.spec.jobs)),
+        overall,
         tuple(SubmittedJob(p.key, p.job_id) for p in progress),
         tuple(progress),
         failure,
         tuple(groups),
+        busy=tuple(busy(session, document, progress)) if overall == "RUNNING" else (),
     )
+
+
+def busy(
+    session: Session, document: PipelineDocument, progress: Sequence[JobProgress]
+) -> list[BusyChild]:
+    """Children of the jobs that run steps that have been on one object a minute or more,
+    and which object (see :func:`pipeline.runs.logs.busy_children`)."""
+    keys = [job.key for job in document.spec if job.step in ("cpu", "memory")]
+    return busy_children(session.batch, progress, session.read_attempt, keys=keys)
 
 
 def _overall(progress: Sequence[JobProgress], jobs: int) -> str:
@@ -323,16 +346,21 @@ def plan_resume_run(
     failed_only: bool,
     max_vcpu_hours: float | None = None,
     from_start: bool = False,
+    rejected: bool = False,
 ) -> Resume:
     """What resuming ``run_id`` keeps and re-submits, with the run's own size and parameters
     unless the user gives others, checked by the cost guard; with ``from_start`` (what its
-    jobs wrote is gone), every job is submitted again."""
+    jobs wrote is gone), every job is submitted again. ``rejected``: the current steps run
+    again on the run's rejected objects only (see :mod:`pipeline.runs.retry`)."""
     if inputs.run_id not in (None, run_id):
         raise RunStateError("resume keeps the run's id; give no other run id")
     run = find_run(session.batch, document.queue, run_id, document.spec)
-    plan = plan_resume(
-        session.batch, run, document.spec, failed_only=failed_only, from_start=from_start
-    )
+    if rejected:
+        plan = plan_rejected(run_id, run, document.spec)
+    else:
+        plan = plan_resume(
+            session.batch, run, document.spec, failed_only=failed_only, from_start=from_start
+        )
     config = plan_run(
         document,
         replace(inputs, run_id=run_id),
@@ -341,4 +369,7 @@ def plan_resume_run(
         previous_parameters=plan.parameters,
         previous_environment=plan.environment,
     )
+    if rejected:
+        retry = {RETRY_REJECTED: retry_token()}
+        config = replace(config, environment={**config.environment, **retry})
     return Resume(plan, config)

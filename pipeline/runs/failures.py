@@ -39,6 +39,11 @@ class Failure:
             "text": self.describe(),
         }
 
+    @property
+    def log_name(self) -> str:
+        """How ``logs`` names the job that failed: ``JobB:3``, ``JobA``."""
+        return self.job_key if self.child_index is None else f"{self.job_key}:{self.child_index}"
+
     def describe(self) -> str:
         where = self.job_key if self.child_index is None else f"{self.job_key}[{self.child_index}]"
         parts = [f"{where} failed ({self.job_id})"]
@@ -46,8 +51,6 @@ class Failure:
             parts.append(f"exit code {self.exit_code}")
         if self.status_reason:
             parts.append(f"reason: {self.status_reason}")
-        if self.log_stream:
-            parts.append(f"log stream: {self.log_stream}")
         return "; ".join(parts)
 
 
@@ -110,6 +113,11 @@ class FailureGroup:
 
     def where(self) -> str:
         return f"{self.job_key}[{index_ranges(self.indices)}]" if self.indices else self.job_key
+
+    @property
+    def log_name(self) -> str:
+        """How ``logs`` names the group's example: ``JobB:3``, ``JobA``."""
+        return f"{self.job_key}:{self.indices[0]}" if self.indices else self.job_key
 
     def describe(self) -> str:
         code = "no exit code" if self.exit_code is None else f"exit code {self.exit_code}"

@@ -212,7 +212,9 @@ def test_job_failure_exits_non_zero_naming_job_child_reason_and_log(aws: EngineB
     assert "JobC[7] failed" in last
     assert "exit code 3" in last
     assert "reason: Essential container in task exited" in last
-    assert "log stream: " in last
+    run_id = last.split()[2]
+    assert f"its log: `python -m pipeline.submit logs {run_id} JobC:7 --stack {STACK}`" in last
+    assert "log stream" not in last  # a stream name matches no file a user can open
     assert "python -m pipeline.submit cancel" in last  # what is still pending goes on
 
 

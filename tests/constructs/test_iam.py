@@ -139,6 +139,8 @@ EXPECTED: dict[str, set[tuple[str, str, str]]] = {
         ("s3:GetObject", "BucketB/runs/*", "{}"),
         ("s3:PutObject", "BucketB/runs/*", "{}"),
         ("s3:AbortMultipartUpload", "BucketB/runs/*", "{}"),
+        ("s3:DeleteObject", "BucketB/runs/*", "{}"),  # a result rejected again by a retry
+        ("s3:GetObject", "BucketC/runs/*", "{}"),  # the JobC record a retry re-runs from
     },
     "JobC": {
         ("s3:ListBucket", "BucketB", _RUNS_ONLY),

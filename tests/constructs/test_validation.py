@@ -126,11 +126,14 @@ BAD_PROPS = [
     ),
     (
         {"steps": PipelineSteps(cpu=Step.python("os.path:join"), memory=_MEMORY)},
-        r"^steps: the cpu step 'os.path:join' is not in the library's image; give it an image",
+        r"^steps: the cpu step 'os.path:join' is not in the library's image; build one with "
+        r"your code, image = job_image\(scope, code=\[\.\.\.\]\), and give it to the steps "
+        r"with STEPS.with_image\(image\)",
     ),
     (
         {"steps": PipelineSteps(cpu=Step.command("gzip -c {inptu}"), memory=_MEMORY)},
-        r"^cpu step command 'gzip -c {inptu}' has no {input}: add it$",
+        r"^cpu step command 'gzip -c {inptu}' has {inptu}; only {input} and {output} are "
+        r"filled in: write one of them exactly$",
     ),
     (
         {"steps": PipelineSteps(cpu=Step.command("gzip {input}", vcpus=0.3), memory=_MEMORY)},

@@ -65,6 +65,7 @@ class World:
                 step,
                 checks=self.steps.checks,
                 max_rejected_share=self.steps.max_rejected_share,
+                allow_empty_runs=self.steps.allow_empty_runs,
             )
 
     def object_reads(self) -> list[str]:

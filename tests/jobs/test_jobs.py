@@ -159,8 +159,24 @@ def test_items_still_unprocessed_fail_naming_the_first_key() -> None:
         job_c.write_items(NeverWrites(), "table", items, sleep=lambda _: None)  # type: ignore[arg-type]
 
 
-def test_an_empty_bucket_completes_with_a_report_of_zero_objects() -> None:
+def test_an_empty_bucket_fails_at_the_third_check_saying_why() -> None:
+    # GIVEN an empty input bucket and the default steps
+    # WHEN the run reaches JobD
+    with jobs_world(array_size=2) as world, pytest.raises(JobError) as failure:
+        world.run_until_e()
+    # THEN its third check fails, saying nothing was listed and how to allow it
+    assert str(failure.value) == (
+        "check 2 (rejects have reasons) failed with 1 problem(s); first: the run processed no "
+        "object: no object was listed in BucketA; check the input, or let such runs succeed "
+        "with PipelineSteps(allow_empty_runs=True)"
+    )
+
+
+def test_an_empty_bucket_completes_with_a_report_of_zero_objects_when_allowed() -> None:
+    from dataclasses import replace
+
     with jobs_world(array_size=2) as world:
+        world.steps = replace(world.steps, allow_empty_runs=True)
         world.run_all()
         summary = world.get_json(world.ctx.output_bucket, contract.summary_key(world.ctx.run_id))
         (message,) = world.notifications()

@@ -98,6 +98,12 @@ def usersteps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PipelineSteps:
         ("breaks_on_import:STEPS", "RuntimeError: no config file"),
         ("usersteps:NOT_STEPS", "must be a PipelineSteps object; got str"),
         (
+            "usersteps:STEP",
+            "steps 'usersteps:STEP': usersteps has no STEP; its PipelineSteps objects: STEPS, "
+            "WRONG_SIGNATURE",
+        ),
+        ("breaks_on_import:X", "RuntimeError: no config file"),
+        (
             "usersteps:WRONG_SIGNATURE",
             "cpu step 'usersteps:two_arguments' must take 3 positional arguments: "
             "fn(source, target, obj)",
@@ -121,8 +127,10 @@ def test_steps_that_cannot_work_are_one_line_before_a_local_run(
     ("step", "role", "message"),
     [
         (Step.command("gzip -9 -c > {output}"), "cpu", "has no {input}: add it"),
-        (Step.command(["wc", "{inpt}"]), "cpu", "has no {input}"),
-        (Step.command("cat {input} {other}"), "memory", "has {other}; only {input} and"),
+        (Step.command(["wc", "{inpt}"]), "cpu", "has {inpt}; only {input} and {output}"),
+        (Step.command("cat {input} {outputs}"), "memory", "has {outputs}; only {input} and"),
+        (Step.command("cat { input }"), "cpu", "has { input }; only {input} and {output}"),
+        (Step.command("cp {source} {output}"), "cpu", "has {source}; only {input} and"),
         (Step.command("sort {input}"), "aggregate", "must be a Python step, not a command"),
         (Step.python("usersteps:nothere"), "cpu", "usersteps has no function nothere"),
         (Step.python("usersteps:words"), "aggregate", "must take 1 positional argument"),
@@ -192,7 +200,7 @@ def test_a_command_without_output_gives_its_standard_output(tmp_path: Path) -> N
 
 def test_a_command_that_prints_a_json_object_returns_it_as_facts(tmp_path: Path) -> None:
     source, target = _files(tmp_path, "x")
-    step = Step.command("cp {input} {output} && echo '{{\"copied\": true}}'")
+    step = Step.command("""cp {input} {output} && echo '{"copied": true}'""")
     assert run_command(step, source, target) == {"copied": True}
 
 

@@ -24,7 +24,7 @@ MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("pipeline.errors", "pipeline.batch_facts"),
-    ("pipeline.contract", "pipeline.limits"),
+    ("pipeline.contract", "pipeline.limits", "pipeline.step_imports"),
     ("pipeline.steps",),
     ("pipeline.spec", "pipeline.instances"),
     ("pipeline.document", "pipeline.failure_events", "pipeline.trigger_events"),

@@ -126,3 +126,16 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
         "scripts/dev test",
     ]
     assert "bash scripts/dev test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_wheel_installs_the_array_job_pipeline_command(wheel: Path) -> None:
+    # GIVEN the wheel's entry points
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(name).decode()
+    # THEN it installs `array-job-pipeline`, which runs what `python -m pipeline.submit` does
+    assert "[console_scripts]\narray-job-pipeline = pipeline.cli.commands:main\n" in entry_points
+    from pipeline import submit
+    from pipeline.cli.commands import main
+
+    assert submit.main is main

@@ -41,6 +41,11 @@ class Session:
         self.reads.append(job_id)
         return ["the last line"]
 
+    def read_attempt(
+        self, attempt: Any, *, cursor: Any = None, tail: int | None = None
+    ) -> tuple[list[str], Any]:
+        return [], cursor
+
 
 @pytest.fixture
 def aws() -> Iterator[EngineBatch]:
@@ -320,5 +325,6 @@ def test_an_outcome_as_json() -> None:
         "failure": None,
         "failures": [],
         "local": {"folder": "/tmp/x"},
+        "busy": [],
     }
     assert not outcome.succeeded

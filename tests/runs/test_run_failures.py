@@ -60,7 +60,8 @@ def test_the_first_failure_is_the_earliest_failed_job_in_run_order(aws: EngineBa
     failure = first_failure(aws.batch, progress)
     # THEN it is JobB's, with its exit code, reason and log stream
     assert failure == Failure("JobB", job_b, None, "boom", 2, "s")
-    assert failure.describe() == f"JobB failed ({job_b}); exit code 2; reason: boom; log stream: s"
+    assert failure.describe() == f"JobB failed ({job_b}); exit code 2; reason: boom"
+    assert (failure.log_name, failure.log_stream) == ("JobB", "s")
     assert first_failure(aws.batch, progress[:1]) is None
 
 
@@ -75,9 +76,7 @@ def test_an_arrays_first_failure_is_its_first_failed_child_in_two_calls(aws: Eng
     failure = first_failure(aws.batch, progress)
     # THEN it is the first failed child Batch lists, found in one ListJobs and one DescribeJobs
     assert failure == Failure("JobB", f"{parent}:3", 3, "bad input", 1, "stream-3")
-    assert failure.describe() == (
-        f"JobB[3] failed ({parent}:3); exit code 1; reason: bad input; log stream: stream-3"
-    )
+    assert failure.describe() == (f"JobB[3] failed ({parent}:3); exit code 1; reason: bad input")
     assert [name for name, _ in calls] == ["ListJobs", "DescribeJobs"]
     assert calls[0][1] == {"arrayJobId": parent, "jobStatus": "FAILED", "maxResults": 1}
 

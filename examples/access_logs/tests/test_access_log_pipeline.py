@@ -91,5 +91,7 @@ def test_the_app_synthesizes_the_steps_and_their_image(tmp_path: Path) -> None:
     assert images["logs-JobA-list-and-validate"] != own
     contexts = list(tmp_path.glob("job-image-context.*/code/access_logs/steps.py"))
     assert len(contexts) == 1
+    # the steps need nothing beyond the standard library and this library: no requirements
+    assert (contexts[0].parents[2] / "steps-requirements.txt").read_text() == ""
     document = json.dumps(template["Outputs"]["PipelineDocument"]["Value"])
     assert "access_logs.steps:summarise" in document
