@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LOCAL, EXIT_OK, SpecError
 from pipeline.limits import check_array_size
 from pipeline.local.deployment import LOCAL_ARRAY_SIZE, REGION
-from pipeline.local.guard import ACCESS_KEY_ID_ENV, SECRET_ACCESS_KEY_ENV, Credentials
+from pipeline.local.guard import ACCESS_KEY_ID_ENV, SECRET_ACCESS_KEY_ENV
+from pipeline.local.sigv4 import Credentials
 
 if TYPE_CHECKING:
     from pipeline.steps import PipelineSteps

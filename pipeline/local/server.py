@@ -205,6 +205,31 @@ class Dispatcher:
         return [body]
 
 
+class Body:
+    """A request's body as the application reads it: at most ``length`` bytes of ``stream``
+    (None: a chunked body, to its end); ``finished`` once it was read whole."""
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self.stream = stream
+        self.left = length
+        self.finished = length == 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.finished:
+            return b""
+        if self.left is None:
+            data = bytes(self.stream.read() if size < 0 else self.stream.read(size))
+            self.finished = size < 0 or not data
+            return data
+        data = bytes(self.stream.read(self.left if size < 0 else min(size, self.left)))
+        self.left -= len(data)
+        if not data:  # the client stopped sending before the end: nothing more will come
+            self.left = 0
+            return b""
+        self.finished = self.left == 0
+        return data
+
+
 def make_server(
     app: WsgiApp, port: int = 0, *, on_exhausted: Callable[[str], None] | None = None
 ) -> BaseWSGIServer:
@@ -237,14 +262,16 @@ def make_server(
                 length = int(environ.get("CONTENT_LENGTH") or 0)
                 if length < 0:
                     raise ValueError(length)
-                body = environ["wsgi.input"].read() if chunked else self.rfile.read(length)
             except ValueError:
                 self.send_error(400, "Bad Content-Length or chunked body")
                 self.close_connection = True
                 return
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
-            environ.pop("HTTP_TRANSFER_ENCODING", None)
+            # The application reads the body when it wants it (the door, once a request may
+            # pass). One it left unread is not drained: the connection is closed instead.
+            body = Body(
+                environ["wsgi.input"] if chunked else self.rfile, None if chunked else length
+            )
+            environ["wsgi.input"] = body
             started: list[Any] = []
             written: list[bytes] = []
 
@@ -268,6 +295,9 @@ def make_server(
                     [("Connection", "close")],
                     b"",
                 )
+            if not body.finished:
+                self.close_connection = True
+                headers = [*headers, ("Connection", "close")]
             code, _, reason = status.partition(" ")
             self.send_response(int(code), reason)
             for name, value in headers:

@@ -34,11 +34,12 @@ from pipeline.local.batch.journal import Journal, JournalError, replay
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.responses import BatchService
 from pipeline.local.batch.scheduler import Scheduler, log_path, print_crash, supervised
-from pipeline.local.guard import Credentials, Door
+from pipeline.local.guard import Door
 from pipeline.local.moto_app import WsgiApp, moto_application
 from pipeline.local.objects import put_objects
 from pipeline.local.run_folder import RunFolder
 from pipeline.local.server import Dispatcher, ServiceJournal, journaled_requests, make_server
+from pipeline.local.sigv4 import Credentials
 from pipeline.local.warm_up import PRELOADED, WARM_UP
 from pipeline.steps import DEFAULT_STEPS, PipelineSteps, describe_steps
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,7 +21,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from pipeline.local.batch.in_process import call_app
-from pipeline.local.guard import Credentials, Door, issued_credentials, verify
+from pipeline.local.guard import Door
+from pipeline.local.sigv4 import Credentials, verify
 
 PORT = 4566
 ENDPOINT = f"http://127.0.0.1:{PORT}"
@@ -149,6 +151,32 @@ def test_a_request_signed_with_the_services_credentials_passes() -> None:
             lambda: _signed(method="GET", path="/latest/meta-data/iam/", body=b""),
             "AccessDeniedException",
         ),
+        (
+            "a second Credential planted in the Authorization header",
+            lambda: _with_authorization(
+                lambda value: value.replace(
+                    "Credential=",
+                    "Credential=AKIAOTHER/20990101/eu-west-1/batch/aws4_request, Credential=",
+                    1,
+                )
+            ),
+            "IncompleteSignatureException",
+        ),
+        (
+            "a signature that leaves the Host out",
+            lambda: _with_authorization(lambda value: value.replace(";host;", ";")),
+            "IncompleteSignatureException",
+        ),
+        (
+            "an unsigned body outside S3",
+            lambda: _signed(headers={"X-Amz-Content-Sha256": "UNSIGNED-PAYLOAD"}),
+            "InvalidSignatureException",
+        ),
+        (
+            "an access key that is not ASCII",
+            lambda: _signed(credentials=Credentials("AKIA" + "\u00e9" * 16, "x" * 40)),
+            "UnrecognizedClientException",
+        ),
     ],
 )
 def test_a_request_that_may_not_pass_is_refused_as_aws_refuses_it(
@@ -161,6 +189,60 @@ def test_a_request_that_may_not_pass_is_refused_as_aws_refuses_it(
     assert headers["x-amzn-ErrorType"] == code
     assert json.loads(answer)["__type"] == code
     assert headers["x-amzn-RequestId"]
+    assert behind.reached == []
+
+
+def _with_authorization(change: Callable[[str], str]) -> tuple[dict[str, Any], bytes]:
+    """A signed request whose Authorization header ``change`` rewrote."""
+    environ, body = _signed()
+    environ["HTTP_AUTHORIZATION"] = change(environ["HTTP_AUTHORIZATION"])
+    return environ, body
+
+
+class Unreadable(io.RawIOBase):
+    """A body that must not be read."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise AssertionError("the door read the body of a request it refuses")
+
+
+def test_a_request_the_door_refuses_is_refused_before_its_body_is_read() -> None:
+    # GIVEN a huge body from someone without the services' key
+    environ, _ = _signed(credentials=Credentials("AKIAOTHEROTHEROTHERR", "x" * 40))
+    environ |= {"wsgi.input": Unreadable(), "CONTENT_LENGTH": str(300 * 1024 * 1024)}
+    refusals: list[str] = []
+    door = Door(Behind(), CREDENTIALS, lambda: PORT, on_refused=refusals.append)
+    started: list[str] = []
+    # WHEN it reaches the door, THEN it is refused without a byte of the body read
+    door(environ, lambda status, headers, exc_info=None: started.append(status))
+    assert started == ["403 Forbidden"]
+    assert refusals == [
+        "UnrecognizedClientException: The security token included in the request is invalid: "
+        "use the local services' credentials (serve --json prints them)"
+    ]
+
+
+def test_a_refusal_is_logged_with_its_control_characters_escaped() -> None:
+    # GIVEN a request for a closed path that carries a terminal's escape sequence
+    refusals: list[str] = []
+    door = Door(Behind(), CREDENTIALS, lambda: PORT, on_refused=refusals.append)
+    environ, body = _signed(path="/moto-api\x1b]0;owned\x07", body=b"")
+    # WHEN it is refused, THEN the log line holds the sequence escaped, never raw
+    call_app(door, environ, body)
+    assert refusals == ["AccessDeniedException: /moto-api\\x1b]0;owned\\x07 is not served"]
+
+
+def test_a_presigned_url_may_last_seven_days_at_most() -> None:
+    request = AWSRequest(method="GET", url=ENDPOINT + "/bucket/key")
+    S3SigV4QueryAuth(
+        BotoCredentials(CREDENTIALS.access_key_id, CREDENTIALS.secret_access_key),
+        "s3",
+        "us-east-1",
+        expires=8 * 24 * 3600,
+    ).add_auth(request)
+    status, _, answer, behind = _through(*_environ(request))
+    assert status == 403
+    assert b"X-Amz-Expires (1 to 604800)" in answer
     assert behind.reached == []
 
 
@@ -218,28 +300,56 @@ def test_a_request_signed_long_ago_is_refused() -> None:
         verify(environ, body, CREDENTIALS, now=time.time() + 16 * 60)
 
 
-def test_credentials_the_services_sts_issued_pass_with_their_token_only() -> None:
-    # GIVEN what STS handed a signed caller
-    answer = (
-        b"<AssumeRoleResponse><AssumeRoleResult><Credentials>"
-        b"<AccessKeyId>ASIATEMPTEMPTEMPTEMP</AccessKeyId>"
-        b"<SecretAccessKey>temporary-secret</SecretAccessKey>"
-        b"<SessionToken>the-token</SessionToken>"
-        b"<Expiration>2999-01-01T00:00:00Z</Expiration>"
-        b"</Credentials></AssumeRoleResult></AssumeRoleResponse>"
+PUBLISHED_ANSWER = (
+    b"<GetSessionTokenResponse><GetSessionTokenResult><Credentials>"
+    b"<AccessKeyId>AKIAIOSFODNN7EXAMPLE</AccessKeyId>"
+    b"<SecretAccessKey>wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY</SecretAccessKey>"
+    b"<SessionToken>the-published-token</SessionToken>"
+    b"<Expiration>2999-01-01T00:00:00Z</Expiration>"
+    b"</Credentials></GetSessionTokenResult></GetSessionTokenResponse>"
+)
+"""What moto's STS answers every caller: AWS's published example keys."""
+
+
+def _sts_behind(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response(
+        "200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(PUBLISHED_ANSWER)))]
     )
-    issued = issued_credentials(answer, time.time())
-    temporary = Credentials("ASIATEMPTEMPTEMPTEMP", "temporary-secret")
-    # WHEN a request is signed with them, with and without the session token
-    with_token = _signed(credentials=temporary, headers={"X-Amz-Security-Token": "the-token"})
-    without = _signed(credentials=temporary)
-    # THEN only the one carrying its token passes
-    assert verify(*with_token, CREDENTIALS, issued=issued).access_key_id == temporary.access_key_id
-    with pytest.raises(Exception, match="security token"):
-        verify(*without, CREDENTIALS, issued=issued)
-    # AND once they expire, they are nobody's
+    return [PUBLISHED_ANSWER]
+
+
+def test_sts_hands_out_credentials_of_its_own_that_pass_with_their_token_only() -> None:
+    # GIVEN a door in front of an STS that hands every caller the same published keys
+    door = Door(_sts_behind, CREDENTIALS, lambda: PORT)
+    published = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY")
+    # WHEN a signed caller asks for a session token
+    status, headers, answer = call_app(
+        door, *_signed(path="/", body=b"Action=GetSessionToken&Version=2011-06-15", service="sts")
+    )
+    # THEN it gets new random credentials, not the published ones, in an answer of the
+    # right length
+    assert status == 200
+    assert b"EXAMPLE" not in answer
+    assert int(headers["Content-Length"]) == len(answer)
+    issued = dict(re.findall(r"<(\w+)>([^<]*)</\1>", answer.decode()))
+    temporary = Credentials(issued["AccessKeyId"], issued["SecretAccessKey"])
+    assert temporary.access_key_id.startswith("ASIA")
+    # AND the published keys do not pass, with or without the token
+    for headers_sent in ({}, {"X-Amz-Security-Token": "the-published-token"}):
+        status, _, _ = call_app(door, *_signed(credentials=published, headers=headers_sent))
+        assert status == 403
+    # AND the issued ones pass with their token only, until they expire
+    token = {"X-Amz-Security-Token": issued["SessionToken"]}
+    with_token = _signed(credentials=temporary, headers=token)
+    assert call_app(door, *with_token)[0] == 200
+    assert call_app(door, *_signed(credentials=temporary))[0] == 403
     with pytest.raises(Exception, match="security token included in the request is invalid"):
-        verify(*with_token, CREDENTIALS, issued=issued, now=time.time() + 13 * 3600)
+        verify(*with_token, CREDENTIALS, issued=door.issued, now=time.time() + 13 * 3600)
+    # AND a second caller gets other credentials
+    again = call_app(
+        door, *_signed(path="/", body=b"Action=GetSessionToken&Version=2011-06-15", service="sts")
+    )[2]
+    assert re.findall(rb"<AccessKeyId>([^<]*)<", again) != [temporary.access_key_id.encode()]
 
 
 def test_random_credentials_differ_each_time_and_look_like_aws_keys() -> None:
