@@ -48,6 +48,10 @@ DYNAMODB_WRITES = frozenset(
         "UpdateTable",
     }
 )
+IDLE_SECONDS = 60
+"""How long a connection may wait between requests (or within one) before it is closed."""
+MAX_CONNECTIONS = 1024
+"""The most connections served at once (or half the open-file limit, if lower)."""
 _KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "SERVER_NAME")
 
 
@@ -243,6 +247,7 @@ def make_server(
         """moto's request handler, answering on a connection it keeps open."""
 
         protocol_version = "HTTP/1.1"
+        timeout = IDLE_SECONDS  # a connection that says nothing this long is closed
         server_version = "array-job-pipeline-local"
         sys_version = ""
         wbufsize = -1  # status line, headers and body go out in one write
@@ -315,16 +320,39 @@ def make_server(
     server = werkzeug_server("127.0.0.1", port, app, threaded=True, request_handler=KeptAlive)
     accept = server.get_request
 
+    # Connections are capped well below the open-file limit, so that no number of them (any
+    # user of the machine can open them, signed or not) takes the descriptors the journals
+    # and job logs need: one over the cap is closed at once.
+    import resource
+
+    cap = min(MAX_CONNECTIONS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)
+    open_connections = [0]
+    lock = threading.Lock()
+    shutdown_request = server.shutdown_request
+
     def get_request() -> tuple[Any, Any]:
         try:
-            return accept()
+            connection, address = accept()
         except OSError as error:
             if error.errno in (errno.EMFILE, errno.ENFILE) and on_exhausted is not None:
                 on_exhausted(f"cannot accept connections: {error.strerror} ({open_files()})")
                 time.sleep(0.1)  # until the services stop: no busy loop meanwhile
             raise
+        with lock:
+            full = open_connections[0] >= cap
+            open_connections[0] += not full
+        if full:
+            connection.close()
+            raise OSError(errno.EMFILE, f"more than {cap} connections")  # dropped quietly
+        return connection, address
+
+    def closed(request: Any) -> None:
+        with lock:
+            open_connections[0] -= 1
+        shutdown_request(request)
 
     server.get_request = get_request  # type: ignore[method-assign]
+    server.shutdown_request = closed  # type: ignore[method-assign]
     return server
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import io
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from pipeline.local import server as server_module
 from pipeline.local.deployment import resource_names
 from pipeline.local.server import STATS_PATH, make_server
 from pipeline.local.services import LocalServices
@@ -89,11 +92,12 @@ def test_metadata_keys_keep_their_underscores(aws: LocalServices) -> None:
 
 
 def _echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """Answers with what it was sent; /fail raises; /sized says a Content-Length itself."""
+    """Answers with what it was sent; /fail raises; /sized says a Content-Length itself;
+    /refuse answers without reading the body."""
     path = environ["PATH_INFO"]
     if path == "/fail":
         raise RuntimeError("the application failed")
-    body = environ["wsgi.input"].read()
+    body = b"" if path == "/refuse" else environ["wsgi.input"].read()
     headers = [("Content-Type", "application/octet-stream")]
     if path == "/sized":
         headers.append(("Content-Length", "1000"))  # as a HEAD answer says of its object
@@ -155,6 +159,67 @@ def test_an_application_error_is_a_500_and_a_fresh_connection(
 def test_a_bad_content_length_is_a_400(echo: http.client.HTTPConnection) -> None:
     status, _, _ = _ask(echo, "PUT", "/a", headers={"Content-Length": "-5"})
     assert status == 400
+
+
+def test_a_body_left_unread_closes_the_connection_instead_of_being_read(
+    echo: http.client.HTTPConnection,
+) -> None:
+    # GIVEN a request that says a large body and sends only its headers
+    echo.putrequest("PUT", "/refuse")
+    echo.putheader("Content-Length", str(300 * 1024 * 1024))
+    echo.endheaders()
+    # WHEN the application answers without reading it, THEN the answer comes at once, and
+    # the connection is closed rather than drained
+    response = echo.getresponse()
+    assert (response.status, response.getheader("Connection")) == (200, "close")
+
+
+@pytest.fixture
+def small_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """The server with a cap of 2 connections and 1 s of idleness; its port."""
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(server_module, "IDLE_SECONDS", 1)
+    server = make_server(_echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_connections_over_the_cap_are_closed_at_once(small_server: int) -> None:
+    # GIVEN as many connections as the cap, each answered
+    held = [http.client.HTTPConnection("127.0.0.1", small_server, timeout=10) for _ in range(2)]
+    for connection in held:
+        assert _ask(connection, "GET", "/held")[0] == 200
+    # WHEN one more connects, THEN it is closed without an answer
+    extra = http.client.HTTPConnection("127.0.0.1", small_server, timeout=10)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+        _ask(extra, "GET", "/extra")
+    extra.close()
+    # AND once one of the others closes, a new connection is served
+    held[0].close()
+    deadline = time.monotonic() + 10
+    while True:
+        again = http.client.HTTPConnection("127.0.0.1", small_server, timeout=10)
+        try:
+            assert _ask(again, "GET", "/again")[0] == 200
+            break
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            assert time.monotonic() < deadline, "no connection was served after one closed"
+            time.sleep(0.05)
+        finally:
+            again.close()
+    held[1].close()
+
+
+def test_a_connection_that_says_nothing_is_closed(small_server: int) -> None:
+    # GIVEN a connection that sends nothing
+    idle = socket.create_connection(("127.0.0.1", small_server), timeout=10)
+    # THEN the server closes it after its idle time (1 s here, 60 s in use)
+    started = time.monotonic()
+    assert idle.recv(1) == b""
+    assert 0.5 < time.monotonic() - started < 9
+    idle.close()
 
 
 # --- moto's parts, and the state folder ---------------------------------------------------------
