@@ -177,6 +177,9 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(args, str(error), EXIT_BAD_INPUT)
     except JournalError as error:  # the state folder's journal is damaged
         return _fail(args, str(error), EXIT_LOCAL)
+    except OSError as error:  # the state folder cannot be made, or is not the user's own
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(args, f"{where}{error.strerror or error}", EXIT_LOCAL)
     try:
         seeded = {
             "objects": len(inputs or {}),
@@ -264,6 +267,10 @@ def print_env(args: argparse.Namespace) -> int:
     from pipeline.local.run_folder import RunFolder
 
     folder = RunFolder(Path(args.state_dir))
+    if folder.path.exists() and (why := folder.not_private()) is not None:
+        # What such a folder says could be anyone's: never hand it to a shell.
+        print(f"error: {why}; name a state folder of your own", file=sys.stderr)
+        return EXIT_LOCAL
     deadline = time.monotonic() + max(args.wait, 0)
     while (live := folder.live_services()) is None:
         if time.monotonic() >= deadline:

@@ -21,9 +21,12 @@ the umask (job logs and journals hold inputs, outputs and credentials).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -54,8 +57,15 @@ def runs_dir() -> Path:
 
 
 def private_folder(path: Path) -> Path:
-    """``path`` and its missing parents made, and ``path`` itself readable by its owner only."""
+    """``path`` and its missing parents made, and ``path`` itself readable by its owner only.
+    A ``path`` that is a link, or another user's folder (made there first by someone else of
+    the machine, to read or plant what the services keep), is refused: PermissionError."""
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+    status = os.lstat(path)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid():
+        raise PermissionError(
+            errno.EPERM, "not a folder of this user's own: name another state folder", str(path)
+        )
     os.chmod(path, PRIVATE_FOLDER)  # mkdir's mode is masked by the umask; an old one is kept
     return path
 
@@ -193,10 +203,26 @@ class RunFolder:
 
     # --- the command's side ---------------------------------------------------------------------
 
+    def not_private(self) -> str | None:
+        """Why the folder is not this user's alone (another's, a link, open to others), or
+        None: what it holds is trusted (run, or printed for a shell) only when it is."""
+        try:
+            status = os.lstat(self.path)
+        except OSError as error:
+            return f"{self.path} cannot be read: {error.strerror}"
+        if not stat.S_ISDIR(status.st_mode):
+            return f"{self.path} is not a folder"
+        if status.st_uid != os.geteuid():
+            return f"{self.path} belongs to another user (uid {status.st_uid})"
+        if status.st_mode & 0o077:
+            return f"{self.path} is open to other users (mode {status.st_mode & 0o777:o})"
+        return None
+
     def live_services(self) -> tuple[str, dict[str, str]] | None:
         """(endpoint, credentials) of the services running this folder now, if any: their
-        lock is held and they have announced themselves."""
-        if not self.lock.exists():
+        lock is held and they have announced themselves, in a folder that is this user's
+        alone, as the services write them (anything else is not theirs)."""
+        if self.not_private() is not None or not self.lock.exists():
             return None
         with self.lock.open("ab") as handle:
             try:
@@ -205,7 +231,10 @@ class RunFolder:
                 with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                     endpoint = str(json.loads(self.endpoint_file.read_text())["endpoint"])
                     credentials = json.loads(self.credentials_file.read_text())
-                    return endpoint, {str(k): str(v) for k, v in credentials.items()}
+                    if re.fullmatch(r"http://127\.0\.0\.1:\d{1,5}", endpoint) and set(
+                        credentials
+                    ) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}:
+                        return endpoint, {str(k): str(v) for k, v in credentials.items()}
                 return None
             fcntl.flock(handle, fcntl.LOCK_UN)
         return None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import EXIT_LOCAL, LocalError, RunStateError
+from pipeline.local.run_folder import open_private
 
 STARTUP_SECONDS = 120
 STOP_SECONDS = 30
@@ -39,7 +40,11 @@ class ServicesProcess:
 
     def __init__(self, arguments: Sequence[str], log: Path | None) -> None:
         command = [sys.executable, "-m", "pipeline.local", "serve", "--json", "--supervised"]
-        errors = log.open("ab") if log is not None else subprocess.DEVNULL
+        errors = (
+            os.fdopen(open_private(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
+            if log is not None
+            else subprocess.DEVNULL
+        )
         try:
             self.process = subprocess.Popen(
                 [*command, *arguments],

@@ -31,7 +31,13 @@ def default_run(
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The README's local run: the generated sample, default array size, outputs copied."""
     tmp = tmp_path_factory.mktemp("local")
-    result = _local(tmp, "--json", "--output", str(tmp / "out"), "--recipient", "me@example.com")
+    before = os.umask(0o022)  # files anyone may read, unless the command makes them private
+    try:
+        result = _local(
+            tmp, "--json", "--output", str(tmp / "out"), "--recipient", "me@example.com"
+        )
+    finally:
+        os.umask(before)
     return result, tmp / "out"
 
 
@@ -51,6 +57,18 @@ def test_default_local_run_succeeds_and_accounts_for_every_object(
     }
     assert [c["passed"] for c in data["local"]["summary"]["checks"]] == [True] * 10
     assert set(data["local"]["summary"]["seconds_by_job"]) == {"JobA", "JobB", "JobC", "JobD"}
+
+
+def test_a_local_runs_folder_is_the_users_alone_whatever_the_umask(
+    default_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    # GIVEN a run made under the umask 022 (files anyone may read)
+    saved = Path(json.loads(default_run[0].stdout)["local"]["savedTo"])
+    # THEN its folder, and each folder and file in it (logs, journals, the services' log),
+    # is its user's alone
+    modes = {path: path.stat().st_mode & 0o777 for path in [saved, *saved.rglob("*")]}
+    assert (saved / "services.log") in modes
+    assert {p: m for p, m in modes.items() if m not in (0o700, 0o600)} == {}
 
 
 def test_default_local_run_shows_the_notification_with_the_link(

@@ -262,3 +262,47 @@ def test_the_services_listen_on_loopback_only(served: dict[str, Any]) -> None:
         pass
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.2", endpoint.port), timeout=5)
+
+
+def test_a_state_folder_open_to_others_is_never_handed_to_a_shell(tmp_path: Path) -> None:
+    # GIVEN a state folder others may write to (made by someone else, or left open)
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    (folder / "credentials.json").write_text('{"X=1; touch /tmp/owned; Y": "v"}')
+    # WHEN `env` is asked for its export line, THEN it refuses in one line, printing nothing
+    # a shell would run
+    tried = subprocess.run(
+        [sys.executable, "-m", "pipeline.local", "env", f"--state-dir={folder}"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (tried.returncode, tried.stdout) == (255, "")
+    assert tried.stderr == (
+        f"error: {folder} is open to other users (mode 777); name a state folder of your own\n"
+    )
+
+
+def test_serve_refuses_a_state_folder_that_is_a_link(tmp_path: Path) -> None:
+    # GIVEN a state folder path that is a symbolic link (to where someone else chose)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "state-link"
+    link.symlink_to(elsewhere)
+    # WHEN serve is started on it, THEN it refuses in one line and keeps nothing there
+    tried = subprocess.run(
+        [sys.executable, "-m", "pipeline.local", "serve", f"--state-dir={link}"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert tried.returncode == 255
+    assert tried.stderr == (
+        f"error: {link}: not a folder of this user's own: name another state folder\n"
+    )
+    assert list(elsewhere.iterdir()) == []
