@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -220,7 +221,9 @@ def plain_path(key: str) -> bool:
 def write_inside(root: Path, relative: str, chunks: Iterable[bytes]) -> None:
     """Write ``chunks`` to ``root/relative``, never outside ``root``: each folder is made
     or opened relative to the one before it, refusing a symbolic link at every step
-    (``O_NOFOLLOW``), so a link already in ``root`` cannot send the file elsewhere.
+    (``O_NOFOLLOW``), so a link already in ``root`` cannot send the file elsewhere. Each
+    folder below ``root`` must be this user's (one another user made there first would get
+    the copies), and the file a regular one (a FIFO put there would hold the copy forever).
     ``relative`` must be a plain path (:func:`plain_path`)."""
     if not plain_path(relative):
         raise OSError(errno.EINVAL, "not a plain relative path", relative)
@@ -234,12 +237,17 @@ def write_inside(root: Path, relative: str, chunks: Iterable[bytes]) -> None:
             inner = os.open(folder, flags | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = inner
+            if os.fstat(fd).st_uid != os.geteuid():
+                raise OSError(errno.EPERM, "a folder of another user", folder)
         out = os.open(
             name,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
             0o644,
             dir_fd=fd,
         )
+        if not stat.S_ISREG(os.fstat(out).st_mode):
+            os.close(out)
+            raise OSError(errno.EINVAL, "not a regular file", name)
         with os.fdopen(out, "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import stat
@@ -58,29 +59,51 @@ def read_input_dir(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
     """(key -> contents, name -> reason) of what is under ``path``: every regular file becomes
     an object of BucketA, or is listed with the reason it could not. Links are followed only
     to a regular file inside ``path``; special files, unreadable files and folders, and names
-    no S3 key can hold are listed, never skipped silently."""
+    no S3 key can hold are listed, never skipped silently.
+
+    Folders are walked, and files opened, through descriptors of the folders above them
+    without following a link (``O_NOFOLLOW``), and a link's target is opened the same way
+    from the top: a folder swapped for a link while it is read (by anyone who can
+    write in it) cannot send the read outside ``path``."""
     if not path.is_dir():
         raise SpecError(f"--input {str(path)!r} is not a folder; name a folder of files to process")
     root = path.resolve()
     files: dict[str, bytes] = {}
     not_seeded: dict[str, str] = {}
 
-    def unreadable(error: OSError) -> None:
-        shown = _shown(Path(str(error.filename)).relative_to(path).as_posix() or ".")
-        not_seeded[shown] = f"folder cannot be read: {error.strerror}"
-
-    for folder, folders, names in os.walk(path, onerror=unreadable):
-        for name in sorted([*names, *(d for d in folders if Path(folder, d).is_symlink())]):
-            file = Path(folder, name)
-            key = file.relative_to(path).as_posix()
-            reason = _not_a_key(key) or _not_a_file(file, root)
+    def walk(folder_fd: int, folder: Path) -> None:
+        for name in sorted(os.listdir(folder_fd)):
+            key = (folder / name).as_posix()
+            try:
+                is_folder = stat.S_ISDIR(os.lstat(name, dir_fd=folder_fd).st_mode)
+            except OSError:
+                not_seeded[_shown(key)] = "it went away while --input was read"
+                continue
+            if is_folder:
+                try:
+                    inner = os.open(name, _OPEN_FOLDER, dir_fd=folder_fd)
+                except OSError as error:
+                    not_seeded[_shown(key)] = f"folder cannot be read: {error.strerror}"
+                    continue
+                try:
+                    walk(inner, folder / name)
+                finally:
+                    os.close(inner)
+                continue
+            reason = _not_a_key(key)
             if reason is None:
                 try:
-                    files[key] = file.read_bytes()
+                    files[key] = _read_file(root_fd, root, folder_fd, path / folder, name)
                     continue
-                except OSError as error:
-                    reason = f"cannot be read: {error.strerror}"
+                except NotSeededError as why:
+                    reason = str(why)
             not_seeded[_shown(key)] = reason
+
+    root_fd = os.open(root, _OPEN_FOLDER)
+    try:
+        walk(root_fd, Path())
+    finally:
+        os.close(root_fd)
     if not files and not not_seeded:
         raise SpecError(f"--input {str(path)!r} has no files")
     if not files:
@@ -89,6 +112,67 @@ def read_input_dir(path: Path) -> tuple[dict[str, bytes], dict[str, str]]:
             f"{next(iter(not_seeded.items()))[1]} ({next(iter(not_seeded))})"
         )
     return files, not_seeded
+
+
+class NotSeededError(Exception):
+    """A file of ``--input`` that is not seeded; the message says why."""
+
+
+_OPEN_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""A file's open: never through a link, and a FIFO answers at once instead of waiting."""
+
+
+def _read_file(root_fd: int, root: Path, folder_fd: int, folder: Path, name: str) -> bytes:
+    """The contents of regular file ``name`` in ``folder`` (open as ``folder_fd``), or of the
+    regular file inside ``root`` it links to; :class:`NotSeededError` saying why not."""
+    try:
+        fd = os.open(name, _OPEN_FILE, dir_fd=folder_fd)
+    except FileNotFoundError:
+        raise NotSeededError("it went away while --input was read") from None
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise NotSeededError(f"cannot be read: {error.strerror}") from None
+        fd = _open_link_target(root_fd, root, folder / name)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise NotSeededError("a link to a folder, not followed")
+        kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
+        kind = next((k for test, k in kinds.items() if test(mode)), "a special file")
+        raise NotSeededError(f"{kind}, not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            return handle.read()
+        except OSError as error:
+            raise NotSeededError(f"cannot be read: {error.strerror}") from None
+
+
+def _open_link_target(root_fd: int, root: Path, link: Path) -> int:
+    """An open descriptor of what ``link`` points to, when that is inside ``root``: opened
+    part by part from ``root_fd``, never through another link (a part that became a link
+    since the target was resolved is refused)."""
+    try:
+        target = link.resolve(strict=True)
+    except FileNotFoundError:
+        raise NotSeededError("a link to nothing") from None
+    except (RuntimeError, OSError):  # RuntimeError: a loop (Python 3.11)
+        raise NotSeededError("a link that loops") from None
+    if not target.is_relative_to(root):
+        raise NotSeededError(f"a link out of --input (to {target}), not followed")
+    *folders, name = target.relative_to(root).parts or (".",)
+    fd = os.dup(root_fd)
+    try:
+        for part in folders:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(name, _OPEN_FILE, dir_fd=fd)
+    except OSError:
+        raise NotSeededError("a link whose target changed while --input was read") from None
+    finally:
+        os.close(fd)
 
 
 def _shown(name: str) -> str:
@@ -110,25 +194,3 @@ def _not_a_key(key: str) -> str | None:
         # (its XML listings cannot carry all of them).
         return "name has a control character (a newline, a tab ...), which S3 keys avoid"
     return None
-
-
-def _not_a_file(file: Path, root: Path) -> str | None:
-    """Why ``file`` is not seeded as a regular file inside ``root`` (None: it is)."""
-    if file.is_symlink():
-        try:
-            target = file.resolve(strict=True)
-        except FileNotFoundError:
-            return "a link to nothing"
-        except (RuntimeError, OSError):  # RuntimeError: a loop (Python 3.11)
-            return "a link that loops"
-        if not target.is_relative_to(root):
-            return f"a link out of --input (to {target}), not followed"
-        if not target.is_file():
-            return "a link to a folder, not followed"
-        return None
-    mode = file.lstat().st_mode
-    if stat.S_ISREG(mode):
-        return None
-    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device"}
-    kind = next((k for test, k in kinds.items() if test(mode)), "a special file")
-    return f"{kind}, not a regular file"

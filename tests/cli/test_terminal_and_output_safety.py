@@ -41,6 +41,27 @@ def test_a_symbolic_link_in_the_output_folder_is_not_followed(tmp_path: Path) ->
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_fifo_where_a_copy_goes_is_refused_at_once(tmp_path: Path) -> None:
+    # GIVEN a FIFO where the summary's copy would go (nobody reads it)
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "summary.json")
+    # WHEN the copy is written, THEN it is refused at once instead of waiting for a reader
+    with pytest.raises(OSError, match=r"No such device or address|not a regular file") as refused:
+        write_inside(tmp_path, "run/summary.json", [b"{}"])
+    assert refused.value.errno in (errno.ENXIO, errno.EINVAL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a folder of another user")
+def test_a_folder_another_user_made_in_the_output_folder_gets_nothing(tmp_path: Path) -> None:
+    # GIVEN a run folder another user made in a shared output folder before the run
+    (tmp_path / "run").mkdir()
+    os.chown(tmp_path / "run", 65534, 65534)
+    # WHEN a copy is written there, THEN it is refused and nothing is written
+    with pytest.raises(OSError, match="a folder of another user"):
+        write_inside(tmp_path, "run/outputs/a.txt", [b"x"])
+    assert list((tmp_path / "run").iterdir()) == []
+
+
 def test_a_plain_path_is_written_under_the_folder(tmp_path: Path) -> None:
     write_inside(tmp_path, "run/outputs/deep/a.txt", [b"he", b"llo"])
     assert (tmp_path / "run/outputs/deep/a.txt").read_bytes() == b"hello"

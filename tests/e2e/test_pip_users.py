@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -479,14 +480,42 @@ def test_an_unreadable_folder_is_said_not_skipped(
     (folder / "closed").mkdir(parents=True)
     (folder / "closed" / "hidden.txt").write_text("x\n")
     (folder / "open.txt").write_text("x\n")
-    real_scandir = os.scandir
+    real_open = os.open
 
-    def scandir(path: Any) -> Any:  # as without the permission (root reads any folder)
-        if Path(path).name == "closed":
+    def opening(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        # as without the permission (root reads any folder)
+        if str(path) == "closed" and flags & os.O_DIRECTORY:
             raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "open", opening)
     objects, not_seeded = read_input_dir(folder)
     assert list(objects) == ["open.txt"]
     assert not_seeded == {"closed": "folder cannot be read: Permission denied"}
+
+
+def test_a_folder_swapped_for_a_link_while_it_is_read_sends_nothing_from_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an input folder with a subfolder, and a private folder beside it
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.txt").write_text("input\n")
+    (folder / "top.txt").write_text("input\n")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "a.txt").write_text("secret\n")
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real_lstat(path, *args, **kwargs)
+        if path == "sub":  # seen as a folder, then swapped for a link before it is opened
+            shutil.rmtree(folder / "sub")
+            (folder / "sub").symlink_to(secret)
+        return found
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    # WHEN the folder is read, THEN nothing of the private folder is, and the swap is said
+    objects, not_seeded = read_input_dir(folder)
+    assert objects == {"top.txt": b"input\n"}
+    assert not_seeded == {"sub": "folder cannot be read: Not a directory"}
