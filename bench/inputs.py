@@ -159,7 +159,7 @@ def bare_loop(ready: dict[str, Any], bodies: list[bytes]) -> Loop:
 
 
 def _stats(ready: dict[str, Any]) -> dict[str, float]:
-    from pipeline.local.guard import signed_get
+    from pipeline.local.sigv4 import signed_get
 
     credentials = ready.get("credentials")
     if credentials is None:  # services from before authentication

@@ -43,9 +43,8 @@ from typing import Any
 from pipeline.backends.local import LocalBackend
 from pipeline.local.batch.processes import ForkServer, available_cores
 from pipeline.local.deployment import REGION, job_environment
-from pipeline.local.guard import signed_get
 from pipeline.local.server import STATS_PATH
-from pipeline.local.sigv4 import Credentials
+from pipeline.local.sigv4 import Credentials, signed_get
 from pipeline.runs import engine
 from pipeline.runs.requests import RunInputs, new_run_id
 

@@ -9,19 +9,23 @@ import errno
 import json
 import os
 import stat
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline import contract
 from pipeline.failure_events import RUN_ID_PLACEHOLDER
-from pipeline.local.deployment import FAILURES_QUEUE, NOTIFICATIONS_QUEUE
+from pipeline.local.deployment import FAILURES_QUEUE, NOTIFICATIONS_QUEUE, REGION
+from pipeline.local.objects import OBJECTS_PATH, batches, read_objects
 from pipeline.local.run_folder import RunFolder, write_json
+from pipeline.local.sigv4 import signed_request
 from pipeline.runs.progress import SubmittedRun, leaf_attempts
 
 if TYPE_CHECKING:
     from pipeline.document import PipelineDocument
+    from pipeline.local.services_process import ServicesProcess
     from pipeline.runs.api import BatchApi
     from pipeline.runs.engine import RunOutcome
 
@@ -49,6 +53,12 @@ class FinishedRun(Protocol):
 
     @property
     def output_dir(self) -> Path | None: ...
+
+    @property
+    def services(self) -> ServicesProcess | None: ...
+
+    @property
+    def on_progress(self) -> Callable[[str], None]: ...
 
 
 def finish_local(
@@ -150,29 +160,69 @@ def _copy_outputs(
     written outside ``target``: a key that is not a plain relative path is written under a
     name made of its digest, and a symbolic link already in ``target`` is never followed (the
     file it stands for is not copied, and ``not_copied`` says why)."""
-    s3 = session.clients["s3"]
     prefix = contract.run_prefix(run_id)
     bucket = session.document.resources["output_bucket"]
     results = session.document.resources["memory_results_bucket"]
-    copies: list[tuple[str, str, str]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            relative = obj["Key"][len(prefix) :]
-            name = (
-                relative if plain_path(relative) else f"by-digest/{contract.key_digest(relative)}"
-            )
-            copies.append((bucket, obj["Key"], name))
+    sizes = {bucket: _sizes(session, bucket, prefix), results: _sizes(session, results, prefix)}
+    report: dict[str, str] = {}
+    for key in sizes[bucket]:
+        relative = key[len(prefix) :]
+        report[key] = (
+            relative if plain_path(relative) else f"by-digest/{contract.key_digest(relative)}"
+        )
     outputs = _outputs_by_key(session, run_id)
     paths = output_paths(list(outputs))
-    copies += [(results, outputs[key], relative) for key, relative in paths.items()]
-    for source_bucket, key, relative in copies:
-        try:
-            body = s3.get_object(Bucket=source_bucket, Key=key)["Body"]
-            write_inside(target, f"{run_id}/{relative}", body.iter_chunks())
-        except OSError as error:
-            not_copied[key] = f"{target / run_id / relative}: {error.strerror or error}"
+    wanted = {bucket: report, results: {outputs[key]: relative for key, relative in paths.items()}}
+    total, done, said = sum(len(names) for names in wanted.values()), 0, time.monotonic()
+    for source_bucket, names in wanted.items():
+        for batch in batches({key: sizes[source_bucket].get(key, 0) for key in names}):
+            found = set()
+            for key, body in _fetch(session, source_bucket, batch):
+                found.add(key)
+                relative = names[key]
+                try:
+                    write_inside(target, f"{run_id}/{relative}", [body])
+                except OSError as error:
+                    not_copied[key] = f"{target / run_id / relative}: {error.strerror or error}"
+            for key in batch:
+                if key not in found:
+                    not_copied[key] = "it is not in the run's bucket any more"
+            done += len(batch)
+            if time.monotonic() - said >= PROGRESS_SECONDS and done < total:
+                session.on_progress(f"copying the run's outputs: {done:,} of {total:,} objects")
+                said = time.monotonic()
     write_inside(target, f"{run_id}/outputs.json", [json.dumps(paths, indent=2).encode()])
     return target / run_id
+
+
+PROGRESS_SECONDS = 2.0
+"""How often copying the outputs says how far it is."""
+
+
+def _sizes(session: FinishedRun, bucket: str, prefix: str) -> dict[str, int]:
+    """Key -> size of each object under ``prefix`` in ``bucket``."""
+    pages = (
+        session.clients["s3"]
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=prefix)
+    )
+    return {obj["Key"]: int(obj["Size"]) for page in pages for obj in page.get("Contents", [])}
+
+
+def _fetch(session: FinishedRun, bucket: str, keys: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(key, body) of each of ``keys`` still in ``bucket``, in one answer from the services
+    (:data:`pipeline.local.objects.OBJECTS_PATH`) rather than a request each."""
+    assert session.services is not None
+    with signed_request(
+        session.endpoint + OBJECTS_PATH,
+        session.services.credentials,
+        REGION,
+        method="POST",
+        body=json.dumps({"bucket": bucket, "keys": keys}).encode(),
+        service="s3",
+        timeout=300,
+    ) as answer:
+        yield from read_objects(answer)
 
 
 def _outputs_by_key(session: FinishedRun, run_id: str) -> dict[str, str]:

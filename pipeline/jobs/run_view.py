@@ -1,15 +1,19 @@
 """What JobD's checks read of a run, each part loaded once and only when a check asks for it:
 the listing, the shards' records, the table's items, the buckets' listings.
 
-Every shard's manifest, JobB record and JobC record are read once per JobD job (the first check
-writes them as the shard view; the SEQUENTIAL children after it read that one object). A record
-that is missing a field a check needs raises :class:`MalformedRecordError`, which the check
-reports as a failure naming the record and the field.
+Every shard's manifest, JobB record and JobC record, the listings of BucketB's results and
+BucketC's outputs (key, size, ETag) and the run's table items are read once per JobD job: the
+first check writes them as the shard view, and the SEQUENTIAL children after it read that one
+object instead of listing and querying again (nothing writes the run while JobD checks it).
+A record that is missing a field a check needs raises :class:`MalformedRecordError`, which the
+check reports as a failure naming the record and the field.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -95,10 +99,8 @@ class RunView:
         the index and the manifest each holds, as its writer read them, stand for the stored
         ones they match byte for byte (see ``contract.READ_RECORD``), so a run whose records
         are intact costs N reads and two listings, not 3 x N reads."""
-        if self.shard_view is not None:
-            saved = get_json_if_exists(self.s3, self.ctx.cpu_results_bucket, self.shard_view)
-            if saved is not None and len(saved.get("manifests", [])) == self.ctx.array_size:
-                return dict(saved)
+        if self._saved_view is not None:
+            return self._saved_view
         memory_indexes = self._per_shard(self.ctx.memory_results_bucket, contract.memory_index_key)
         cpu_indexes = self._stored_or_read(
             [_held_record(record) for record in memory_indexes],
@@ -116,8 +118,30 @@ class RunView:
             "memory_indexes": memory_indexes,
         }
         if self.shard_view is not None:
-            put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, shards)
+            view: dict[str, Any] = {
+                **shards,
+                "cpu_results": self._listed_cpu_results,
+                "memory_outputs": self._listed_memory_outputs,
+            }
+            with contextlib.suppress(TypeError):  # items holding binary values are read anew
+                view["items"] = json.loads(json.dumps(self._queried_items))
+            put_json(self.s3, self.ctx.cpu_results_bucket, self.shard_view, view)
         return shards
+
+    @cached_property
+    def _saved_view(self) -> dict[str, Any] | None:
+        """The shard view an earlier check of this JobD wrote, if there is one."""
+        if self.shard_view is None:
+            return None
+        saved = get_json_if_exists(self.s3, self.ctx.cpu_results_bucket, self.shard_view)
+        if saved is not None and len(saved.get("manifests", [])) == self.ctx.array_size:
+            return dict(saved)
+        return None
+
+    def _viewed(self, part: str) -> Any | None:
+        """``part`` of the saved shard view, if it holds one."""
+        saved = self._saved_view
+        return saved.get(part) if saved is not None else None
 
     @cached_property
     def intermediates_removed(self) -> bool:
@@ -222,6 +246,11 @@ class RunView:
     @cached_property
     def items(self) -> dict[str, dict[str, Any]]:
         """The run's table items, by object key."""
+        viewed = self._viewed("items")
+        return dict(viewed) if viewed is not None else self._queried_items
+
+    @cached_property
+    def _queried_items(self) -> dict[str, dict[str, Any]]:
         return dict(self.item_pages())
 
     def item_pages(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -238,14 +267,28 @@ class RunView:
                     yield item[contract.TABLE_SORT_KEY]["S"], dict(item)
 
     def objects(self, bucket: str, part: str) -> dict[str, dict[str, Any]]:
-        return {o["Key"]: o for o in list_objects(self.s3, bucket, self.prefix + part)}
+        """Key -> ``{"Size", "ETag"}`` of each object of the run's ``part`` of ``bucket``."""
+        return {
+            o["Key"]: {"Size": o["Size"], "ETag": o["ETag"]}
+            for o in list_objects(self.s3, bucket, self.prefix + part)
+        }
 
     @cached_property
     def cpu_results(self) -> dict[str, dict[str, Any]]:
-        return self.objects(self.ctx.cpu_results_bucket, "cpu/")
+        viewed = self._viewed("cpu_results")
+        return dict(viewed) if viewed is not None else self._listed_cpu_results
 
     @cached_property
     def memory_outputs(self) -> dict[str, dict[str, Any]]:
+        viewed = self._viewed("memory_outputs")
+        return dict(viewed) if viewed is not None else self._listed_memory_outputs
+
+    @cached_property
+    def _listed_cpu_results(self) -> dict[str, dict[str, Any]]:
+        return self.objects(self.ctx.cpu_results_bucket, "cpu/")
+
+    @cached_property
+    def _listed_memory_outputs(self) -> dict[str, dict[str, Any]]:
         return self.objects(self.ctx.memory_results_bucket, "objects/")
 
 

@@ -228,25 +228,3 @@ def _claimed_service(environ: Mapping[str, Any]) -> str | None:
 
 def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def signed_get(
-    url: str, credentials: Mapping[str, str], region: str, *, timeout: float = 30
-) -> Any:
-    """GET ``url`` of the local services (``/_pipeline/health``, ``/_pipeline/stats``),
-    signed with ``credentials`` as any AWS client signs; its JSON answer."""
-    import urllib.request
-
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials as BotoCredentials
-
-    request = AWSRequest(method="GET", url=url)
-    SigV4Auth(
-        BotoCredentials(credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"]),
-        "batch",
-        region,
-    ).add_auth(request)
-    prepared = urllib.request.Request(url, headers=dict(request.headers.items()))
-    with urllib.request.urlopen(prepared, timeout=timeout) as answer:
-        return json.loads(answer.read())

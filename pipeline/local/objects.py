@@ -18,7 +18,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
-from urllib.parse import quote
 
 from pipeline.local.batch.in_process import WsgiApp, call_app
 
@@ -40,7 +39,6 @@ def s3_environ(
     return {
         "REQUEST_METHOD": method,
         "PATH_INFO": path.decode("latin-1"),  # as a WSGI server hands a decoded path on
-        "RAW_URI": quote(path, safe="/"),
         "QUERY_STRING": "",
         "HTTP_HOST": "localhost",
         "HTTP_AUTHORIZATION": (

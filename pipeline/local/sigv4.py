@@ -410,3 +410,45 @@ def verify(
             s3_code="SignatureDoesNotMatch",
         )
     return signed
+
+
+def signed_request(
+    url: str,
+    credentials: Mapping[str, str],
+    region: str,
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    service: str = "batch",
+    timeout: float = 30,
+) -> Any:
+    """Send ``url`` of the local services a request signed with ``credentials``
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``) as any AWS client signs it; the
+    answer, a file-like object to read and close (an HTTPError for a status over 399)."""
+    import urllib.request
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials as BotoCredentials
+
+    request = AWSRequest(method=method, url=url, data=body)
+    SigV4Auth(
+        BotoCredentials(credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"]),
+        service,
+        region,
+    ).add_auth(request)
+    prepared = urllib.request.Request(
+        url, data=body or None, headers=dict(request.headers.items()), method=method
+    )
+    return urllib.request.urlopen(prepared, timeout=timeout)
+
+
+def signed_get(
+    url: str, credentials: Mapping[str, str], region: str, *, timeout: float = 30
+) -> Any:
+    """GET ``url`` of the local services (``/_pipeline/health``, ``/_pipeline/stats``),
+    signed; its JSON answer."""
+    import json
+
+    with signed_request(url, credentials, region, timeout=timeout) as answer:
+        return json.loads(answer.read())

@@ -376,3 +376,33 @@ def test_jobe_sums_the_childrens_seconds_from_the_shard_view_not_a_record_each()
     assert summary["seconds_by_job"]["JobB"] == 3.0
     assert summary["seconds_by_job"]["JobC"] == 3.0
     assert not any("JobB" in k or "JobC" in k for k in timing_objects)
+
+
+def test_jobds_later_checks_list_no_bucket_and_query_no_table() -> None:
+    # GIVEN a run through JobC
+    with jobs_world(array_size=4) as world:
+        world.put_inputs(sample_inputs(12))
+        world.run_through_c()
+        calls: list[str] = []
+        for client in (world.s3, world.dynamodb):
+            client.meta.events.register(
+                "before-parameter-build.*.*",
+                lambda params, model, **_: calls.append(
+                    f"{model.name} {params.get('Bucket', '')}".strip()
+                ),
+            )
+        # WHEN JobD "job-1" runs its ten checks
+        first: list[str] = []
+        for step in range(contract.VALIDATION_STEPS):
+            job_d.run(world.s3, world.dynamodb, world.ctx, step, validation_job_id="job-1")
+            if not first and "Query" in calls:
+                first = list(calls)
+        # THEN the check that wrote the view listed BucketB's results and BucketC's outputs
+        # and queried the table, and the checks after it did none of those: they read the view
+        stage_buckets = (world.ctx.cpu_results_bucket, world.ctx.memory_results_bucket)
+        listings = [f"ListObjectsV2 {bucket}" for bucket in stage_buckets]
+        assert first.count("Query") == 1
+        assert all(listing in first for listing in listings)
+        later = calls[len(first) :]
+        assert "Query" not in later
+        assert [call for call in later if call in listings] == []
