@@ -7,6 +7,7 @@
    CPU-heavy shard, side by side. Goal >= 1.7 on a 2-core machine.
 
     .venv/bin/python bench/jobs.py
+    .venv/bin/python bench/jobs.py --objects 40 --heavy-objects 4   # a quick look
 """
 
 from __future__ import annotations
@@ -34,12 +35,15 @@ from helpers.jobs_world import MAX_OBJECT_BYTES, World, jobs_world, sample_input
 from pipeline import contract  # noqa: E402
 from pipeline.batch_facts import ARRAY_INDEX_VARIABLE  # noqa: E402
 from pipeline.jobs import job_a, job_b, job_c, job_d, job_e  # noqa: E402
+from pipeline.spec import DEFAULT_SPEC  # noqa: E402
 
 
 @contextmanager
-def job_environment(world: World, index: int | None = None) -> Iterator[None]:
+def job_environment(world: World, key: str, index: int | None = None) -> Iterator[None]:
+    """The environment ``key``'s definition gives its job (its step among it), for ``world``."""
     ctx = world.ctx
     values = {
+        **DEFAULT_SPEC.environment_of(DEFAULT_SPEC.job(key)),
         contract.RUN_ID: ctx.run_id,
         contract.ARRAY_SIZE: str(ctx.array_size),
         contract.INPUT_BUCKET: ctx.input_bucket,
@@ -64,9 +68,11 @@ def job_environment(world: World, index: int | None = None) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def requests_per_object() -> None:
-    # The sample's valid objects only (no empty, oversize or directory entries): 1,000.
-    inputs = {k: v for k, v in sample_inputs(1_003).items() if v and len(v) <= MAX_OBJECT_BYTES}
+def requests_per_object(objects: int) -> None:
+    # The sample's valid objects only (no empty, oversize or directory entries).
+    inputs = {
+        k: v for k, v in sample_inputs(objects + 3).items() if v and len(v) <= MAX_OBJECT_BYTES
+    }
     with jobs_world(array_size=4) as world:
         world.put_inputs(inputs)
         counts: Counter[str] = Counter()
@@ -75,11 +81,12 @@ def requests_per_object() -> None:
         boto3.DEFAULT_SESSION.events.register(
             "before-send", lambda event_name, **_: counts.update([event_name.split(".", 1)[1]])
         )
-        steps: list[tuple[Any, int | None]] = [(job_a, None)]
-        steps += [(job_b, i) for i in range(4)] + [(job_c, i) for i in range(4)]
-        steps += [(job_d, k) for k in range(contract.VALIDATION_STEPS)] + [(job_e, None)]
-        for module, index in steps:
-            with job_environment(world, index):
+        steps: list[tuple[Any, str, int | None]] = [(job_a, "JobA", None)]
+        steps += [(job_b, "JobB", i) for i in range(4)] + [(job_c, "JobC", i) for i in range(4)]
+        steps += [(job_d, "JobD", k) for k in range(contract.VALIDATION_STEPS)]
+        steps += [(job_e, "JobE", None)]
+        for module, key, index in steps:
+            with job_environment(world, key, index):
                 code = module.main([]) if module is job_e else module.main()
             assert code == 0, module.__name__
     valid = len(inputs)
@@ -89,11 +96,11 @@ def requests_per_object() -> None:
     print(f"  ratio: {total / valid:.2f} requests per object (goal <= 4.5, floor about 4)")
 
 
-def job_b_scaling() -> None:
-    # CPU-heavy shard: 24 objects of 1.5 MB of mixed text, so compression dominates.
+def job_b_scaling(objects: int) -> None:
+    # CPU-heavy shard: objects of 1.5 MB of mixed text, so compression dominates.
     words = [b"alpha", b"beta", b"gamma", b"delta", b"epsilon", b"zeta"]
     body = b" ".join(words[(i * 7919) % 6] + str(i % 977).encode() for i in range(200_000))
-    inputs = {f"heavy/{i:03d}.txt": body[i:] + body[:i] for i in range(24)}
+    inputs = {f"heavy/{i:03d}.txt": body[i:] + body[:i] for i in range(objects)}
     timings: dict[int, list[float]] = {}
     with jobs_world(array_size=1) as world:
         world.ctx = type(world.ctx)(**{**world.ctx.__dict__, "max_object_bytes": 10**9})
@@ -116,6 +123,13 @@ def job_b_scaling() -> None:
 
 
 if __name__ == "__main__":
-    if "--requests-only" not in sys.argv:
-        job_b_scaling()
-    requests_per_object()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", type=int, default=1000, help="small objects, A..E")
+    parser.add_argument("--heavy-objects", type=int, default=24, help="JobB's 1.5 MB objects")
+    parser.add_argument("--requests-only", action="store_true")
+    args = parser.parse_args()
+    if not args.requests_only:
+        job_b_scaling(args.heavy_objects)
+    requests_per_object(args.objects)
