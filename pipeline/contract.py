@@ -81,6 +81,21 @@ TABLE_SORT_KEY = "object_key"
 """One item per valid object: (run id, object key) is deterministic, so retries overwrite."""
 
 
+def table_keys() -> dict[str, list[dict[str, str]]]:
+    """The metadata table's keys as CreateTable takes them (``KeySchema`` and
+    ``AttributeDefinitions``), for the local deployment and the tests' tables."""
+    return {
+        "KeySchema": [
+            {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": TABLE_PARTITION_KEY, "AttributeType": "S"},
+            {"AttributeName": TABLE_SORT_KEY, "AttributeType": "S"},
+        ],
+    }
+
+
 def marker_prefix(key: str) -> str | None:
     """The input prefix a ready marker stands for (``incoming/a/_READY`` -> ``incoming/a/``,
     ``_READY`` -> ``""``), or None when ``key`` is not a marker."""

@@ -255,15 +255,8 @@ def deploy(batch: BatchCall, clients: Mapping[str, Any], document: PipelineDocum
             s3.create_bucket(Bucket=names[resource.key], **where)
     clients["dynamodb"].create_table(
         TableName=names["metadata_table"],
-        KeySchema=[
-            {"AttributeName": contract.TABLE_PARTITION_KEY, "KeyType": "HASH"},
-            {"AttributeName": contract.TABLE_SORT_KEY, "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": contract.TABLE_PARTITION_KEY, "AttributeType": "S"},
-            {"AttributeName": contract.TABLE_SORT_KEY, "AttributeType": "S"},
-        ],
         BillingMode="PAY_PER_REQUEST",
+        **contract.table_keys(),
     )
     topic = clients["sns"].create_topic(Name=names["notification_topic"].rsplit(":", 1)[1])
     notifications = _queue_arn(sqs, NOTIFICATIONS_QUEUE)

@@ -24,6 +24,8 @@ import boto3
 import pytest
 
 from helpers.cli import cli_env, run_cli, start_cli
+from helpers.cli import serving as serving_in
+from helpers.paths import REPO
 from helpers.processes import run_processes
 
 pytestmark = pytest.mark.slow  # each test runs the services and real job processes
@@ -37,21 +39,8 @@ HOST_LOST_RETRIED = [
 @contextmanager
 def serving(home: Path, state: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], Any]]:
     """``serve --state-dir STATE`` in a session of its own; (its process, its handshake)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local", "serve", "--json", f"--state-dir={state}", *extra],
-        env=cli_env(home),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield process, json.loads(process.stdout.readline())
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=60)
+    with serving_in(REPO, cli_env(home), f"--state-dir={state}", *extra) as served:
+        yield served
 
 
 def _client(ready: dict[str, Any], service: str) -> Any:

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from helpers.cli import cli_env
+from helpers.cli import cli_env, serving
+from helpers.paths import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -34,29 +35,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     """``serve --with-pipeline`` on a state folder, as a user leaves it running."""
     home = tmp_path_factory.mktemp("home")
     state = home / "state" / "services"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.local",
-            "serve",
-            "--with-pipeline",
-            "--json",
-            f"--state-dir={state}",
-        ],
-        env=cli_env(home),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        ready = json.loads(process.stdout.readline())
+    with serving(REPO, cli_env(home), "--with-pipeline", f"--state-dir={state}") as (_, ready):
         yield {**ready, "state": state}
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
 
 
 def _batch(ready: dict[str, Any]) -> Any:

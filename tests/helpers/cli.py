@@ -57,12 +57,14 @@ def start_cli(home: Path, *args: str, cwd: Path = REPO) -> subprocess.Popen[str]
 
 
 @contextmanager
-def served(cwd: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """``python -m pipeline.local serve --with-pipeline`` in a session of its own, in ``cwd``
-    with ``env``; yields what it printed when ready (endpoint, region, credentials) and stops
-    it on the way out."""
+def serving(
+    cwd: Path, env: dict[str, str], *arguments: str
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, Any]]]:
+    """``python -m pipeline.local serve --json ARGUMENTS`` in a session of its own, in ``cwd``
+    with ``env``; yields its process and what it printed when ready (endpoint, region,
+    credentials), and stops it on the way out."""
     services = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local", "serve", "--with-pipeline", "--json"],
+        [sys.executable, "-m", "pipeline.local", "serve", "--json", *arguments],
         cwd=cwd,
         env=env,
         stdin=subprocess.PIPE,
@@ -72,7 +74,15 @@ def served(cwd: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
     )
     try:
         assert services.stdout is not None
-        yield json.loads(services.stdout.readline())
+        yield services, json.loads(services.stdout.readline())
     finally:
-        services.terminate()
+        if services.poll() is None:
+            services.terminate()
         services.wait(timeout=60)
+
+
+@contextmanager
+def served(cwd: Path, env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """``serve --with-pipeline`` (see :func:`serving`); what it printed when ready."""
+    with serving(cwd, env, "--with-pipeline") as (_, ready):
+        yield ready

@@ -143,15 +143,8 @@ def jobs_world(array_size: int = 4, run_id: str = "20261125T000000-test01") -> I
         dynamodb = session.client("dynamodb")
         dynamodb.create_table(
             TableName="pipeline-metadata",
-            KeySchema=[
-                {"AttributeName": contract.TABLE_PARTITION_KEY, "KeyType": "HASH"},
-                {"AttributeName": contract.TABLE_SORT_KEY, "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": contract.TABLE_PARTITION_KEY, "AttributeType": "S"},
-                {"AttributeName": contract.TABLE_SORT_KEY, "AttributeType": "S"},
-            ],
             BillingMode="PAY_PER_REQUEST",
+            **contract.table_keys(),  # type: ignore[arg-type]
         )
         sns = session.client("sns")
         topic = sns.create_topic(Name="pipeline-notifications")["TopicArn"]
