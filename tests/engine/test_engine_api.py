@@ -191,3 +191,18 @@ def test_a_job_is_described_with_its_definitions_fields_and_its_retry_rules(
     assert container["volumes"] == []
     environment = aws.batch.describe_compute_environments()["computeEnvironments"][0]
     assert environment["ecsClusterArn"].startswith("arn:aws:ecs:us-east-1:")
+
+
+def test_cancel_and_terminate_of_an_unknown_job_succeed_as_on_aws(aws: EngineBatch) -> None:
+    # WHEN a job ID the endpoint never held is cancelled and terminated
+    cancelled = aws.batch.cancel_job(jobId="no-such-job", reason="cleanup")
+    terminated = aws.batch.terminate_job(jobId="no-such-job", reason="cleanup")
+    # THEN both answer 200 with an empty body, as AWS Batch answers (aws/aws-cli#2551)
+    for answer in (cancelled, terminated):
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert {k: v for k, v in answer.items() if k != "ResponseMetadata"} == {}
+    # AND a request that names no job at all is still refused
+    for path in ("/v1/canceljob", "/v1/terminatejob"):
+        status, _, answer = _raw(aws, path, b'{"jobId": "", "reason": "cleanup"}')
+        assert (status, answer["__type"]) == (400, "ClientException")
+        assert "jobId is required" in answer["message"]
