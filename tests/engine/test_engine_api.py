@@ -206,3 +206,25 @@ def test_cancel_and_terminate_of_an_unknown_job_succeed_as_on_aws(aws: EngineBat
         status, _, answer = _raw(aws, path, b'{"jobId": "", "reason": "cleanup"}')
         assert (status, answer["__type"]) == (400, "ClientException")
         assert "jobId is required" in answer["message"]
+
+
+def test_describe_job_definitions_takes_revisions_not_bare_names(aws: EngineBatch) -> None:
+    # GIVEN a definition with two revisions
+    for _ in range(2):
+        aws.batch.register_job_definition(
+            jobDefinitionName="twice", type="container", containerProperties={"image": "i"}
+        )
+    arn = aws.batch.describe_job_definitions(jobDefinitions=["twice:1"])["jobDefinitions"][0][
+        "jobDefinitionArn"
+    ]
+
+    def revisions(**request: Any) -> list[int]:
+        found = aws.batch.describe_job_definitions(**request)["jobDefinitions"]
+        return [int(d["revision"]) for d in found]
+
+    # THEN jobDefinitions takes name:revision and ARNs, and a bare name finds nothing there
+    # (boto3#2908), while jobDefinitionName lists every revision
+    assert revisions(jobDefinitions=["twice:2"]) == [2]
+    assert revisions(jobDefinitions=[arn]) == [1]
+    assert revisions(jobDefinitions=["twice"]) == []
+    assert revisions(jobDefinitionName="twice") == [1, 2]

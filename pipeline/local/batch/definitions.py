@@ -421,6 +421,11 @@ class Registry:
         if request.get("jobDefinitions"):
             found = []
             for reference in request["jobDefinitions"]:
+                # Each entry is `name:revision` or a revision's ARN (DescribeJobDefinitions,
+                # AWS Batch API Reference); AWS answers nothing for a bare name, which names
+                # no revision (boto3#2908, aws/aws-sdk#94), unlike SubmitJob, which takes one.
+                if ":" not in str(reference):
+                    continue
                 try:
                     found.append(self.definition(str(reference), active_only=False))
                 except BatchClientError:
