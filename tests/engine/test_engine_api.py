@@ -228,3 +228,32 @@ def test_describe_job_definitions_takes_revisions_not_bare_names(aws: EngineBatc
     assert revisions(jobDefinitions=[arn]) == [1]
     assert revisions(jobDefinitions=["twice"]) == []
     assert revisions(jobDefinitionName="twice") == [1, 2]
+
+
+def test_a_queue_keeps_its_compute_environment_orders_as_given(aws: EngineBatch) -> None:
+    # GIVEN two environments ordered 123 and 7
+    for name in ("later", "sooner"):
+        aws.batch.create_compute_environment(**_environment(name))
+    aws.batch.create_job_queue(
+        jobQueueName="ordered",
+        priority=1,
+        computeEnvironmentOrder=[
+            {"order": 123, "computeEnvironment": "later"},
+            {"order": 7, "computeEnvironment": "sooner"},
+        ],
+    )
+
+    def order() -> list[tuple[int, str]]:
+        (queue,) = aws.batch.describe_job_queues(jobQueues=["ordered"])["jobQueues"]
+        return [
+            (o["order"], o["computeEnvironment"].rsplit("/", 1)[-1])
+            for o in queue["computeEnvironmentOrder"]
+        ]
+
+    # THEN the queue describes them with those orders, lowest first
+    assert order() == [(7, "sooner"), (123, "later")]
+    # WHEN the order is updated THEN the new orders are kept as given too
+    aws.batch.update_job_queue(
+        jobQueue="ordered", computeEnvironmentOrder=[{"order": 50, "computeEnvironment": "later"}]
+    )
+    assert order() == [(50, "later")]

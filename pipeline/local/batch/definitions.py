@@ -83,10 +83,17 @@ class JobQueue:
     name: str
     arn: str
     request: dict[str, Any]
-    environments: list[ComputeEnvironment]
+    order: list[tuple[int, ComputeEnvironment]]
+    """``computeEnvironmentOrder``: each environment with its ``order`` as given, in
+    ascending order ("Compute environments are tried in ascending order",
+    ComputeEnvironmentOrder)."""
     state: str = "ENABLED"
     priority: int = 1
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def environments(self) -> list[ComputeEnvironment]:
+        return [environment for _, environment in self.order]
 
     @property
     def places_jobs(self) -> bool:
@@ -102,9 +109,10 @@ class JobQueue:
             "status": "VALID",
             "statusReason": "JobQueue Healthy",
             "priority": self.priority,
+            # The orders as given, not renumbered: a client that sends them back in
+            # UpdateJobQueue keeps them.
             "computeEnvironmentOrder": [
-                {"order": order, "computeEnvironment": e.arn}
-                for order, e in enumerate(self.environments, start=1)
+                {"order": order, "computeEnvironment": e.arn} for order, e in self.order
             ],
             "jobStateTimeLimitActions": self.request.get("jobStateTimeLimitActions", []),
             "tags": dict(self.tags),
@@ -318,10 +326,15 @@ class Registry:
         self.queues[name] = queue
         return {"jobQueueName": name, "jobQueueArn": queue.arn}
 
-    def _ordered_environments(self, order: Sequence[Mapping[str, Any]]) -> list[ComputeEnvironment]:
+    def _ordered_environments(
+        self, order: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[int, ComputeEnvironment]]:
         ranked = sorted(order, key=lambda entry: int(entry.get("order", 0)))
-        environments = [self.environment(str(entry["computeEnvironment"])) for entry in ranked]
-        check_queue_environments([e.kind for e in environments])
+        environments = [
+            (int(entry.get("order", 0)), self.environment(str(entry["computeEnvironment"])))
+            for entry in ranked
+        ]
+        check_queue_environments([e.kind for _, e in environments])
         return environments
 
     def queue(self, reference: str) -> JobQueue:
@@ -338,7 +351,7 @@ class Registry:
         if "priority" in request:
             queue.priority = int(request["priority"])
         if request.get("computeEnvironmentOrder"):
-            queue.environments = self._ordered_environments(request["computeEnvironmentOrder"])
+            queue.order = self._ordered_environments(request["computeEnvironmentOrder"])
         return {"jobQueueName": queue.name, "jobQueueArn": queue.arn}
 
     def delete_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
