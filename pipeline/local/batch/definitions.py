@@ -10,6 +10,7 @@ budget. Its ``state`` matters (a DISABLED environment places no job), its instan
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,14 +58,27 @@ class ComputeEnvironment:
         """What it launches: EC2, SPOT, FARGATE or FARGATE_SPOT (an unmanaged one: EC2)."""
         return str((self.request.get("computeResources") or {}).get("type") or "EC2")
 
+    @property
+    def ecs_cluster_arn(self) -> str:
+        """Every environment places its jobs on one ECS cluster; here, this machine."""
+        return self.arn.replace(":batch:", ":ecs:").replace(
+            "compute-environment/", "cluster/AWSBatch-"
+        )
+
+    @property
+    def container_instance_arn(self) -> str:
+        """The ECS container instance the environment's jobs run on (AttemptContainerDetail
+        ``containerInstanceArn``): this machine, one instance per environment, in ECS's
+        ``container-instance/<cluster>/<id>`` form, its ID fixed by the environment's ARN."""
+        prefix, cluster = self.ecs_cluster_arn.split(":cluster/", 1)
+        instance = uuid.uuid5(uuid.NAMESPACE_URL, self.arn).hex
+        return f"{prefix}:container-instance/{cluster}/{instance}"
+
     def describe(self) -> dict[str, Any]:
         described = {
             "computeEnvironmentName": self.name,
             "computeEnvironmentArn": self.arn,
-            # Every environment places its jobs on one ECS cluster; here, this machine.
-            "ecsClusterArn": self.arn.replace(":batch:", ":ecs:").replace(
-                "compute-environment/", "cluster/AWSBatch-"
-            ),
+            "ecsClusterArn": self.ecs_cluster_arn,
             "containerOrchestrationType": "ECS",
             "type": self.request.get("type", "MANAGED"),
             "state": self.state,
@@ -100,6 +114,13 @@ class JobQueue:
         """Whether a RUNNABLE job of this queue may start: some compute environment of it is
         ENABLED (AWS Batch places no job in a DISABLED one)."""
         return any(e.state == "ENABLED" for e in self.environments)
+
+    @property
+    def placing_environment(self) -> ComputeEnvironment:
+        """Where a job of the queue is placed: its first ENABLED environment in order (the
+        first one, when a job started while none was)."""
+        enabled = [e for e in self.environments if e.state == "ENABLED"]
+        return (enabled or self.environments)[0]
 
     def describe(self) -> dict[str, Any]:
         return {

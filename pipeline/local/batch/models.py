@@ -427,9 +427,14 @@ class LocalBatch:
         job.attempts.append(
             {
                 "startedAt": self.now_ms(),
+                # AttemptContainerDetail: the attempt's ECS task and container instance
+                # (this machine); no network interface of its own, as jobs here share the
+                # machine's network.
                 "container": {
                     "logStreamName": log_stream,
                     "taskArn": self.place.arn(f"task/{task_id}").replace(":batch:", ":ecs:"),
+                    "containerInstanceArn": job.queue.placing_environment.container_instance_arn,
+                    "networkInterfaces": [],
                 },
             }
         )

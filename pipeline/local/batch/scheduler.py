@@ -223,8 +223,7 @@ class Scheduler:
             environment[ARRAY_INDEX_VARIABLE] = str(job.index)
         if job.parent is not None:
             environment[ARRAY_SIZE_VARIABLE] = str(len(job.parent.children))
-        placed_on = [e for e in job.queue.environments if e.state == "ENABLED"]
-        environment[COMPUTE_ENVIRONMENT_VARIABLE] = (placed_on or job.queue.environments)[0].name
+        environment[COMPUTE_ENVIRONMENT_VARIABLE] = job.queue.placing_environment.name
         attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
         self._attempts[job.job_id] = attempt
         self._running[job.job_id] = job
