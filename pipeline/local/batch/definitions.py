@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.batch_facts import (
+    SERVICE_LINKED_ROLE,
+    SERVICE_LINKED_ROLE_PATH,
     RetryRule,
 )
 from pipeline.local.batch.checks import (
     check_compute_environment,
+    check_compute_environment_update,
     check_environment,
     check_name,
     check_queue_environments,
@@ -86,10 +89,24 @@ class ComputeEnvironment:
             "statusReason": "ComputeEnvironment Healthy",
             "tags": dict(self.tags),
         }
-        for key in ("computeResources", "serviceRole"):
+        for key in ("computeResources", "unmanagedvCpus", "updatePolicy", "context", "ecsSettings"):
             if key in self.request:
                 described[key] = self.request[key]
+        described["serviceRole"] = self.service_role_arn
         return described
+
+    @property
+    def service_role_arn(self) -> str:
+        """``serviceRole`` as an ARN: Batch's service-linked role when none was given ("that
+        role is used by default"), a role name as a role on the path / ("Batch assumes that
+        your ARN doesn't use the service-role path prefix"; CreateComputeEnvironment
+        serviceRole)."""
+        role = str(self.request.get("serviceRole") or "")
+        if role.startswith("arn:"):
+            return role
+        _, partition, _, _, account, _ = self.arn.split(":", 5)
+        path = f"{SERVICE_LINKED_ROLE_PATH}{SERVICE_LINKED_ROLE}" if not role else f"/{role}"
+        return f"arn:{partition}:iam::{account}:role{path.replace('//', '/')}"
 
 
 @dataclass
@@ -281,14 +298,30 @@ class Registry:
         return found
 
     def update_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
+        """UpdateComputeEnvironment applies every member the API Reference documents as
+        updatable: ``state``, ``serviceRole``, ``unmanagedvCpus``, ``computeResources``
+        (merged into the environment's), ``updatePolicy``, ``context`` and ``ecsSettings``.
+        What Batch would refuse is refused, before anything changes
+        (:func:`.checks.check_compute_environment_update`)."""
         environment = self.environment(_required(request, "computeEnvironment"))
-        if "state" in request:
-            environment.state = _state(request["state"])
-        if "computeResources" in request:
-            resources = dict(environment.request.get("computeResources") or {})
-            resources.update(request["computeResources"])
-            check_vcpu_bounds(resources)
+        check_compute_environment_update(environment.request, request)
+        state = _state(request["state"]) if "state" in request else environment.state
+        resources = {
+            **(environment.request.get("computeResources") or {}),
+            **(request.get("computeResources") or {}),
+        }
+        check_vcpu_bounds(resources)
+        environment.state = state
+        if request.get("computeResources"):
             environment.request["computeResources"] = resources
+        for key in ("serviceRole", "unmanagedvCpus", "context", "ecsSettings"):
+            if key in request:
+                environment.request[key] = request[key]
+        if "updatePolicy" in request:
+            environment.request["updatePolicy"] = {
+                **(environment.request.get("updatePolicy") or {}),
+                **request["updatePolicy"],
+            }
         return {
             "computeEnvironmentName": environment.name,
             "computeEnvironmentArn": environment.arn,
