@@ -80,6 +80,24 @@ MAX_COMPUTE_ENVIRONMENTS_PER_QUEUE = 3
 SUBMIT_JOB_TPS = 50
 """About how many SubmitJob calls per second an account is allowed."""
 
+# --- compute environments -----------------------------------------------------------------------
+
+SERVICE_LINKED_ROLE = "AWSServiceRoleForBatch"
+"""The role a compute environment created without a ``serviceRole`` uses
+(CreateComputeEnvironment ``serviceRole``), on the path below."""
+SERVICE_LINKED_ROLE_PATH = "/aws-service-role/batch.amazonaws.com/"
+DEFAULT_ALLOCATION_STRATEGY = "BEST_FIT"
+"""An EC2 or SPOT environment's allocation strategy when none is given (ComputeResource
+``allocationStrategy``). Infrastructure updates are not supported for it."""
+SCALING_UPDATES = frozenset({"minvCpus", "maxvCpus", "desiredvCpus"})
+"""The ``computeResources`` an UpdateComputeEnvironment changes without replacing instances
+(a scaling update); changing any other is an infrastructure update, which needs the
+service-linked role and an allocation strategy other than BEST_FIT ("Perform infrastructure
+updates", AWS Batch User Guide)."""
+FARGATE_UPDATES = SCALING_UPDATES | {"securityGroupIds", "subnets"}
+"""What UpdateComputeEnvironment may change of a Fargate environment's ``computeResources``
+("Updating compute environments", AWS Batch User Guide)."""
+
 # --- dependencies -------------------------------------------------------------------------------
 
 

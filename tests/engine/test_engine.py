@@ -247,6 +247,29 @@ def test_cancel_leaves_running_jobs_and_terminate_stops_them(tmp_path: Path, rec
     assert len(job["attempts"]) == 1  # a terminated job is not retried
 
 
+def test_a_job_terminated_as_it_runs_still_has_the_log_stream_it_names(tmp_path: Path) -> None:
+    # GIVEN services that ship each ended attempt's log, as they put it into CloudWatch Logs
+    shipped: dict[str, bool] = {}
+
+    def ship(group: str, stream: str, path: Path, failed: bool) -> None:
+        shipped[stream] = path.exists()
+
+    with engine_with_processes(tmp_path / "work", ship_log=ship) as batch:
+        definition = batch.register("Sleeper", (PYTHON, "-c", "import time; time.sleep(60)"))
+        # WHEN jobs are terminated the moment they are RUNNING, before their programs write
+        # (or even open) their output
+        ended = []
+        for name in ("a", "b", "c"):
+            job_id = batch.submit(name, definition)
+            batch.wait_for(job_id, ("RUNNING",))
+            batch.client.terminate_job(jobId=job_id, reason="now")
+            ended.append(batch.wait_for(job_id))
+    # THEN each still has the (empty) log its logStreamName names, as an awslogs stream exists
+    # from the container's start
+    streams = [job["container"]["logStreamName"] for job in ended]
+    assert {stream: shipped.get(stream) for stream in streams} == dict.fromkeys(streams, True)
+
+
 def test_a_job_larger_than_the_budget_runs_alone_with_all_of_it(
     tmp_path: Path, records: Path
 ) -> None:

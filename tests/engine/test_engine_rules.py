@@ -358,3 +358,56 @@ def test_describe_jobs_takes_at_most_100_ids(aws: EngineBatch) -> None:
     with pytest.raises(ClientError) as error:
         aws.batch.describe_jobs(jobs=[f"job-{i}" for i in range(101)])
     assert error.value.response["Error"]["Code"] == "ClientException"
+
+
+def test_describe_jobs_shows_the_deprecated_vcpus_and_memory_as_given(aws: EngineBatch) -> None:
+    # GIVEN a definition registered with the deprecated vcpus and memory, and one without
+    old_style = aws.reader.register_job_definition(
+        jobDefinitionName="old-style",
+        type="container",
+        containerProperties={"image": "busybox", "command": ["true"], "vcpus": 1, "memory": 128},
+    )["jobDefinitionArn"]
+    aws.hold_new_jobs()
+    # WHEN jobs of it are submitted, one overriding vcpus the deprecated way, and a job of a
+    # definition that uses resourceRequirements only
+    plain = aws.batch.submit_job(jobName="p", jobQueue=QUEUE, jobDefinition=old_style)["jobId"]
+    overridden = aws.batch.submit_job(
+        jobName="o", jobQueue=QUEUE, jobDefinition=old_style, containerOverrides={"vcpus": 2}
+    )["jobId"]
+    modern = _submit(aws, "JobA")
+    jobs = _described(aws, plain, overridden, modern)
+    # THEN (as AWS's describe-jobs example shows them) the container reports vcpus and memory
+    # as given, the override winning, beside the requirements the job runs with
+    assert {k: jobs[plain]["container"][k] for k in ("vcpus", "memory")} == {
+        "vcpus": 1,
+        "memory": 128,
+    }
+    assert {k: jobs[overridden]["container"][k] for k in ("vcpus", "memory")} == {
+        "vcpus": 2,
+        "memory": 128,
+    }
+    assert jobs[overridden]["container"]["resourceRequirements"] == [
+        {"type": "VCPU", "value": "2"},
+        {"type": "MEMORY", "value": "128"},
+    ]
+    # AND a job whose definition gave neither shows neither
+    assert not {"vcpus", "memory"} & set(jobs[modern]["container"])
+
+
+def test_an_attempt_names_its_container_instance_and_network_interfaces(aws: EngineBatch) -> None:
+    # GIVEN a job that ran
+    job = _submit(aws, "JobA")
+    described = _described(aws, job)[job]
+    # THEN its attempt names the ECS container instance it ran on, in the queue's compute
+    # environment's cluster, and its (no) network interfaces, as AttemptContainerDetail has them
+    (attempt,) = described["attempts"]
+    container = attempt["container"]
+    (environment,) = aws.reader.describe_compute_environments()["computeEnvironments"]
+    cluster = environment["ecsClusterArn"].split(":cluster/", 1)
+    assert container["containerInstanceArn"].startswith(
+        f"{cluster[0]}:container-instance/{cluster[1]}/"
+    )
+    assert container["networkInterfaces"] == []
+    # AND the job's container is its latest attempt's: the same task and instance
+    assert described["container"]["taskArn"] == container["taskArn"]
+    assert described["container"]["containerInstanceArn"] == container["containerInstanceArn"]

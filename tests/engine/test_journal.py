@@ -11,7 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.local.batch.journal import Journal, records
+import pytest
+
+from pipeline.local.batch.definitions import Place
+from pipeline.local.batch.journal import Journal, JournalError, records, replay
+from pipeline.local.batch.models import LocalBatch
+from pipeline.local.batch.responses import BatchService
 from pipeline.local.server import ServiceJournal, journaled_requests
 
 LIMITED = """
@@ -103,3 +108,21 @@ def test_a_write_then_rename_cut_short_leaves_the_old_file_whole(tmp_path: Path)
     assert "failed:" in failed.stdout, failed.stderr
     # THEN the file is the old one, whole
     assert path.read_bytes() == before
+
+
+def test_a_journaled_call_these_services_now_refuse_is_named(tmp_path: Path) -> None:
+    # GIVEN a journal an earlier version wrote, holding a MANAGED EC2 compute environment
+    # without the instance role AWS Batch requires
+    path = tmp_path / "batch.jsonl"
+    journal = Journal(path)
+    request = {
+        "computeEnvironmentName": "old",
+        "type": "MANAGED",
+        "computeResources": {"type": "EC2", "maxvCpus": 4, "subnets": ["subnet-1"]},
+    }
+    journal.append_record("call", {"operation": "CreateComputeEnvironment", "request": request})
+    journal.close()
+    backend = LocalBatch(Place("123456789012", "us-east-1"))
+    # WHEN the services replay it THEN they stop with a journal error naming the call and why
+    with pytest.raises(JournalError, match="CreateComputeEnvironment call these services now"):
+        replay(backend, path, BatchService(backend).replay)

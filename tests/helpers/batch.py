@@ -55,7 +55,7 @@ from pipeline.local.batch.in_process import (
 from pipeline.local.batch.models import LocalBatch
 from pipeline.local.batch.placements import CallerPlacement
 from pipeline.local.batch.responses import BatchService
-from pipeline.local.batch.scheduler import Scheduler
+from pipeline.local.batch.scheduler import LogShipper, Scheduler
 from pipeline.spec import (
     DEFAULT_SPEC,
     JOB_USER_ID,
@@ -659,10 +659,12 @@ def engine_with_processes(
     environment: Mapping[str, str] | None = None,
     clock: Callable[[], float] = time.monotonic,
     cores_variable: str | None = None,
+    ship_log: LogShipper | None = None,
 ) -> Iterator[ProcessBatch]:
     """An engine with one compute environment and one queue, ``queue``, whose scheduler runs
     jobs as processes within ``vcpus`` and measures timeouts with ``clock`` (and tells each
-    job its cores in ``cores_variable``, if given)."""
+    job its cores in ``cores_variable``, if given; hands each ended attempt's log to
+    ``ship_log``, if given, as the services hand it to CloudWatch Logs)."""
     engine = LocalBatch(Place(ACCOUNT, REGION), faults=faults)
     (client,) = batch_clients(engine)
     client.create_compute_environment(computeEnvironmentName="local", type="UNMANAGED")
@@ -679,6 +681,7 @@ def engine_with_processes(
         fork=fork,
         clock=clock,
         cores_variable=cores_variable,
+        ship_log=ship_log,
     )
     try:
         yield ProcessBatch(engine, scheduler, client)

@@ -16,6 +16,8 @@ from functools import cache
 from typing import Any
 
 from pipeline.batch_facts import (
+    DEFAULT_ALLOCATION_STRATEGY,
+    FARGATE_UPDATES,
     MAX_ARRAY_SIZE,
     MAX_ATTEMPTS,
     MAX_COMPUTE_ENVIRONMENTS_PER_QUEUE,
@@ -25,6 +27,8 @@ from pipeline.batch_facts import (
     MIN_ATTEMPTS,
     MIN_TIMEOUT_SECONDS,
     RESERVED_VARIABLE_PREFIX,
+    SCALING_UPDATES,
+    SERVICE_LINKED_ROLE,
     DependencyType,
 )
 from pipeline.local.batch.exceptions import BatchClientError
@@ -172,6 +176,10 @@ def check_compute_environment(request: Mapping[str, Any]) -> None:
     resources = request.get("computeResources")
     if kind == "UNMANAGED":
         return
+    if request.get("unmanagedvCpus") is not None:
+        # "This parameter is only supported when the type parameter is set to UNMANAGED"
+        # (CreateComputeEnvironment unmanagedvCpus).
+        raise BatchClientError("unmanagedvCpus is for UNMANAGED compute environments only")
     if not resources:
         raise BatchClientError("A MANAGED compute environment needs computeResources")
     if resources.get("type") not in EC2 | FARGATE:
@@ -183,7 +191,78 @@ def check_compute_environment(request: Mapping[str, Any]) -> None:
         raise BatchClientError("computeResources.maxvCpus is required")
     if not resources.get("subnets"):
         raise BatchClientError("computeResources.subnets is required")
+    if resources["type"] in EC2 and not resources.get("instanceRole"):
+        # "This parameter is required for Amazon EC2 instances types" (ComputeResource
+        # instanceRole); Fargate takes none.
+        raise BatchClientError(
+            "computeResources.instanceRole is required for EC2 and SPOT compute resources: "
+            "the ECS instance profile their instances run with (ecsInstanceRole, say)"
+        )
     check_vcpu_bounds(resources)
+
+
+def service_linked(role: object) -> bool:
+    """Whether a compute environment's ``serviceRole`` is Batch's service-linked role, which
+    one created without a role uses (CreateComputeEnvironment ``serviceRole``)."""
+    return not role or str(role).rstrip("/").rsplit("/", 1)[-1] == SERVICE_LINKED_ROLE
+
+
+def check_compute_environment_update(current: Mapping[str, Any], update: Mapping[str, Any]) -> None:
+    """What UpdateComputeEnvironment (``update``) may change of the environment ``current``
+    describes (its request, as updated so far), as the API Reference and the User Guide's
+    "Updating compute environments" say; a change Batch does not make is refused, never
+    dropped."""
+    managed = current.get("type") == "MANAGED"
+    if update.get("unmanagedvCpus") is not None and managed:
+        # "Don't specify this parameter for a managed compute environment" (unmanagedvCpus).
+        raise BatchClientError("unmanagedvCpus is for UNMANAGED compute environments only")
+    if update.get("eksConfiguration"):
+        # "Only specify this parameter if the compute environment's
+        # containerOrchestrationType is EKS" (eksConfiguration); every one here is ECS.
+        raise BatchClientError("eksConfiguration is for EKS compute environments; this is ECS")
+    role = update.get("serviceRole", current.get("serviceRole"))
+    if service_linked(role) != service_linked(current.get("serviceRole")):
+        # "If the compute environment has a service-linked role, it can't be changed to use
+        # a regular IAM role. Likewise, ..." (UpdateComputeEnvironment serviceRole).
+        raise BatchClientError(
+            "serviceRole cannot change between the service-linked role "
+            f"({SERVICE_LINKED_ROLE}) and a regular IAM role"
+        )
+    changes = dict(update.get("computeResources") or {})
+    if not changes:
+        return
+    if not managed:
+        raise BatchClientError("An UNMANAGED compute environment has no computeResources")
+    resources = current.get("computeResources") or {}
+    if resources.get("type") in FARGATE:
+        refused = sorted(set(changes) - FARGATE_UPDATES)
+        if refused:
+            raise BatchClientError(
+                f"computeResources {', '.join(refused)} cannot be updated on a Fargate compute "
+                f"environment; {', '.join(sorted(FARGATE_UPDATES))} can"
+            )
+        return
+    infrastructure = sorted(set(changes) - SCALING_UPDATES)
+    if not infrastructure:
+        return
+    # An infrastructure update "requires the AWSServiceRoleForBatch service-linked role and
+    # an allocation strategy of BEST_FIT_PROGRESSIVE, SPOT_CAPACITY_OPTIMIZED, or
+    # SPOT_PRICE_CAPACITY_OPTIMIZED" ("Perform infrastructure updates", AWS Batch User Guide).
+    strategy = resources.get("allocationStrategy") or DEFAULT_ALLOCATION_STRATEGY
+    if not service_linked(role) or DEFAULT_ALLOCATION_STRATEGY in (
+        strategy,
+        changes.get("allocationStrategy"),
+    ):
+        raise BatchClientError(
+            f"Changing computeResources {', '.join(infrastructure)} is an infrastructure "
+            f"update, which needs the {SERVICE_LINKED_ROLE} service role and an allocation "
+            f"strategy other than {DEFAULT_ALLOCATION_STRATEGY} (this environment has "
+            f"{'the service-linked role' if service_linked(role) else role} and {strategy})"
+        )
+    if changes.get("type") not in (None, *EC2):
+        raise BatchClientError(
+            "computeResources.type of an EC2 or SPOT environment stays EC2 or SPOT"
+        )
 
 
 def check_vcpu_bounds(resources: Mapping[str, Any]) -> None:

@@ -10,15 +10,19 @@ budget. Its ``state`` matters (a DISABLED environment places no job), its instan
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.batch_facts import (
+    SERVICE_LINKED_ROLE,
+    SERVICE_LINKED_ROLE_PATH,
     RetryRule,
 )
 from pipeline.local.batch.checks import (
     check_compute_environment,
+    check_compute_environment_update,
     check_environment,
     check_name,
     check_queue_environments,
@@ -57,14 +61,27 @@ class ComputeEnvironment:
         """What it launches: EC2, SPOT, FARGATE or FARGATE_SPOT (an unmanaged one: EC2)."""
         return str((self.request.get("computeResources") or {}).get("type") or "EC2")
 
+    @property
+    def ecs_cluster_arn(self) -> str:
+        """Every environment places its jobs on one ECS cluster; here, this machine."""
+        return self.arn.replace(":batch:", ":ecs:").replace(
+            "compute-environment/", "cluster/AWSBatch-"
+        )
+
+    @property
+    def container_instance_arn(self) -> str:
+        """The ECS container instance the environment's jobs run on (AttemptContainerDetail
+        ``containerInstanceArn``): this machine, one instance per environment, in ECS's
+        ``container-instance/<cluster>/<id>`` form, its ID fixed by the environment's ARN."""
+        prefix, cluster = self.ecs_cluster_arn.split(":cluster/", 1)
+        instance = uuid.uuid5(uuid.NAMESPACE_URL, self.arn).hex
+        return f"{prefix}:container-instance/{cluster}/{instance}"
+
     def describe(self) -> dict[str, Any]:
         described = {
             "computeEnvironmentName": self.name,
             "computeEnvironmentArn": self.arn,
-            # Every environment places its jobs on one ECS cluster; here, this machine.
-            "ecsClusterArn": self.arn.replace(":batch:", ":ecs:").replace(
-                "compute-environment/", "cluster/AWSBatch-"
-            ),
+            "ecsClusterArn": self.ecs_cluster_arn,
             "containerOrchestrationType": "ECS",
             "type": self.request.get("type", "MANAGED"),
             "state": self.state,
@@ -72,10 +89,24 @@ class ComputeEnvironment:
             "statusReason": "ComputeEnvironment Healthy",
             "tags": dict(self.tags),
         }
-        for key in ("computeResources", "serviceRole"):
+        for key in ("computeResources", "unmanagedvCpus", "updatePolicy", "context", "ecsSettings"):
             if key in self.request:
                 described[key] = self.request[key]
+        described["serviceRole"] = self.service_role_arn
         return described
+
+    @property
+    def service_role_arn(self) -> str:
+        """``serviceRole`` as an ARN: Batch's service-linked role when none was given ("that
+        role is used by default"), a role name as a role on the path / ("Batch assumes that
+        your ARN doesn't use the service-role path prefix"; CreateComputeEnvironment
+        serviceRole)."""
+        role = str(self.request.get("serviceRole") or "")
+        if role.startswith("arn:"):
+            return role
+        _, partition, _, _, account, _ = self.arn.split(":", 5)
+        path = f"{SERVICE_LINKED_ROLE_PATH}{SERVICE_LINKED_ROLE}" if not role else f"/{role}"
+        return f"arn:{partition}:iam::{account}:role{path.replace('//', '/')}"
 
 
 @dataclass
@@ -83,16 +114,30 @@ class JobQueue:
     name: str
     arn: str
     request: dict[str, Any]
-    environments: list[ComputeEnvironment]
+    order: list[tuple[int, ComputeEnvironment]]
+    """``computeEnvironmentOrder``: each environment with its ``order`` as given, in
+    ascending order ("Compute environments are tried in ascending order",
+    ComputeEnvironmentOrder)."""
     state: str = "ENABLED"
     priority: int = 1
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def environments(self) -> list[ComputeEnvironment]:
+        return [environment for _, environment in self.order]
 
     @property
     def places_jobs(self) -> bool:
         """Whether a RUNNABLE job of this queue may start: some compute environment of it is
         ENABLED (AWS Batch places no job in a DISABLED one)."""
         return any(e.state == "ENABLED" for e in self.environments)
+
+    @property
+    def placing_environment(self) -> ComputeEnvironment:
+        """Where a job of the queue is placed: its first ENABLED environment in order (the
+        first one, when a job started while none was)."""
+        enabled = [e for e in self.environments if e.state == "ENABLED"]
+        return (enabled or self.environments)[0]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -102,9 +147,10 @@ class JobQueue:
             "status": "VALID",
             "statusReason": "JobQueue Healthy",
             "priority": self.priority,
+            # The orders as given, not renumbered: a client that sends them back in
+            # UpdateJobQueue keeps them.
             "computeEnvironmentOrder": [
-                {"order": order, "computeEnvironment": e.arn}
-                for order, e in enumerate(self.environments, start=1)
+                {"order": order, "computeEnvironment": e.arn} for order, e in self.order
             ],
             "jobStateTimeLimitActions": self.request.get("jobStateTimeLimitActions", []),
             "tags": dict(self.tags),
@@ -252,14 +298,30 @@ class Registry:
         return found
 
     def update_compute_environment(self, request: dict[str, Any]) -> dict[str, Any]:
+        """UpdateComputeEnvironment applies every member the API Reference documents as
+        updatable: ``state``, ``serviceRole``, ``unmanagedvCpus``, ``computeResources``
+        (merged into the environment's), ``updatePolicy``, ``context`` and ``ecsSettings``.
+        What Batch would refuse is refused, before anything changes
+        (:func:`.checks.check_compute_environment_update`)."""
         environment = self.environment(_required(request, "computeEnvironment"))
-        if "state" in request:
-            environment.state = _state(request["state"])
-        if "computeResources" in request:
-            resources = dict(environment.request.get("computeResources") or {})
-            resources.update(request["computeResources"])
-            check_vcpu_bounds(resources)
+        check_compute_environment_update(environment.request, request)
+        state = _state(request["state"]) if "state" in request else environment.state
+        resources = {
+            **(environment.request.get("computeResources") or {}),
+            **(request.get("computeResources") or {}),
+        }
+        check_vcpu_bounds(resources)
+        environment.state = state
+        if request.get("computeResources"):
             environment.request["computeResources"] = resources
+        for key in ("serviceRole", "unmanagedvCpus", "context", "ecsSettings"):
+            if key in request:
+                environment.request[key] = request[key]
+        if "updatePolicy" in request:
+            environment.request["updatePolicy"] = {
+                **(environment.request.get("updatePolicy") or {}),
+                **request["updatePolicy"],
+            }
         return {
             "computeEnvironmentName": environment.name,
             "computeEnvironmentArn": environment.arn,
@@ -318,10 +380,15 @@ class Registry:
         self.queues[name] = queue
         return {"jobQueueName": name, "jobQueueArn": queue.arn}
 
-    def _ordered_environments(self, order: Sequence[Mapping[str, Any]]) -> list[ComputeEnvironment]:
+    def _ordered_environments(
+        self, order: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[int, ComputeEnvironment]]:
         ranked = sorted(order, key=lambda entry: int(entry.get("order", 0)))
-        environments = [self.environment(str(entry["computeEnvironment"])) for entry in ranked]
-        check_queue_environments([e.kind for e in environments])
+        environments = [
+            (int(entry.get("order", 0)), self.environment(str(entry["computeEnvironment"])))
+            for entry in ranked
+        ]
+        check_queue_environments([e.kind for _, e in environments])
         return environments
 
     def queue(self, reference: str) -> JobQueue:
@@ -338,7 +405,7 @@ class Registry:
         if "priority" in request:
             queue.priority = int(request["priority"])
         if request.get("computeEnvironmentOrder"):
-            queue.environments = self._ordered_environments(request["computeEnvironmentOrder"])
+            queue.order = self._ordered_environments(request["computeEnvironmentOrder"])
         return {"jobQueueName": queue.name, "jobQueueArn": queue.arn}
 
     def delete_job_queue(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -421,6 +488,11 @@ class Registry:
         if request.get("jobDefinitions"):
             found = []
             for reference in request["jobDefinitions"]:
+                # Each entry is `name:revision` or a revision's ARN (DescribeJobDefinitions,
+                # AWS Batch API Reference); AWS answers nothing for a bare name, which names
+                # no revision (boto3#2908, aws/aws-sdk#94), unlike SubmitJob, which takes one.
+                if ":" not in str(reference):
+                    continue
                 try:
                     found.append(self.definition(str(reference), active_only=False))
                 except BatchClientError:

@@ -170,6 +170,22 @@ class Job:
             return dict(self.tags)
         return dict(self.parent.tags) if self.request.get("propagateTags") else {}
 
+    def deprecated_resources(self) -> dict[str, int]:
+        """The deprecated ``vcpus`` and ``memory`` as the definition or SubmitJob's
+        ``containerOverrides`` gave them (an override wins): ContainerDetail still has both
+        members, and AWS's describe-jobs example shows them (``"vcpus": 1``, ``"memory":
+        128``) for a definition registered with them. What the job runs with is in
+        ``resourceRequirements`` either way."""
+        overrides = self.request.get("containerOverrides") or {}
+        shown: dict[str, int] = {}
+        for key in ("vcpus", "memory"):
+            value = overrides.get(key)
+            if value is None:
+                value = self.definition.container.get(key)
+            if value is not None:
+                shown[key] = int(value)
+        return shown
+
     def container_environment(self) -> list[dict[str, str]]:
         return [{"name": k, "value": v} for k, v in self.resolved.environment.items()]
 
@@ -208,10 +224,18 @@ class Job:
                 for key, value in self.definition.container.items()
                 if key not in ("vcpus", "memory")
             },
+            **self.deprecated_resources(),
             "command": list(self.resolved.command),
             "environment": self.container_environment(),
             "resourceRequirements": self.resolved.resource_requirements(),
         }
+        if self.attempts:
+            # The job's container is its latest attempt's: its task and container instance
+            # (ContainerDetail taskArn, containerInstanceArn).
+            latest = self.attempts[-1]["container"]
+            for key in ("taskArn", "containerInstanceArn"):
+                if key in latest:
+                    container[key] = latest[key]
         if self.children:
             described["arrayProperties"] = {
                 "size": len(self.children),

@@ -126,7 +126,15 @@ def replay(backend: LocalBatch, path: Path, call: Any) -> None:
         for record in every:
             kind = record["kind"]
             if kind == "call":
-                call(record["operation"], record["request"])
+                try:
+                    call(record["operation"], record["request"])
+                except BatchClientError as error:
+                    # A call an earlier version took that this one refuses as AWS Batch does
+                    # (a MANAGED EC2 environment without instanceRole, say).
+                    raise JournalError(
+                        f"{path} holds a {record['operation']} call these services now refuse "
+                        f"({error.message}); start them on a new state folder"
+                    ) from None
             elif kind == "job":
                 try:
                     backend.restore_job(record)

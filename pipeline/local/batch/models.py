@@ -245,10 +245,16 @@ class LocalBatch:
         reason = str(request.get("reason") or "")
         if not reason:
             raise BatchClientError("reason is required")
+        if not request.get("jobId"):
+            raise BatchClientError("jobId is required")
         with self.lock:
             job = self.jobs.get(str(request.get("jobId")))
             if job is None:
-                raise BatchClientError(f"Job {request.get('jobId')} does not exist")
+                # AWS Batch answers 200 with an empty body for a job ID it does not hold
+                # (aws/aws-cli#2551 shows `POST /v1/terminatejob` 200 `{}` for a made-up ID);
+                # CancelJob "still succeeds, even if no job is canceled" (CancelJob, AWS Batch
+                # API Reference). Cleanup code that stops expired job IDs works here as there.
+                return
             if job.children and not job.is_terminal:
                 job.stopped_by = "TerminateJob" if running_too else "CancelJob"
                 job.status_reason = reason
@@ -421,9 +427,14 @@ class LocalBatch:
         job.attempts.append(
             {
                 "startedAt": self.now_ms(),
+                # AttemptContainerDetail: the attempt's ECS task and container instance
+                # (this machine); no network interface of its own, as jobs here share the
+                # machine's network.
                 "container": {
                     "logStreamName": log_stream,
                     "taskArn": self.place.arn(f"task/{task_id}").replace(":batch:", ":ecs:"),
+                    "containerInstanceArn": job.queue.placing_environment.container_instance_arn,
+                    "networkInterfaces": [],
                 },
             }
         )

@@ -13,6 +13,8 @@ scratch folder of its own as ``TMPDIR``, removed when the attempt ends however i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -223,9 +225,16 @@ class Scheduler:
             environment[ARRAY_INDEX_VARIABLE] = str(job.index)
         if job.parent is not None:
             environment[ARRAY_SIZE_VARIABLE] = str(len(job.parent.children))
-        placed_on = [e for e in job.queue.environments if e.state == "ENABLED"]
-        environment[COMPUTE_ENVIRONMENT_VARIABLE] = (placed_on or job.queue.environments)[0].name
+        environment[COMPUTE_ENVIRONMENT_VARIABLE] = job.queue.placing_environment.name
         attempt = _Attempt(log, scratch, log_group, f"{prefix}/default/{task_id}")
+        # The attempt's log exists before the job is RUNNING, as the awslogs driver makes the
+        # stream when the container starts: an attempt stopped before its program opened the
+        # file still ends with the (empty) stream its logStreamName names ("Each container
+        # attempt receives a log stream name when they reach the RUNNING status",
+        # AttemptContainerDetail, AWS Batch API Reference). A log that cannot be made fails
+        # the start below, which says why.
+        with contextlib.suppress(OSError):
+            os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         self._attempts[job.job_id] = attempt
         self._running[job.job_id] = job
         self.backend.attempt_started(job, attempt.log_stream, task_id)
