@@ -36,12 +36,11 @@ from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
 OBJECTS_PER_CHILD = 100
-"""A run sized to its input (``--array-size auto``, a new run's default) gives each JobB and
-JobC child at least this many objects (fewer only when the input has fewer than two
-children's worth), so a container's start is paid for by work: AWS Batch's guide says a job
-of a few seconds may take longer to schedule than to run, and suggests grouping work into
-jobs of 3-5 minutes ("When to use AWS Batch"). A target, not a measurement: lower it for
-slow objects (``--objects-per-child``)."""
+"""A run sized to its input (``--array-size auto``, a new run's default) gets one JobB and
+JobC child per this many objects, so a container's start is paid for by work: AWS Batch's
+guide says a job of a few seconds may take longer to schedule than to run, and suggests
+grouping work into jobs of 3-5 minutes ("When to use AWS Batch"). A target, not a
+measurement: lower it for slow objects (``--objects-per-child``)."""
 CONTAINER_START_SECONDS = 30
 """An assumption (AWS documents no figure): seconds from a child's placement on a running
 instance to its program's start (the scheduler's pass and the container's start, the image

@@ -89,6 +89,7 @@ def local_prediction(run_id: str, spec: PipelineSpec) -> Prediction | None:
     it measured none)."""
     from pipeline.backends.local_timings import saved_summary
     from pipeline.runs.prediction import (
+        PredictionError,
         input_objects,
         measured_per_object,
         on_default_deployment,
@@ -97,6 +98,9 @@ def local_prediction(run_id: str, spec: PipelineSpec) -> Prediction | None:
     summary = saved_summary(run_id)
     if summary is None or not (summary.get("objects") or {}).get("processed"):
         return None
-    return on_default_deployment(
-        spec, objects=input_objects(summary), per_object=measured_per_object(summary, run_id)
-    )
+    try:
+        return on_default_deployment(
+            spec, objects=input_objects(summary), per_object=measured_per_object(summary, run_id)
+        )
+    except PredictionError:  # steps whose resources no default instance type fits
+        return None

@@ -405,16 +405,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
             "--array-size",
             type=_size,
             metavar="N|auto",
-            help="children of JobB and JobC: N exactly (2..10,000), or auto, the default: as "
-            "many as the input's objects fill at --objects-per-child each, at most the "
-            "deployed size (the stack's; 8 with --local)",
+            help="children of JobB and JobC: N exactly (2..10,000), or auto, the default: "
+            "a child per --objects-per-child objects of the run's input, at most the deployed "
+            "size (the stack's; 8 with --local)",
         )
         parser.add_argument(
             "--objects-per-child",
             type=_int,
             metavar="N",
-            help="with --array-size auto: at least N objects per child, to pay for each "
-            f"container's start (default: {OBJECTS_PER_CHILD})",
+            help="with --array-size auto: a child per N objects, to pay for each container's "
+            f"start (default: {OBJECTS_PER_CHILD})",
         )
     parser.add_argument("--source-bucket", metavar="S3_URL", help="JobE's SourceBucket parameter")
     if sizes:

@@ -2,12 +2,13 @@
 no ``--array-size`` (or ``--array-size auto``), and the listing it is sized from.
 
 The submitter lists the prefix the run will process as JobA will (ListObjectsV2, the same
-rejects: :func:`pipeline.contract.check_listed`) and gives each child at least
-``objects_per_child`` objects (:data:`pipeline.spec.OBJECTS_PER_CHILD` by default), within
-AWS Batch's array sizes and at most the deployed size. JobA balances its shards by bytes,
-largest object first into the lightest shard (:func:`pipeline.jobs.job_a.plan_shards`), so
-with at least as many objects as children no child is without one. Objects written or
-removed between this listing and JobA's change only how many each child gets.
+rejects: :func:`pipeline.contract.check_listed`) and gives the run one child per
+``objects_per_child`` objects (:data:`pipeline.spec.OBJECTS_PER_CHILD` by default, rounded
+down, so that many or more per child on average), within AWS Batch's array sizes and at most
+the deployed size. JobA balances its shards by bytes, largest object first into the lightest
+shard (:func:`pipeline.jobs.job_a.plan_shards`): a child of large objects gets fewer of
+them, and with at least as many objects as children no child is without one. Objects
+written or removed between this listing and JobA's change only how many each child gets.
 """
 
 from __future__ import annotations
@@ -134,11 +135,11 @@ class SizeChoice:
     objects: int | None = None
     """The input's objects, when it was listed."""
     per_child: int | None = None
-    """The target an automatic size used: at least this many objects per child."""
+    """The target an automatic size used: one child per this many objects."""
 
     def describe(self) -> str:
-        """One line: the size, and why (``array size 3: 300 objects, 100 per child (auto: at
-        least 100 each, at most 10,000 deployed)``)."""
+        """One line: the size, and why (``array size 3: 300 objects, 100 per child on average
+        (auto: a child per 100 objects, at most 10,000 deployed)``)."""
         head = f"array size {self.size:,}"
         if self.how == GIVEN:
             return f"{head}: as given"
@@ -147,20 +148,19 @@ class SizeChoice:
         if self.how == DEPLOYED or self.objects is None or self.per_child is None:
             return f"{head}: the deployed size (the input was not listed, so not sized to it)"
         objects = f"{self.objects:,} object{'s' * (self.objects != 1)}"
-        low, high = self.objects // self.size, -(-self.objects // self.size)
-        spread = f"{low:,}" if low == high else f"{low:,}-{high:,}"
-        why = f"auto: at least {self.per_child:,} each, at most {self.deployed:,} deployed"
-        if self.objects // self.per_child > self.deployed:
+        mean = self.objects / self.size
+        average = f"{mean:,.0f}" if mean.is_integer() else f"{mean:,.1f}"
+        wanted = self.objects // self.per_child
+        rule = "a child per " + (f"{self.per_child:,} objects" if self.per_child > 1 else "object")
+        why = f"{rule}, at most {self.deployed:,} deployed"
+        if wanted > self.deployed:
+            why = f"{rule} would make {wanted:,}, more than the {self.deployed:,} deployed"
+        elif wanted < MIN_ARRAY_SIZE:
             why = (
-                f"auto: {self.objects // self.per_child:,} children of {self.per_child:,} are "
-                f"more than the {self.deployed:,} deployed"
-            )
-        elif self.objects < MIN_ARRAY_SIZE * self.per_child:
-            why = (
-                f"auto: fewer than {MIN_ARRAY_SIZE * self.per_child:,} objects, and AWS Batch's "
+                f"fewer than {MIN_ARRAY_SIZE * self.per_child:,} objects, and AWS Batch's "
                 f"smallest array is {MIN_ARRAY_SIZE}"
             )
-        return f"{head}: {objects}, {spread} per child ({why})"
+        return f"{head}: {objects}, {average} per child on average (auto: {why})"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -174,10 +174,10 @@ class SizeChoice:
 
 
 def choose_size(objects: int, *, deployed: int, per_child: int) -> SizeChoice:
-    """The array size for ``objects`` inputs: as many children as have ``per_child`` objects
-    each (so each child has at least that many), at least AWS Batch's smallest array and at
-    most ``deployed``. With at least :data:`~pipeline.batch_facts.MIN_ARRAY_SIZE` objects, no
-    child is without one (every child's share rounds down); with fewer, the smallest array
-    has a child with nothing to do."""
+    """The array size for ``objects`` inputs: one child per ``per_child`` objects (rounded
+    down: that many or more per child on average), at least AWS Batch's smallest array and at
+    most ``deployed``. So there are never more children than objects, and with at least
+    :data:`~pipeline.batch_facts.MIN_ARRAY_SIZE` objects no child is without one; with
+    fewer, the smallest array has a child with nothing to do."""
     size = min(max(objects // per_child, MIN_ARRAY_SIZE), max(deployed, MIN_ARRAY_SIZE))
     return SizeChoice(size, AUTO, deployed, objects, per_child)

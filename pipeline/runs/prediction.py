@@ -279,12 +279,12 @@ def _assumptions(
         f"a child's container starts in {container_start:g} s and the first instances in "
         f"{instance_start:g} s (assumptions: AWS documents neither)",
         f"{stages} children get equal numbers of objects (JobA balances bytes, not counts)",
-        "each job alone on the capacity, children at once as sized above; no other jobs on "
-        "the queue, no retries, no Spot reclaims",
-        f"cost: each child's time at its share of the cheapest fitting instance type "
+        "each job alone on the capacity, as many children at once as it holds; no other "
+        "jobs on the queue, no retries, no Spot reclaims",
+        f"each child's time priced at its share of the cheapest instance type that fits it "
         f"({PRICE_REGION} Linux On-Demand prices of {PRICE_DATE}), no idle instance time"
         if priced
-        else "cost: in vCPU-hours only (the capacity's instance types have no prices here)",
+        else "no prices for the capacity's instance types: the cost in vCPU-hours only",
     )
 
 

@@ -125,7 +125,7 @@ class RunInputs:
     """The steps the user means the run to run; they must be the deployed pipeline's (a
     local run deploys them; a resume runs the run's own)."""
     objects_per_child: int | None = None
-    """A run sized to its input gives each child at least this many objects (default:
+    """A run sized to its input gets one child per this many objects (default:
     :data:`pipeline.spec.OBJECTS_PER_CHILD`)."""
     input_objects: int | None = None
     """The objects of the run's input as JobA will shard them (a listing's count, see

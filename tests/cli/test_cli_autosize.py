@@ -61,8 +61,8 @@ def test_300_objects_give_three_children_and_no_child_without_an_object(
     assert sent["JobB"]["arrayProperties"] == {"size": 3}
     assert sent["JobC"]["arrayProperties"] == {"size": 3}
     assert (
-        "submitting; array size 3: 300 objects, 100 per child (auto: at least 100 each, at "
-        "most 10,000 deployed)"
+        "submitting; array size 3: 300 objects, 100 per child on average (auto: a child per "
+        "100 objects, at most 10,000 deployed)"
     ) in err
     # AND JobA's own program, run as that JobA request says, gives every child a shard
     # with objects in it
@@ -108,7 +108,10 @@ def test_more_objects_than_the_deployed_size_give_the_deployed_size(aws: EngineB
     # THEN it gets the deployed size
     assert code == 0, err
     assert sent["JobB"]["arrayProperties"] == {"size": 4}
-    assert "array size 4: 12 objects, 3 per child (auto: 12 children of 1 are more than" in err
+    assert (
+        "array size 4: 12 objects, 3 per child on average (auto: a child per object would "
+        "make 12, more than the 4 deployed)"
+    ) in err
 
 
 def test_the_dry_run_says_the_size_and_predicts_on_the_queues_environments(
@@ -128,7 +131,7 @@ def test_the_dry_run_says_the_size_and_predicts_on_the_queues_environments(
     assert code == 0, err
     requests = json.loads(out)
     assert requests[1]["arrayProperties"] == {"size": 3}
-    assert "\narray size 3: 300 objects, 100 per child (auto:" in err
+    assert "\narray size 3: 300 objects, 100 per child on average (auto:" in err
     assert "prediction (array size 3, 300 objects, on Managed's compute environments):" in err
     assert "  assuming per object: JobB 2 s, JobC 2 s (given for each of JobB and JobC" in err
     assert "  assuming a child's container starts in 30 s" in err
@@ -154,7 +157,10 @@ def test_a_local_dry_run_counts_its_input_without_starting_anything(
     # the generated sample: 300 objects, of which JobA rejects 3; 8 children deployed locally
     code, _, err = cli_in_process(None, "--local", "--dry-run")
     assert code == 0, err
-    assert "array size 2: 297 objects, 148-149 per child (auto: at least 100 each, at most 8" in err
+    assert (
+        "array size 2: 297 objects, 148.5 per child on average (auto: a child per 100 objects, "
+        "at most 8 deployed)"
+    ) in err
     # a folder of 20 files at one per child: more than the 8 deployed locally
     folder = tmp_path / "in"
     folder.mkdir()
@@ -168,7 +174,7 @@ def test_a_local_dry_run_counts_its_input_without_starting_anything(
     )
     assert code == 0, err
     assert json.loads(out)[1]["arrayProperties"] == {"size": 8}
-    assert "array size 8: 20 objects, 2-3 per child (auto: 20 children of 1 are more than" in err
+    assert "array size 8: 20 objects, 2.5 per child on average (auto: a child per object" in err
     assert not runs_dir().exists() or not any(runs_dir().iterdir())  # nothing was started
 
 
@@ -202,19 +208,23 @@ def test_a_local_dry_run_predicts_from_a_saved_runs_times(state: Path) -> None:
 
 def test_bad_prediction_and_size_flags_are_one_line(state: Path) -> None:
     _saved_run("unfinished", None)
-    for argv, message in (
+    for argv, message, end in (
         (
             ("--local", "--dry-run", "--estimate-from", "nope"),
             "error: --estimate-from: no local run 'nope' in ",
+            "; `status --local` lists them\n",
         ),
         (
             ("--local", "--dry-run", "--estimate-from", "unfinished"),
-            "error: --estimate-from: local run unfinished has no summary (it has not succeeded)",
+            "error: --estimate-from: local run unfinished has no summary (it has not succeeded), "
+            "so it measured no time per object; give one that succeeded, or --seconds-per-object",
+            "",
         ),
     ):
         code, out, err = cli_in_process(None, *argv)
         assert (code, out) == (252, ""), err
         assert err.startswith(message), err
+        assert err.endswith(end), err
         assert err.count("\n") == 1
 
 

@@ -63,18 +63,22 @@ def test_with_at_least_two_objects_no_child_is_without_one() -> None:
 
 def test_the_size_line_says_why() -> None:
     assert choose_size(300, deployed=10_000, per_child=100).describe() == (
-        "array size 3: 300 objects, 100 per child (auto: at least 100 each, at most 10,000 "
+        "array size 3: 300 objects, 100 per child on average (auto: a child per 100 objects, "
+        "at most 10,000 "
         "deployed)"
     )
     assert choose_size(297, deployed=8, per_child=100).describe() == (
-        "array size 2: 297 objects, 148-149 per child (auto: at least 100 each, at most 8 deployed)"
+        "array size 2: 297 objects, 148.5 per child on average (auto: a child per 100 objects, "
+        "at most 8 deployed)"
     )
     assert choose_size(20, deployed=8, per_child=1).describe() == (
-        "array size 8: 20 objects, 2-3 per child (auto: 20 children of 1 are more than the 8 "
+        "array size 8: 20 objects, 2.5 per child on average (auto: a child per object would "
+        "make 20, more than the 8 "
         "deployed)"
     )
     assert choose_size(1, deployed=8, per_child=100).describe() == (
-        "array size 2: 1 object, 0-1 per child (auto: fewer than 200 objects, and AWS Batch's "
+        "array size 2: 1 object, 0.5 per child on average (auto: fewer than 200 objects, and "
+        "AWS Batch's "
         "smallest array is 2)"
     )
 

@@ -246,7 +246,8 @@ def test_a_triggered_run_is_sized_to_the_objects_under_its_marker(cloud: Cloud) 
     assert cloud.describe(ids["JobB"])["arrayProperties"]["size"] == 3
     assert cloud.describe(ids["JobC"])["arrayProperties"]["size"] == 3
     assert result["size"]["reason"] == (
-        "array size 3: 300 objects, 100 per child (auto: at least 100 each, at most 100 deployed)"
+        "array size 3: 300 objects, 100 per child on average (auto: a child per 100 objects, at "
+        "most 100 deployed)"
     )
 
 
