@@ -85,10 +85,11 @@ def run_statements(
 def list_input_statement(input_bucket: s3.IBucket) -> iam.PolicyStatement:
     """List BucketA's keys, to size a run to its input (:mod:`pipeline.runs.autosize`).
 
-    ListObjectsV2 needs ``s3:ListBucket`` on the bucket (Amazon S3 API Reference,
-    ListObjectsV2, "Permissions"): an object's key, size, ETag and storage class, never its
-    contents, for which a reader would need ``s3:GetObject`` on the object (and, for a brought
-    bucket encrypted with SSE-KMS, the key's ``kms:Decrypt``; listing decrypts nothing). An
+    ListObjectsV2 needs ``s3:ListBucket`` on the bucket and names no other permission (Amazon
+    S3 API Reference, ListObjectsV2, "Permissions"): it answers each object's key, size, ETag
+    and storage class, never its contents, which need ``s3:GetObject`` on the object (and,
+    for a brought bucket encrypted with SSE-KMS, the key, used to read an object's data;
+    no key is granted here, and listing reads no object's data). An
     ``s3:prefix`` condition can hold a listing to given prefixes (Amazon S3 User Guide,
     "Identity-based policy examples for Amazon S3"), but a run may process any prefix: a
     ready marker's, wherever it is written; ``--input-prefix``; the whole bucket on a

@@ -50,6 +50,8 @@ class InputListing:
     """Objects JobA will reject (empty, over the size limit, markers, archived, ...)."""
     bytes: int = 0
     """The objects' total size."""
+    complete: bool = True
+    """False: the listing stopped once it had counted enough to size the run."""
 
     @property
     def where(self) -> str:
@@ -86,14 +88,20 @@ def input_location(
     return InputLocation(bucket, prefix, limit)
 
 
-def list_input(s3: S3Client, location: InputLocation) -> InputListing:
+def list_input(
+    s3: S3Client, location: InputLocation, *, stop_at: int | None = None
+) -> InputListing:
     """Count the objects under the location's prefix as JobA will shard them: one
-    ListObjectsV2 call per 1,000 keys (the permission is ``s3:ListBucket`` on the bucket)."""
+    ListObjectsV2 call per 1,000 keys (the permission is ``s3:ListBucket`` on the bucket).
+    ``stop_at``: stop once that many are counted (more would not change the size), so a
+    bucket of millions is not listed to the end before a run that JobA lists anyway."""
     objects = rejected = total = 0
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=location.bucket, Prefix=location.prefix, EncodingType="url"
     )
     for page in _answered(pages, location):
+        if stop_at is not None and objects >= stop_at:
+            break
         for listed in page.get("Contents", []):
             size = int(listed.get("Size", 0))
             _, reason = check_listed(
@@ -107,7 +115,8 @@ def list_input(s3: S3Client, location: InputLocation) -> InputListing:
                 total += size
             else:
                 rejected += 1
-    return InputListing(location.bucket, location.prefix, objects, rejected, total)
+    complete = stop_at is None or objects < stop_at
+    return InputListing(location.bucket, location.prefix, objects, rejected, total, complete)
 
 
 def _answered(pages: Iterable[Any], location: InputLocation) -> Iterator[Any]:
@@ -153,9 +162,12 @@ class SizeChoice:
         wanted = self.objects // self.per_child
         rule = "a child per " + (f"{self.per_child:,} objects" if self.per_child > 1 else "object")
         why = f"{rule}, at most {self.deployed:,} deployed"
-        if wanted > self.deployed:
-            why = f"{rule} would make {wanted:,}, more than the {self.deployed:,} deployed"
-        elif wanted < MIN_ARRAY_SIZE:
+        if wanted > self.deployed:  # (the listing may have stopped here: "at least")
+            return (
+                f"{head}: at least {self.objects:,} objects (auto: {rule} would make more "
+                f"than the {self.deployed:,} deployed)"
+            )
+        if wanted < MIN_ARRAY_SIZE:
             why = (
                 f"fewer than {MIN_ARRAY_SIZE * self.per_child:,} objects, and AWS Batch's "
                 f"smallest array is {MIN_ARRAY_SIZE}"

@@ -253,8 +253,9 @@ def sized_to_input(
 ) -> tuple[RunInputs, InputListing | None]:
     """``inputs`` with the objects of the run's input (``input_objects``), listed as JobA
     will list them, when the run is to be sized to them (no ``array_size`` given) or
-    ``listed`` asks for them anyway (a prediction); unchanged when there is no S3 client or
-    the document does not name BucketA. One ListObjectsV2 call per 1,000 keys."""
+    ``listed`` asks for all of them (a prediction); unchanged when there is no S3 client or
+    the document does not name BucketA. One ListObjectsV2 call per 1,000 keys; to size a
+    run, the listing stops once the objects are more than the deployed size can take."""
     if s3 is None or (inputs.array_size is not None and not listed):
         return inputs, None
     location = input_location(
@@ -262,7 +263,9 @@ def sized_to_input(
     )
     if location is None:
         return inputs, None
-    listing = list_input(s3, location)
+    per_child = inputs.objects_per_child or OBJECTS_PER_CHILD
+    stop_at = None if listed else (document.spec.array_size + 1) * per_child
+    listing = list_input(s3, location, stop_at=stop_at)
     return replace(inputs, input_objects=listing.objects), listing
 
 

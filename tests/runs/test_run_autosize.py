@@ -72,9 +72,8 @@ def test_the_size_line_says_why() -> None:
         "at most 8 deployed)"
     )
     assert choose_size(20, deployed=8, per_child=1).describe() == (
-        "array size 8: 20 objects, 2.5 per child on average (auto: a child per object would "
-        "make 20, more than the 8 "
-        "deployed)"
+        "array size 8: at least 20 objects (auto: a child per object would make more than the "
+        "8 deployed)"
     )
     assert choose_size(1, deployed=8, per_child=100).describe() == (
         "array size 2: 1 object, 0.5 per child on average (auto: fewer than 200 objects, and "
@@ -136,6 +135,9 @@ def test_the_listing_follows_pages(s3: Any) -> None:
     for number in range(1_001):  # past the first page of 1,000
         s3.put_object(Bucket="bucket-a", Key=f"k/{number:05d}", Body=b"1")
     assert list_input(s3, InputLocation("bucket-a", "", 10)).objects == 1_001
+    # sizing a run stops once the count is enough to decide (a page at a time)
+    stopped = list_input(s3, InputLocation("bucket-a", "", 10), stop_at=1_000)
+    assert (stopped.objects, stopped.complete) == (1_000, False)
 
 
 def test_a_listing_s3_refuses_says_what_to_do(s3: Any) -> None:
