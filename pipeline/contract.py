@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from urllib.parse import unquote_to_bytes
 
 # --- environment ------------------------------------------------------------------------------
 
@@ -118,6 +119,40 @@ def check_input_prefix(prefix: str) -> str:
             f"({marker_prefix(prefix)!r})"
         )
     return prefix
+
+
+ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+"""Storage classes whose objects must be restored before they can be read."""
+
+
+def check_listed(
+    raw_key: str, size: int, storage_class: str, max_bytes: int
+) -> tuple[str, str | None]:
+    """(key as text, reason to reject or None): the one rule for which listed objects of
+    BucketA are a run's inputs, applied by JobA and by the submitter when it sizes a run to
+    its input. ``raw_key`` is URL-encoded, as ListObjectsV2 returns it with EncodingType=url,
+    so keys that are not valid UTF-8 can be told apart."""
+    raw = unquote_to_bytes(raw_key)
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_key, "key is not valid UTF-8"
+    return key, rejection(key, size, storage_class, max_bytes)
+
+
+def rejection(key: str, size: int, storage_class: str, max_bytes: int) -> str | None:
+    """Why JobA rejects the object ``key`` (text) as listed, or None for an input."""
+    if key.endswith("/"):
+        return "directory marker, not an object"
+    if marker_prefix(key) is not None:
+        return f"ready marker, not an input ({READY_MARKER})"
+    if size == 0:
+        return "empty object (0 bytes)"
+    if size > max_bytes:
+        return f"larger than the {max_bytes:,}-byte limit ({size:,} bytes)"
+    if storage_class in ARCHIVED_CLASSES:
+        return f"in archived storage class {storage_class}; restore it first"
+    return None
 
 
 # --- parameters ---------------------------------------------------------------------------------

@@ -69,6 +69,10 @@ class PipelineDocument:
     """Job key -> the image its definition runs (empty when not known)."""
     source: str = "the library's defaults"
     """Where this came from, for messages (``stack ArrayJobPipeline``, ``job definitions``)."""
+    definition_settings: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Run settings the job definitions themselves set (``PIPELINE_MAX_OBJECT_BYTES``,
+    ``PIPELINE_INPUT_PREFIX``), as described; not published, so empty from a stack's
+    document (whose definitions set none)."""
 
     @classmethod
     def by_name(cls, *, queue: str | None = None, prefix: str = "") -> PipelineDocument:

@@ -49,6 +49,20 @@ class InstanceType:
         memory, whichever fills the instance first)."""
         return max(vcpus / self.vcpus, memory_mib / self.usable_memory_mib)
 
+    def child_usd_per_hour(self, vcpus: float, memory_mib: int) -> float:
+        """An hour of one job of that size on this instance: its share of the On-Demand
+        price, as if the rest of the instance were used by other jobs (no idle time)."""
+        return self.on_demand_usd_per_hour * min(self.share(vcpus, memory_mib), 1.0)
+
+
+def cheapest_fit(
+    types: Iterable[InstanceType], vcpus: float, memory_mib: int
+) -> InstanceType | None:
+    """The priced type of ``types`` on which an hour of one job of that size costs least
+    (None: no priced type fits it)."""
+    fitting = [t for t in types if t.on_demand_usd_per_hour > 0 and t.fits(vcpus, memory_mib)]
+    return min(fitting, key=lambda t: t.child_usd_per_hour(vcpus, memory_mib), default=None)
+
 
 def _gib(n: int) -> int:
     return n * 1024

@@ -35,6 +35,20 @@ from pipeline.steps import DEFAULT_STEPS, PipelineSteps
 
 DEFAULT_ARRAY_SIZE = 10_000
 """Children of JobB and JobC in the workflow; one per manifest shard written by JobA."""
+OBJECTS_PER_CHILD = 100
+"""A run sized to its input (``--array-size auto``, a new run's default) gets one JobB and
+JobC child per this many objects, so a container's start is paid for by work: AWS Batch's
+guide says a job of a few seconds may take longer to schedule than to run, and suggests
+grouping work into jobs of 3-5 minutes ("When to use AWS Batch"). A target, not a
+measurement: lower it for slow objects (``--objects-per-child``)."""
+CONTAINER_START_SECONDS = 30
+"""An assumption (AWS documents no figure): seconds from a child's placement on a running
+instance to its program's start (the scheduler's pass and the container's start, the image
+already on the instance). Predictions count it once per child."""
+INSTANCE_START_SECONDS = 180
+"""An assumption: seconds before the first job runs on compute environments scaled to zero
+(minvCpus 0, as the construct deploys them): an instance's launch and boot, the ECS agent's
+registration and the image's pull. Predictions count it once per run."""
 QUEUE_NAME = "ProdQueue"
 """The job queue's name in the workflow; a pipeline's ``name_prefix`` is put in front of it."""
 

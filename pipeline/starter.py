@@ -9,6 +9,9 @@ Everything it needs comes from its environment, set by the construct (:class:`St
 the deployed pipeline is read from the job definition revisions the stack registered (one
 DescribeJobDefinitions call), so a run it starts is exactly what was deployed.
 
+A run it starts is sized to its input: it lists the run's prefix of BucketA (``s3:ListBucket``,
+the only access to BucketA its role has).
+
 Handler: ``pipeline.starter.handler``. It imports only the run engine, boto3 and botocore (the
 Lambda runtime's own).
 """
@@ -27,6 +30,7 @@ from pipeline.runs.triggers import TriggerError, start_triggered, trigger_from_e
 from pipeline.trigger_events import StarterSettings
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sns import SNSClient
 
     from pipeline.runs.api import BatchApi
@@ -36,10 +40,16 @@ logger.setLevel(logging.INFO)
 
 
 def start_from_event(
-    event: Mapping[str, Any], *, settings: StarterSettings, batch: BatchApi, sns: SNSClient
+    event: Mapping[str, Any],
+    *,
+    settings: StarterSettings,
+    batch: BatchApi,
+    sns: SNSClient,
+    s3: S3Client | None = None,
 ) -> dict[str, Any]:
     """Start (or skip, or refuse) the run ``event`` asks for; the result as JSON. An event
-    that is not a trigger is published too, so a misrouted rule does not fail in silence."""
+    that is not a trigger is published too, so a misrouted rule does not fail in silence.
+    ``s3`` lists BucketA, so the run is sized to its input (None: the deployed size)."""
 
     def notify(subject: str, message: str) -> None:
         sns.publish(TopicArn=settings.topic_arn, Subject=subject, Message=message)
@@ -53,7 +63,7 @@ def start_from_event(
         batch, queue=settings.queue, arns=settings.job_definitions
     )
     outcome = start_triggered(
-        AwsSession(batch, document),
+        AwsSession(batch, document, clients={"s3": s3} if s3 is not None else {}),
         document,
         trigger,
         notify=notify,
@@ -76,4 +86,5 @@ def handler(event: Mapping[str, Any], _context: object) -> dict[str, Any]:
         settings=settings,
         batch=boto3.client("batch", config=batch_config()),
         sns=boto3.client("sns", config=other_config()),
+        s3=boto3.client("s3", config=other_config()),
     )

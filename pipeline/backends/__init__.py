@@ -15,8 +15,11 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from pipeline.document import PipelineDocument
     from pipeline.runs.api import BatchApi
+    from pipeline.runs.autosize import InputListing
     from pipeline.runs.engine import RunOutcome
     from pipeline.runs.logs import AttemptLog
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
@@ -42,6 +45,10 @@ class RunSession(Protocol):
     def document(self) -> PipelineDocument: ...
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]: ...
+
+    def input_lister(self) -> S3Client | None:
+        """The S3 client that lists BucketA to size a new run to its input (None: none)."""
+        ...
 
     def interrupted(self, run_id: str) -> bool:
         """Whether ``run_id`` was stopped with what ran it (a local run's services), so its
@@ -113,6 +120,11 @@ class Backend(Protocol):
 
     def dry_run_capacity(self, document: PipelineDocument) -> Capacity:
         """Where the dry run's children would run, for its sizing."""
+        ...
+
+    def dry_run_listing(self, document: PipelineDocument, inputs: RunInputs) -> InputListing | None:
+        """The dry run's input, counted as JobA will count it (None: it cannot be counted
+        without starting anything, so the run is not sized to it)."""
         ...
 
     def new_run_id(self, inputs: RunInputs) -> str: ...

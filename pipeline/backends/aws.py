@@ -4,10 +4,10 @@ it; so does ``--local``, whose services are an AWS endpoint on this machine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_SERVICE, ConfigurationError
@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_logs import CloudWatchLogsClient
+    from mypy_boto3_s3 import S3Client
 
     from pipeline.backends import Mode
     from pipeline.runs.api import BatchApi
+    from pipeline.runs.autosize import InputListing
     from pipeline.runs.engine import RunOutcome
     from pipeline.runs.logs import AttemptLog
     from pipeline.runs.progress import SubmittedJob, SubmittedRun
@@ -53,6 +55,8 @@ class Aws:
     batch: BatchClient
     cloudformation: CloudFormationClient
     logs: CloudWatchLogsClient | None = None
+    s3: S3Client | None = None
+    """Lists BucketA, to size a run to its input (None: runs keep the deployed size)."""
 
 
 Connector = Callable[[str | None, str | None], Aws]
@@ -85,6 +89,7 @@ def connect(profile: str | None, region: str | None, **client_options: Any) -> A
         batch=session.client("batch", config=batch_config(), **client_options),
         cloudformation=session.client("cloudformation", config=other_config(), **client_options),
         logs=session.client("logs", config=other_config(), **client_options),
+        s3=session.client("s3", config=other_config(), **client_options),
     )
 
 
@@ -98,6 +103,13 @@ class AwsSession:
     logs: CloudWatchLogsClient | None = None
     log_group: str | None = None
     settle: bool = False
+    clients: Mapping[str, Any] = field(default_factory=dict)
+    """Other clients, by service name: ``s3`` lists BucketA to size a run to its input."""
+
+    def input_lister(self) -> S3Client | None:
+        """The S3 client that lists BucketA (None: a run given no size gets the deployed
+        one)."""
+        return cast("S3Client | None", self.clients.get("s3"))
 
     def read_log(self, job_id: str, log_stream: str | None) -> list[str]:
         from pipeline.runs.failures import cloudwatch_log_reader
@@ -218,6 +230,15 @@ class AwsBackend:
             "deployed pipeline's"
         )
 
+    def dry_run_listing(self, document: PipelineDocument, inputs: RunInputs) -> InputListing | None:
+        """With a stack, the prefix of BucketA the run would process, listed as JobA will
+        list it; without one, nothing (the dry run makes no AWS call)."""
+        from pipeline.runs.engine import sized_to_input
+
+        if not self.target.stack:
+            return None
+        return sized_to_input(self.aws.s3, document, inputs, listed=True)[1]
+
     def dry_run_capacity(self, document: PipelineDocument) -> Capacity:
         """The deployed queue's compute environments (with a stack), else the defaults."""
         from pipeline.runs.sizing import Capacity, default_capacity, queue_environments
@@ -257,4 +278,7 @@ class AwsBackend:
     def session(self, *, run_id: str | None = None, mode: Mode = "read") -> Iterator[AwsSession]:
         """A session on the deployed pipeline (``run_id`` and ``mode`` matter locally)."""
         document = self.document()
-        yield AwsSession(self.aws.batch, document, self.aws.logs, document.log_group)
+        clients = {"s3": self.aws.s3} if self.aws.s3 is not None else {}
+        yield AwsSession(
+            self.aws.batch, document, self.aws.logs, document.log_group, clients=clients
+        )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pipeline import contract
 from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
+from pipeline.backends.local_input import LocalInputs
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_LOCAL, ConfigurationError, LocalError, RunStateError, SpecError
 from pipeline.local.run_folder import (
@@ -153,7 +154,7 @@ class LocalSession(AwsSession):
         )
         self.on_progress(
             f"{trigger.kind} trigger ({trigger.trigger.origin}): {outcome.action.lower()} run "
-            f"{outcome.run_id}{listing}"
+            f"{outcome.run_id}{listing}{outcome.sized}"
         )
         if outcome.action != STARTED:
             raise RunStateError(f"the {trigger.kind} trigger started no run: {outcome.reason}")
@@ -248,7 +249,7 @@ def local_trigger(options: LocalOptions, document: PipelineDocument) -> LocalTri
     )
 
 
-class LocalBackend:
+class LocalBackend(LocalInputs):
     """Runs on this machine, each in its own folder, through the local services."""
 
     always_watches = True
@@ -291,7 +292,7 @@ class LocalBackend:
         from pipeline.local.deployment import LOCAL_ARRAY_SIZE, local_document
 
         document = local_document(steps=self.steps)
-        if self.options.trigger is None:
+        if self.options.trigger is None and inputs.array_size is not None:  # else once listed
             engine.plan_run(document, inputs, max_vcpu_hours=max_vcpu_hours)
         for note in local_step_notes(self.steps):
             self.on_progress(note)

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 from pipeline.backends.aws import AwsBackend, Connector, connect
 from pipeline.backends.local import LocalBackend
+from pipeline.cli import estimates
 from pipeline.cli.logs import command_logs, logs_command
 from pipeline.cli.output import (
     Output,
@@ -61,17 +62,17 @@ def command_run(options: Options, output: Output, backend: Backend) -> int:
         document, note = backend.dry_run_document()
         if note:
             output.progress(note)
-        config = engine.plan_run(document, inputs, max_vcpu_hours=options.max_vcpu_hours)
-        capacity = backend.dry_run_capacity(document)
-        print_dry_run(output, engine.dry_run(document, config, capacity))
+        print_dry_run(output, estimates.dry_run(options, backend, document, inputs))
         return EXIT_OK
     run_id = backend.new_run_id(inputs)
     inputs = inputs.with_run_id(run_id)
     with backend.session(run_id=run_id, mode="new") as session:
+        inputs = estimates.sized(options, session, inputs)
         config = session.plan(inputs, max_vcpu_hours=options.max_vcpu_hours)
+        size = estimates.checked_size(options, config)
         run = session.start(
             config,
-            on_submitted=_submitted(output, config.run_id),
+            on_submitted=_submitted(output, config.run_id, size),
             run_id_given=options.inputs.run_id is not None,
         )
         return _after_submit(options, output, backend, session, run)
@@ -129,13 +130,14 @@ def command_resume(options: Options, output: Output, backend: Backend) -> int:
         return _after_submit(options, output, backend, session, run)
 
 
-def _submitted(output: Output, run_id: str) -> Callable[[SubmittedJob], None]:
-    """Says each job as it is submitted (after pre-flight passed), under a heading."""
+def _submitted(output: Output, run_id: str, size: str = "") -> Callable[[SubmittedJob], None]:
+    """Says each job as it is submitted (after pre-flight passed), under a heading that
+    says the run's ``size`` when given."""
     said: list[str] = []
 
     def say(job: SubmittedJob) -> None:
         if not said:
-            output.progress(f"run {run_id}: submitting")
+            output.progress(f"run {run_id}: submitting" + (f"; {size}" if size else ""))
         said.append(job.key)
         output.progress(f"  {job.key:<5} submitted {job.job_id}")
 
@@ -258,6 +260,9 @@ def command_report(options: Options, output: Output, backend: Backend) -> int:
             read_log=session.read_log,
             on_progress=progress_reporter(output.progress),
         )
+        spec = session.document.spec
+    if options.local:  # what the run measured, as a run of its input on AWS
+        report = replace(report, prediction=estimates.local_prediction(options.run_id, spec))
     if html_path is not None:
         from pipeline.cli.report_html import render
 

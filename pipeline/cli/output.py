@@ -225,12 +225,19 @@ def print_runs(output: Output, runs: Sequence[RunSummary], where: str) -> None:
 
 
 def print_dry_run(output: Output, dry_run: DryRun) -> None:
+    from pipeline.runs.prediction import format_prediction
     from pipeline.runs.preflight import format_costs
     from pipeline.runs.sizing import format_sizing
 
     output.progress(f"steps: {dry_run.steps}")
+    if dry_run.size is not None:
+        output.progress(dry_run.size.describe())
     output.progress("\n".join(format_costs(dry_run.costs)))
     output.progress("\n".join(format_sizing(dry_run.capacity, dry_run.sizing)))
+    if dry_run.prediction is not None:
+        output.progress("\n".join(format_prediction(dry_run.prediction)))
+    elif dry_run.no_prediction is not None:
+        output.progress(f"no prediction: {dry_run.no_prediction}")
     if output.as_json:
         output.result("", dry_run.requests)
         return
@@ -253,4 +260,9 @@ def format_run_report(report: RunReport) -> list[str]:
         )
     if report.cost is not None:
         lines.append(f"estimated cost: ~${report.cost.usd:,.2f} ({report.cost.basis})")
+    if report.prediction is not None:
+        from pipeline.runs.prediction import format_prediction
+
+        lines += ["", "on AWS, as the construct deploys it by default:"]
+        lines += format_prediction(report.prediction)
     return lines

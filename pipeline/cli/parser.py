@@ -20,6 +20,7 @@ from pipeline.backends.local import LocalOptions
 from pipeline.errors import SpecError
 from pipeline.limits import check_name_prefix
 from pipeline.runs.requests import RunInputs
+from pipeline.spec import OBJECTS_PER_CHILD
 from pipeline.steps import load_steps
 
 PROG = "python -m pipeline.submit"
@@ -43,6 +44,9 @@ FLAGS = {
     "max_object_bytes": "--max-object-bytes",
     "input_prefix": "--input-prefix",
     "max_vcpu_hours": "--max-vcpu-hours",
+    "objects_per_child": "--objects-per-child",
+    "estimate_from": "--estimate-from",
+    "seconds_per_object": "--seconds-per-object",
 }
 """The engine's field names, as the command line spells them."""
 
@@ -83,6 +87,10 @@ class Options:
     """``logs``: keep printing the log until the job ends."""
     rejected: bool = False
     """``resume``: run the current steps again on the run's rejected objects only."""
+    estimate_from: str | None = None
+    """``run``: predict from the times per object this saved local run measured."""
+    seconds_per_object: float | None = None
+    """``run``: predict from this time per object (in each of JobB and JobC)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -120,6 +128,7 @@ class Options:
                 max_object_bytes=value("max_object_bytes"),
                 input_prefix=value("input_prefix"),
                 steps=steps,
+                objects_per_child=value("objects_per_child"),
             ),
             local_options=local,
             dry_run=bool(value("dry_run", False)),
@@ -134,6 +143,8 @@ class Options:
             job=value("job"),
             follow=bool(value("follow", False)),
             rejected=bool(value("rejected", False)),
+            estimate_from=value("estimate_from"),
+            seconds_per_object=value("seconds_per_object"),
         )
         options.check()
         return options
@@ -144,6 +155,23 @@ class Options:
             raise SpecError(f"--limit must be at least 1; got {self.limit}")
         if self.follow and self.json:
             raise SpecError("--follow prints a log as it grows; drop --json")
+        if self.estimate_from is not None and self.seconds_per_object is not None:
+            raise SpecError(
+                "--estimate-from and --seconds-per-object are two sources of the time per "
+                "object; give one"
+            )
+        predicting = [
+            flag
+            for flag, given in (
+                ("--estimate-from", self.estimate_from),
+                ("--seconds-per-object", self.seconds_per_object),
+            )
+            if given is not None
+        ]
+        if predicting and not self.dry_run:
+            raise SpecError(
+                f"{predicting[0]} predicts a run's time and cost in a dry run; add --dry-run"
+            )
         if self.rejected and self.failed_only:
             raise SpecError(
                 "--rejected and --failed-only are two resumes; resume what failed first, then "
@@ -263,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the five requests; submit nothing"
     )
     run.add_argument("--run-id", help="run id to use (default: a new timestamped one)")
+    run.add_argument(
+        "--estimate-from",
+        metavar="RUN_ID",
+        help="predict the run's time and cost from the times per object a saved local run "
+        "of the same steps measured",
+    )
+    run.add_argument(
+        "--seconds-per-object",
+        type=_positive,
+        metavar="S",
+        help="predict the run's time and cost from S seconds per object in each of JobB and JobC",
+    )
     run.add_argument("--input", metavar="DIR", help="--local: your files as BucketA's objects")
     run.add_argument("--output", metavar="DIR", help="--local: copy the run's outputs here")
     run.add_argument(
@@ -363,9 +403,18 @@ def _add_run_options(parser: argparse.ArgumentParser, *, sizes: bool = True) -> 
     if sizes:
         parser.add_argument(
             "--array-size",
+            type=_size,
+            metavar="N|auto",
+            help="children of JobB and JobC: N exactly (2..10,000), or auto, the default: "
+            "a child per --objects-per-child objects of the run's input, at most the deployed "
+            "size (the stack's; 8 with --local)",
+        )
+        parser.add_argument(
+            "--objects-per-child",
             type=_int,
-            help="children of JobB and JobC, 2..10,000 (default: the deployed pipeline's: "
-            "the stack's, or 8 with --local)",
+            metavar="N",
+            help="with --array-size auto: a child per N objects, to pay for each container's "
+            f"start (default: {OBJECTS_PER_CHILD})",
         )
     parser.add_argument("--source-bucket", metavar="S3_URL", help="JobE's SourceBucket parameter")
     if sizes:
@@ -427,6 +476,16 @@ def _int(value: str) -> int:
         return int(value.replace(",", "").replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+
+
+def _size(value: str) -> int | None:
+    """An array size, or None for ``auto`` (sized to the input)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return _int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number or auto") from None
 
 
 def _positive(value: str) -> float:

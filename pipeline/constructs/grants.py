@@ -9,7 +9,8 @@ What the grants amount to:
   job-definition revisions the stack registered, with the run environment and the deployed
   resources; the event a grantee sends chooses when a run starts and (an upload event) which
   prefix of BucketA it lists, never a command, an image, an environment variable or a role.
-- ``grant_submit_jobs``: what ``python -m pipeline.submit`` calls. SubmitJob has no condition
+- ``grant_submit_jobs``: what ``python -m pipeline.submit`` calls (listing BucketA's keys
+  included, to size a run to its input). SubmitJob has no condition
   key that restricts ``containerOverrides`` (Service Authorization Reference, "Actions,
   resources, and condition keys for AWS Batch"), so a grantee may override the command of any
   of the five jobs and run code as every job role: read all of BucketA, forge any run's records
@@ -36,7 +37,7 @@ from pipeline.constructs.nag import (
     acknowledge_nist,
     acknowledge_wildcards,
 )
-from pipeline.constructs.permissions import run_statements
+from pipeline.constructs.permissions import list_input_statement, run_statements
 from pipeline.contract import RUN_PREFIX_PATTERN
 
 
@@ -69,11 +70,14 @@ def submit_jobs_statements(
     definition_arns: Sequence[str],
     log_group: logs.ILogGroup,
     stack: Stack,
+    input_bucket: s3.IBucket,
 ) -> list[iam.PolicyStatement]:
     """What the command line calls for run, watch, status, resume, cancel, report and
-    diagnose, on this pipeline's queue, revisions, jobs, stack and log group."""
+    diagnose, on this pipeline's queue, revisions, jobs, stack and log group, and the
+    listing of BucketA that sizes a run to its input."""
     return [
         *run_statements(queue, queue_name, definition_arns),
+        list_input_statement(input_bucket),
         # diagnose: the job's position at the front of this queue.
         iam.PolicyStatement(actions=["batch:GetJobQueueSnapshot"], resources=[queue.job_queue_arn]),
         iam.PolicyStatement(actions=["cloudformation:DescribeStacks"], resources=[stack.stack_id]),

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from aws_cdk import Stack
 from aws_cdk import aws_batch as batch
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 
 from pipeline.spec import JOB_TAG_KEYS, PIPELINE_TAG
 
@@ -79,3 +80,19 @@ def run_statements(
             resources=["*"],
         ),
     ]
+
+
+def list_input_statement(input_bucket: s3.IBucket) -> iam.PolicyStatement:
+    """List BucketA's keys, to size a run to its input (:mod:`pipeline.runs.autosize`).
+
+    ListObjectsV2 needs ``s3:ListBucket`` on the bucket and names no other permission (Amazon
+    S3 API Reference, ListObjectsV2, "Permissions"): it answers each object's key, size, ETag
+    and storage class, never its contents, which need ``s3:GetObject`` on the object (and,
+    for a brought bucket encrypted with SSE-KMS, the key, used to read an object's data;
+    no key is granted here, and listing reads no object's data). An
+    ``s3:prefix`` condition can hold a listing to given prefixes (Amazon S3 User Guide,
+    "Identity-based policy examples for Amazon S3"), but a run may process any prefix: a
+    ready marker's, wherever it is written; ``--input-prefix``; the whole bucket on a
+    schedule. So the statement names the bucket and no prefix: JobA's own listing has the
+    same reach."""
+    return iam.PolicyStatement(actions=["s3:ListBucket"], resources=[input_bucket.bucket_arn])

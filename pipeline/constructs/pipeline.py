@@ -435,6 +435,7 @@ class ArrayJobPipeline(Construct):
             [d.job_definition_arn for d in self.job_definitions.values()],
             self.log_group,
             Stack.of(self),
+            self.storage.buckets["input_bucket"],
         )
         return self._grant(grantee, "SubmitJobs", statements, grants.SUBMIT_JOBS_REASON)
 

@@ -48,7 +48,7 @@ from constructs import Construct
 
 from pipeline.constructs.encryption import via_sns
 from pipeline.constructs.nag import INLINE_POLICY_REASON, acknowledge_nist, acknowledge_wildcards
-from pipeline.constructs.permissions import run_statements
+from pipeline.constructs.permissions import list_input_statement, run_statements
 from pipeline.contract import READY_MARKER
 from pipeline.trigger_events import StarterSettings, schedule_event, upload_pattern
 
@@ -139,8 +139,13 @@ class RunStarter(Construct):
             iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]),
             *via_sns(topic),
         ]
+        # Its runs are sized to their input: it lists the run's prefix of BucketA.
+        listing = list_input_statement(input_bucket)
         self.policy = iam.Policy(
-            self, "Policy", statements=[*runs, logs_statement, *publish], roles=[self.role]
+            self,
+            "Policy",
+            statements=[*runs, listing, logs_statement, *publish],
+            roles=[self.role],
         )
         acknowledge_wildcards(self.policy, runs, STARTER_WILDCARD_REASON)
         acknowledge_wildcards(

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
 
 from pipeline import contract
 from pipeline.jobs.bucket_io import list_objects, put_json
@@ -20,8 +19,6 @@ from pipeline.jobs.run_context import RunContext
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-ARCHIVED_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
 
 @dataclass(frozen=True)
 class Listed:
@@ -30,25 +27,9 @@ class Listed:
     etag: str
 
 
-def check(raw_key: str, size: int, storage_class: str, max_bytes: int) -> tuple[str, str | None]:
-    """(key as text, reason to reject or None). ``raw_key`` is URL-encoded, as ListObjectsV2
-    returns it with EncodingType=url, so keys that are not valid UTF-8 can be told apart."""
-    raw = unquote_to_bytes(raw_key)
-    try:
-        key = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw_key, "key is not valid UTF-8"
-    if key.endswith("/"):
-        return key, "directory marker, not an object"
-    if contract.marker_prefix(key) is not None:
-        return key, f"ready marker, not an input ({contract.READY_MARKER})"
-    if size == 0:
-        return key, "empty object (0 bytes)"
-    if size > max_bytes:
-        return key, f"larger than the {max_bytes:,}-byte limit ({size:,} bytes)"
-    if storage_class in ARCHIVED_CLASSES:
-        return key, f"in archived storage class {storage_class}; restore it first"
-    return key, None
+check = contract.check_listed
+"""Which listed objects are inputs: the one rule, which the submitter applies too when it
+sizes a run to its input (:func:`pipeline.contract.check_listed`)."""
 
 
 def plan_shards(objects: list[Listed], shards: int) -> list[list[Listed]]:

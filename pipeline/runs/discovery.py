@@ -24,6 +24,7 @@ from pipeline.spec import (
     JOB_USER_ID,
     QUEUE_NAME,
     RESOURCES,
+    RUN_SETTINGS,
     job_role_path,
     prefixed,
 )
@@ -133,6 +134,7 @@ def document_from_job_definitions(
         spec=spec,
         parameters={key: dict(d.get("parameters") or {}) for key, d in definitions.items()},
         resources={r.key: environment[r.env] for r in RESOURCES if r.env in environment},
+        definition_settings={k: v for k, v in environment.items() if k in RUN_SETTINGS},
         log_group=log_group,
         images={
             key: str((d.get("containerProperties") or {}).get("image"))

@@ -15,15 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.contract import RETRY_REJECTED, source_bucket_name
 from pipeline.document import PipelineDocument
 from pipeline.errors import RunStateError, SpecError
 from pipeline.runs.api import BatchApi
+from pipeline.runs.autosize import InputListing, SizeChoice, input_location, list_input
 from pipeline.runs.chain import stop, submit_pipeline
 from pipeline.runs.failures import Failure, FailureGroup, failure_report, first_failure
 from pipeline.runs.logs import AttemptLog, BusyChild, busy_children
+from pipeline.runs.prediction import (
+    PerObject,
+    Prediction,
+    PredictionError,
+    on_default_deployment,
+    predict,
+)
 from pipeline.runs.preflight import JobCost, check_cost, check_fit, worst_case
 from pipeline.runs.progress import (
     JobProgress,
@@ -39,8 +47,11 @@ from pipeline.runs.resume import ResumePlan, plan_resume
 from pipeline.runs.retry import plan_rejected, retry_token
 from pipeline.runs.sizing import Capacity, JobSizing, sizing
 from pipeline.runs.watch import watch
-from pipeline.spec import RUN_TAG, SOURCE_BUCKET
+from pipeline.spec import OBJECTS_PER_CHILD, RUN_TAG, SOURCE_BUCKET, PipelineSpec
 from pipeline.steps import describe_steps
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "DryRun",
@@ -51,11 +62,13 @@ __all__ = [
     "busy",
     "cancel",
     "dry_run",
+    "expect",
     "follow",
     "list_runs",
     "plan_resume_run",
     "plan_run",
     "preflight",
+    "sized_to_input",
     "start",
     "status",
     "submit",
@@ -83,6 +96,11 @@ class Session(Protocol):
         """An attempt's log (see :class:`pipeline.runs.logs.AttemptReader`)."""
         ...
 
+    def input_lister(self) -> S3Client | None:
+        """The S3 client that lists BucketA to size a new run to its input (None: a run
+        given no size gets the deployed one)."""
+        ...
+
 
 @dataclass(frozen=True)
 class DryRun:
@@ -93,6 +111,12 @@ class DryRun:
     sizing: list[JobSizing]
     steps: str
     """The steps the run runs, in one phrase."""
+    size: SizeChoice | None = None
+    """The array size chosen, and why."""
+    prediction: Prediction | None = None
+    """The expected time and cost (when a time per object was given or measured)."""
+    no_prediction: str | None = None
+    """Why there is no prediction though one was asked for."""
 
 
 @dataclass(frozen=True)
@@ -167,18 +191,82 @@ def plan_run(
 
 
 def dry_run(
-    document: PipelineDocument, config: RunConfig, capacity: Capacity | None = None
+    document: PipelineDocument,
+    config: RunConfig,
+    capacity: Capacity | None = None,
+    *,
+    per_object: PerObject | None = None,
+    objects: int | None = None,
 ) -> DryRun:
     """The run's requests, its worst case, and how its array jobs fit ``capacity`` (the
-    queue's compute environments, or this machine; none given: no sizing)."""
+    queue's compute environments, or this machine; none given: no sizing); with
+    ``per_object`` (seconds per object, given or measured) and the input's ``objects``, the
+    expected time and cost on ``capacity`` (see :mod:`pipeline.runs.prediction`)."""
     capacity = capacity or Capacity("no queue given")
+    prediction, why_not = None, None
+    if per_object is not None:
+        per_child = config.size.per_child if config.size is not None else None
+        prediction, why_not = expect(
+            config.spec, capacity, objects, per_object, per_child=per_child
+        )
     return DryRun(
         dry_run_requests(document, config),
         worst_case(config.spec),
         capacity,
         sizing(config.spec, capacity),
         describe_steps(config.spec.steps),
+        config.size,
+        prediction,
+        why_not,
     )
+
+
+def expect(
+    spec: PipelineSpec,
+    capacity: Capacity,
+    objects: int | None,
+    per_object: PerObject,
+    *,
+    per_child: int | None = None,
+) -> tuple[Prediction | None, str | None]:
+    """(the prediction, None), or (None, why there is none). A prediction is of a run on
+    AWS: on this machine's capacity (``--local``), it is of the same input on a pipeline
+    deployed with the construct's defaults, sized to it (``per_child``: its target)."""
+    if objects is None:
+        return None, "the input was not listed, so its objects are not known"
+    try:
+        if capacity.cores is not None:
+            prediction = on_default_deployment(
+                spec,
+                objects=objects,
+                per_object=per_object,
+                per_child=per_child or OBJECTS_PER_CHILD,
+            )
+            return prediction, None
+        return predict(spec, capacity, objects=objects, per_object=per_object), None
+    except PredictionError as error:
+        return None, str(error)
+
+
+def sized_to_input(
+    s3: S3Client | None, document: PipelineDocument, inputs: RunInputs, *, listed: bool = False
+) -> tuple[RunInputs, InputListing | None]:
+    """``inputs`` with the objects of the run's input (``input_objects``), listed as JobA
+    will list them, when the run is to be sized to them (no ``array_size`` given) or
+    ``listed`` asks for all of them (a prediction); unchanged when there is no S3 client or
+    the document does not name BucketA. One ListObjectsV2 call per 1,000 keys; to size a
+    run, the listing stops once the objects are more than the deployed size can take."""
+    if s3 is None or (inputs.array_size is not None and not listed):
+        return inputs, None
+    location = input_location(
+        document, input_prefix=inputs.input_prefix, max_object_bytes=inputs.max_object_bytes
+    )
+    if location is None:
+        return inputs, None
+    per_child = inputs.objects_per_child or OBJECTS_PER_CHILD
+    stop_at = None if listed else (document.spec.array_size + 1) * per_child
+    listing = list_input(s3, location, stop_at=stop_at)
+    return replace(inputs, input_objects=listing.objects), listing
 
 
 # --- submit and follow ---------------------------------------------------------------------------

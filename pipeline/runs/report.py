@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT, DependencyType
 from pipeline.document import PipelineDocument
-from pipeline.instances import PRICE_DATE, PRICE_REGION, InstanceType
+from pipeline.instances import PRICE_DATE, PRICE_REGION, cheapest_fit
 from pipeline.runs.failures import FailureGroup, failure_report
+from pipeline.runs.prediction import Prediction
 from pipeline.runs.preflight import queue_instance_types, worst_case
 from pipeline.runs.progress import JobProgress, find_run_history
 from pipeline.spec import PipelineSpec
@@ -172,6 +173,9 @@ class RunReport:
     """Job key -> the pre-run worst case (vCPU-hours, GiB-hours)."""
     cost: CostEstimate | None
     calls: Mapping[str, int] = field(default_factory=dict)
+    prediction: Prediction | None = None
+    """A local run's input as a run on AWS (the construct's defaults) would take it, from
+    the times per object it measured; None on AWS."""
 
     @property
     def started_at(self) -> int:
@@ -237,6 +241,7 @@ class RunReport:
                 "basis": self.cost.basis,
             },
             "calls": dict(self.calls),
+            "prediction": self.prediction.as_json() if self.prediction is not None else None,
         }
 
 
@@ -350,12 +355,12 @@ def _estimate(
     per_job: dict[str, float] = {}
     types: dict[str, str] = {}
     for job in jobs:
-        fitting = [t for t in priced if t.fits(job.vcpus, job.memory_mib)]
-        if not fitting:
+        best = cheapest_fit(priced, job.vcpus, job.memory_mib)
+        if best is None:
             continue
-        best = min(fitting, key=lambda t: _hourly(t, job))
+        hourly = best.child_usd_per_hour(job.vcpus, job.memory_mib)
         hours = sum(c.run_seconds for c in job.children) / 3600
-        per_job[job.key] = round(per_job.get(job.key, 0.0) + hours * _hourly(best, job), 4)
+        per_job[job.key] = round(per_job.get(job.key, 0.0) + hours * hourly, 4)
         types[job.key] = best.name
     spot = _queue_uses_spot(batch, document.queue)
     return CostEstimate(
@@ -367,10 +372,6 @@ def _estimate(
         "the cheapest fitting instance type with no idle time"
         + ("; the queue runs on Spot, which usually costs much less" if spot else ""),
     )
-
-
-def _hourly(instance: InstanceType, job: JobRecord) -> float:
-    return instance.on_demand_usd_per_hour * min(instance.share(job.vcpus, job.memory_mib), 1.0)
 
 
 def _queue_uses_spot(batch: BatchApi, queue: str) -> bool:

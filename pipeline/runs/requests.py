@@ -27,8 +27,10 @@ from pipeline.contract import (
 from pipeline.document import PipelineDocument
 from pipeline.errors import SpecError
 from pipeline.limits import check_array_size, check_email
+from pipeline.runs.autosize import DEPLOYED, GIVEN, RESUMED, SizeChoice, choose_size
 from pipeline.spec import (
     DEFAULT_SPEC,
+    OBJECTS_PER_CHILD,
     PIPELINE_TAG,
     RECIPIENT,
     RUN_SETTINGS,
@@ -63,6 +65,8 @@ class RunConfig:
     ``PIPELINE_INPUT_PREFIX``), over the definitions'."""
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags besides the run's and the pipeline's (a triggered run's ``started-by``)."""
+    size: SizeChoice | None = None
+    """How the array size was chosen (given, the run's own, sized to the input, deployed)."""
 
     @property
     def array_size(self) -> int:
@@ -94,7 +98,10 @@ def run_config(
     if checked.recipient is not None:
         parameters[RECIPIENT] = checked.recipient
     return RunConfig(
-        run_id=run_id or new_run_id(), spec=spec.with_array_size(array_size), parameters=parameters
+        run_id=run_id or new_run_id(),
+        spec=spec.with_array_size(array_size),
+        parameters=parameters,
+        size=SizeChoice(array_size, GIVEN, spec.array_size),
     )
 
 
@@ -103,6 +110,9 @@ class RunInputs:
     """What a user may give for a run; None leaves the choice to :func:`resolve_run`."""
 
     array_size: int | None = None
+    """JobB's and JobC's children, exactly; None: a new run is sized to its input (see
+    :mod:`pipeline.runs.autosize`) when ``input_objects`` is known, else the deployed size,
+    and a resumed run keeps its own."""
     run_id: str | None = None
     source_bucket: str | None = None
     recipient: str | None = None
@@ -114,6 +124,13 @@ class RunInputs:
     steps: PipelineSteps | None = None
     """The steps the user means the run to run; they must be the deployed pipeline's (a
     local run deploys them; a resume runs the run's own)."""
+    objects_per_child: int | None = None
+    """A run sized to its input gets one child per this many objects (default:
+    :data:`pipeline.spec.OBJECTS_PER_CHILD`)."""
+    input_objects: int | None = None
+    """The objects of the run's input as JobA will shard them (a listing's count, see
+    :func:`pipeline.runs.autosize.list_input`); with no ``array_size``, a new run is sized to
+    them."""
 
     def checked(self) -> RunInputs:
         """These inputs, each checked on its own (no deployment needed); :class:`SpecError`
@@ -144,6 +161,19 @@ class RunInputs:
                 check_input_prefix(self.input_prefix)
             except ValueError as error:
                 raise SpecError(f"input_prefix: {error}", field="input_prefix") from None
+        per_child = self.objects_per_child
+        if per_child is not None:
+            if isinstance(per_child, bool) or not isinstance(per_child, int) or per_child < 1:
+                raise SpecError(
+                    f"objects_per_child must be a whole number above 0; got {per_child}",
+                    field="objects_per_child",
+                )
+            if self.array_size is not None:
+                raise SpecError(
+                    "objects_per_child sizes a run to its input, and array_size gives its size: "
+                    "give one of them",
+                    field="objects_per_child",
+                )
         return self
 
     def with_run_id(self, run_id: str) -> RunInputs:
@@ -170,11 +200,9 @@ def resolve_run(
     def pick(given: str | None, name: str) -> str | None:
         return given if given is not None else previous.get(name) or defaults.get(name) or None
 
-    size = next(
-        s for s in (inputs.array_size, previous_size, document.spec.array_size) if s is not None
-    )
+    choice = choose_array_size(document, inputs, previous_size)
     config = run_config(
-        array_size=size,
+        array_size=choice.size,
         run_id=inputs.run_id,
         source_bucket=pick(inputs.source_bucket, SOURCE_BUCKET),
         recipient=pick(inputs.recipient, RECIPIENT),
@@ -194,7 +222,23 @@ def resolve_run(
         environment[MAX_OBJECT_BYTES] = str(inputs.max_object_bytes)
     if inputs.input_prefix is not None:
         environment[INPUT_PREFIX] = inputs.input_prefix
-    return replace(config, environment=environment)
+    return replace(config, environment=environment, size=choice)
+
+
+def choose_array_size(
+    document: PipelineDocument, inputs: RunInputs, previous_size: int | None = None
+) -> SizeChoice:
+    """A run's array size: the one given, else a resumed run's own, else sized to the input
+    when it was listed (``inputs.input_objects``), else the deployed size."""
+    deployed = document.spec.array_size
+    if inputs.array_size is not None:
+        return SizeChoice(inputs.array_size, GIVEN, deployed)
+    if previous_size is not None:
+        return SizeChoice(previous_size, RESUMED, deployed)
+    if inputs.input_objects is not None:
+        per_child = inputs.objects_per_child or OBJECTS_PER_CHILD
+        return choose_size(inputs.input_objects, deployed=deployed, per_child=per_child)
+    return SizeChoice(deployed, DEPLOYED, deployed)
 
 
 def placeholder_id(job_key: str) -> str:

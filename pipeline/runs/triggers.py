@@ -31,9 +31,10 @@ from typing import Any
 from pipeline.batch_facts import TERMINAL
 from pipeline.contract import READY_MARKER, marker_prefix
 from pipeline.document import PipelineDocument
-from pipeline.errors import ChainError, PipelineError, RunStateError, SpecError
+from pipeline.errors import ChainError, PipelineError, RunStateError, ServiceError, SpecError
+from pipeline.runs.autosize import SizeChoice
 from pipeline.runs.chain import StopError, stop
-from pipeline.runs.engine import Session, plan_run, preflight, submit
+from pipeline.runs.engine import Session, plan_run, preflight, sized_to_input, submit
 from pipeline.runs.preflight import TRIGGER_GUARD, check_cost
 from pipeline.runs.progress import (
     RunSummary,
@@ -137,6 +138,13 @@ class TriggerOutcome:
     trigger: Trigger
     reason: str | None = None
     jobs: tuple[SubmittedJob, ...] = ()
+    size: SizeChoice | None = None
+    """The started run's array size, and why."""
+
+    @property
+    def sized(self) -> str:
+        """``; array size 3: ...`` for a started run, for a line about it."""
+        return f"; {self.size.describe()}" if self.size is not None else ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -147,6 +155,7 @@ class TriggerOutcome:
             "inputPrefix": self.trigger.input_prefix,
             "reason": self.reason,
             "jobs": [{"job": j.key, "jobId": j.job_id} for j in self.jobs],
+            "size": self.size.as_json() if self.size is not None else None,
         }
 
 
@@ -184,9 +193,13 @@ def start_triggered(
         return TriggerOutcome(action, run_id, trigger, reason)
 
     try:
-        config = plan_run(document, RunInputs(run_id=run_id, input_prefix=trigger.input_prefix))
+        inputs = RunInputs(run_id=run_id, input_prefix=trigger.input_prefix)
+        # Sized to the input, as a run of the command line given no size: its prefix is
+        # listed here (the starter's role may list BucketA, nothing more of it).
+        inputs, _ = sized_to_input(session.input_lister(), document, inputs)
+        config = plan_run(document, inputs)
         check_cost(config.spec, max_vcpu_hours, guard=TRIGGER_GUARD)
-    except SpecError as error:
+    except (SpecError, ServiceError) as error:
         return refuse(REFUSED, str(error))
     config = replace(config, tags={STARTED_BY_TAG: trigger.kind})
     runs = list_runs(session.batch, document.queue, document.spec)
@@ -207,7 +220,7 @@ def start_triggered(
         return refuse(REFUSED, str(error))
     stand_down = _stand_down(session, document, run, allow_overlap=allow_overlap, sleep=sleep)
     if stand_down is None:
-        return TriggerOutcome(STARTED, run_id, trigger, None, run.jobs)
+        return TriggerOutcome(STARTED, run_id, trigger, None, run.jobs, config.size)
     action, reason = stand_down
     try:
         progress = describe_jobs(session.batch, run.job_ids)

@@ -101,6 +101,44 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         "error: --on-upload and --on-schedule are two triggers; pick one",
     ),
     (["status", "--limit", "0"], 252, "error: --limit must be at least 1"),
+    (
+        ["--objects-per-child", "0", "--dry-run"],
+        252,
+        "error: --objects-per-child must be a whole number above 0; got 0",
+    ),
+    (
+        ["--array-size", "4", "--objects-per-child", "10", "--dry-run"],
+        252,
+        "error: --objects-per-child sizes a run to its input, and --array-size gives its "
+        "size: give one of them",
+    ),
+    (
+        ["--array-size", "many"],
+        252,
+        "error: argument --array-size: 'many' is not a whole number or auto",
+    ),
+    (
+        ["--seconds-per-object", "2"],
+        252,
+        "error: --seconds-per-object predicts a run's time and cost in a dry run; add --dry-run",
+    ),
+    (
+        ["--seconds-per-object", "0", "--dry-run"],
+        252,
+        "error: argument --seconds-per-object: '0' must be a finite number above 0",
+    ),
+    (
+        ["--estimate-from", "r1", "--seconds-per-object", "1", "--dry-run"],
+        252,
+        "error: --estimate-from and --seconds-per-object are two sources of the time per "
+        "object; give one",
+    ),
+    (
+        ["--local", "--on-upload", "--objects-per-child", "5"],
+        252,
+        "error: --on-upload starts a run with the pipeline's defaults, as the deployed trigger "
+        "does; drop --objects-per-child",
+    ),
 ]
 
 

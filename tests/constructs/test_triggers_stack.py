@@ -359,17 +359,40 @@ def test_the_starter_role_is_held_to_this_pipelines_queue_definitions_and_tag(
             },
         },
     )
-    # AND it has no data access, and no managed policy
+    # AND it has no data access but listing BucketA's keys (the next test), and no managed
+    # policy
     actions = {
         a
         for s in statements
         for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
     assert "batch:SubmitJob" in actions
-    assert not any(a.startswith(("s3:", "dynamodb:", "iam:")) for a in actions)
+    assert not any(a.startswith(("dynamodb:", "iam:")) for a in actions)
+    assert {a for a in actions if a.startswith("s3:")} == {"s3:ListBucket"}
     ingest.resource(role).has_resource_properties(
         "AWS::IAM::Role", {"ManagedPolicyArns": Match.absent()}
     )
+
+
+@pytest.mark.parametrize("prefix", ["uploads", "nightly"])
+def test_the_starter_may_list_its_bucket_a_and_read_nothing_of_it(
+    ingest: Synthesized, prefix: str
+) -> None:
+    """A triggered run is sized to its input, so the starter lists the run's prefix of
+    BucketA: ListBucket on that bucket (no object ARN, so no GetObject), and on no other."""
+    template = ingest.assertions
+    # GIVEN the S3 statements of the pipeline's starter role
+    statements = _statements_of(template, _starter_role(ingest, prefix))
+    s3 = [s for s in statements if str(s["Action"]).startswith("s3:")]
+    # THEN there is one: ListBucket, allowed, on the pipeline's own BucketA
+    bucket = resource_given_to_jobs(template, INPUT_BUCKET, prefix)
+    assert s3 == [
+        {
+            "Action": "s3:ListBucket",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [bucket, "Arn"]},
+        }
+    ]
 
 
 def test_the_starter_uses_the_topics_key_through_sns_only(ingest: Synthesized) -> None:

@@ -174,17 +174,23 @@ def _granted_actions(tmp_path: Path) -> set[str]:
 @pytest.mark.slow
 def test_grant_submit_jobs_covers_every_call_the_cli_makes(tmp_path: Path) -> None:
     # GIVEN every AWS operation the CLI calls, recorded with botocore's event hooks, for
-    # submit + watch, status (with the failure report and its log read), cancel and resume
+    # submit + watch, status (with the failure report and its log read), cancel and resume,
+    # and the listing of BucketA that sizes a run given no size
     called: set[str] = set()
+    # the IAM action an operation needs, where it is not the operation's own name (Amazon S3
+    # API Reference, ListObjectsV2: "you must have permission to perform the s3:ListBucket
+    # action")
+    action = {"s3:ListObjectsV2": "s3:ListBucket"}
 
     def record(event_name: str, **_: Any) -> None:
         _, service, operation = event_name.split(".")[:3]
         prefix = {"cloudwatch-logs": "logs"}.get(service, service)
-        called.add(f"{prefix}:{operation}")
+        called.add(action.get(f"{prefix}:{operation}", f"{prefix}:{operation}"))
 
     with engine_batch() as aws:
         logs = _logs_client(aws)
-        for client in (aws.batch, aws.cloudformation, logs):
+        s3 = aws.with_input({"in/a.csv": b"a", "in/b.csv": b"b"})
+        for client in (aws.batch, aws.cloudformation, logs, s3):
             client.meta.events.register("before-call", record)
         _exercise_the_cli(aws, logs)
     # THEN each is granted, and the grant has nothing the CLI does not call
@@ -207,7 +213,7 @@ def _exercise_the_cli(aws: EngineBatch, logs: Any) -> None:
     from pipeline.cli.commands import main
 
     def connector(_profile: str | None, _region: str | None) -> Aws:
-        return Aws(aws.batch, aws.cloudformation, logs)
+        return Aws(aws.batch, aws.cloudformation, logs, aws.s3)
 
     def cli(*argv: str) -> int:
         import io
@@ -258,6 +264,8 @@ def _exercise_the_cli(aws: EngineBatch, logs: Any) -> None:
     aws.start(running.job_id)
     assert cli("cancel", "held", "--queue", "ProdQueue") == 0
     assert cli("report", "granted", "--stack", STACK) == 0
+    # a run given no size lists BucketA to size itself (a dry run lists it the same way)
+    assert cli("--stack", STACK, "--dry-run") == 0
 
 
 # --- installed as pip users get it ----------------------------------------------------------

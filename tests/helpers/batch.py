@@ -148,6 +148,24 @@ class EngineBatch:
     definition_arns: dict[str, str]
     calls: dict[str, int] = field(default_factory=dict)
     interceptors: list[Callable[..., Any]] = field(default_factory=list)
+    s3: Any = None
+    """moto's S3, for the command line to list BucketA with (see :meth:`with_input`); None:
+    the command line is given no S3 client, and a run given no size keeps the deployed one."""
+
+    # --- the input ---------------------------------------------------------------------------
+
+    def with_input(self, objects: Mapping[str, bytes]) -> Any:
+        """The stack's BucketA, in moto's S3, holding ``objects``, and the command line
+        given an S3 client to list it; returns that client."""
+        if self.s3 is None:
+            self.s3 = _session().client("s3")
+            for resource in RESOURCES:
+                if resource.kind == "bucket":
+                    self.s3.create_bucket(Bucket=stack_resource_name(resource.key))
+        bucket = stack_resource_name("input_bucket")
+        for key, body in objects.items():
+            self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        return self.s3
 
     # --- placing jobs -------------------------------------------------------------------------
 
@@ -461,6 +479,11 @@ def step_environment(job: JobSpec, spec: PipelineSpec = DEFAULT_SPEC) -> list[An
     return [{"name": k, "value": v} for k, v in spec.environment_of(job).items()]
 
 
+def stack_resource_name(key: str) -> str:
+    """The name the stand-in stack gives a resource (``pipeline-input-bucket``)."""
+    return f"pipeline-{key.replace('_', '-')}"
+
+
 def stack_document(
     queue_arn: str, definitions: dict[str, str], spec: PipelineSpec = DEFAULT_SPEC
 ) -> PipelineDocument:
@@ -471,7 +494,7 @@ def stack_document(
         job_definitions=definitions,
         spec=spec,
         parameters={"JobE": {"SourceBucket": "s3://pipeline-output-bucket", "Recipient": ""}},
-        resources={r.key: f"pipeline-{r.key.replace('_', '-')}" for r in RESOURCES},
+        resources={r.key: stack_resource_name(r.key) for r in RESOURCES},
         log_group="pipeline-logs",
         source=f"stack {STACK!r}",
     )
@@ -514,7 +537,7 @@ def cli_in_process(aws: EngineBatch | None, *argv: str) -> tuple[int, str, str]:
 
     def connector(_profile: str | None, _region: str | None) -> Aws:
         assert aws is not None, "this invocation must not reach AWS"
-        return Aws(aws.batch, aws.cloudformation)
+        return Aws(aws.batch, aws.cloudformation, s3=aws.s3)
 
     code = main(list(argv), connector=connector, stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()

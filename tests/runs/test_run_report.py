@@ -185,7 +185,10 @@ def test_a_standard_jobs_whole_json_and_what_the_report_cost(run: Run) -> None:
         "worstCaseVcpuHours": 3.0,
         "worstCaseGibHours": 6.0,
     }
-    assert sorted(data) == ["calls", "cost", "endedAt", "failures", "jobs", "runId", "startedAt"]
+    assert sorted(data) == [
+        *("calls", "cost", "endedAt", "failures", "jobs", "prediction", "runId", "startedAt")
+    ]
+    assert data["prediction"] is None  # a run's own report on AWS: what it did, no prediction
     assert sorted(data["cost"]) == ["basis", "estimatedUsd", "instanceTypes", "perJob", "spot"]
     # the calls it made: a ListJobs per job name and for the failed children, a DescribeJobs
     # per job found, per 100 children and for the failed children, and the queue twice

@@ -113,6 +113,7 @@ def test_an_outcome_as_json() -> None:
         "inputPrefix": "in/",
         "reason": "busy",
         "jobs": [],
+        "size": None,
     }
 
 

@@ -117,6 +117,8 @@ class Cloud:
             "Attributes"
         ]["QueueArn"]
         self.sns.subscribe(TopicArn=self.topic, Protocol="sqs", Endpoint=inbox_arn)
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.s3.create_bucket(Bucket=BUCKET_A)
         resources = {r.env: f"pipeline-{r.key.replace('_', '-')}" for r in RESOURCES}
         self.definitions = {}
         for job in DEFAULT_SPEC:
@@ -152,9 +154,17 @@ class Cloud:
             **changes,
         )
 
-    def start(self, event: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    def start(
+        self, event: dict[str, Any], *, listing: bool = False, **changes: Any
+    ) -> dict[str, Any]:
+        """The handler's work on ``event``; with ``listing``, it lists BucketA (as the
+        deployed function does) to size the run to its input."""
         return start_from_event(
-            event, settings=self.settings(**changes), batch=self.aws.batch, sns=self.sns
+            event,
+            settings=self.settings(**changes),
+            batch=self.aws.batch,
+            sns=self.sns,
+            s3=self.s3 if listing else None,
         )
 
     def messages(self) -> list[dict[str, Any]]:
@@ -220,6 +230,40 @@ def test_an_upload_starts_one_chained_run_of_the_deployed_pipeline(cloud: Cloud)
         assert request["tags"][PIPELINE_TAG] == "ProdQueue"
     # AND nothing was published: a started run speaks through JobE (or the failure rule)
     assert cloud.messages() == []
+
+
+def test_a_triggered_run_is_sized_to_the_objects_under_its_marker(cloud: Cloud) -> None:
+    # GIVEN 300 inputs under incoming/batch-8/ (and 50 elsewhere), then its marker
+    for number in range(300):
+        cloud.s3.put_object(Bucket=BUCKET_A, Key=f"incoming/batch-8/{number}.csv", Body=b"1")
+    for number in range(50):
+        cloud.s3.put_object(Bucket=BUCKET_A, Key=f"elsewhere/{number}.csv", Body=b"1")
+    # WHEN the starter lists BucketA, as the deployed function does
+    result = cloud.start(_upload("incoming/batch-8/_READY"), listing=True)
+    # THEN JobB and JobC have 300 / 100 children, within the deployed 100, and it says why
+    assert result["action"] == "STARTED"
+    ids = {j["job"]: j["jobId"] for j in result["jobs"]}
+    assert cloud.describe(ids["JobB"])["arrayProperties"]["size"] == 3
+    assert cloud.describe(ids["JobC"])["arrayProperties"]["size"] == 3
+    assert result["size"]["reason"] == (
+        "array size 3: 300 objects, 100 per child on average (auto: a child per 100 objects, at "
+        "most 100 deployed)"
+    )
+
+
+def test_a_trigger_whose_input_cannot_be_listed_is_refused_with_a_notification(
+    cloud: Cloud,
+) -> None:
+    cloud.s3.delete_bucket(Bucket=BUCKET_A)
+    result = cloud.start(_schedule(), listing=True)
+    assert result["action"] == "REFUSED"
+    assert cloud.aws.parents() == []
+    (message,) = cloud.messages()
+    assert message["Subject"] == "array-job pipeline: schedule run not started"
+    assert (
+        f"listing s3://{BUCKET_A}/ to size the run to its input failed (NoSuchBucket"
+        in (message["Message"])
+    )
 
 
 def test_a_scheduled_run_lists_the_whole_bucket_and_status_finds_it(cloud: Cloud) -> None:
