@@ -70,11 +70,17 @@ def format_progress(progress: Sequence[JobProgress]) -> str:
 
 
 def progress_printer(
-    output: Output, *, every: float = 1.0, clock: Clock = time.monotonic
+    output: Output,
+    *,
+    every: float = 1.0,
+    still_every: float = 4.0,
+    clock: Clock = time.monotonic,
 ) -> Callable[[Sequence[JobProgress]], None]:
     """A watch callback that prints a progress line, with elapsed time, when a job's status
     changes, and when only children counts changed at most once every ``every`` seconds (a
-    10,000-child run does not print 20,000 lines)."""
+    10,000-child run does not print 20,000 lines). A line that has not changed is printed
+    again once ``still_every`` seconds have passed since the last (at the next poll), so a
+    job that works long without a change is not a silence that looks like a hang."""
     started = clock()
     last_line = ""
     last_statuses: tuple[str, ...] = ()
@@ -85,7 +91,10 @@ def progress_printer(
         line = format_progress(progress)
         statuses = tuple(p.shown_status for p in progress)
         now = clock()
-        if line == last_line or (statuses == last_statuses and now - last_time < every):
+        quiet = now - last_time
+        if quiet < still_every and (
+            line == last_line or (statuses == last_statuses and quiet < every)
+        ):
             return
         output.progress(f"[{now - started:5.0f}s] {line}")
         last_line, last_statuses, last_time = line, statuses, now

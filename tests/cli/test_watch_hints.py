@@ -1,17 +1,40 @@
-"""What the watch says while a run runs: a job is said to wait to be placed only when nothing
-of it runs, and a child long on one object is named with that object."""
+"""What the watch says while a run runs: its progress is never silent for long, a job is said
+to wait to be placed only when nothing of it runs, and a child long on one object is named
+with that object."""
 
 from __future__ import annotations
 
 import io
 
-from pipeline.cli.output import Output, busy_hint, runnable_hint
+from pipeline.cli.output import Output, busy_hint, progress_printer, runnable_hint
 from pipeline.runs.logs import BusyChild
 from pipeline.runs.progress import JobProgress
 
 
 def _array(**children: int) -> list[JobProgress]:
     return [JobProgress("JobB", "b", "PENDING", array_size=8, children=children)]
+
+
+def test_a_run_that_does_not_change_is_said_again_every_4_s() -> None:
+    # GIVEN a watch polled every 0.2 s, as a local run's is
+    now = [0.0]
+    err = io.StringIO()
+    printer = progress_printer(Output(False, io.StringIO(), err), clock=lambda: now[0])
+    # WHEN JobB's children count for 2 s, then one child works 10 s on without a change
+    for tick in range(60):
+        now[0] = tick * 0.2
+        printer(_array(SUCCEEDED=min(tick, 10), RUNNING=1, RUNNABLE=max(7 - tick, 0)))
+    lines = err.getvalue().splitlines()
+    # THEN a line came at most every second while the counts moved, and the unchanged line
+    # again every 4 s after, so nothing is silent for longer
+    assert [line[:8] for line in lines] == [
+        "[    0s]",
+        "[    1s]",
+        "[    2s]",
+        "[    6s]",
+        "[   10s]",
+    ]
+    assert lines[-1] == lines[-2].replace("[    6s]", "[   10s]")
 
 
 def test_children_waiting_while_others_of_theirs_run_are_not_waiting_to_be_placed() -> None:
