@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pipeline import contract
 from pipeline.backends import Mode
 from pipeline.backends.aws import AwsSession, batch_config, other_config
 from pipeline.backends.local_input import LocalInputs
+from pipeline.backends.local_trigger import LocalTrigger, fire_trigger, local_trigger
 from pipeline.document import PipelineDocument
 from pipeline.errors import EXIT_LOCAL, ConfigurationError, LocalError, RunStateError, SpecError
 from pipeline.local.run_folder import (
@@ -74,6 +72,11 @@ class LocalOptions:
         return "schedule" if self.on_schedule else None
 
 
+def trigger_of(options: LocalOptions) -> dict[str, Any]:
+    """:func:`local_trigger`'s arguments for a run with ``options``."""
+    return {"on_upload": options.on_upload, "seed": f"{options}"}
+
+
 def endpoint_clients(endpoint: str, region: str, credentials: Mapping[str, str]) -> dict[str, Any]:
     """The clients of the AWS path, pointed at the local services and signing with their
     credentials."""
@@ -101,6 +104,8 @@ class LocalSession(AwsSession):
     run_dir: Path | None = None
     options: LocalOptions = field(default_factory=LocalOptions)
     on_progress: Callable[[str], None] = lambda _text: None
+    trigger: LocalTrigger | None = None
+    """A trigger's event, made once by the backend: its run id names the run's folder."""
 
     def plan(self, inputs: RunInputs, *, max_vcpu_hours: float | None) -> RunConfig:
         # A trigger applies the cost guard itself, and publishes a refusal, as on AWS.
@@ -119,49 +124,14 @@ class LocalSession(AwsSession):
             return super().start(
                 config, plan=plan, on_submitted=on_submitted, run_id_given=run_id_given
             )
-        return self._fire_trigger(on_submitted)
-
-    def _fire_trigger(self, on_submitted: Callable[[SubmittedJob], None] | None) -> SubmittedRun:
-        """What the deployed trigger does: the event goes to the starter's engine code,
-        which starts, skips or refuses the run and publishes why to the topic."""
-        from pipeline.runs.triggers import STARTED, start_triggered
-
-        trigger = local_trigger(self.options, self.document)
-        if trigger.kind == "upload":
-            self.clients["s3"].put_object(
-                Bucket=self.document.resources["input_bucket"], Key=trigger.marker, Body=b""
-            )
-
-        def notify(subject: str, message: str) -> None:
-            self.clients["sns"].publish(
-                TopicArn=self.document.resources["notification_topic"],
-                Subject=subject,
-                Message=message,
-            )
-            self.on_progress(f"notification published: {subject}: {message.strip()}")
-
-        outcome = start_triggered(
+        return fire_trigger(
             self,
-            self.document,
-            trigger.trigger,
-            notify=notify,
+            self.trigger or local_trigger(self.document, **trigger_of(self.options)),
+            clients=self.clients,
             max_vcpu_hours=self.options.trigger_max_vcpu_hours,
+            on_progress=self.on_progress,
+            on_submitted=on_submitted,
         )
-        listing = (
-            f", listing {trigger.trigger.input_prefix or 'the whole bucket'}"
-            if trigger.kind == "upload"
-            else ""
-        )
-        self.on_progress(
-            f"{trigger.kind} trigger ({trigger.trigger.origin}): {outcome.action.lower()} run "
-            f"{outcome.run_id}{listing}{outcome.sized}"
-        )
-        if outcome.action != STARTED:
-            raise RunStateError(f"the {trigger.kind} trigger started no run: {outcome.reason}")
-        for job in outcome.jobs:
-            if on_submitted:
-                on_submitted(job)
-        return SubmittedRun(outcome.run_id, outcome.jobs)
 
     revived: bool = False
     """The session's services started on a run whose services had stopped, and go on with
@@ -222,31 +192,6 @@ class LocalSession(AwsSession):
         from pipeline.backends.local_outputs import finish_local
 
         return finish_local(self, run, outcome)
-
-
-@dataclass(frozen=True)
-class LocalTrigger:
-    kind: str
-    trigger: Any
-    marker: str = ""
-
-
-def local_trigger(options: LocalOptions, document: PipelineDocument) -> LocalTrigger:
-    """The event the deployed trigger would hand the starter: a ready marker's S3 event, or
-    the schedule's input. Made once per backend, so its run id is known before the run."""
-    from pipeline.runs.triggers import trigger_from_event
-    from pipeline.trigger_events import schedule_event, upload_event
-
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    bucket = document.resources["input_bucket"]
-    event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{options}"))
-    if options.on_upload is not None:
-        marker = f"{options.on_upload}{contract.READY_MARKER}"
-        event = upload_event(bucket, marker, event_id, now)
-        return LocalTrigger("upload", trigger_from_event(event, input_bucket=bucket), marker)
-    return LocalTrigger(
-        "schedule", trigger_from_event(schedule_event("local", event_id, now), input_bucket=bucket)
-    )
 
 
 class LocalBackend(LocalInputs):
@@ -331,7 +276,7 @@ class LocalBackend(LocalInputs):
             from pipeline.local.deployment import local_document
 
             document = local_document(steps=self.steps)
-            self._trigger = self._trigger or local_trigger(self.options, document)
+            self._trigger = self._trigger or local_trigger(document, **trigger_of(self.options))
             return str(self._trigger.trigger.run_id)
         return inputs.run_id or new_run_id()
 
@@ -465,6 +410,7 @@ class LocalBackend(LocalInputs):
             run_dir=folder.path if folder is not None else None,
             options=self.options,
             on_progress=self.on_progress,
+            trigger=self._trigger,
         )
 
 

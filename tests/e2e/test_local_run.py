@@ -381,6 +381,35 @@ def test_a_local_upload_trigger_runs_only_the_markers_prefix(tmp_path: Path) -> 
     )
 
 
+def test_a_triggered_run_is_found_by_the_id_it_prints_when_the_second_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a clock a second later at each look (a trigger's run id holds its event's time)
+    from datetime import UTC, datetime, timedelta
+
+    from helpers.batch import cli_in_process
+    from pipeline.backends import local_trigger
+
+    looks = iter(range(1000))
+
+    class Ticking(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Ticking:
+            moment = datetime(2026, 12, 7, 12, tzinfo=UTC) + timedelta(seconds=next(looks))
+            return cls.fromtimestamp(moment.timestamp(), tz)
+
+    monkeypatch.setattr(local_trigger, "datetime", Ticking)
+    monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path / "state"))
+    # WHEN an upload trigger starts a run
+    code, out, err = cli_in_process(None, "--local", "--on-upload", "data/03/", "--json")
+    assert code == 0, err[-3000:]
+    run_id = json.loads(out)["runId"]
+    # THEN its folder has the id it printed, and the commands that take that id find it
+    assert [p.name for p in (tmp_path / "state" / "runs").iterdir()] == [run_id]
+    code, out, err = cli_in_process(None, "logs", run_id, "JobA", "--local")
+    assert code == 0, err
+
+
 def test_a_local_schedule_over_the_cost_guard_publishes_its_refusal(tmp_path: Path) -> None:
     result = _local(tmp_path, "--on-schedule", "--max-vcpu-hours", "1")
     assert result.returncode == 252
