@@ -247,7 +247,7 @@ class LocalBackend(LocalInputs):
         keys = [j.key for j in spec]
         shape = (
             f"must look like JobB:3=exit:2 (a job of {', '.join(keys)}, an optional child "
-            "index, and exit:CODE, host-terminated or timeout)"
+            "index, and exit:CODE, host-terminated, timeout or out-of-memory)"
         )
         for text in self.options.inject:
             try:

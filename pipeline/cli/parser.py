@@ -323,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--inject",
         action="append",
         metavar="JOB[:INDEX]=FAULT",
-        help="--local: make one attempt fail: exit:CODE, host-terminated or timeout "
-        "(e.g. JobB:3=exit:2); repeatable",
+        help="--local: make one attempt fail: exit:CODE, host-terminated, timeout or "
+        "out-of-memory (e.g. JobB:3=exit:2); repeatable",
     )
 
     status = command(

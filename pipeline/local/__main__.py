@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import re
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="S3, DynamoDB, SNS, SQS, CloudWatch Logs, EventBridge and AWS Batch on one port",
     )
-    serve.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    serve.add_argument("--port", type=_port, default=0, help="loopback port (default: a free one)")
     serve.add_argument(
         "--with-pipeline",
         action="store_true",
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="JOB[:INDEX]=FAULT",
-        help="make one attempt fail: exit:CODE, host-terminated or timeout (repeatable)",
+        help="make one attempt fail: exit:CODE, host-terminated, timeout or out-of-memory "
+        "(repeatable)",
     )
     serve.add_argument(
         "--steps",
@@ -179,7 +181,8 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(args, str(error), EXIT_LOCAL)
     except OSError as error:  # the state folder cannot be made, or is not the user's own
         where = f"{error.filename}: " if error.filename else ""
-        return _fail(args, f"{where}{error.strerror or error}", EXIT_LOCAL)
+        code = EXIT_BAD_INPUT if error.errno == errno.EADDRINUSE else EXIT_LOCAL  # --port's
+        return _fail(args, f"{where}{error.strerror or error}", code)
     try:
         seeded = {
             "objects": len(inputs or {}),
@@ -220,6 +223,19 @@ def _open_files_short() -> str | None:
         f"the open-file limit is {soft} (ulimit -n), and the local services need "
         f"{MIN_OPEN_FILES} or more: raise it with `ulimit -n 1024` and start again"
     )
+
+
+def _port(value: str) -> int:
+    """A TCP port, 0 to 65535 (0: a free one)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a port: give 1 to 65535, or 0 for a free one"
+        )
+    return port
 
 
 def _region(value: str) -> str:

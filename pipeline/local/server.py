@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -51,6 +52,8 @@ DYNAMODB_WRITES = frozenset(
 IDLE_SECONDS = 60
 """How long a connection may wait between requests (or within one) before it is closed."""
 MAX_CONNECTIONS = 1024
+LISTEN_BACKLOG = 128
+"""Connections the kernel holds before the server accepts them (werkzeug's own figure)."""
 """The most connections served at once (or half the open-file limit, if lower)."""
 _KEPT_ENVIRON = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "SERVER_NAME")
 
@@ -317,7 +320,30 @@ def make_server(
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """No line per request: thousands nobody reads."""
 
-    server = werkzeug_server("127.0.0.1", port, app, threaded=True, request_handler=KeptAlive)
+    # The socket is bound here, not by werkzeug, which prints a port in use and exits the
+    # process; an OSError says it in one line where the services are started.
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(("127.0.0.1", port))
+        listening.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        listening.close()
+        if error.errno == errno.EADDRINUSE:
+            raise OSError(
+                error.errno,
+                f"port {port} on 127.0.0.1 is in use: give another --port, or 0 for a free one",
+            ) from None
+        raise
+    with listening:
+        server = werkzeug_server(
+            "127.0.0.1",
+            port,
+            app,
+            threaded=True,
+            request_handler=KeptAlive,
+            fd=listening.fileno(),
+        )
     accept = server.get_request
 
     # Connections are capped well below the open-file limit, so that no number of them (any

@@ -338,3 +338,34 @@ def test_the_pipeline_is_deployed_in_the_region_and_at_the_size_asked(tmp_path: 
     assert queue["jobQueueArn"].startswith("arn:aws:batch:eu-west-1:")
     environment = {e["name"]: e["value"] for e in job_b["containerProperties"]["environment"]}
     assert environment["PIPELINE_ARRAY_SIZE"] == "5"
+
+
+def test_a_port_is_checked_and_one_in_use_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def serve(port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.local", "serve", f"--port={port}"],
+            env={"PATH": "/usr/bin:/bin", "PIPELINE_LOCAL_STATE_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # a port out of range is refused (it was taken modulo 65,536, or a traceback)
+    for wrong in ("99999", "-5", "abc"):
+        tried = serve(wrong)
+        assert (tried.returncode, tried.stdout) == (252, ""), tried.stderr
+        assert tried.stderr.startswith(f"error: argument --port: '{wrong}' is not a port: give ")
+    # a port in use is one line saying what to change (werkzeug printed two and exited 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        tried = serve(str(port))
+    assert (tried.returncode, tried.stdout) == (252, "")
+    assert tried.stderr == (
+        f"error: port {port} on 127.0.0.1 is in use: give another --port, or 0 for a free one\n"
+    )
