@@ -137,12 +137,16 @@ def _messages(session: FinishedRun, queue: str) -> list[str]:
 
 
 def _relinked(message: str, endpoint: str, summary: Path) -> str:
-    """``message`` with every link to ``endpoint`` replaced by the summary's file URL."""
+    """``message`` with every link to ``endpoint`` replaced by the summary's file URL, and
+    the link's expiry (a presigned URL's) no longer said of a file that does not expire."""
     import re
 
     if not endpoint:
         return message
-    return re.sub(re.escape(endpoint) + r"[^\s\\\"]*", summary.resolve().as_uri(), message)
+    relinked = re.sub(re.escape(endpoint) + r"[^\s\\\"]*", summary.resolve().as_uri(), message)
+    return re.sub(
+        r"\(link valid for up to \d+ h\): (file://)", r"(this machine's file): \1", relinked
+    )
 
 
 def _summary(session: FinishedRun, run_id: str) -> dict[str, Any]:
@@ -309,11 +313,16 @@ def _success_text(
     summary: Mapping[str, Any], messages: list[dict[str, Any]], copied: str | None, folder: Path
 ) -> list[str]:
     objects = summary["objects"]
+    listed = objects["listed"]
     lines = [
-        f"{objects['listed']:,} input objects, {objects['processed']:,} processed, "
-        f"{objects['rejected']:,} rejected, "
+        f"{listed:,} input object{'' if listed == 1 else 's'}, {objects['processed']:,} "
+        f"processed, {objects['rejected']:,} rejected, "
         f"{sum(c['passed'] for c in summary['checks'])}/{len(summary['checks'])} checks passed",
     ]
+    reasons = summary.get("rejects_by_reason") or {}
+    if reasons:
+        said = "; ".join(f"{reason} ({count:,})" for reason, count in reasons.items())
+        lines.append(f"rejected: {said}")
     aggregate = summary.get("aggregate")
     if aggregate:
         lines.append(f"aggregate ({aggregate['step']}): {json.dumps(aggregate['result'])}")

@@ -106,8 +106,9 @@ def run(
     objects = summary["objects"]
     aggregated = summary.get("aggregate")
     message = (
-        f"The array-job pipeline run {ctx.run_id} completed: {objects['processed']:,} objects "
-        f"processed, {objects['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
+        f"The array-job pipeline run {ctx.run_id} completed: {objects['processed']:,} "
+        f"object{'' if objects['processed'] == 1 else 's'} processed, "
+        f"{objects['rejected']:,} rejected, all {len(reports)} checks passed.\n\n"
         + (
             f"The run's aggregate ({aggregated['step']}) is in its summary.\n\n"
             if aggregated

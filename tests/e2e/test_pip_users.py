@@ -52,6 +52,8 @@ def test_a_local_run_reports_unseeded_names_and_the_size_limit(tmp_path: Path, s
     )
     assert code == 0, err[-2000:]
     assert "not seeded: caf\\xe9.txt: name is not valid UTF-8" in out
+    assert "2 input objects, 1 processed, 1 rejected, 10/10 checks passed" in out
+    assert "rejected: larger than the 1,048,576-byte limit (1)" in out  # every reason said
     assert (
         "1 rejected over the local limit of 1,048,576 bytes; raise it with --max-object-bytes N"
         in out
