@@ -15,7 +15,7 @@ from pipeline.runs.logs import (
     log_target,
     target_attempts,
 )
-from pipeline.runs.progress import find_run
+from pipeline.runs.progress import current_submissions, find_run_history
 
 if TYPE_CHECKING:
     from pipeline.backends import Backend, RunSession
@@ -34,8 +34,8 @@ def command_logs(options: Options, output: Output, backend: Backend) -> int:
             return _list_jobs(options.run_id, output, backend, session)
         target = log_target(session.batch, session.document, options.run_id, options.job)
         attempts, ended = target_attempts(session.batch, target)
-        cursors: dict[int, Any] = {}
-        printed: list[dict[str, Any]] = []
+        cursors: dict[tuple[str, int], Any] = {}
+        printed: dict[tuple[str, int], dict[str, Any]] = {}
         _print_new(session, attempts, cursors, printed, output)
         interval = options.poll_interval or backend.default_poll_interval
         while options.follow and not ended:
@@ -45,27 +45,29 @@ def command_logs(options: Options, output: Output, backend: Backend) -> int:
         if not attempts:
             output.progress(f"{options.job} of run {options.run_id} has not started: no log yet")
     if output.as_json:
-        output.result("", {"runId": options.run_id, "job": options.job, "attempts": printed})
+        attempts_json = list(printed.values())
+        output.result("", {"runId": options.run_id, "job": options.job, "attempts": attempts_json})
     return EXIT_OK
 
 
 def _print_new(
     session: RunSession,
     attempts: list[AttemptLog],
-    cursors: dict[int, Any],
-    printed: list[dict[str, Any]],
+    cursors: dict[tuple[str, int], Any],
+    printed: dict[tuple[str, int], dict[str, Any]],
     output: Output,
 ) -> None:
-    """Each attempt's lines not printed yet, under its heading the first time."""
+    """Each attempt's lines not printed yet, under its heading the first time. An attempt is
+    known by its job and its number there: a child re-run by a resume has attempts in more
+    than one job."""
     for attempt in attempts:
-        first = attempt.attempt not in cursors
-        lines, cursors[attempt.attempt] = session.read_attempt(
-            attempt, cursor=cursors.get(attempt.attempt)
-        )
+        known = (attempt.job_id, attempt.attempt)
+        first = known not in cursors
+        lines, cursors[known] = session.read_attempt(attempt, cursor=cursors.get(known))
         if output.as_json:
             if first:
-                printed.append({**attempt.as_json(), "lines": []})
-            printed[attempt.attempt - 1]["lines"] += lines
+                printed[known] = {**attempt.as_json(), "lines": []}
+            printed[known]["lines"] += lines
             continue
         if first:
             print(attempt.heading(), file=output.out, flush=True)
@@ -75,15 +77,18 @@ def _print_new(
 
 def _list_jobs(run_id: str, output: Output, backend: Backend, session: RunSession) -> int:
     """The run's jobs, each with how to name it."""
-    run = find_run(session.batch, session.document.queue, run_id, session.document.spec)
+    run = find_run_history(session.batch, session.document.queue, run_id, session.document.spec)
     rows, lines = [], [f"run {run_id}: `{logs_command(run_id, backend.where)}` prints one:"]
     for job in session.document.spec:
-        progress = run.get(job.key)
-        if progress is None:
+        if job.key not in run:
             continue
-        failed = failed_children(session.batch, progress) if progress.array_size else []
-        if progress.array_size:
-            shown = f"{progress.array_size:,} children"
+        # A job resumed with --failed-only is still the array it was, its children named
+        # as before (the re-run of a single child is a standard job of its own).
+        submissions = current_submissions(run[job.key])
+        size, progress = submissions[0].array_size, submissions[-1]
+        failed = failed_children(session.batch, submissions) if size else []
+        if size:
+            shown = f"{size:,} children"
             if failed:
                 shown += f", failed: {', '.join(map(str, failed))}"
             name = f"{job.key}:{failed[0]}" if failed else f"{job.key}:0"
@@ -95,7 +100,7 @@ def _list_jobs(run_id: str, output: Output, backend: Backend, session: RunSessio
                 "job": job.key,
                 "jobId": progress.job_id,
                 "status": progress.shown_status,
-                "arraySize": progress.array_size,
+                "arraySize": size,
                 "failedIndices": failed,
             }
         )

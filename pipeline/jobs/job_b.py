@@ -94,7 +94,7 @@ def run(
     extra: dict[str, Any] = {}
     if ctx.retry_rejected:
         before = shard_before(s3, ctx, index)
-        redo = before.rejected()
+        redo = before.rejected(ctx.retry_rejected)
         if not redo:
             return {"shard": index, "objects": 0, "rejected": 0, "retried": 0}
         manifest = before.manifest

@@ -36,13 +36,15 @@ class ShardBefore:
     cpu_record: dict[str, Any]
     memory_entries: list[dict[str, Any]]
 
-    def rejected(self) -> set[str]:
+    def rejected(self, token: str) -> set[str]:
         """The keys a step rejected: the CPU step (JobB's record) or the memory step
-        (JobC's), or that an earlier attempt of this retry redid."""
+        (JobC's), or that an earlier attempt of this retry (``token``) redid. An entry an
+        earlier retry redid and a step then did is done: run again, it could be rejected
+        and leave the output its JobC wrote behind, an orphan JobD's checks count."""
         return {
             str(entry["key"])
             for entry in [*self.cpu_record["objects"], *self.memory_entries]
-            if "rejected" in entry or contract.RETRIED in entry
+            if "rejected" in entry or entry.get(contract.RETRIED) == token
         }
 
 

@@ -40,6 +40,7 @@ from pipeline.runs.progress import (
     SubmittedRun,
     find_jobs_by_name,
     find_run,
+    find_run_history,
 )
 from pipeline.runs.progress import list_runs as progress_list_runs
 from pipeline.runs.requests import RunConfig, RunInputs, dry_run_requests, resolve_run
@@ -442,12 +443,20 @@ def plan_resume_run(
     again on the run's rejected objects only (see :mod:`pipeline.runs.retry`)."""
     if inputs.run_id not in (None, run_id):
         raise RunStateError("resume keeps the run's id; give no other run id")
-    run = find_run(session.batch, document.queue, run_id, document.spec)
+    # Every submission of the run: a --failed-only resume's JobB re-runs a few children only,
+    # and the run's size and children are those of the JobB before it.
+    history = find_run_history(session.batch, document.queue, run_id, document.spec)
+    run = {key: jobs[-1] for key, jobs in history.items()}
     if rejected:
-        plan = plan_rejected(run_id, run, document.spec)
+        plan = plan_rejected(run_id, run, document.spec, history=history)
     else:
         plan = plan_resume(
-            session.batch, run, document.spec, failed_only=failed_only, from_start=from_start
+            session.batch,
+            run,
+            document.spec,
+            failed_only=failed_only,
+            from_start=from_start,
+            history=history,
         )
     config = plan_run(
         document,

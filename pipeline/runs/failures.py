@@ -63,13 +63,19 @@ def error_text(error: Exception) -> str:
 
 def first_failure(batch: BatchApi, progress: Sequence[JobProgress]) -> Failure | None:
     """The earliest failed job in run order; for an array, its first failed child (two calls,
-    however many children failed)."""
+    however many children failed). A child is named by its index in the run, also when a
+    ``resume --failed-only`` re-ran it in a job of its own."""
     for job in progress:
         if not job.has_failed:
             continue
         if job.array_size is None or not job.children.get("FAILED"):
             return Failure(
-                job.key, job.job_id, None, job.status_reason, job.exit_code, job.log_stream
+                job.key,
+                job.job_id,
+                job.run_index(None),
+                job.status_reason,
+                job.exit_code,
+                job.log_stream,
             )
         page = batch.list_jobs(arrayJobId=job.job_id, jobStatus="FAILED", maxResults=1)
         summaries = page["jobSummaryList"]
@@ -77,7 +83,7 @@ def first_failure(batch: BatchApi, progress: Sequence[JobProgress]) -> Failure |
             return Failure(job.key, job.job_id, None, job.status_reason, None, None)
         (child,) = batch.describe_jobs(jobs=[summaries[0]["jobId"]])["jobs"]
         detail = JobProgress.from_description(job.key, child)
-        index = child_index(child)
+        index = job.run_index(child_index(child))
         return Failure(
             job.key, detail.job_id, index, detail.status_reason, detail.exit_code, detail.log_stream
         )
@@ -150,14 +156,16 @@ def index_ranges(indices: Sequence[int]) -> str:
 
 
 def _failed_members(batch: BatchApi, job: JobProgress) -> list[tuple[int | None, JobProgress]]:
-    """(array index, progress) of a failed job's failed children, from the first page; the job
-    itself for a standard job."""
+    """(the run's index, progress) of a failed job's failed children, from the first page;
+    the job itself for a standard job (with the index of the child it re-runs, if it does)."""
     if job.array_size is None or not job.children.get("FAILED"):
-        return [(None, job)]
+        return [(job.run_index(None), job)]
     page = batch.list_jobs(arrayJobId=job.job_id, jobStatus="FAILED", maxResults=REPORT_PAGE)
     ids = [s["jobId"] for s in page["jobSummaryList"]][:REPORT_PAGE]
     described = batch.describe_jobs(jobs=ids)["jobs"] if ids else []
-    return [(child_index(d), JobProgress.from_description(job.key, d)) for d in described]
+    return [
+        (job.run_index(child_index(d)), JobProgress.from_description(job.key, d)) for d in described
+    ]
 
 
 def failure_report(

@@ -10,15 +10,20 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from pipeline import contract
-from pipeline.batch_facts import TERMINAL
+from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT, TERMINAL
 from pipeline.errors import RunStateError, SpecError
-from pipeline.runs.progress import JobProgress, child_index, find_run
+from pipeline.runs.progress import (
+    JobProgress,
+    child_index,
+    current_submissions,
+    find_run_history,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_logs import CloudWatchLogsClient
@@ -51,23 +56,32 @@ class AttemptLog:
     log_stream: str | None = None
     current: bool = False
     """The attempt that has not ended (its log may still grow)."""
+    run_index: int | None = None
+    """The child's index in the run, when its job is a ``resume --failed-only`` re-run of
+    some children (whose child 0, or the standard job itself, may be the run's child 3);
+    None: ``index``. ``index`` and ``attempt`` stay Batch's, which say where the log is."""
+    number: int | None = None
+    """The attempt's number among the child's attempts in every job that ran it; None:
+    ``attempt``."""
 
     @property
     def name(self) -> str:
         """``JobB:3``, or ``JobA``."""
-        return self.job if self.index is None else f"{self.job}:{self.index}"
+        index = self.index if self.run_index is None else self.run_index
+        return self.job if index is None else f"{self.job}:{index}"
 
     def heading(self) -> str:
         code = "" if self.exit_code is None else f", exit code {self.exit_code}"
         reason = f": {self.reason}" if self.reason else ""
-        return f"--- {self.name} attempt {self.attempt} ({self.status}{code}{reason}) ---"
+        number = self.attempt if self.number is None else self.number
+        return f"--- {self.name} attempt {number} ({self.status}{code}{reason}) ---"
 
     def as_json(self) -> dict[str, Any]:
         return {
             "job": self.job,
             "jobId": self.job_id,
-            "index": self.index,
-            "attempt": self.attempt,
+            "index": self.index if self.run_index is None else self.run_index,
+            "attempt": self.attempt if self.number is None else self.number,
             "status": self.status,
             "exitCode": self.exit_code,
             "statusReason": self.reason,
@@ -144,18 +158,23 @@ class LogTarget:
     """The job (or child) a ``logs`` command names, as the run has it."""
 
     key: str
-    progress: JobProgress
     index: int | None
+    job_ids: tuple[str, ...]
+    """The Batch jobs that ran it, oldest first: the job (or its child of the newest whole
+    submission), then each ``resume --failed-only`` re-run of that child."""
 
     @property
     def job_id(self) -> str:
-        base = self.progress.job_id
-        return base if self.index is None else f"{base}:{self.index}"
+        """The newest of them."""
+        return self.job_ids[-1]
 
 
 def log_target(batch: BatchApi, document: PipelineDocument, run_id: str, named: str) -> LogTarget:
-    """The job ``named`` (``JobA``, ``JobB:3``) of run ``run_id``: its newest submission,
-    checked (a job of the pipeline, of the run, an array child that exists)."""
+    """The job ``named`` (``JobA``, ``JobB:3``) of run ``run_id``, checked (a job of the
+    pipeline, of the run, an array child that exists). A child keeps its name across
+    ``resume --failed-only``, which re-runs it in a job of its own (a standard job, or a
+    smaller array): the target holds every job that ran it, so a hint the run printed
+    before the resume still names it."""
     found = _TARGET.match(named)
     keys = [job.key for job in document.spec]
     if not found or found.group(1) not in keys:
@@ -164,39 +183,75 @@ def log_target(batch: BatchApi, document: PipelineDocument, run_id: str, named: 
             "':INDEX' for a child of an array (JobB:3)"
         )
     key, index = found.group(1), found.group(2)
-    run = find_run(batch, document.queue, run_id, document.spec)
-    if key not in run:
+    history = find_run_history(batch, document.queue, run_id, document.spec)
+    if key not in history:
         raise RunStateError(f"run {run_id} has no {key}: it was never submitted")
-    progress = run[key]
-    size = progress.array_size
+    submissions = current_submissions(history[key])
+    size = submissions[0].array_size
     if index is None and size:
-        failed = failed_children(batch, progress)
+        failed = failed_children(batch, submissions)
         hint = f"; failed: {', '.join(map(str, failed))}" if failed else ""
         raise SpecError(
             f"{key} is an array of {size:,} children; name one: {key}:INDEX (0 to {size - 1}){hint}"
         )
     if index is not None and not size:
         raise SpecError(f"{key} is not an array job; drop ':{index}'")
-    if index is not None and size is not None and int(index) >= size:
+    if index is None:
+        return LogTarget(key, None, (submissions[-1].job_id,))
+    if size is not None and int(index) >= size:
         raise SpecError(f"{key} has children 0 to {size - 1} in this run; got {index}")
-    return LogTarget(key, progress, None if index is None else int(index))
+    return LogTarget(key, int(index), _child_job_ids(submissions, int(index)))
 
 
-def failed_children(batch: BatchApi, progress: JobProgress, limit: int = 20) -> list[int]:
-    """Indices of some failed children of an array job (one ListJobs page)."""
-    if not progress.children.get("FAILED"):
-        return []
-    page = batch.list_jobs(arrayJobId=progress.job_id, jobStatus="FAILED", maxResults=limit)
-    return sorted(i for s in page["jobSummaryList"] if (i := child_index(s)) is not None)
+def _child_job_ids(submissions: Sequence[JobProgress], index: int) -> tuple[str, ...]:
+    """The jobs that ran the run's child ``index``: the whole submission's child, then the
+    re-runs of it (a re-run's child k is the run's ``index_map[k]``; a re-run of one child is
+    a standard job)."""
+    whole, *reruns = submissions
+    found = [f"{whole.job_id}:{index}"]
+    for rerun in reruns:
+        mapped = rerun.index_map or ()
+        if index in mapped:
+            position = mapped.index(index)
+            found.append(f"{rerun.job_id}:{position}" if rerun.array_size else rerun.job_id)
+    return tuple(found)
+
+
+def failed_children(
+    batch: BatchApi, submissions: Sequence[JobProgress], limit: int = 20
+) -> list[int]:
+    """Indices of some children of an array job that failed and were not re-run since (one
+    ListJobs page per submission with failed children), by the run's indices.
+    ``submissions``: the job's :func:`current_submissions`."""
+    failed: set[int] = set()
+    for job in submissions:
+        failed -= set(job.index_map or ())
+        if job.array_size and job.children.get("FAILED"):
+            page = batch.list_jobs(arrayJobId=job.job_id, jobStatus="FAILED", maxResults=limit)
+            failed |= {
+                i
+                for s in page["jobSummaryList"]
+                if (i := job.run_index(child_index(s))) is not None
+            }
+        elif not job.array_size and job.status == "FAILED":
+            failed |= set(job.index_map or ())
+    return sorted(failed)[:limit]
 
 
 def target_attempts(batch: BatchApi, target: LogTarget) -> tuple[list[AttemptLog], bool]:
-    """The target's attempts and whether it has ended (one DescribeJobs call)."""
-    jobs = batch.describe_jobs(jobs=[target.job_id])["jobs"]
-    if not jobs:
+    """The target's attempts, of every job that ran it, oldest first and numbered on from
+    one job to the next, and whether the newest has ended (one DescribeJobs call)."""
+    ids = target.job_ids[-DESCRIBE_JOBS_LIMIT:]
+    described = {d["jobId"]: d for d in batch.describe_jobs(jobs=list(ids))["jobs"]}
+    if target.job_id not in described:
         raise RunStateError(f"no job {target.job_id}: Batch keeps ended jobs for about 7 days")
-    (description,) = jobs
-    return attempts_of(description, target.key), description["status"] in TERMINAL
+    attempts: list[AttemptLog] = []
+    for job_id in ids:
+        if job_id in described:
+            for attempt in attempts_of(described[job_id], target.key):
+                number = len(attempts) + 1
+                attempts.append(replace(attempt, run_index=target.index, number=number))
+    return attempts, described[target.job_id]["status"] in TERMINAL
 
 
 # --- what a long-running child is on ------------------------------------------------------------

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.batch_facts import DESCRIBE_JOBS_LIMIT, TERMINAL
-from pipeline.contract import INPUT_PREFIX
+from pipeline.contract import INDEX_MAP, INPUT_PREFIX
 from pipeline.errors import RunStateError
 from pipeline.spec import RUN_TAG, STARTED_BY_TAG, PipelineSpec
 
@@ -83,6 +83,23 @@ class JobProgress:
         """Failed, or an array with a failed child (its parent fails once all children end,
         and every job after it would fail too)."""
         return self.status == "FAILED" or self.children.get("FAILED", 0) > 0
+
+    @property
+    def index_map(self) -> tuple[int, ...] | None:
+        """The run's indices of the children this submission re-runs (``resume --failed-only``
+        submits child k for the run's index ``index_map[k]``); None for a whole submission."""
+        mapped = self.environment.get(INDEX_MAP)
+        return tuple(int(i) for i in mapped.split(",")) if mapped else None
+
+    def run_index(self, index: int | None) -> int | None:
+        """The run's index of this submission's child ``index`` (None: the job itself, which
+        for a re-run of a single child is a standard job standing for that child)."""
+        mapped = self.index_map
+        if mapped is None:
+            return index
+        if index is None:
+            return mapped[0] if len(mapped) == 1 else None
+        return mapped[index] if index < len(mapped) else index
 
     @classmethod
     def from_description(cls, key: str, job: Mapping[str, Any]) -> JobProgress:
@@ -156,6 +173,14 @@ def find_run_history(
             "(Batch keeps finished jobs for about 7 days)"
         )
     return run
+
+
+def current_submissions(history: Sequence[JobProgress]) -> list[JobProgress]:
+    """Of one job's submissions (oldest first, see :func:`find_run_history`), those that make
+    the job what it is now: its newest whole submission, then each re-run of some of its
+    children after it (``resume --failed-only``), which stand for those children only."""
+    whole = [n for n, job in enumerate(history) if job.index_map is None]
+    return list(history[whole[-1] if whole else 0 :])
 
 
 def child_index(description: Mapping[str, Any]) -> int | None:

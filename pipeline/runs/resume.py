@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import RunStateError
 from pipeline.runs.failures import index_ranges
-from pipeline.runs.progress import JobProgress, child_index
+from pipeline.runs.progress import JobProgress, child_index, current_submissions
 from pipeline.spec import RUN_SETTINGS, PipelineSpec
 
 if TYPE_CHECKING:
@@ -45,26 +45,41 @@ def plan_resume(
     *,
     failed_only: bool,
     from_start: bool = False,
+    history: Mapping[str, Sequence[JobProgress]] | None = None,
 ) -> ResumePlan:
-    """How to resume ``run``: from its first job that did not succeed, or, with
-    ``failed_only``, re-running only the failed children of JobB and JobC first; with
-    ``from_start`` (what its jobs wrote is gone), every job again."""
+    """How to resume ``run`` (its newest job of each key): from its first job that did not
+    succeed, or, with ``failed_only``, re-running only the failed children of JobB and JobC
+    first; with ``from_start`` (what its jobs wrote is gone), every job again. ``history``:
+    every job of each key, oldest first (see :func:`pipeline.runs.progress.find_run_history`),
+    for a run resumed with ``failed_only`` before, whose newest JobB may re-run a few
+    children only; without it, the newest jobs are taken as the whole."""
+    history = history or {key: [progress] for key, progress in run.items()}
     keep: dict[str, str]
     reruns: dict[str, list[int]]
     if from_start:
         keep, reruns = {}, {}
     elif failed_only:
-        keep, reruns = failed_only_plan(batch, run, spec)
+        keep, reruns = failed_only_plan(batch, run, spec, history=history)
     else:
         keep, reruns = resume_plan(run, spec), {}
-    sizes = [p.array_size for k, p in run.items() if spec.job(k).scales_with_input]
     return ResumePlan(
         keep=keep,
         reruns=reruns,
-        array_size=next((size for size in sizes if size), None),
+        array_size=run_size(history, spec),
         parameters=dict(run["JobE"].parameters) if "JobE" in run else {},
         environment=_settings(next(iter(run.values()))),
     )
+
+
+def run_size(history: Mapping[str, Sequence[JobProgress]], spec: PipelineSpec) -> int | None:
+    """The run's size (of JobB/JobC): their newest whole submission's, not that of a
+    ``--failed-only`` re-run of some children."""
+    sizes = [
+        current_submissions(jobs)[0].array_size
+        for key, jobs in history.items()
+        if jobs and spec.job(key).scales_with_input
+    ]
+    return next((size for size in sizes if size), None)
 
 
 def _settings(job: JobProgress) -> dict[str, str]:
@@ -84,20 +99,47 @@ def failed_indices(batch: BatchApi, parent_id: str) -> list[int]:
             return sorted(set(indices))
 
 
+def run_failed_indices(batch: BatchApi, submissions: Sequence[JobProgress]) -> list[int]:
+    """The run's indices of an array's children that failed and were not re-run since (all
+    pages of ListJobs per submission with a failure). ``submissions``: the job's
+    :func:`pipeline.runs.progress.current_submissions`; a re-run's child k is the run's
+    ``index_map[k]``, and a re-run of one child is a standard job."""
+    failed: set[int] = set()
+    for job in submissions:
+        failed -= set(job.index_map or ())
+        if job.array_size and job.has_failed:
+            failed |= {
+                i for k in failed_indices(batch, job.job_id) if (i := job.run_index(k)) is not None
+            }
+        elif not job.array_size and job.status == "FAILED":
+            failed |= set(job.index_map or ())
+    return sorted(failed)
+
+
 def failed_only_plan(
-    batch: BatchApi, run: Mapping[str, JobProgress], spec: PipelineSpec
+    batch: BatchApi,
+    run: Mapping[str, JobProgress],
+    spec: PipelineSpec,
+    *,
+    history: Mapping[str, Sequence[JobProgress]] | None = None,
 ) -> tuple[dict[str, str], dict[str, list[int]]]:
     """What ``resume --failed-only`` keeps and re-runs: jobs that succeeded are kept whole; an
-    input-scaled array (JobB, JobC) with failed children is re-run for those children only;
-    from the first job that is neither, everything is submitted again."""
+    input-scaled array (JobB, JobC) with failed children is re-run for those children only,
+    by their index in the run (also when an earlier resume re-ran them); from the first job
+    that is neither, everything is submitted again."""
+    history = history or {key: [progress] for key, progress in run.items()}
     keep = resume_plan(run, spec)
     reruns: dict[str, list[int]] = {}
     for job in spec.jobs[len(keep) :]:
-        progress = run.get(job.key)
-        if progress is None or not job.scales_with_input or not progress.array_size:
+        jobs = history.get(job.key)
+        if not jobs or not job.scales_with_input:
             break
-        failed = failed_indices(batch, progress.job_id)
-        if not failed or len(failed) == progress.array_size:
+        submissions = current_submissions(jobs)
+        size = submissions[0].array_size
+        if not size:
+            break
+        failed = run_failed_indices(batch, submissions)
+        if not failed or len(failed) == size:
             break
         reruns[job.key] = failed
     return keep, reruns

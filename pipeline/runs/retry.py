@@ -12,12 +12,12 @@ redo and stay rejected.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from pipeline.errors import RunStateError
 from pipeline.runs.progress import JobProgress
-from pipeline.runs.resume import ResumePlan
+from pipeline.runs.resume import ResumePlan, run_size
 from pipeline.spec import RUN_SETTINGS, PipelineSpec
 
 
@@ -27,10 +27,18 @@ def retry_token(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
 
 
-def plan_rejected(run_id: str, run: Mapping[str, JobProgress], spec: PipelineSpec) -> ResumePlan:
+def plan_rejected(
+    run_id: str,
+    run: Mapping[str, JobProgress],
+    spec: PipelineSpec,
+    *,
+    history: Mapping[str, Sequence[JobProgress]] | None = None,
+) -> ResumePlan:
     """What ``resume --rejected`` keeps (the first job) and submits again (the rest, whole);
     refused, naming what to do first, while the run is active, when its first job did not
-    succeed, or when a child of a stage failed (its objects were never done)."""
+    succeed, or when a child of a stage failed (its objects were never done). ``history``
+    (see :func:`pipeline.runs.resume.plan_resume`) gives the run's size after a
+    ``--failed-only`` resume."""
     active = [p for p in run.values() if p.is_active]
     if active:
         states = ", ".join(f"{p.key} {p.status}" for p in active)
@@ -49,12 +57,11 @@ def plan_rejected(run_id: str, run: Mapping[str, JobProgress], spec: PipelineSpe
                 f"run {run_id}'s {job.key} did not finish every shard; re-run it first with "
                 f"`resume {run_id} --failed-only`, then retry the rejected objects"
             )
-    sizes = [p.array_size for k, p in run.items() if spec.job(k).scales_with_input]
     last = spec.jobs[-1].key
     return ResumePlan(
         keep={first: listed.job_id},
         reruns={},
-        array_size=next((size for size in sizes if size), None),
+        array_size=run_size(history or {key: [job] for key, job in run.items()}, spec),
         parameters=dict(run[last].parameters) if last in run else {},
         environment={k: v for k, v in listed.environment.items() if k in RUN_SETTINGS},
     )

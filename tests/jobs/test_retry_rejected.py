@@ -207,3 +207,28 @@ def test_a_result_kept_before_of_an_object_the_cpu_step_now_rejects_is_removed(
     # THEN no result of it is left over (JobD's no-orphans check passed), and it is rejected
     assert summary["objects"] == {"listed": 2, "processed": 1, "rejected": 1}
     assert [r["key"] for r in rejects] == ["b.csv"]
+
+
+def test_a_retry_redoes_only_what_is_rejected_now_not_what_an_earlier_retry_redid(
+    module: Path,
+) -> None:
+    with jobs_world(array_size=3) as world:
+        # GIVEN a run whose CPU step rejected the two files with braces, retried twice with
+        # the step fixed (the second retry had nothing left to redo)
+        world.steps = STEPS
+        world.put_inputs(INPUTS)
+        world.run_all()
+        module.write_text(FIXED)
+        _retry(world, "20261207T120000-aa01")
+        _retry(world, "20261207T120000-aa02")
+        # WHEN the step is broken again and the rejected objects retried once more
+        module.write_text(BROKEN)
+        reads = world.object_reads()
+        _retry(world, "20261207T120000-aa03")
+        summary, rejects = _outcome(world)
+    # THEN no input was read again (none is rejected by a step now) and the run is as it was:
+    # every check passed, no object the fixed step did is rejected, no output left over
+    assert sorted(k for k in reads if k.startswith("sales/")) == []
+    assert summary["objects"] == {"listed": 8, "processed": 7, "rejected": 1}
+    assert all(check["passed"] for check in summary["checks"])
+    assert [r["key"] for r in rejects] == ["sales/empty.csv"]

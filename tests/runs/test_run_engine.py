@@ -328,3 +328,43 @@ def test_an_outcome_as_json() -> None:
         "busy": [],
     }
     assert not outcome.succeeded
+
+
+def _resumed_once(aws: EngineBatch, session: Session, *faults: str) -> None:
+    """Run r1 of 4 whose JobB children 1 and 3 failed, resumed with --failed-only, the
+    re-run's first attempts failing where ``faults`` says (its child 1 is the run's 3)."""
+    aws.inject("JobB:1=exit:2", "JobB:3=exit:2")
+    engine.start(session, DOCUMENT, run_config(array_size=4, run_id="r1"))
+    aws.engine.faults.clear()
+    aws.inject(*faults)
+    resume = engine.plan_resume_run(session, DOCUMENT, "r1", RunInputs(), failed_only=True)
+    assert resume.plan.reruns == {"JobB": [1, 3], "JobC": [1, 3]}
+    engine.submit(session, DOCUMENT, resume.config, plan=resume.plan)
+    aws.engine.faults.clear()
+    assert aws.non_terminal() == []
+
+
+def test_a_second_failed_only_resume_reruns_the_runs_child_that_failed_again(
+    aws: EngineBatch, session: Session
+) -> None:
+    # GIVEN a run of 4 resumed for its failed JobB children 1 and 3, whose re-run of child 3
+    # (the re-run's child 1) failed again
+    _resumed_once(aws, session, "JobB:1=exit:2")
+    # WHEN it is resumed for its failed children again
+    again = engine.plan_resume_run(session, DOCUMENT, "r1", RunInputs(), failed_only=True)
+    # THEN the run's child 3 is re-run, in a run of 4 (not the re-run's child 1, of 2)
+    assert again.plan.reruns == {"JobB": [3], "JobC": [3]}
+    assert again.config.array_size == 4
+
+
+def test_a_retry_of_the_rejected_after_a_failed_only_resume_keeps_the_runs_size(
+    aws: EngineBatch, session: Session
+) -> None:
+    # GIVEN a run of 4 whose failed JobB children were re-run by a resume that succeeded
+    _resumed_once(aws, session)
+    # WHEN its rejected objects are retried
+    retry = engine.plan_resume_run(
+        session, DOCUMENT, "r1", RunInputs(), failed_only=False, rejected=True
+    )
+    # THEN JobB to JobE are submitted for the run's 4 shards (not the re-run's 2)
+    assert retry.config.array_size == 4
