@@ -237,8 +237,14 @@ class LocalBackend(LocalInputs):
         from pipeline.local.deployment import LOCAL_ARRAY_SIZE, local_document
 
         document = local_document(steps=self.steps)
-        if self.options.trigger is None and inputs.array_size is not None:  # else once listed
+        if self.options.trigger is None and inputs.array_size is not None:
             engine.plan_run(document, inputs, max_vcpu_hours=max_vcpu_hours)
+        elif self.options.trigger is None and max_vcpu_hours is not None:
+            # Sized to its input: counted from the files, as the services will seed them.
+            counted = self.dry_run_listing(document, inputs).objects
+            engine.plan_run(
+                document, replace(inputs, input_objects=counted), max_vcpu_hours=max_vcpu_hours
+            )
         for note in local_step_notes(self.steps):
             self.on_progress(note)
         if self.options.output_dir is not None:

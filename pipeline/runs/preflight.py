@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.batch_facts import MIN_ARRAY_SIZE
 from pipeline.errors import SpecError
 from pipeline.instances import InstanceType
 from pipeline.runs.sizing import queue_environments
@@ -67,6 +68,10 @@ def format_costs(costs: Sequence[JobCost]) -> list[str]:
 COMMAND_LINE_GUARD = (
     "max_vcpu_hours {limit:g}; lower array_size or raise the limit (see the dry run)"
 )
+SMALLEST_ARRAY_GUARD = (
+    "max_vcpu_hours {limit:g}; raise the limit: the arrays are at AWS Batch's smallest size, "
+    "{size} (see the dry run)"
+)
 TRIGGER_GUARD = (
     "the triggers' limit of {limit:g} (the construct's trigger_max_vcpu_hours); raise it, or "
     "lower the pipeline's array size"
@@ -81,6 +86,8 @@ def check_cost(
     if max_vcpu_hours is None:
         return
     total = sum(c.vcpu_hours for c in worst_case(spec))
+    if guard == COMMAND_LINE_GUARD and spec.array_size <= MIN_ARRAY_SIZE:
+        guard = SMALLEST_ARRAY_GUARD.replace("{size}", str(MIN_ARRAY_SIZE))
     if total > max_vcpu_hours:
         raise SpecError(
             f"the run's worst case is {total:,.1f} vCPU-hours, above "

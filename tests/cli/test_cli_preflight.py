@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,20 @@ def test_a_job_that_fits_no_instance_type_is_refused_before_submitting(
 def test_the_default_queue_layout_passes_the_fit_check(small_queue: EngineBatch) -> None:
     code, _, err = cli_in_process(small_queue, "--queue", "ProdQueue", "--array-size", "4")
     assert code == 0, err
+
+
+def test_a_local_run_sized_to_its_input_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a local run given no size (sized to its input, the sample's 297 objects: 2)
+    monkeypatch.setenv("PIPELINE_LOCAL_STATE_DIR", str(tmp_path / "state"))
+    # WHEN its worst case is over the cost guard
+    code, out, err = cli_in_process(None, "--local", "--max-vcpu-hours", "1")
+    # THEN it is refused in one line that does not ask for a size below AWS Batch's smallest,
+    # and no services started (no run's folder, no line saying where they are)
+    assert (code, out) == (252, "")
+    assert err.strip() == (
+        "error: the run's worst case is 414.8 vCPU-hours, above --max-vcpu-hours 1; raise the "
+        "limit: the arrays are at AWS Batch's smallest size, 2 (see --dry-run)"
+    )
+    assert not (tmp_path / "state" / "runs").exists()
