@@ -347,6 +347,21 @@ def in_flags(error: Exception) -> str:
     ).replace("the dry run", "--dry-run")
 
 
+def _interrupted(command: str, *, local: bool) -> str:
+    """What an interrupted command says: where a run it started is, and how to go on."""
+    if command not in ("run", "resume"):
+        return "interrupted"
+    if local:  # the services stopped with the command: the run waits
+        return (
+            "interrupted: the run is kept; `python -m pipeline.submit status --local` shows "
+            "it and how to resume it"
+        )
+    return (
+        "interrupted: jobs already submitted go on in AWS Batch; `python -m pipeline.submit "
+        "status` shows them"
+    )
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -398,7 +413,7 @@ def main(
         return fail(str(error), backend.unreachable_exit_code)
     except KeyboardInterrupt:
         with contextlib.suppress(OSError, ValueError):  # the terminal may be gone (SIGHUP)
-            print("interrupted", file=err, flush=True)
+            print(_interrupted(options.command, local=options.local), file=err, flush=True)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`... --json | head`): end quietly, and keep Python

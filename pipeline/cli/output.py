@@ -221,15 +221,21 @@ def print_runs(output: Output, runs: Sequence[RunSummary], where: str) -> None:
         output.result("", {"runs": [r.as_json() for r in runs]})
         return
     if not runs:
-        output.result(f"no runs ({where}; Batch keeps ended jobs for about 7 days)", None)
+        kept = "" if where == "--local" else "; Batch keeps ended jobs for about 7 days"
+        output.result(f"no runs ({where}{kept})", None)
         return
-    lines = [f"{'RUN ID':<24} {'STATUS':<10} {'SUBMITTED (UTC)':<19}  {'STARTED BY':<12}  INPUT"]
+    rows = [("RUN ID", "STATUS", "SUBMITTED (UTC)", "STARTED BY", "INPUT")]
     for run in runs:
         when = datetime.fromtimestamp(run.created_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         prefix = "(whole bucket)" if not run.input_prefix else run.input_prefix
-        lines.append(
-            f"{run.run_id:<24} {run.status:<10} {when:<19}  {run.started_by:<12}  {prefix}"
-        )
+        rows.append((run.run_id, run.status, when, run.started_by, prefix))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines = [
+        "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False))
+        + "  "
+        + row[4]
+        for row in rows
+    ]
     output.result("\n".join(lines), None)
 
 

@@ -249,6 +249,11 @@ def test_a_stopped_command_leaves_no_process_of_its_run(tmp_path: Path, stop: in
     state = tmp_path / "state"
     process.send_signal(stop)
     assert process.wait(timeout=30) == 130
+    assert process.stderr is not None  # and it said where the run is and how to go on
+    assert process.stderr.read().splitlines()[-1] == (
+        "interrupted: the run is kept; `python -m pipeline.submit status --local` shows it and "
+        "how to resume it"
+    )
     _until(lambda: not run_processes(endpoint, state), "processes of the run are left")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), timeout=1).close()
