@@ -234,7 +234,10 @@ def expect(
     AWS: on this machine's capacity (``--local``), it is of the same input on a pipeline
     deployed with the construct's defaults, sized to it (``per_child``: its target)."""
     if objects is None:
-        return None, "the input was not listed, so its objects are not known"
+        return None, (
+            "the input was not listed, so its objects are not known: give --stack (the "
+            "deployed BucketA is listed) or --local (the run's files are counted)"
+        )
     try:
         if capacity.cores is not None:
             prediction = on_default_deployment(
