@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
         dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=_Parser
     )
@@ -498,8 +499,20 @@ def _positive(value: str) -> float:
     return number
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("array-job-pipeline")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "(not installed)"
+
+
 def parse(arguments: list[str]) -> Options:
     """Options from a command line; ``run`` is the default command."""
-    if not arguments or (arguments[0] not in COMMANDS and arguments[0] not in ("-h", "--help")):
+    first = arguments[0] if arguments else "-"
+    if first not in COMMANDS and not first.startswith("-"):
+        raise UsageError(f"unknown command {first!r}: give one of {', '.join(COMMANDS)}")
+    if first not in (*COMMANDS, "-h", "--help", "--version"):
         arguments = ["run", *arguments]
     return Options.from_args(build_parser().parse_args(arguments))

@@ -139,7 +139,23 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         "error: --on-upload starts a run with the pipeline's defaults, as the deployed trigger "
         "does; drop --objects-per-child",
     ),
+    (
+        ["frobnicate"],
+        252,
+        "error: unknown command 'frobnicate': give one of run, status, cancel, resume, report, "
+        "diagnose, prune, logs",
+    ),
 ]
+
+
+def test_the_version_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = cli_in_process(None, "--version")  # argparse writes it to sys.stdout
+    assert code == 0
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    said = capsys.readouterr().out.strip()
+    assert said.endswith(f" {version}") or said.endswith(" (not installed)"), said
 
 
 @pytest.mark.parametrize(
