@@ -423,6 +423,11 @@ def main(
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
-        return fail(f"{error.strerror or error}{where}", EXIT_LOCAL)
+    except OSError as error:  # the local state folder (a run's own files are said before)
+        where = f"{error.filename}: " if error.filename else ""
+        hint = ""
+        said = str(error.strerror or error)
+        if options.local and isinstance(error, PermissionError):
+            hint = ": set PIPELINE_LOCAL_STATE_DIR to a folder of your own"
+            said = said.replace(": name another state folder", "")
+        return fail(f"{where}{said}{hint}", EXIT_LOCAL)

@@ -286,3 +286,28 @@ def test_serve_refuses_a_state_folder_that_is_a_link(tmp_path: Path) -> None:
         f"error: {link}: not a folder of this user's own: name another state folder\n"
     )
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_run_in_a_state_folder_that_is_a_link_says_how_to_name_another(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a state folder whose runs/ is a symbolic link (to where someone else chose)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "runs").symlink_to(elsewhere)
+    # WHEN a local run is started there, THEN it refuses in one line saying what to set
+    tried = subprocess.run(
+        [sys.executable, "-m", "pipeline.submit", "--local"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (tried.returncode, tried.stdout) == (255, "")
+    assert tried.stderr == (
+        f"error: {tmp_path / 'state' / 'runs'}: not a folder of this user's own: set "
+        "PIPELINE_LOCAL_STATE_DIR to a folder of your own\n"
+    )
+    assert list(elsewhere.iterdir()) == []
