@@ -88,7 +88,8 @@ def measured_per_object(summary: Mapping[str, Any], run_id: str) -> PerObject:
     }
     return PerObject(
         seconds,
-        f"measured by local run {run_id} ({processed:,} objects; each job's seconds over them), "
+        f"measured by local run {run_id} ({processed:,} "
+        f"object{'' if processed == 1 else 's'}; each job's seconds over them), "
         "assumed the same on AWS",
     )
 

@@ -15,7 +15,14 @@ from pipeline.batch_facts import MAX_ARRAY_SIZE, MIN_ARRAY_SIZE
 from pipeline.document import PipelineDocument
 from pipeline.errors import ServiceError
 from pipeline.jobs.job_a import Listed, plan_shards
-from pipeline.runs.autosize import AUTO, InputLocation, choose_size, input_location, list_input
+from pipeline.runs.autosize import (
+    AUTO,
+    InputListing,
+    InputLocation,
+    choose_size,
+    input_location,
+    list_input,
+)
 from pipeline.runs.requests import RunInputs, resolve_run
 from pipeline.spec import DEFAULT_SPEC
 
@@ -79,6 +86,24 @@ def test_the_size_line_says_why() -> None:
         "array size 2: 1 object, 0.5 per child on average (auto: fewer than 200 objects, and "
         "AWS Batch's "
         "smallest array is 2)"
+    )
+
+
+def test_the_size_line_says_at_least_only_when_the_input_wants_more_than_the_deployed() -> None:
+    # 85 objects at 10 per child want 8 children (85 // 10, not 8.5): the 8 deployed suffice
+    assert choose_size(85, deployed=8, per_child=10).describe() == (
+        "array size 8: 85 objects, 10.6 per child on average (auto: a child per 10 objects, "
+        "at most 8 deployed)"
+    )
+    # 80 want exactly the 8 deployed
+    assert choose_size(80, deployed=8, per_child=10).describe() == (
+        "array size 8: 80 objects, 10 per child on average (auto: a child per 10 objects, at "
+        "most 8 deployed)"
+    )
+    # a target of 2 per child is said in objects ("a child per object" is for 1 only)
+    assert choose_size(10, deployed=8, per_child=2).describe() == (
+        "array size 5: 10 objects, 2 per child on average (auto: a child per 2 objects, at most "
+        "8 deployed)"
     )
 
 
@@ -170,4 +195,55 @@ def test_the_input_is_where_the_runs_jobs_will_look() -> None:
     # a document that does not name BucketA (a dry run without --stack): nothing to list
     assert (
         input_location(PipelineDocument("q", {}), input_prefix=None, max_object_bytes=None) is None
+    )
+
+
+def test_the_size_as_json_says_the_size_how_and_why() -> None:
+    assert choose_size(300, deployed=10_000, per_child=100).as_json() == {
+        "arraySize": 3,
+        "how": AUTO,
+        "deployed": 10_000,
+        "objects": 300,
+        "objectsPerChild": 100,
+        "reason": "array size 3: 300 objects, 100 per child on average (auto: a child per 100 "
+        "objects, at most 10,000 deployed)",
+    }
+
+
+def test_the_listing_rejects_markers_by_name_and_reads_keys_url_encoded(s3: Any) -> None:
+    # GIVEN objects that are not empty: a folder marker, a ready marker, and two inputs, one
+    # of which has "%2F" in its name (not a folder marker: its name does not end in "/")
+    for key in ("in/folder/", "in/_READY", "in/odd%2F", "in/a b.csv"):
+        s3.put_object(Bucket="bucket-a", Key=key, Body=b"xy")
+    # WHEN the prefix is listed
+    listing = list_input(s3, InputLocation("bucket-a", "in/", 10))
+    # THEN the two markers are rejected by their names, and the two inputs counted
+    assert (listing.objects, listing.rejected, listing.bytes) == (2, 2, 4)
+
+
+def test_an_empty_prefix_lists_nothing(s3: Any) -> None:
+    assert list_input(s3, InputLocation("bucket-a", "nothing/", 10)) == InputListing(
+        "bucket-a", "nothing/", 0, 0, 0, complete=True
+    )
+
+
+def test_the_first_jobs_own_settings_come_before_the_job_definitions() -> None:
+    # GIVEN job definitions that set a prefix and a limit, and a JobA that sets its own
+    spec = DEFAULT_SPEC.with_overrides(
+        {
+            "JobA": {
+                "environment": {"PIPELINE_INPUT_PREFIX": "a/", "PIPELINE_MAX_OBJECT_BYTES": "2048"}
+            }
+        }
+    )
+    document = PipelineDocument(
+        "ProdQueue",
+        {},
+        spec=spec,
+        resources={"input_bucket": "bucket-a"},
+        definition_settings={"PIPELINE_MAX_OBJECT_BYTES": "1024", "PIPELINE_INPUT_PREFIX": "p/"},
+    )
+    # THEN the run processes JobA's prefix with JobA's limit
+    assert input_location(document, input_prefix=None, max_object_bytes=None) == InputLocation(
+        "bucket-a", "a/", 2048
     )
