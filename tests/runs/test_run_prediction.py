@@ -370,8 +370,7 @@ def test_a_measured_time_per_object_needs_one_object_processed() -> None:
     # THEN that is its time per object, and where it comes from is said in full
     assert measured.seconds == {"JobB": 1.5}
     assert measured.source == (
-        "measured by local run r1 (1 object; each job's seconds over them), assumed the same "
-        "on AWS"
+        "measured by local run r1 (1 object; each job's seconds over them), assumed the same on AWS"
     )
     # and a run that processed none (or has no count) measured nothing
     for summary in ({"objects": {"processed": 0}}, {}):
