@@ -358,7 +358,7 @@ def _interrupted(command: str, *, local: bool) -> str:
         )
     return (
         "interrupted: jobs already submitted go on in AWS Batch; `python -m pipeline.submit "
-        "status` shows them"
+        "status` with the same --stack or --queue shows them"
     )
 
 
